@@ -1,0 +1,47 @@
+# fedgrid — run `make help` for the targets.
+STATICCHECK_VERSION ?= 2025.1.1
+SHELL := /bin/bash
+GO ?= go
+BIN := bin/fedgrid
+PKGS := ./...
+# Tests that drive the real binary find it here.
+export FEDGRID_BIN := $(CURDIR)/$(BIN)
+
+.PHONY: help build test test-short demo bench lint fmt vet tidy-check check clean
+
+help: ## list the targets
+	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
+
+build: ## build bin/fedgrid
+	@mkdir -p bin
+	$(GO) build -o $(BIN) ./cmd/fedgrid
+
+test: build ## unit, in-process multi-peer and multi-process tests (race detector on)
+	$(GO) test -race -count=1 -timeout 15m $(PKGS)
+
+test-short: build ## the quick tests only
+	$(GO) test -short -count=1 $(PKGS)
+
+demo: build ## network + two gateways + two nodes + a data scientist, on loopback
+	$(GO) run ./examples/demo --bin $(CURDIR)/$(BIN) --data examples/data
+
+bench: build ## training speed against PyTorch, and more (see BENCHMARKS.md)
+	./bench/run.sh
+
+fmt: ## gofmt the tree
+	gofmt -w $$(git ls-files '*.go')
+
+vet: ## go vet
+	$(GO) vet $(PKGS)
+
+lint: vet ## go vet + staticcheck + gofmt check
+	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed: $$out"; exit 1; fi
+	$(GO) run honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION) $(PKGS)
+
+tidy-check: ## go mod tidy leaves no diff
+	$(GO) mod tidy && git diff --exit-code go.mod go.sum
+
+check: lint tidy-check test ## everything CI runs
+
+clean: ## remove build output
+	rm -rf bin
