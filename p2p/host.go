@@ -1,0 +1,393 @@
+// Package p2p builds fedgrid's libp2p peers: identity, host, Kademlia DHT,
+// gossipsub, bootstrap and reconnect loops, and a request/response helper
+// over streams (Call/Handle) that every fedgrid protocol uses.
+package p2p
+
+import (
+	"context"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"log/slog"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/ipfs/go-cid"
+	"github.com/libp2p/go-libp2p"
+	dht "github.com/libp2p/go-libp2p-kad-dht"
+	pubsub "github.com/libp2p/go-libp2p-pubsub"
+	pb "github.com/libp2p/go-libp2p-pubsub/pb"
+	"github.com/libp2p/go-libp2p/core/connmgr"
+	"github.com/libp2p/go-libp2p/core/crypto"
+	"github.com/libp2p/go-libp2p/core/host"
+	"github.com/libp2p/go-libp2p/core/network"
+	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/libp2p/go-libp2p/core/pnet"
+	"github.com/libp2p/go-libp2p/core/protocol"
+	cmgr "github.com/libp2p/go-libp2p/p2p/net/connmgr"
+	"github.com/libp2p/go-libp2p/p2p/transport/tcp"
+	ma "github.com/multiformats/go-multiaddr"
+	mh "github.com/multiformats/go-multihash"
+)
+
+// DefaultNetwork is the network name used when none is given.
+const DefaultNetwork = "default"
+
+// DefaultListen is where peers listen when no address is given: loopback only.
+const DefaultListen = "/ip4/127.0.0.1/tcp/0"
+
+// Version is reported to other peers in the user agent.
+var Version = "0.1.0"
+
+// DHTMode selects whether this peer serves the DHT or only queries it.
+type DHTMode int
+
+const (
+	// DHTServer answers DHT queries and stores records (network peers, gateways).
+	DHTServer DHTMode = iota
+	// DHTClient only queries (data scientists' one-shot commands, nodes).
+	DHTClient
+)
+
+// Config describes one peer. The zero value plus DataDir or Identity is usable.
+type Config struct {
+	// DataDir holds identity.key (created on first start) unless Identity is set.
+	DataDir string
+	// Identity overrides the key in DataDir.
+	Identity crypto.PrivKey
+	// Network names the DHT namespace and topics; peers of different networks never see each other.
+	Network string
+	// Listen multiaddrs; default DefaultListen. Empty slice with NoListen = dial only.
+	Listen   []string
+	NoListen bool
+	// Bootstrap peers (full multiaddrs with /p2p/). Each is dialled with retries
+	// and kept connected for the peer's whole life.
+	Bootstrap []string
+	DHTMode   DHTMode
+	// PSK, when set, makes this a private network: only peers with the same key connect.
+	PSK []byte
+	// Gater, when set, may refuse connections (for example from removed nodes).
+	Gater connmgr.ConnectionGater
+	// Logger; nil discards.
+	Logger *slog.Logger
+}
+
+// Peer is a running libp2p peer with its DHT and pubsub router.
+type Peer struct {
+	Host    host.Host
+	DHT     *dht.IpfsDHT
+	PubSub  *pubsub.PubSub
+	Network string
+
+	log       *slog.Logger
+	ctx       context.Context
+	cancel    context.CancelFunc
+	wg        sync.WaitGroup
+	closeOnce sync.Once
+	closeErr  error
+}
+
+// New starts a peer. If it fails half way, whatever was opened is closed.
+func New(ctx context.Context, cfg Config) (_ *Peer, err error) {
+	if cfg.Network == "" {
+		cfg.Network = DefaultNetwork
+	}
+	if err := ValidateNetworkName(cfg.Network); err != nil {
+		return nil, err
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	sk := cfg.Identity
+	if sk == nil {
+		if cfg.DataDir == "" {
+			return nil, errors.New("p2p: either DataDir or Identity is required")
+		}
+		sk, err = LoadOrCreateIdentity(filepath.Join(cfg.DataDir, IdentityFile))
+		if err != nil {
+			return nil, err
+		}
+	}
+	bootstrap, err := ParseAddrInfos(cfg.Bootstrap)
+	if err != nil {
+		return nil, err
+	}
+	listen := cfg.Listen
+	if len(listen) == 0 && !cfg.NoListen {
+		listen = []string{DefaultListen}
+	}
+	cm, err := cmgr.NewConnManager(64, 256, cmgr.WithGracePeriod(time.Minute))
+	if err != nil {
+		return nil, fmt.Errorf("connection manager: %w", err)
+	}
+	opts := []libp2p.Option{
+		libp2p.Identity(sk),
+		libp2p.Transport(tcp.NewTCPTransport),
+		libp2p.DisableRelay(),
+		libp2p.DisableMetrics(),
+		libp2p.ConnectionManager(cm),
+		libp2p.UserAgent("fedgrid/" + Version),
+		libp2p.WithDialTimeout(10 * time.Second),
+	}
+	if len(listen) > 0 {
+		opts = append(opts, libp2p.ListenAddrStrings(listen...))
+	} else {
+		opts = append(opts, libp2p.NoListenAddrs)
+	}
+	if len(cfg.PSK) > 0 {
+		if len(cfg.PSK) != 32 {
+			return nil, fmt.Errorf("p2p: private network key must be 32 bytes, got %d", len(cfg.PSK))
+		}
+		opts = append(opts, libp2p.PrivateNetwork(pnet.PSK(cfg.PSK)))
+	}
+	if cfg.Gater != nil {
+		opts = append(opts, libp2p.ConnectionGater(cfg.Gater))
+	}
+	h, err := libp2p.New(opts...)
+	if err != nil {
+		return nil, fmt.Errorf("start libp2p host: %w", err)
+	}
+	pctx, cancel := context.WithCancel(context.Background())
+	p := &Peer{Host: h, Network: cfg.Network, log: log, ctx: pctx, cancel: cancel}
+	defer func() {
+		if err != nil {
+			_ = p.Close()
+		}
+	}()
+
+	mode := dht.ModeServer
+	if cfg.DHTMode == DHTClient {
+		mode = dht.ModeClient
+	}
+	p.DHT, err = dht.New(h,
+		dht.Mode(mode),
+		dht.ProtocolPrefix(protocol.ID("/fedgrid/"+cfg.Network)),
+		dht.BootstrapPeers(bootstrap...),
+		dht.RoutingTableRefreshPeriod(30*time.Second),
+	)
+	if err != nil {
+		return nil, fmt.Errorf("start DHT: %w", err)
+	}
+	p.PubSub, err = pubsub.NewGossipSub(pctx, h,
+		pubsub.WithMessageIdFn(contentID),
+		pubsub.WithPeerOutboundQueueSize(256),
+		pubsub.WithValidateQueueSize(256),
+		pubsub.WithMaxMessageSize(64<<10),
+	)
+	if err != nil {
+		return nil, fmt.Errorf("start gossipsub: %w", err)
+	}
+	for _, ai := range bootstrap {
+		p.Keep(ai)
+	}
+	return p, nil
+}
+
+// contentID deduplicates messages by content hash: a re-announced identical
+// offer from the same author is one message.
+func contentID(m *pb.Message) string {
+	h := sha256.New()
+	h.Write(m.GetFrom())
+	h.Write(m.GetData())
+	return string(h.Sum(nil))
+}
+
+// ValidateNetworkName refuses names that would break protocol IDs.
+func ValidateNetworkName(n string) error {
+	if n == "" || len(n) > 64 {
+		return fmt.Errorf("network name must be 1 to 64 characters, got %q", n)
+	}
+	for _, r := range n {
+		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' || r == '_' || r == '.') {
+			return fmt.Errorf("network name %q may hold only letters, digits, '-', '_' and '.'", n)
+		}
+	}
+	return nil
+}
+
+// ID is this peer's ID.
+func (p *Peer) ID() peer.ID { return p.Host.ID() }
+
+// Context is cancelled when the peer closes.
+func (p *Peer) Context() context.Context { return p.ctx }
+
+// Protocol returns the stream protocol ID for name in this peer's network.
+func (p *Peer) Protocol(name string) protocol.ID {
+	return ProtocolID(p.Network, name)
+}
+
+// ProtocolID returns "/fedgrid/<network>/<name>/1.0.0".
+func ProtocolID(network, name string) protocol.ID {
+	return protocol.ID("/fedgrid/" + network + "/" + name + "/1.0.0")
+}
+
+// Topic returns the gossipsub topic name for name in this peer's network.
+func (p *Peer) Topic(name string) string { return "/fedgrid/" + p.Network + "/" + name }
+
+// Addrs returns this peer's full multiaddrs (with /p2p/<id>).
+func (p *Peer) Addrs() []string {
+	ai := peer.AddrInfo{ID: p.Host.ID(), Addrs: p.Host.Addrs()}
+	mas, err := peer.AddrInfoToP2pAddrs(&ai)
+	if err != nil {
+		return nil
+	}
+	out := make([]string, len(mas))
+	for i, m := range mas {
+		out[i] = m.String()
+	}
+	return out
+}
+
+// TagKey is the DHT key under which gateways provide a dataset tag.
+func TagKey(network, tag string) cid.Cid {
+	d := sha256.Sum256([]byte("fedgrid/" + network + "/tag/" + strings.ToLower(tag)))
+	// Encode fails only for unknown hash codes; SHA2_256 is known.
+	sum, _ := mh.Encode(d[:], mh.SHA2_256)
+	return cid.NewCidV1(cid.Raw, sum)
+}
+
+// TagKey is TagKey for this peer's network.
+func (p *Peer) TagKey(tag string) cid.Cid { return TagKey(p.Network, tag) }
+
+// Connect dials ai with a deadline.
+func (p *Peer) Connect(ctx context.Context, ai peer.AddrInfo) error {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if err := p.Host.Connect(ctx, ai); err != nil {
+		return fmt.Errorf("connect to %s: %w", ai.ID.ShortString(), err)
+	}
+	return nil
+}
+
+// FindPeer returns addresses for id: from the peerstore if connected or
+// known, else from the DHT.
+func (p *Peer) FindPeer(ctx context.Context, id peer.ID) (peer.AddrInfo, error) {
+	if p.Host.Network().Connectedness(id) == network.Connected {
+		return peer.AddrInfo{ID: id, Addrs: p.Host.Peerstore().Addrs(id)}, nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+	defer cancel()
+	ai, err := p.DHT.FindPeer(ctx, id)
+	if err != nil {
+		return peer.AddrInfo{}, fmt.Errorf("find peer %s: %w", id, err)
+	}
+	return ai, nil
+}
+
+// Keep protects the connection to ai and redials it, with backoff, whenever
+// it drops, until the peer closes. Use it for bootstrap peers and a node's gateway.
+func (p *Peer) Keep(ai peer.AddrInfo) {
+	p.Host.ConnManager().Protect(ai.ID, "fedgrid-keep")
+	p.Host.Peerstore().AddAddrs(ai.ID, ai.Addrs, time.Hour*24*365)
+	p.wg.Add(1)
+	go func() {
+		defer p.wg.Done()
+		p.keep(ai)
+	}()
+}
+
+func (p *Peer) keep(ai peer.AddrInfo) {
+	backoff := 100 * time.Millisecond
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
+	wasConnected := false
+	for {
+		if p.Host.Network().Connectedness(ai.ID) != network.Connected {
+			if err := p.Connect(p.ctx, ai); err != nil {
+				if p.ctx.Err() != nil {
+					return
+				}
+				p.log.Debug("redial failed", "peer", ai.ID, "err", err, "retry_in", backoff)
+				select {
+				case <-p.ctx.Done():
+					return
+				case <-time.After(backoff):
+				}
+				backoff = min(backoff*2, 5*time.Second)
+				wasConnected = false
+				continue
+			}
+			backoff = 100 * time.Millisecond
+			if !wasConnected {
+				p.log.Info("connected", "peer", ai.ID)
+				// A (re)joined bootstrap peer: refresh the routing table so
+				// that DHT operations work again without a restart.
+				select {
+				case <-p.DHT.ForceRefresh():
+				default:
+				}
+			}
+			wasConnected = true
+		}
+		select {
+		case <-p.ctx.Done():
+			return
+		case <-tick.C:
+		}
+	}
+}
+
+// WaitRouting waits until the DHT routing table holds at least n peers.
+func (p *Peer) WaitRouting(ctx context.Context, n int) error {
+	t := time.NewTicker(50 * time.Millisecond)
+	defer t.Stop()
+	for p.DHT.RoutingTable().Size() < n {
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("DHT routing table has %d peers, want %d: %w", p.DHT.RoutingTable().Size(), n, ctx.Err())
+		case <-t.C:
+		}
+	}
+	return nil
+}
+
+// Go runs fn in a goroutine owned by the peer: it gets a context cancelled
+// on Close, and Close waits for it.
+func (p *Peer) Go(fn func(ctx context.Context)) {
+	p.wg.Add(1)
+	go func() {
+		defer p.wg.Done()
+		fn(p.ctx)
+	}()
+}
+
+// Close stops every loop, then the DHT, pubsub and host. Idempotent.
+func (p *Peer) Close() error {
+	p.closeOnce.Do(func() {
+		p.cancel()
+		p.wg.Wait()
+		var errs []error
+		if p.DHT != nil {
+			errs = append(errs, p.DHT.Close())
+		}
+		errs = append(errs, p.Host.Close())
+		p.closeErr = errors.Join(errs...)
+	})
+	return p.closeErr
+}
+
+// ParseAddrInfos parses full multiaddrs (with /p2p/) and merges those of one peer.
+func ParseAddrInfos(addrs []string) ([]peer.AddrInfo, error) {
+	var mas []ma.Multiaddr
+	for _, a := range addrs {
+		for _, part := range strings.Split(a, ",") {
+			part = strings.TrimSpace(part)
+			if part == "" {
+				continue
+			}
+			m, err := ma.NewMultiaddr(part)
+			if err != nil {
+				return nil, fmt.Errorf("bad multiaddr %q: %v", part, err)
+			}
+			mas = append(mas, m)
+		}
+	}
+	infos, err := peer.AddrInfosFromP2pAddrs(mas...)
+	if err != nil {
+		return nil, fmt.Errorf("bad peer address (it must end in /p2p/<peer id>): %v", err)
+	}
+	return infos, nil
+}
