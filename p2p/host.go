@@ -249,6 +249,10 @@ func TagKey(network, tag string) cid.Cid {
 	return cid.NewCidV1(cid.Raw, sum)
 }
 
+// GatewaysKey is the DHT key every gateway of a network provides, so that a
+// search without tags (and the network's directory) can find them all.
+func GatewaysKey(network string) cid.Cid { return TagKey(network, "\x00gateways") }
+
 // TagKey is TagKey for this peer's network.
 func (p *Peer) TagKey(tag string) cid.Cid { return TagKey(p.Network, tag) }
 

@@ -1,0 +1,201 @@
+// Package wire holds the messages of fedgrid's stream protocols and the job
+// offer gossiped on a gateway's topic. Gateways, nodes and clients share it;
+// it depends on nothing but the standard library and the dataset schema type.
+package wire
+
+import (
+	"encoding/json"
+	"fmt"
+	"time"
+
+	"github.com/fedgrid/fedgrid/dataset"
+)
+
+// Protocol names; p2p.ProtocolID turns them into "/fedgrid/<network>/<name>/1.0.0".
+const (
+	ProtoCatalog   = "catalog"       // anyone -> gateway: datasets with tags
+	ProtoEnroll    = "node/enroll"   // node -> gateway: join with a token
+	ProtoClaim     = "job/claim"     // enrolled node -> gateway: ask for a lease
+	ProtoFetch     = "job/fetch"     // leased node -> gateway: plan and data shard
+	ProtoHeartbeat = "job/heartbeat" // leased node -> gateway: progress, lease renewal
+	ProtoResult    = "job/result"    // leased node -> gateway: weights and metrics, or a failure
+	ProtoSubmit    = "ds/submit"     // data scientist -> gateway: a plan for a dataset
+	ProtoJob       = "ds/job"        // data scientist -> gateway: job state
+	ProtoModel     = "ds/model"      // data scientist -> gateway: the released model
+)
+
+// JobsTopic is the gossipsub topic (under the network) on which a gateway offers jobs.
+func JobsTopic(gateway string) string { return "jobs/" + gateway }
+
+// Size limits of the messages, per protocol.
+const (
+	MaxSmall   = 64 << 10  // requests with IDs and small fields
+	MaxPlan    = 1 << 20   // a plan
+	MaxModel   = 64 << 20  // a trained model
+	MaxShard   = 256 << 20 // a data shard (CSV) sent to a node
+	MaxCatalog = 4 << 20   // one gateway's catalog answer
+)
+
+// CatalogRequest asks a gateway for its datasets carrying all Tags (none = all).
+type CatalogRequest struct {
+	Tags []string `json:"tags,omitempty"`
+}
+
+// CatalogEntry describes one dataset; never its rows.
+type CatalogEntry struct {
+	ID          string           `json:"id"`
+	Name        string           `json:"name"`
+	Description string           `json:"description,omitempty"`
+	Tags        []string         `json:"tags"`
+	Visibility  string           `json:"visibility"`
+	Rows        int              `json:"rows"`
+	Columns     []dataset.Column `json:"columns"`
+}
+
+// CatalogResponse is a gateway's answer.
+type CatalogResponse struct {
+	Gateway  string         `json:"gateway"`
+	Name     string         `json:"name"`
+	Datasets []CatalogEntry `json:"datasets"`
+}
+
+// EnrollRequest joins a node to a gateway. Token may be empty for a node the
+// gateway already knows (its key is its credential).
+type EnrollRequest struct {
+	Token   string `json:"token,omitempty"`
+	Slots   int    `json:"slots"`
+	Version string `json:"version"`
+}
+
+// EnrollResponse confirms enrolment.
+type EnrollResponse struct {
+	Gateway string `json:"gateway"`
+	Topic   string `json:"topic"`
+}
+
+// Offer is gossiped by a gateway for each queued job, again and again until
+// it is taken or expires. Seq makes each re-announcement a new message.
+type Offer struct {
+	Gateway string    `json:"gateway"`
+	Job     string    `json:"job"`
+	Rows    int       `json:"rows"`
+	Expires time.Time `json:"expires"`
+	Seq     int64     `json:"seq"`
+}
+
+// Validate checks an offer's fields before a node acts on it.
+func (o *Offer) Validate() error {
+	if o.Gateway == "" || o.Job == "" || len(o.Job) > 128 {
+		return fmt.Errorf("offer lacks a gateway or a job ID")
+	}
+	return nil
+}
+
+// ClaimRequest asks for the lease of a job.
+type ClaimRequest struct {
+	Job string `json:"job"`
+}
+
+// ClaimResponse grants a lease; Attempt is the fencing token every later
+// message of this attempt carries.
+type ClaimResponse struct {
+	Job          string `json:"job"`
+	Attempt      int    `json:"attempt"`
+	LeaseSeconds int    `json:"lease_seconds"`
+}
+
+// FetchRequest asks for what a leased attempt needs.
+type FetchRequest struct {
+	Job     string `json:"job"`
+	Attempt int    `json:"attempt"`
+}
+
+// FetchResponse carries the plan and the data shard (CSV with header).
+type FetchResponse struct {
+	Job     string          `json:"job"`
+	Attempt int             `json:"attempt"`
+	Dataset string          `json:"dataset"`
+	Plan    json.RawMessage `json:"plan"`
+	CSV     []byte          `json:"csv"`
+}
+
+// HeartbeatRequest renews a lease and reports progress.
+type HeartbeatRequest struct {
+	Job     string  `json:"job"`
+	Attempt int     `json:"attempt"`
+	Epoch   int     `json:"epoch"`
+	Epochs  int     `json:"epochs"`
+	Loss    float64 `json:"loss"`
+}
+
+// HeartbeatResponse tells the node whether to go on.
+type HeartbeatResponse struct {
+	Cancelled    bool `json:"cancelled"`
+	LeaseSeconds int  `json:"lease_seconds"`
+}
+
+// ResultRequest returns a trained model, or the reason training failed.
+type ResultRequest struct {
+	Job     string          `json:"job"`
+	Attempt int             `json:"attempt"`
+	Model   json.RawMessage `json:"model,omitempty"`
+	Error   string          `json:"error,omitempty"`
+}
+
+// Ack acknowledges a request that returns nothing else.
+type Ack struct {
+	OK bool `json:"ok"`
+}
+
+// SubmitRequest asks a gateway to train Plan on Dataset.
+type SubmitRequest struct {
+	Dataset string          `json:"dataset"`
+	Plan    json.RawMessage `json:"plan"`
+}
+
+// JobRequest names one job of the caller's.
+type JobRequest struct {
+	Job string `json:"job"`
+}
+
+// Progress of a running job.
+type Progress struct {
+	Epoch  int     `json:"epoch"`
+	Epochs int     `json:"epochs"`
+	Loss   float64 `json:"loss"`
+}
+
+// JobInfo is what a data scientist sees of a job.
+type JobInfo struct {
+	ID         string          `json:"id"`
+	Ref        string          `json:"ref"` // GATEWAY_PEER_ID/JOB_ID
+	Gateway    string          `json:"gateway"`
+	Dataset    string          `json:"dataset"`
+	State      string          `json:"state"`
+	Attempt    int             `json:"attempt"`
+	Progress   Progress        `json:"progress"`
+	Metrics    json.RawMessage `json:"metrics,omitempty"`
+	Error      string          `json:"error,omitempty"`
+	CreatedAt  time.Time       `json:"created_at"`
+	StartedAt  *time.Time      `json:"started_at,omitempty"`
+	FinishedAt *time.Time      `json:"finished_at,omitempty"`
+}
+
+// Job states.
+const (
+	StateQueued    = "queued"
+	StateRunning   = "running"
+	StateSucceeded = "succeeded"
+	StateFailed    = "failed"
+	StateCancelled = "cancelled"
+)
+
+// Terminal reports whether a job in state s will not change any more.
+func Terminal(s string) bool {
+	return s == StateSucceeded || s == StateFailed || s == StateCancelled
+}
+
+// ModelResponse carries a released model (fedgrid.model/v1 JSON).
+type ModelResponse struct {
+	Model json.RawMessage `json:"model"`
+}
