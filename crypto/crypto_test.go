@@ -106,3 +106,20 @@ func FuzzTokenVerify(f *testing.F) {
 		}
 	})
 }
+
+func TestChainHash(t *testing.T) {
+	h1 := ChainHash(ChainGenesis, 1, []byte(`{"a":1}`))
+	h2 := ChainHash(h1, 2, []byte(`{"b":2}`))
+	if !ChainLinkValid(ChainGenesis, 1, []byte(`{"a":1}`), h1) || !ChainLinkValid(h1, 2, []byte(`{"b":2}`), h2) {
+		t.Fatal("valid chain refused")
+	}
+	if ChainLinkValid(ChainGenesis, 1, []byte(`{"a":2}`), h1) {
+		t.Fatal("edited payload accepted")
+	}
+	if ChainLinkValid(ChainGenesis, 2, []byte(`{"b":2}`), h2) {
+		t.Fatal("entry with the wrong predecessor accepted")
+	}
+	if ChainLinkValid(h1, 3, []byte(`{"b":2}`), h2) {
+		t.Fatal("wrong sequence number accepted")
+	}
+}

@@ -1,0 +1,203 @@
+package store
+
+import (
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/dgraph-io/badger/v4"
+
+	"github.com/fedgrid/fedgrid/crypto"
+)
+
+const (
+	keyAuditHead = "meta/audit-head"
+	prefixAudit  = "audit/"
+)
+
+// AuditEvent is what an action records.
+type AuditEvent struct {
+	Actor  string         `json:"actor"`  // user ID, peer ID or "" for the system
+	Action string         `json:"action"` // e.g. "auth.login", "user.update", "budget.commit"
+	Target string         `json:"target"` // e.g. "user/<id>", "dataset/<id>"
+	Detail map[string]any `json:"detail,omitempty"`
+}
+
+// AuditEntry is one link of the audit chain.
+type AuditEntry struct {
+	Seq  uint64    `json:"seq"`
+	Time time.Time `json:"time"`
+	AuditEvent
+	Prev string `json:"prev"` // hex hash of the entry before (zeros for the first)
+	Hash string `json:"hash"` // hex crypto.ChainHash(prev, seq, payload)
+}
+
+type auditHead struct {
+	Seq  uint64 `json:"seq"`
+	Hash string `json:"hash"`
+}
+
+// auditPayload is the hashed part of an entry; its exact bytes are stored.
+type auditPayload struct {
+	Seq  uint64    `json:"seq"`
+	Time time.Time `json:"time"`
+	AuditEvent
+	Prev string `json:"prev"`
+}
+
+type storedAudit struct {
+	Payload json.RawMessage `json:"payload"`
+	Hash    string          `json:"hash"`
+}
+
+func auditKey(seq uint64) string { return fmt.Sprintf("%s%020d", prefixAudit, seq) }
+
+// audit appends ev to the chain inside txn, so that the action and its record
+// commit together or not at all.
+func (s *Store) audit(txn *badger.Txn, ev AuditEvent) error {
+	var head auditHead
+	if err := getJSON(txn, keyAuditHead, &head); err != nil && !errors.Is(err, ErrNotFound) {
+		return err
+	}
+	prev := crypto.ChainGenesis
+	if head.Seq > 0 {
+		var err error
+		if prev, err = hex.DecodeString(head.Hash); err != nil {
+			return fmt.Errorf("store: corrupt audit head: %w", err)
+		}
+	}
+	p := auditPayload{Seq: head.Seq + 1, Time: s.now().UTC(), AuditEvent: ev, Prev: hex.EncodeToString(prev)}
+	payload, err := json.Marshal(p)
+	if err != nil {
+		return fmt.Errorf("store: encode audit entry: %w", err)
+	}
+	hash := hex.EncodeToString(crypto.ChainHash(prev, p.Seq, payload))
+	if err := putJSON(txn, auditKey(p.Seq), storedAudit{Payload: payload, Hash: hash}); err != nil {
+		return err
+	}
+	return putJSON(txn, keyAuditHead, auditHead{Seq: p.Seq, Hash: hash})
+}
+
+// AuditFilter selects audit entries. Zero fields match everything.
+type AuditFilter struct {
+	After  uint64 // entries with Seq > After
+	Limit  int    // at most this many (0: all)
+	Action string // exact action, or a prefix ending in "." (e.g. "budget.")
+	Actor  string
+}
+
+// Audit returns entries in chain order.
+func (s *Store) Audit(f AuditFilter) ([]*AuditEntry, error) {
+	var out []*AuditEntry
+	err := s.view(func(txn *badger.Txn) error {
+		opts := badger.DefaultIteratorOptions
+		opts.Prefix = []byte(prefixAudit)
+		it := txn.NewIterator(opts)
+		defer it.Close()
+		for it.Seek([]byte(auditKey(f.After + 1))); it.Valid(); it.Next() {
+			var e *AuditEntry
+			if err := it.Item().Value(func(b []byte) error {
+				var err error
+				e, err = decodeAudit(b)
+				return err
+			}); err != nil {
+				return err
+			}
+			if f.Actor != "" && e.Actor != f.Actor {
+				continue
+			}
+			if f.Action != "" && e.Action != f.Action && !(strings.HasSuffix(f.Action, ".") && strings.HasPrefix(e.Action, f.Action)) {
+				continue
+			}
+			out = append(out, e)
+			if f.Limit > 0 && len(out) >= f.Limit {
+				return nil
+			}
+		}
+		return nil
+	})
+	return out, err
+}
+
+func decodeAudit(b []byte) (*AuditEntry, error) {
+	var st storedAudit
+	if err := json.Unmarshal(b, &st); err != nil {
+		return nil, fmt.Errorf("store: decode audit entry: %w", err)
+	}
+	var p auditPayload
+	if err := json.Unmarshal(st.Payload, &p); err != nil {
+		return nil, fmt.Errorf("store: decode audit payload: %w", err)
+	}
+	return &AuditEntry{Seq: p.Seq, Time: p.Time, AuditEvent: p.AuditEvent, Prev: p.Prev, Hash: st.Hash}, nil
+}
+
+// ErrAuditBroken is returned by VerifyAudit when the chain does not check out.
+var ErrAuditBroken = errors.New("store: audit chain broken")
+
+// VerifyAudit walks the whole audit chain and checks every link: each entry's
+// hash recomputed from its stored bytes, sequence numbers without gaps, each
+// entry naming its predecessor's hash, and the last entry matching the
+// separately stored head. It returns the number of entries checked, and an
+// error wrapping ErrAuditBroken that names the first bad entry.
+func (s *Store) VerifyAudit() (int, error) {
+	n := 0
+	err := s.view(func(txn *badger.Txn) error {
+		var head auditHead
+		if err := getJSON(txn, keyAuditHead, &head); err != nil && !errors.Is(err, ErrNotFound) {
+			return fmt.Errorf("%w: head: %v", ErrAuditBroken, err)
+		}
+		opts := badger.DefaultIteratorOptions
+		opts.Prefix = []byte(prefixAudit)
+		it := txn.NewIterator(opts)
+		defer it.Close()
+		prev := crypto.ChainGenesis
+		var seq uint64
+		for it.Rewind(); it.Valid(); it.Next() {
+			seq++
+			key := string(it.Item().Key())
+			if key != auditKey(seq) {
+				return fmt.Errorf("%w: expected entry %d, found key %q (entry missing)", ErrAuditBroken, seq, key)
+			}
+			b, err := it.Item().ValueCopy(nil)
+			if err != nil {
+				return err
+			}
+			var st storedAudit
+			if err := json.Unmarshal(b, &st); err != nil {
+				return fmt.Errorf("%w: entry %d undecodable: %v", ErrAuditBroken, seq, err)
+			}
+			var p auditPayload
+			if err := json.Unmarshal(st.Payload, &p); err != nil {
+				return fmt.Errorf("%w: entry %d payload undecodable: %v", ErrAuditBroken, seq, err)
+			}
+			if p.Seq != seq || p.Prev != hex.EncodeToString(prev) {
+				return fmt.Errorf("%w: entry %d does not follow entry %d", ErrAuditBroken, seq, seq-1)
+			}
+			hash, err := hex.DecodeString(st.Hash)
+			if err != nil || !crypto.ChainLinkValid(prev, seq, st.Payload, hash) {
+				return fmt.Errorf("%w: entry %d hash mismatch (entry edited)", ErrAuditBroken, seq)
+			}
+			prev = hash
+			n++
+		}
+		if head.Seq != seq || (seq > 0 && head.Hash != hex.EncodeToString(prev)) {
+			return fmt.Errorf("%w: head says %d entries, chain has %d (entries missing at the end)", ErrAuditBroken, head.Seq, seq)
+		}
+		return nil
+	})
+	return n, err
+}
+
+// VerifyAuditDir opens the store in dir, verifies its audit chain and closes
+// it. It is what `fedgrid audit verify --data DIR` runs.
+func VerifyAuditDir(dir string) (int, error) {
+	s, err := Open(dir, nil)
+	if err != nil {
+		return 0, err
+	}
+	n, verr := s.VerifyAudit()
+	return n, errors.Join(verr, s.Close())
+}

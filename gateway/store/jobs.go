@@ -1,0 +1,300 @@
+package store
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"time"
+
+	"github.com/dgraph-io/badger/v4"
+)
+
+// Job states.
+const (
+	JobQueued    = "queued"
+	JobRunning   = "running"
+	JobSucceeded = "succeeded"
+	JobFailed    = "failed"
+	JobCancelled = "cancelled"
+)
+
+// Progress is a running job's last reported training progress.
+type Progress struct {
+	Epoch  int     `json:"epoch"`
+	Epochs int     `json:"epochs"`
+	Loss   float64 `json:"loss"`
+}
+
+// Job is one training request and its lifecycle.
+type Job struct {
+	ID        string `json:"id"`
+	DatasetID string `json:"dataset_id"`
+	UserID    string `json:"user_id"`
+	// Requester is the data scientist's peer ID.
+	Requester string          `json:"requester"`
+	Plan      json.RawMessage `json:"plan,omitempty"`
+	State     string          `json:"state"`
+	// Attempt is the fencing token: each Grant increments it, and a node's
+	// heartbeat, result or failure counts only with the current attempt.
+	Attempt      int             `json:"attempt"`
+	Node         string          `json:"node,omitempty"`
+	LeaseExpires time.Time       `json:"lease_expires,omitzero"`
+	Progress     Progress        `json:"progress"`
+	Metrics      json.RawMessage `json:"metrics,omitempty"`
+	Error        string          `json:"error,omitempty"`
+	CreatedAt    time.Time       `json:"created_at"`
+	StartedAt    time.Time       `json:"started_at,omitzero"`
+	FinishedAt   time.Time       `json:"finished_at,omitzero"`
+}
+
+// Terminal reports whether the job has finished for good.
+func (j *Job) Terminal() bool {
+	return j.State == JobSucceeded || j.State == JobFailed || j.State == JobCancelled
+}
+
+// CreateJob stores a new job in state queued. An empty ID is assigned;
+// CreatedAt is set to now.
+func (s *Store) CreateJob(j *Job) error {
+	if j.DatasetID == "" {
+		return invalid("dataset_id", "required")
+	}
+	if j.ID == "" {
+		j.ID = newID()
+	}
+	j.State = JobQueued
+	j.Attempt = 0
+	j.Node = ""
+	j.LeaseExpires = time.Time{}
+	j.CreatedAt = s.now().UTC()
+	return s.update(func(txn *badger.Txn) error {
+		if ok, err := exists(txn, prefixJob+j.ID); err != nil {
+			return err
+		} else if ok {
+			return fmt.Errorf("%w: job %s", ErrExists, j.ID)
+		}
+		if err := putJSON(txn, prefixJob+j.ID, j); err != nil {
+			return err
+		}
+		return s.audit(txn, AuditEvent{Actor: j.UserID, Action: "job.create", Target: "job/" + j.ID,
+			Detail: map[string]any{"dataset_id": j.DatasetID, "requester": j.Requester}})
+	})
+}
+
+// Job returns one job, or ErrNotFound.
+func (s *Store) Job(id string) (*Job, error) {
+	var j Job
+	if err := s.view(func(txn *badger.Txn) error { return getJSON(txn, prefixJob+id, &j) }); err != nil {
+		return nil, err
+	}
+	return &j, nil
+}
+
+// JobFilter selects jobs. Zero fields match everything.
+type JobFilter struct {
+	UserID    string
+	Requester string
+	DatasetID string
+	State     string
+}
+
+func (f JobFilter) match(j *Job) bool {
+	return (f.UserID == "" || j.UserID == f.UserID) && (f.Requester == "" || j.Requester == f.Requester) &&
+		(f.DatasetID == "" || j.DatasetID == f.DatasetID) && (f.State == "" || j.State == f.State)
+}
+
+func (s *Store) jobs(f JobFilter) ([]*Job, error) {
+	var out []*Job
+	err := s.view(func(txn *badger.Txn) error {
+		all, err := scanAll[Job](txn, prefixJob)
+		for _, j := range all {
+			if f.match(j) {
+				out = append(out, j)
+			}
+		}
+		return err
+	})
+	return out, err
+}
+
+// Jobs lists matching jobs, newest first.
+func (s *Store) Jobs(f JobFilter) ([]*Job, error) {
+	out, err := s.jobs(f)
+	slices.SortStableFunc(out, func(a, b *Job) int { return b.CreatedAt.Compare(a.CreatedAt) })
+	return out, err
+}
+
+// QueuedJobs lists the queued jobs, oldest first.
+func (s *Store) QueuedJobs() ([]*Job, error) {
+	out, err := s.jobs(JobFilter{State: JobQueued})
+	slices.SortStableFunc(out, func(a, b *Job) int { return a.CreatedAt.Compare(b.CreatedAt) })
+	return out, err
+}
+
+// modifyJob loads a job in a transaction, lets fn change it and stores it.
+// fn's error aborts the transaction.
+func (s *Store) modifyJob(id string, fn func(txn *badger.Txn, j *Job) error) (*Job, error) {
+	var out Job
+	err := s.update(func(txn *badger.Txn) error {
+		var j Job
+		if err := getJSON(txn, prefixJob+id, &j); err != nil {
+			return err
+		}
+		if err := fn(txn, &j); err != nil {
+			out = j
+			return err
+		}
+		out = j
+		return putJSON(txn, prefixJob+id, &j)
+	})
+	if errors.Is(err, ErrNotFound) {
+		return nil, err
+	}
+	return &out, err
+}
+
+// Grant leases a queued job to node for lease, in one transaction: the job
+// becomes running with Attempt incremented. Any other state: ErrConflictState.
+func (s *Store) Grant(jobID, node string, lease time.Duration) (*Job, error) {
+	j, err := s.modifyJob(jobID, func(txn *badger.Txn, j *Job) error {
+		if j.State != JobQueued {
+			return fmt.Errorf("%w: job %s is %s", ErrConflictState, j.ID, j.State)
+		}
+		now := s.now().UTC()
+		j.State = JobRunning
+		j.Attempt++
+		j.Node = node
+		j.LeaseExpires = now.Add(lease)
+		j.StartedAt = now
+		return s.audit(txn, AuditEvent{Actor: node, Action: "job.grant", Target: "job/" + j.ID, Detail: map[string]any{"attempt": j.Attempt}})
+	})
+	if err != nil {
+		return nil, err
+	}
+	return j, nil
+}
+
+func checkLease(j *Job, attempt int, node string) error {
+	if j.State != JobRunning || j.Attempt != attempt || j.Node != node {
+		return fmt.Errorf("%w: job %s is %s at attempt %d on %q, not running attempt %d on %q",
+			ErrStale, j.ID, j.State, j.Attempt, j.Node, attempt, node)
+	}
+	return nil
+}
+
+// Heartbeat records progress and extends the lease of a running job's current
+// attempt. For any other state, attempt or node it returns ErrStale together
+// with the job as stored, so that the caller can see e.g. that it was cancelled.
+func (s *Store) Heartbeat(jobID string, attempt int, node string, p Progress, lease time.Duration) (*Job, error) {
+	return s.modifyJob(jobID, func(_ *badger.Txn, j *Job) error {
+		if err := checkLease(j, attempt, node); err != nil {
+			return err
+		}
+		j.Progress = p
+		j.LeaseExpires = s.now().UTC().Add(lease)
+		return nil
+	})
+}
+
+// Complete stores a running attempt's model and metrics and marks the job
+// succeeded, in one transaction. A stale attempt or node: ErrStale.
+func (s *Store) Complete(jobID string, attempt int, node string, model []byte, metrics json.RawMessage) error {
+	_, err := s.modifyJob(jobID, func(txn *badger.Txn, j *Job) error {
+		if err := checkLease(j, attempt, node); err != nil {
+			return err
+		}
+		if err := txn.Set([]byte(prefixResult+j.ID), model); err != nil {
+			return err
+		}
+		j.State = JobSucceeded
+		j.Metrics = metrics
+		j.FinishedAt = s.now().UTC()
+		j.LeaseExpires = time.Time{}
+		return s.audit(txn, AuditEvent{Actor: node, Action: "job.complete", Target: "job/" + j.ID, Detail: map[string]any{"attempt": attempt}})
+	})
+	return err
+}
+
+// Fail marks a running attempt's job failed with msg. A stale attempt or node: ErrStale.
+func (s *Store) Fail(jobID string, attempt int, node string, msg string) error {
+	_, err := s.modifyJob(jobID, func(txn *badger.Txn, j *Job) error {
+		if err := checkLease(j, attempt, node); err != nil {
+			return err
+		}
+		j.State = JobFailed
+		j.Error = msg
+		j.FinishedAt = s.now().UTC()
+		j.LeaseExpires = time.Time{}
+		return s.audit(txn, AuditEvent{Actor: node, Action: "job.fail", Target: "job/" + j.ID, Detail: map[string]any{"attempt": attempt, "error": msg}})
+	})
+	return err
+}
+
+// Cancel cancels a queued or running job. A finished job: ErrConflictState.
+func (s *Store) Cancel(jobID string) error {
+	_, err := s.CancelBy(jobID, "")
+	return err
+}
+
+// CancelBy is Cancel with the acting user recorded; it returns the cancelled job.
+func (s *Store) CancelBy(jobID, actor string) (*Job, error) {
+	j, err := s.modifyJob(jobID, func(txn *badger.Txn, j *Job) error {
+		if j.Terminal() {
+			return fmt.Errorf("%w: job %s is already %s", ErrConflictState, j.ID, j.State)
+		}
+		j.State = JobCancelled
+		j.FinishedAt = s.now().UTC()
+		j.LeaseExpires = time.Time{}
+		return s.audit(txn, AuditEvent{Actor: actor, Action: "job.cancel", Target: "job/" + j.ID})
+	})
+	if err != nil {
+		return nil, err
+	}
+	return j, nil
+}
+
+// Result returns a succeeded job's model bytes, or ErrNotFound.
+func (s *Store) Result(jobID string) ([]byte, error) {
+	var b []byte
+	err := s.view(func(txn *badger.Txn) error {
+		var err error
+		b, err = getBytes(txn, prefixResult+jobID)
+		return err
+	})
+	return b, err
+}
+
+// ExpireLeases puts every running job whose lease ended before now back in
+// the queue (Attempt kept, so the next grant is Attempt+1) and returns them.
+func (s *Store) ExpireLeases(now time.Time) ([]*Job, error) {
+	var out []*Job
+	err := s.update(func(txn *badger.Txn) error {
+		out = out[:0]
+		all, err := scanAll[Job](txn, prefixJob)
+		if err != nil {
+			return err
+		}
+		for _, j := range all {
+			if j.State != JobRunning || !j.LeaseExpires.Before(now) {
+				continue
+			}
+			prevNode := j.Node
+			j.State = JobQueued
+			j.Node = ""
+			j.LeaseExpires = time.Time{}
+			if err := putJSON(txn, prefixJob+j.ID, j); err != nil {
+				return err
+			}
+			if err := s.audit(txn, AuditEvent{Action: "job.lease_expired", Target: "job/" + j.ID,
+				Detail: map[string]any{"attempt": j.Attempt, "node": prevNode}}); err != nil {
+				return err
+			}
+			out = append(out, j)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}

@@ -1,0 +1,462 @@
+package store
+
+import (
+	"encoding/json"
+	"errors"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/fedgrid/fedgrid/dataset"
+)
+
+func testLogger(t testing.TB) *slog.Logger {
+	return slog.New(slog.NewTextHandler(tWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn}))
+}
+
+type tWriter struct{ t testing.TB }
+
+func (w tWriter) Write(p []byte) (int, error) { w.t.Log(string(p)); return len(p), nil }
+
+func openTest(t testing.TB, dir string) *Store {
+	t.Helper()
+	s, err := Open(dir, testLogger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = s.Close() })
+	return s
+}
+
+func setupTest(t testing.TB, s *Store) *User {
+	t.Helper()
+	owner, err := s.Setup("owner@example.org", "owner-password", "Owner")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return owner
+}
+
+func TestGrantExactlyOnceUnderConcurrency(t *testing.T) {
+	s := openTest(t, t.TempDir())
+	j := &Job{DatasetID: "d1", UserID: "u1", Requester: "peer"}
+	if err := s.CreateJob(j); err != nil {
+		t.Fatal(err)
+	}
+	var wins atomic.Int32
+	var winner atomic.Value
+	var wg sync.WaitGroup
+	errs := make(chan error, 32)
+	for i := range 32 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			node := string(rune('A' + i))
+			g, err := s.Grant(j.ID, node, time.Minute)
+			switch {
+			case err == nil:
+				wins.Add(1)
+				winner.Store(g)
+			case errors.Is(err, ErrConflictState):
+			default:
+				errs <- err
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatalf("unexpected grant error: %v", err)
+	}
+	if wins.Load() != 1 {
+		t.Fatalf("%d grants succeeded, want exactly 1", wins.Load())
+	}
+	g := winner.Load().(*Job)
+	got, err := s.Job(j.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.State != JobRunning || got.Attempt != 1 || got.Node != g.Node {
+		t.Fatalf("stored job %+v, winner %+v", got, g)
+	}
+}
+
+func TestLeaseFencing(t *testing.T) {
+	s := openTest(t, t.TempDir())
+	j := &Job{DatasetID: "d1", UserID: "u1"}
+	if err := s.CreateJob(j); err != nil {
+		t.Fatal(err)
+	}
+	g1, err := s.Grant(j.ID, "n1", time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Heartbeat(j.ID, 1, "n1", Progress{Epoch: 1, Epochs: 3, Loss: 0.5}, time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	// Not expired yet: nothing requeued.
+	if req, err := s.ExpireLeases(time.Now()); err != nil || len(req) != 0 {
+		t.Fatalf("early expiry: %v %v", req, err)
+	}
+	// The lease runs out: the job goes back to the queue with its attempt kept.
+	req, err := s.ExpireLeases(g1.LeaseExpires.Add(2 * time.Minute))
+	if err != nil || len(req) != 1 || req[0].State != JobQueued || req[0].Attempt != 1 {
+		t.Fatalf("expiry: %+v %v", req, err)
+	}
+	q, err := s.QueuedJobs()
+	if err != nil || len(q) != 1 || q[0].ID != j.ID {
+		t.Fatalf("queued: %v %v", q, err)
+	}
+	// The old node's heartbeat and result are now stale.
+	if _, err := s.Heartbeat(j.ID, 1, "n1", Progress{}, time.Minute); !errors.Is(err, ErrStale) {
+		t.Fatalf("stale heartbeat: %v", err)
+	}
+	g2, err := s.Grant(j.ID, "n2", time.Minute)
+	if err != nil || g2.Attempt != 2 {
+		t.Fatalf("regrant: %+v %v", g2, err)
+	}
+	if err := s.Complete(j.ID, 1, "n1", []byte("old"), nil); !errors.Is(err, ErrStale) {
+		t.Fatalf("stale complete: %v", err)
+	}
+	if err := s.Complete(j.ID, 2, "n1", []byte("old"), nil); !errors.Is(err, ErrStale) {
+		t.Fatalf("wrong node complete: %v", err)
+	}
+	if err := s.Fail(j.ID, 1, "n1", "boom"); !errors.Is(err, ErrStale) {
+		t.Fatalf("stale fail: %v", err)
+	}
+	if _, err := s.Grant(j.ID, "n3", time.Minute); !errors.Is(err, ErrConflictState) {
+		t.Fatalf("grant of running job: %v", err)
+	}
+	metrics := json.RawMessage(`{"loss":0.1}`)
+	if err := s.Complete(j.ID, 2, "n2", []byte("model"), metrics); err != nil {
+		t.Fatal(err)
+	}
+	res, err := s.Result(j.ID)
+	if err != nil || string(res) != "model" {
+		t.Fatalf("result %q %v", res, err)
+	}
+	got, _ := s.Job(j.ID)
+	if got.State != JobSucceeded || string(got.Metrics) != string(metrics) || got.FinishedAt.IsZero() {
+		t.Fatalf("finished job %+v", got)
+	}
+	if err := s.Cancel(j.ID); !errors.Is(err, ErrConflictState) {
+		t.Fatalf("cancel of finished job: %v", err)
+	}
+	if _, err := s.Grant("nope", "n", time.Minute); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("grant of unknown job: %v", err)
+	}
+}
+
+func TestCancelSeenByHeartbeat(t *testing.T) {
+	s := openTest(t, t.TempDir())
+	j := &Job{DatasetID: "d1"}
+	if err := s.CreateJob(j); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Grant(j.ID, "n1", time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Cancel(j.ID); err != nil {
+		t.Fatal(err)
+	}
+	got, err := s.Heartbeat(j.ID, 1, "n1", Progress{}, time.Minute)
+	if !errors.Is(err, ErrStale) || got == nil || got.State != JobCancelled {
+		t.Fatalf("heartbeat after cancel: %+v %v", got, err)
+	}
+	if err := s.Complete(j.ID, 1, "n1", []byte("x"), nil); !errors.Is(err, ErrStale) {
+		t.Fatalf("complete after cancel: %v", err)
+	}
+}
+
+func TestJobListsOrder(t *testing.T) {
+	s := openTest(t, t.TempDir())
+	var ids []string
+	for i := range 3 {
+		j := &Job{DatasetID: "d", UserID: []string{"a", "b", "a"}[i]}
+		if err := s.CreateJob(j); err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, j.ID)
+		time.Sleep(2 * time.Millisecond)
+	}
+	all, err := s.Jobs(JobFilter{})
+	if err != nil || len(all) != 3 || all[0].ID != ids[2] || all[2].ID != ids[0] {
+		t.Fatalf("newest first: %v %v", all, err)
+	}
+	mine, _ := s.Jobs(JobFilter{UserID: "a"})
+	if len(mine) != 2 {
+		t.Fatalf("filter by user: %d", len(mine))
+	}
+	q, _ := s.QueuedJobs()
+	if len(q) != 3 || q[0].ID != ids[0] {
+		t.Fatalf("oldest first: %v", q)
+	}
+}
+
+func TestJoinTokens(t *testing.T) {
+	s := openTest(t, t.TempDir())
+	tok, exp, err := s.CreateJoinToken(time.Hour)
+	if err != nil || tok == "" || time.Until(exp) < 59*time.Minute {
+		t.Fatalf("%q %v %v", tok, exp, err)
+	}
+	// 8 peers race for one token: exactly one enrols.
+	var ok atomic.Int32
+	var wg sync.WaitGroup
+	for i := range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_, err := s.RedeemJoinToken(tok, "peer"+string(rune('0'+i)), 2, "v1")
+			if err == nil {
+				ok.Add(1)
+			} else if !errors.Is(err, ErrTokenInvalid) {
+				t.Errorf("redeem: %v", err)
+			}
+		}()
+	}
+	wg.Wait()
+	if ok.Load() != 1 {
+		t.Fatalf("%d redemptions, want 1", ok.Load())
+	}
+	nodes, err := s.Nodes()
+	if err != nil || len(nodes) != 1 || nodes[0].Slots != 2 {
+		t.Fatalf("nodes %v %v", nodes, err)
+	}
+	// Re-enrol the same peer with a fresh token.
+	tok2, _, _ := s.CreateJoinToken(time.Hour)
+	if _, err := s.RedeemJoinToken(tok2, nodes[0].PeerID, 4, "v2"); err != nil {
+		t.Fatal(err)
+	}
+	if n, _ := s.Node(nodes[0].PeerID); n.Slots != 4 || n.Version != "v2" {
+		t.Fatalf("re-enrol: %+v", n)
+	}
+	// Expiry.
+	s.now = func() time.Time { return time.Now().Add(-2 * time.Hour) }
+	old, _, _ := s.CreateJoinToken(time.Hour)
+	s.now = time.Now
+	if _, err := s.RedeemJoinToken(old, "late", 1, ""); !errors.Is(err, ErrTokenInvalid) {
+		t.Fatalf("expired token: %v", err)
+	}
+	if _, err := s.RedeemJoinToken("made-up", "p", 1, ""); !errors.Is(err, ErrTokenInvalid) {
+		t.Fatalf("unknown token: %v", err)
+	}
+	if err := s.TouchNode(nodes[0].PeerID, time.Now().Add(time.Minute)); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.RemoveNode(nodes[0].PeerID); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.RemoveNode(nodes[0].PeerID); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("second remove: %v", err)
+	}
+	if err := s.TouchNode("nobody", time.Now()); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("touch unknown: %v", err)
+	}
+}
+
+func TestDatasets(t *testing.T) {
+	s := openTest(t, t.TempDir())
+	csv := []byte("a,b\n1,x\n2,y\n")
+	d := &Dataset{Name: "pima", Tags: []string{" Health", "diabetes", "health"}, Visibility: "public",
+		Columns: []dataset.Column{{Name: "a", Type: dataset.TypeNumber}, {Name: "b", Type: dataset.TypeCategory}}, Rows: 2}
+	if err := s.PutDataset(d, csv); err != nil {
+		t.Fatal(err)
+	}
+	if d.ID == "" || d.Size != int64(len(csv)) || len(d.Tags) != 2 {
+		t.Fatalf("%+v", d)
+	}
+	d2 := &Dataset{Name: "other", Tags: []string{"health"}}
+	if err := s.PutDataset(d2, []byte("c\n1\n")); err != nil {
+		t.Fatal(err)
+	}
+	if d2.Visibility != VisibilityPrivate {
+		t.Fatalf("default visibility %q", d2.Visibility)
+	}
+	for _, tc := range []struct {
+		tags []string
+		want int
+	}{{nil, 2}, {[]string{"HEALTH"}, 2}, {[]string{"health", "diabetes"}, 1}, {[]string{"cancer"}, 0}} {
+		got, err := s.DatasetsWithTags(tc.tags)
+		if err != nil || len(got) != tc.want {
+			t.Fatalf("tags %v: %d %v", tc.tags, len(got), err)
+		}
+	}
+	b, err := s.DatasetCSV(d.ID)
+	if err != nil || string(b) != string(csv) {
+		t.Fatalf("csv %q %v", b, err)
+	}
+	if err := s.PutDataset(&Dataset{Name: "x", Visibility: "secret"}, nil); !errors.Is(err, ErrInvalid) {
+		t.Fatalf("bad visibility: %v", err)
+	}
+	name := "renamed"
+	if u, err := s.UpdateDataset(d.ID, DatasetUpdate{Name: &name}); err != nil || u.Name != name || u.Rows != 2 {
+		t.Fatalf("update %+v %v", u, err)
+	}
+	if err := s.DeleteDataset(d.ID); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Dataset(d.ID); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("deleted dataset: %v", err)
+	}
+	if _, err := s.DatasetCSV(d.ID); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("deleted csv: %v", err)
+	}
+}
+
+func TestUsersAndTokens(t *testing.T) {
+	s := openTest(t, t.TempDir())
+	if _, err := s.CreateUser(NewUser{Email: "a@example.org", Password: "password1"}); !errors.Is(err, ErrSetupRequired) {
+		t.Fatalf("create before setup: %v", err)
+	}
+	owner := setupTest(t, s)
+	if _, err := s.Setup("x@example.org", "password2", ""); !errors.Is(err, ErrSetupDone) {
+		t.Fatalf("second setup: %v", err)
+	}
+	ds, err := s.CreateUser(NewUser{Email: "DS@example.org", Password: "password1", PeerID: "12D3KooWpeer", BudgetMicroEps: 2_000_000})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ds.Role != RoleDataScientist || ds.Email != "ds@example.org" {
+		t.Fatalf("%+v", ds)
+	}
+	for _, nu := range []NewUser{
+		{Email: "ds@example.org", Password: "password1"},
+		{Email: "other@example.org", Password: "password1", PeerID: "12D3KooWpeer"},
+	} {
+		if _, err := s.CreateUser(nu); !errors.Is(err, ErrExists) {
+			t.Fatalf("duplicate %+v: %v", nu, err)
+		}
+	}
+	if _, err := s.CreateUser(NewUser{Email: "o2@example.org", Password: "password1", Role: RoleOwner}); !errors.Is(err, ErrProtected) {
+		t.Fatalf("second owner: %v", err)
+	}
+	if _, err := s.CreateUser(NewUser{Email: "o3@example.org", Password: "password1", Role: "Nope"}); !errors.Is(err, ErrInvalid) {
+		t.Fatalf("unknown role: %v", err)
+	}
+	if u, err := s.UserByPeerID("12D3KooWpeer"); err != nil || u.ID != ds.ID {
+		t.Fatalf("by peer: %v %v", u, err)
+	}
+	if _, _, _, err := s.Login("ds@example.org", "wrong-password", time.Hour); !errors.Is(err, ErrBadCredentials) {
+		t.Fatalf("wrong password: %v", err)
+	}
+	if _, _, _, err := s.Login("nobody@example.org", "password1", time.Hour); !errors.Is(err, ErrBadCredentials) {
+		t.Fatalf("unknown user: %v", err)
+	}
+	tok, _, _, err := s.Login("ds@example.org", "password1", time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if u, err := s.Authenticate(tok); err != nil || u.ID != ds.ID {
+		t.Fatalf("authenticate %v %v", u, err)
+	}
+	// Permissions follow the role, and a role change applies at once.
+	if err := s.Authorize(ds.ID, PermMakeDataRequests); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Authorize(ds.ID, PermUploadData); !errors.Is(err, ErrForbidden) {
+		t.Fatalf("ds upload: %v", err)
+	}
+	role := RoleAdministrator
+	if _, err := s.UpdateUser(ds.ID, UserUpdate{Role: &role}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Authorize(ds.ID, PermUploadData); err != nil {
+		t.Fatalf("admin upload: %v", err)
+	}
+	if _, err := s.AuthorizePeer("12D3KooWpeer", PermMakeDataRequests); err != nil {
+		t.Fatalf("peer authorize: %v", err)
+	}
+	if _, err := s.AuthorizePeer("12D3KooWstranger", PermMakeDataRequests); !errors.Is(err, ErrUnknownPeer) {
+		t.Fatalf("unknown peer: %v", err)
+	}
+	ownerRole := RoleOwner
+	if _, err := s.UpdateUser(ds.ID, UserUpdate{Role: &ownerRole}); !errors.Is(err, ErrProtected) {
+		t.Fatalf("assign owner: %v", err)
+	}
+	if _, err := s.UpdateUser(owner.ID, UserUpdate{Role: &role}); !errors.Is(err, ErrProtected) {
+		t.Fatalf("demote owner: %v", err)
+	}
+	if err := s.DeleteUser(owner.ID, ""); !errors.Is(err, ErrProtected) {
+		t.Fatalf("delete owner: %v", err)
+	}
+	// A password change revokes the old token; the new password works.
+	pw := "new-password"
+	if _, err := s.UpdateUser(ds.ID, UserUpdate{Password: &pw}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Authenticate(tok); !errors.Is(err, ErrUnauthenticated) {
+		t.Fatalf("token after password change: %v", err)
+	}
+	tok2, _, _, err := s.Login("ds@example.org", pw, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.DeleteUser(ds.ID, owner.ID); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Authenticate(tok2); !errors.Is(err, ErrUnauthenticated) {
+		t.Fatalf("token after delete: %v", err)
+	}
+	if _, err := s.UserByPeerID("12D3KooWpeer"); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("peer index after delete: %v", err)
+	}
+	if _, err := s.Authenticate("garbage"); !errors.Is(err, ErrUnauthenticated) {
+		t.Fatalf("garbage token: %v", err)
+	}
+}
+
+func TestRestartDurability(t *testing.T) {
+	dir := t.TempDir()
+	s, err := Open(dir, testLogger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	owner := setupTest(t, s)
+	tok, _, _, err := s.Login("owner@example.org", "owner-password", time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := &Dataset{Name: "d", Visibility: "public"}
+	if err := s.PutDataset(d, []byte("a\n1\n")); err != nil {
+		t.Fatal(err)
+	}
+	j := &Job{DatasetID: d.ID, UserID: owner.ID}
+	if err := s.CreateJob(j); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Grant(j.ID, "n1", time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.CreateRole(Role{Name: "Auditor", Permissions: []Permission{PermEditSettings}}, owner.ID); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatalf("second close: %v", err)
+	}
+
+	s2 := openTest(t, dir)
+	if done, err := s2.SetupDone(); err != nil || !done {
+		t.Fatalf("setup after restart: %v %v", done, err)
+	}
+	// The token secret survived, so the session token is still good.
+	if u, err := s2.Authenticate(tok); err != nil || u.ID != owner.ID {
+		t.Fatalf("token after restart: %v %v", u, err)
+	}
+	if got, err := s2.Dataset(d.ID); err != nil || got.Name != "d" {
+		t.Fatalf("dataset after restart: %v %v", got, err)
+	}
+	if got, err := s2.Job(j.ID); err != nil || got.State != JobRunning || got.Attempt != 1 {
+		t.Fatalf("job after restart: %+v %v", got, err)
+	}
+	if r, err := s2.Role("Auditor"); err != nil || !r.Has(PermEditSettings) {
+		t.Fatalf("role after restart: %+v %v", r, err)
+	}
+	if n, err := s2.VerifyAudit(); err != nil || n < 5 {
+		t.Fatalf("audit after restart: %d %v", n, err)
+	}
+}
