@@ -1,0 +1,339 @@
+package plan
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"slices"
+
+	"github.com/fedgrid/fedgrid/dataset"
+)
+
+// Progress is reported once per epoch.
+type Progress struct {
+	Epoch              int     `json:"epoch"` // 1-based
+	Epochs             int     `json:"epochs"`
+	Loss               float64 `json:"loss"` // mean training loss of the epoch's batches
+	ValidationLoss     float64 `json:"validation_loss"`
+	ValidationAccuracy float64 `json:"validation_accuracy"`
+	ValidationAUC      float64 `json:"validation_auc"`
+}
+
+// TrainOptions tune a Train call.
+type TrainOptions struct {
+	// Progress, when set, is called once per epoch, from Train's goroutine.
+	Progress func(Progress)
+	// Init, when set, gives starting values for parameters (for example a
+	// hosted model's); parameters it lacks are initialized from the plan.
+	Init map[string]Tensor
+}
+
+// Train trains the plan on t: a validation split of train.validation_fraction
+// (seeded by train.seed), preprocessing fitted on the training rows,
+// mini-batches of train.batch_size in a seeded shuffle (the last batch of an
+// epoch may be smaller and counts with its true size), gradients from
+// gorgonia, and the plan's optimizer. It is deterministic for a given plan
+// and table, and stops with ctx's error between steps once ctx is done.
+func Train(ctx context.Context, p *Plan, t *dataset.Table, opt TrainOptions) (*Model, error) {
+	if t == nil {
+		return nil, errors.New("train: no data")
+	}
+	if _, err := Check(p, t.Columns()); err != nil {
+		return nil, err
+	}
+	if err := p.CheckWork(t.NumRows()); err != nil {
+		return nil, err
+	}
+	pr, err := compile(p)
+	if err != nil {
+		return nil, err
+	}
+	n := t.NumRows()
+	trainRows, valRows := dataset.SplitIndices(n, p.Train.ValidationFraction, p.Train.Seed)
+	if len(trainRows) == 0 {
+		return nil, errors.New("train: no training rows left after the validation split")
+	}
+	x, err := rawInputs(p, t, pr.inputs)
+	if err != nil {
+		return nil, err
+	}
+	y, err := labels(p, pr, t)
+	if err != nil {
+		return nil, err
+	}
+	states := fitPreprocess(p, x, pr.inputs, trainRows)
+	for i, v := range x {
+		if !finite(v) {
+			return nil, fmt.Errorf("train: input row %d, column %q is not finite after preprocessing", i/pr.inputs+1, pr.inputNames[i%pr.inputs])
+		}
+	}
+
+	params, err := initParams(p, pr, opt.Init)
+	if err != nil {
+		return nil, err
+	}
+	bs := min(p.Train.BatchSize, len(trainRows))
+	eng, err := newGorgoniaEngine(pr, params, bs)
+	if err != nil {
+		return nil, err
+	}
+	defer eng.close()
+
+	grads := make([][]float64, len(params))
+	for i := range params {
+		grads[i] = make([]float64, len(params[i]))
+	}
+	o := newOptimizer(p.Optimizer, params)
+	rng := rand.New(rand.NewPCG(uint64(p.Train.Seed), 0x73687566666c65)) // "shuffle"
+
+	d := pr.inputs
+	xb := make([]float64, bs*d)
+	yb := make([]float64, bs)
+	var valX, valY []float64
+	if len(valRows) > 0 {
+		valX, valY = gather(x, y, valRows, d, nil, nil)
+	}
+	m := &Model{Format: ModelFormat, Preprocess: states}
+	m.Metrics.TrainRows, m.Metrics.ValidationRows = len(trainRows), len(valRows)
+	order := slices.Clone(trainRows)
+	var best [][]float64
+	bestLoss, bestEpoch, stale := math.Inf(1), 0, 0
+	for epoch := 1; epoch <= p.Train.Epochs; epoch++ {
+		rng.Shuffle(len(order), func(i, j int) { order[i], order[j] = order[j], order[i] })
+		var sum float64
+		for start := 0; start < len(order); start += bs {
+			if err := ctx.Err(); err != nil {
+				return nil, err
+			}
+			rows := order[start:min(start+bs, len(order))]
+			xb, yb = gather(x, y, rows, d, xb, yb)
+			l, err := eng.step(xb, yb, len(rows), grads)
+			if err != nil {
+				return nil, err
+			}
+			if !finite(l) {
+				return nil, fmt.Errorf("train: the loss became %v in epoch %d; lower the learning rate or standardize the features", l, epoch)
+			}
+			sum += l * float64(len(rows))
+			o.step(params, grads)
+			m.Metrics.Steps++
+		}
+		pg := Progress{Epoch: epoch, Epochs: p.Train.Epochs, Loss: sum / float64(len(order))}
+		m.Metrics.TrainLoss = append(m.Metrics.TrainLoss, pg.Loss)
+		m.Metrics.Epochs = epoch
+		if len(valRows) > 0 {
+			vals := pr.forward(params, valX, len(valRows))
+			loss, score := pr.rowLosses(vals, valY, len(valRows))
+			pg.ValidationLoss, pg.ValidationAccuracy, pg.ValidationAUC = pr.summarize(loss, score, valY)
+			if !finite(pg.ValidationLoss) {
+				return nil, fmt.Errorf("train: the validation loss became %v in epoch %d; lower the learning rate", pg.ValidationLoss, epoch)
+			}
+			m.Metrics.ValidationLossHistory = append(m.Metrics.ValidationLossHistory, pg.ValidationLoss)
+			if pr.task != TaskRegression {
+				m.Metrics.ValidationAccuracyHistory = append(m.Metrics.ValidationAccuracyHistory, pg.ValidationAccuracy)
+			}
+			if pr.task == TaskBinary {
+				m.Metrics.ValidationAUCHistory = append(m.Metrics.ValidationAUCHistory, pg.ValidationAUC)
+			}
+			m.Metrics.ValidationLoss, m.Metrics.ValidationAccuracy, m.Metrics.ValidationAUC = pg.ValidationLoss, pg.ValidationAccuracy, pg.ValidationAUC
+		}
+		if opt.Progress != nil {
+			opt.Progress(pg)
+		}
+		if es := p.Train.EarlyStopping; es != nil {
+			if pg.ValidationLoss < bestLoss-es.MinDelta {
+				bestLoss, bestEpoch, stale = pg.ValidationLoss, epoch, 0
+				best = cloneParams(params, best)
+				m.Metrics.BestEpoch = epoch
+			} else if stale++; stale >= es.Patience {
+				break
+			}
+		}
+	}
+	if best != nil && bestEpoch != m.Metrics.Epochs {
+		params = best
+		vals := pr.forward(params, valX, len(valRows))
+		loss, score := pr.rowLosses(vals, valY, len(valRows))
+		m.Metrics.ValidationLoss, m.Metrics.ValidationAccuracy, m.Metrics.ValidationAUC = pr.summarize(loss, score, valY)
+	}
+	if pr.task == TaskRegression {
+		m.Metrics.ValidationAccuracy = 0
+	}
+	plan, err := clonePlan(p)
+	if err != nil {
+		return nil, err
+	}
+	m.Plan = plan
+	m.Params = make(map[string]Tensor, len(params))
+	for i, name := range pr.paramNames {
+		m.Params[name] = Tensor{Shape: slices.Clone(p.Params[name].Shape), Data: slices.Clone(params[i])}
+	}
+	return m, nil
+}
+
+func clonePlan(p *Plan) (*Plan, error) {
+	b, err := json.Marshal(p)
+	if err != nil {
+		return nil, err
+	}
+	var q Plan
+	if err := json.Unmarshal(b, &q); err != nil {
+		return nil, err
+	}
+	return &q, nil
+}
+
+func cloneParams(src, dst [][]float64) [][]float64 {
+	if dst == nil {
+		dst = make([][]float64, len(src))
+	}
+	for i := range src {
+		dst[i] = append(dst[i][:0], src[i]...)
+	}
+	return dst
+}
+
+// gather copies the listed rows of x and y into xb, yb (grown as needed).
+func gather(x, y []float64, rows []int, d int, xb, yb []float64) ([]float64, []float64) {
+	if cap(xb) < len(rows)*d {
+		xb = make([]float64, len(rows)*d)
+	}
+	if cap(yb) < len(rows) {
+		yb = make([]float64, len(rows))
+	}
+	xb, yb = xb[:len(rows)*d], yb[:len(rows)]
+	for i, r := range rows {
+		copy(xb[i*d:(i+1)*d], x[r*d:(r+1)*d])
+		yb[i] = y[r]
+	}
+	return xb, yb
+}
+
+// initParams draws every parameter, in name order, from a generator seeded
+// by train.seed, or takes it from init.
+func initParams(p *Plan, pr *program, init map[string]Tensor) ([][]float64, error) {
+	rng := rand.New(rand.NewPCG(uint64(p.Train.Seed), 0x696e6974)) // "init"
+	out := make([][]float64, len(pr.paramNames))
+	for i, name := range pr.paramNames {
+		def := p.Params[name]
+		v := make([]float64, size(def.Shape))
+		out[i] = v
+		if t, ok := init[name]; ok {
+			if !slices.Equal(t.Shape, def.Shape) || len(t.Data) != len(v) {
+				return nil, fmt.Errorf("init: %q has shape %v, the plan says %v", name, t.Shape, def.Shape)
+			}
+			copy(v, t.Data)
+			continue
+		}
+		fanIn, fanOut := def.Shape[0], def.Shape[0]
+		if len(def.Shape) == 2 {
+			fanOut = def.Shape[1]
+		}
+		kind := def.Init
+		if kind == "" {
+			kind = "glorot"
+			if len(def.Shape) == 1 {
+				kind = "zeros"
+			}
+		}
+		switch kind {
+		case "zeros":
+		case "ones":
+			for j := range v {
+				v[j] = 1
+			}
+		case "glorot":
+			lim := math.Sqrt(6 / float64(fanIn+fanOut))
+			for j := range v {
+				v[j] = (2*rng.Float64() - 1) * lim
+			}
+		case "he":
+			sd := math.Sqrt(2 / float64(fanIn))
+			for j := range v {
+				v[j] = rng.NormFloat64() * sd
+			}
+		case "normal":
+			sd := def.Std
+			if sd == 0 {
+				sd = 0.01
+			}
+			for j := range v {
+				v[j] = rng.NormFloat64() * sd
+			}
+		}
+	}
+	return out, nil
+}
+
+// optimizer applies PyTorch's SGD (with momentum) and Adam update rules.
+type optimizer struct {
+	cfg  Optimizer
+	t    int
+	m, v [][]float64
+}
+
+func newOptimizer(cfg *Optimizer, params [][]float64) *optimizer {
+	o := &optimizer{cfg: *cfg}
+	if o.cfg.Name == "adam" {
+		if o.cfg.Beta1 == 0 {
+			o.cfg.Beta1 = 0.9
+		}
+		if o.cfg.Beta2 == 0 {
+			o.cfg.Beta2 = 0.999
+		}
+		if o.cfg.Epsilon == 0 {
+			o.cfg.Epsilon = 1e-8
+		}
+	}
+	o.m = make([][]float64, len(params))
+	o.v = make([][]float64, len(params))
+	for i, p := range params {
+		o.m[i] = make([]float64, len(p))
+		if o.cfg.Name == "adam" {
+			o.v[i] = make([]float64, len(p))
+		}
+	}
+	return o
+}
+
+func (o *optimizer) step(params, grads [][]float64) {
+	o.t++
+	c := &o.cfg
+	lr, wd := c.LearningRate, c.WeightDecay
+	switch c.Name {
+	case "sgd":
+		mu := c.Momentum
+		for i, p := range params {
+			g, buf := grads[i], o.m[i]
+			for j := range p {
+				gj := g[j] + wd*p[j]
+				if mu != 0 {
+					if o.t == 1 {
+						buf[j] = gj
+					} else {
+						buf[j] = mu*buf[j] + gj
+					}
+					gj = buf[j]
+				}
+				p[j] -= lr * gj
+			}
+		}
+	case "adam":
+		b1, b2, eps := c.Beta1, c.Beta2, c.Epsilon
+		bc1 := 1 - math.Pow(b1, float64(o.t))
+		bc2 := 1 - math.Pow(b2, float64(o.t))
+		sbc2 := math.Sqrt(bc2)
+		for i, p := range params {
+			g, m, v := grads[i], o.m[i], o.v[i]
+			for j := range p {
+				gj := g[j] + wd*p[j]
+				m[j] = b1*m[j] + (1-b1)*gj
+				v[j] = b2*v[j] + (1-b2)*gj*gj
+				p[j] -= lr * (m[j] / bc1) / (math.Sqrt(v[j])/sbc2 + eps)
+			}
+		}
+	}
+}
