@@ -67,7 +67,7 @@ func newGorgoniaEngine(pr *program, params [][]float64, b int) (eng *gorgoniaEng
 		case "softmax":
 			out, err = G.SoftMax(a, 1)
 		case "log_softmax":
-			out, err = G.LogSoftMax(a, 1)
+			out, err = gLogSoftmax(a, b)
 		default:
 			err = fmt.Errorf("op %q", st.op)
 		}
@@ -90,7 +90,10 @@ func newGorgoniaEngine(pr *program, params [][]float64, b int) (eng *gorgoniaEng
 		e.wy = G.NewMatrix(g, tensor.Float64, G.WithShape(b, pr.outputs), G.WithName("wy"))
 		lp := in
 		if pr.lossFrom == "logits" {
-			lp = G.Must(G.LogSoftMax(in, 1))
+			lp, err = gLogSoftmax(in, b)
+			if err != nil {
+				return nil, fmt.Errorf("gorgonia: loss: %w", err)
+			}
 		}
 		e.loss, err = G.Neg(G.Must(G.Sum(G.Must(G.HadamardProd(e.wy, lp)))))
 	case "mse":
@@ -110,6 +113,29 @@ func newGorgoniaEngine(pr *program, params [][]float64, b int) (eng *gorgoniaEng
 	e.wT = tensor.New(tensor.WithShape(b, 1), tensor.WithBacking(make([]float64, b)))
 	e.wyT = tensor.New(tensor.WithShape(e.wy.Shape()...), tensor.WithBacking(make([]float64, e.wy.Shape().TotalSize())))
 	return e, nil
+}
+
+// gLogSoftmax is z - log(sum(exp(z), row)), composed from primitives:
+// gorgonia v0.9.18's LogSoftMax hashes like SoftMax, so the graph merges
+// the two when both are applied to one node (and its LogSumExp is wrong).
+func gLogSoftmax(z *G.Node, b int) (*G.Node, error) {
+	e, err := G.Exp(z)
+	if err != nil {
+		return nil, err
+	}
+	s, err := G.Sum(e, 1)
+	if err != nil {
+		return nil, err
+	}
+	l, err := G.Log(s)
+	if err != nil {
+		return nil, err
+	}
+	l, err = G.Reshape(l, []int{b, 1})
+	if err != nil {
+		return nil, err
+	}
+	return G.BroadcastSub(z, l, nil, []byte{1})
 }
 
 // gBroadcast builds add/sub/mul with the plan's broadcast rule.

@@ -29,13 +29,44 @@ type TrainOptions struct {
 	// Init, when set, gives starting values for parameters (for example a
 	// hosted model's); parameters it lacks are initialized from the plan.
 	Init map[string]Tensor
+	// Engine computes the gradients: EngineNative (the default) or
+	// EngineGorgonia (the reference the native engine is tested against).
+	Engine Engine
+}
+
+// Engine names a gradient engine.
+type Engine string
+
+// Engines.
+const (
+	EngineNative   Engine = "native"
+	EngineGorgonia Engine = "gorgonia"
+)
+
+// gradEngine computes the mean loss over rows (<= its batch size) and the
+// gradient of every parameter.
+type gradEngine interface {
+	step(x, y []float64, rows int, grads [][]float64) (float64, error)
+	close()
+}
+
+func (e *nativeEngine) close() {}
+
+func newEngine(kind Engine, pr *program, params [][]float64, bs int) (gradEngine, error) {
+	switch kind {
+	case "", EngineNative:
+		return newNativeEngine(pr, params, bs), nil
+	case EngineGorgonia:
+		return newGorgoniaEngine(pr, params, bs)
+	}
+	return nil, fmt.Errorf("train: unknown engine %q", kind)
 }
 
 // Train trains the plan on t: a validation split of train.validation_fraction
 // (seeded by train.seed), preprocessing fitted on the training rows,
 // mini-batches of train.batch_size in a seeded shuffle (the last batch of an
 // epoch may be smaller and counts with its true size), gradients from
-// gorgonia, and the plan's optimizer. It is deterministic for a given plan
+// the engine (see TrainOptions.Engine), and the plan's optimizer. It is deterministic for a given plan
 // and table, and stops with ctx's error between steps once ctx is done.
 func Train(ctx context.Context, p *Plan, t *dataset.Table, opt TrainOptions) (*Model, error) {
 	if t == nil {
@@ -76,7 +107,7 @@ func Train(ctx context.Context, p *Plan, t *dataset.Table, opt TrainOptions) (*M
 		return nil, err
 	}
 	bs := min(p.Train.BatchSize, len(trainRows))
-	eng, err := newGorgoniaEngine(pr, params, bs)
+	eng, err := newEngine(opt.Engine, pr, params, bs)
 	if err != nil {
 		return nil, err
 	}
