@@ -1,0 +1,218 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"sort"
+	"strings"
+
+	"github.com/spf13/cobra"
+
+	"github.com/fedgrid/fedgrid/dataset"
+	"github.com/fedgrid/fedgrid/gateway"
+	"github.com/fedgrid/fedgrid/plan"
+	"github.com/fedgrid/fedgrid/wire"
+)
+
+func readCSV(path string) (*dataset.Table, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	t, err := dataset.ReadCSV(f, dataset.Limits{})
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return t, nil
+}
+
+func readModel(path string) (*plan.Model, error) {
+	b, err := readLimited(path, wire.MaxModel)
+	if err != nil {
+		return nil, err
+	}
+	m, err := plan.ParseModel(b)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return m, nil
+}
+
+func readPlan(path string) (*plan.Plan, error) {
+	b, err := readLimited(path, wire.MaxPlan)
+	if err != nil {
+		return nil, err
+	}
+	p, err := plan.Parse(b)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return p, nil
+}
+
+func modelCmd(g *globals) *cobra.Command {
+	c := &cobra.Command{Use: "model", Short: "work with released models, offline"}
+	var modelFile, dataFile string
+	var asJSON bool
+	eval := &cobra.Command{
+		Use:   "eval",
+		Short: "accuracy and loss of a model on a labelled CSV",
+		Args:  cobra.NoArgs,
+		RunE: func(_ *cobra.Command, _ []string) error {
+			if modelFile == "" || dataFile == "" {
+				return usagef("--model MODEL.json and --data CSV are required")
+			}
+			m, err := readModel(modelFile)
+			if err != nil {
+				return err
+			}
+			t, err := readCSV(dataFile)
+			if err != nil {
+				return err
+			}
+			ev, err := plan.Evaluate(m, t)
+			if err != nil {
+				return err
+			}
+			if asJSON {
+				return printJSON(g.stdout, ev)
+			}
+			fmt.Fprintf(g.stdout, "rows %d  accuracy %.4f  loss %.4f\n", ev.Rows, ev.Accuracy, ev.Loss)
+			return nil
+		},
+	}
+	eval.Flags().StringVar(&modelFile, "model", "", "model file (fedgrid.model/v1)")
+	eval.Flags().StringVar(&dataFile, "data", "", "CSV with the plan's feature and label columns")
+	eval.Flags().BoolVar(&asJSON, "json", false, "print one JSON document")
+
+	var verifyFile string
+	verify := &cobra.Command{
+		Use:   "verify",
+		Short: "check a model's provenance signature against its gateway's key",
+		Args:  cobra.NoArgs,
+		RunE: func(_ *cobra.Command, _ []string) error {
+			if verifyFile == "" {
+				return usagef("--model MODEL.json is required")
+			}
+			m, err := readModel(verifyFile)
+			if err != nil {
+				return err
+			}
+			if err := gateway.VerifyModel(m); err != nil {
+				return err
+			}
+			fmt.Fprintf(g.stdout, "signature valid: gateway %s, dataset %s, job %s\n", m.Provenance.Gateway, m.Provenance.Dataset, m.Provenance.Job)
+			return nil
+		},
+	}
+	verify.Flags().StringVar(&verifyFile, "model", "", "model file")
+	c.AddCommand(eval, verify)
+	return c
+}
+
+func planCmd(g *globals) *cobra.Command {
+	c := &cobra.Command{Use: "plan", Short: "check and run plans locally"}
+	var checkPlan, checkData string
+	check := &cobra.Command{
+		Use:   "check",
+		Short: "validate a plan, infer shapes and count parameters",
+		Args:  cobra.NoArgs,
+		RunE: func(_ *cobra.Command, _ []string) error {
+			if checkPlan == "" {
+				return usagef("--plan PLAN.json is required")
+			}
+			p, err := readPlan(checkPlan)
+			if err != nil {
+				return err
+			}
+			var cols []dataset.Column
+			if checkData != "" {
+				t, err := readCSV(checkData)
+				if err != nil {
+					return err
+				}
+				cols = t.Columns()
+			}
+			r, err := plan.Check(p, cols)
+			if err != nil {
+				return err
+			}
+			fmt.Fprint(g.stdout, r.String())
+			return nil
+		},
+	}
+	check.Flags().StringVar(&checkPlan, "plan", "", "plan file")
+	check.Flags().StringVar(&checkData, "data", "", "CSV to check the plan's columns against (optional)")
+
+	var runPlan, runData, runOut string
+	runc := &cobra.Command{
+		Use:   "run",
+		Short: "train a plan locally with the node's engine",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if runPlan == "" || runData == "" || runOut == "" {
+				return usagef("--plan, --data and --out are required")
+			}
+			p, err := readPlan(runPlan)
+			if err != nil {
+				return err
+			}
+			t, err := readCSV(runData)
+			if err != nil {
+				return err
+			}
+			if _, err := plan.Check(p, t.Columns()); err != nil {
+				return err
+			}
+			m, err := plan.Train(cmd.Context(), p, t, plan.TrainOptions{Progress: func(pr plan.Progress) {
+				g.logger().Debug("epoch", "epoch", pr.Epoch, "of", pr.Epochs, "loss", pr.Loss)
+			}})
+			if err != nil {
+				return err
+			}
+			b, err := json.Marshal(m)
+			if err != nil {
+				return err
+			}
+			if err := writeFileAtomic(runOut, b); err != nil {
+				return err
+			}
+			fmt.Fprintf(g.stderr, "model written to %s\n", runOut)
+			return nil
+		},
+	}
+	runc.Flags().StringVar(&runPlan, "plan", "", "plan file")
+	runc.Flags().StringVar(&runData, "data", "", "training CSV")
+	runc.Flags().StringVar(&runOut, "out", "", "where to write the model")
+	c.AddCommand(check, runc)
+	return c
+}
+
+// summarizeMetrics prints the scalar metrics and the last value of each curve.
+func summarizeMetrics(raw json.RawMessage) string {
+	var m map[string]any
+	if json.Unmarshal(raw, &m) != nil {
+		return string(raw)
+	}
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	var parts []string
+	for _, k := range keys {
+		switch v := m[k].(type) {
+		case float64:
+			parts = append(parts, fmt.Sprintf("%s=%.4f", k, v))
+		case []any:
+			if len(v) > 0 {
+				if f, ok := v[len(v)-1].(float64); ok {
+					parts = append(parts, fmt.Sprintf("%s(last)=%.4f", k, f))
+				}
+			}
+		}
+	}
+	return strings.Join(parts, " ")
+}

@@ -1,0 +1,314 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/crypto"
+	"github.com/spf13/cobra"
+
+	"github.com/fedgrid/fedgrid/client"
+	"github.com/fedgrid/fedgrid/p2p"
+	"github.com/fedgrid/fedgrid/wire"
+)
+
+type clientFlags struct {
+	network   string
+	bootstrap []string
+	key       string
+	pskFile   string
+	json      bool
+}
+
+func (cf *clientFlags) add(c *cobra.Command, keyRequired bool) {
+	c.Flags().StringVar(&cf.network, "network", p2p.DefaultNetwork, "network name")
+	c.Flags().StringArrayVar(&cf.bootstrap, "bootstrap", nil, "bootstrap peer multiaddr with /p2p/, repeatable (required)")
+	help := "your key file (fedgrid keygen)"
+	if !keyRequired {
+		help += "; optional"
+	}
+	c.Flags().StringVar(&cf.key, "key", "", help)
+	c.Flags().StringVar(&cf.pskFile, "psk-file", "", "private network key file, if the network has one")
+	c.Flags().BoolVar(&cf.json, "json", false, "print one JSON document on stdout")
+}
+
+func (cf *clientFlags) open(ctx context.Context, g *globals, keyRequired bool) (*client.Client, error) {
+	if len(cf.bootstrap) == 0 {
+		return nil, usagef("--bootstrap MULTIADDR is required")
+	}
+	if keyRequired && cf.key == "" {
+		return nil, usagef("--key FILE is required (make one with fedgrid keygen)")
+	}
+	var sk crypto.PrivKey
+	if cf.key != "" {
+		var err error
+		if sk, err = p2p.ReadIdentity(cf.key); err != nil {
+			return nil, err
+		}
+	}
+	pf := peerFlags{pskFile: cf.pskFile}
+	psk, err := pf.psk()
+	if err != nil {
+		return nil, usageError{err}
+	}
+	if err := p2p.ValidateNetworkName(cf.network); err != nil {
+		return nil, usageError{err}
+	}
+	lvl := g.logger()
+	return client.New(ctx, client.Config{Network: cf.network, Bootstrap: cf.bootstrap, Identity: sk, PSK: psk, Logger: lvl.With("sub", "client")})
+}
+
+func keygenCmd(g *globals) *cobra.Command {
+	var out string
+	c := &cobra.Command{
+		Use:   "keygen",
+		Short: "make a data scientist's key pair and print its peer ID",
+		Args:  cobra.NoArgs,
+		RunE: func(_ *cobra.Command, _ []string) error {
+			if out == "" {
+				return usagef("--out FILE is required")
+			}
+			sk, err := p2p.GenerateIdentity()
+			if err != nil {
+				return err
+			}
+			if err := p2p.WriteIdentity(out, sk); err != nil {
+				return err
+			}
+			id, err := p2p.PeerIDOf(sk)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintln(g.stdout, id.String())
+			return nil
+		},
+	}
+	c.Flags().StringVar(&out, "out", "", "where to write the key (mode 0600)")
+	return c
+}
+
+func searchCmd(g *globals) *cobra.Command {
+	var cf clientFlags
+	var limit int
+	c := &cobra.Command{
+		Use:   "search [TAG]...",
+		Short: "find datasets across the network (all tags must match)",
+		RunE: func(cmd *cobra.Command, tags []string) error {
+			cl, err := cf.open(cmd.Context(), g, false)
+			if err != nil {
+				return err
+			}
+			defer cl.Close()
+			var progress func(client.SearchProgress)
+			if !cf.json {
+				progress = func(p client.SearchProgress) {
+					fmt.Fprintf(g.stderr, "\rsearching: %d gateways found, %d answered, %d unreachable", p.Found, p.Answered, p.Failed)
+				}
+			}
+			res, err := cl.Search(cmd.Context(), tags, progress)
+			if progress != nil {
+				fmt.Fprintln(g.stderr)
+			}
+			if err != nil {
+				return fmt.Errorf("search: %w", err)
+			}
+			if limit > 0 && len(res) > limit {
+				res = res[:limit]
+			}
+			if cf.json {
+				if res == nil {
+					res = []client.Result{}
+				}
+				return printJSON(g.stdout, map[string]any{"results": res})
+			}
+			if len(res) == 0 {
+				fmt.Fprintln(g.stdout, "no datasets found")
+				return nil
+			}
+			tw := tabwriter.NewWriter(g.stdout, 0, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "DATASET\tGATEWAY\tROWS\tCOLUMNS\tVISIBILITY\tTAGS\tREF")
+			for _, r := range res {
+				fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%s\t%s\t%s\n", r.Dataset.Name, r.GatewayName, r.Dataset.Rows, len(r.Dataset.Columns), r.Dataset.Visibility, strings.Join(r.Dataset.Tags, ","), r.Ref)
+			}
+			return tw.Flush()
+		},
+	}
+	cf.add(c, false)
+	c.Flags().IntVar(&limit, "limit", 0, "print at most this many results (0 = all)")
+	return c
+}
+
+func trainCmd(g *globals) *cobra.Command {
+	var cf clientFlags
+	var ref, planFile string
+	var wait bool
+	c := &cobra.Command{
+		Use:   "train",
+		Short: "submit a plan to train on a dataset you cannot see",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if ref == "" || planFile == "" {
+				return usagef("--dataset GATEWAY_PEER_ID/DATASET_ID and --plan PLAN.json are required")
+			}
+			gw, ds, err := client.SplitRef(ref)
+			if err != nil {
+				return usageError{err}
+			}
+			planJSON, err := readLimited(planFile, wire.MaxPlan)
+			if err != nil {
+				return fmt.Errorf("read plan: %w", err)
+			}
+			cl, err := cf.open(cmd.Context(), g, true)
+			if err != nil {
+				return err
+			}
+			defer cl.Close()
+			j, err := cl.Submit(cmd.Context(), gw, ds, planJSON)
+			if err != nil {
+				return fmt.Errorf("submit: %w", err)
+			}
+			if !wait {
+				return printJob(g, cf.json, j)
+			}
+			if !cf.json {
+				fmt.Fprintf(g.stderr, "job %s queued\n", j.Ref)
+			}
+			j, err = cl.Wait(cmd.Context(), gw, j.ID, progressPrinter(g, cf.json))
+			if err != nil {
+				return err
+			}
+			if err := printJob(g, cf.json, j); err != nil {
+				return err
+			}
+			if j.State != wire.StateSucceeded {
+				return fmt.Errorf("job %s %s: %s", j.Ref, j.State, j.Error)
+			}
+			return nil
+		},
+	}
+	cf.add(c, true)
+	c.Flags().StringVar(&ref, "dataset", "", "GATEWAY_PEER_ID/DATASET_ID (from fedgrid search)")
+	c.Flags().StringVar(&planFile, "plan", "", "plan file (fedgrid.plan/v1 JSON)")
+	c.Flags().BoolVar(&wait, "wait", false, "wait until the job ends, showing progress")
+	return c
+}
+
+func progressPrinter(g *globals, quiet bool) func(*wire.JobInfo) {
+	if quiet {
+		return nil
+	}
+	return func(j *wire.JobInfo) {
+		if j.State == wire.StateRunning && j.Progress.Epochs > 0 {
+			const width = 30
+			done := width * j.Progress.Epoch / j.Progress.Epochs
+			fmt.Fprintf(g.stderr, "\r[%s%s] epoch %d/%d loss %.4f (attempt %d)", strings.Repeat("#", done), strings.Repeat(".", width-done), j.Progress.Epoch, j.Progress.Epochs, j.Progress.Loss, j.Attempt)
+			return
+		}
+		fmt.Fprintf(g.stderr, "\rjob %s: %s\n", j.ID, j.State)
+	}
+}
+
+func printJob(g *globals, asJSON bool, j *wire.JobInfo) error {
+	if asJSON {
+		return printJSON(g.stdout, j)
+	}
+	tw := tabwriter.NewWriter(g.stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintf(tw, "job\t%s\nstate\t%s\ndataset\t%s\nattempt\t%d\n", j.Ref, j.State, j.Dataset, j.Attempt)
+	if j.Progress.Epochs > 0 {
+		fmt.Fprintf(tw, "progress\tepoch %d/%d, loss %.4f\n", j.Progress.Epoch, j.Progress.Epochs, j.Progress.Loss)
+	}
+	if j.Error != "" {
+		fmt.Fprintf(tw, "error\t%s\n", j.Error)
+	}
+	if len(j.Metrics) > 0 {
+		fmt.Fprintf(tw, "metrics\t%s\n", summarizeMetrics(j.Metrics))
+	}
+	fmt.Fprintf(tw, "created\t%s\n", j.CreatedAt.Format(time.RFC3339))
+	return tw.Flush()
+}
+
+func jobCmd(g *globals) *cobra.Command {
+	var cf clientFlags
+	var watch bool
+	c := &cobra.Command{
+		Use:   "job JOB_REF",
+		Short: "show a job's state (JOB_REF is GATEWAY_PEER_ID/JOB_ID)",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			gw, id, err := client.SplitRef(args[0])
+			if err != nil {
+				return usageError{err}
+			}
+			cl, err := cf.open(cmd.Context(), g, true)
+			if err != nil {
+				return err
+			}
+			defer cl.Close()
+			var j *wire.JobInfo
+			if watch {
+				j, err = cl.Wait(cmd.Context(), gw, id, progressPrinter(g, cf.json))
+			} else {
+				j, err = cl.Job(cmd.Context(), gw, id)
+			}
+			if err != nil {
+				return err
+			}
+			return printJob(g, cf.json, j)
+		},
+	}
+	cf.add(c, true)
+	c.Flags().BoolVar(&watch, "watch", false, "follow the job until it ends, with a progress bar")
+	return c
+}
+
+func resultCmd(g *globals) *cobra.Command {
+	var cf clientFlags
+	var out string
+	c := &cobra.Command{
+		Use:   "result JOB_REF",
+		Short: "fetch a job's released model",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if out == "" {
+				return usagef("--out MODEL.json is required")
+			}
+			gw, id, err := client.SplitRef(args[0])
+			if err != nil {
+				return usageError{err}
+			}
+			cl, err := cf.open(cmd.Context(), g, true)
+			if err != nil {
+				return err
+			}
+			defer cl.Close()
+			b, err := cl.Model(cmd.Context(), gw, id)
+			if err != nil {
+				return err
+			}
+			if err := writeFileAtomic(out, b); err != nil {
+				return err
+			}
+			if !cf.json {
+				fmt.Fprintf(g.stderr, "model written to %s\n", out)
+			} else {
+				return printJSON(g.stdout, map[string]any{"job": args[0], "out": out, "bytes": len(b)})
+			}
+			return nil
+		},
+	}
+	cf.add(c, true)
+	c.Flags().StringVar(&out, "out", "", "where to write the model")
+	return c
+}
+
+func writeFileAtomic(path string, b []byte) error {
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, b, 0o644); err != nil {
+		return err
+	}
+	return os.Rename(tmp, path)
+}

@@ -1,0 +1,55 @@
+//go:build !nohttp
+
+package gateway
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/fedgrid/fedgrid/gateway/api"
+	"github.com/fedgrid/fedgrid/gateway/store"
+)
+
+func (g *Gateway) startHTTP() error {
+	a, err := api.New(api.Config{
+		Store:  g.store,
+		Name:   g.cfg.Name,
+		PeerID: func() string { return g.peer.ID().String() },
+		Addrs:  g.peer.Addrs,
+		Hooks: api.Hooks{
+			DatasetAdded:   func(*store.Dataset) { g.wake(g.provideCh) },
+			DatasetRemoved: func(*store.Dataset) { g.wake(g.provideCh) },
+			JobCancelled:   func(*store.Job) { g.wake(g.kick) },
+		},
+		Logger: g.log.With("sub", "http"),
+	})
+	if err != nil {
+		return err
+	}
+	ln, err := net.Listen("tcp", g.cfg.HTTPAddr)
+	if err != nil {
+		return fmt.Errorf("listen for HTTP on %s: %w", g.cfg.HTTPAddr, err)
+	}
+	g.httpLn = ln
+	g.httpSrv = &http.Server{
+		Handler:           a.Handler(),
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       5 * time.Minute, // uploads
+		WriteTimeout:      5 * time.Minute,
+		IdleTimeout:       2 * time.Minute,
+		MaxHeaderBytes:    64 << 10,
+	}
+	g.httpErr = make(chan error, 1)
+	go func() { // owned by Close: Shutdown ends Serve
+		err := g.httpSrv.Serve(ln)
+		if errors.Is(err, http.ErrServerClosed) {
+			err = nil
+		}
+		g.httpErr <- err
+	}()
+	return nil
+}
+

@@ -1,0 +1,146 @@
+package gateway
+
+import (
+	"context"
+	"encoding/json"
+	"sort"
+	"time"
+
+	"github.com/fedgrid/fedgrid/p2p"
+	"github.com/fedgrid/fedgrid/wire"
+)
+
+// offerLoop gossips an offer for every queued job, again every
+// OfferInterval until a node takes it: gossip is lossy, so an offer is
+// repeated rather than trusted to arrive once.
+func (g *Gateway) offerLoop(ctx context.Context) {
+	t := time.NewTicker(g.cfg.OfferInterval)
+	defer t.Stop()
+	for {
+		g.publishOffers(ctx)
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		case <-g.kick:
+		}
+	}
+}
+
+func (g *Gateway) publishOffers(ctx context.Context) {
+	jobs, err := g.store.QueuedJobs()
+	if err != nil {
+		g.log.Error("list queued jobs", "err", err)
+		return
+	}
+	now := time.Now()
+	for _, j := range jobs {
+		g.offerSeq++
+		o := wire.Offer{Gateway: g.ID(), Job: j.ID, Expires: now.Add(g.cfg.OfferTTL), Seq: g.offerSeq}
+		if ds, err := g.store.Dataset(j.DatasetID); err == nil {
+			o.Rows = ds.Rows
+		}
+		b, err := json.Marshal(o)
+		if err != nil {
+			continue
+		}
+		if err := g.topic.Publish(ctx, b); err != nil {
+			if ctx.Err() == nil {
+				g.log.Warn("publish offer", "job", j.ID, "err", err)
+			}
+			return
+		}
+	}
+}
+
+// leaseLoop puts jobs whose node stopped heartbeating back in the queue.
+func (g *Gateway) leaseLoop(ctx context.Context) {
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case now := <-t.C:
+			expired, err := g.store.ExpireLeases(now)
+			if err != nil {
+				g.log.Error("expire leases", "err", err)
+				continue
+			}
+			for _, j := range expired {
+				g.log.Warn("lease expired; job re-queued", "job", j.ID, "attempt", j.Attempt, "node", j.Node)
+			}
+			if len(expired) > 0 {
+				g.wake(g.kick)
+			}
+		}
+	}
+}
+
+// gatewaysTag stands for p2p.GatewaysKey in the provide loop; no dataset tag
+// can take this form (tags are printable).
+const gatewaysTag = "\x00gateways"
+
+// provideLoop announces one DHT provider record per dataset tag: at start,
+// whenever datasets change, and every Reprovide (records expire after 48 h).
+// It runs in the background, never on a request's path.
+func (g *Gateway) provideLoop(ctx context.Context) {
+	provided := map[string]time.Time{}
+	t := time.NewTicker(2 * time.Second)
+	defer t.Stop()
+	for {
+		tags, err := g.currentTags()
+		if err != nil {
+			g.log.Error("list dataset tags", "err", err)
+		}
+		for _, tag := range tags {
+			if last, ok := provided[tag]; ok && time.Since(last) < g.cfg.Reprovide {
+				continue
+			}
+			if g.peer.DHT.RoutingTable().Size() == 0 {
+				break // nobody to store the record yet; try again on the next tick
+			}
+			pctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+			key := g.peer.TagKey(tag)
+			if tag == gatewaysTag {
+				key = p2p.GatewaysKey(g.peer.Network)
+			}
+			err := g.peer.DHT.Provide(pctx, key, true)
+			cancel()
+			if err != nil {
+				if ctx.Err() != nil {
+					return
+				}
+				g.log.Warn("provide tag", "tag", tag, "err", err)
+				continue
+			}
+			provided[tag] = time.Now()
+			g.log.Info("tag provided", "tag", tag)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		case <-g.provideCh:
+		}
+	}
+}
+
+func (g *Gateway) currentTags() ([]string, error) {
+	dss, err := g.store.Datasets()
+	if err != nil {
+		return nil, err
+	}
+	set := map[string]bool{gatewaysTag: true}
+	for _, d := range dss {
+		for _, t := range d.Tags {
+			set[t] = true
+		}
+	}
+	out := make([]string, 0, len(set)+1)
+	for t := range set {
+		out = append(out, t)
+	}
+	sort.Strings(out)
+	return out, nil
+}

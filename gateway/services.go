@@ -1,0 +1,316 @@
+package gateway
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/peer"
+
+	"github.com/fedgrid/fedgrid/gateway/store"
+	"github.com/fedgrid/fedgrid/p2p"
+	"github.com/fedgrid/fedgrid/plan"
+	"github.com/fedgrid/fedgrid/wire"
+)
+
+func small(timeout time.Duration) p2p.Limits {
+	return p2p.Limits{MaxRequest: wire.MaxSmall, MaxResponse: wire.MaxSmall, Timeout: timeout}
+}
+
+// registerProtocols installs every stream protocol the gateway serves.
+func (g *Gateway) registerProtocols() {
+	ctx, h := g.peer.Context(), g.peer.Host
+	p2p.Handle(ctx, h, g.peer.Protocol(wire.ProtoCatalog), p2p.Limits{MaxRequest: wire.MaxSmall, MaxResponse: wire.MaxCatalog, Timeout: 10 * time.Second}, g.handleCatalog)
+	p2p.Handle(ctx, h, g.peer.Protocol(wire.ProtoEnroll), small(10*time.Second), g.handleEnroll)
+	p2p.Handle(ctx, h, g.peer.Protocol(wire.ProtoClaim), small(10*time.Second), g.handleClaim)
+	p2p.Handle(ctx, h, g.peer.Protocol(wire.ProtoFetch), p2p.Limits{MaxRequest: wire.MaxSmall, MaxResponse: wire.MaxShard, Timeout: 5 * time.Minute}, g.handleFetch)
+	p2p.Handle(ctx, h, g.peer.Protocol(wire.ProtoHeartbeat), small(10*time.Second), g.handleHeartbeat)
+	p2p.Handle(ctx, h, g.peer.Protocol(wire.ProtoResult), p2p.Limits{MaxRequest: wire.MaxModel, MaxResponse: wire.MaxSmall, Timeout: 2 * time.Minute}, g.handleResult)
+	p2p.Handle(ctx, h, g.peer.Protocol(wire.ProtoSubmit), p2p.Limits{MaxRequest: wire.MaxPlan + wire.MaxSmall, MaxResponse: wire.MaxSmall, Timeout: 30 * time.Second}, g.handleSubmit)
+	p2p.Handle(ctx, h, g.peer.Protocol(wire.ProtoJob), small(10*time.Second), g.handleJob)
+	p2p.Handle(ctx, h, g.peer.Protocol(wire.ProtoModel), p2p.Limits{MaxRequest: wire.MaxSmall, MaxResponse: wire.MaxModel, Timeout: 2 * time.Minute}, g.handleModel)
+}
+
+// storeErr maps store errors to protocol errors a person understands.
+func storeErr(err error, what string) error {
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		return p2p.Errorf(p2p.CodeNotFound, "%s not found", what)
+	case errors.Is(err, store.ErrStale):
+		return p2p.Errorf(p2p.CodeStale, "%s: this attempt is no longer current (the lease was lost or the job moved on)", what)
+	case errors.Is(err, store.ErrConflictState):
+		return p2p.Errorf(p2p.CodeConflict, "%s is not in a state that allows this", what)
+	case errors.Is(err, store.ErrInvalid):
+		return p2p.Errorf(p2p.CodeBadRequest, "%v", err)
+	}
+	return err
+}
+
+// --- catalog -------------------------------------------------------------
+
+func (g *Gateway) handleCatalog(_ context.Context, _ peer.ID, req *wire.CatalogRequest) (*wire.CatalogResponse, error) {
+	if len(req.Tags) > 32 {
+		return nil, p2p.Errorf(p2p.CodeBadRequest, "at most 32 tags per query, got %d", len(req.Tags))
+	}
+	dss, err := g.store.DatasetsWithTags(req.Tags)
+	if err != nil {
+		return nil, err
+	}
+	resp := &wire.CatalogResponse{Gateway: g.ID(), Name: g.cfg.Name, Datasets: []wire.CatalogEntry{}}
+	for _, d := range dss {
+		resp.Datasets = append(resp.Datasets, wire.CatalogEntry{
+			ID: d.ID, Name: d.Name, Description: d.Description, Tags: d.Tags,
+			Visibility: d.Visibility, Rows: d.Rows, Columns: d.Columns,
+		})
+	}
+	return resp, nil
+}
+
+// --- nodes ---------------------------------------------------------------
+
+func (g *Gateway) handleEnroll(_ context.Context, from peer.ID, req *wire.EnrollRequest) (*wire.EnrollResponse, error) {
+	if req.Slots < 1 || req.Slots > 256 {
+		return nil, p2p.Errorf(p2p.CodeBadRequest, "slots must be between 1 and 256, got %d", req.Slots)
+	}
+	ok := &wire.EnrollResponse{Gateway: g.ID(), Topic: g.topic.String()}
+	if _, err := g.store.Node(from.String()); err == nil && req.Token == "" {
+		// A known node coming back: its key is its credential.
+		if err := g.store.TouchNode(from.String(), time.Now()); err != nil {
+			return nil, err
+		}
+		return ok, nil
+	}
+	if req.Token == "" {
+		return nil, p2p.Errorf(p2p.CodeUnauthorized, "this node is not enrolled; start it with --join-token from the gateway's admin")
+	}
+	if _, err := g.store.RedeemJoinToken(req.Token, from.String(), req.Slots, req.Version); err != nil {
+		if _, known := g.store.Node(from.String()); known == nil {
+			// Restart of an enrolled node that still passes its used token.
+			_ = g.store.TouchNode(from.String(), time.Now())
+			return ok, nil
+		}
+		return nil, p2p.Errorf(p2p.CodeForbidden, "join token refused: %v", err)
+	}
+	g.log.Info("node enrolled", "node", from)
+	g.wake(g.kick)
+	return ok, nil
+}
+
+// enrolledNode refuses peers that no join token enrolled.
+func (g *Gateway) enrolledNode(from peer.ID) error {
+	if _, err := g.store.Node(from.String()); err != nil {
+		if errors.Is(err, store.ErrNotFound) {
+			return p2p.Errorf(p2p.CodeForbidden, "peer %s is not an enrolled node of this gateway", from)
+		}
+		return err
+	}
+	_ = g.store.TouchNode(from.String(), time.Now())
+	return nil
+}
+
+func (g *Gateway) handleClaim(_ context.Context, from peer.ID, req *wire.ClaimRequest) (*wire.ClaimResponse, error) {
+	if err := g.enrolledNode(from); err != nil {
+		return nil, err
+	}
+	j, err := g.store.Grant(req.Job, from.String(), g.cfg.Lease)
+	if err != nil {
+		if errors.Is(err, store.ErrConflictState) {
+			return nil, p2p.Errorf(p2p.CodeConflict, "job %s is not waiting for a node", req.Job)
+		}
+		return nil, storeErr(err, "job "+req.Job)
+	}
+	g.log.Info("lease granted", "job", j.ID, "attempt", j.Attempt, "node", from)
+	return &wire.ClaimResponse{Job: j.ID, Attempt: j.Attempt, LeaseSeconds: int(g.cfg.Lease / time.Second)}, nil
+}
+
+// leased returns the job if from holds the current lease of attempt.
+func (g *Gateway) leased(from peer.ID, jobID string, attempt int) (*store.Job, error) {
+	if err := g.enrolledNode(from); err != nil {
+		return nil, err
+	}
+	j, err := g.store.Job(jobID)
+	if err != nil {
+		return nil, storeErr(err, "job "+jobID)
+	}
+	if j.State != wire.StateRunning || j.Attempt != attempt || j.Node != from.String() {
+		return nil, p2p.Errorf(p2p.CodeStale, "job %s attempt %d is not leased to you (current attempt %d, state %s)", jobID, attempt, j.Attempt, j.State)
+	}
+	return j, nil
+}
+
+func (g *Gateway) handleFetch(_ context.Context, from peer.ID, req *wire.FetchRequest) (*wire.FetchResponse, error) {
+	j, err := g.leased(from, req.Job, req.Attempt)
+	if err != nil {
+		return nil, err
+	}
+	csv, err := g.store.DatasetCSV(j.DatasetID)
+	if err != nil {
+		return nil, storeErr(err, "dataset "+j.DatasetID)
+	}
+	return &wire.FetchResponse{Job: j.ID, Attempt: j.Attempt, Dataset: j.DatasetID, Plan: j.Plan, CSV: csv}, nil
+}
+
+func (g *Gateway) handleHeartbeat(_ context.Context, from peer.ID, req *wire.HeartbeatRequest) (*wire.HeartbeatResponse, error) {
+	if err := g.enrolledNode(from); err != nil {
+		return nil, err
+	}
+	j, err := g.store.Heartbeat(req.Job, req.Attempt, from.String(), store.Progress{Epoch: req.Epoch, Epochs: req.Epochs, Loss: req.Loss}, g.cfg.Lease)
+	if err != nil {
+		if cur, gerr := g.store.Job(req.Job); gerr == nil && cur.State == wire.StateCancelled && cur.Attempt == req.Attempt {
+			return &wire.HeartbeatResponse{Cancelled: true}, nil
+		}
+		return nil, storeErr(err, "job "+req.Job)
+	}
+	return &wire.HeartbeatResponse{Cancelled: j.State == wire.StateCancelled, LeaseSeconds: int(g.cfg.Lease / time.Second)}, nil
+}
+
+func (g *Gateway) handleResult(_ context.Context, from peer.ID, req *wire.ResultRequest) (*wire.Ack, error) {
+	if err := g.enrolledNode(from); err != nil {
+		return nil, err
+	}
+	j, err := g.store.Job(req.Job)
+	if err != nil {
+		return nil, storeErr(err, "job "+req.Job)
+	}
+	// A retry of a result already stored for this very attempt is acknowledged again.
+	if wire.Terminal(j.State) && j.Attempt == req.Attempt && j.Node == from.String() {
+		return &wire.Ack{OK: true}, nil
+	}
+	if req.Error != "" {
+		if err := g.store.Fail(req.Job, req.Attempt, from.String(), truncate(req.Error, 2000)); err != nil {
+			return nil, storeErr(err, "job "+req.Job)
+		}
+		g.log.Warn("job failed on node", "job", req.Job, "attempt", req.Attempt, "reason", req.Error)
+		return &wire.Ack{OK: true}, nil
+	}
+	if _, err := g.leased(from, req.Job, req.Attempt); err != nil {
+		return nil, err
+	}
+	m, err := plan.ParseModel(req.Model)
+	if err != nil {
+		return nil, p2p.Errorf(p2p.CodeBadRequest, "model refused: %v", err)
+	}
+	signed, err := g.signModel(m, j)
+	if err != nil {
+		return nil, err
+	}
+	metrics, err := json.Marshal(m.Metrics)
+	if err != nil {
+		return nil, err
+	}
+	if err := g.store.Complete(req.Job, req.Attempt, from.String(), signed, metrics); err != nil {
+		return nil, storeErr(err, "job "+req.Job)
+	}
+	g.log.Info("job succeeded", "job", req.Job, "attempt", req.Attempt, "node", from)
+	return &wire.Ack{OK: true}, nil
+}
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n] + "…"
+}
+
+// --- data scientists --------------------------------------------------------
+
+// scientist resolves a remote peer to its user account and checks that the
+// account may make data requests.
+func (g *Gateway) scientist(from peer.ID) (*store.User, error) {
+	u, err := g.store.AuthorizePeer(from.String(), store.PermMakeDataRequests)
+	switch {
+	case errors.Is(err, store.ErrUnknownPeer):
+		return nil, p2p.Errorf(p2p.CodeUnauthorized, "peer %s is not registered at this gateway: ask its administrator to add your peer ID to a user account", from)
+	case errors.Is(err, store.ErrForbidden):
+		return nil, p2p.Errorf(p2p.CodeForbidden, "your account may not make data requests here (%v)", err)
+	case err != nil:
+		return nil, err
+	}
+	return u, nil
+}
+
+func (g *Gateway) handleSubmit(_ context.Context, from peer.ID, req *wire.SubmitRequest) (*wire.JobInfo, error) {
+	u, err := g.scientist(from)
+	if err != nil {
+		return nil, err
+	}
+	ds, err := g.store.Dataset(req.Dataset)
+	if err != nil {
+		return nil, storeErr(err, "dataset "+req.Dataset)
+	}
+	pl, err := plan.Parse(req.Plan)
+	if err != nil {
+		return nil, p2p.Errorf(p2p.CodeBadRequest, "plan refused: %v", err)
+	}
+	if _, err := plan.Check(pl, ds.Columns); err != nil {
+		return nil, p2p.Errorf(p2p.CodeBadRequest, "plan does not fit dataset %q: %v", ds.Name, err)
+	}
+	j := &store.Job{DatasetID: ds.ID, UserID: u.ID, Requester: from.String(), Plan: req.Plan}
+	if err := g.store.CreateJob(j); err != nil {
+		return nil, storeErr(err, "job")
+	}
+	g.log.Info("job queued", "job", j.ID, "dataset", ds.ID, "user", u.ID)
+	g.wake(g.kick)
+	return g.jobInfo(j), nil
+}
+
+// ownJob returns the caller's job; other people's jobs do not exist for them.
+func (g *Gateway) ownJob(from peer.ID, id string) (*store.Job, error) {
+	u, err := g.scientist(from)
+	if err != nil {
+		return nil, err
+	}
+	j, err := g.store.Job(id)
+	if err != nil || j.UserID != u.ID {
+		return nil, p2p.Errorf(p2p.CodeNotFound, "job %s not found", id)
+	}
+	return j, nil
+}
+
+func (g *Gateway) handleJob(_ context.Context, from peer.ID, req *wire.JobRequest) (*wire.JobInfo, error) {
+	j, err := g.ownJob(from, req.Job)
+	if err != nil {
+		return nil, err
+	}
+	return g.jobInfo(j), nil
+}
+
+func (g *Gateway) handleModel(_ context.Context, from peer.ID, req *wire.JobRequest) (*wire.ModelResponse, error) {
+	j, err := g.ownJob(from, req.Job)
+	if err != nil {
+		return nil, err
+	}
+	if j.State != wire.StateSucceeded {
+		return nil, p2p.Errorf(p2p.CodeConflict, "job %s has no result: it is %s", j.ID, j.State)
+	}
+	ds, err := g.store.Dataset(j.DatasetID)
+	if err != nil {
+		return nil, storeErr(err, "dataset "+j.DatasetID)
+	}
+	if ds.Visibility != "public" {
+		return nil, p2p.Errorf(p2p.CodeForbidden, "job %s trained on private dataset %q: its result waits for a compliance officer's review", j.ID, ds.Name)
+	}
+	b, err := g.store.Result(j.ID)
+	if err != nil {
+		return nil, storeErr(err, "result of job "+j.ID)
+	}
+	return &wire.ModelResponse{Model: b}, nil
+}
+
+func (g *Gateway) jobInfo(j *store.Job) *wire.JobInfo {
+	info := &wire.JobInfo{
+		ID: j.ID, Ref: g.ID() + "/" + j.ID, Gateway: g.ID(), Dataset: j.DatasetID, State: j.State,
+		Attempt: j.Attempt, Progress: wire.Progress{Epoch: j.Progress.Epoch, Epochs: j.Progress.Epochs, Loss: j.Progress.Loss},
+		Metrics: j.Metrics, Error: j.Error, CreatedAt: j.CreatedAt,
+	}
+	if !j.StartedAt.IsZero() {
+		t := j.StartedAt
+		info.StartedAt = &t
+	}
+	if !j.FinishedAt.IsZero() {
+		t := j.FinishedAt
+		info.FinishedAt = &t
+	}
+	return info
+}

@@ -1,0 +1,331 @@
+// Package node is fedgrid's worker peer. Enrolled by one gateway with a join
+// token, it listens to that gateway's job offers, claims a lease when it has a
+// free slot, fetches the plan and data shard over a stream, trains with the
+// plan engine, heartbeats progress and returns the weights and metrics.
+package node
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"sync"
+	"time"
+
+	pubsub "github.com/libp2p/go-libp2p-pubsub"
+	"github.com/libp2p/go-libp2p/core/peer"
+
+	"github.com/fedgrid/fedgrid/dataset"
+	"github.com/fedgrid/fedgrid/p2p"
+	"github.com/fedgrid/fedgrid/plan"
+	"github.com/fedgrid/fedgrid/wire"
+)
+
+// Config of a node.
+type Config struct {
+	DataDir   string
+	Network   string
+	Listen    []string
+	Bootstrap []string
+	// Gateway is the full multiaddr (with /p2p/) of the enrolling gateway.
+	Gateway   string
+	JoinToken string
+	// Slots is how many jobs run at once; default 1.
+	Slots  int
+	PSK    []byte
+	Logger *slog.Logger
+	// MaxJitter delays a claim by a random amount up to this, so that not every
+	// idle node claims at the same instant; default 20 ms.
+	MaxJitter time.Duration
+}
+
+// Node is a running worker.
+type Node struct {
+	cfg     Config
+	peer    *p2p.Peer
+	gw      peer.AddrInfo
+	log     *slog.Logger
+	slots   chan struct{}
+	sub     *pubsub.Subscription
+	topic   *pubsub.Topic
+	mu      sync.Mutex
+	running map[string]context.CancelFunc // job -> cancel
+
+	closeOnce sync.Once
+	closeErr  error
+}
+
+// Start connects to the gateway, enrols, and starts taking offers. If the
+// gateway refuses the enrolment Start fails with its reason.
+func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
+	if cfg.Slots <= 0 {
+		cfg.Slots = 1
+	}
+	if cfg.MaxJitter <= 0 {
+		cfg.MaxJitter = 20 * time.Millisecond
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	gws, err := p2p.ParseAddrInfos([]string{cfg.Gateway})
+	if err != nil || len(gws) != 1 {
+		return nil, fmt.Errorf("--gateway must be one gateway multiaddr ending in /p2p/<peer id>: %v", err)
+	}
+	p, err := p2p.New(ctx, p2p.Config{
+		DataDir: cfg.DataDir, Network: cfg.Network, Listen: cfg.Listen,
+		Bootstrap: append(append([]string{}, cfg.Bootstrap...), cfg.Gateway),
+		DHTMode:   p2p.DHTClient, PSK: cfg.PSK, Logger: log,
+	})
+	if err != nil {
+		return nil, err
+	}
+	n := &Node{cfg: cfg, peer: p, gw: gws[0], log: log, slots: make(chan struct{}, cfg.Slots), running: map[string]context.CancelFunc{}}
+	defer func() {
+		if err != nil {
+			_ = n.Close()
+		}
+	}()
+	if err := n.enroll(ctx); err != nil {
+		return nil, err
+	}
+	topicName := p.Topic(wire.JobsTopic(n.gw.ID.String()))
+	gwID := n.gw.ID
+	// Accept only offers authored (and signed, gossipsub's StrictSign) by our gateway.
+	if err := p.PubSub.RegisterTopicValidator(topicName, func(_ context.Context, _ peer.ID, m *pubsub.Message) pubsub.ValidationResult {
+		if m.GetFrom() != gwID {
+			return pubsub.ValidationReject
+		}
+		var o wire.Offer
+		if json.Unmarshal(m.Data, &o) != nil || o.Validate() != nil || o.Gateway != gwID.String() {
+			return pubsub.ValidationReject
+		}
+		m.ValidatorData = &o
+		return pubsub.ValidationAccept
+	}); err != nil {
+		return nil, fmt.Errorf("offer validator: %w", err)
+	}
+	n.topic, err = p.PubSub.Join(topicName)
+	if err != nil {
+		return nil, fmt.Errorf("join offers topic: %w", err)
+	}
+	n.sub, err = n.topic.Subscribe()
+	if err != nil {
+		return nil, fmt.Errorf("subscribe to offers: %w", err)
+	}
+	p.Go(n.offers)
+	return n, nil
+}
+
+// ID is the node's peer ID.
+func (n *Node) ID() peer.ID { return n.peer.ID() }
+
+// Addrs are the node's full multiaddrs.
+func (n *Node) Addrs() []string { return n.peer.Addrs() }
+
+func (n *Node) enroll(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	var last error
+	for attempt := 0; ; attempt++ {
+		_, err := p2p.Call[wire.EnrollRequest, wire.EnrollResponse](ctx, n.peer.Host, n.gw.ID, n.peer.Protocol(wire.ProtoEnroll),
+			&wire.EnrollRequest{Token: n.cfg.JoinToken, Slots: n.cfg.Slots, Version: p2p.Version}, p2p.Limits{MaxRequest: wire.MaxSmall, MaxResponse: wire.MaxSmall, Timeout: 10 * time.Second})
+		if err == nil {
+			n.log.Info("enrolled", "gateway", n.gw.ID)
+			return nil
+		}
+		var remote *p2p.Error
+		if errors.As(err, &remote) { // the gateway answered: a refusal is final
+			return fmt.Errorf("gateway refused enrolment: %s", remote.Message)
+		}
+		last = err
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("cannot reach gateway %s to enrol: %v", n.gw.ID, last)
+		case <-time.After(min(time.Duration(attempt+1)*200*time.Millisecond, 2*time.Second)):
+		}
+	}
+}
+
+func (n *Node) offers(ctx context.Context) {
+	defer n.sub.Cancel()
+	for {
+		m, err := n.sub.Next(ctx)
+		if err != nil {
+			return
+		}
+		o, ok := m.ValidatorData.(*wire.Offer)
+		if !ok || time.Now().After(o.Expires) {
+			continue
+		}
+		n.mu.Lock()
+		_, busy := n.running[o.Job]
+		n.mu.Unlock()
+		if busy {
+			continue
+		}
+		select {
+		case n.slots <- struct{}{}:
+		default:
+			continue // no free slot: only eligible nodes claim
+		}
+		n.peer.Go(func(ctx context.Context) {
+			defer func() { <-n.slots }()
+			n.take(ctx, o.Job)
+		})
+	}
+}
+
+func (n *Node) small() p2p.Limits {
+	return p2p.Limits{MaxRequest: wire.MaxSmall, MaxResponse: wire.MaxSmall, Timeout: 10 * time.Second}
+}
+
+// take claims a job and, if granted, runs it.
+func (n *Node) take(ctx context.Context, job string) {
+	select {
+	case <-ctx.Done():
+		return
+	case <-time.After(rand.N(n.cfg.MaxJitter)):
+	}
+	grant, err := p2p.Call[wire.ClaimRequest, wire.ClaimResponse](ctx, n.peer.Host, n.gw.ID, n.peer.Protocol(wire.ProtoClaim), &wire.ClaimRequest{Job: job}, n.small())
+	if err != nil {
+		n.log.Debug("claim not granted", "job", job, "err", err)
+		return
+	}
+	n.log.Info("lease granted", "job", job, "attempt", grant.Attempt)
+	jctx, cancel := context.WithCancel(ctx)
+	n.mu.Lock()
+	n.running[job] = cancel
+	n.mu.Unlock()
+	defer func() {
+		cancel()
+		n.mu.Lock()
+		delete(n.running, job)
+		n.mu.Unlock()
+	}()
+	model, runErr := n.run(jctx, cancel, grant)
+	if ctx.Err() != nil {
+		return // shutting down: the lease expires and the gateway re-queues the job
+	}
+	req := &wire.ResultRequest{Job: job, Attempt: grant.Attempt}
+	if runErr != nil {
+		if jctx.Err() != nil {
+			n.log.Info("job cancelled", "job", job)
+			return
+		}
+		req.Error = runErr.Error()
+	} else {
+		req.Model = model
+	}
+	n.sendResult(ctx, req)
+}
+
+// sendResult delivers a result with retries: the gateway's answer is
+// idempotent for the same attempt.
+func (n *Node) sendResult(ctx context.Context, req *wire.ResultRequest) {
+	lim := p2p.Limits{MaxRequest: wire.MaxModel, MaxResponse: wire.MaxSmall, Timeout: 60 * time.Second}
+	for try := 0; try < 10; try++ {
+		_, err := p2p.Call[wire.ResultRequest, wire.Ack](ctx, n.peer.Host, n.gw.ID, n.peer.Protocol(wire.ProtoResult), req, lim)
+		if err == nil {
+			n.log.Info("result delivered", "job", req.Job, "attempt", req.Attempt, "failed", req.Error != "")
+			return
+		}
+		var remote *p2p.Error
+		if errors.As(err, &remote) {
+			n.log.Warn("result refused", "job", req.Job, "attempt", req.Attempt, "reason", remote.Message)
+			return
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(time.Duration(try+1) * 250 * time.Millisecond):
+		}
+	}
+}
+
+// run fetches and trains, heartbeating until done.
+func (n *Node) run(ctx context.Context, cancel context.CancelFunc, g *wire.ClaimResponse) (json.RawMessage, error) {
+	f, err := p2p.Call[wire.FetchRequest, wire.FetchResponse](ctx, n.peer.Host, n.gw.ID, n.peer.Protocol(wire.ProtoFetch),
+		&wire.FetchRequest{Job: g.Job, Attempt: g.Attempt}, p2p.Limits{MaxRequest: wire.MaxSmall, MaxResponse: wire.MaxShard, Timeout: 5 * time.Minute})
+	if err != nil {
+		return nil, fmt.Errorf("fetch plan and data: %w", err)
+	}
+	// The node re-checks what the gateway validated.
+	pl, err := plan.Parse(f.Plan)
+	if err != nil {
+		return nil, fmt.Errorf("plan refused by node: %w", err)
+	}
+	tbl, err := dataset.ReadCSV(bytes.NewReader(f.CSV), dataset.Limits{MaxBytes: wire.MaxShard})
+	if err != nil {
+		return nil, fmt.Errorf("data shard refused by node: %w", err)
+	}
+	if _, err := plan.Check(pl, tbl.Columns()); err != nil {
+		return nil, fmt.Errorf("plan does not fit the data: %w", err)
+	}
+
+	var progMu sync.Mutex
+	prog := wire.HeartbeatRequest{Job: g.Job, Attempt: g.Attempt}
+	lease := time.Duration(max(g.LeaseSeconds, 3)) * time.Second
+	hbDone := make(chan struct{})
+	hbStopped := make(chan struct{})
+	go func() { // owned by run: stopped through hbDone and waited for below
+		defer close(hbStopped)
+		t := time.NewTicker(min(lease/3, time.Second))
+		defer t.Stop()
+		for {
+			select {
+			case <-hbDone:
+				return
+			case <-t.C:
+			}
+			progMu.Lock()
+			req := prog
+			progMu.Unlock()
+			resp, err := p2p.Call[wire.HeartbeatRequest, wire.HeartbeatResponse](ctx, n.peer.Host, n.gw.ID, n.peer.Protocol(wire.ProtoHeartbeat), &req, n.small())
+			if err != nil {
+				if p2p.IsCode(err, p2p.CodeStale) || p2p.IsCode(err, p2p.CodeNotFound) {
+					n.log.Warn("lease lost; stopping", "job", g.Job, "attempt", g.Attempt)
+					cancel()
+					return
+				}
+				continue
+			}
+			if resp.Cancelled {
+				cancel()
+				return
+			}
+		}
+	}()
+	model, err := plan.Train(ctx, pl, tbl, plan.TrainOptions{Progress: func(p plan.Progress) {
+		progMu.Lock()
+		prog.Epoch, prog.Epochs, prog.Loss = p.Epoch, p.Epochs, p.Loss
+		progMu.Unlock()
+	}})
+	close(hbDone)
+	<-hbStopped
+	if err != nil {
+		return nil, fmt.Errorf("training failed: %w", err)
+	}
+	b, err := json.Marshal(model)
+	if err != nil {
+		return nil, fmt.Errorf("encode model: %w", err)
+	}
+	return b, nil
+}
+
+// Close stops taking offers, cancels running jobs and closes the peer.
+func (n *Node) Close() error {
+	n.closeOnce.Do(func() {
+		if n.topic != nil {
+			n.sub.Cancel()
+		}
+		n.closeErr = n.peer.Close()
+		if n.topic != nil {
+			_ = n.topic.Close()
+		}
+	})
+	return n.closeErr
+}
