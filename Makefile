@@ -1,5 +1,5 @@
 # fedgrid — run `make help` for the targets.
-STATICCHECK_VERSION ?= 2025.1.1
+STATICCHECK_VERSION ?= v0.8.2
 SHELL := /bin/bash
 GO ?= go
 BIN := bin/fedgrid
