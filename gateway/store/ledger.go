@@ -1,6 +1,7 @@
 package store
 
 import (
+	"errors"
 	"fmt"
 	"time"
 
@@ -8,6 +9,10 @@ import (
 )
 
 const prefixLedger = "ledger/"
+
+// ErrInsufficientBudget is returned when a reservation or spend exceeds the
+// budget available.
+var ErrInsufficientBudget = errors.New("store: insufficient privacy budget")
 
 // Movement kinds.
 const (
@@ -54,4 +59,251 @@ func (s *Store) Ledger(userID string) ([]*Movement, error) {
 		return err
 	})
 	return out, err
+}
+
+const (
+	prefixReservation = "reservation/"
+	prefixCap         = "budget-cap/" // budget-cap/<user>/<dataset>
+)
+
+// Reservation states.
+const (
+	ReservationHeld      = "held"
+	ReservationCommitted = "committed"
+	ReservationRefunded  = "refunded"
+)
+
+// Reservation is budget set aside for one job or query until it is committed
+// (spent) or refunded.
+type Reservation struct {
+	ID             string    `json:"id"`
+	UserID         string    `json:"user_id"`
+	DatasetID      string    `json:"dataset_id,omitempty"`
+	AmountMicroEps int64     `json:"amount_micro_eps"`
+	State          string    `json:"state"`
+	Reason         string    `json:"reason,omitempty"`
+	CreatedAt      time.Time `json:"created_at"`
+	SettledAt      time.Time `json:"settled_at,omitzero"`
+}
+
+// DatasetCap limits what one user may spend (reserved plus committed) on one dataset.
+type DatasetCap struct {
+	UserID       string `json:"user_id"`
+	DatasetID    string `json:"dataset_id"`
+	CapMicroEps  int64  `json:"cap_micro_eps"`
+	UsedMicroEps int64  `json:"used_micro_eps"` // reserved + committed on this dataset
+}
+
+func capKey(userID, datasetID string) string { return prefixCap + userID + "/" + datasetID }
+
+// GrantBudget adds delta (negative: takes away) to a user's available budget
+// and records the movement. The budget cannot go below zero
+// (ErrInsufficientBudget).
+func (s *Store) GrantBudget(userID string, delta int64, actor, reason string) (*User, error) {
+	var out User
+	err := s.update(func(txn *badger.Txn) error {
+		rec, err := getUser(txn, userID)
+		if err != nil {
+			return err
+		}
+		if rec.BudgetMicroEps+delta < 0 {
+			return fmt.Errorf("%w: available %d, taking away %d micro-epsilon", ErrInsufficientBudget, rec.BudgetMicroEps, -delta)
+		}
+		rec.BudgetMicroEps += delta
+		if err := putJSON(txn, prefixUser+rec.ID, rec); err != nil {
+			return err
+		}
+		out = rec.User
+		return s.recordMovement(txn, Movement{UserID: rec.ID, Kind: MoveGrant, AmountMicroEps: delta, Actor: actor, Reason: reason})
+	})
+	if err != nil {
+		return nil, err
+	}
+	return &out, nil
+}
+
+// SetDatasetCap caps what a user may spend on one dataset (cap < 0 removes the cap).
+func (s *Store) SetDatasetCap(userID, datasetID string, capMicroEps int64, actor string) error {
+	return s.update(func(txn *badger.Txn) error {
+		if _, err := getUser(txn, userID); err != nil {
+			return err
+		}
+		if ok, err := exists(txn, prefixDataset+datasetID); err != nil {
+			return err
+		} else if !ok {
+			return fmt.Errorf("%w: dataset %s", ErrNotFound, datasetID)
+		}
+		var c DatasetCap
+		if err := getJSON(txn, capKey(userID, datasetID), &c); err != nil && !errors.Is(err, ErrNotFound) {
+			return err
+		}
+		c.UserID, c.DatasetID, c.CapMicroEps = userID, datasetID, capMicroEps
+		if err := putJSON(txn, capKey(userID, datasetID), c); err != nil {
+			return err
+		}
+		return s.audit(txn, AuditEvent{Actor: actor, Action: "budget.cap", Target: "user/" + userID,
+			Detail: map[string]any{"dataset_id": datasetID, "cap_micro_eps": capMicroEps}})
+	})
+}
+
+// DatasetCapFor returns a user's cap on a dataset, or ErrNotFound.
+func (s *Store) DatasetCapFor(userID, datasetID string) (*DatasetCap, error) {
+	var c DatasetCap
+	if err := s.view(func(txn *badger.Txn) error { return getJSON(txn, capKey(userID, datasetID), &c) }); err != nil {
+		return nil, err
+	}
+	return &c, nil
+}
+
+// take moves amount from a user's available budget, checking the dataset cap.
+func (s *Store) take(txn *badger.Txn, rec *userRecord, datasetID string, amount int64) error {
+	if amount <= 0 {
+		return invalid("amount", "must be positive")
+	}
+	if rec.BudgetMicroEps < amount {
+		return fmt.Errorf("%w: available %d, asked %d micro-epsilon", ErrInsufficientBudget, rec.BudgetMicroEps, amount)
+	}
+	if datasetID != "" {
+		var c DatasetCap
+		err := getJSON(txn, capKey(rec.ID, datasetID), &c)
+		switch {
+		case errors.Is(err, ErrNotFound):
+		case err != nil:
+			return err
+		default:
+			if c.CapMicroEps >= 0 && c.UsedMicroEps+amount > c.CapMicroEps {
+				return fmt.Errorf("%w: dataset cap %d, used %d, asked %d micro-epsilon", ErrInsufficientBudget, c.CapMicroEps, c.UsedMicroEps, amount)
+			}
+			c.UsedMicroEps += amount
+			if err := putJSON(txn, capKey(rec.ID, datasetID), c); err != nil {
+				return err
+			}
+		}
+	}
+	rec.BudgetMicroEps -= amount
+	return nil
+}
+
+// Reserve sets amount aside from a user's budget for a dataset, in one
+// transaction. It returns ErrInsufficientBudget if the available budget or
+// the dataset cap would be exceeded.
+func (s *Store) Reserve(userID, datasetID string, amount int64, actor, reason string) (*Reservation, error) {
+	var res Reservation
+	err := s.update(func(txn *badger.Txn) error {
+		rec, err := getUser(txn, userID)
+		if err != nil {
+			return err
+		}
+		if err := s.take(txn, rec, datasetID, amount); err != nil {
+			return err
+		}
+		rec.ReservedMicroEps += amount
+		if err := putJSON(txn, prefixUser+rec.ID, rec); err != nil {
+			return err
+		}
+		res = Reservation{ID: newID(), UserID: userID, DatasetID: datasetID, AmountMicroEps: amount, State: ReservationHeld, Reason: reason, CreatedAt: s.now().UTC()}
+		if err := putJSON(txn, prefixReservation+res.ID, res); err != nil {
+			return err
+		}
+		return s.recordMovement(txn, Movement{UserID: userID, DatasetID: datasetID, Kind: MoveReserve, AmountMicroEps: amount,
+			ReservationID: res.ID, Actor: actor, Reason: reason})
+	})
+	if err != nil {
+		return nil, err
+	}
+	return &res, nil
+}
+
+// settle moves a held reservation to state, in one transaction.
+func (s *Store) settle(resID, state, actor, reason string) (*Reservation, error) {
+	var out Reservation
+	err := s.update(func(txn *badger.Txn) error {
+		var res Reservation
+		if err := getJSON(txn, prefixReservation+resID, &res); err != nil {
+			return err
+		}
+		if res.State != ReservationHeld {
+			return fmt.Errorf("%w: reservation %s is already %s", ErrConflictState, res.ID, res.State)
+		}
+		rec, err := getUser(txn, res.UserID)
+		if err != nil {
+			return err
+		}
+		rec.ReservedMicroEps -= res.AmountMicroEps
+		kind := MoveCommit
+		if state == ReservationCommitted {
+			rec.SpentMicroEps += res.AmountMicroEps
+		} else {
+			kind = MoveRefund
+			rec.BudgetMicroEps += res.AmountMicroEps
+			if res.DatasetID != "" {
+				var c DatasetCap
+				err := getJSON(txn, capKey(res.UserID, res.DatasetID), &c)
+				if err != nil && !errors.Is(err, ErrNotFound) {
+					return err
+				}
+				if err == nil {
+					c.UsedMicroEps -= res.AmountMicroEps
+					if err := putJSON(txn, capKey(res.UserID, res.DatasetID), c); err != nil {
+						return err
+					}
+				}
+			}
+		}
+		if err := putJSON(txn, prefixUser+rec.ID, rec); err != nil {
+			return err
+		}
+		res.State = state
+		res.SettledAt = s.now().UTC()
+		if err := putJSON(txn, prefixReservation+res.ID, res); err != nil {
+			return err
+		}
+		out = res
+		return s.recordMovement(txn, Movement{UserID: res.UserID, DatasetID: res.DatasetID, Kind: kind, AmountMicroEps: res.AmountMicroEps,
+			ReservationID: res.ID, Actor: actor, Reason: reason})
+	})
+	if err != nil {
+		return nil, err
+	}
+	return &out, nil
+}
+
+// Commit spends a held reservation (reserved -> spent), in one transaction.
+// A reservation already committed or refunded: ErrConflictState.
+func (s *Store) Commit(resID, actor, reason string) (*Reservation, error) {
+	return s.settle(resID, ReservationCommitted, actor, reason)
+}
+
+// Refund returns a held reservation to the available budget, in one
+// transaction. A reservation already committed or refunded: ErrConflictState.
+func (s *Store) Refund(resID, actor, reason string) (*Reservation, error) {
+	return s.settle(resID, ReservationRefunded, actor, reason)
+}
+
+// Spend takes amount from a user's budget straight to spent, in one
+// transaction (a reservation committed at once), e.g. for an aggregate query.
+func (s *Store) Spend(userID, datasetID string, amount int64, actor, reason string) error {
+	return s.update(func(txn *badger.Txn) error {
+		rec, err := getUser(txn, userID)
+		if err != nil {
+			return err
+		}
+		if err := s.take(txn, rec, datasetID, amount); err != nil {
+			return err
+		}
+		rec.SpentMicroEps += amount
+		if err := putJSON(txn, prefixUser+rec.ID, rec); err != nil {
+			return err
+		}
+		return s.recordMovement(txn, Movement{UserID: userID, DatasetID: datasetID, Kind: MoveSpend, AmountMicroEps: amount, Actor: actor, Reason: reason})
+	})
+}
+
+// Reservation returns one reservation, or ErrNotFound.
+func (s *Store) Reservation(id string) (*Reservation, error) {
+	var r Reservation
+	if err := s.view(func(txn *badger.Txn) error { return getJSON(txn, prefixReservation+id, &r) }); err != nil {
+		return nil, err
+	}
+	return &r, nil
 }

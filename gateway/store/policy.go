@@ -210,3 +210,70 @@ func (s *Store) AuthorizePeer(peerID string, perm Permission) (*User, error) {
 	}
 	return u, nil
 }
+
+// AuthorizeManageUser is the policy for account administration. The actor
+// needs can_create_users, may only give roles whose permissions they hold
+// themselves, may only change or delete accounts whose role's permissions they
+// hold, and only the Owner may change the Owner's account. targetID "" means a
+// new account; newRole "" means the role does not change.
+func (s *Store) AuthorizeManageUser(actorID, targetID, newRole string) error {
+	return s.view(func(txn *badger.Txn) error {
+		actor, err := getUser(txn, actorID)
+		if err != nil {
+			return err
+		}
+		have, err := rolePerms(txn, actor.Role)
+		if err != nil {
+			return err
+		}
+		if !slices.Contains(have, PermCreateUsers) {
+			return fmt.Errorf("%w: %s needed", ErrForbidden, PermCreateUsers)
+		}
+		if targetID != "" {
+			target, err := getUser(txn, targetID)
+			if err != nil {
+				return err
+			}
+			if target.Role == RoleOwner && target.ID != actor.ID {
+				return fmt.Errorf("%w: only the Owner may change the Owner's account", ErrForbidden)
+			}
+			tp, err := rolePerms(txn, target.Role)
+			if err != nil && !errors.Is(err, ErrNotFound) {
+				return err
+			}
+			if !subset(tp, have) {
+				return fmt.Errorf("%w: the account's role %q has permissions you do not hold", ErrForbidden, target.Role)
+			}
+		}
+		if newRole != "" && newRole != RoleOwner {
+			np, err := rolePerms(txn, newRole)
+			if errors.Is(err, ErrNotFound) {
+				return invalid("role", "no role named %q", newRole)
+			}
+			if err != nil {
+				return err
+			}
+			if !subset(np, have) {
+				return fmt.Errorf("%w: role %q has permissions you do not hold", ErrForbidden, newRole)
+			}
+		}
+		return nil
+	})
+}
+
+func rolePerms(txn *badger.Txn, role string) ([]Permission, error) {
+	r, err := getRole(txn, role)
+	if err != nil {
+		return nil, err
+	}
+	return r.Permissions, nil
+}
+
+func subset(want, have []Permission) bool {
+	for _, p := range want {
+		if !slices.Contains(have, p) {
+			return false
+		}
+	}
+	return true
+}

@@ -1,0 +1,364 @@
+// Package api serves the gateway's HTTP admin API (CONTRACT.md) on top of
+// gateway/store. Every route is declared once in a table (routes.go) that
+// drives both the HTTP mux and the OpenAPI document at /api/v1/openapi.json.
+package api
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"mime"
+	"net/http"
+	"slices"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/fedgrid/fedgrid/gateway/store"
+)
+
+// Config configures the API.
+type Config struct {
+	Store  *store.Store
+	Name   string          // display name
+	PeerID func() string   // for /api/v1/status; may be nil
+	Addrs  func() []string // for /api/v1/status; may be nil
+	Hooks  Hooks           // called after commits so the gateway wiring can react
+	Logger *slog.Logger    // nil: discard
+	// MaxUploadBytes bounds a dataset upload's CSV (default 64 MiB).
+	MaxUploadBytes int64
+	// TokenTTL is how long a login token lasts (default 12 h).
+	TokenTTL time.Duration
+	// JoinTokenTTL is how long a node join token lasts unless the request says (default 24 h).
+	JoinTokenTTL time.Duration
+	// LoginMaxFailures failed logins per (email, client address) are allowed
+	// within LoginWindow before further attempts get 429 (defaults 5 and 15 min).
+	LoginMaxFailures int
+	LoginWindow      time.Duration
+	// Now is the clock (default time.Now); tests move it.
+	Now func() time.Time
+}
+
+// Hooks let the gateway react to changes made over HTTP. Any may be nil.
+// Each is called after the change has been committed.
+type Hooks struct {
+	// DatasetAdded is called after an upload and after a metadata update, with the new version.
+	DatasetAdded   func(*store.Dataset)
+	DatasetRemoved func(*store.Dataset)
+	JobCancelled   func(*store.Job)
+	NodeRemoved    func(peerID string)
+}
+
+// Limits on request bodies.
+const (
+	maxJSONBody         = 64 << 10
+	defaultMaxUpload    = 64 << 20
+	multipartOverhead   = 1 << 20
+	maxMultipartField   = 16 << 10
+	defaultTokenTTL     = 12 * time.Hour
+	defaultJoinTokenTTL = 24 * time.Hour
+	maxJoinTokenTTL     = 30 * 24 * time.Hour
+)
+
+// API is the HTTP admin API.
+type API struct {
+	cfg       Config
+	st        *store.Store
+	log       *slog.Logger
+	mux       *http.ServeMux
+	routes    []*route
+	setupDone atomic.Bool
+	throttle  *throttle
+	openapi   []byte
+}
+
+// New checks cfg and builds the API.
+func New(cfg Config) (*API, error) {
+	if cfg.Store == nil {
+		return nil, errors.New("api: Config.Store is required")
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.MaxUploadBytes <= 0 {
+		cfg.MaxUploadBytes = defaultMaxUpload
+	}
+	if cfg.TokenTTL <= 0 {
+		cfg.TokenTTL = defaultTokenTTL
+	}
+	if cfg.JoinTokenTTL <= 0 {
+		cfg.JoinTokenTTL = defaultJoinTokenTTL
+	}
+	if cfg.LoginMaxFailures <= 0 {
+		cfg.LoginMaxFailures = 5
+	}
+	if cfg.LoginWindow <= 0 {
+		cfg.LoginWindow = 15 * time.Minute
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	a := &API{cfg: cfg, st: cfg.Store, log: cfg.Logger, mux: http.NewServeMux(),
+		throttle: newThrottle(cfg.LoginMaxFailures, cfg.LoginWindow, cfg.Now)}
+	a.routes = a.routeTable()
+	byPattern := map[string][]*route{}
+	var order []string
+	for _, rt := range a.routes {
+		if _, ok := byPattern[rt.path]; !ok {
+			order = append(order, rt.path)
+		}
+		byPattern[rt.path] = append(byPattern[rt.path], rt)
+	}
+	for _, p := range order {
+		a.mux.Handle(p, a.dispatch(byPattern[p]))
+	}
+	a.mux.Handle("/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		a.writeError(w, r, errorf(http.StatusNotFound, "not_found", "no route %s %s", r.Method, r.URL.Path))
+	}))
+	doc, err := a.openAPI()
+	if err != nil {
+		return nil, err
+	}
+	a.openapi = doc
+	return a, nil
+}
+
+// Handler returns the API's http.Handler.
+func (a *API) Handler() http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		defer func() {
+			if v := recover(); v != nil {
+				if v == http.ErrAbortHandler {
+					panic(v)
+				}
+				a.log.Error("handler panic", "method", r.Method, "path", r.URL.Path, "panic", fmt.Sprint(v))
+				a.writeError(w, r, errorf(http.StatusInternalServerError, "internal", "internal error"))
+			}
+		}()
+		w.Header().Set("X-Content-Type-Options", "nosniff")
+		w.Header().Set("Cache-Control", "no-store")
+		a.mux.ServeHTTP(w, r)
+	})
+}
+
+// access says who may call a route.
+type access int
+
+const (
+	accessAnyone   access = iota // no token, also before setup
+	accessPublic                 // no token, after setup
+	accessUser                   // any valid token
+	accessPerm                   // a token whose role has route.perm
+	accessJobOwner               // a token; the handler restricts to own jobs unless can_triage_requests
+)
+
+// route is one entry of the route table.
+type route struct {
+	method  string
+	path    string // http.ServeMux pattern without the method
+	summary string
+	access  access
+	perm    store.Permission
+	// req is a zero value of the JSON request body type (nil: no body);
+	// multipart marks a multipart/form-data upload instead.
+	req       any
+	optional  bool // the JSON body may be omitted
+	multipart bool
+	query     []param
+	status    int // success status
+	resp      any // zero value of the success body type
+	handle    func(c *call) (any, error)
+}
+
+type param struct{ name, desc string }
+
+// call is one request in flight.
+type call struct {
+	a    *API
+	w    http.ResponseWriter
+	r    *http.Request
+	rt   *route
+	user *store.User // nil for anonymous routes
+}
+
+func (a *API) dispatch(rs []*route) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var rt *route
+		for _, x := range rs {
+			if x.method == r.Method || (r.Method == http.MethodHead && x.method == http.MethodGet) {
+				rt = x
+				break
+			}
+		}
+		if rt == nil {
+			var allow []string
+			for _, x := range rs {
+				allow = append(allow, x.method)
+			}
+			w.Header().Set("Allow", strings.Join(allow, ", "))
+			a.writeError(w, r, errorf(http.StatusMethodNotAllowed, "method_not_allowed", "%s is not allowed on %s; use %s", r.Method, r.URL.Path, strings.Join(allow, " or ")))
+			return
+		}
+		a.serve(rt, w, r)
+	})
+}
+
+func (a *API) serve(rt *route, w http.ResponseWriter, r *http.Request) {
+	limit := int64(maxJSONBody)
+	if rt.multipart {
+		limit = a.cfg.MaxUploadBytes + multipartOverhead
+	}
+	r.Body = http.MaxBytesReader(w, r.Body, limit)
+	c := &call{a: a, w: w, r: r, rt: rt}
+	if rt.access != accessAnyone {
+		done, err := a.isSetupDone()
+		if err != nil {
+			a.writeError(w, r, err)
+			return
+		}
+		if !done {
+			a.writeError(w, r, errSetupRequired)
+			return
+		}
+	}
+	if rt.access >= accessUser {
+		u, err := a.authenticate(r)
+		if err != nil {
+			w.Header().Set("WWW-Authenticate", `Bearer realm="fedgrid"`)
+			a.writeError(w, r, err)
+			return
+		}
+		c.user = u
+		if rt.access == accessPerm {
+			if err := a.st.Authorize(u.ID, rt.perm); err != nil {
+				if errors.Is(err, store.ErrForbidden) {
+					err = errorf(http.StatusForbidden, "forbidden", "your role lacks %s", rt.perm)
+				}
+				a.writeError(w, r, err)
+				return
+			}
+		}
+	}
+	body, err := rt.handle(c)
+	if err != nil {
+		a.writeError(w, r, err)
+		return
+	}
+	a.writeJSON(w, rt.status, body)
+}
+
+func (a *API) isSetupDone() (bool, error) {
+	if a.setupDone.Load() {
+		return true, nil
+	}
+	done, err := a.st.SetupDone()
+	if err != nil {
+		return false, err
+	}
+	if done {
+		a.setupDone.Store(true)
+	}
+	return done, nil
+}
+
+func (a *API) authenticate(r *http.Request) (*store.User, error) {
+	h := r.Header.Get("Authorization")
+	scheme, tok, ok := strings.Cut(h, " ")
+	if !ok || !strings.EqualFold(scheme, "Bearer") || strings.TrimSpace(tok) == "" {
+		return nil, errUnauthorized
+	}
+	u, err := a.st.Authenticate(strings.TrimSpace(tok))
+	if errors.Is(err, store.ErrUnauthenticated) {
+		return nil, errorf(http.StatusUnauthorized, "unauthorized", "token invalid, expired or revoked")
+	}
+	return u, err
+}
+
+func (a *API) writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	if status == http.StatusNoContent {
+		w.WriteHeader(status)
+		return
+	}
+	b, err := json.Marshal(v)
+	if err != nil {
+		a.log.Error("encode response", "err", err)
+		status = http.StatusInternalServerError
+		b = []byte(`{"error":{"code":"internal","message":"internal error"}}`)
+	}
+	w.WriteHeader(status)
+	_, _ = w.Write(append(b, '\n'))
+}
+
+func (a *API) writeError(w http.ResponseWriter, r *http.Request, err error) {
+	he := toHTTP(err)
+	if he.status >= 500 {
+		a.log.Error("request failed", "method", r.Method, "path", r.URL.Path, "err", err)
+	} else {
+		a.log.Debug("request refused", "method", r.Method, "path", r.URL.Path, "status", he.status, "code", he.code)
+	}
+	if he.status == http.StatusRequestEntityTooLarge {
+		w.Header().Set("Connection", "close")
+	}
+	a.writeJSON(w, he.status, Error{Error: ErrorBody{Code: he.code, Message: he.message, Field: he.field}})
+}
+
+// decode reads the request's JSON body into v strictly: one object, no
+// unknown fields, no trailing data, within the size limit.
+func (c *call) decode(v any) error {
+	if ct := c.r.Header.Get("Content-Type"); ct != "" {
+		mt, _, err := mime.ParseMediaType(ct)
+		if err != nil || (mt != "application/json" && !strings.HasSuffix(mt, "+json")) {
+			return errorf(http.StatusUnsupportedMediaType, "unsupported_media_type", "Content-Type must be application/json")
+		}
+	}
+	return decodeJSON(c.r.Body, v, c.rt.optional)
+}
+
+// decodeJSON is the strict decoder every JSON request body goes through.
+func decodeJSON(r io.Reader, v any, optional bool) error {
+	dec := json.NewDecoder(r)
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		if optional && errors.Is(err, io.EOF) {
+			return nil
+		}
+		return jsonDecodeError(err)
+	}
+	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			return jsonDecodeError(err)
+		}
+		return errorf(http.StatusBadRequest, "bad_json", "unexpected data after the JSON object")
+	}
+	return nil
+}
+
+// can reports whether the caller's role grants p.
+func (c *call) can(p store.Permission) (bool, error) {
+	err := c.a.st.Authorize(c.user.ID, p)
+	if errors.Is(err, store.ErrForbidden) {
+		return false, nil
+	}
+	return err == nil, err
+}
+
+func (c *call) actor() string {
+	if c.user == nil {
+		return ""
+	}
+	return c.user.ID
+}
+
+// hasAll reports whether have contains every permission of want.
+func hasAll(have, want []store.Permission) bool {
+	for _, p := range want {
+		if !slices.Contains(have, p) {
+			return false
+		}
+	}
+	return true
+}

@@ -1,0 +1,132 @@
+package api
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+
+	"github.com/fedgrid/fedgrid/gateway/store"
+)
+
+// Error is the contract's error document: {"error": {"code", "message"}}.
+type Error struct {
+	Error ErrorBody `json:"error"`
+}
+
+// ErrorBody is the inside of Error.
+type ErrorBody struct {
+	Code    string `json:"code"`
+	Message string `json:"message"`
+	// Field names the request field at fault, on 400s that have one.
+	Field string `json:"field,omitempty"`
+}
+
+// httpError is an error that knows its status and code.
+type httpError struct {
+	status  int
+	code    string
+	message string
+	field   string
+}
+
+func (e *httpError) Error() string { return e.message }
+
+func errorf(status int, code, format string, args ...any) *httpError {
+	return &httpError{status: status, code: code, message: fmt.Sprintf(format, args...)}
+}
+
+func badField(field, format string, args ...any) *httpError {
+	return &httpError{status: http.StatusBadRequest, code: "invalid_field", field: field,
+		message: field + ": " + fmt.Sprintf(format, args...)}
+}
+
+var (
+	errSetupRequired = errorf(http.StatusServiceUnavailable, "setup_required", "this gateway has no owner yet: POST /api/v1/setup first")
+	errUnauthorized  = errorf(http.StatusUnauthorized, "unauthorized", "a valid bearer token is required")
+)
+
+// toHTTP maps an error from a handler or the store onto the contract.
+func toHTTP(err error) *httpError {
+	var he *httpError
+	if errors.As(err, &he) {
+		return he
+	}
+	var inv *store.InvalidError
+	switch {
+	case errors.As(err, &inv):
+		return badField(inv.Field, "%s", inv.Reason)
+	case errors.Is(err, store.ErrNotFound):
+		return errorf(http.StatusNotFound, "not_found", "%s", trimStore(err))
+	case errors.Is(err, store.ErrExists):
+		return errorf(http.StatusConflict, "exists", "%s", trimStore(err))
+	case errors.Is(err, store.ErrConflictState):
+		return errorf(http.StatusConflict, "conflict", "%s", trimStore(err))
+	case errors.Is(err, store.ErrProtected):
+		return errorf(http.StatusConflict, "protected", "%s", trimStore(err))
+	case errors.Is(err, store.ErrSetupDone):
+		return errorf(http.StatusConflict, "setup_done", "setup has already been done")
+	case errors.Is(err, store.ErrSetupRequired):
+		return errSetupRequired
+	case errors.Is(err, store.ErrForbidden):
+		return errorf(http.StatusForbidden, "forbidden", "%s", trimStore(err))
+	case errors.Is(err, store.ErrUnauthenticated):
+		return errUnauthorized
+	case errors.Is(err, store.ErrBadCredentials):
+		return errorf(http.StatusUnauthorized, "invalid_credentials", "wrong email or password")
+	case errors.Is(err, store.ErrInsufficientBudget):
+		return errorf(http.StatusConflict, "insufficient_budget", "%s", trimStore(err))
+	case errors.Is(err, store.ErrInvalid):
+		return errorf(http.StatusBadRequest, "invalid", "%s", trimStore(err))
+	}
+	return errorf(http.StatusInternalServerError, "internal", "internal error")
+}
+
+func trimStore(err error) string { return strings.ReplaceAll(err.Error(), "store: ", "") }
+
+// jsonDecodeError turns a json.Decoder error into a 400 (or 413) naming the
+// field or position at fault.
+func jsonDecodeError(err error) *httpError {
+	var mbe *http.MaxBytesError
+	var se *json.SyntaxError
+	var ute *json.UnmarshalTypeError
+	switch {
+	case errors.As(err, &mbe):
+		return errorf(http.StatusRequestEntityTooLarge, "too_large", "request body larger than %d bytes", mbe.Limit)
+	case errors.Is(err, io.EOF):
+		return errorf(http.StatusBadRequest, "bad_json", "request body is empty; a JSON object is required")
+	case errors.Is(err, io.ErrUnexpectedEOF):
+		return errorf(http.StatusBadRequest, "bad_json", "request body is truncated JSON")
+	case errors.As(err, &se):
+		return errorf(http.StatusBadRequest, "bad_json", "malformed JSON at byte %d: %s", se.Offset, se.Error())
+	case errors.As(err, &ute):
+		if ute.Field == "" {
+			return errorf(http.StatusBadRequest, "bad_json", "request body must be a JSON object")
+		}
+		return badField(ute.Field, "must be %s, not %s", jsonKind(ute.Type.Kind().String()), ute.Value)
+	}
+	msg := err.Error()
+	if f, ok := strings.CutPrefix(msg, "json: unknown field "); ok {
+		f = strings.Trim(f, `"`)
+		return badField(f, "unknown field")
+	}
+	return errorf(http.StatusBadRequest, "bad_json", "malformed JSON: %s", strings.TrimPrefix(msg, "json: "))
+}
+
+func jsonKind(k string) string {
+	switch k {
+	case "string":
+		return "a string"
+	case "bool":
+		return "a boolean"
+	case "slice":
+		return "an array"
+	case "struct", "map":
+		return "an object"
+	case "float64", "float32", "int", "int64", "int32", "uint64":
+		return "a number"
+	}
+	return k
+}

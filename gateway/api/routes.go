@@ -1,0 +1,680 @@
+package api
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"mime"
+	"net/http"
+	"path"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/peer"
+
+	"github.com/fedgrid/fedgrid/dataset"
+	"github.com/fedgrid/fedgrid/gateway/store"
+)
+
+func (a *API) routeTable() []*route {
+	const (
+		get, post, patch, put, del = http.MethodGet, http.MethodPost, http.MethodPatch, http.MethodPut, http.MethodDelete
+	)
+	return []*route{
+		{method: get, path: "/healthz", summary: "Liveness", access: accessAnyone, status: 200, resp: HealthResponse{}, handle: a.health},
+		{method: get, path: "/api/v1/status", summary: "Name, peer ID, addresses and whether setup is done", access: accessAnyone, status: 200, resp: StatusResponse{}, handle: a.status},
+		{method: get, path: "/api/v1/openapi.json", summary: "This document", access: accessAnyone, status: 200, resp: map[string]any{}, handle: a.openAPIHandler},
+		{method: post, path: "/api/v1/setup", summary: "Create the Owner account (once)", access: accessAnyone, req: SetupRequest{}, status: 201, resp: UserView{}, handle: a.setup},
+		{method: post, path: "/api/v1/auth/login", summary: "Exchange email and password for a bearer token", access: accessPublic, req: LoginRequest{}, status: 200, resp: LoginResponse{}, handle: a.login},
+		{method: get, path: "/api/v1/auth/me", summary: "The caller's account and permissions", access: accessUser, status: 200, resp: UserView{}, handle: a.me},
+
+		{method: get, path: "/api/v1/users", summary: "List users", access: accessPerm, perm: store.PermCreateUsers, status: 200, resp: UserList{}, handle: a.listUsers},
+		{method: post, path: "/api/v1/users", summary: "Create a user", access: accessPerm, perm: store.PermCreateUsers, req: CreateUserRequest{}, status: 201, resp: UserView{}, handle: a.createUser},
+		{method: get, path: "/api/v1/users/{id}", summary: "Get a user", access: accessPerm, perm: store.PermCreateUsers, status: 200, resp: UserView{}, handle: a.getUser},
+		{method: patch, path: "/api/v1/users/{id}", summary: "Change a user (a new password revokes their tokens)", access: accessPerm, perm: store.PermCreateUsers, req: PatchUserRequest{}, status: 200, resp: UserView{}, handle: a.patchUser},
+		{method: del, path: "/api/v1/users/{id}", summary: "Delete a user (revokes their tokens)", access: accessPerm, perm: store.PermCreateUsers, status: 204, handle: a.deleteUser},
+		{method: post, path: "/api/v1/users/{id}/budget", summary: "Add (or take away) privacy budget", access: accessPerm, perm: store.PermManagePrivacyBudget, req: BudgetRequest{}, status: 200, resp: UserView{}, handle: a.adjustBudget},
+		{method: get, path: "/api/v1/users/{id}/ledger", summary: "A user's budget movements", access: accessPerm, perm: store.PermManagePrivacyBudget, status: 200, resp: LedgerResponse{}, handle: a.ledger},
+
+		{method: get, path: "/api/v1/roles", summary: "List roles", access: accessPerm, perm: store.PermEditRoles, status: 200, resp: RoleList{}, handle: a.listRoles},
+		{method: post, path: "/api/v1/roles", summary: "Create a custom role", access: accessPerm, perm: store.PermEditRoles, req: RoleRequest{}, status: 201, resp: store.Role{}, handle: a.createRole},
+		{method: patch, path: "/api/v1/roles/{name}", summary: "Change a role's permissions", access: accessPerm, perm: store.PermEditRoles, req: PatchRoleRequest{}, status: 200, resp: store.Role{}, handle: a.patchRole},
+		{method: del, path: "/api/v1/roles/{name}", summary: "Delete a role no user holds", access: accessPerm, perm: store.PermEditRoles, status: 204, handle: a.deleteRole},
+
+		{method: get, path: "/api/v1/datasets", summary: "List datasets (optionally ?tag=a&tag=b)", access: accessUser, query: []param{{"tag", "keep datasets carrying every given tag"}}, status: 200, resp: DatasetList{}, handle: a.listDatasets},
+		{method: post, path: "/api/v1/datasets", summary: "Upload a CSV dataset (multipart/form-data)", access: accessPerm, perm: store.PermUploadData, multipart: true, req: UploadForm{}, status: 201, resp: store.Dataset{}, handle: a.uploadDataset},
+		{method: get, path: "/api/v1/datasets/{id}", summary: "Get a dataset's description", access: accessUser, status: 200, resp: store.Dataset{}, handle: a.getDataset},
+		{method: patch, path: "/api/v1/datasets/{id}", summary: "Change a dataset's name, description, tags or visibility", access: accessPerm, perm: store.PermUploadData, req: PatchDatasetRequest{}, status: 200, resp: store.Dataset{}, handle: a.patchDataset},
+		{method: del, path: "/api/v1/datasets/{id}", summary: "Delete a dataset", access: accessPerm, perm: store.PermUploadData, status: 204, handle: a.deleteDataset},
+		{method: get, path: "/api/v1/datasets/{id}/overrides", summary: "A dataset's per-user overrides", access: accessPerm, perm: store.PermUploadData, status: 200, resp: OverrideList{}, handle: a.listOverrides},
+		{method: put, path: "/api/v1/datasets/{id}/overrides/{user_id}", summary: "Set whether a user may train on a dataset and whether their results skip review", access: accessPerm, perm: store.PermUploadData, req: OverrideRequest{}, status: 200, resp: store.Override{}, handle: a.putOverride},
+
+		{method: get, path: "/api/v1/jobs", summary: "List jobs (all with can_triage_requests, else your own), newest first", access: accessJobOwner, query: []param{{"state", "queued, running, succeeded, failed or cancelled"}, {"user_id", "only this user's jobs"}}, status: 200, resp: JobList{}, handle: a.listJobs},
+		{method: get, path: "/api/v1/jobs/{id}", summary: "Get a job", access: accessJobOwner, status: 200, resp: store.Job{}, handle: a.getJob},
+		{method: post, path: "/api/v1/jobs/{id}/cancel", summary: "Cancel a queued or running job", access: accessJobOwner, status: 200, resp: store.Job{}, handle: a.cancelJob},
+
+		{method: get, path: "/api/v1/nodes", summary: "List enrolled nodes", access: accessPerm, perm: store.PermManageInfrastructure, status: 200, resp: NodeList{}, handle: a.listNodes},
+		{method: post, path: "/api/v1/nodes/join-tokens", summary: "Make a single-use node join token", access: accessPerm, perm: store.PermManageInfrastructure, req: JoinTokenRequest{}, optional: true, status: 201, resp: JoinTokenResponse{}, handle: a.joinToken},
+		{method: del, path: "/api/v1/nodes/{peer_id}", summary: "Remove a node", access: accessPerm, perm: store.PermManageInfrastructure, status: 204, handle: a.removeNode},
+
+		{method: get, path: "/api/v1/audit", summary: "The audit log, in chain order", access: accessPerm, perm: store.PermEditSettings, query: []param{{"after", "only entries with a greater seq"}, {"limit", "at most this many (default 100, max 1000)"}, {"action", "an action, or a prefix ending in '.'"}}, status: 200, resp: AuditList{}, handle: a.listAudit},
+		{method: get, path: "/api/v1/audit/verify", summary: "Check the audit hash chain (409 audit_broken names the first bad entry)", access: accessPerm, perm: store.PermEditSettings, status: 200, resp: AuditVerifyResponse{}, handle: a.verifyAudit},
+	}
+}
+
+func (a *API) health(*call) (any, error) { return HealthResponse{Status: "ok"}, nil }
+
+func (a *API) status(*call) (any, error) {
+	done, err := a.isSetupDone()
+	if err != nil {
+		return nil, err
+	}
+	st := StatusResponse{Name: a.cfg.Name, Addrs: []string{}, SetupDone: done}
+	if a.cfg.PeerID != nil {
+		st.PeerID = a.cfg.PeerID()
+	}
+	if a.cfg.Addrs != nil {
+		if addrs := a.cfg.Addrs(); addrs != nil {
+			st.Addrs = addrs
+		}
+	}
+	return st, nil
+}
+
+func (a *API) setup(c *call) (any, error) {
+	var req SetupRequest
+	if err := c.decode(&req); err != nil {
+		return nil, err
+	}
+	if done, err := a.isSetupDone(); err != nil {
+		return nil, err
+	} else if done {
+		return nil, store.ErrSetupDone
+	}
+	u, err := a.st.Setup(req.Email, req.Password, req.Name)
+	if err != nil {
+		return nil, err
+	}
+	a.setupDone.Store(true)
+	a.log.Info("setup done", "owner", u.ID)
+	return userView(u), nil
+}
+
+func clientAddr(r *http.Request) string {
+	host := r.RemoteAddr
+	if i := strings.LastIndexByte(host, ':'); i > 0 {
+		host = host[:i]
+	}
+	return host
+}
+
+func (a *API) login(c *call) (any, error) {
+	var req LoginRequest
+	if err := c.decode(&req); err != nil {
+		return nil, err
+	}
+	key := clientAddr(c.r) + "|" + strings.ToLower(strings.TrimSpace(req.Email))
+	if wait := a.throttle.blocked(key); wait > 0 {
+		secs := int(math.Ceil(wait.Seconds()))
+		c.w.Header().Set("Retry-After", strconv.Itoa(secs))
+		return nil, errorf(http.StatusTooManyRequests, "too_many_attempts", "too many failed logins; try again in %d s", secs)
+	}
+	tok, exp, u, err := a.st.Login(req.Email, req.Password, a.cfg.TokenTTL)
+	if errors.Is(err, store.ErrBadCredentials) {
+		a.throttle.fail(key)
+		return nil, err
+	}
+	if err != nil {
+		return nil, err
+	}
+	a.throttle.reset(key)
+	return LoginResponse{Token: tok, ExpiresAt: exp, User: userView(u)}, nil
+}
+
+func (a *API) me(c *call) (any, error) {
+	v := userView(c.user)
+	perms, err := a.st.Permissions(c.user.ID)
+	if err != nil {
+		return nil, err
+	}
+	v.Permissions = make([]string, len(perms))
+	for i, p := range perms {
+		v.Permissions[i] = string(p)
+	}
+	return v, nil
+}
+
+// ---- users
+
+func (a *API) listUsers(*call) (any, error) {
+	us, err := a.st.Users()
+	if err != nil {
+		return nil, err
+	}
+	out := UserList{Users: make([]UserView, 0, len(us))}
+	for _, u := range us {
+		out.Users = append(out.Users, userView(u))
+	}
+	return out, nil
+}
+
+// maxEpsilon bounds any epsilon given over HTTP.
+const maxEpsilon = 1e6
+
+func epsToMicro(field string, eps float64, allowNegative bool) (int64, error) {
+	if math.IsNaN(eps) || math.IsInf(eps, 0) || math.Abs(eps) > maxEpsilon {
+		return 0, badField(field, "must be a finite number of at most %g", float64(maxEpsilon))
+	}
+	if eps < 0 && !allowNegative {
+		return 0, badField(field, "must not be negative")
+	}
+	return int64(math.Round(eps * 1e6)), nil
+}
+
+func microToEps(m int64) float64 { return float64(m) / 1e6 }
+
+func validPeerID(field, s string) error {
+	if s == "" {
+		return nil
+	}
+	if _, err := peer.Decode(s); err != nil {
+		return badField(field, "not a libp2p peer ID")
+	}
+	return nil
+}
+
+func (a *API) createUser(c *call) (any, error) {
+	var req CreateUserRequest
+	if err := c.decode(&req); err != nil {
+		return nil, err
+	}
+	if err := validPeerID("peer_id", req.PeerID); err != nil {
+		return nil, err
+	}
+	nu := store.NewUser{Email: req.Email, Password: req.Password, Name: req.Name, Role: req.Role, PeerID: req.PeerID, Actor: c.actor()}
+	if nu.Role == "" {
+		nu.Role = store.RoleDataScientist
+	}
+	if req.BudgetEpsilon != nil {
+		m, err := epsToMicro("budget_epsilon", *req.BudgetEpsilon, false)
+		if err != nil {
+			return nil, err
+		}
+		if m != 0 {
+			if ok, err := c.can(store.PermManagePrivacyBudget); err != nil {
+				return nil, err
+			} else if !ok {
+				return nil, errorf(http.StatusForbidden, "forbidden", "setting a budget needs %s", store.PermManagePrivacyBudget)
+			}
+		}
+		nu.BudgetMicroEps = m
+	}
+	if err := a.st.AuthorizeManageUser(c.user.ID, "", nu.Role); err != nil {
+		return nil, err
+	}
+	u, err := a.st.CreateUser(nu)
+	if err != nil {
+		return nil, err
+	}
+	return userView(u), nil
+}
+
+func (a *API) getUser(c *call) (any, error) {
+	u, err := a.st.User(c.r.PathValue("id"))
+	if err != nil {
+		return nil, err
+	}
+	return userView(u), nil
+}
+
+func (a *API) patchUser(c *call) (any, error) {
+	var req PatchUserRequest
+	if err := c.decode(&req); err != nil {
+		return nil, err
+	}
+	id := c.r.PathValue("id")
+	if req.PeerID != nil {
+		if err := validPeerID("peer_id", *req.PeerID); err != nil {
+			return nil, err
+		}
+	}
+	upd := store.UserUpdate{Email: req.Email, Name: req.Name, Role: req.Role, PeerID: req.PeerID, Password: req.Password, Actor: c.actor()}
+	if req.BudgetEpsilon != nil {
+		m, err := epsToMicro("budget_epsilon", *req.BudgetEpsilon, false)
+		if err != nil {
+			return nil, err
+		}
+		if ok, err := c.can(store.PermManagePrivacyBudget); err != nil {
+			return nil, err
+		} else if !ok {
+			return nil, errorf(http.StatusForbidden, "forbidden", "changing a budget needs %s", store.PermManagePrivacyBudget)
+		}
+		upd.BudgetMicroEps = &m
+	}
+	newRole := ""
+	if req.Role != nil {
+		newRole = *req.Role
+	}
+	if err := a.st.AuthorizeManageUser(c.user.ID, id, newRole); err != nil {
+		return nil, err
+	}
+	u, err := a.st.UpdateUser(id, upd)
+	if err != nil {
+		return nil, err
+	}
+	return userView(u), nil
+}
+
+func (a *API) deleteUser(c *call) (any, error) {
+	id := c.r.PathValue("id")
+	if err := a.st.AuthorizeManageUser(c.user.ID, id, ""); err != nil {
+		return nil, err
+	}
+	return nil, a.st.DeleteUser(id, c.actor())
+}
+
+func (a *API) adjustBudget(c *call) (any, error) {
+	var req BudgetRequest
+	if err := c.decode(&req); err != nil {
+		return nil, err
+	}
+	m, err := epsToMicro("delta_epsilon", req.DeltaEpsilon, true)
+	if err != nil {
+		return nil, err
+	}
+	if m == 0 {
+		return nil, badField("delta_epsilon", "must not be zero")
+	}
+	if len(req.Reason) > 1000 {
+		return nil, badField("reason", "longer than 1000 characters")
+	}
+	u, err := a.st.GrantBudget(c.r.PathValue("id"), m, c.actor(), req.Reason)
+	if err != nil {
+		return nil, err
+	}
+	return userView(u), nil
+}
+
+func (a *API) ledger(c *call) (any, error) {
+	u, err := a.st.User(c.r.PathValue("id"))
+	if err != nil {
+		return nil, err
+	}
+	ms, err := a.st.Ledger(u.ID)
+	if err != nil {
+		return nil, err
+	}
+	if ms == nil {
+		ms = []*store.Movement{}
+	}
+	return LedgerResponse{User: userView(u), Movements: ms}, nil
+}
+
+// ---- roles
+
+func (a *API) listRoles(*call) (any, error) {
+	rs, err := a.st.Roles()
+	if err != nil {
+		return nil, err
+	}
+	return RoleList{Roles: rs}, nil
+}
+
+func (a *API) createRole(c *call) (any, error) {
+	var req RoleRequest
+	if err := c.decode(&req); err != nil {
+		return nil, err
+	}
+	if strings.TrimSpace(req.Name) == store.RoleOwner {
+		return nil, errorf(http.StatusConflict, "exists", "role %q exists", store.RoleOwner)
+	}
+	return a.st.CreateRole(store.Role{Name: req.Name, Permissions: req.Permissions}, c.actor())
+}
+
+func (a *API) patchRole(c *call) (any, error) {
+	var req PatchRoleRequest
+	if err := c.decode(&req); err != nil {
+		return nil, err
+	}
+	if req.Permissions == nil {
+		return nil, badField("permissions", "required")
+	}
+	return a.st.UpdateRole(c.r.PathValue("name"), *req.Permissions, c.actor())
+}
+
+func (a *API) deleteRole(c *call) (any, error) {
+	return nil, a.st.DeleteRole(c.r.PathValue("name"), c.actor())
+}
+
+// ---- datasets
+
+func (a *API) listDatasets(c *call) (any, error) {
+	var tags []string
+	for _, t := range c.r.URL.Query()["tag"] {
+		tags = append(tags, strings.Split(t, ",")...)
+	}
+	ds, err := a.st.DatasetsWithTags(tags)
+	if err != nil {
+		return nil, err
+	}
+	if ds == nil {
+		ds = []*store.Dataset{}
+	}
+	return DatasetList{Datasets: ds}, nil
+}
+
+func (a *API) getDataset(c *call) (any, error) {
+	return a.st.Dataset(c.r.PathValue("id"))
+}
+
+func splitTags(s string) []string {
+	if strings.TrimSpace(s) == "" {
+		return nil
+	}
+	return strings.Split(s, ",")
+}
+
+func (a *API) uploadDataset(c *call) (any, error) {
+	mt, _, err := mime.ParseMediaType(c.r.Header.Get("Content-Type"))
+	if err != nil || mt != "multipart/form-data" {
+		return nil, errorf(http.StatusUnsupportedMediaType, "unsupported_media_type", "Content-Type must be multipart/form-data")
+	}
+	mr, err := c.r.MultipartReader()
+	if err != nil {
+		return nil, errorf(http.StatusBadRequest, "bad_multipart", "malformed multipart body: %v", err)
+	}
+	fields := map[string]string{}
+	var csv []byte
+	var fileName string
+	haveFile := false
+	for {
+		part, err := mr.NextPart()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			return nil, multipartError(err)
+		}
+		name := part.FormName()
+		switch name {
+		case "file":
+			if haveFile {
+				return nil, badField("file", "given twice")
+			}
+			haveFile = true
+			fileName = part.FileName()
+			csv, err = io.ReadAll(io.LimitReader(part, a.cfg.MaxUploadBytes+1))
+			if err != nil {
+				return nil, multipartError(err)
+			}
+			if int64(len(csv)) > a.cfg.MaxUploadBytes {
+				return nil, errorf(http.StatusRequestEntityTooLarge, "too_large", "file larger than %d bytes", a.cfg.MaxUploadBytes)
+			}
+		case "name", "tags", "description", "visibility":
+			if _, dup := fields[name]; dup {
+				return nil, badField(name, "given twice")
+			}
+			b, err := io.ReadAll(io.LimitReader(part, maxMultipartField+1))
+			if err != nil {
+				return nil, multipartError(err)
+			}
+			if len(b) > maxMultipartField {
+				return nil, badField(name, "longer than %d bytes", maxMultipartField)
+			}
+			fields[name] = string(b)
+		default:
+			return nil, badField(name, "unknown form field")
+		}
+		_ = part.Close()
+	}
+	if !haveFile {
+		return nil, badField("file", "required: the CSV file")
+	}
+	tbl, err := dataset.ReadCSV(bytes.NewReader(csv), dataset.Limits{MaxBytes: a.cfg.MaxUploadBytes})
+	if err != nil {
+		return nil, &httpError{status: http.StatusBadRequest, code: "bad_csv", field: "file", message: err.Error()}
+	}
+	name := strings.TrimSpace(fields["name"])
+	if name == "" && fileName != "" {
+		name = strings.TrimSuffix(path.Base(fileName), path.Ext(fileName))
+	}
+	vis := strings.TrimSpace(fields["visibility"])
+	if vis == "" {
+		vis = store.VisibilityPrivate
+	}
+	d := &store.Dataset{Name: name, Description: fields["description"], Tags: splitTags(fields["tags"]), Visibility: vis,
+		Columns: tbl.Columns(), Rows: tbl.NumRows(), Size: int64(len(csv)), CreatedBy: c.actor()}
+	if err := a.st.PutDataset(d, csv); err != nil {
+		return nil, err
+	}
+	if a.cfg.Hooks.DatasetAdded != nil {
+		a.cfg.Hooks.DatasetAdded(d)
+	}
+	return d, nil
+}
+
+func multipartError(err error) error {
+	var mbe *http.MaxBytesError
+	if errors.As(err, &mbe) {
+		return errorf(http.StatusRequestEntityTooLarge, "too_large", "request body larger than %d bytes", mbe.Limit)
+	}
+	return errorf(http.StatusBadRequest, "bad_multipart", "malformed multipart body: %v", err)
+}
+
+func (a *API) patchDataset(c *call) (any, error) {
+	var req PatchDatasetRequest
+	if err := c.decode(&req); err != nil {
+		return nil, err
+	}
+	d, err := a.st.UpdateDataset(c.r.PathValue("id"), store.DatasetUpdate{Name: req.Name, Description: req.Description,
+		Tags: req.Tags, Visibility: req.Visibility, Actor: c.actor()})
+	if err != nil {
+		return nil, err
+	}
+	if a.cfg.Hooks.DatasetAdded != nil {
+		a.cfg.Hooks.DatasetAdded(d)
+	}
+	return d, nil
+}
+
+func (a *API) deleteDataset(c *call) (any, error) {
+	id := c.r.PathValue("id")
+	d, err := a.st.Dataset(id)
+	if err != nil {
+		return nil, err
+	}
+	if err := a.st.DeleteDatasetBy(id, c.actor()); err != nil {
+		return nil, err
+	}
+	if a.cfg.Hooks.DatasetRemoved != nil {
+		a.cfg.Hooks.DatasetRemoved(d)
+	}
+	return nil, nil
+}
+
+func (a *API) listOverrides(c *call) (any, error) {
+	id := c.r.PathValue("id")
+	if _, err := a.st.Dataset(id); err != nil {
+		return nil, err
+	}
+	os, err := a.st.Overrides(id)
+	if err != nil {
+		return nil, err
+	}
+	if os == nil {
+		os = []*store.Override{}
+	}
+	return OverrideList{Overrides: os}, nil
+}
+
+func (a *API) putOverride(c *call) (any, error) {
+	var req OverrideRequest
+	if err := c.decode(&req); err != nil {
+		return nil, err
+	}
+	o := store.Override{DatasetID: c.r.PathValue("id"), UserID: c.r.PathValue("user_id"), Train: req.Train, AutoRelease: req.AutoRelease}
+	if err := a.st.SetOverride(o, c.actor()); err != nil {
+		return nil, err
+	}
+	return o, nil
+}
+
+// ---- jobs
+
+var jobStates = []string{store.JobQueued, store.JobRunning, store.JobSucceeded, store.JobFailed, store.JobCancelled}
+
+func (a *API) listJobs(c *call) (any, error) {
+	q := c.r.URL.Query()
+	f := store.JobFilter{State: q.Get("state"), UserID: q.Get("user_id")}
+	if f.State != "" && !containsStr(jobStates, f.State) {
+		return nil, badField("state", "must be one of %s", strings.Join(jobStates, ", "))
+	}
+	triage, err := c.can(store.PermTriageRequests)
+	if err != nil {
+		return nil, err
+	}
+	if !triage {
+		if f.UserID != "" && f.UserID != c.user.ID {
+			return nil, errorf(http.StatusForbidden, "forbidden", "listing other users' jobs needs %s", store.PermTriageRequests)
+		}
+		f.UserID = c.user.ID
+	}
+	js, err := a.st.Jobs(f)
+	if err != nil {
+		return nil, err
+	}
+	if js == nil {
+		js = []*store.Job{}
+	}
+	return JobList{Jobs: js}, nil
+}
+
+// visibleJob returns the job if the caller may see it: their own, or any with
+// can_triage_requests. Others' jobs are 404, so their existence does not leak.
+func (c *call) visibleJob() (*store.Job, error) {
+	id := c.r.PathValue("id")
+	j, err := c.a.st.Job(id)
+	if err != nil {
+		return nil, err
+	}
+	if j.UserID == c.user.ID {
+		return j, nil
+	}
+	if ok, err := c.can(store.PermTriageRequests); err != nil {
+		return nil, err
+	} else if !ok {
+		return nil, fmt.Errorf("%w: job %s", store.ErrNotFound, id)
+	}
+	return j, nil
+}
+
+func (a *API) getJob(c *call) (any, error) { return c.visibleJob() }
+
+func (a *API) cancelJob(c *call) (any, error) {
+	if _, err := c.visibleJob(); err != nil {
+		return nil, err
+	}
+	j, err := a.st.CancelBy(c.r.PathValue("id"), c.actor())
+	if err != nil {
+		return nil, err
+	}
+	if a.cfg.Hooks.JobCancelled != nil {
+		a.cfg.Hooks.JobCancelled(j)
+	}
+	return j, nil
+}
+
+// ---- nodes
+
+func (a *API) listNodes(*call) (any, error) {
+	ns, err := a.st.Nodes()
+	if err != nil {
+		return nil, err
+	}
+	if ns == nil {
+		ns = []*store.Node{}
+	}
+	return NodeList{Nodes: ns}, nil
+}
+
+func (a *API) joinToken(c *call) (any, error) {
+	var req JoinTokenRequest
+	if err := c.decode(&req); err != nil {
+		return nil, err
+	}
+	ttl := a.cfg.JoinTokenTTL
+	if req.TTLSeconds != 0 {
+		if req.TTLSeconds < 0 || time.Duration(req.TTLSeconds)*time.Second > maxJoinTokenTTL {
+			return nil, badField("ttl_seconds", "must be between 1 and %d", int64(maxJoinTokenTTL/time.Second))
+		}
+		ttl = time.Duration(req.TTLSeconds) * time.Second
+	}
+	tok, exp, err := a.st.CreateJoinTokenBy(ttl, c.actor())
+	if err != nil {
+		return nil, err
+	}
+	return JoinTokenResponse{Token: tok, ExpiresAt: exp}, nil
+}
+
+func (a *API) removeNode(c *call) (any, error) {
+	id := c.r.PathValue("peer_id")
+	if err := a.st.RemoveNodeBy(id, c.actor()); err != nil {
+		return nil, err
+	}
+	if a.cfg.Hooks.NodeRemoved != nil {
+		a.cfg.Hooks.NodeRemoved(id)
+	}
+	return nil, nil
+}
+
+// ---- audit
+
+func (a *API) listAudit(c *call) (any, error) {
+	q := c.r.URL.Query()
+	f := store.AuditFilter{Limit: 100, Action: q.Get("action")}
+	if s := q.Get("after"); s != "" {
+		n, err := strconv.ParseUint(s, 10, 64)
+		if err != nil {
+			return nil, badField("after", "must be a non-negative integer")
+		}
+		f.After = n
+	}
+	if s := q.Get("limit"); s != "" {
+		n, err := strconv.Atoi(s)
+		if err != nil || n < 1 || n > 1000 {
+			return nil, badField("limit", "must be an integer from 1 to 1000")
+		}
+		f.Limit = n
+	}
+	es, err := a.st.Audit(f)
+	if err != nil {
+		return nil, err
+	}
+	if es == nil {
+		es = []*store.AuditEntry{}
+	}
+	return AuditList{Entries: es}, nil
+}
+
+func (a *API) verifyAudit(*call) (any, error) {
+	n, err := a.st.VerifyAudit()
+	if errors.Is(err, store.ErrAuditBroken) {
+		return nil, errorf(http.StatusConflict, "audit_broken", "%s", trimStore(err))
+	}
+	if err != nil {
+		return nil, err
+	}
+	return AuditVerifyResponse{OK: true, Entries: n}, nil
+}
+
+func containsStr(xs []string, s string) bool {
+	for _, x := range xs {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}

@@ -1,0 +1,186 @@
+package api
+
+import (
+	"time"
+
+	"github.com/fedgrid/fedgrid/gateway/store"
+)
+
+// Request and response bodies. Field names are the wire names (snake_case).
+
+// HealthResponse answers GET /healthz.
+type HealthResponse struct {
+	Status string `json:"status"`
+}
+
+// StatusResponse answers GET /api/v1/status.
+type StatusResponse struct {
+	Name      string   `json:"name"`
+	PeerID    string   `json:"peer_id"`
+	Addrs     []string `json:"addrs"`
+	SetupDone bool     `json:"setup_done"`
+}
+
+// SetupRequest is POST /api/v1/setup's body.
+type SetupRequest struct {
+	Email    string `json:"email" required:"true"`
+	Password string `json:"password" required:"true"`
+	Name     string `json:"name"`
+}
+
+// LoginRequest is POST /api/v1/auth/login's body.
+type LoginRequest struct {
+	Email    string `json:"email" required:"true"`
+	Password string `json:"password" required:"true"`
+}
+
+// LoginResponse carries a bearer token.
+type LoginResponse struct {
+	Token     string    `json:"token"`
+	ExpiresAt time.Time `json:"expires_at"`
+	User      UserView  `json:"user"`
+}
+
+// UserView is a user as the API shows it. Budgets are in epsilon (and, exactly,
+// in micro-epsilon).
+type UserView struct {
+	ID               string    `json:"id"`
+	Email            string    `json:"email"`
+	Name             string    `json:"name"`
+	Role             string    `json:"role"`
+	PeerID           string    `json:"peer_id"`
+	BudgetEpsilon    float64   `json:"budget_epsilon"`
+	ReservedEpsilon  float64   `json:"reserved_epsilon"`
+	SpentEpsilon     float64   `json:"spent_epsilon"`
+	BudgetMicroEps   int64     `json:"budget_micro_eps"`
+	ReservedMicroEps int64     `json:"reserved_micro_eps"`
+	SpentMicroEps    int64     `json:"spent_micro_eps"`
+	CreatedAt        time.Time `json:"created_at"`
+	Permissions      []string  `json:"permissions,omitempty"`
+}
+
+func userView(u *store.User) UserView {
+	return UserView{ID: u.ID, Email: u.Email, Name: u.Name, Role: u.Role, PeerID: u.PeerID,
+		BudgetEpsilon: microToEps(u.BudgetMicroEps), ReservedEpsilon: microToEps(u.ReservedMicroEps), SpentEpsilon: microToEps(u.SpentMicroEps),
+		BudgetMicroEps: u.BudgetMicroEps, ReservedMicroEps: u.ReservedMicroEps, SpentMicroEps: u.SpentMicroEps, CreatedAt: u.CreatedAt}
+}
+
+// CreateUserRequest is POST /api/v1/users's body.
+type CreateUserRequest struct {
+	Email         string   `json:"email" required:"true"`
+	Password      string   `json:"password" required:"true"`
+	Name          string   `json:"name"`
+	Role          string   `json:"role"`
+	PeerID        string   `json:"peer_id"`
+	BudgetEpsilon *float64 `json:"budget_epsilon"`
+}
+
+// PatchUserRequest is PATCH /api/v1/users/{id}'s body; absent fields stay.
+type PatchUserRequest struct {
+	Email         *string  `json:"email"`
+	Password      *string  `json:"password"`
+	Name          *string  `json:"name"`
+	Role          *string  `json:"role"`
+	PeerID        *string  `json:"peer_id"`
+	BudgetEpsilon *float64 `json:"budget_epsilon"`
+}
+
+// UserList answers GET /api/v1/users.
+type UserList struct {
+	Users []UserView `json:"users"`
+}
+
+// RoleRequest is POST /api/v1/roles's body.
+type RoleRequest struct {
+	Name        string             `json:"name" required:"true"`
+	Permissions []store.Permission `json:"permissions"`
+}
+
+// PatchRoleRequest is PATCH /api/v1/roles/{name}'s body.
+type PatchRoleRequest struct {
+	Permissions *[]store.Permission `json:"permissions" required:"true"`
+}
+
+// RoleList answers GET /api/v1/roles.
+type RoleList struct {
+	Roles []*store.Role `json:"roles"`
+}
+
+// UploadForm documents POST /api/v1/datasets's multipart/form-data fields.
+type UploadForm struct {
+	File        string `json:"file" format:"binary" required:"true"`
+	Name        string `json:"name"`
+	Tags        string `json:"tags" description:"comma-separated"`
+	Description string `json:"description"`
+	Visibility  string `json:"visibility" enum:"public,private"`
+}
+
+// DatasetList answers GET /api/v1/datasets.
+type DatasetList struct {
+	Datasets []*store.Dataset `json:"datasets"`
+}
+
+// PatchDatasetRequest is PATCH /api/v1/datasets/{id}'s body; absent fields stay.
+type PatchDatasetRequest struct {
+	Name        *string   `json:"name"`
+	Description *string   `json:"description"`
+	Tags        *[]string `json:"tags"`
+	Visibility  *string   `json:"visibility"`
+}
+
+// OverrideRequest is PUT /api/v1/datasets/{id}/overrides/{user_id}'s body.
+// null or absent fields fall back to the dataset's default.
+type OverrideRequest struct {
+	Train       *bool `json:"train"`
+	AutoRelease *bool `json:"auto_release"`
+}
+
+// OverrideList answers GET /api/v1/datasets/{id}/overrides.
+type OverrideList struct {
+	Overrides []*store.Override `json:"overrides"`
+}
+
+// JobList answers GET /api/v1/jobs.
+type JobList struct {
+	Jobs []*store.Job `json:"jobs"`
+}
+
+// NodeList answers GET /api/v1/nodes.
+type NodeList struct {
+	Nodes []*store.Node `json:"nodes"`
+}
+
+// JoinTokenRequest is POST /api/v1/nodes/join-tokens's optional body.
+type JoinTokenRequest struct {
+	TTLSeconds int64 `json:"ttl_seconds"`
+}
+
+// JoinTokenResponse carries a single-use node enrolment token.
+type JoinTokenResponse struct {
+	Token     string    `json:"token"`
+	ExpiresAt time.Time `json:"expires_at"`
+}
+
+// BudgetRequest is POST /api/v1/users/{id}/budget's body: add (or, negative,
+// take away) budget.
+type BudgetRequest struct {
+	DeltaEpsilon float64 `json:"delta_epsilon" required:"true"`
+	Reason       string  `json:"reason"`
+}
+
+// LedgerResponse answers GET /api/v1/users/{id}/ledger.
+type LedgerResponse struct {
+	User      UserView          `json:"user"`
+	Movements []*store.Movement `json:"movements"`
+}
+
+// AuditList answers GET /api/v1/audit.
+type AuditList struct {
+	Entries []*store.AuditEntry `json:"entries"`
+}
+
+// AuditVerifyResponse answers GET /api/v1/audit/verify.
+type AuditVerifyResponse struct {
+	OK      bool `json:"ok"`
+	Entries int  `json:"entries"`
+}
