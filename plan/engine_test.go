@@ -128,44 +128,50 @@ func TestEnginesAgree(t *testing.T) {
 		if err != nil {
 			t.Fatalf("%s: %v", name, err)
 		}
-		nEng := newNativeEngine(pr, params, B)
-		for _, rows := range []int{B, 11, 1} {
-			gg := zerosLike(params)
-			ng := zerosLike(params)
-			lg, err := gEng.step(x, y, rows, gg)
-			if err != nil {
-				t.Fatalf("%s: %v", name, err)
+		for _, f32 := range []bool{false, true} {
+			// float64 must match to round-off; float32 products to float32 precision.
+			tol := 1e-9
+			if f32 {
+				tol = 2e-5
 			}
-			ln, _ := nEng.step(x, y, rows, ng)
-			if math.Abs(lg-ln) > 1e-9*(1+math.Abs(lg)) {
-				t.Errorf("%s rows=%d: loss gorgonia %v native %v", name, rows, lg, ln)
-			}
-			meanLoss := func() float64 {
-				vals := pr.forward(params, x[:rows*pr.inputs], rows)
-				ls, _ := pr.rowLosses(vals, y, rows)
-				s := 0.0
-				for _, v := range ls {
-					s += v
+			nEng := newNativeEngine(pr, params, B, f32)
+			for _, rows := range []int{B, 11, 1} {
+				gg := zerosLike(params)
+				ng := zerosLike(params)
+				lg, err := gEng.step(x, y, rows, gg)
+				if err != nil {
+					t.Fatalf("%s: %v", name, err)
 				}
-				return s / float64(rows)
-			}
-			if l := meanLoss(); math.Abs(l-ln) > 1e-9*(1+math.Abs(l)) {
-				t.Errorf("%s rows=%d: loss reference forward %v native %v", name, rows, l, ln)
-			}
-			for i := range params {
-				for j := range params[i] {
-					old := params[i][j]
-					h := 1e-6
-					params[i][j] = old + h
-					lp := meanLoss()
-					params[i][j] = old - h
-					lm := meanLoss()
-					params[i][j] = old
-					fd := (lp - lm) / (2 * h)
-					tol := 1e-5 * (1 + math.Abs(fd))
-					if math.Abs(ng[i][j]-gg[i][j]) > 1e-9*(1+math.Abs(gg[i][j])) || math.Abs(ng[i][j]-fd) > tol {
-						t.Errorf("%s rows=%d: d/d %s[%d]: native %v gorgonia %v finite difference %v",
-							name, rows, pr.paramNames[i], j, ng[i][j], gg[i][j], fd)
+				ln, _ := nEng.step(x, y, rows, ng)
+				if math.Abs(lg-ln) > tol*(1+math.Abs(lg)) {
+					t.Errorf("%s rows=%d: loss gorgonia %v native %v", name, rows, lg, ln)
+				}
+				meanLoss := func() float64 {
+					vals := pr.forward(params, x[:rows*pr.inputs], rows)
+					ls, _ := pr.rowLosses(vals, y, rows)
+					s := 0.0
+					for _, v := range ls {
+						s += v
+					}
+					return s / float64(rows)
+				}
+				if l := meanLoss(); math.Abs(l-ln) > tol*(1+math.Abs(l)) {
+					t.Errorf("%s rows=%d: loss reference forward %v native %v", name, rows, l, ln)
+				}
+				for i := range params {
+					for j := range params[i] {
+						old := params[i][j]
+						h := 1e-6
+						params[i][j] = old + h
+						lp := meanLoss()
+						params[i][j] = old - h
+						lm := meanLoss()
+						params[i][j] = old
+						fd := (lp - lm) / (2 * h)
+						if math.Abs(ng[i][j]-gg[i][j]) > tol*(1+math.Abs(gg[i][j])) || math.Abs(ng[i][j]-fd) > max(tol, 1e-5)*(1+math.Abs(fd)) {
+							t.Errorf("%s rows=%d f32=%v: d/d %s[%d]: native %v gorgonia %v finite difference %v",
+								name, rows, f32, pr.paramNames[i], j, ng[i][j], gg[i][j], fd)
+						}
 					}
 				}
 			}
@@ -191,7 +197,7 @@ func TestEnginesTrainAlike(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		mn, err := Train(context.Background(), p, tab, TrainOptions{Engine: EngineNative})
+		mn, err := Train(context.Background(), p, tab, TrainOptions{Engine: EngineNative64})
 		if err != nil {
 			t.Fatalf("%s native: %v", name, err)
 		}
@@ -205,6 +211,13 @@ func TestEnginesTrainAlike(t *testing.T) {
 					t.Fatalf("%s: %s[%d] native %v gorgonia %v", name, k, j, v, g)
 				}
 			}
+		}
+		m32, err := Train(context.Background(), p, tab, TrainOptions{Engine: EngineNative})
+		if err != nil {
+			t.Fatalf("%s native: %v", name, err)
+		}
+		if d := math.Abs(m32.Metrics.ValidationLoss - mn.Metrics.ValidationLoss); d > 1e-3*(1+mn.Metrics.ValidationLoss) {
+			t.Errorf("%s: validation loss float32 products %v, float64 %v", name, m32.Metrics.ValidationLoss, mn.Metrics.ValidationLoss)
 		}
 		first, last := mn.Metrics.TrainLoss[0], mn.Metrics.TrainLoss[len(mn.Metrics.TrainLoss)-1]
 		if !(last < first) {

@@ -29,8 +29,9 @@ type TrainOptions struct {
 	// Init, when set, gives starting values for parameters (for example a
 	// hosted model's); parameters it lacks are initialized from the plan.
 	Init map[string]Tensor
-	// Engine computes the gradients: EngineNative (the default) or
-	// EngineGorgonia (the reference the native engine is tested against).
+	// Engine computes the gradients: EngineNative (the default),
+	// EngineNative64, or EngineGorgonia (the reference the native engines
+	// are tested against).
 	Engine Engine
 }
 
@@ -39,8 +40,9 @@ type Engine string
 
 // Engines.
 const (
-	EngineNative   Engine = "native"
-	EngineGorgonia Engine = "gorgonia"
+	EngineNative   Engine = "native"    // float32 matrix products, float64 elsewhere
+	EngineNative64 Engine = "native64"  // all float64
+	EngineGorgonia Engine = "gorgonia"  // gorgonia autodiff, float64: the reference
 )
 
 // gradEngine computes the mean loss over rows (<= its batch size) and the
@@ -55,7 +57,9 @@ func (e *nativeEngine) close() {}
 func newEngine(kind Engine, pr *program, params [][]float64, bs int) (gradEngine, error) {
 	switch kind {
 	case "", EngineNative:
-		return newNativeEngine(pr, params, bs), nil
+		return newNativeEngine(pr, params, bs, true), nil
+	case EngineNative64:
+		return newNativeEngine(pr, params, bs, false), nil
 	case EngineGorgonia:
 		return newGorgoniaEngine(pr, params, bs)
 	}
