@@ -40,9 +40,9 @@ type Engine string
 
 // Engines.
 const (
-	EngineNative   Engine = "native"    // float32 matrix products, float64 elsewhere
-	EngineNative64 Engine = "native64"  // all float64
-	EngineGorgonia Engine = "gorgonia"  // gorgonia autodiff, float64: the reference
+	EngineNative   Engine = "native"   // float32 matrix products, float64 elsewhere
+	EngineNative64 Engine = "native64" // all float64
+	EngineGorgonia Engine = "gorgonia" // gorgonia autodiff, float64: the reference
 )
 
 // gradEngine computes the mean loss over rows (<= its batch size) and the
