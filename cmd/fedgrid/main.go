@@ -102,6 +102,15 @@ func (g *globals) logger() *slog.Logger {
 	return slog.New(slog.NewTextHandler(g.stderr, &slog.HandlerOptions{Level: lvl}))
 }
 
+// quietLogger is for one-shot commands: their stderr is for the person
+// running them, so routine peer events stay out unless asked for.
+func (g *globals) quietLogger() *slog.Logger {
+	if g.logLevel == "info" {
+		return slog.New(slog.NewTextHandler(g.stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	}
+	return g.logger()
+}
+
 // applyEnvAndConfig fills every flag not given on the command line from
 // FEDGRID_<FLAG> (dashes as underscores), then from the config file.
 func applyEnvAndConfig(cmd *cobra.Command, configFile string) error {

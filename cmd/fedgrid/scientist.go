@@ -58,8 +58,7 @@ func (cf *clientFlags) open(ctx context.Context, g *globals, keyRequired bool) (
 	if err := p2p.ValidateNetworkName(cf.network); err != nil {
 		return nil, usageError{err}
 	}
-	lvl := g.logger()
-	return client.New(ctx, client.Config{Network: cf.network, Bootstrap: cf.bootstrap, Identity: sk, PSK: psk, Logger: lvl.With("sub", "client")})
+	return client.New(ctx, client.Config{Network: cf.network, Bootstrap: cf.bootstrap, Identity: sk, PSK: psk, Logger: g.quietLogger().With("sub", "client")})
 }
 
 func keygenCmd(g *globals) *cobra.Command {
