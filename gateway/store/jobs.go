@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/dgraph-io/badger/v4"
@@ -46,6 +47,62 @@ type Job struct {
 	CreatedAt    time.Time       `json:"created_at"`
 	StartedAt    time.Time       `json:"started_at,omitzero"`
 	FinishedAt   time.Time       `json:"finished_at,omitzero"`
+
+	// Retry policy, set when the job is created (zero = no limit).
+	// MaxAttempts is the retry budget: a job whose lease is lost that many
+	// times fails. AttemptTimeout bounds one attempt; Deadline the whole job.
+	MaxAttempts    int           `json:"max_attempts,omitempty"`
+	AttemptTimeout time.Duration `json:"attempt_timeout,omitempty"`
+	Deadline       time.Time     `json:"deadline,omitzero"`
+	// QueuedAt is when the job last entered the queue; NotBefore holds a
+	// re-queued job back (backoff) until then.
+	QueuedAt  time.Time `json:"queued_at,omitzero"`
+	NotBefore time.Time `json:"not_before,omitzero"`
+	// Lost counts attempts whose lease expired.
+	Lost int `json:"lost,omitempty"`
+}
+
+// jobIndexKey files a job under its state, oldest first, so that the
+// scheduler reads the queue and the running set without scanning every job.
+func jobIndexKey(j *Job) []byte {
+	return []byte(fmt.Sprintf("%s%s/%020d/%s", prefixJobIndex, j.State, j.CreatedAt.UnixNano(), j.ID))
+}
+
+// putJob stores j and moves its index entry when its state changed.
+func putJob(txn *badger.Txn, j *Job, oldState string) error {
+	if oldState != "" && oldState != j.State {
+		old := *j
+		old.State = oldState
+		if err := txn.Delete(jobIndexKey(&old)); err != nil {
+			return err
+		}
+	}
+	if oldState != j.State {
+		if err := txn.Set(jobIndexKey(j), nil); err != nil {
+			return err
+		}
+	}
+	return putJSON(txn, prefixJob+j.ID, j)
+}
+
+// jobsInState reads the jobs of one state through the index, oldest first.
+func jobsInState(txn *badger.Txn, state string) ([]*Job, error) {
+	opts := badger.DefaultIteratorOptions
+	opts.PrefetchValues = false
+	opts.Prefix = []byte(prefixJobIndex + state + "/")
+	it := txn.NewIterator(opts)
+	defer it.Close()
+	var out []*Job
+	for it.Rewind(); it.Valid(); it.Next() {
+		k := string(it.Item().Key())
+		id := k[strings.LastIndexByte(k, '/')+1:]
+		var j Job
+		if err := getJSON(txn, prefixJob+id, &j); err != nil {
+			return nil, fmt.Errorf("store: job index names %s: %w", id, err)
+		}
+		out = append(out, &j)
+	}
+	return out, nil
 }
 
 // Terminal reports whether the job has finished for good.
@@ -67,13 +124,14 @@ func (s *Store) CreateJob(j *Job) error {
 	j.Node = ""
 	j.LeaseExpires = time.Time{}
 	j.CreatedAt = s.now().UTC()
+	j.QueuedAt = j.CreatedAt
 	return s.update(func(txn *badger.Txn) error {
 		if ok, err := exists(txn, prefixJob+j.ID); err != nil {
 			return err
 		} else if ok {
 			return fmt.Errorf("%w: job %s", ErrExists, j.ID)
 		}
-		if err := putJSON(txn, prefixJob+j.ID, j); err != nil {
+		if err := putJob(txn, j, ""); err != nil {
 			return err
 		}
 		return s.audit(txn, AuditEvent{Actor: j.UserID, Action: "job.create", Target: "job/" + j.ID,
@@ -126,8 +184,23 @@ func (s *Store) Jobs(f JobFilter) ([]*Job, error) {
 
 // QueuedJobs lists the queued jobs, oldest first.
 func (s *Store) QueuedJobs() ([]*Job, error) {
-	out, err := s.jobs(JobFilter{State: JobQueued})
-	slices.SortStableFunc(out, func(a, b *Job) int { return a.CreatedAt.Compare(b.CreatedAt) })
+	var out []*Job
+	err := s.view(func(txn *badger.Txn) error {
+		var err error
+		out, err = jobsInState(txn, JobQueued)
+		return err
+	})
+	return out, err
+}
+
+// RunningJobs lists the running jobs, oldest first.
+func (s *Store) RunningJobs() ([]*Job, error) {
+	var out []*Job
+	err := s.view(func(txn *badger.Txn) error {
+		var err error
+		out, err = jobsInState(txn, JobRunning)
+		return err
+	})
 	return out, err
 }
 
@@ -140,12 +213,13 @@ func (s *Store) modifyJob(id string, fn func(txn *badger.Txn, j *Job) error) (*J
 		if err := getJSON(txn, prefixJob+id, &j); err != nil {
 			return err
 		}
+		old := j.State
 		if err := fn(txn, &j); err != nil {
 			out = j
 			return err
 		}
 		out = j
-		return putJSON(txn, prefixJob+id, &j)
+		return putJob(txn, &j, old)
 	})
 	if errors.Is(err, ErrNotFound) {
 		return nil, err
@@ -157,10 +231,13 @@ func (s *Store) modifyJob(id string, fn func(txn *badger.Txn, j *Job) error) (*J
 // becomes running with Attempt incremented. Any other state: ErrConflictState.
 func (s *Store) Grant(jobID, node string, lease time.Duration) (*Job, error) {
 	j, err := s.modifyJob(jobID, func(txn *badger.Txn, j *Job) error {
+		now := s.now().UTC()
 		if j.State != JobQueued {
 			return fmt.Errorf("%w: job %s is %s", ErrConflictState, j.ID, j.State)
 		}
-		now := s.now().UTC()
+		if now.Before(j.NotBefore) {
+			return fmt.Errorf("%w: job %s is backing off until %s", ErrConflictState, j.ID, j.NotBefore.Format(time.RFC3339Nano))
+		}
 		j.State = JobRunning
 		j.Attempt++
 		j.Node = node
@@ -264,29 +341,55 @@ func (s *Store) Result(jobID string) ([]byte, error) {
 	return b, err
 }
 
-// ExpireLeases puts every running job whose lease ended before now back in
-// the queue (Attempt kept, so the next grant is Attempt+1) and returns them.
+// ExpireLeases puts every running job whose lease ended before now, or whose
+// attempt ran past its AttemptTimeout, back in the queue (Attempt kept, so the
+// next grant is Attempt+1) with an exponential backoff, and fails it instead
+// once MaxAttempts attempts were lost. Jobs past their Deadline fail. It
+// returns the jobs it changed.
 func (s *Store) ExpireLeases(now time.Time) ([]*Job, error) {
 	var out []*Job
 	err := s.update(func(txn *badger.Txn) error {
 		out = out[:0]
-		all, err := scanAll[Job](txn, prefixJob)
+		running, err := jobsInState(txn, JobRunning)
 		if err != nil {
 			return err
 		}
-		for _, j := range all {
-			if j.State != JobRunning || !j.LeaseExpires.Before(now) {
+		queued, err := jobsInState(txn, JobQueued)
+		if err != nil {
+			return err
+		}
+		for _, j := range append(running, queued...) {
+			old := j.State
+			switch {
+			case !j.Deadline.IsZero() && now.After(j.Deadline):
+				j.State = JobFailed
+				j.Error = fmt.Sprintf("job timed out: not finished by its deadline %s (after %d attempts)", j.Deadline.Format(time.RFC3339), j.Attempt)
+			case j.State != JobRunning:
+				continue
+			case j.LeaseExpires.Before(now), j.AttemptTimeout > 0 && now.Sub(j.StartedAt) > j.AttemptTimeout:
+				j.Lost++
+				if j.MaxAttempts > 0 && j.Attempt >= j.MaxAttempts {
+					j.State = JobFailed
+					j.Error = fmt.Sprintf("gave up after %d attempts: the node running it stopped answering or ran out of time", j.Attempt)
+				} else {
+					j.State = JobQueued
+					j.QueuedAt = now
+					j.NotBefore = now.Add(Backoff(j.Lost))
+				}
+			default:
 				continue
 			}
 			prevNode := j.Node
-			j.State = JobQueued
 			j.Node = ""
 			j.LeaseExpires = time.Time{}
-			if err := putJSON(txn, prefixJob+j.ID, j); err != nil {
+			if j.State == JobFailed {
+				j.FinishedAt = now
+			}
+			if err := putJob(txn, j, old); err != nil {
 				return err
 			}
 			if err := s.audit(txn, AuditEvent{Action: "job.lease_expired", Target: "job/" + j.ID,
-				Detail: map[string]any{"attempt": j.Attempt, "node": prevNode}}); err != nil {
+				Detail: map[string]any{"attempt": j.Attempt, "node": prevNode, "state": j.State}}); err != nil {
 				return err
 			}
 			out = append(out, j)
@@ -297,4 +400,14 @@ func (s *Store) ExpireLeases(now time.Time) ([]*Job, error) {
 		return nil, err
 	}
 	return out, nil
+}
+
+// Backoff is how long a job whose lease was lost n times waits before it is
+// offered again: 250 ms doubling, at most 30 s.
+func Backoff(n int) time.Duration {
+	d := 250 * time.Millisecond
+	for i := 1; i < n && d < 30*time.Second; i++ {
+		d *= 2
+	}
+	return min(d, 30*time.Second)
 }

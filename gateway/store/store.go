@@ -65,6 +65,7 @@ const (
 	prefixDataset   = "dataset/"
 	prefixCSV       = "dataset-csv/"
 	prefixJob       = "job/"
+	prefixJobIndex  = "job-state/"
 	prefixResult    = "result/"
 	prefixJoin      = "join/"
 	prefixNode      = "node/"

@@ -113,6 +113,12 @@ func TestLeaseFencing(t *testing.T) {
 	if _, err := s.Heartbeat(j.ID, 1, "n1", Progress{}, time.Minute); !errors.Is(err, ErrStale) {
 		t.Fatalf("stale heartbeat: %v", err)
 	}
+	// Re-queued with a backoff: not granted before it ends.
+	if _, err := s.Grant(j.ID, "n2", time.Minute); !errors.Is(err, ErrConflictState) {
+		t.Fatalf("grant during backoff: %v", err)
+	}
+	later := req[0].NotBefore.Add(time.Millisecond)
+	s.now = func() time.Time { return later }
 	g2, err := s.Grant(j.ID, "n2", time.Minute)
 	if err != nil || g2.Attempt != 2 {
 		t.Fatalf("regrant: %+v %v", g2, err)
@@ -458,5 +464,76 @@ func TestRestartDurability(t *testing.T) {
 	}
 	if n, err := s2.VerifyAudit(); err != nil || n < 5 {
 		t.Fatalf("audit after restart: %d %v", n, err)
+	}
+}
+
+func TestRetryBudgetAndDeadline(t *testing.T) {
+	s := openTest(t, t.TempDir())
+	now := time.Now()
+	s.now = func() time.Time { return now }
+	j := &Job{DatasetID: "d1", UserID: "u1", MaxAttempts: 2, AttemptTimeout: time.Hour}
+	if err := s.CreateJob(j); err != nil {
+		t.Fatal(err)
+	}
+	for attempt := 1; attempt <= 2; attempt++ {
+		g, err := s.Grant(j.ID, "n", time.Second)
+		if err != nil || g.Attempt != attempt {
+			t.Fatalf("grant %d: %+v %v", attempt, g, err)
+		}
+		now = now.Add(2 * time.Second) // lease lost
+		ch, err := s.ExpireLeases(now)
+		if err != nil || len(ch) != 1 {
+			t.Fatalf("expire %d: %v %v", attempt, ch, err)
+		}
+		if attempt == 1 {
+			if ch[0].State != JobQueued || !ch[0].NotBefore.After(now) {
+				t.Fatalf("first loss should re-queue with backoff: %+v", ch[0])
+			}
+			now = ch[0].NotBefore
+		} else if ch[0].State != JobFailed || ch[0].Error == "" {
+			t.Fatalf("retry budget spent, want failed: %+v", ch[0])
+		}
+	}
+	if q, _ := s.QueuedJobs(); len(q) != 0 {
+		t.Fatalf("failed job still queued: %v", q)
+	}
+	if r, _ := s.RunningJobs(); len(r) != 0 {
+		t.Fatalf("failed job still running: %v", r)
+	}
+
+	// Attempt timeout: heartbeats keep the lease, but the attempt runs too long.
+	k := &Job{DatasetID: "d1", UserID: "u1", AttemptTimeout: time.Minute}
+	if err := s.CreateJob(k); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Grant(k.ID, "n", time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	now = now.Add(2 * time.Minute)
+	if ch, _ := s.ExpireLeases(now); len(ch) != 1 || ch[0].State != JobQueued {
+		t.Fatalf("attempt timeout: %+v", ch)
+	}
+
+	// Whole-job deadline: a queued job that nobody runs fails.
+	d := &Job{DatasetID: "d1", UserID: "u1", Deadline: now.Add(time.Minute)}
+	if err := s.CreateJob(d); err != nil {
+		t.Fatal(err)
+	}
+	now = now.Add(2 * time.Minute)
+	ch, _ := s.ExpireLeases(now)
+	var failed bool
+	for _, c := range ch {
+		if c.ID == d.ID && c.State == JobFailed {
+			failed = true
+		}
+	}
+	if !failed {
+		t.Fatalf("deadline passed but job not failed: %+v", ch)
+	}
+}
+
+func TestBackoff(t *testing.T) {
+	if Backoff(1) != 250*time.Millisecond || Backoff(2) != 500*time.Millisecond || Backoff(100) != 30*time.Second {
+		t.Fatalf("backoff: %v %v %v", Backoff(1), Backoff(2), Backoff(100))
 	}
 }
