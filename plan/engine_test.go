@@ -180,14 +180,6 @@ func TestEnginesAgree(t *testing.T) {
 	}
 }
 
-func zerosLike(p [][]float64) [][]float64 {
-	out := make([][]float64, len(p))
-	for i := range p {
-		out[i] = make([]float64, len(p[i]))
-	}
-	return out
-}
-
 // TestEnginesTrainAlike trains every plan with both engines: the models must
 // match to round-off.
 func TestEnginesTrainAlike(t *testing.T) {

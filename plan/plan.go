@@ -66,11 +66,46 @@ type Plan struct {
 //   - "min_max": (v-min)/(max-min), likewise.
 //   - "one_hot": Column (a feature) becomes len(Categories) inputs, 1 where the
 //     cell's text equals the category, else 0 (an unknown value is all zeros).
+//
+// standardize and min_max may declare their statistics (Mean and Std, or
+// Min and Max, one per covered feature in features order) instead of
+// fitting them on the data; a plan with privacy must, since fitted
+// statistics would be released outside the privacy guarantee.
 type PreprocessOp struct {
-	Op         string   `json:"op"`
-	Columns    []string `json:"columns,omitempty"`
-	Column     string   `json:"column,omitempty"`
-	Categories []string `json:"categories,omitempty"`
+	Op         string    `json:"op"`
+	Columns    []string  `json:"columns,omitempty"`
+	Column     string    `json:"column,omitempty"`
+	Categories []string  `json:"categories,omitempty"`
+	Mean       []float64 `json:"mean,omitempty"`
+	Std        []float64 `json:"std,omitempty"`
+	Min        []float64 `json:"min,omitempty"`
+	Max        []float64 `json:"max,omitempty"`
+}
+
+// coveredFeatures lists the features a standardize/min_max op scales.
+func (p *Plan) coveredFeatures(pp PreprocessOp) []string {
+	if len(pp.Columns) > 0 {
+		var out []string
+		for _, f := range p.Features {
+			if slices.Contains(pp.Columns, f) {
+				out = append(out, f)
+			}
+		}
+		return out
+	}
+	hot := map[string]bool{}
+	for _, q := range p.Preprocess {
+		if q.Op == "one_hot" {
+			hot[q.Column] = true
+		}
+	}
+	var out []string
+	for _, f := range p.Features {
+		if !hot[f] {
+			out = append(out, f)
+		}
+	}
+	return out
 }
 
 // ParamDef declares a trainable parameter.
@@ -288,6 +323,15 @@ func (p *Plan) validatePrivacy() error {
 	if p.Train.EarlyStopping != nil {
 		return errors.New("privacy: early stopping on a validation split is not supported with dp_sgd (it would spend privacy outside the accountant)")
 	}
+	if p.Train.ValidationFraction != 0 {
+		return errors.New("privacy: train.validation_fraction must be 0 with dp_sgd (validation metrics on private rows would be released outside the privacy guarantee); evaluate on data you hold")
+	}
+	for i, pp := range p.Preprocess {
+		if (pp.Op == "standardize" && pp.Mean == nil) || (pp.Op == "min_max" && pp.Min == nil) {
+			return fmt.Errorf("preprocess[%d] %s: with dp_sgd the statistics must be declared in the plan (%s), not fitted on the private rows", i, pp.Op,
+				map[string]string{"standardize": "mean and std", "min_max": "min and max"}[pp.Op])
+		}
+	}
 	return nil
 }
 
@@ -321,7 +365,10 @@ func (p *Plan) validateData() error {
 		switch pp.Op {
 		case "standardize", "min_max":
 			if pp.Column != "" || len(pp.Categories) > 0 {
-				return fmt.Errorf("%s: takes only \"columns\"", where)
+				return fmt.Errorf("%s: takes only \"columns\" and its statistics", where)
+			}
+			if err := p.validateDeclared(where, pp, seen); err != nil {
+				return err
 			}
 			if scaled[pp.Op] {
 				return fmt.Errorf("%s: listed twice", where)
@@ -338,6 +385,9 @@ func (p *Plan) validateData() error {
 				cs[c] = true
 			}
 		case "one_hot":
+			if pp.Mean != nil || pp.Std != nil || pp.Min != nil || pp.Max != nil {
+				return fmt.Errorf("%s: takes \"column\" and \"categories\" only", where)
+			}
 			if len(pp.Columns) > 0 {
 				return fmt.Errorf("%s: takes \"column\" (one) and \"categories\"", where)
 			}
@@ -372,6 +422,43 @@ func (p *Plan) validateData() error {
 					return fmt.Errorf("preprocess[%d] %s: column %q is one-hot encoded", i, pp.Op, c)
 				}
 			}
+		}
+	}
+	return nil
+}
+
+// validateDeclared checks declared preprocessing statistics.
+func (p *Plan) validateDeclared(where string, pp PreprocessOp, features map[string]bool) error {
+	a, b, an, bn := pp.Mean, pp.Std, "mean", "std"
+	other := pp.Min != nil || pp.Max != nil
+	if pp.Op == "min_max" {
+		a, b, an, bn = pp.Min, pp.Max, "min", "max"
+		other = pp.Mean != nil || pp.Std != nil
+	}
+	if other {
+		return fmt.Errorf("%s: declares the statistics of another op", where)
+	}
+	if a == nil && b == nil {
+		return nil
+	}
+	for _, c := range pp.Columns {
+		if !features[c] {
+			return nil // reported by the caller
+		}
+	}
+	n := len(p.coveredFeatures(pp))
+	if len(a) != n || len(b) != n {
+		return fmt.Errorf("%s: %s and %s need one value per scaled feature (%d), have %d and %d", where, an, bn, n, len(a), len(b))
+	}
+	for i := range a {
+		if !finite(a[i]) || !finite(b[i]) {
+			return fmt.Errorf("%s: %s[%d] or %s[%d] is not a finite number", where, an, i, bn, i)
+		}
+		if pp.Op == "standardize" && !(b[i] > 0) {
+			return fmt.Errorf("%s: std[%d] is %v, must be > 0", where, i, b[i])
+		}
+		if pp.Op == "min_max" && !(b[i] > a[i]) {
+			return fmt.Errorf("%s: max[%d] is %v, must be > min[%d] = %v", where, i, b[i], i, a[i])
 		}
 	}
 	return nil

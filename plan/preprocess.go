@@ -105,8 +105,14 @@ func fitPreprocess(p *Plan, x []float64, width int, rows []int) []PreprocessStat
 		case "standardize":
 			cover := scaledColumns(p, pp, width)
 			st := PreprocessState{Op: "standardize", Mean: make([]float64, width), Std: make([]float64, width)}
+			k := 0 // index into declared statistics
 			for j := 0; j < width; j++ {
 				st.Std[j] = 1
+				if cover[j] && pp.Mean != nil {
+					st.Mean[j], st.Std[j] = pp.Mean[k], pp.Std[k]
+					k++
+					continue
+				}
 				if !cover[j] || len(rows) == 0 {
 					continue
 				}
@@ -131,8 +137,14 @@ func fitPreprocess(p *Plan, x []float64, width int, rows []int) []PreprocessStat
 		case "min_max":
 			cover := scaledColumns(p, pp, width)
 			st := PreprocessState{Op: "min_max", Min: make([]float64, width), Max: make([]float64, width)}
+			k := 0
 			for j := 0; j < width; j++ {
 				st.Max[j] = 1
+				if cover[j] && pp.Min != nil {
+					st.Min[j], st.Max[j] = pp.Min[k], pp.Max[k]
+					k++
+					continue
+				}
 				if !cover[j] || len(rows) == 0 {
 					continue
 				}

@@ -70,8 +70,15 @@ func newEngine(kind Engine, pr *program, params [][]float64, bs int) (gradEngine
 // (seeded by train.seed), preprocessing fitted on the training rows,
 // mini-batches of train.batch_size in a seeded shuffle (the last batch of an
 // epoch may be smaller and counts with its true size), gradients from
-// the engine (see TrainOptions.Engine), and the plan's optimizer. It is deterministic for a given plan
-// and table, and stops with ctx's error between steps once ctx is done.
+// the engine (see TrainOptions.Engine), and the plan's optimizer. It is
+// deterministic for a given plan and table, and stops with ctx's error
+// between steps once ctx is done.
+//
+// With privacy.dp_sgd it runs DP-SGD instead (see dpState): Poisson
+// sampling, per-example clipping, Gaussian noise from a cryptographic
+// generator (so a private run is not reproducible from the seed, by
+// design), no validation split and no training loss in the metrics;
+// Model.Privacy carries the epsilon of Plan.Epsilon.
 func Train(ctx context.Context, p *Plan, t *dataset.Table, opt TrainOptions) (*Model, error) {
 	if t == nil {
 		return nil, errors.New("train: no data")
@@ -136,9 +143,29 @@ func Train(ctx context.Context, p *Plan, t *dataset.Table, opt TrainOptions) (*M
 	order := slices.Clone(trainRows)
 	var best [][]float64
 	bestLoss, bestEpoch, stale := math.Inf(1), 0, 0
+	var dp *dpState
+	if p.Privacy != nil {
+		if dp, err = newDPState(p, pr, params, trainRows, opt.Engine); err != nil {
+			return nil, err
+		}
+		defer dp.eng.close()
+	}
 	for epoch := 1; epoch <= p.Train.Epochs; epoch++ {
-		rng.Shuffle(len(order), func(i, j int) { order[i], order[j] = order[j], order[i] })
 		var sum float64
+		if dp != nil {
+			for s := 0; s < dp.stepsPerEpoch; s++ {
+				if err := ctx.Err(); err != nil {
+					return nil, err
+				}
+				if err := dp.step(x, y, d, grads); err != nil {
+					return nil, err
+				}
+				o.step(params, grads)
+				m.Metrics.Steps++
+			}
+			order = order[:0] // no data-dependent loss leaves a private run
+		}
+		rng.Shuffle(len(order), func(i, j int) { order[i], order[j] = order[j], order[i] })
 		for start := 0; start < len(order); start += bs {
 			if err := ctx.Err(); err != nil {
 				return nil, err
@@ -156,8 +183,11 @@ func Train(ctx context.Context, p *Plan, t *dataset.Table, opt TrainOptions) (*M
 			o.step(params, grads)
 			m.Metrics.Steps++
 		}
-		pg := Progress{Epoch: epoch, Epochs: p.Train.Epochs, Loss: sum / float64(len(order))}
-		m.Metrics.TrainLoss = append(m.Metrics.TrainLoss, pg.Loss)
+		pg := Progress{Epoch: epoch, Epochs: p.Train.Epochs}
+		if dp == nil {
+			pg.Loss = sum / float64(len(order))
+			m.Metrics.TrainLoss = append(m.Metrics.TrainLoss, pg.Loss)
+		}
 		m.Metrics.Epochs = epoch
 		if len(valRows) > 0 {
 			vals := pr.forward(params, valX, len(valRows))
@@ -202,6 +232,13 @@ func Train(ctx context.Context, p *Plan, t *dataset.Table, opt TrainOptions) (*M
 		return nil, err
 	}
 	m.Plan = plan
+	if dp != nil {
+		eps, err := p.Epsilon(len(trainRows))
+		if err != nil {
+			return nil, err
+		}
+		m.Privacy = &Privacy{Epsilon: eps, Delta: p.Privacy.Delta}
+	}
 	m.Params = make(map[string]Tensor, len(params))
 	for i, name := range pr.paramNames {
 		m.Params[name] = Tensor{Shape: slices.Clone(p.Params[name].Shape), Data: slices.Clone(params[i])}
