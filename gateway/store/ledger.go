@@ -86,11 +86,12 @@ type Reservation struct {
 	SettledAt      time.Time `json:"settled_at,omitzero"`
 }
 
-// DatasetCap limits what one user may spend (reserved plus committed) on one dataset.
+// DatasetCap is what one user has used (reserved plus committed) on one
+// dataset, and optionally a cap on it.
 type DatasetCap struct {
 	UserID       string `json:"user_id"`
 	DatasetID    string `json:"dataset_id"`
-	CapMicroEps  int64  `json:"cap_micro_eps"`
+	CapMicroEps  int64  `json:"cap_micro_eps"`  // -1: no cap
 	UsedMicroEps int64  `json:"used_micro_eps"` // reserved + committed on this dataset
 }
 
@@ -133,11 +134,14 @@ func (s *Store) SetDatasetCap(userID, datasetID string, capMicroEps int64, actor
 		} else if !ok {
 			return fmt.Errorf("%w: dataset %s", ErrNotFound, datasetID)
 		}
-		var c DatasetCap
+		c := DatasetCap{UserID: userID, DatasetID: datasetID}
 		if err := getJSON(txn, capKey(userID, datasetID), &c); err != nil && !errors.Is(err, ErrNotFound) {
 			return err
 		}
-		c.UserID, c.DatasetID, c.CapMicroEps = userID, datasetID, capMicroEps
+		if capMicroEps < 0 {
+			capMicroEps = -1
+		}
+		c.CapMicroEps = capMicroEps
 		if err := putJSON(txn, capKey(userID, datasetID), c); err != nil {
 			return err
 		}
@@ -146,7 +150,8 @@ func (s *Store) SetDatasetCap(userID, datasetID string, capMicroEps int64, actor
 	})
 }
 
-// DatasetCapFor returns a user's cap on a dataset, or ErrNotFound.
+// DatasetCapFor returns a user's usage and cap on a dataset, or ErrNotFound
+// if the user never used it and has no cap on it.
 func (s *Store) DatasetCapFor(userID, datasetID string) (*DatasetCap, error) {
 	var c DatasetCap
 	if err := s.view(func(txn *badger.Txn) error { return getJSON(txn, capKey(userID, datasetID), &c) }); err != nil {
@@ -164,20 +169,18 @@ func (s *Store) take(txn *badger.Txn, rec *userRecord, datasetID string, amount 
 		return fmt.Errorf("%w: available %d, asked %d micro-epsilon", ErrInsufficientBudget, rec.BudgetMicroEps, amount)
 	}
 	if datasetID != "" {
-		var c DatasetCap
-		err := getJSON(txn, capKey(rec.ID, datasetID), &c)
-		switch {
-		case errors.Is(err, ErrNotFound):
-		case err != nil:
+		// Usage per dataset is always kept, so a cap set later counts what
+		// was spent before it.
+		c := DatasetCap{UserID: rec.ID, DatasetID: datasetID, CapMicroEps: -1}
+		if err := getJSON(txn, capKey(rec.ID, datasetID), &c); err != nil && !errors.Is(err, ErrNotFound) {
 			return err
-		default:
-			if c.CapMicroEps >= 0 && c.UsedMicroEps+amount > c.CapMicroEps {
-				return fmt.Errorf("%w: dataset cap %d, used %d, asked %d micro-epsilon", ErrInsufficientBudget, c.CapMicroEps, c.UsedMicroEps, amount)
-			}
-			c.UsedMicroEps += amount
-			if err := putJSON(txn, capKey(rec.ID, datasetID), c); err != nil {
-				return err
-			}
+		}
+		if c.CapMicroEps >= 0 && c.UsedMicroEps+amount > c.CapMicroEps {
+			return fmt.Errorf("%w: dataset cap %d, used %d, asked %d micro-epsilon", ErrInsufficientBudget, c.CapMicroEps, c.UsedMicroEps, amount)
+		}
+		c.UsedMicroEps += amount
+		if err := putJSON(txn, capKey(rec.ID, datasetID), c); err != nil {
+			return err
 		}
 	}
 	rec.BudgetMicroEps -= amount

@@ -76,6 +76,11 @@ func (s *Store) RedeemJoinToken(token, peerID string, slots int, version string)
 			}
 			return err
 		}
+		if revoked, err := exists(txn, prefixNodeRevoked+peerID); err != nil {
+			return err
+		} else if revoked {
+			return fmt.Errorf("%w: node %s was removed by an administrator", ErrTokenInvalid, peerID)
+		}
 		now := s.now().UTC()
 		if !now.Before(jt.Expires) {
 			return fmt.Errorf("%w: expired at %s", ErrTokenInvalid, jt.Expires.Format(time.RFC3339))
@@ -152,6 +157,28 @@ func (s *Store) RemoveNodeBy(peerID, actor string) error {
 		if err := txn.Delete([]byte(prefixNode + peerID)); err != nil {
 			return err
 		}
+		// The identity stays refused: a removed node cannot come back with an old
+		// or a new token (a fresh data directory makes a new node).
+		if err := putJSON(txn, prefixNodeRevoked+peerID, map[string]time.Time{"removed_at": s.now().UTC()}); err != nil {
+			return err
+		}
 		return s.audit(txn, AuditEvent{Actor: actor, Action: "node.remove", Target: "node/" + peerID})
 	})
+}
+
+// RevokedNodes lists the peer IDs of removed nodes, which stay refused.
+func (s *Store) RevokedNodes() ([]string, error) {
+	var out []string
+	err := s.view(func(txn *badger.Txn) error {
+		opts := badger.DefaultIteratorOptions
+		opts.PrefetchValues = false
+		opts.Prefix = []byte(prefixNodeRevoked)
+		it := txn.NewIterator(opts)
+		defer it.Close()
+		for it.Rewind(); it.Valid(); it.Next() {
+			out = append(out, string(it.Item().Key()[len(prefixNodeRevoked):]))
+		}
+		return nil
+	})
+	return out, err
 }
