@@ -17,6 +17,7 @@ import (
 	"time"
 
 	pubsub "github.com/libp2p/go-libp2p-pubsub"
+	"github.com/libp2p/go-libp2p/core/peer"
 
 	"github.com/fedgrid/fedgrid/gateway/store"
 	"github.com/fedgrid/fedgrid/p2p"
@@ -39,6 +40,10 @@ type Config struct {
 	OfferInterval time.Duration // re-announce queued jobs; default 1 s
 	OfferTTL      time.Duration // how long one offer is valid; default 30 s
 	Reprovide     time.Duration // re-provide tags; default 1 h (records live 48 h)
+
+	MaxAttempts    int           // retry budget per job; default 3
+	AttemptTimeout time.Duration // one attempt; default 1 h
+	JobTimeout     time.Duration // whole job, queue time included; default 24 h
 }
 
 func (c *Config) defaults() {
@@ -66,6 +71,15 @@ func (c *Config) defaults() {
 	if c.Reprovide <= 0 {
 		c.Reprovide = time.Hour
 	}
+	if c.MaxAttempts <= 0 {
+		c.MaxAttempts = 3
+	}
+	if c.AttemptTimeout <= 0 {
+		c.AttemptTimeout = time.Hour
+	}
+	if c.JobTimeout <= 0 {
+		c.JobTimeout = 24 * time.Hour
+	}
 }
 
 // Gateway is a running gateway.
@@ -82,7 +96,11 @@ type Gateway struct {
 
 	kick      chan struct{} // wake the offer loop
 	provideCh chan struct{} // wake the provide loop
+	seqMu     sync.Mutex
 	offerSeq  int64
+	capacity  capacity
+	gater     *denyGater
+	metrics   *metrics
 
 	closeOnce sync.Once
 	closeErr  error
@@ -105,9 +123,15 @@ func Start(ctx context.Context, cfg Config) (_ *Gateway, err error) {
 	if err != nil {
 		return nil, err
 	}
+	revoked, err := g.store.RevokedNodes()
+	if err != nil {
+		return nil, err
+	}
+	g.gater = newDenyGater(revoked)
+	g.metrics = newMetrics(g)
 	g.peer, err = p2p.New(ctx, p2p.Config{
 		DataDir: cfg.DataDir, Network: cfg.Network, Listen: cfg.Listen, Bootstrap: cfg.Bootstrap,
-		DHTMode: p2p.DHTServer, PSK: cfg.PSK, Logger: cfg.Logger.With("sub", "p2p"),
+		DHTMode: p2p.DHTServer, PSK: cfg.PSK, Logger: cfg.Logger.With("sub", "p2p"), Gater: g.gater,
 	})
 	if err != nil {
 		return nil, err
@@ -115,6 +139,9 @@ func Start(ctx context.Context, cfg Config) (_ *Gateway, err error) {
 	g.topic, err = g.peer.PubSub.Join(g.peer.Topic(wire.JobsTopic(g.peer.ID().String())))
 	if err != nil {
 		return nil, fmt.Errorf("join jobs topic: %w", err)
+	}
+	if err := g.topic.SetScoreParams(p2p.OfferTopicScore()); err != nil {
+		return nil, fmt.Errorf("offer topic scoring: %w", err)
 	}
 	g.registerProtocols()
 	if !cfg.NoHTTP {
@@ -134,6 +161,21 @@ func (g *Gateway) wake(ch chan struct{}) {
 	default:
 	}
 }
+
+// RemoveNode cuts a node off at once: its connections are closed and
+// refused from now on. (The store has already un-enrolled it.)
+func (g *Gateway) RemoveNode(id string) {
+	pid, err := peer.Decode(id)
+	if err != nil {
+		return
+	}
+	g.gater.add(pid)
+	g.capacity.forget(pid)
+	_ = g.peer.Host.Network().ClosePeer(pid)
+	g.log.Info("node removed and cut off", "node", id)
+}
+
+var timeNow = time.Now
 
 // ID is the gateway's peer ID.
 func (g *Gateway) ID() string { return g.peer.ID().String() }

@@ -215,9 +215,9 @@ func TestRefusals(t *testing.T) {
 	}
 	defer cl.Close()
 	for name, bad := range map[string]string{
-		"unknown op": `{"format":"fedgrid.plan/v1","name":"x","features":["glucose"],"label":"diabetes","params":{"w":{"shape":[1,1],"init":"zeros"}},"forward":[{"op":"exec_shell","in":["x"],"out":"y_hat"}],"loss":{"op":"bce","in":["y_hat","y"]},"optimizer":{"name":"sgd","learning_rate":0.1},"train":{"epochs":1,"batch_size":8}}`,
+		"unknown op":     `{"format":"fedgrid.plan/v1","name":"x","features":["glucose"],"label":"diabetes","params":{"w":{"shape":[1,1],"init":"zeros"}},"forward":[{"op":"exec_shell","in":["x"],"out":"y_hat"}],"loss":{"op":"bce","in":["y_hat","y"]},"optimizer":{"name":"sgd","learning_rate":0.1},"train":{"epochs":1,"batch_size":8}}`,
 		"missing column": `{"format":"fedgrid.plan/v1","name":"x","features":["nope"],"label":"diabetes","params":{"w":{"shape":[1,1],"init":"zeros"},"b":{"shape":[1],"init":"zeros"}},"forward":[{"op":"matmul","in":["x","w"],"out":"z"},{"op":"add","in":["z","b"],"out":"z"},{"op":"sigmoid","in":["z"],"out":"y_hat"}],"loss":{"op":"bce","in":["y_hat","y"]},"optimizer":{"name":"sgd","learning_rate":0.1},"train":{"epochs":1,"batch_size":8}}`,
-		"not json": `{"format":`,
+		"not json":       `{"format":`,
 	} {
 		if _, err := cl.Submit(ctx, gwID, ds.ID, []byte(bad)); err == nil {
 			t.Fatalf("%s: plan accepted", name)

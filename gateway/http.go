@@ -20,7 +20,11 @@ func (g *Gateway) startHTTP() error {
 		Hooks: api.Hooks{
 			DatasetAdded:   func(*store.Dataset) { g.wake(g.provideCh) },
 			DatasetRemoved: func(*store.Dataset) { g.wake(g.provideCh) },
-			JobCancelled:   func(*store.Job) { g.wake(g.kick) },
+			JobCancelled: func(*store.Job) {
+				g.metrics.cancelled.Inc()
+				g.wake(g.kick)
+			},
+			NodeRemoved: g.RemoveNode,
 		},
 		Logger: g.log.With("sub", "http"),
 	})
@@ -33,7 +37,7 @@ func (g *Gateway) startHTTP() error {
 	}
 	g.httpLn = ln
 	g.httpSrv = &http.Server{
-		Handler:           a.Handler(),
+		Handler:           g.routes(a.Handler()),
 		ReadHeaderTimeout: 10 * time.Second,
 		ReadTimeout:       5 * time.Minute, // uploads
 		WriteTimeout:      5 * time.Minute,
@@ -51,3 +55,10 @@ func (g *Gateway) startHTTP() error {
 	return nil
 }
 
+// routes adds the gateway's own endpoints in front of the admin API.
+func (g *Gateway) routes(api http.Handler) http.Handler {
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", g.metrics.handler())
+	mux.Handle("/", api)
+	return mux
+}

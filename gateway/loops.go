@@ -2,7 +2,6 @@ package gateway
 
 import (
 	"context"
-	"encoding/json"
 	"sort"
 	"time"
 
@@ -27,32 +26,6 @@ func (g *Gateway) offerLoop(ctx context.Context) {
 	}
 }
 
-func (g *Gateway) publishOffers(ctx context.Context) {
-	jobs, err := g.store.QueuedJobs()
-	if err != nil {
-		g.log.Error("list queued jobs", "err", err)
-		return
-	}
-	now := time.Now()
-	for _, j := range jobs {
-		g.offerSeq++
-		o := wire.Offer{Gateway: g.ID(), Job: j.ID, Expires: now.Add(g.cfg.OfferTTL), Seq: g.offerSeq}
-		if ds, err := g.store.Dataset(j.DatasetID); err == nil {
-			o.Rows = ds.Rows
-		}
-		b, err := json.Marshal(o)
-		if err != nil {
-			continue
-		}
-		if err := g.topic.Publish(ctx, b); err != nil {
-			if ctx.Err() == nil {
-				g.log.Warn("publish offer", "job", j.ID, "err", err)
-			}
-			return
-		}
-	}
-}
-
 // leaseLoop puts jobs whose node stopped heartbeating back in the queue.
 func (g *Gateway) leaseLoop(ctx context.Context) {
 	t := time.NewTicker(time.Second)
@@ -68,7 +41,11 @@ func (g *Gateway) leaseLoop(ctx context.Context) {
 				continue
 			}
 			for _, j := range expired {
-				g.log.Warn("lease expired; job re-queued", "job", j.ID, "attempt", j.Attempt, "node", j.Node)
+				g.metrics.leaseExpiries.Inc()
+				if j.State == wire.StateFailed {
+					g.metrics.failed.Inc()
+				}
+				g.log.Warn("lease lost", "job", j.ID, "attempt", j.Attempt, "now", j.State, "error", j.Error)
 			}
 			if len(expired) > 0 {
 				g.wake(g.kick)

@@ -29,6 +29,8 @@ func (g *Gateway) registerProtocols() {
 	p2p.Handle(ctx, h, g.peer.Protocol(wire.ProtoResult), p2p.Limits{MaxRequest: wire.MaxModel, MaxResponse: wire.MaxSmall, Timeout: 2 * time.Minute}, g.handleResult)
 	p2p.Handle(ctx, h, g.peer.Protocol(wire.ProtoSubmit), p2p.Limits{MaxRequest: wire.MaxPlan + wire.MaxSmall, MaxResponse: wire.MaxSmall, Timeout: 30 * time.Second}, g.handleSubmit)
 	p2p.Handle(ctx, h, g.peer.Protocol(wire.ProtoJob), small(10*time.Second), g.handleJob)
+	p2p.Handle(ctx, h, g.peer.Protocol(wire.ProtoCancel), small(10*time.Second), g.handleCancel)
+	p2p.Handle(ctx, h, g.peer.Protocol(wire.ProtoPing), small(10*time.Second), g.handlePing)
 	p2p.Handle(ctx, h, g.peer.Protocol(wire.ProtoModel), p2p.Limits{MaxRequest: wire.MaxSmall, MaxResponse: wire.MaxModel, Timeout: 2 * time.Minute}, g.handleModel)
 }
 
@@ -120,6 +122,11 @@ func (g *Gateway) handleClaim(_ context.Context, from peer.ID, req *wire.ClaimRe
 		}
 		return nil, storeErr(err, "job "+req.Job)
 	}
+	g.capacity.took(from)
+	g.metrics.grants.Inc()
+	g.metrics.dispatch.Observe(j.StartedAt.Sub(j.QueuedAt).Seconds())
+	// Tell nodes still waiting out their jitter that this one is taken.
+	g.gossip(g.peer.Context(), wire.Offer{Gateway: g.ID(), Job: j.ID, Expires: time.Now().Add(g.cfg.OfferTTL), Taken: true})
 	g.log.Info("lease granted", "job", j.ID, "attempt", j.Attempt, "node", from)
 	return &wire.ClaimResponse{Job: j.ID, Attempt: j.Attempt, LeaseSeconds: int(g.cfg.Lease / time.Second)}, nil
 }
@@ -181,6 +188,9 @@ func (g *Gateway) handleResult(_ context.Context, from peer.ID, req *wire.Result
 		if err := g.store.Fail(req.Job, req.Attempt, from.String(), truncate(req.Error, 2000)); err != nil {
 			return nil, storeErr(err, "job "+req.Job)
 		}
+		g.metrics.failed.Inc()
+		g.capacity.released(from)
+		g.wake(g.kick)
 		g.log.Warn("job failed on node", "job", req.Job, "attempt", req.Attempt, "reason", req.Error)
 		return &wire.Ack{OK: true}, nil
 	}
@@ -202,6 +212,9 @@ func (g *Gateway) handleResult(_ context.Context, from peer.ID, req *wire.Result
 	if err := g.store.Complete(req.Job, req.Attempt, from.String(), signed, metrics); err != nil {
 		return nil, storeErr(err, "job "+req.Job)
 	}
+	g.metrics.completed.Inc()
+	g.capacity.released(from)
+	g.wake(g.kick)
 	g.log.Info("job succeeded", "job", req.Job, "attempt", req.Attempt, "node", from)
 	return &wire.Ack{OK: true}, nil
 }
@@ -246,10 +259,14 @@ func (g *Gateway) handleSubmit(_ context.Context, from peer.ID, req *wire.Submit
 	if _, err := plan.Check(pl, ds.Columns); err != nil {
 		return nil, p2p.Errorf(p2p.CodeBadRequest, "plan does not fit dataset %q: %v", ds.Name, err)
 	}
-	j := &store.Job{DatasetID: ds.ID, UserID: u.ID, Requester: from.String(), Plan: req.Plan}
+	j := &store.Job{
+		DatasetID: ds.ID, UserID: u.ID, Requester: from.String(), Plan: req.Plan,
+		MaxAttempts: g.cfg.MaxAttempts, AttemptTimeout: g.cfg.AttemptTimeout, Deadline: time.Now().Add(g.cfg.JobTimeout),
+	}
 	if err := g.store.CreateJob(j); err != nil {
 		return nil, storeErr(err, "job")
 	}
+	g.metrics.submitted.Inc()
 	g.log.Info("job queued", "job", j.ID, "dataset", ds.ID, "user", u.ID)
 	g.wake(g.kick)
 	return g.jobInfo(j), nil
@@ -273,6 +290,20 @@ func (g *Gateway) handleJob(_ context.Context, from peer.ID, req *wire.JobReques
 	if err != nil {
 		return nil, err
 	}
+	return g.jobInfo(j), nil
+}
+
+func (g *Gateway) handleCancel(_ context.Context, from peer.ID, req *wire.JobRequest) (*wire.JobInfo, error) {
+	j, err := g.ownJob(from, req.Job)
+	if err != nil {
+		return nil, err
+	}
+	j, err = g.store.CancelBy(j.ID, j.UserID)
+	if err != nil {
+		return nil, storeErr(err, "job "+req.Job)
+	}
+	g.metrics.cancelled.Inc()
+	g.log.Info("job cancelled by requester", "job", j.ID)
 	return g.jobInfo(j), nil
 }
 

@@ -44,15 +44,16 @@ type Config struct {
 
 // Node is a running worker.
 type Node struct {
-	cfg     Config
-	peer    *p2p.Peer
-	gw      peer.AddrInfo
-	log     *slog.Logger
-	slots   chan struct{}
-	sub     *pubsub.Subscription
-	topic   *pubsub.Topic
-	mu      sync.Mutex
-	running map[string]context.CancelFunc // job -> cancel
+	cfg      Config
+	peer     *p2p.Peer
+	gw       peer.AddrInfo
+	log      *slog.Logger
+	slots    chan struct{}
+	sub      *pubsub.Subscription
+	topic    *pubsub.Topic
+	mu       sync.Mutex
+	running  map[string]context.CancelFunc // job -> cancel
+	claiming map[string]context.CancelFunc // job -> stop waiting to claim
 
 	closeOnce sync.Once
 	closeErr  error
@@ -83,7 +84,7 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 	if err != nil {
 		return nil, err
 	}
-	n := &Node{cfg: cfg, peer: p, gw: gws[0], log: log, slots: make(chan struct{}, cfg.Slots), running: map[string]context.CancelFunc{}}
+	n := &Node{cfg: cfg, peer: p, gw: gws[0], log: log, slots: make(chan struct{}, cfg.Slots), running: map[string]context.CancelFunc{}, claiming: map[string]context.CancelFunc{}}
 	defer func() {
 		if err != nil {
 			_ = n.Close()
@@ -112,11 +113,15 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("join offers topic: %w", err)
 	}
+	if err := n.topic.SetScoreParams(p2p.OfferTopicScore()); err != nil {
+		return nil, fmt.Errorf("offer topic scoring: %w", err)
+	}
 	n.sub, err = n.topic.Subscribe()
 	if err != nil {
 		return nil, fmt.Errorf("subscribe to offers: %w", err)
 	}
 	p.Go(n.offers)
+	p.Go(n.pings)
 	return n, nil
 }
 
@@ -162,9 +167,17 @@ func (n *Node) offers(ctx context.Context) {
 			continue
 		}
 		n.mu.Lock()
+		if o.Taken {
+			if stop := n.claiming[o.Job]; stop != nil {
+				stop() // another node has it: do not claim
+			}
+			n.mu.Unlock()
+			continue
+		}
 		_, busy := n.running[o.Job]
+		_, pending := n.claiming[o.Job]
 		n.mu.Unlock()
-		if busy {
+		if busy || pending {
 			continue
 		}
 		select {
@@ -172,25 +185,65 @@ func (n *Node) offers(ctx context.Context) {
 		default:
 			continue // no free slot: only eligible nodes claim
 		}
+		cctx, stop := context.WithCancel(ctx)
+		n.mu.Lock()
+		n.claiming[o.Job] = stop
+		n.mu.Unlock()
 		n.peer.Go(func(ctx context.Context) {
 			defer func() { <-n.slots }()
-			n.take(ctx, o.Job)
+			n.take(ctx, cctx, o.Job)
 		})
 	}
 }
+
+// pings tells the gateway every PingInterval that this node is alive and
+// how many slots are free, so that it offers only what can run.
+func (n *Node) pings(ctx context.Context) {
+	t := time.NewTicker(pingInterval)
+	defer t.Stop()
+	for {
+		n.mu.Lock()
+		running := make([]string, 0, len(n.running))
+		for j := range n.running {
+			running = append(running, j)
+		}
+		n.mu.Unlock()
+		req := &wire.PingRequest{Slots: n.cfg.Slots, Free: n.cfg.Slots - len(n.slots), Running: running, Version: p2p.Version}
+		if _, err := p2p.Call[wire.PingRequest, wire.Ack](ctx, n.peer.Host, n.gw.ID, n.peer.Protocol(wire.ProtoPing), req, n.small()); err != nil && ctx.Err() == nil {
+			n.log.Debug("ping gateway", "err", err)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// pingInterval matches the gateway's gateway.PingInterval.
+const pingInterval = 2 * time.Second
 
 func (n *Node) small() p2p.Limits {
 	return p2p.Limits{MaxRequest: wire.MaxSmall, MaxResponse: wire.MaxSmall, Timeout: 10 * time.Second}
 }
 
-// take claims a job and, if granted, runs it.
-func (n *Node) take(ctx context.Context, job string) {
+// take waits out a random jitter (dropping the claim if the job is taken
+// meanwhile), claims the job and, if granted, runs it.
+func (n *Node) take(ctx, claimCtx context.Context, job string) {
+	defer func() {
+		n.mu.Lock()
+		if stop := n.claiming[job]; stop != nil {
+			stop()
+		}
+		delete(n.claiming, job)
+		n.mu.Unlock()
+	}()
 	select {
-	case <-ctx.Done():
+	case <-claimCtx.Done():
 		return
 	case <-time.After(rand.N(n.cfg.MaxJitter)):
 	}
-	grant, err := p2p.Call[wire.ClaimRequest, wire.ClaimResponse](ctx, n.peer.Host, n.gw.ID, n.peer.Protocol(wire.ProtoClaim), &wire.ClaimRequest{Job: job}, n.small())
+	grant, err := p2p.Call[wire.ClaimRequest, wire.ClaimResponse](claimCtx, n.peer.Host, n.gw.ID, n.peer.Protocol(wire.ProtoClaim), &wire.ClaimRequest{Job: job}, n.small())
 	if err != nil {
 		n.log.Debug("claim not granted", "job", job, "err", err)
 		return
@@ -329,3 +382,6 @@ func (n *Node) Close() error {
 	})
 	return n.closeErr
 }
+
+// Peer is the node's libp2p peer.
+func (n *Node) Peer() *p2p.Peer { return n.peer }

@@ -87,6 +87,9 @@ type Peer struct {
 	wg        sync.WaitGroup
 	closeOnce sync.Once
 	closeErr  error
+
+	scoreMu sync.Mutex
+	scores  map[peer.ID]float64
 }
 
 // New starts a peer. If it fails half way, whatever was opened is closed.
@@ -176,6 +179,8 @@ func New(ctx context.Context, cfg Config) (_ *Peer, err error) {
 		pubsub.WithPeerOutboundQueueSize(256),
 		pubsub.WithValidateQueueSize(256),
 		pubsub.WithMaxMessageSize(64<<10),
+		pubsub.WithPeerScore(scoreParams(), scoreThresholds),
+		pubsub.WithPeerScoreInspect(pubsub.PeerScoreInspectFn(p.inspectScores), 500*time.Millisecond),
 	)
 	if err != nil {
 		return nil, fmt.Errorf("start gossipsub: %w", err)

@@ -22,6 +22,8 @@ const (
 	ProtoSubmit    = "ds/submit"     // data scientist -> gateway: a plan for a dataset
 	ProtoJob       = "ds/job"        // data scientist -> gateway: job state
 	ProtoModel     = "ds/model"      // data scientist -> gateway: the released model
+	ProtoCancel    = "ds/cancel"     // data scientist -> gateway: cancel a job
+	ProtoPing      = "node/ping"     // enrolled node -> gateway: alive, free slots
 )
 
 // JobsTopic is the gossipsub topic (under the network) on which a gateway offers jobs.
@@ -75,12 +77,23 @@ type EnrollResponse struct {
 
 // Offer is gossiped by a gateway for each queued job, again and again until
 // it is taken or expires. Seq makes each re-announcement a new message.
+// Once a lease is granted the gateway gossips the offer once more with
+// Taken set, so that nodes still waiting out their jitter do not claim.
 type Offer struct {
 	Gateway string    `json:"gateway"`
 	Job     string    `json:"job"`
 	Rows    int       `json:"rows"`
 	Expires time.Time `json:"expires"`
 	Seq     int64     `json:"seq"`
+	Taken   bool      `json:"taken,omitempty"`
+}
+
+// PingRequest tells the gateway that a node is alive and how busy it is.
+type PingRequest struct {
+	Slots   int      `json:"slots"`
+	Free    int      `json:"free"`
+	Running []string `json:"running,omitempty"`
+	Version string   `json:"version"`
 }
 
 // Validate checks an offer's fields before a node acts on it.
