@@ -35,6 +35,9 @@ func (pf *peerFlags) check() error {
 	if pf.data == "" {
 		return usagef("--data DIR is required")
 	}
+	if _, err := p2p.ParseAddrInfos(pf.bootstrap); err != nil {
+		return usagef("--bootstrap: %v", err)
+	}
 	if err := os.MkdirAll(pf.data, 0o700); err != nil {
 		return fmt.Errorf("create data directory: %w", err)
 	}
@@ -146,6 +149,9 @@ func nodeCmd(g *globals) *cobra.Command {
 			}
 			if gw == "" {
 				return usagef("--gateway MULTIADDR is required")
+			}
+			if _, err := p2p.ParseAddrInfos([]string{gw}); err != nil {
+				return usagef("--gateway: %v", err)
 			}
 			psk, err := pf.psk()
 			if err != nil {
