@@ -280,3 +280,8 @@ func (c *Client) Model(ctx context.Context, gw peer.ID, id string) ([]byte, erro
 	}
 	return r.Model, nil
 }
+
+// Cancel cancels one of the caller's jobs; a running node stops within seconds.
+func (c *Client) Cancel(ctx context.Context, gw peer.ID, id string) (*wire.JobInfo, error) {
+	return call[wire.JobRequest, wire.JobInfo](ctx, c, gw, wire.ProtoCancel, &wire.JobRequest{Job: id}, p2p.Limits{MaxRequest: wire.MaxSmall, MaxResponse: wire.MaxSmall, Timeout: 10 * time.Second})
+}

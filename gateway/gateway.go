@@ -99,6 +99,8 @@ type Gateway struct {
 	seqMu     sync.Mutex
 	offerSeq  int64
 	capacity  capacity
+	servedMu  sync.Mutex
+	served    map[string]time.Time // user -> last grant, for fair offers
 	gater     *denyGater
 	metrics   *metrics
 

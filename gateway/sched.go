@@ -76,10 +76,12 @@ func (c *capacity) free(now time.Time) (slots, live int) {
 	return slots, live
 }
 
-// fairOrder interleaves queued jobs round-robin across users (users in the
-// order of their oldest waiting job, each user's jobs oldest first), leaving
-// out jobs still backing off.
-func fairOrder(jobs []*store.Job, now time.Time) []*store.Job {
+// fairOrder interleaves queued jobs round-robin across users, each user's
+// jobs oldest first, leaving out jobs still backing off. Users go in the order
+// in which they were last served (never served first), then by their oldest
+// waiting job: a user with a hundred queued jobs gets one slot in turn with
+// a user who has one.
+func fairOrder(jobs []*store.Job, now time.Time, lastServed map[string]time.Time) []*store.Job {
 	byUser := map[string][]*store.Job{}
 	var users []string
 	for _, j := range jobs { // jobs come oldest first
@@ -91,7 +93,12 @@ func fairOrder(jobs []*store.Job, now time.Time) []*store.Job {
 		}
 		byUser[j.UserID] = append(byUser[j.UserID], j)
 	}
-	slices.SortStableFunc(users, func(a, b string) int { return byUser[a][0].QueuedAt.Compare(byUser[b][0].QueuedAt) })
+	slices.SortStableFunc(users, func(a, b string) int {
+		if c := lastServed[a].Compare(lastServed[b]); c != 0 {
+			return c
+		}
+		return byUser[a][0].QueuedAt.Compare(byUser[b][0].QueuedAt)
+	})
 	out := make([]*store.Job, 0, len(jobs))
 	for round := 0; len(out) < cap(out); round++ {
 		added := false
@@ -121,7 +128,9 @@ func (g *Gateway) publishOffers(ctx context.Context) {
 	if live == 0 {
 		free = 1 // nodes that have not pinged yet (a restarted gateway) still hear one offer
 	}
-	order := fairOrder(jobs, now)
+	g.servedMu.Lock()
+	order := fairOrder(jobs, now, g.served)
+	g.servedMu.Unlock()
 	if len(order) > free {
 		order = order[:free]
 	}
@@ -153,6 +162,16 @@ func (g *Gateway) gossip(ctx context.Context, o wire.Offer) bool {
 		return false
 	}
 	return true
+}
+
+// servedUser records a grant for fairOrder.
+func (g *Gateway) servedUser(user string) {
+	g.servedMu.Lock()
+	defer g.servedMu.Unlock()
+	if g.served == nil {
+		g.served = map[string]time.Time{}
+	}
+	g.served[user] = time.Now()
 }
 
 func (g *Gateway) handlePing(_ context.Context, from peer.ID, req *wire.PingRequest) (*wire.Ack, error) {

@@ -49,26 +49,6 @@ func storeErr(err error, what string) error {
 	return err
 }
 
-// --- catalog -------------------------------------------------------------
-
-func (g *Gateway) handleCatalog(_ context.Context, _ peer.ID, req *wire.CatalogRequest) (*wire.CatalogResponse, error) {
-	if len(req.Tags) > 32 {
-		return nil, p2p.Errorf(p2p.CodeBadRequest, "at most 32 tags per query, got %d", len(req.Tags))
-	}
-	dss, err := g.store.DatasetsWithTags(req.Tags)
-	if err != nil {
-		return nil, err
-	}
-	resp := &wire.CatalogResponse{Gateway: g.ID(), Name: g.cfg.Name, Datasets: []wire.CatalogEntry{}}
-	for _, d := range dss {
-		resp.Datasets = append(resp.Datasets, wire.CatalogEntry{
-			ID: d.ID, Name: d.Name, Description: d.Description, Tags: d.Tags,
-			Visibility: d.Visibility, Rows: d.Rows, Columns: d.Columns,
-		})
-	}
-	return resp, nil
-}
-
 // --- nodes ---------------------------------------------------------------
 
 func (g *Gateway) handleEnroll(_ context.Context, from peer.ID, req *wire.EnrollRequest) (*wire.EnrollResponse, error) {
@@ -123,6 +103,7 @@ func (g *Gateway) handleClaim(_ context.Context, from peer.ID, req *wire.ClaimRe
 		return nil, storeErr(err, "job "+req.Job)
 	}
 	g.capacity.took(from)
+	g.servedUser(j.UserID)
 	g.metrics.grants.Inc()
 	g.metrics.dispatch.Observe(j.StartedAt.Sub(j.QueuedAt).Seconds())
 	// Tell nodes still waiting out their jitter that this one is taken.

@@ -33,14 +33,14 @@ func (h *hookLog) list() []string {
 }
 
 type env struct {
-	t     *testing.T
+	t     testing.TB
 	st    *store.Store
 	srv   *httptest.Server
 	hooks *hookLog
 	api   *API
 }
 
-func newEnv(t *testing.T, mod func(*Config)) *env {
+func newEnv(t testing.TB, mod func(*Config)) *env {
 	t.Helper()
 	st, err := store.Open(t.TempDir(), nil)
 	if err != nil {
@@ -79,7 +79,7 @@ type resp struct {
 	body   []byte
 }
 
-func (r resp) decode(t *testing.T, v any) {
+func (r resp) decode(t testing.TB, v any) {
 	t.Helper()
 	if err := json.Unmarshal(r.body, v); err != nil {
 		t.Fatalf("decode %s: %v", r.body, err)
@@ -87,7 +87,7 @@ func (r resp) decode(t *testing.T, v any) {
 }
 
 // errCode returns the error document's code, failing if the body is not one.
-func (r resp) errCode(t *testing.T) string {
+func (r resp) errCode(t testing.TB) string {
 	t.Helper()
 	var e Error
 	dec := json.NewDecoder(bytes.NewReader(r.body))

@@ -1,0 +1,287 @@
+package api
+
+import (
+	"fmt"
+	"net/http"
+	"slices"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/fedgrid/fedgrid/gateway/store"
+)
+
+// contractRoles is CONTRACT.md's role table, written out independently of the
+// store's DefaultRoles.
+var contractRoles = map[string][]store.Permission{
+	store.RoleDataScientist:     {store.PermMakeDataRequests},
+	store.RoleComplianceOfficer: {store.PermTriageRequests, store.PermManagePrivacyBudget},
+	store.RoleAdministrator: {store.PermMakeDataRequests, store.PermTriageRequests, store.PermManagePrivacyBudget,
+		store.PermCreateUsers, store.PermUploadData, store.PermEditSettings},
+	store.RoleOwner: store.AllPermissions,
+}
+
+// Who may call each route, from CONTRACT.md's route table (and, for routes
+// the contract does not list, the permission that governs the data they touch).
+const (
+	anyone  = "anyone"  // no token needed
+	anyUser = "anyUser" // any valid token
+)
+
+var contractRoutes = map[string]string{
+	"GET /healthz":                                  anyone,
+	"GET /api/v1/status":                            anyone,
+	"GET /api/v1/openapi.json":                      anyone,
+	"POST /api/v1/setup":                            anyone,
+	"POST /api/v1/auth/login":                       anyone,
+	"GET /api/v1/auth/me":                           anyUser,
+	"GET /api/v1/users":                             string(store.PermCreateUsers),
+	"POST /api/v1/users":                            string(store.PermCreateUsers),
+	"GET /api/v1/users/{id}":                        string(store.PermCreateUsers),
+	"PATCH /api/v1/users/{id}":                      string(store.PermCreateUsers),
+	"DELETE /api/v1/users/{id}":                     string(store.PermCreateUsers),
+	"POST /api/v1/users/{id}/budget":                string(store.PermManagePrivacyBudget),
+	"GET /api/v1/users/{id}/ledger":                 string(store.PermManagePrivacyBudget),
+	"GET /api/v1/roles":                             string(store.PermEditRoles),
+	"POST /api/v1/roles":                            string(store.PermEditRoles),
+	"PATCH /api/v1/roles/{name}":                    string(store.PermEditRoles),
+	"DELETE /api/v1/roles/{name}":                   string(store.PermEditRoles),
+	"GET /api/v1/datasets":                          anyUser,
+	"POST /api/v1/datasets":                         string(store.PermUploadData),
+	"GET /api/v1/datasets/{id}":                     anyUser,
+	"PATCH /api/v1/datasets/{id}":                   string(store.PermUploadData),
+	"DELETE /api/v1/datasets/{id}":                  string(store.PermUploadData),
+	"GET /api/v1/datasets/{id}/overrides":           string(store.PermUploadData),
+	"PUT /api/v1/datasets/{id}/overrides/{user_id}": string(store.PermUploadData),
+	"GET /api/v1/jobs":                              anyUser, // own jobs; all with triage
+	"GET /api/v1/jobs/{id}":                         anyUser, // own job here; others' below
+	"POST /api/v1/jobs/{id}/cancel":                 anyUser,
+	"GET /api/v1/nodes":                             string(store.PermManageInfrastructure),
+	"POST /api/v1/nodes/join-tokens":                string(store.PermManageInfrastructure),
+	"DELETE /api/v1/nodes/{peer_id}":                string(store.PermManageInfrastructure),
+	"GET /api/v1/audit":                             string(store.PermEditSettings),
+	"GET /api/v1/audit/verify":                      string(store.PermEditSettings),
+}
+
+const secretCell = "SECRET-ROW-7f3a9c"
+
+type roleWalk struct {
+	*env
+	owner   string
+	users   map[string]*store.User // role -> user
+	tokens  map[string]string      // role -> token
+	privDS  *store.Dataset
+	counter atomic.Int64
+}
+
+func (w *roleWalk) uniq(prefix string) string {
+	return fmt.Sprintf("%s%d", prefix, w.counter.Add(1))
+}
+
+// fixture returns a path with its parameters filled and a valid body, making
+// throwaway objects so that every allowed call can succeed.
+func (w *roleWalk) fixture(rt *route, caller *store.User) (string, any) {
+	t := w.t
+	mkUser := func() *store.User {
+		u, err := w.st.CreateUser(store.NewUser{Email: w.uniq("tmp") + "@example.org", Password: "password1"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return u
+	}
+	mkDataset := func() *store.Dataset {
+		d := &store.Dataset{Name: w.uniq("ds"), Visibility: store.VisibilityPublic}
+		if err := w.st.PutDataset(d, []byte("a\n1\n")); err != nil {
+			t.Fatal(err)
+		}
+		return d
+	}
+	mkRole := func() string {
+		r, err := w.st.CreateRole(store.Role{Name: w.uniq("Role")}, "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return r.Name
+	}
+	mkJob := func() *store.Job {
+		j := &store.Job{DatasetID: w.privDS.ID}
+		if caller != nil {
+			j.UserID = caller.ID
+		}
+		if err := w.st.CreateJob(j); err != nil {
+			t.Fatal(err)
+		}
+		return j
+	}
+	p := rt.path
+	key := rt.method + " " + rt.path
+	switch key {
+	case "POST /api/v1/setup":
+		return p, SetupRequest{Email: "again@example.org", Password: "password1"}
+	case "POST /api/v1/auth/login":
+		return p, LoginRequest{Email: w.users[store.RoleDataScientist].Email, Password: "user-password"}
+	case "POST /api/v1/users":
+		return p, CreateUserRequest{Email: w.uniq("new") + "@example.org", Password: "password1"}
+	case "GET /api/v1/users/{id}", "DELETE /api/v1/users/{id}", "GET /api/v1/users/{id}/ledger":
+		return strings.Replace(p, "{id}", mkUser().ID, 1), nil
+	case "PATCH /api/v1/users/{id}":
+		name := "renamed"
+		return strings.Replace(p, "{id}", mkUser().ID, 1), PatchUserRequest{Name: &name}
+	case "POST /api/v1/users/{id}/budget":
+		return strings.Replace(p, "{id}", mkUser().ID, 1), BudgetRequest{DeltaEpsilon: 0.5, Reason: "walk"}
+	case "POST /api/v1/roles":
+		return p, RoleRequest{Name: w.uniq("New"), Permissions: []store.Permission{store.PermMakeDataRequests}}
+	case "PATCH /api/v1/roles/{name}":
+		perms := []store.Permission{store.PermUploadData}
+		return strings.Replace(p, "{name}", mkRole(), 1), PatchRoleRequest{Permissions: &perms}
+	case "DELETE /api/v1/roles/{name}":
+		return strings.Replace(p, "{name}", mkRole(), 1), nil
+	case "GET /api/v1/datasets/{id}", "DELETE /api/v1/datasets/{id}", "GET /api/v1/datasets/{id}/overrides":
+		return strings.Replace(p, "{id}", mkDataset().ID, 1), nil
+	case "PATCH /api/v1/datasets/{id}":
+		desc := "changed"
+		return strings.Replace(p, "{id}", mkDataset().ID, 1), PatchDatasetRequest{Description: &desc}
+	case "PUT /api/v1/datasets/{id}/overrides/{user_id}":
+		yes := true
+		return strings.NewReplacer("{id}", mkDataset().ID, "{user_id}", w.users[store.RoleDataScientist].ID).Replace(p), OverrideRequest{AutoRelease: &yes}
+	case "GET /api/v1/jobs/{id}", "POST /api/v1/jobs/{id}/cancel":
+		return strings.Replace(p, "{id}", mkJob().ID, 1), nil
+	case "DELETE /api/v1/nodes/{peer_id}":
+		tok, _, err := w.st.CreateJoinToken(time.Minute)
+		if err != nil {
+			t.Fatal(err)
+		}
+		n, err := w.st.RedeemJoinToken(tok, newPeerID(t), 1, "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return strings.Replace(p, "{peer_id}", n.PeerID, 1), nil
+	}
+	if strings.Contains(p, "{") {
+		t.Fatalf("no fixture for %s", key)
+	}
+	return p, nil
+}
+
+func (w *roleWalk) call(rt *route, token string, caller *store.User) resp {
+	path, body := w.fixture(rt, caller)
+	if rt.multipart {
+		return w.upload(token, map[string]string{"name": w.uniq("up"), "visibility": "private"}, "x,y\n1,"+secretCell+"\n")
+	}
+	return w.do(rt.method, path, token, body)
+}
+
+// TestRoleRouteTable walks every route of the route table with every default
+// role and with no token, and checks the outcome against the contract.
+func TestRoleRouteTable(t *testing.T) {
+	e := newEnv(t, nil)
+	w := &roleWalk{env: e, users: map[string]*store.User{}, tokens: map[string]string{}}
+
+	// Before setup: only the anyone routes answer; the rest say setup_required.
+	for _, rt := range e.api.routes {
+		if contractRoutes[rt.method+" "+rt.path] == anyone {
+			continue
+		}
+		path := strings.NewReplacer("{id}", "x", "{name}", "x", "{user_id}", "x", "{peer_id}", "x").Replace(rt.path)
+		r := e.do(rt.method, path, "", nil)
+		if r.status != http.StatusServiceUnavailable || r.errCode(t) != "setup_required" {
+			t.Errorf("%s %s before setup: %d %s", rt.method, rt.path, r.status, r.body)
+		}
+	}
+
+	w.owner = e.setup()
+	owner, _ := e.st.UserByEmail("owner@example.org")
+	w.users[store.RoleOwner], w.tokens[store.RoleOwner] = owner, w.owner
+	for _, role := range []string{store.RoleAdministrator, store.RoleComplianceOfficer, store.RoleDataScientist} {
+		email := strings.ToLower(strings.ReplaceAll(role, " ", "")) + "@example.org"
+		id, tok := e.newUser(w.owner, email, role, newPeerID(t), 0)
+		u, _ := e.st.User(id)
+		w.users[role], w.tokens[role] = u, tok
+	}
+	w.privDS = &store.Dataset{Name: "private", Visibility: store.VisibilityPrivate}
+	if err := e.st.PutDataset(w.privDS, []byte("x,y\n1,"+secretCell+"\n")); err != nil {
+		t.Fatal(err)
+	}
+
+	seen := map[string]bool{}
+	for _, rt := range e.api.routes {
+		key := rt.method + " " + rt.path
+		seen[key] = true
+		need, ok := contractRoutes[key]
+		if !ok {
+			t.Errorf("route %s is not in the contract table of this test", key)
+			continue
+		}
+		callers := []string{"", store.RoleOwner, store.RoleAdministrator, store.RoleComplianceOfficer, store.RoleDataScientist}
+		for _, role := range callers {
+			var allowed bool
+			switch {
+			case need == anyone:
+				allowed = true
+			case role == "":
+				allowed = false
+			case need == anyUser:
+				allowed = true
+			default:
+				allowed = slices.Contains(contractRoles[role], store.Permission(need))
+			}
+			r := w.call(rt, w.tokens[role], w.users[role])
+			name := role
+			if name == "" {
+				name = "no token"
+			}
+			if r.status >= 500 {
+				t.Errorf("%s as %s: %d %s", key, name, r.status, r.body)
+				continue
+			}
+			if strings.Contains(string(r.body), secretCell) {
+				t.Errorf("%s as %s served a private row: %s", key, name, r.body)
+			}
+			switch {
+			case !allowed && role == "":
+				if r.status != http.StatusUnauthorized || r.errCode(t) != "unauthorized" {
+					t.Errorf("%s with no token: %d %s, want 401", key, r.status, r.body)
+				}
+			case !allowed:
+				if r.status != http.StatusForbidden || r.errCode(t) != "forbidden" {
+					t.Errorf("%s as %s: %d %s, want 403", key, name, r.status, r.body)
+				}
+			case key == "POST /api/v1/setup":
+				if r.status != http.StatusConflict {
+					t.Errorf("setup as %s: %d, want 409", name, r.status)
+				}
+			default:
+				if r.status != rt.status {
+					t.Errorf("%s as %s: %d %s, want %d", key, name, r.status, r.body, rt.status)
+				}
+			}
+		}
+	}
+	for key := range contractRoutes {
+		if !seen[key] {
+			t.Errorf("contract route %s is not served", key)
+		}
+	}
+
+	// Others' jobs: visible to triage roles only; 404 to the rest.
+	j := &store.Job{DatasetID: w.privDS.ID, UserID: "someone-else"}
+	if err := e.st.CreateJob(j); err != nil {
+		t.Fatal(err)
+	}
+	for role, tok := range w.tokens {
+		want := http.StatusNotFound
+		if slices.Contains(contractRoles[role], store.PermTriageRequests) {
+			want = http.StatusOK
+		}
+		if r := e.do("GET", "/api/v1/jobs/"+j.ID, tok, nil); r.status != want {
+			t.Errorf("others' job as %s: %d, want %d", role, r.status, want)
+		}
+		var jl JobList
+		e.want(e.do("GET", "/api/v1/jobs", tok, nil), 200).decode(t, &jl)
+		sawOther := slices.ContainsFunc(jl.Jobs, func(x *store.Job) bool { return x.ID == j.ID })
+		if sawOther != (want == http.StatusOK) {
+			t.Errorf("job list as %s shows others' job: %v", role, sawOther)
+		}
+	}
+}
