@@ -303,11 +303,22 @@ func (p *Peer) keep(ai peer.AddrInfo) {
 	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
 	wasConnected := false
+	failures := 0
 	for {
 		if p.Host.Network().Connectedness(ai.ID) != network.Connected {
 			if err := p.Connect(p.ctx, ai); err != nil {
 				if p.ctx.Err() != nil {
 					return
+				}
+				failures++
+				if failures%3 == 0 && p.DHT.RoutingTable().Size() > 0 {
+					// The peer may have come back on another address: ask the DHT.
+					fctx, cancel := context.WithTimeout(p.ctx, 5*time.Second)
+					if found, err := p.DHT.FindPeer(fctx, ai.ID); err == nil && len(found.Addrs) > 0 {
+						ai.Addrs = found.Addrs
+						p.Host.Peerstore().AddAddrs(ai.ID, found.Addrs, time.Hour)
+					}
+					cancel()
 				}
 				p.log.Debug("redial failed", "peer", ai.ID, "err", err, "retry_in", backoff)
 				select {
@@ -320,6 +331,7 @@ func (p *Peer) keep(ai peer.AddrInfo) {
 				continue
 			}
 			backoff = 100 * time.Millisecond
+			failures = 0
 			if !wasConnected {
 				p.log.Info("connected", "peer", ai.ID)
 				// A (re)joined bootstrap peer: refresh the routing table so

@@ -261,6 +261,34 @@ func jobCmd(g *globals) *cobra.Command {
 	}
 	cf.add(c, true)
 	c.Flags().BoolVar(&watch, "watch", false, "follow the job until it ends, with a progress bar")
+	c.AddCommand(jobCancelCmd(g))
+	return c
+}
+
+func jobCancelCmd(g *globals) *cobra.Command {
+	var cf clientFlags
+	c := &cobra.Command{
+		Use:   "cancel JOB_REF",
+		Short: "cancel one of your jobs; a node running it stops within seconds",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			gw, id, err := client.SplitRef(args[0])
+			if err != nil {
+				return usageError{err}
+			}
+			cl, err := cf.open(cmd.Context(), g, true)
+			if err != nil {
+				return err
+			}
+			defer cl.Close()
+			j, err := cl.Cancel(cmd.Context(), gw, id)
+			if err != nil {
+				return err
+			}
+			return printJob(g, cf.json, j)
+		},
+	}
+	cf.add(c, true)
 	return c
 }
 
