@@ -243,7 +243,11 @@ func (n *Node) take(ctx, claimCtx context.Context, job string) {
 		return
 	case <-time.After(rand.N(n.cfg.MaxJitter)):
 	}
-	grant, err := p2p.Call[wire.ClaimRequest, wire.ClaimResponse](claimCtx, n.peer.Host, n.gw.ID, n.peer.Protocol(wire.ProtoClaim), &wire.ClaimRequest{Job: job}, n.small())
+	// Once sent, the claim is not cancelled by a "taken" offer: the gateway
+	// gossips that offer before it answers the very claim it granted, and a
+	// node that dropped its own grant left the job leased to nobody until the
+	// lease expired. The gateway's answer (grant or conflict) decides.
+	grant, err := p2p.Call[wire.ClaimRequest, wire.ClaimResponse](ctx, n.peer.Host, n.gw.ID, n.peer.Protocol(wire.ProtoClaim), &wire.ClaimRequest{Job: job}, n.small())
 	if err != nil {
 		n.log.Debug("claim not granted", "job", job, "err", err)
 		return
