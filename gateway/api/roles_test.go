@@ -36,6 +36,7 @@ var contractRoutes = map[string]string{
 	"POST /api/v1/setup":                            anyone,
 	"POST /api/v1/auth/login":                       anyone,
 	"GET /api/v1/auth/me":                           anyUser,
+	"POST /api/v1/auth/logout":                      anyUser,
 	"GET /api/v1/users":                             string(store.PermCreateUsers),
 	"POST /api/v1/users":                            string(store.PermCreateUsers),
 	"GET /api/v1/users/{id}":                        string(store.PermCreateUsers),
@@ -227,6 +228,18 @@ func TestRoleRouteTable(t *testing.T) {
 				allowed = slices.Contains(contractRoles[role], store.Permission(need))
 			}
 			r := w.call(rt, w.tokens[role], w.users[role])
+			if key == "POST /api/v1/auth/logout" && role != "" {
+				if r.status == http.StatusNoContent {
+					if e.do("GET", "/api/v1/auth/me", w.tokens[role], nil).status != http.StatusUnauthorized {
+						t.Errorf("token of %s still good after logout", role)
+					}
+				}
+				pw := "user-password"
+				if role == store.RoleOwner {
+					pw = "owner-password"
+				}
+				w.tokens[role] = e.login(w.users[role].Email, pw)
+			}
 			name := role
 			if name == "" {
 				name = "no token"

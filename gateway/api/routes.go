@@ -29,6 +29,7 @@ func (a *API) routeTable() []*route {
 		{method: get, path: "/api/v1/openapi.json", summary: "This document", access: accessAnyone, status: 200, resp: map[string]any{}, handle: a.openAPIHandler},
 		{method: post, path: "/api/v1/setup", summary: "Create the Owner account (once)", access: accessAnyone, req: SetupRequest{}, status: 201, resp: UserView{}, handle: a.setup},
 		{method: post, path: "/api/v1/auth/login", summary: "Exchange email and password for a bearer token", access: accessPublic, req: LoginRequest{}, status: 200, resp: LoginResponse{}, handle: a.login},
+		{method: post, path: "/api/v1/auth/logout", summary: "Revoke every token of the caller's account", access: accessUser, status: 204, handle: a.logout},
 		{method: get, path: "/api/v1/auth/me", summary: "The caller's account and permissions", access: accessUser, status: 200, resp: UserView{}, handle: a.me},
 
 		{method: get, path: "/api/v1/users", summary: "List users", access: accessPerm, perm: store.PermCreateUsers, status: 200, resp: UserList{}, handle: a.listUsers},
@@ -132,6 +133,10 @@ func (a *API) login(c *call) (any, error) {
 	}
 	a.throttle.reset(key)
 	return LoginResponse{Token: tok, ExpiresAt: exp, User: userView(u)}, nil
+}
+
+func (a *API) logout(c *call) (any, error) {
+	return nil, a.st.RevokeTokens(c.user.ID, c.actor())
 }
 
 func (a *API) me(c *call) (any, error) {
