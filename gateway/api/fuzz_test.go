@@ -107,6 +107,11 @@ func FuzzBudgetRequest(f *testing.F) {
 		`{"delta_epsilon":0.5,"reason":"r"}`, `{"delta_epsilon":-100}`, `{"delta_epsilon":1e-7}`)
 }
 
+func FuzzCapRequest(f *testing.F) {
+	fuzzJSON(f, true, "PUT", func(fe *fuzzEnv) string { return "/api/v1/users/" + fe.user.ID + "/caps/" + fe.ds.ID },
+		`{"cap_epsilon":0.5}`, `{"cap_epsilon":-1}`, `{"cap_epsilon":1e400}`)
+}
+
 func FuzzRoleRequest(f *testing.F) {
 	fuzzJSON(f, true, "POST", fixed("/api/v1/roles"), `{"name":"R","permissions":["can_upload_data"]}`, `{"name":"Owner"}`, `{"name":"a/b"}`)
 }

@@ -77,6 +77,24 @@ func TestBudgetLedgerOverridesAudit(t *testing.T) {
 	}
 	e.want(e.do("PUT", "/api/v1/datasets/"+d.ID+"/overrides/nobody", owner, OverrideRequest{Train: &no}), 404)
 
+	// A per-dataset cap counts what was already used there.
+	if _, err := e.st.Reserve(dsID, d.ID, 300_000, "", "job y"); err != nil {
+		t.Fatal(err)
+	}
+	var cp store.DatasetCap
+	e.want(e.do("PUT", "/api/v1/users/"+dsID+"/caps/"+d.ID, coTok, CapRequest{CapEpsilon: 0.4}), 200).decode(t, &cp)
+	if cp.CapMicroEps != 400_000 || cp.UsedMicroEps != 300_000 {
+		t.Fatalf("cap %+v", cp)
+	}
+	if _, err := e.st.Reserve(dsID, d.ID, 200_000, "", "over the cap"); err == nil {
+		t.Fatal("reservation over the dataset cap accepted")
+	}
+	e.want(e.do("PUT", "/api/v1/users/"+dsID+"/caps/"+d.ID, coTok, CapRequest{CapEpsilon: -1}), 200).decode(t, &cp)
+	if cp.CapMicroEps != -1 {
+		t.Fatalf("uncapped %+v", cp)
+	}
+	e.want(e.do("PUT", "/api/v1/users/"+dsID+"/caps/nope", coTok, CapRequest{CapEpsilon: 1}), 404)
+
 	// The audit log lists all of it, in chain order, and verifies.
 	var al AuditList
 	e.want(e.do("GET", "/api/v1/audit?limit=1000", owner, nil), 200).decode(t, &al)

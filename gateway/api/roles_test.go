@@ -43,6 +43,7 @@ var contractRoutes = map[string]string{
 	"PATCH /api/v1/users/{id}":                      string(store.PermCreateUsers),
 	"DELETE /api/v1/users/{id}":                     string(store.PermCreateUsers),
 	"POST /api/v1/users/{id}/budget":                string(store.PermManagePrivacyBudget),
+	"PUT /api/v1/users/{id}/caps/{dataset_id}":      string(store.PermManagePrivacyBudget),
 	"GET /api/v1/users/{id}/ledger":                 string(store.PermManagePrivacyBudget),
 	"GET /api/v1/roles":                             string(store.PermEditRoles),
 	"POST /api/v1/roles":                            string(store.PermEditRoles),
@@ -131,6 +132,8 @@ func (w *roleWalk) fixture(rt *route, caller *store.User) (string, any) {
 		return strings.Replace(p, "{id}", mkUser().ID, 1), PatchUserRequest{Name: &name}
 	case "POST /api/v1/users/{id}/budget":
 		return strings.Replace(p, "{id}", mkUser().ID, 1), BudgetRequest{DeltaEpsilon: 0.5, Reason: "walk"}
+	case "PUT /api/v1/users/{id}/caps/{dataset_id}":
+		return strings.NewReplacer("{id}", mkUser().ID, "{dataset_id}", mkDataset().ID).Replace(p), CapRequest{CapEpsilon: 0.5}
 	case "POST /api/v1/roles":
 		return p, RoleRequest{Name: w.uniq("New"), Permissions: []store.Permission{store.PermMakeDataRequests}}
 	case "PATCH /api/v1/roles/{name}":
@@ -184,7 +187,7 @@ func TestRoleRouteTable(t *testing.T) {
 		if contractRoutes[rt.method+" "+rt.path] == anyone {
 			continue
 		}
-		path := strings.NewReplacer("{id}", "x", "{name}", "x", "{user_id}", "x", "{peer_id}", "x").Replace(rt.path)
+		path := strings.NewReplacer("{id}", "x", "{name}", "x", "{user_id}", "x", "{peer_id}", "x", "{dataset_id}", "x").Replace(rt.path)
 		r := e.do(rt.method, path, "", nil)
 		if r.status != http.StatusServiceUnavailable || r.errCode(t) != "setup_required" {
 			t.Errorf("%s %s before setup: %d %s", rt.method, rt.path, r.status, r.body)

@@ -38,6 +38,7 @@ func (a *API) routeTable() []*route {
 		{method: patch, path: "/api/v1/users/{id}", summary: "Change a user (a new password revokes their tokens)", access: accessPerm, perm: store.PermCreateUsers, req: PatchUserRequest{}, status: 200, resp: UserView{}, handle: a.patchUser},
 		{method: del, path: "/api/v1/users/{id}", summary: "Delete a user (revokes their tokens)", access: accessPerm, perm: store.PermCreateUsers, status: 204, handle: a.deleteUser},
 		{method: post, path: "/api/v1/users/{id}/budget", summary: "Add (or take away) privacy budget", access: accessPerm, perm: store.PermManagePrivacyBudget, req: BudgetRequest{}, status: 200, resp: UserView{}, handle: a.adjustBudget},
+		{method: put, path: "/api/v1/users/{id}/caps/{dataset_id}", summary: "Cap what a user may spend on one dataset (negative: no cap)", access: accessPerm, perm: store.PermManagePrivacyBudget, req: CapRequest{}, status: 200, resp: store.DatasetCap{}, handle: a.putCap},
 		{method: get, path: "/api/v1/users/{id}/ledger", summary: "A user's budget movements", access: accessPerm, perm: store.PermManagePrivacyBudget, status: 200, resp: LedgerResponse{}, handle: a.ledger},
 
 		{method: get, path: "/api/v1/roles", summary: "List roles", access: accessPerm, perm: store.PermEditRoles, status: 200, resp: RoleList{}, handle: a.listRoles},
@@ -301,6 +302,27 @@ func (a *API) adjustBudget(c *call) (any, error) {
 		return nil, err
 	}
 	return userView(u), nil
+}
+
+func (a *API) putCap(c *call) (any, error) {
+	var req CapRequest
+	if err := c.decode(&req); err != nil {
+		return nil, err
+	}
+	m := int64(-1)
+	if req.CapEpsilon >= 0 {
+		var err error
+		if m, err = epsToMicro("cap_epsilon", req.CapEpsilon, false); err != nil {
+			return nil, err
+		}
+	} else if _, err := epsToMicro("cap_epsilon", req.CapEpsilon, true); err != nil {
+		return nil, err
+	}
+	uid, did := c.r.PathValue("id"), c.r.PathValue("dataset_id")
+	if err := a.st.SetDatasetCap(uid, did, m, c.actor()); err != nil {
+		return nil, err
+	}
+	return a.st.DatasetCapFor(uid, did)
 }
 
 func (a *API) ledger(c *call) (any, error) {

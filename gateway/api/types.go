@@ -168,6 +168,11 @@ type BudgetRequest struct {
 	Reason       string  `json:"reason"`
 }
 
+// CapRequest is PUT /api/v1/users/{id}/caps/{dataset_id}'s body.
+type CapRequest struct {
+	CapEpsilon float64 `json:"cap_epsilon" required:"true" description:"negative removes the cap"`
+}
+
 // LedgerResponse answers GET /api/v1/users/{id}/ledger.
 type LedgerResponse struct {
 	User      UserView          `json:"user"`

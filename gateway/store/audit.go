@@ -201,3 +201,12 @@ func VerifyAuditDir(dir string) (int, error) {
 	n, verr := s.VerifyAudit()
 	return n, errors.Join(verr, s.Close())
 }
+
+// AppendAudit records an event that has no store change of its own (e.g. a
+// result released to a user, a p2p request refused) in its own transaction.
+func (s *Store) AppendAudit(ev AuditEvent) error {
+	if ev.Action == "" {
+		return invalid("action", "required")
+	}
+	return s.update(func(txn *badger.Txn) error { return s.audit(txn, ev) })
+}
