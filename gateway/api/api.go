@@ -11,7 +11,6 @@ import (
 	"log/slog"
 	"mime"
 	"net/http"
-	"slices"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -302,7 +301,7 @@ func (a *API) writeError(w http.ResponseWriter, r *http.Request, err error) {
 	if he.status == http.StatusRequestEntityTooLarge {
 		w.Header().Set("Connection", "close")
 	}
-	a.writeJSON(w, he.status, Error{Error: ErrorBody{Code: he.code, Message: he.message, Field: he.field}})
+	a.writeJSON(w, he.status, Error{Error: ErrorBody{Code: he.code, Message: he.message}})
 }
 
 // decode reads the request's JSON body into v strictly: one object, no
@@ -351,14 +350,4 @@ func (c *call) actor() string {
 		return ""
 	}
 	return c.user.ID
-}
-
-// hasAll reports whether have contains every permission of want.
-func hasAll(have, want []store.Permission) bool {
-	for _, p := range want {
-		if !slices.Contains(have, p) {
-			return false
-		}
-	}
-	return true
 }

@@ -19,9 +19,9 @@ type Error struct {
 // ErrorBody is the inside of Error.
 type ErrorBody struct {
 	Code    string `json:"code"`
+	// Message is for people. On a 400 about one field it starts with the
+	// field's wire name and a colon, e.g. "email: not an email address".
 	Message string `json:"message"`
-	// Field names the request field at fault, on 400s that have one.
-	Field string `json:"field,omitempty"`
 }
 
 // httpError is an error that knows its status and code.
@@ -29,7 +29,6 @@ type httpError struct {
 	status  int
 	code    string
 	message string
-	field   string
 }
 
 func (e *httpError) Error() string { return e.message }
@@ -39,8 +38,7 @@ func errorf(status int, code, format string, args ...any) *httpError {
 }
 
 func badField(field, format string, args ...any) *httpError {
-	return &httpError{status: http.StatusBadRequest, code: "invalid_field", field: field,
-		message: field + ": " + fmt.Sprintf(format, args...)}
+	return &httpError{status: http.StatusBadRequest, code: "invalid_field", message: field + ": " + fmt.Sprintf(format, args...)}
 }
 
 var (

@@ -462,7 +462,7 @@ func (a *API) uploadDataset(c *call) (any, error) {
 	}
 	tbl, err := dataset.ReadCSV(bytes.NewReader(csv), dataset.Limits{MaxBytes: a.cfg.MaxUploadBytes})
 	if err != nil {
-		return nil, &httpError{status: http.StatusBadRequest, code: "bad_csv", field: "file", message: err.Error()}
+		return nil, &httpError{status: http.StatusBadRequest, code: "bad_csv", message: "file: " + err.Error()}
 	}
 	name := strings.TrimSpace(fields["name"])
 	if name == "" && fileName != "" {
