@@ -96,6 +96,7 @@ type Gateway struct {
 
 	kick      chan struct{} // wake the offer loop
 	provideCh chan struct{} // wake the provide loop
+	coordKick chan struct{} // wake the data-parallel coordinator
 	seqMu     sync.Mutex
 	offerSeq  int64
 	capacity  capacity
@@ -115,7 +116,7 @@ func Start(ctx context.Context, cfg Config) (_ *Gateway, err error) {
 	if cfg.DataDir == "" {
 		return nil, errors.New("gateway: --data is required")
 	}
-	g := &Gateway{cfg: cfg, log: cfg.Logger, kick: make(chan struct{}, 1), provideCh: make(chan struct{}, 1)}
+	g := &Gateway{cfg: cfg, log: cfg.Logger, kick: make(chan struct{}, 1), provideCh: make(chan struct{}, 1), coordKick: make(chan struct{}, 1)}
 	defer func() {
 		if err != nil {
 			_ = g.Close()
@@ -154,6 +155,7 @@ func Start(ctx context.Context, cfg Config) (_ *Gateway, err error) {
 	g.peer.Go(g.offerLoop)
 	g.peer.Go(g.leaseLoop)
 	g.peer.Go(g.provideLoop)
+	g.peer.Go(g.coordLoop)
 	return g, nil
 }
 

@@ -20,8 +20,9 @@ func (g *Gateway) startHTTP() error {
 		Hooks: api.Hooks{
 			DatasetAdded:   func(*store.Dataset) { g.wake(g.provideCh) },
 			DatasetRemoved: func(*store.Dataset) { g.wake(g.provideCh) },
-			JobCancelled: func(*store.Job) {
+			JobCancelled: func(j *store.Job) {
 				g.metrics.cancelled.Inc()
+				g.cancelShards(j)
 				g.wake(g.kick)
 			},
 			NodeRemoved: g.RemoveNode,

@@ -16,7 +16,7 @@ import (
 // signature over the whole document (signature field empty while signing).
 func (g *Gateway) signModel(m *plan.Model, j *store.Job) ([]byte, error) {
 	m.Provenance = &plan.Provenance{Gateway: g.ID(), Dataset: j.DatasetID, Job: j.ID}
-	body, err := json.Marshal(m)
+	body, err := m.SigningBytes()
 	if err != nil {
 		return nil, fmt.Errorf("encode model: %w", err)
 	}
@@ -50,11 +50,7 @@ func VerifyModel(m *plan.Model) error {
 	if err != nil {
 		return fmt.Errorf("signature is not base64: %v", err)
 	}
-	c := *m
-	p := *m.Provenance
-	p.Signature = ""
-	c.Provenance = &p
-	body, err := json.Marshal(&c)
+	body, err := m.SigningBytes()
 	if err != nil {
 		return err
 	}

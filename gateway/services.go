@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/peer"
@@ -136,7 +137,12 @@ func (g *Gateway) handleFetch(_ context.Context, from peer.ID, req *wire.FetchRe
 	if err != nil {
 		return nil, storeErr(err, "dataset "+j.DatasetID)
 	}
-	return &wire.FetchResponse{Job: j.ID, Attempt: j.Attempt, Dataset: j.DatasetID, Plan: j.Plan, CSV: csv}, nil
+	if j.ParentID != "" {
+		if csv, err = g.shardCSV(j, csv); err != nil {
+			return nil, fmt.Errorf("cut shard: %w", err)
+		}
+	}
+	return &wire.FetchResponse{Job: j.ID, Attempt: j.Attempt, Dataset: j.DatasetID, Plan: j.Plan, CSV: csv, Init: j.Init}, nil
 }
 
 func (g *Gateway) handleHeartbeat(_ context.Context, from peer.ID, req *wire.HeartbeatRequest) (*wire.HeartbeatResponse, error) {
@@ -170,6 +176,7 @@ func (g *Gateway) handleResult(_ context.Context, from peer.ID, req *wire.Result
 			return nil, storeErr(err, "job "+req.Job)
 		}
 		g.metrics.failed.Inc()
+		g.wake(g.coordKick)
 		g.capacity.released(from)
 		g.wake(g.kick)
 		g.log.Warn("job failed on node", "job", req.Job, "attempt", req.Attempt, "reason", req.Error)
@@ -193,7 +200,11 @@ func (g *Gateway) handleResult(_ context.Context, from peer.ID, req *wire.Result
 	if err := g.store.Complete(req.Job, req.Attempt, from.String(), signed, metrics); err != nil {
 		return nil, storeErr(err, "job "+req.Job)
 	}
-	g.metrics.completed.Inc()
+	if j.ParentID != "" {
+		g.wake(g.coordKick)
+	} else {
+		g.metrics.completed.Inc()
+	}
 	g.capacity.released(from)
 	g.wake(g.kick)
 	g.log.Info("job succeeded", "job", req.Job, "attempt", req.Attempt, "node", from)
@@ -244,12 +255,19 @@ func (g *Gateway) handleSubmit(_ context.Context, from peer.ID, req *wire.Submit
 		DatasetID: ds.ID, UserID: u.ID, Requester: from.String(), Plan: req.Plan,
 		MaxAttempts: g.cfg.MaxAttempts, AttemptTimeout: g.cfg.AttemptTimeout, Deadline: time.Now().Add(g.cfg.JobTimeout),
 	}
+	if pl.Train.Workers > 1 {
+		j.Shards, j.Rounds = pl.Train.Workers, max(1, pl.Train.Rounds)
+		if pl.Train.Workers > ds.Rows {
+			return nil, p2p.Errorf(p2p.CodeBadRequest, "train.workers is %d but dataset %q has %d rows", pl.Train.Workers, ds.Name, ds.Rows)
+		}
+	}
 	if err := g.store.CreateJob(j); err != nil {
 		return nil, storeErr(err, "job")
 	}
 	g.metrics.submitted.Inc()
-	g.log.Info("job queued", "job", j.ID, "dataset", ds.ID, "user", u.ID)
+	g.log.Info("job queued", "job", j.ID, "dataset", ds.ID, "user", u.ID, "workers", j.Shards)
 	g.wake(g.kick)
+	g.wake(g.coordKick)
 	return g.jobInfo(j), nil
 }
 
@@ -284,6 +302,7 @@ func (g *Gateway) handleCancel(_ context.Context, from peer.ID, req *wire.JobReq
 		return nil, storeErr(err, "job "+req.Job)
 	}
 	g.metrics.cancelled.Inc()
+	g.cancelShards(j)
 	g.log.Info("job cancelled by requester", "job", j.ID)
 	return g.jobInfo(j), nil
 }

@@ -356,7 +356,15 @@ func (n *Node) run(ctx context.Context, cancel context.CancelFunc, g *wire.Claim
 			}
 		}
 	}()
-	model, err := plan.Train(ctx, pl, tbl, plan.TrainOptions{Progress: func(p plan.Progress) {
+	var init map[string]plan.Tensor
+	if len(f.Init) > 0 {
+		if err := json.Unmarshal(f.Init, &init); err != nil {
+			close(hbDone)
+			<-hbStopped
+			return nil, fmt.Errorf("starting weights refused by node: %w", err)
+		}
+	}
+	model, err := plan.Train(ctx, pl, tbl, plan.TrainOptions{Init: init, Progress: func(p plan.Progress) {
 		progMu.Lock()
 		prog.Epoch, prog.Epochs, prog.Loss = p.Epoch, p.Epochs, p.Loss
 		progMu.Unlock()

@@ -146,7 +146,18 @@ type TrainSettings struct {
 	Seed               int64          `json:"seed"`
 	ValidationFraction float64        `json:"validation_fraction,omitempty"`
 	EarlyStopping      *EarlyStopping `json:"early_stopping,omitempty"`
+	// Workers > 1 asks for data-parallel training: the gateway shards the
+	// data over that many nodes and averages their weights (FedAvg, weighted
+	// by rows) after each of Rounds rounds of Epochs local epochs.
+	Workers int `json:"workers,omitempty"`
+	Rounds  int `json:"rounds,omitempty"`
 }
+
+// Limits of data-parallel training.
+const (
+	MaxWorkers = 64
+	MaxRounds  = 1000
+)
 
 // EarlyStopping stops training when the validation loss has not improved by
 // more than MinDelta for Patience epochs; the best epoch's parameters are kept.
@@ -287,6 +298,21 @@ func (p *Plan) validateTrain() error {
 	}
 	if !finite(t.ValidationFraction) || t.ValidationFraction < 0 || t.ValidationFraction > 0.9 {
 		return fmt.Errorf("train.validation_fraction is %v, must be 0 to 0.9", t.ValidationFraction)
+	}
+	if t.Workers < 0 || t.Workers > MaxWorkers {
+		return fmt.Errorf("train.workers is %d, must be 0 to %d", t.Workers, MaxWorkers)
+	}
+	if t.Rounds < 0 || t.Rounds > MaxRounds {
+		return fmt.Errorf("train.rounds is %d, must be 0 to %d", t.Rounds, MaxRounds)
+	}
+	if t.Rounds > 0 && t.Workers < 2 {
+		return errors.New("train.rounds needs train.workers of 2 or more (rounds are for data-parallel training)")
+	}
+	if t.Workers > 1 && p.Privacy != nil {
+		return errors.New("train.workers with privacy.dp_sgd is not supported yet: train DP-SGD on one node")
+	}
+	if t.Workers > 1 && t.EarlyStopping != nil {
+		return errors.New("train.early_stopping is not supported with train.workers > 1")
 	}
 	if es := t.EarlyStopping; es != nil {
 		if es.Patience < 1 || es.Patience > MaxEpochs {

@@ -130,6 +130,9 @@ type FetchResponse struct {
 	Dataset string          `json:"dataset"`
 	Plan    json.RawMessage `json:"plan"`
 	CSV     []byte          `json:"csv"`
+	// Init, for a shard of data-parallel training, holds the round's starting
+	// parameters (fedgrid.model/v1 "params" JSON).
+	Init json.RawMessage `json:"init,omitempty"`
 }
 
 // HeartbeatRequest renews a lease and reports progress.

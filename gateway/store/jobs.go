@@ -60,7 +60,20 @@ type Job struct {
 	NotBefore time.Time `json:"not_before,omitzero"`
 	// Lost counts attempts whose lease expired.
 	Lost int `json:"lost,omitempty"`
+
+	// Data-parallel training. A coordinated job (Shards > 1, no ParentID) is
+	// never offered: the gateway runs it as rounds of shard jobs (ParentID
+	// set), each training shard Shard of Shards in round Round from Init.
+	ParentID string          `json:"parent_id,omitempty"`
+	Shard    int             `json:"shard,omitempty"`
+	Shards   int             `json:"shards,omitempty"`
+	Round    int             `json:"round,omitempty"`
+	Rounds   int             `json:"rounds,omitempty"`
+	Init     json.RawMessage `json:"init,omitempty"`
 }
+
+// Coordinated reports whether the gateway runs this job as rounds of shard jobs.
+func (j *Job) Coordinated() bool { return j.Shards > 1 && j.ParentID == "" }
 
 // jobIndexKey files a job under its state, oldest first, so that the
 // scheduler reads the queue and the running set without scanning every job.
@@ -120,6 +133,9 @@ func (s *Store) CreateJob(j *Job) error {
 		j.ID = newID()
 	}
 	j.State = JobQueued
+	if j.Coordinated() {
+		j.State = JobRunning // run by the gateway's coordinator, never offered
+	}
 	j.Attempt = 0
 	j.Node = ""
 	j.LeaseExpires = time.Time{}
@@ -232,7 +248,7 @@ func (s *Store) modifyJob(id string, fn func(txn *badger.Txn, j *Job) error) (*J
 func (s *Store) Grant(jobID, node string, lease time.Duration) (*Job, error) {
 	j, err := s.modifyJob(jobID, func(txn *badger.Txn, j *Job) error {
 		now := s.now().UTC()
-		if j.State != JobQueued {
+		if j.State != JobQueued || j.Coordinated() {
 			return fmt.Errorf("%w: job %s is %s", ErrConflictState, j.ID, j.State)
 		}
 		if now.Before(j.NotBefore) {
@@ -364,7 +380,7 @@ func (s *Store) ExpireLeases(now time.Time) ([]*Job, error) {
 			case !j.Deadline.IsZero() && now.After(j.Deadline):
 				j.State = JobFailed
 				j.Error = fmt.Sprintf("job timed out: not finished by its deadline %s (after %d attempts)", j.Deadline.Format(time.RFC3339), j.Attempt)
-			case j.State != JobRunning:
+			case j.State != JobRunning, j.Coordinated():
 				continue
 			case j.LeaseExpires.Before(now), j.AttemptTimeout > 0 && now.Sub(j.StartedAt) > j.AttemptTimeout:
 				j.Lost++
@@ -410,4 +426,40 @@ func Backoff(n int) time.Duration {
 		d *= 2
 	}
 	return min(d, 30*time.Second)
+}
+
+// SetProgress records a coordinated job's progress (round of rounds).
+func (s *Store) SetProgress(jobID string, p Progress) error {
+	_, err := s.modifyJob(jobID, func(_ *badger.Txn, j *Job) error {
+		if !j.Coordinated() || j.State != JobRunning {
+			return fmt.Errorf("%w: job %s is not a running coordinated job", ErrConflictState, j.ID)
+		}
+		j.Progress = p
+		return nil
+	})
+	return err
+}
+
+// FinishCoordinated ends a coordinated job: with its averaged model and
+// metrics (succeeded), or with errMsg (failed). Only a running coordinated
+// job can finish; anything else is ErrConflictState.
+func (s *Store) FinishCoordinated(jobID string, model []byte, metrics json.RawMessage, errMsg string) error {
+	_, err := s.modifyJob(jobID, func(txn *badger.Txn, j *Job) error {
+		if !j.Coordinated() || j.State != JobRunning {
+			return fmt.Errorf("%w: job %s is not a running coordinated job", ErrConflictState, j.ID)
+		}
+		j.FinishedAt = s.now().UTC()
+		if errMsg != "" {
+			j.State = JobFailed
+			j.Error = errMsg
+			return s.audit(txn, AuditEvent{Action: "job.fail", Target: "job/" + j.ID, Detail: map[string]any{"error": errMsg}})
+		}
+		if err := txn.Set([]byte(prefixResult+j.ID), model); err != nil {
+			return err
+		}
+		j.State = JobSucceeded
+		j.Metrics = metrics
+		return s.audit(txn, AuditEvent{Action: "job.complete", Target: "job/" + j.ID, Detail: map[string]any{"rounds": j.Rounds}})
+	})
+	return err
 }

@@ -1,0 +1,274 @@
+package gateway
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"time"
+
+	"github.com/fedgrid/fedgrid/dataset"
+	"github.com/fedgrid/fedgrid/gateway/store"
+	"github.com/fedgrid/fedgrid/plan"
+	"github.com/fedgrid/fedgrid/wire"
+)
+
+// Data-parallel training (FedAvg). A plan with train.workers = k > 1 becomes
+// a coordinated job that the gateway runs as rounds: each round is k shard
+// jobs, offered, leased, retried and fenced like any job, each training on
+// its shard from the round's starting weights; when all k succeed the
+// gateway averages their weights, weighted by rows, and starts the next
+// round. A node lost mid-round only loses its shard job's lease: the shard
+// is re-queued for another node and the round still completes.
+//
+// The coordinator keeps no state of its own: everything is in the store
+// (shard jobs have deterministic IDs), so a restarted gateway carries on.
+
+func shardJobID(parent string, round, shard int) string {
+	return fmt.Sprintf("%s-r%d-s%d", parent, round, shard)
+}
+
+// shardRows deals n rows into k shards after a seeded shuffle.
+func shardRows(n, k int, seed int64) [][]int {
+	perm := rand.New(rand.NewPCG(uint64(seed), 0x5eed)).Perm(n)
+	out := make([][]int, k)
+	for i, r := range perm {
+		out[i%k] = append(out[i%k], r)
+	}
+	return out
+}
+
+// coordLoop advances every running coordinated job.
+func (g *Gateway) coordLoop(ctx context.Context) {
+	t := time.NewTicker(500 * time.Millisecond)
+	defer t.Stop()
+	for {
+		running, err := g.store.RunningJobs()
+		if err != nil {
+			g.log.Error("list running jobs", "err", err)
+		}
+		for _, j := range running {
+			if !j.Coordinated() {
+				continue
+			}
+			if err := g.advance(j); err != nil {
+				g.log.Error("coordinate data-parallel job", "job", j.ID, "err", err)
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		case <-g.coordKick:
+		}
+	}
+}
+
+// fedPlans parses a coordinated job's plan and derives the per-shard plan:
+// preprocessing statistics fitted on the whole dataset, declared so that every
+// shard scales alike; workers and rounds removed.
+func (g *Gateway) fedPlans(p *store.Job) (user, shard *plan.Plan, states []plan.PreprocessState, table *dataset.Table, err error) {
+	user, err = plan.Parse(p.Plan)
+	if err != nil {
+		return nil, nil, nil, nil, err
+	}
+	csv, err := g.store.DatasetCSV(p.DatasetID)
+	if err != nil {
+		return nil, nil, nil, nil, err
+	}
+	table, err = dataset.ReadCSV(bytes.NewReader(csv), dataset.Limits{MaxBytes: wire.MaxShard})
+	if err != nil {
+		return nil, nil, nil, nil, err
+	}
+	shard, states, err = plan.Declare(user, table)
+	if err != nil {
+		return nil, nil, nil, nil, err
+	}
+	shard.Train.Workers, shard.Train.Rounds = 0, 0
+	return user, shard, states, table, nil
+}
+
+// advance moves a coordinated job on: start round 1, wait for the current
+// round, average a finished round and start the next, or finish.
+func (g *Gateway) advance(p *store.Job) error {
+	round := p.Progress.Epoch
+	if round == 0 {
+		return g.startRound(p, 1, nil)
+	}
+	var models []*plan.Model
+	var weights []float64
+	var lossSum float64
+	for s := 0; s < p.Shards; s++ {
+		c, err := g.store.Job(shardJobID(p.ID, round, s))
+		if errors.Is(err, store.ErrNotFound) {
+			// Shard jobs are created before the round is recorded, so this
+			// cannot happen short of a damaged store.
+			return g.store.FinishCoordinated(p.ID, nil, nil, fmt.Sprintf("shard %d of round %d is missing", s+1, round))
+		}
+		if err != nil {
+			return err
+		}
+		switch c.State {
+		case store.JobSucceeded:
+		case store.JobFailed, store.JobCancelled:
+			return g.store.FinishCoordinated(p.ID, nil, nil, fmt.Sprintf("shard %d of round %d %s: %s", s+1, round, c.State, c.Error))
+		default:
+			return nil // still training
+		}
+		b, err := g.store.Result(c.ID)
+		if err != nil {
+			return err
+		}
+		m, err := plan.ParseModel(b)
+		if err != nil {
+			return fmt.Errorf("shard %d result: %w", s, err)
+		}
+		models = append(models, m)
+		weights = append(weights, float64(max(1, m.Metrics.TrainRows)))
+		if n := len(m.Metrics.TrainLoss); n > 0 {
+			lossSum += m.Metrics.TrainLoss[n-1] * weights[len(weights)-1]
+		}
+	}
+	params := make([]map[string]plan.Tensor, len(models))
+	var total float64
+	for i, m := range models {
+		params[i] = m.Params
+		total += weights[i]
+	}
+	avg, err := plan.Average(params, weights)
+	if err != nil {
+		return g.store.FinishCoordinated(p.ID, nil, nil, err.Error())
+	}
+	loss := lossSum / total
+	g.log.Info("data-parallel round done", "job", p.ID, "round", round, "of", p.Rounds, "loss", loss)
+	if round < p.Rounds {
+		if err := g.store.SetProgress(p.ID, store.Progress{Epoch: round, Epochs: p.Rounds, Loss: loss}); err != nil {
+			return err
+		}
+		return g.startRound(p, round+1, avg)
+	}
+	return g.finishFederated(p, avg, models, loss)
+}
+
+func (g *Gateway) startRound(p *store.Job, round int, init map[string]plan.Tensor) error {
+	_, shardPlan, _, table, err := g.fedPlans(p)
+	if err != nil {
+		return g.store.FinishCoordinated(p.ID, nil, nil, "cannot prepare the shards: "+err.Error())
+	}
+	planJSON, err := json.Marshal(shardPlan)
+	if err != nil {
+		return err
+	}
+	var initJSON json.RawMessage
+	if init != nil {
+		if initJSON, err = json.Marshal(init); err != nil {
+			return err
+		}
+	}
+	if p.Shards > table.NumRows() {
+		return g.store.FinishCoordinated(p.ID, nil, nil, fmt.Sprintf("train.workers is %d but the dataset has only %d rows", p.Shards, table.NumRows()))
+	}
+	for s := 0; s < p.Shards; s++ {
+		c := &store.Job{
+			ID: shardJobID(p.ID, round, s), DatasetID: p.DatasetID, UserID: p.UserID, Requester: p.Requester,
+			Plan: planJSON, Init: initJSON, ParentID: p.ID, Shard: s, Round: round,
+			MaxAttempts: g.cfg.MaxAttempts, AttemptTimeout: g.cfg.AttemptTimeout, Deadline: p.Deadline,
+		}
+		if err := g.store.CreateJob(c); err != nil && !errors.Is(err, store.ErrExists) {
+			return err
+		}
+	}
+	if err := g.store.SetProgress(p.ID, store.Progress{Epoch: round, Epochs: p.Rounds, Loss: p.Progress.Loss}); err != nil {
+		return err
+	}
+	g.log.Info("data-parallel round started", "job", p.ID, "round", round, "of", p.Rounds, "shards", p.Shards)
+	g.wake(g.kick)
+	return nil
+}
+
+// finishFederated stores the averaged model, signed, as the job's result.
+func (g *Gateway) finishFederated(p *store.Job, avg map[string]plan.Tensor, shards []*plan.Model, loss float64) error {
+	user, _, states, _, err := g.fedPlans(p)
+	if err != nil {
+		return g.store.FinishCoordinated(p.ID, nil, nil, err.Error())
+	}
+	m := &plan.Model{Format: plan.ModelFormat, Plan: user, Params: avg, Preprocess: states}
+	m.Metrics.Epochs = user.Train.Epochs * p.Rounds
+	for _, s := range shards {
+		m.Metrics.TrainRows += s.Metrics.TrainRows
+		m.Metrics.ValidationRows += s.Metrics.ValidationRows
+		m.Metrics.Steps += s.Metrics.Steps
+	}
+	// The per-round training loss of the averaged shards.
+	for r := 1; r <= p.Rounds; r++ {
+		var sum, w float64
+		for s := 0; s < p.Shards; s++ {
+			b, err := g.store.Result(shardJobID(p.ID, r, s))
+			if err != nil {
+				continue
+			}
+			var sm struct {
+				Metrics plan.Metrics `json:"metrics"`
+			}
+			if json.Unmarshal(b, &sm) == nil && len(sm.Metrics.TrainLoss) > 0 {
+				sum += sm.Metrics.TrainLoss[len(sm.Metrics.TrainLoss)-1] * float64(sm.Metrics.TrainRows)
+				w += float64(sm.Metrics.TrainRows)
+			}
+		}
+		if w > 0 {
+			m.Metrics.TrainLoss = append(m.Metrics.TrainLoss, sum/w)
+		}
+	}
+	if err := m.Validate(); err != nil {
+		return g.store.FinishCoordinated(p.ID, nil, nil, "averaged model is invalid: "+err.Error())
+	}
+	signed, err := g.signModel(m, p)
+	if err != nil {
+		return err
+	}
+	metrics, err := json.Marshal(m.Metrics)
+	if err != nil {
+		return err
+	}
+	if err := g.store.FinishCoordinated(p.ID, signed, metrics, ""); err != nil {
+		return err
+	}
+	g.metrics.completed.Inc()
+	g.log.Info("data-parallel job succeeded", "job", p.ID, "rounds", p.Rounds, "workers", p.Shards, "loss", loss)
+	return nil
+}
+
+// cancelShards cancels the unfinished shard jobs of a cancelled coordinated job.
+func (g *Gateway) cancelShards(p *store.Job) {
+	if !p.Coordinated() {
+		return
+	}
+	for s := 0; s < p.Shards; s++ {
+		if _, err := g.store.CancelBy(shardJobID(p.ID, p.Progress.Epoch, s), p.UserID); err != nil && !errors.Is(err, store.ErrConflictState) && !errors.Is(err, store.ErrNotFound) {
+			g.log.Warn("cancel shard", "job", p.ID, "shard", s, "err", err)
+		}
+	}
+}
+
+// shardCSV returns the rows of a shard job's shard.
+func (g *Gateway) shardCSV(j *store.Job, csv []byte) ([]byte, error) {
+	parent, err := g.store.Job(j.ParentID)
+	if err != nil {
+		return nil, err
+	}
+	pl, err := plan.Parse(parent.Plan)
+	if err != nil {
+		return nil, err
+	}
+	t, err := dataset.ReadCSV(bytes.NewReader(csv), dataset.Limits{MaxBytes: wire.MaxShard})
+	if err != nil {
+		return nil, err
+	}
+	rows := shardRows(t.NumRows(), parent.Shards, pl.Train.Seed)
+	if j.Shard < 0 || j.Shard >= len(rows) {
+		return nil, fmt.Errorf("shard %d out of range", j.Shard)
+	}
+	return t.Select(rows[j.Shard]).Bytes()
+}

@@ -1,0 +1,104 @@
+package plan
+
+import (
+	"errors"
+	"fmt"
+	"math"
+
+	"github.com/fedgrid/fedgrid/dataset"
+)
+
+// Federated (data-parallel) training helpers for the coordinating gateway.
+
+// Declare returns a copy of p whose standardize and min_max ops carry
+// statistics fitted on all of t, and those statistics as model preprocess
+// states. Shards trained apart then scale their inputs alike, and the
+// averaged model applies the same scaling.
+func Declare(p *Plan, t *dataset.Table) (*Plan, []PreprocessState, error) {
+	pr, err := compile(p)
+	if err != nil {
+		return nil, nil, err
+	}
+	x, err := rawInputs(p, t, pr.inputs)
+	if err != nil {
+		return nil, nil, err
+	}
+	rows := make([]int, t.NumRows())
+	for i := range rows {
+		rows[i] = i
+	}
+	states := fitPreprocess(p, x, pr.inputs, rows)
+	q := p.clone()
+	si := 0
+	for i, pp := range q.Preprocess {
+		if pp.Op == "one_hot" {
+			si++
+			continue
+		}
+		st := states[si]
+		si++
+		cover := scaledColumns(p, pp, pr.inputs)
+		var a, b []float64
+		for j, c := range cover {
+			if !c {
+				continue
+			}
+			if pp.Op == "standardize" {
+				a, b = append(a, st.Mean[j]), append(b, st.Std[j])
+			} else {
+				a, b = append(a, st.Min[j]), append(b, st.Max[j])
+			}
+		}
+		if pp.Op == "standardize" {
+			q.Preprocess[i].Mean, q.Preprocess[i].Std = a, b
+		} else {
+			q.Preprocess[i].Min, q.Preprocess[i].Max = a, b
+		}
+	}
+	return q, states, nil
+}
+
+// clone deep-copies the parts of a plan that Declare changes.
+func (p *Plan) clone() *Plan {
+	q := *p
+	q.Preprocess = make([]PreprocessOp, len(p.Preprocess))
+	copy(q.Preprocess, p.Preprocess)
+	return &q
+}
+
+// Average is FedAvg: the weighted mean of several models' parameters
+// (weights are typically the shards' row counts). Every model must have the
+// same parameters with the same shapes.
+func Average(params []map[string]Tensor, weights []float64) (map[string]Tensor, error) {
+	if len(params) == 0 || len(params) != len(weights) {
+		return nil, errors.New("average: need one weight per model")
+	}
+	var total float64
+	for _, w := range weights {
+		if !(w > 0) || math.IsInf(w, 0) {
+			return nil, fmt.Errorf("average: weight %v must be positive", w)
+		}
+		total += w
+	}
+	out := map[string]Tensor{}
+	for name, t0 := range params[0] {
+		acc := Tensor{Shape: append([]int(nil), t0.Shape...), Data: make([]float64, len(t0.Data))}
+		for i, m := range params {
+			t, ok := m[name]
+			if !ok || len(t.Data) != len(t0.Data) || fmt.Sprint(t.Shape) != fmt.Sprint(t0.Shape) {
+				return nil, fmt.Errorf("average: model %d's parameter %q does not match the others", i, name)
+			}
+			f := weights[i] / total
+			for k, v := range t.Data {
+				acc.Data[k] += f * v
+			}
+		}
+		out[name] = acc
+	}
+	for i, m := range params {
+		if len(m) != len(out) {
+			return nil, fmt.Errorf("average: model %d has %d parameters, want %d", i, len(m), len(out))
+		}
+	}
+	return out, nil
+}
