@@ -18,7 +18,7 @@ type Error struct {
 
 // ErrorBody is the inside of Error.
 type ErrorBody struct {
-	Code    string `json:"code"`
+	Code string `json:"code"`
 	// Message is for people. On a 400 about one field it starts with the
 	// field's wire name and a colon, e.g. "email: not an email address".
 	Message string `json:"message"`
