@@ -34,8 +34,9 @@ type Config struct {
 	TokenTTL time.Duration
 	// JoinTokenTTL is how long a node join token lasts unless the request says (default 24 h).
 	JoinTokenTTL time.Duration
-	// LoginMaxFailures failed logins per (email, client address) are allowed
-	// within LoginWindow before further attempts get 429 (defaults 5 and 15 min).
+	// LoginMaxFailures failed logins per (email, client address), and ten
+	// times as many per client address across emails, are allowed within
+	// LoginWindow before further attempts get 429 (defaults 5 and 15 min).
 	LoginMaxFailures int
 	LoginWindow      time.Duration
 	// Now is the clock (default time.Now); tests move it.
@@ -71,7 +72,8 @@ type API struct {
 	mux       *http.ServeMux
 	routes    []*route
 	setupDone atomic.Bool
-	throttle  *throttle
+	throttle  *throttle // per (client address, email)
+	spray     *throttle // per client address, across emails
 	openapi   []byte
 }
 
@@ -102,7 +104,8 @@ func New(cfg Config) (*API, error) {
 		cfg.Now = time.Now
 	}
 	a := &API{cfg: cfg, st: cfg.Store, log: cfg.Logger, mux: http.NewServeMux(),
-		throttle: newThrottle(cfg.LoginMaxFailures, cfg.LoginWindow, cfg.Now)}
+		throttle: newThrottle(cfg.LoginMaxFailures, cfg.LoginWindow, cfg.Now),
+		spray:    newThrottle(10*cfg.LoginMaxFailures, cfg.LoginWindow, cfg.Now)}
 	a.routes = a.routeTable()
 	byPattern := map[string][]*route{}
 	var order []string

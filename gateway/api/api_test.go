@@ -503,9 +503,20 @@ func TestPasswordChangeRevokesAndLoginThrottle(t *testing.T) {
 	now = now.Add(61 * time.Second)
 	mu.Unlock()
 	e.login("ds@example.org", "another-password")
+	// Spraying many emails from one client is throttled too (10 x 3 failures).
+	for i := range 30 {
+		e.do("POST", "/api/v1/auth/login", "", LoginRequest{Email: fmt.Sprintf("nobody%d@example.org", i), Password: "wrong-password"})
+	}
+	if r := e.do("POST", "/api/v1/auth/login", "", LoginRequest{Email: "owner@example.org", Password: "owner-password"}); r.status != 429 {
+		t.Fatalf("spray not throttled: %d %s", r.status, r.body)
+	}
+	mu.Lock()
+	now = now.Add(61 * time.Second)
+	mu.Unlock()
+	e.login("owner@example.org", "owner-password")
 	// Failed logins are audited.
 	es, err := e.st.Audit(store.AuditFilter{Action: "auth.login_failed"})
-	if err != nil || len(es) != 3 {
+	if err != nil || len(es) != 33 {
 		t.Fatalf("audited failures: %d %v", len(es), err)
 	}
 }

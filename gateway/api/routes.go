@@ -118,8 +118,9 @@ func (a *API) login(c *call) (any, error) {
 	if err := c.decode(&req); err != nil {
 		return nil, err
 	}
-	key := clientAddr(c.r) + "|" + strings.ToLower(strings.TrimSpace(req.Email))
-	if wait := a.throttle.blocked(key); wait > 0 {
+	client := clientAddr(c.r)
+	key := client + "|" + strings.ToLower(strings.TrimSpace(req.Email))
+	if wait := max(a.throttle.blocked(key), a.spray.blocked(client)); wait > 0 {
 		secs := int(math.Ceil(wait.Seconds()))
 		c.w.Header().Set("Retry-After", strconv.Itoa(secs))
 		return nil, errorf(http.StatusTooManyRequests, "too_many_attempts", "too many failed logins; try again in %d s", secs)
@@ -127,6 +128,7 @@ func (a *API) login(c *call) (any, error) {
 	tok, exp, u, err := a.st.Login(req.Email, req.Password, a.cfg.TokenTTL)
 	if errors.Is(err, store.ErrBadCredentials) {
 		a.throttle.fail(key)
+		a.spray.fail(client)
 		return nil, err
 	}
 	if err != nil {
