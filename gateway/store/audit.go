@@ -5,6 +5,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -191,15 +194,31 @@ func (s *Store) VerifyAudit() (int, error) {
 	return n, err
 }
 
-// VerifyAuditDir opens the store in dir, verifies its audit chain and closes
-// it. It is what `fedgrid audit verify --data DIR` runs.
+// VerifyAuditDir verifies the audit chain of the store in dir without a
+// running gateway: it is what `fedgrid audit verify --data DIR` runs. It
+// refuses a directory that holds no store (rather than creating one), opens
+// the store read-only, and falls back to a normal open only if badger refuses
+// read-only. The store must not be open elsewhere (badger locks its directory).
 func VerifyAuditDir(dir string) (int, error) {
-	s, err := Open(dir, nil)
-	if err != nil {
-		return 0, err
+	if _, err := os.Stat(filepath.Join(dir, "MANIFEST")); err != nil {
+		return 0, fmt.Errorf("store: no store in %s: %w", dir, err)
 	}
+	logger := slog.New(slog.DiscardHandler)
+	db, err := badger.Open(badgerOptions(dir, logger).WithReadOnly(true))
+	if err != nil {
+		// Read-only refused (e.g. a log to replay after a crash): a normal
+		// open replays it; the chain is checked all the same.
+		var rwErr error
+		if db, rwErr = badger.Open(badgerOptions(dir, logger)); rwErr == nil {
+			err = nil
+		}
+	}
+	if err != nil {
+		return 0, fmt.Errorf("store: open %s: %w", dir, err)
+	}
+	s := &Store{db: db, log: logger, now: time.Now}
 	n, verr := s.VerifyAudit()
-	return n, errors.Join(verr, s.Close())
+	return n, errors.Join(verr, db.Close())
 }
 
 // AppendAudit records an event that has no store change of its own (e.g. a

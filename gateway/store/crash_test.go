@@ -114,6 +114,10 @@ func TestSurvivesKill(t *testing.T) {
 				t.Fatalf("helper did not get going: user %q, %d spends", userID, acked)
 			}
 
+			// audit verify straight after the crash, before any restart.
+			if n, err := VerifyAuditDir(dir); err != nil || n < acked {
+				t.Fatalf("VerifyAuditDir after %s: %d entries, %v", sig, n, err)
+			}
 			s := openTest(t, dir)
 			u, err := s.User(userID)
 			if err != nil {
@@ -213,5 +217,26 @@ func TestAuditDetectsTampering(t *testing.T) {
 	}
 	if n, err := VerifyAuditDir(dir); err != nil || n != 6 {
 		t.Fatalf("VerifyAuditDir: %d %v", n, err)
+	}
+	// Tampering is caught through VerifyAuditDir too.
+	s2 := openTest(t, dir)
+	b := append([]byte(nil), orig...)
+	b[len(b)/2] ^= 0x01
+	if err := s2.db.Update(func(txn *badger.Txn) error { return txn.Set(key, b) }); err != nil {
+		t.Fatal(err)
+	}
+	if err := s2.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := VerifyAuditDir(dir); !errors.Is(err, ErrAuditBroken) {
+		t.Fatalf("VerifyAuditDir on a tampered store: %v", err)
+	}
+	// A directory without a store is an error, and is left without one.
+	empty := t.TempDir()
+	if _, err := VerifyAuditDir(empty); err == nil {
+		t.Fatal("VerifyAuditDir on an empty directory succeeded")
+	}
+	if ents, _ := os.ReadDir(empty); len(ents) != 0 {
+		t.Fatalf("VerifyAuditDir created %d files in an empty directory", len(ents))
 	}
 }

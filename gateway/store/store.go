@@ -95,12 +95,10 @@ type Store struct {
 	closeErr  error
 }
 
-// Open opens (creating if needed) the store in dir. logger may be nil.
-func Open(dir string, logger *slog.Logger) (*Store, error) {
-	if logger == nil {
-		logger = slog.New(slog.DiscardHandler)
-	}
-	opts := badger.DefaultOptions(dir).
+// badgerOptions are the store's badger settings: every commit synced to disk
+// before it returns, and modest caches.
+func badgerOptions(dir string, logger *slog.Logger) badger.Options {
+	return badger.DefaultOptions(dir).
 		WithLogger(badgerLogger{logger.With("component", "badger")}).
 		WithSyncWrites(true).
 		WithMemTableSize(16 << 20).
@@ -109,7 +107,14 @@ func Open(dir string, logger *slog.Logger) (*Store, error) {
 		WithIndexCacheSize(8 << 20).
 		WithValueLogFileSize(256 << 20).
 		WithNumVersionsToKeep(1)
-	db, err := badger.Open(opts)
+}
+
+// Open opens (creating if needed) the store in dir. logger may be nil.
+func Open(dir string, logger *slog.Logger) (*Store, error) {
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	db, err := badger.Open(badgerOptions(dir, logger))
 	if err != nil {
 		return nil, fmt.Errorf("store: open %s: %w", dir, err)
 	}
