@@ -10,12 +10,15 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
 	"time"
 
+	"github.com/ipfs/go-cid"
 	"github.com/libp2p/go-libp2p/core/crypto"
+	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 
 	"github.com/fedgrid/fedgrid/p2p"
@@ -36,8 +39,9 @@ type Config struct {
 
 // Client talks to a fedgrid network.
 type Client struct {
-	cfg  Config
-	peer *p2p.Peer
+	cfg   Config
+	peer  *p2p.Peer
+	owned bool // Close closes peer
 }
 
 // New starts a dial-only peer and waits until it can route DHT queries.
@@ -58,7 +62,7 @@ func New(ctx context.Context, cfg Config) (_ *Client, err error) {
 	if err != nil {
 		return nil, err
 	}
-	c := &Client{cfg: cfg, peer: p}
+	c := &Client{cfg: cfg, peer: p, owned: true}
 	wctx, cancel := context.WithTimeout(ctx, 15*time.Second)
 	defer cancel()
 	if err := p.WaitRouting(wctx, 1); err != nil {
@@ -68,11 +72,27 @@ func New(ctx context.Context, cfg Config) (_ *Client, err error) {
 	return c, nil
 }
 
+// Attach makes a client that searches and calls through a peer someone else
+// runs (the network peer does, for its HTTP search). Close leaves the peer
+// open. Only PerGateway is read from cfg; the network is the peer's.
+func Attach(p *p2p.Peer, cfg Config) *Client {
+	if cfg.PerGateway <= 0 {
+		cfg.PerGateway = 5 * time.Second
+	}
+	cfg.Network = p.Network
+	return &Client{cfg: cfg, peer: p}
+}
+
 // ID is the client's peer ID.
 func (c *Client) ID() peer.ID { return c.peer.ID() }
 
-// Close stops the client's peer.
-func (c *Client) Close() error { return c.peer.Close() }
+// Close stops the client's peer (unless it was attached to one).
+func (c *Client) Close() error {
+	if !c.owned {
+		return nil
+	}
+	return c.peer.Close()
+}
 
 // Result is one dataset found by Search.
 type Result struct {
@@ -88,86 +108,102 @@ type SearchProgress struct {
 	Found, Answered, Failed int
 }
 
-// Search finds every live gateway providing all tags (none = every gateway)
-// and asks each for its matching datasets. Gateways are asked concurrently,
-// each within PerGateway; one that cannot be dialled is left out.
+// Query selects datasets. Every criterion given must hold.
+type Query struct {
+	Tags []string `json:"tags,omitempty"`
+	// Any: a dataset needs only one of Tags, not all of them.
+	Any bool `json:"any,omitempty"`
+	// Text: words that must each appear in the name or the description.
+	Text string `json:"text,omitempty"`
+	// Columns: names the dataset must have as columns.
+	Columns []string `json:"columns,omitempty"`
+	// PreviewRows: synthetic preview rows per dataset; 0 = the gateway's default, negative = none.
+	PreviewRows int `json:"preview_rows,omitempty"`
+}
+
+// Search finds the datasets carrying all tags (none = every dataset).
 func (c *Client) Search(ctx context.Context, tags []string, progress func(SearchProgress)) ([]Result, error) {
-	keys := []string{}
-	for _, t := range tags {
-		t = strings.TrimSpace(t)
-		if t != "" {
-			keys = append(keys, t)
+	return c.SearchQuery(ctx, Query{Tags: tags}, progress)
+}
+
+// Gateway is a live gateway found in the DHT.
+type Gateway struct {
+	ID       string   `json:"id"`
+	Name     string   `json:"name"`
+	Addrs    []string `json:"addrs"`
+	Datasets int      `json:"datasets"`
+}
+
+// Gateways lists every gateway that announced itself in the network's DHT
+// and answers now (its catalog is asked, without previews), sorted by name.
+func (c *Client) Gateways(ctx context.Context) ([]Gateway, error) {
+	var out []Gateway
+	var mu sync.Mutex
+	err := c.each(ctx, nil, &wire.CatalogRequest{PreviewRows: -1}, nil, func(ai peer.AddrInfo, addrs []string, resp *wire.CatalogResponse) {
+		mu.Lock()
+		out = append(out, Gateway{ID: ai.ID.String(), Name: resp.Name, Addrs: addrs, Datasets: len(resp.Datasets)})
+		mu.Unlock()
+	})
+	if err != nil {
+		return nil, err
+	}
+	sort.Slice(out, func(i, j int) bool {
+		if out[i].Name != out[j].Name {
+			return out[i].Name < out[j].Name
+		}
+		return out[i].ID < out[j].ID
+	})
+	return out, nil
+}
+
+// SearchQuery finds the gateways that provide the query's tags in the DHT
+// (every gateway for a query without tags) and asks each, concurrently and
+// within PerGateway, for its matching datasets. A provider that cannot be
+// dialled or does not answer is a gone gateway and is left out. Results are
+// de-duplicated and sorted by gateway name, dataset name and reference.
+func (c *Client) SearchQuery(ctx context.Context, q Query, progress func(SearchProgress)) ([]Result, error) {
+	tags := []string{}
+	for _, t := range q.Tags {
+		if t = strings.ToLower(strings.TrimSpace(t)); t != "" && !slices.Contains(tags, t) {
+			tags = append(tags, t)
 		}
 	}
-	var (
-		mu      sync.Mutex
-		seen    = map[peer.ID]bool{}
-		results []Result
-		prog    SearchProgress
-		wg      sync.WaitGroup
-		errs    []error
-	)
-	report := func() {
-		if progress != nil {
-			progress(prog)
-		}
+	req := &wire.CatalogRequest{Tags: tags, Text: strings.TrimSpace(q.Text), Columns: q.Columns, PreviewRows: q.PreviewRows}
+	if q.Any {
+		req.Match = wire.MatchAny
 	}
-	ask := func(ai peer.AddrInfo) {
-		defer wg.Done()
-		ctx, cancel := context.WithTimeout(ctx, c.cfg.PerGateway)
-		defer cancel()
-		resp, err := c.catalog(ctx, ai, keys)
+	if len(tags) > wire.MaxQueryTags {
+		return nil, fmt.Errorf("at most %d tags per search", wire.MaxQueryTags)
+	}
+	// Which DHT keys find the candidates: with all tags required, the
+	// providers of one tag are enough (a gateway with such a dataset
+	// provides each of its tags); with any, the union over the tags.
+	var keys []string
+	switch {
+	case len(tags) == 0:
+		keys = nil
+	case q.Any:
+		keys = tags
+	default:
+		keys = tags[:1]
+	}
+	var mu sync.Mutex
+	seen := map[string]bool{}
+	var results []Result
+	err := c.each(ctx, keys, req, progress, func(ai peer.AddrInfo, addrs []string, resp *wire.CatalogResponse) {
 		mu.Lock()
 		defer mu.Unlock()
-		if err != nil {
-			prog.Failed++
-			errs = append(errs, err)
-			report()
-			return
-		}
-		prog.Answered++
-		addrs := make([]string, 0, len(ai.Addrs))
-		for _, a := range c.peer.Host.Peerstore().Addrs(ai.ID) {
-			addrs = append(addrs, a.String()+"/p2p/"+ai.ID.String())
-		}
-		sort.Strings(addrs)
 		for _, d := range resp.Datasets {
-			results = append(results, Result{Gateway: ai.ID.String(), GatewayName: resp.Name, Addrs: addrs, Dataset: d, Ref: ai.ID.String() + "/" + d.ID})
-		}
-		report()
-	}
-	lookup := func(key string) {
-		ck := p2p.GatewaysKey(c.peer.Network)
-		if key != "" {
-			ck = c.peer.TagKey(key)
-		}
-		fctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-		defer cancel()
-		for ai := range c.peer.DHT.FindProvidersAsync(fctx, ck, 0) {
-			mu.Lock()
-			dup := seen[ai.ID]
-			seen[ai.ID] = true
-			if !dup {
-				prog.Found++
-				report()
-			}
-			mu.Unlock()
-			if dup {
+			ref := ai.ID.String() + "/" + d.ID
+			if seen[ref] {
 				continue
 			}
-			wg.Add(1)
-			go ask(ai)
+			seen[ref] = true
+			results = append(results, Result{Gateway: ai.ID.String(), GatewayName: resp.Name, Addrs: addrs, Dataset: d, Ref: ref})
 		}
-	}
-	if len(keys) == 0 {
-		lookup("")
-	} else {
-		// Providers of the first tag are enough: a dataset carrying all tags carries it.
-		lookup(keys[0])
-	}
-	wg.Wait()
-	if ctx.Err() != nil {
-		return nil, ctx.Err()
+	})
+	if err != nil {
+		return nil, err
 	}
 	sort.Slice(results, func(i, j int) bool {
 		a, b := results[i], results[j]
@@ -179,18 +215,103 @@ func (c *Client) Search(ctx context.Context, tags []string, progress func(Search
 		}
 		return a.Ref < b.Ref
 	})
-	_ = errs // unreachable gateways are gone gateways: not listed
 	return results, nil
 }
 
-func (c *Client) catalog(ctx context.Context, ai peer.AddrInfo, tags []string) (*wire.CatalogResponse, error) {
-	if ai.ID == c.peer.ID() {
-		return nil, errors.New("self")
+// each finds the providers of keys (none = the gateways key), concurrently
+// for every key, and asks each distinct live provider req as soon as it is
+// found. found is called once per answering gateway, from many goroutines.
+func (c *Client) each(ctx context.Context, keys []string, req *wire.CatalogRequest, progress func(SearchProgress), found func(peer.AddrInfo, []string, *wire.CatalogResponse)) error {
+	var (
+		mu   sync.Mutex
+		seen = map[peer.ID]bool{}
+		prog SearchProgress
+		wg   sync.WaitGroup
+	)
+	report := func() { // with mu held
+		if progress != nil {
+			progress(prog)
+		}
+	}
+	ask := func(ai peer.AddrInfo) {
+		defer wg.Done()
+		actx, cancel := context.WithTimeout(ctx, c.cfg.PerGateway)
+		defer cancel()
+		resp, err := c.catalog(actx, ai, req)
+		if err != nil {
+			c.log().Debug("gateway left out", "gateway", ai.ID, "err", err)
+			mu.Lock()
+			prog.Failed++
+			report()
+			mu.Unlock()
+			return
+		}
+		addrs := []string{}
+		for _, a := range c.peer.Host.Peerstore().Addrs(ai.ID) {
+			addrs = append(addrs, a.String()+"/p2p/"+ai.ID.String())
+		}
+		sort.Strings(addrs)
+		found(ai, addrs, resp)
+		mu.Lock()
+		prog.Answered++
+		report()
+		mu.Unlock()
+	}
+	lookup := func(ck cid.Cid) {
+		defer wg.Done()
+		fctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		defer cancel()
+		for ai := range c.peer.DHT.FindProvidersAsync(fctx, ck, 0) {
+			if ai.ID == c.peer.ID() {
+				continue
+			}
+			mu.Lock()
+			dup := seen[ai.ID]
+			seen[ai.ID] = true
+			if !dup {
+				prog.Found++
+				report()
+			}
+			mu.Unlock()
+			if !dup {
+				wg.Add(1)
+				go ask(ai)
+			}
+		}
+	}
+	if len(keys) == 0 {
+		wg.Add(1)
+		go lookup(p2p.GatewaysKey(c.peer.Network))
+	}
+	for _, k := range keys {
+		wg.Add(1)
+		go lookup(c.peer.TagKey(k))
+	}
+	wg.Wait()
+	return ctx.Err()
+}
+
+func (c *Client) log() *slog.Logger {
+	if c.cfg.Logger == nil {
+		return slog.New(slog.DiscardHandler)
+	}
+	return c.cfg.Logger
+}
+
+// catalog dials a provider (confirming that it is alive) and asks its catalog.
+func (c *Client) catalog(ctx context.Context, ai peer.AddrInfo, req *wire.CatalogRequest) (*wire.CatalogResponse, error) {
+	if len(ai.Addrs) == 0 && c.peer.Host.Network().Connectedness(ai.ID) != network.Connected {
+		// A provider record without addresses: ask the DHT where it is.
+		found, err := c.peer.FindPeer(ctx, ai.ID)
+		if err != nil {
+			return nil, err
+		}
+		ai = found
 	}
 	if err := c.peer.Connect(ctx, ai); err != nil {
 		return nil, err
 	}
-	resp, err := p2p.Call[wire.CatalogRequest, wire.CatalogResponse](ctx, c.peer.Host, ai.ID, c.peer.Protocol(wire.ProtoCatalog), &wire.CatalogRequest{Tags: tags},
+	resp, err := p2p.Call[wire.CatalogRequest, wire.CatalogResponse](ctx, c.peer.Host, ai.ID, c.peer.Protocol(wire.ProtoCatalog), req,
 		p2p.Limits{MaxRequest: wire.MaxSmall, MaxResponse: wire.MaxCatalog, Timeout: c.cfg.PerGateway})
 	if err != nil {
 		return nil, err

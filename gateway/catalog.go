@@ -1,30 +1,515 @@
 package gateway
 
 import (
+	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"slices"
+	"strconv"
+	"strings"
 
 	"github.com/libp2p/go-libp2p/core/peer"
 
+	"github.com/fedgrid/fedgrid/crypto"
+	"github.com/fedgrid/fedgrid/dataset"
+	"github.com/fedgrid/fedgrid/gateway/store"
 	"github.com/fedgrid/fedgrid/p2p"
 	"github.com/fedgrid/fedgrid/wire"
 )
 
 // --- catalog -------------------------------------------------------------
 
-func (g *Gateway) handleCatalog(_ context.Context, _ peer.ID, req *wire.CatalogRequest) (*wire.CatalogResponse, error) {
-	if len(req.Tags) > 32 {
-		return nil, p2p.Errorf(p2p.CodeBadRequest, "at most 32 tags per query, got %d", len(req.Tags))
+// Privacy cost of a private dataset's preview summary, spent once per
+// dataset version (the noised marginals are stored and reused; every preview
+// row is post-processing of them). The budget is split evenly over columns.
+const (
+	PreviewEpsilon = 1.0
+	PreviewDelta   = 1e-6
+	// DefaultPreviewRows is how many synthetic rows a catalog entry carries
+	// unless the query asks otherwise.
+	DefaultPreviewRows = 5
+)
+
+// suppressed stands in a preview cell for a column whose noised marginal
+// kept nothing: too little data to show anything under the privacy budget.
+const suppressed = "*"
+
+func (g *Gateway) handleCatalog(_ context.Context, from peer.ID, req *wire.CatalogRequest) (*wire.CatalogResponse, error) {
+	if _, err := g.store.AuthorizePeerRequest(from.String(), wire.ProtoCatalog); err != nil {
+		return nil, p2p.Errorf(p2p.CodeForbidden, "%v", err)
 	}
-	dss, err := g.store.DatasetsWithTags(req.Tags)
+	q, err := parseQuery(req)
+	if err != nil {
+		return nil, err
+	}
+	dss, err := g.store.Datasets()
 	if err != nil {
 		return nil, err
 	}
 	resp := &wire.CatalogResponse{Gateway: g.ID(), Name: g.cfg.Name, Datasets: []wire.CatalogEntry{}}
 	for _, d := range dss {
-		resp.Datasets = append(resp.Datasets, wire.CatalogEntry{
+		if !q.matches(d) {
+			continue
+		}
+		e := wire.CatalogEntry{
 			ID: d.ID, Name: d.Name, Description: d.Description, Tags: d.Tags,
 			Visibility: d.Visibility, Rows: d.Rows, Columns: d.Columns,
-		})
+		}
+		if q.previewRows > 0 {
+			m, err := g.summary(d)
+			switch {
+			case errors.Is(err, store.ErrNotFound):
+				continue // deleted while we were answering
+			case err != nil:
+				g.log.Warn("catalog preview", "dataset", d.ID, "err", err)
+			default:
+				e.Preview = m.preview(q.previewRows, newRand())
+			}
+		}
+		resp.Datasets = append(resp.Datasets, e)
 	}
 	return resp, nil
+}
+
+// query is a validated catalog request.
+type query struct {
+	tags        []string
+	any         bool
+	words       []string
+	columns     []string
+	previewRows int
+}
+
+func parseQuery(req *wire.CatalogRequest) (*query, error) {
+	bad := func(format string, args ...any) error { return p2p.Errorf(p2p.CodeBadRequest, format, args...) }
+	if len(req.Tags) > wire.MaxQueryTags {
+		return nil, bad("at most %d tags per query, got %d", wire.MaxQueryTags, len(req.Tags))
+	}
+	for _, t := range req.Tags {
+		if len(t) > store.MaxTagLen {
+			return nil, bad("tag longer than %d characters", store.MaxTagLen)
+		}
+	}
+	if len(req.Columns) > wire.MaxQueryColumns {
+		return nil, bad("at most %d columns per query, got %d", wire.MaxQueryColumns, len(req.Columns))
+	}
+	if len(req.Text) > wire.MaxQueryText {
+		return nil, bad("search text longer than %d characters", wire.MaxQueryText)
+	}
+	if req.PreviewRows > wire.MaxPreviewRows {
+		return nil, bad("at most %d preview rows, got %d", wire.MaxPreviewRows, req.PreviewRows)
+	}
+	q := &query{tags: store.NormalizeTags(req.Tags), words: strings.Fields(strings.ToLower(req.Text)), previewRows: req.PreviewRows}
+	switch req.Match {
+	case "", wire.MatchAll:
+	case wire.MatchAny:
+		q.any = true
+	default:
+		return nil, bad("match must be %q or %q, got %q", wire.MatchAll, wire.MatchAny, req.Match)
+	}
+	for _, c := range req.Columns {
+		if c = strings.TrimSpace(c); c != "" {
+			q.columns = append(q.columns, strings.ToLower(c))
+		}
+	}
+	if q.previewRows == 0 {
+		q.previewRows = DefaultPreviewRows
+	}
+	return q, nil
+}
+
+// matches: tags (all or any), every word of the text in the name or the
+// description, every column name among the dataset's columns.
+func (q *query) matches(d *store.Dataset) bool {
+	if len(q.tags) > 0 {
+		hit := 0
+		for _, t := range q.tags {
+			if slices.Contains(d.Tags, t) {
+				hit++
+			}
+		}
+		if (q.any && hit == 0) || (!q.any && hit < len(q.tags)) {
+			return false
+		}
+	}
+	if len(q.words) > 0 {
+		hay := strings.ToLower(d.Name + "\n" + d.Description)
+		for _, w := range q.words {
+			if !strings.Contains(hay, w) {
+				return false
+			}
+		}
+	}
+	for _, c := range q.columns {
+		if !slices.ContainsFunc(d.Columns, func(col dataset.Column) bool { return strings.ToLower(col.Name) == c }) {
+			return false
+		}
+	}
+	return true
+}
+
+// --- synthetic preview -----------------------------------------------------
+
+// marginals summarise a dataset column by column: a histogram of each
+// numeric column over bins, counts of each categorical column's values.
+// For a private dataset every count carries discrete Laplace noise and only
+// data-independent bin edges or DP-selected categories appear.
+type marginals struct {
+	Version string      `json:"version"`
+	DP      bool        `json:"dp"`
+	Epsilon float64     `json:"epsilon,omitempty"`
+	Delta   float64     `json:"delta,omitempty"`
+	Columns []columnSum `json:"columns"`
+}
+
+type columnSum struct {
+	Name string `json:"name"`
+	Type string `json:"type"`
+	// Number: bin edges (len(Counts)+1), whether values are whole numbers,
+	// and the decimals to print otherwise (-1 = three significant digits).
+	Edges    []float64 `json:"edges,omitempty"`
+	Integer  bool      `json:"integer,omitempty"`
+	Decimals int       `json:"decimals,omitempty"`
+	// Category: the values kept.
+	Values []string  `json:"values,omitempty"`
+	Counts []float64 `json:"counts"`
+}
+
+// summaryVersion changes whenever what the summary describes may have.
+func summaryVersion(d *store.Dataset) string {
+	h := sha256.New()
+	fmt.Fprintf(h, "v1\x00%s\x00%d\x00%d\x00%d", d.Visibility, d.Rows, d.Size, d.CreatedAt.UnixNano())
+	for _, c := range d.Columns {
+		fmt.Fprintf(h, "\x00%s\x00%s", c.Name, c.Type)
+	}
+	return hex.EncodeToString(h.Sum(nil)[:8])
+}
+
+// summary returns d's marginals, computing and storing them on first use.
+// The store keeps the first one written, so a private dataset's noise is
+// drawn once however many queries race.
+func (g *Gateway) summary(d *store.Dataset) (*marginals, error) {
+	ver := summaryVersion(d)
+	b, err := g.store.CatalogSummary(d.ID, ver)
+	if errors.Is(err, store.ErrNotFound) {
+		csv, err := g.store.DatasetCSV(d.ID)
+		if err != nil {
+			return nil, err
+		}
+		tbl, err := dataset.ReadCSV(bytes.NewReader(csv), dataset.Limits{})
+		if err != nil {
+			return nil, fmt.Errorf("read dataset %s: %w", d.ID, err)
+		}
+		m := computeMarginals(tbl, d.Visibility != store.VisibilityPublic, newRand())
+		m.Version = ver
+		nb, err := json.Marshal(m)
+		if err != nil {
+			return nil, err
+		}
+		if b, err = g.store.PutCatalogSummaryOnce(d.ID, ver, nb); err != nil {
+			return nil, err
+		}
+	} else if err != nil {
+		return nil, err
+	}
+	var m marginals
+	if err := json.Unmarshal(b, &m); err != nil {
+		return nil, fmt.Errorf("decode summary of %s: %w", d.ID, err)
+	}
+	return &m, nil
+}
+
+// refreshSummaries computes missing summaries in the background (so the
+// first query is quick) and drops those of deleted or changed datasets.
+func (g *Gateway) refreshSummaries(ctx context.Context, dss []*store.Dataset) {
+	keys, err := g.store.CatalogSummaryKeys()
+	if err != nil {
+		g.log.Warn("list catalog summaries", "err", err)
+		return
+	}
+	current := map[string]string{}
+	for _, d := range dss {
+		ver := summaryVersion(d)
+		current[d.ID] = ver
+		if slices.Contains(keys[d.ID], ver) || ctx.Err() != nil {
+			continue
+		}
+		if _, err := g.summary(d); err != nil && !errors.Is(err, store.ErrNotFound) {
+			g.log.Warn("catalog summary", "dataset", d.ID, "err", err)
+		}
+	}
+	for id, vers := range keys {
+		for _, v := range vers {
+			if current[id] != v {
+				if err := g.store.DeleteCatalogSummary(id, v); err != nil {
+					g.log.Warn("drop catalog summary", "dataset", id, "err", err)
+				}
+			}
+		}
+	}
+}
+
+// newRand is a ChaCha8 generator keyed from the operating system's CSPRNG.
+func newRand() *rand.Rand {
+	var seed [32]byte
+	copy(seed[:], crypto.RandomBytes(32))
+	return rand.New(rand.NewChaCha8(seed))
+}
+
+// discreteLaplace draws Z with P(Z=k) proportional to exp(-eps*|k|), as the
+// difference of two geometric variables. Counts are integers, so integer
+// noise leaves no floating-point traces of the true count.
+func discreteLaplace(r *rand.Rand, eps float64) float64 {
+	alpha := math.Exp(-eps)
+	geo := func() float64 {
+		u := 1 - r.Float64() // (0, 1]
+		return math.Floor(math.Log(u) / math.Log(alpha))
+	}
+	return geo() - geo()
+}
+
+// privateEdges are data-independent bin edges for private numeric columns:
+// 0, ±{1,2,5}·10^k for k in [-3, 11], ±10^12.
+var privateEdges = func() []float64 {
+	var pos []float64
+	for k := -3; k <= 11; k++ {
+		for _, m := range []float64{1, 2, 5} {
+			pos = append(pos, m*math.Pow(10, float64(k)))
+		}
+	}
+	pos = append(pos, 1e12)
+	out := make([]float64, 0, 2*len(pos)+1)
+	for i := len(pos) - 1; i >= 0; i-- {
+		out = append(out, -pos[i])
+	}
+	out = append(out, 0)
+	return append(out, pos...)
+}()
+
+// computeMarginals summarises tbl. With private set the budget
+// (PreviewEpsilon, PreviewDelta) is split evenly over the columns; each row
+// adds one to one count per column (add/remove-one-row neighbours).
+func computeMarginals(tbl *dataset.Table, private bool, r *rand.Rand) *marginals {
+	cols := tbl.Columns()
+	m := &marginals{DP: private}
+	if private {
+		m.Epsilon, m.Delta = PreviewEpsilon, PreviewDelta
+	}
+	epsCol := PreviewEpsilon / float64(len(cols))
+	deltaCol := PreviewDelta / float64(len(cols))
+	numberCols := 0
+	for _, c := range cols {
+		if c.Type == dataset.TypeNumber {
+			numberCols++
+		}
+	}
+	for _, c := range cols {
+		cs := columnSum{Name: c.Name, Type: c.Type}
+		if c.Type == dataset.TypeNumber {
+			vals, _ := tbl.Numeric(c.Name)
+			raw, _ := tbl.Category(c.Name)
+			if private {
+				privateNumber(&cs, vals, epsCol, numberCols, r)
+			} else {
+				publicNumber(&cs, vals, raw)
+			}
+		} else {
+			raw, _ := tbl.Category(c.Name)
+			if private {
+				privateCategory(&cs, raw, epsCol, deltaCol, r)
+			} else {
+				publicCategory(&cs, raw)
+			}
+		}
+		m.Columns = append(m.Columns, cs)
+	}
+	return m
+}
+
+// privateNumber: a quarter of the column's epsilon decides whether to
+// print whole numbers (a noised count of fractional values under a tenth of
+// the rows), the rest noises a histogram over privateEdges. Bins whose
+// noised count stays under the level that noise alone reaches in any empty
+// bin of the dataset once in a thousand summaries are dropped, so that empty
+// ranges do not show up.
+func privateNumber(cs *columnSum, vals []float64, eps float64, numberCols int, r *rand.Rand) {
+	epsInt, epsHist := eps/4, eps*3/4
+	frac := 0
+	counts := make([]float64, len(privateEdges)-1)
+	for _, v := range vals {
+		if v != math.Trunc(v) {
+			frac++
+		}
+		counts[binOf(privateEdges, v)]++
+	}
+	cs.Integer = float64(frac)+discreteLaplace(r, epsInt) < math.Max(1, 0.1*float64(len(vals)))
+	cs.Decimals = -1
+	// P(noise >= floor) <= exp(-epsHist*floor) for one empty bin.
+	floor := math.Ceil(math.Log(float64(numberCols*len(counts))/0.001) / epsHist)
+	for i := range counts {
+		counts[i] += discreteLaplace(r, epsHist)
+		if counts[i] < floor {
+			counts[i] = 0
+		}
+	}
+	cs.Edges = slices.Clone(privateEdges)
+	cs.Counts = counts
+}
+
+// binOf returns the bin of v among edges, clamping outside values to the ends.
+func binOf(edges []float64, v float64) int {
+	i, _ := slices.BinarySearch(edges, v) // edges[i-1] < v <= edges[i]
+	if i > 0 && (i == len(edges) || edges[i] != v) {
+		i--
+	}
+	return min(max(i, 0), len(edges)-2)
+}
+
+// publicNumber: ten equal-width bins over [min, max], exact counts.
+func publicNumber(cs *columnSum, vals []float64, raw []string) {
+	lo, hi := slices.Min(vals), slices.Max(vals)
+	cs.Integer = true
+	for i, v := range vals {
+		if v != math.Trunc(v) {
+			cs.Integer = false
+		}
+		s := strings.TrimSpace(raw[i])
+		if j := strings.IndexAny(s, "eE"); j >= 0 {
+			s = s[:j]
+		}
+		if _, frac, ok := strings.Cut(s, "."); ok {
+			cs.Decimals = max(cs.Decimals, min(len(frac), 6))
+		}
+	}
+	if lo == hi {
+		cs.Edges, cs.Counts = []float64{lo, hi}, []float64{float64(len(vals))}
+		return
+	}
+	const n = 10
+	cs.Edges = make([]float64, n+1)
+	for i := range cs.Edges {
+		cs.Edges[i] = lo + (hi-lo)*float64(i)/n
+	}
+	cs.Edges[n] = hi
+	cs.Counts = make([]float64, n)
+	for _, v := range vals {
+		cs.Counts[binOf(cs.Edges, v)]++
+	}
+}
+
+// privateCategory keeps a value only when its noised count clears a
+// threshold that a value held by one row passes with probability under
+// delta (Laplace partition selection), so rare values, names and IDs never
+// appear.
+func privateCategory(cs *columnSum, raw []string, eps, delta float64, r *rand.Rand) {
+	counts := map[string]float64{}
+	for _, v := range raw {
+		counts[v]++
+	}
+	threshold := 1 + math.Ceil(math.Log(1/delta)/eps)
+	keys := sortedKeys(counts)
+	for _, v := range keys {
+		if n := counts[v] + discreteLaplace(r, eps); n >= threshold {
+			cs.Values = append(cs.Values, v)
+			cs.Counts = append(cs.Counts, n)
+		}
+	}
+}
+
+// publicCategory: exact counts of the 100 most frequent values.
+func publicCategory(cs *columnSum, raw []string) {
+	counts := map[string]float64{}
+	for _, v := range raw {
+		counts[v]++
+	}
+	keys := sortedKeys(counts)
+	slices.SortStableFunc(keys, func(a, b string) int { return int(counts[b] - counts[a]) })
+	if len(keys) > 100 {
+		keys = keys[:100]
+	}
+	for _, v := range keys {
+		cs.Values = append(cs.Values, v)
+		cs.Counts = append(cs.Counts, counts[v])
+	}
+}
+
+func sortedKeys(m map[string]float64) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	slices.Sort(out)
+	return out
+}
+
+// preview draws n rows, each cell independently from its column's
+// marginal: no row is copied from the data.
+func (m *marginals) preview(n int, r *rand.Rand) *wire.CatalogPreview {
+	p := &wire.CatalogPreview{Synthetic: true, DP: m.DP, Epsilon: m.Epsilon, Delta: m.Delta, Columns: make([]string, len(m.Columns)), Rows: make([][]string, n)}
+	for i, c := range m.Columns {
+		p.Columns[i] = c.Name
+	}
+	for i := range p.Rows {
+		row := make([]string, len(m.Columns))
+		for j := range m.Columns {
+			row[j] = m.Columns[j].draw(r)
+		}
+		p.Rows[i] = row
+	}
+	return p
+}
+
+func (c *columnSum) draw(r *rand.Rand) string {
+	total := 0.0
+	for _, n := range c.Counts {
+		total += max(n, 0)
+	}
+	if total <= 0 {
+		return suppressed
+	}
+	x := r.Float64() * total
+	k := 0
+	for k < len(c.Counts)-1 {
+		x -= max(c.Counts[k], 0)
+		if x < 0 {
+			break
+		}
+		k++
+	}
+	for c.Counts[k] <= 0 { // x landed on the end: take the last bin with mass
+		k--
+	}
+	if c.Type != dataset.TypeNumber {
+		return c.Values[k]
+	}
+	lo, hi := c.Edges[k], c.Edges[k+1]
+	v := lo + r.Float64()*(hi-lo)
+	switch {
+	case c.Integer:
+		v = math.Round(v)
+		if v > hi { // rounding may leave a bin whose edges are fractional
+			v = math.Floor(hi)
+		}
+		return strconv.FormatFloat(v, 'f', 0, 64)
+	case c.Decimals >= 0:
+		return strconv.FormatFloat(v, 'f', c.Decimals, 64)
+	default:
+		return formatSignificant(v, 3)
+	}
+}
+
+// formatSignificant prints v with about `digits` significant digits, in
+// plain decimal notation.
+func formatSignificant(v float64, digits int) string {
+	if v == 0 {
+		return "0"
+	}
+	d := digits - 1 - int(math.Floor(math.Log10(math.Abs(v))))
+	return strconv.FormatFloat(v, 'f', min(max(d, 0), 9), 64)
 }

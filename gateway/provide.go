@@ -2,9 +2,18 @@ package gateway
 
 import (
 	"context"
+	"errors"
 	"sort"
+	"sync"
 	"time"
 
+	"github.com/ipfs/go-cid"
+	pb "github.com/libp2p/go-libp2p-kad-dht/pb"
+	"github.com/libp2p/go-libp2p/core/event"
+	"github.com/libp2p/go-libp2p/core/network"
+	"github.com/libp2p/go-libp2p/core/peer"
+
+	"github.com/fedgrid/fedgrid/gateway/store"
 	"github.com/fedgrid/fedgrid/p2p"
 )
 
@@ -12,66 +21,267 @@ import (
 // can take this form (tags are printable).
 const gatewaysTag = "\x00gateways"
 
-// provideLoop announces one DHT provider record per dataset tag: at start,
-// whenever datasets change, and every Reprovide (records expire after 48 h).
-// It runs in the background, never on a request's path.
+// Indexing states of a dataset (IndexState.State).
+const (
+	IndexPending  = "pending"  // not yet advertised in the DHT
+	IndexProvided = "provided" // every key that finds it was provided
+	IndexFailed   = "failed"   // the last attempt for one of its keys failed; retried
+	IndexUnknown  = "unknown"  // no such dataset
+)
+
+// IndexState says whether a dataset can be found through the DHT: its tags'
+// keys and the gateway's own key (for searches without tags).
+type IndexState struct {
+	State string `json:"state"`
+	// At: provided - when the oldest of its keys was last provided;
+	// failed - when the attempt failed.
+	At    time.Time `json:"at,omitzero"`
+	Error string    `json:"error,omitempty"`
+}
+
+// IndexState reports how far the advertisement of one dataset has got.
+func (g *Gateway) IndexState(datasetID string) IndexState {
+	d, err := g.store.Dataset(datasetID)
+	if errors.Is(err, store.ErrNotFound) {
+		return IndexState{State: IndexUnknown}
+	}
+	if err != nil {
+		return IndexState{State: IndexFailed, Error: err.Error()}
+	}
+	t := indexTableOf(g)
+	if t == nil {
+		return IndexState{State: IndexPending}
+	}
+	return t.state(append([]string{gatewaysTag}, d.Tags...))
+}
+
+// tagState is the outcome of the last provide of one key.
+type tagState struct {
+	provided time.Time // last success
+	failed   time.Time // last failure, if after the last success
+	err      string
+}
+
+// indexTable holds a gateway's provide outcomes. It lives in a registry
+// rather than in Gateway so that the provide loop, which owns it, can set it
+// up and tear it down itself.
+type indexTable struct {
+	mu      sync.Mutex
+	tags    map[string]tagState
+	waiting string // why nothing was attempted yet, if so
+}
+
+var indexTables sync.Map // *Gateway -> *indexTable
+
+func indexTableOf(g *Gateway) *indexTable {
+	if v, ok := indexTables.Load(g); ok {
+		return v.(*indexTable)
+	}
+	return nil
+}
+
+func (t *indexTable) state(tags []string) IndexState {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	out := IndexState{State: IndexProvided}
+	for _, tag := range tags {
+		s, ok := t.tags[tag]
+		switch {
+		case !ok:
+			if out.State == IndexProvided {
+				out = IndexState{State: IndexPending, Error: t.waiting}
+			}
+		case !s.failed.IsZero():
+			return IndexState{State: IndexFailed, At: s.failed, Error: s.err}
+		case out.State == IndexProvided && (out.At.IsZero() || s.provided.Before(out.At)):
+			out.At = s.provided
+		}
+	}
+	return out
+}
+
+func (t *indexTable) set(tag string, s tagState) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.tags[tag] = s
+	t.waiting = ""
+}
+
+// provideLoop announces one DHT provider record per dataset tag, plus the
+// gateway's own key: at start, whenever datasets change, every Reprovide
+// (records expire after 48 h), and at once when a bootstrap peer comes back
+// or the routing table refills after being empty - a restarted DHT server
+// has lost the records it held. Keys no dataset carries any more are no
+// longer provided, so their records lapse. It runs in the background, never
+// on a request's path, and also keeps the catalog's preview summaries.
 func (g *Gateway) provideLoop(ctx context.Context) {
+	table := &indexTable{tags: map[string]tagState{}, waiting: "no DHT peer yet"}
+	indexTables.Store(g, table)
+	defer indexTables.Delete(g)
+
+	sub, err := g.peer.Host.EventBus().Subscribe(new(event.EvtPeerConnectednessChanged))
+	if err != nil {
+		g.log.Error("subscribe to connection events; a restarted bootstrap peer will get records only at the next reprovide", "err", err)
+	} else {
+		defer sub.Close()
+	}
+	var events <-chan any
+	if sub != nil {
+		events = sub.Out()
+	}
+	bootstrap := map[peer.ID]bool{}
+	if infos, err := p2p.ParseAddrInfos(g.cfg.Bootstrap); err == nil {
+		for _, ai := range infos {
+			bootstrap[ai.ID] = true
+		}
+	}
+
 	provided := map[string]time.Time{}
+	// rejoined: bootstrap peers that came back, until every key has been
+	// put to them directly (or the deadline passes).
+	rejoined := map[peer.ID]time.Time{}
+	routable := false
 	t := time.NewTicker(2 * time.Second)
 	defer t.Stop()
+	fast := time.NewTicker(200 * time.Millisecond)
+	defer fast.Stop()
 	for {
-		tags, err := g.currentTags()
+		dss, err := g.store.Datasets()
 		if err != nil {
-			g.log.Error("list dataset tags", "err", err)
+			g.log.Error("list datasets", "err", err)
 		}
-		for _, tag := range tags {
+		tags := currentTags(dss)
+
+		rt := g.peer.DHT.RoutingTable()
+		if !routable && rt.Size() > 0 {
+			clear(provided) // (re)joined the network: whatever we provided before may be gone
+		}
+		routable = rt.Size() > 0
+		for id, deadline := range rejoined {
+			if err := g.putAll(ctx, id, tags); err == nil {
+				delete(rejoined, id)
+				clear(provided) // and through the DHT too: other servers may have restarted as well
+				g.log.Info("bootstrap peer back: every key put to it again", "peer", id)
+			} else if time.Now().After(deadline) {
+				delete(rejoined, id)
+				g.log.Warn("bootstrap peer back but refuses provider records; they follow at the next reprovide", "peer", id, "err", err)
+			}
+		}
+
+		for tag := range provided {
+			if !tags[tag] {
+				delete(provided, tag) // no dataset carries it any more: let its record lapse
+			}
+		}
+		table.mu.Lock()
+		for tag := range table.tags {
+			if !tags[tag] {
+				delete(table.tags, tag)
+			}
+		}
+		table.mu.Unlock()
+		for _, tag := range sortedTags(tags) {
 			if last, ok := provided[tag]; ok && time.Since(last) < g.cfg.Reprovide {
 				continue
 			}
-			if g.peer.DHT.RoutingTable().Size() == 0 {
+			if !routable {
 				break // nobody to store the record yet; try again on the next tick
 			}
-			pctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-			key := g.peer.TagKey(tag)
-			if tag == gatewaysTag {
-				key = p2p.GatewaysKey(g.peer.Network)
-			}
-			err := g.peer.DHT.Provide(pctx, key, true)
+			pctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+			err := g.peer.DHT.Provide(pctx, g.keyOf(tag), true)
 			cancel()
+			if ctx.Err() != nil {
+				return
+			}
 			if err != nil {
-				if ctx.Err() != nil {
-					return
-				}
 				g.log.Warn("provide tag", "tag", tag, "err", err)
+				table.mu.Lock()
+				prev := table.tags[tag]
+				table.mu.Unlock()
+				table.set(tag, tagState{provided: prev.provided, failed: time.Now(), err: err.Error()})
 				continue
 			}
-			provided[tag] = time.Now()
-			g.log.Info("tag provided", "tag", tag)
+			now := time.Now()
+			provided[tag] = now
+			table.set(tag, tagState{provided: now})
+			g.log.Debug("tag provided", "tag", tag)
 		}
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		case <-g.provideCh:
+		g.refreshSummaries(ctx, dss)
+
+		tick := t.C
+		if len(rejoined) > 0 {
+			tick = fast.C
+		}
+	wait:
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-tick:
+				break wait
+			case <-g.provideCh:
+				break wait
+			case ev, ok := <-events:
+				if !ok {
+					events = nil
+					continue
+				}
+				e := ev.(event.EvtPeerConnectednessChanged)
+				if e.Connectedness == network.Connected && bootstrap[e.Peer] {
+					rejoined[e.Peer] = time.Now().Add(30 * time.Second)
+					tick = fast.C
+				}
+			}
 		}
 	}
 }
 
-func (g *Gateway) currentTags() ([]string, error) {
-	dss, err := g.store.Datasets()
-	if err != nil {
-		return nil, err
+func (g *Gateway) keyOf(tag string) cid.Cid {
+	if tag == gatewaysTag {
+		return p2p.GatewaysKey(g.peer.Network)
 	}
+	return g.peer.TagKey(tag)
+}
+
+// putAll stores a provider record for every key directly on one peer. A
+// restarted DHT server (the network peer) has lost every record it held;
+// it may not be among the closest peers a Provide would pick, but it is
+// where every client's lookup starts.
+func (g *Gateway) putAll(ctx context.Context, id peer.ID, tags map[string]bool) error {
+	if g.peer.Host.Network().Connectedness(id) != network.Connected {
+		return errors.New("not connected")
+	}
+	pm, err := pb.NewProtocolMessenger(g.peer.DHT.MessageSender())
+	if err != nil {
+		return err
+	}
+	self := peer.AddrInfo{ID: g.peer.ID(), Addrs: g.peer.Host.Addrs()}
+	for _, tag := range sortedTags(tags) {
+		pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		err := pm.PutProviderAddrs(pctx, id, g.keyOf(tag).Hash(), self)
+		cancel()
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func currentTags(dss []*store.Dataset) map[string]bool {
 	set := map[string]bool{gatewaysTag: true}
 	for _, d := range dss {
 		for _, t := range d.Tags {
 			set[t] = true
 		}
 	}
-	out := make([]string, 0, len(set)+1)
+	return set
+}
+
+func sortedTags(set map[string]bool) []string {
+	out := make([]string, 0, len(set))
 	for t := range set {
 		out = append(out, t)
 	}
 	sort.Strings(out)
-	return out, nil
+	return out
 }

@@ -1,5 +1,15 @@
 // Package network is the fedgrid network peer: the well-known bootstrap
-// address and a DHT server for a named network. It holds nothing private.
+// address and a DHT server for a named network, with an HTTP search over
+// every gateway of the network and a directory of them. It holds nothing
+// private.
+//
+// The directory is learned from the DHT, not from a protocol of its own:
+// every gateway provides p2p.GatewaysKey (that record is its announcement),
+// the network peer stores such records as a DHT server and finds the rest
+// with a lookup, and lists a gateway only after dialling it and getting its
+// catalog's answer. So the directory needs no extra trust or state, works
+// the same with several network peers, survives a restart of this peer
+// (gateways put their records back), and never lists a gateway that is gone.
 package network
 
 import (
@@ -10,10 +20,15 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
 	"sync"
 	"time"
 
+	"github.com/fedgrid/fedgrid/client"
 	"github.com/fedgrid/fedgrid/p2p"
+	"github.com/fedgrid/fedgrid/wire"
 )
 
 // DefaultListen is the network peer's default, well-known address.
@@ -28,12 +43,18 @@ type Config struct {
 	HTTPAddr  string   // "" = no HTTP
 	PSK       []byte
 	Logger    *slog.Logger
+	// PerGateway bounds each gateway's dial and answer in a search; default 5 s.
+	PerGateway time.Duration
+	// MaxSearches bounds the searches running at once; default 8. More wait.
+	MaxSearches int
 }
 
 // Network is a running network peer.
 type Network struct {
 	cfg     Config
 	peer    *p2p.Peer
+	search  *client.Client
+	slots   chan struct{}
 	httpSrv *http.Server
 	httpLn  net.Listener
 	httpErr chan error
@@ -53,7 +74,10 @@ func Start(ctx context.Context, cfg Config) (_ *Network, err error) {
 	if cfg.Network == "" {
 		cfg.Network = p2p.DefaultNetwork
 	}
-	n := &Network{cfg: cfg}
+	if cfg.MaxSearches <= 0 {
+		cfg.MaxSearches = 8
+	}
+	n := &Network{cfg: cfg, slots: make(chan struct{}, cfg.MaxSearches)}
 	defer func() {
 		if err != nil {
 			_ = n.Close()
@@ -63,6 +87,7 @@ func Start(ctx context.Context, cfg Config) (_ *Network, err error) {
 	if err != nil {
 		return nil, err
 	}
+	n.search = client.Attach(n.peer, client.Config{PerGateway: cfg.PerGateway, Logger: cfg.Logger})
 	if cfg.HTTPAddr != "" {
 		ln, err := net.Listen("tcp", cfg.HTTPAddr)
 		if err != nil {
@@ -93,10 +118,139 @@ func (n *Network) routes() http.Handler {
 			"routing_table": n.peer.DHT.RoutingTable().Size(),
 		})
 	})
+	mux.HandleFunc("GET /api/v1/search", n.handleSearch)
+	mux.HandleFunc("GET /api/v1/gateways", n.handleGateways)
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
-		writeJSON(w, http.StatusNotFound, map[string]any{"error": map[string]string{"code": "not_found", "message": "no route " + r.Method + " " + r.URL.Path}})
+		writeError(w, http.StatusNotFound, "not_found", "no route "+r.Method+" "+r.URL.Path)
 	})
 	return mux
+}
+
+func writeError(w http.ResponseWriter, status int, code, msg string) {
+	writeJSON(w, status, map[string]any{"error": map[string]string{"code": code, "message": msg}})
+}
+
+// ParseQuery reads a search from URL parameters: tag (repeatable or
+// comma-separated), match=all|any, text, column (repeatable or
+// comma-separated), preview (synthetic rows per dataset, -1 = none) and
+// limit (results, 0 = all).
+func ParseQuery(v url.Values) (q client.Query, limit int, err error) {
+	list := func(name string) []string {
+		var out []string
+		for _, s := range v[name] {
+			for _, part := range strings.Split(s, ",") {
+				if part = strings.TrimSpace(part); part != "" {
+					out = append(out, part)
+				}
+			}
+		}
+		return out
+	}
+	for name := range v {
+		switch name {
+		case "tag", "match", "text", "column", "preview", "limit":
+		default:
+			return q, 0, fmt.Errorf("unknown parameter %q (known: tag, match, text, column, preview, limit)", name)
+		}
+	}
+	q.Tags, q.Columns, q.Text = list("tag"), list("column"), v.Get("text")
+	switch m := v.Get("match"); m {
+	case "", wire.MatchAll:
+	case wire.MatchAny:
+		q.Any = true
+	default:
+		return q, 0, fmt.Errorf("match must be %q or %q, got %q", wire.MatchAll, wire.MatchAny, m)
+	}
+	if len(q.Tags) > wire.MaxQueryTags || len(q.Columns) > wire.MaxQueryColumns || len(q.Text) > wire.MaxQueryText {
+		return q, 0, fmt.Errorf("at most %d tags, %d columns and %d characters of text", wire.MaxQueryTags, wire.MaxQueryColumns, wire.MaxQueryText)
+	}
+	num := func(name string, lo, hi int) (int, error) {
+		s := v.Get(name)
+		if s == "" {
+			return 0, nil
+		}
+		x, err := strconv.Atoi(s)
+		if err != nil || x < lo || x > hi {
+			return 0, fmt.Errorf("%s must be a whole number from %d to %d, got %q", name, lo, hi, s)
+		}
+		return x, nil
+	}
+	if q.PreviewRows, err = num("preview", -1, wire.MaxPreviewRows); err != nil {
+		return q, 0, err
+	}
+	if limit, err = num("limit", 0, 1_000_000); err != nil {
+		return q, 0, err
+	}
+	return q, limit, nil
+}
+
+// acquire takes a search slot, waiting while MaxSearches run.
+func (n *Network) acquire(r *http.Request) bool {
+	select {
+	case n.slots <- struct{}{}:
+		return true
+	case <-r.Context().Done():
+		return false
+	}
+}
+
+func (n *Network) handleSearch(w http.ResponseWriter, r *http.Request) {
+	q, limit, err := ParseQuery(r.URL.Query())
+	if err != nil {
+		writeError(w, http.StatusBadRequest, "bad_request", err.Error())
+		return
+	}
+	if !n.acquire(r) {
+		return
+	}
+	defer func() { <-n.slots }()
+	var prog client.SearchProgress
+	res, err := n.search.SearchQuery(r.Context(), q, func(p client.SearchProgress) { prog = p })
+	if err != nil {
+		writeError(w, http.StatusServiceUnavailable, "unavailable", "search: "+err.Error())
+		return
+	}
+	total := len(res)
+	if limit > 0 && len(res) > limit {
+		res = res[:limit]
+	}
+	if res == nil {
+		res = []client.Result{}
+	}
+	writeJSON(w, http.StatusOK, map[string]any{
+		"results": res, "total": total,
+		"gateways": map[string]int{"found": prog.Found, "answered": prog.Answered, "unreachable": prog.Failed},
+	})
+}
+
+func (n *Network) handleGateways(w http.ResponseWriter, r *http.Request) {
+	if len(r.URL.Query()) > 0 {
+		writeError(w, http.StatusBadRequest, "bad_request", "this route takes no parameters")
+		return
+	}
+	if !n.acquire(r) {
+		return
+	}
+	defer func() { <-n.slots }()
+	gws, err := n.search.Gateways(r.Context())
+	if err != nil {
+		writeError(w, http.StatusServiceUnavailable, "unavailable", "gateways: "+err.Error())
+		return
+	}
+	if gws == nil {
+		gws = []client.Gateway{}
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"network": n.cfg.Network, "gateways": gws})
+}
+
+// Search runs a search from this peer, as GET /api/v1/search does.
+func (n *Network) Search(ctx context.Context, q client.Query) ([]client.Result, error) {
+	return n.search.SearchQuery(ctx, q, nil)
+}
+
+// Gateways lists the live gateways of the network, as GET /api/v1/gateways does.
+func (n *Network) Gateways(ctx context.Context) ([]client.Gateway, error) {
+	return n.search.Gateways(ctx)
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {

@@ -38,9 +38,32 @@ const (
 	MaxCatalog = 4 << 20   // one gateway's catalog answer
 )
 
-// CatalogRequest asks a gateway for its datasets carrying all Tags (none = all).
+// Catalog query matching modes for CatalogRequest.Match.
+const (
+	MatchAll = "all" // a dataset must carry every tag (the default)
+	MatchAny = "any" // a dataset must carry at least one tag
+)
+
+// Catalog query limits.
+const (
+	MaxQueryTags    = 32
+	MaxQueryColumns = 32
+	MaxQueryText    = 200
+	MaxPreviewRows  = 20
+)
+
+// CatalogRequest asks a gateway for its datasets matching every given
+// criterion: Tags (all of them, or any with Match "any"; none = no tag
+// condition), Text (case-insensitive words, each found in the name or the
+// description) and Columns (every name is a column, case-insensitive).
 type CatalogRequest struct {
-	Tags []string `json:"tags,omitempty"`
+	Tags    []string `json:"tags,omitempty"`
+	Match   string   `json:"match,omitempty"` // MatchAll (default) or MatchAny
+	Text    string   `json:"text,omitempty"`
+	Columns []string `json:"columns,omitempty"`
+	// PreviewRows is the number of synthetic preview rows per dataset:
+	// 0 = the gateway's default (5), negative = no preview, at most MaxPreviewRows.
+	PreviewRows int `json:"preview_rows,omitempty"`
 }
 
 // CatalogEntry describes one dataset; never its rows.
@@ -52,6 +75,21 @@ type CatalogEntry struct {
 	Visibility  string           `json:"visibility"`
 	Rows        int              `json:"rows"`
 	Columns     []dataset.Column `json:"columns"`
+	Preview     *CatalogPreview  `json:"preview,omitempty"`
+}
+
+// CatalogPreview is a handful of synthetic rows: each cell is drawn on its
+// own from that column's marginal distribution (a histogram), so no row is a
+// real row. For private datasets the marginals carry differential-privacy
+// noise (Epsilon, Delta: the one-time cost of the whole summary, spent once
+// per dataset version, not per query).
+type CatalogPreview struct {
+	Synthetic bool       `json:"synthetic"` // always true
+	DP        bool       `json:"dp"`
+	Epsilon   float64    `json:"epsilon,omitempty"`
+	Delta     float64    `json:"delta,omitempty"`
+	Columns   []string   `json:"columns"`
+	Rows      [][]string `json:"rows"`
 }
 
 // CatalogResponse is a gateway's answer.
