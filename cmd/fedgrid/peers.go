@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"strings"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -81,9 +82,11 @@ func serve(ctx context.Context, g *globals, closer interface{ Close() error }) e
 func networkCmd(g *globals) *cobra.Command {
 	var pf peerFlags
 	var httpAddr string
+	var perGateway time.Duration
+	var maxSearches int
 	c := &cobra.Command{
 		Use:   "network",
-		Short: "run a network peer: bootstrap address and DHT server",
+		Short: "run a network peer: bootstrap address, DHT server, HTTP search and gateway directory",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if err := pf.check(); err != nil {
@@ -93,7 +96,11 @@ func networkCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return usageError{err}
 			}
-			n, err := network.Start(cmd.Context(), network.Config{DataDir: pf.data, Network: pf.network, Listen: pf.listen, Bootstrap: pf.bootstrap, HTTPAddr: httpAddr, PSK: psk, Logger: g.logger()})
+			if perGateway <= 0 || maxSearches < 1 {
+				return usagef("--gateway-timeout must be positive and --max-searches at least 1")
+			}
+			n, err := network.Start(cmd.Context(), network.Config{DataDir: pf.data, Network: pf.network, Listen: pf.listen, Bootstrap: pf.bootstrap, HTTPAddr: httpAddr, PSK: psk, Logger: g.logger(),
+				PerGateway: perGateway, MaxSearches: maxSearches})
 			if err != nil {
 				return err
 			}
@@ -102,7 +109,9 @@ func networkCmd(g *globals) *cobra.Command {
 		},
 	}
 	pf.add(c, network.DefaultListen)
-	c.Flags().StringVar(&httpAddr, "http", "", "HTTP bind address for status and search (e.g. 127.0.0.1:8401); off when empty")
+	c.Flags().StringVar(&httpAddr, "http", "", "HTTP bind address for status, search (GET /api/v1/search) and the gateway directory (GET /api/v1/gateways), e.g. 127.0.0.1:8401; off when empty")
+	c.Flags().DurationVar(&perGateway, "gateway-timeout", 5*time.Second, "how long a search waits for each gateway")
+	c.Flags().IntVar(&maxSearches, "max-searches", 8, "searches served at once over HTTP; more wait")
 	return c
 }
 

@@ -36,7 +36,7 @@ func (cf *clientFlags) add(c *cobra.Command, keyRequired bool) {
 	c.Flags().BoolVar(&cf.json, "json", false, "print one JSON document on stdout")
 }
 
-func (cf *clientFlags) open(ctx context.Context, g *globals, keyRequired bool) (*client.Client, error) {
+func (cf *clientFlags) open(ctx context.Context, g *globals, keyRequired bool, perGateway ...time.Duration) (*client.Client, error) {
 	if len(cf.bootstrap) == 0 {
 		return nil, usagef("--bootstrap MULTIADDR is required")
 	}
@@ -58,7 +58,11 @@ func (cf *clientFlags) open(ctx context.Context, g *globals, keyRequired bool) (
 	if err := p2p.ValidateNetworkName(cf.network); err != nil {
 		return nil, usageError{err}
 	}
-	return client.New(ctx, client.Config{Network: cf.network, Bootstrap: cf.bootstrap, Identity: sk, PSK: psk, Logger: g.quietLogger().With("sub", "client")})
+	cfg := client.Config{Network: cf.network, Bootstrap: cf.bootstrap, Identity: sk, PSK: psk, Logger: g.quietLogger().With("sub", "client")}
+	if len(perGateway) > 0 {
+		cfg.PerGateway = perGateway[0]
+	}
+	return client.New(ctx, cfg)
 }
 
 func keygenCmd(g *globals) *cobra.Command {
@@ -93,11 +97,30 @@ func keygenCmd(g *globals) *cobra.Command {
 func searchCmd(g *globals) *cobra.Command {
 	var cf clientFlags
 	var limit int
+	var q client.Query
+	var showPreview bool
+	var perGateway time.Duration
 	c := &cobra.Command{
 		Use:   "search [TAG]...",
-		Short: "find datasets across the network (all tags must match)",
+		Short: "find datasets across the network (all tags must match, or any with --any)",
+		Long: `Find datasets across the network. Every criterion given must hold: the tags
+(all of them, or at least one with --any), every word of --text in the name or
+the description, and every --column among the dataset's columns. Gateways that
+cannot be reached are left out. The preview rows are synthetic: drawn from
+per-column marginals (noised with differential privacy for private data),
+never real rows.`,
 		RunE: func(cmd *cobra.Command, tags []string) error {
-			cl, err := cf.open(cmd.Context(), g, false)
+			if limit < 0 {
+				return usagef("--limit must be 0 or more")
+			}
+			if perGateway < 0 {
+				return usagef("--gateway-timeout must be positive")
+			}
+			if q.Any && len(tags) == 0 {
+				return usagef("--any needs at least one TAG")
+			}
+			q.Tags = tags
+			cl, err := cf.open(cmd.Context(), g, false, perGateway)
 			if err != nil {
 				return err
 			}
@@ -107,14 +130,16 @@ func searchCmd(g *globals) *cobra.Command {
 				progress = func(p client.SearchProgress) {
 					fmt.Fprintf(g.stderr, "\rsearching: %d gateways found, %d answered, %d unreachable", p.Found, p.Answered, p.Failed)
 				}
+				fmt.Fprint(g.stderr, "searching...")
 			}
-			res, err := cl.Search(cmd.Context(), tags, progress)
+			res, err := cl.SearchQuery(cmd.Context(), q, progress)
 			if progress != nil {
 				fmt.Fprintln(g.stderr)
 			}
 			if err != nil {
 				return fmt.Errorf("search: %w", err)
 			}
+			total := len(res)
 			if limit > 0 && len(res) > limit {
 				res = res[:limit]
 			}
@@ -122,7 +147,7 @@ func searchCmd(g *globals) *cobra.Command {
 				if res == nil {
 					res = []client.Result{}
 				}
-				return printJSON(g.stdout, map[string]any{"results": res})
+				return printJSON(g.stdout, map[string]any{"results": res, "total": total})
 			}
 			if len(res) == 0 {
 				fmt.Fprintln(g.stdout, "no datasets found")
@@ -133,12 +158,57 @@ func searchCmd(g *globals) *cobra.Command {
 			for _, r := range res {
 				fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%s\t%s\t%s\n", r.Dataset.Name, r.GatewayName, r.Dataset.Rows, len(r.Dataset.Columns), r.Dataset.Visibility, strings.Join(r.Dataset.Tags, ","), r.Ref)
 			}
-			return tw.Flush()
+			if err := tw.Flush(); err != nil {
+				return err
+			}
+			if total > len(res) {
+				fmt.Fprintf(g.stderr, "%d more not shown (--limit %d)\n", total-len(res), limit)
+			}
+			if showPreview {
+				for _, r := range res {
+					printPreview(g, r)
+				}
+			}
+			return nil
 		},
 	}
 	cf.add(c, false)
 	c.Flags().IntVar(&limit, "limit", 0, "print at most this many results (0 = all)")
+	c.Flags().BoolVar(&q.Any, "any", false, "match datasets carrying any of the tags instead of all")
+	c.Flags().StringVar(&q.Text, "text", "", "words that must all appear in the dataset's name or description")
+	c.Flags().StringArrayVar(&q.Columns, "column", nil, "a column the dataset must have, repeatable")
+	c.Flags().BoolVar(&showPreview, "preview", false, "after the table, show each dataset's schema and synthetic preview rows")
+	c.Flags().DurationVar(&perGateway, "gateway-timeout", 5*time.Second, "how long to wait for each gateway")
 	return c
+}
+
+func printPreview(g *globals, r client.Result) {
+	fmt.Fprintf(g.stdout, "\n%s (%s)\n", r.Dataset.Name, r.Ref)
+	if r.Dataset.Description != "" {
+		fmt.Fprintf(g.stdout, "  %s\n", r.Dataset.Description)
+	}
+	tw := tabwriter.NewWriter(g.stdout, 0, 4, 2, ' ', 0)
+	p := r.Dataset.Preview
+	for i, col := range r.Dataset.Columns {
+		fmt.Fprintf(tw, "  %s\t%s", col.Name, col.Type)
+		if p != nil && len(p.Columns) == len(r.Dataset.Columns) {
+			for _, row := range p.Rows {
+				if i < len(row) {
+					fmt.Fprintf(tw, "\t%s", row[i])
+				}
+			}
+		}
+		fmt.Fprintln(tw)
+	}
+	_ = tw.Flush()
+	switch {
+	case p == nil:
+		fmt.Fprintln(g.stdout, "  (no preview)")
+	case p.DP:
+		fmt.Fprintf(g.stdout, "  preview: %d synthetic rows from marginals with differential privacy (epsilon %g, delta %g); no real rows\n", len(p.Rows), p.Epsilon, p.Delta)
+	default:
+		fmt.Fprintf(g.stdout, "  preview: %d synthetic rows from exact marginals; no real rows\n", len(p.Rows))
+	}
 }
 
 func trainCmd(g *globals) *cobra.Command {
