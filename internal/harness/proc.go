@@ -243,7 +243,7 @@ func (p *Proc) stop(sig syscall.Signal, timeout time.Duration) error {
 	select {
 	case <-p.done:
 	case <-timer.C:
-		p.Kill()
+		p.kill()
 		return fmt.Errorf("%s did not exit within %s of %s and was killed; stderr:\n%s", p.Name, timeout, sig, p.Tail(20))
 	}
 	if code := p.ExitCode(); code != 0 {
@@ -260,6 +260,11 @@ func (p *Proc) Kill() {
 		close(p.stopCalled)
 		p.stopErr = fmt.Errorf("%s was killed", p.Name)
 	})
+	p.kill()
+}
+
+// kill sends SIGKILL to the process group and waits for the process to exit.
+func (p *Proc) kill() {
 	if !p.Exited() {
 		_ = signalGroup(p.cmd, syscall.SIGKILL)
 	}
