@@ -75,6 +75,7 @@ func TestDPSGDClipping(t *testing.T) {
 	}
 	want := zerosLike(params)
 	eng := newNativeEngine(pr, params, 1, false)
+	defer eng.close()
 	one := zerosLike(params)
 	clipped := 0
 	for _, r := range rows {

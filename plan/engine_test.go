@@ -135,6 +135,7 @@ func TestEnginesAgree(t *testing.T) {
 				tol = 2e-5
 			}
 			nEng := newNativeEngine(pr, params, B, f32)
+			defer nEng.close()
 			for _, rows := range []int{B, 11, 1} {
 				gg := zerosLike(params)
 				ng := zerosLike(params)

@@ -2,48 +2,65 @@ package plan
 
 import (
 	"math"
-
-	"gonum.org/v1/gonum/blas"
-	"gonum.org/v1/gonum/blas/blas32"
-	"gonum.org/v1/gonum/blas/blas64"
 )
 
+// floatT is the precision a native engine computes in.
+type floatT interface{ ~float32 | ~float64 }
+
 // nativeEngine computes a batch's mean loss and the gradients of the plan's
-// supported ops with hand-written forward and backward passes over gonum's
-// BLAS (its Dgemm uses every core on large products). Every buffer is
+// supported ops with hand-written forward and backward passes. Every value
+// and gradient of a step is a T: float32 for EngineNative (PyTorch's
+// precision; the products run in the packed AVX2/FMA kernel of sgemm.go),
+// float64 for EngineNative64. The parameters and the optimizer stay float64
+// in the trainer; a float32 engine rounds them once per step, and widens the
+// gradients it returns. Losses are summed in float64. Every buffer is
 // allocated once for the largest batch; a step allocates nothing. The
-// gorgonia engine is the reference it is tested against.
-type nativeEngine struct {
+// gorgonia engine is the reference both are tested against.
+type nativeEngine[T floatT] struct {
 	pr       *program
 	maxRows  int
 	params   [][]float64 // shared with the trainer
-	val      [][]float64 // per slot, capacity maxRows rows
-	grad     [][]float64 // per slot gradient (nil when not needed)
+	pv       [][]T       // the parameters as T (aliases params when T is float64)
+	alias    bool        // pv aliases params
+	val      [][]T       // per slot, capacity maxRows rows
+	grad     [][]T       // per slot gradient (nil when not needed)
+	written  []bool      // per slot: grad holds this step's gradient (else it is stale)
 	needGrad []bool
 	isParam  []int // param index of a slot, or -1
-	// f32 runs the matrix products in float32 (gonum's float32 kernels are
-	// about 3x faster than its float64 ones); values, gradients and the
-	// optimizer stay float64. Off, every number is float64.
-	f32        bool
-	sa, sb, sc []float32
-	shapes     map[int][][2]int // per row count: each slot's concrete [rows, cols]
+	g32      gemm32
+	shapes   map[int][][2]int // per row count: each slot's concrete [rows, cols]
 }
 
-func newNativeEngine(pr *program, params [][]float64, maxRows int, f32 bool) *nativeEngine {
-	e := &nativeEngine{pr: pr, maxRows: maxRows, params: params, f32: f32, shapes: map[int][][2]int{}}
+// newNativeEngine returns the float32 engine (f32) or the float64 one.
+func newNativeEngine(pr *program, params [][]float64, maxRows int, f32 bool) gradEngine {
+	if f32 {
+		return newNative[float32](pr, params, maxRows)
+	}
+	return newNative[float64](pr, params, maxRows)
+}
+
+func newNative[T floatT](pr *program, params [][]float64, maxRows int) *nativeEngine[T] {
+	e := &nativeEngine[T]{pr: pr, maxRows: maxRows, params: params, shapes: map[int][][2]int{}}
 	ns := len(pr.shape)
-	e.val = make([][]float64, ns)
-	e.grad = make([][]float64, ns)
+	e.val = make([][]T, ns)
+	e.grad = make([][]T, ns)
+	e.written = make([]bool, ns)
 	e.needGrad = make([]bool, ns)
 	e.isParam = make([]int, ns)
+	e.pv = make([][]T, len(params))
 	for i := range e.isParam {
 		e.isParam[i] = -1
 	}
 	for i, s := range pr.paramSlot {
 		e.isParam[s] = i
 		e.needGrad[s] = true
-		e.val[s] = params[i]
-		e.grad[s] = make([]float64, len(params[i]))
+		if v, ok := any(params[i]).([]T); ok {
+			e.pv[i], e.alias = v, true
+		} else {
+			e.pv[i] = make([]T, len(params[i]))
+		}
+		e.val[s] = e.pv[i]
+		e.grad[s] = make([]T, len(params[i]))
 	}
 	for _, st := range pr.steps {
 		if e.needGrad[st.a] || (st.b >= 0 && e.needGrad[st.b]) {
@@ -55,26 +72,19 @@ func newNativeEngine(pr *program, params [][]float64, maxRows int, f32 bool) *na
 			continue
 		}
 		n := size(concrete(pr.shape[s], maxRows))
-		if s != pr.x {
-			e.val[s] = make([]float64, n)
-		}
+		e.val[s] = make([]T, n)
 		if e.needGrad[s] {
-			e.grad[s] = make([]float64, n)
+			e.grad[s] = make([]T, n)
 		}
-	}
-	if f32 {
-		biggest := 0
-		for s := range pr.shape {
-			biggest = max(biggest, size(concrete(pr.shape[s], maxRows)))
-		}
-		e.sa, e.sb, e.sc = make([]float32, biggest), make([]float32, biggest), make([]float32, biggest)
 	}
 	return e
 }
 
+func (e *nativeEngine[T]) close() { e.g32.close() }
+
 // dims returns every slot's [rows, cols] for n rows (a vector [m] is
 // [1, m]), computed once per row count.
-func (e *nativeEngine) dims(n int) [][2]int {
+func (e *nativeEngine[T]) dims(n int) [][2]int {
 	if d, ok := e.shapes[n]; ok {
 		return d
 	}
@@ -93,51 +103,71 @@ func (e *nativeEngine) dims(n int) [][2]int {
 	return d
 }
 
-// gemm computes C = op(A) op(B) + beta C with A, B, C row-major
-// [ar,ac], [br,bc], [cr,cc] (before transposition).
-func (e *nativeEngine) gemm(tA, tB bool, a []float64, ar, ac int, b []float64, br, bc int, beta float64, c []float64, cr, cc int) {
-	ta, tb := blas.NoTrans, blas.NoTrans
+// gemm computes C = op(A) op(B) (add false) or C += op(A) op(B), with A, B,
+// C row-major [ar,ac], [br,bc], [cr,cc] before transposition.
+func (e *nativeEngine[T]) gemm(tA, tB bool, a []T, ar, ac int, b []T, br, bc int, add bool, c []T, cr, cc int) {
+	k := ac
 	if tA {
-		ta = blas.Trans
+		k = ar
 	}
-	if tB {
-		tb = blas.Trans
-	}
-	if !e.f32 {
-		blas64.Gemm(ta, tb, 1, general(a, ar, ac), general(b, br, bc), beta, general(c, cr, cc))
-		return
-	}
-	fa, fb, fc := e.sa[:ar*ac], e.sb[:br*bc], e.sc[:cr*cc]
-	for i, v := range a[:ar*ac] {
-		fa[i] = float32(v)
-	}
-	for i, v := range b[:br*bc] {
-		fb[i] = float32(v)
-	}
-	blas32.Gemm(ta, tb, 1, blas32.General{Rows: ar, Cols: ac, Stride: ac, Data: fa},
-		blas32.General{Rows: br, Cols: bc, Stride: bc, Data: fb}, 0,
-		blas32.General{Rows: cr, Cols: cc, Stride: cc, Data: fc})
-	c = c[:cr*cc]
-	if beta == 0 {
-		for i, v := range fc {
-			c[i] = float64(v)
-		}
-		return
-	}
-	for i, v := range fc {
-		c[i] = beta*c[i] + float64(v)
+	switch a := any(a).(type) {
+	case []float32:
+		e.g32.sgemm(tA, tB, cr, cc, k, a, ac, any(b).([]float32), bc, any(c).([]float32), cc, add)
+	case []float64:
+		gemmSimple(tA, tB, cr, cc, k, a, ac, any(b).([]float64), bc, any(c).([]float64), cc, add)
 	}
 }
 
-func general(d []float64, r, c int) blas64.General {
-	return blas64.General{Rows: r, Cols: c, Stride: c, Data: d[:r*c]}
+// gemmSimple is the float64 product of the reference-precision engine:
+// plain loops, in the same layout conventions as gemm32.sgemm.
+func gemmSimple(tA, tB bool, m, n, k int, a []float64, lda int, b []float64, ldb int, c []float64, ldc int, add bool) {
+	at := func(i, p int) float64 {
+		if tA {
+			return a[p*lda+i]
+		}
+		return a[i*lda+p]
+	}
+	for i := 0; i < m; i++ {
+		crow := c[i*ldc : i*ldc+n]
+		if !add {
+			clear(crow)
+		}
+		if !tB {
+			for p := 0; p < k; p++ {
+				av := at(i, p)
+				for j, bv := range b[p*ldb : p*ldb+n] {
+					crow[j] += av * bv
+				}
+			}
+			continue
+		}
+		for j := range crow {
+			var s float64
+			brow := b[j*ldb : j*ldb+k]
+			for p, bv := range brow {
+				s += at(i, p) * bv
+			}
+			crow[j] += s
+		}
+	}
 }
 
 // forward runs the ops on n rows of x (n <= maxRows).
-func (e *nativeEngine) forward(x []float64, n int) {
+func (e *nativeEngine[T]) forward(x []float64, n int) {
 	pr := e.pr
 	d := e.dims(n)
-	e.val[pr.x] = x[:n*pr.inputs]
+	if !e.alias {
+		for i, p := range e.params {
+			pv := e.pv[i]
+			for j, v := range p {
+				pv[j] = T(v)
+			}
+		}
+	}
+	xv := e.val[pr.x][:n*pr.inputs]
+	for i, v := range x[:n*pr.inputs] {
+		xv[i] = T(v)
+	}
 	for _, st := range pr.steps {
 		sa, so := d[st.a], d[st.out]
 		out := e.val[st.out][:so[0]*so[1]]
@@ -145,7 +175,7 @@ func (e *nativeEngine) forward(x []float64, n int) {
 		switch st.op {
 		case "matmul":
 			sb := d[st.b]
-			e.gemm(false, false, a, sa[0], sa[1], e.val[st.b], sb[0], sb[1], 0, out, so[0], so[1])
+			e.gemm(false, false, a, sa[0], sa[1], e.val[st.b], sb[0], sb[1], false, out, so[0], so[1])
 		case "add", "sub", "mul":
 			sb := d[st.b]
 			fastElementwise2(st.op, out, a, e.val[st.b][:sb[0]*sb[1]])
@@ -155,22 +185,22 @@ func (e *nativeEngine) forward(x []float64, n int) {
 			}
 		case "sigmoid":
 			for i, v := range a {
-				out[i] = sigmoid(v)
+				out[i] = T(sigmoid(float64(v)))
 			}
 		case "tanh":
 			for i, v := range a {
-				out[i] = math.Tanh(v)
+				out[i] = T(math.Tanh(float64(v)))
 			}
 		case "softmax", "log_softmax":
 			k := sa[1]
 			for r := 0; r < sa[0]; r++ {
 				z, o := a[r*k:(r+1)*k], out[r*k:(r+1)*k]
-				lse := logSumExp(z)
+				lse := logSumExpT(z)
 				for j, v := range z {
 					if st.op == "softmax" {
-						o[j] = math.Exp(v - lse)
+						o[j] = T(math.Exp(float64(v) - lse))
 					} else {
-						o[j] = v - lse
+						o[j] = T(float64(v) - lse)
 					}
 				}
 			}
@@ -178,111 +208,151 @@ func (e *nativeEngine) forward(x []float64, n int) {
 	}
 }
 
+func logSumExpT[T floatT](z []T) float64 {
+	m := math.Inf(-1)
+	for _, v := range z {
+		m = max(m, float64(v))
+	}
+	if math.IsInf(m, 0) {
+		return m
+	}
+	var s float64
+	for _, v := range z {
+		s += math.Exp(float64(v) - m)
+	}
+	return m + math.Log(s)
+}
+
 // step computes the mean loss over n rows and the gradient of every
 // parameter (into grads, in pr.paramNames order).
-func (e *nativeEngine) step(x, y []float64, n int, grads [][]float64) (float64, error) {
+func (e *nativeEngine[T]) step(x, y []float64, n int, grads [][]float64) (float64, error) {
 	e.forward(x, n)
 	loss := e.backward(y, n, 1/float64(n))
 	for i, s := range e.pr.paramSlot {
-		copy(grads[i], e.grad[s])
+		if !e.written[s] {
+			clear(grads[i])
+			continue
+		}
+		g := grads[i]
+		for j, v := range e.grad[s] {
+			g[j] = float64(v)
+		}
 	}
 	return loss, nil
 }
 
+// gradOf returns slot s's gradient buffer for this step and whether it
+// already holds a contribution (add) or must be overwritten.
+func (e *nativeEngine[T]) gradOf(s int, size int) (g []T, add bool) {
+	add = e.written[s]
+	e.written[s] = true
+	return e.grad[s][:size], add
+}
+
 // backward seeds the loss gradient (scaled by scale per row) and
 // propagates it; it returns the sum of row losses times scale.
-func (e *nativeEngine) backward(y []float64, n int, scale float64) float64 {
+func (e *nativeEngine[T]) backward(y []float64, n int, scale float64) float64 {
 	pr := e.pr
 	d := e.dims(n)
-	for s, g := range e.grad {
-		if g != nil {
-			clear(g[:d[s][0]*d[s][1]])
-		}
-	}
+	clear(e.written)
 	var loss float64
 	in := e.val[pr.lossIn]
-	g := e.grad[pr.lossIn]
 	k := pr.outputs
+	g, _ := e.gradOf(pr.lossIn, n*k)
 	for r := 0; r < n; r++ {
 		switch pr.lossOp {
 		case "bce", "bce_logits":
-			z := in[r]
+			z := float64(in[r])
 			loss += softplus(z) - y[r]*z
-			g[r] = (sigmoid(z) - y[r]) * scale
+			g[r] = T((sigmoid(z) - y[r]) * scale)
 		case "cross_entropy":
 			row, gr := in[r*k:(r+1)*k], g[r*k:(r+1)*k]
 			c := int(y[r])
 			if pr.lossFrom == "logprobs" {
-				loss -= row[c]
-				gr[c] = -scale
+				loss -= float64(row[c])
+				clear(gr)
+				gr[c] = T(-scale)
 				continue
 			}
-			lse := logSumExp(row)
-			loss += lse - row[c]
+			lse := logSumExpT(row)
+			loss += lse - float64(row[c])
 			for j, v := range row {
-				gr[j] = math.Exp(v-lse) * scale
+				gr[j] = T(math.Exp(float64(v)-lse) * scale)
 			}
-			gr[c] -= scale
+			gr[c] -= T(scale)
 		case "mse":
-			d := in[r] - y[r]
+			d := float64(in[r]) - y[r]
 			loss += d * d
-			g[r] = 2 * d * scale
+			g[r] = T(2 * d * scale)
 		}
 	}
 	for i := len(pr.steps) - 1; i >= 0; i-- {
 		st := pr.steps[i]
-		if !e.needGrad[st.out] {
-			continue
+		if !e.needGrad[st.out] || !e.written[st.out] {
+			continue // no gradient reaches this op
 		}
 		so, sa := d[st.out], d[st.a]
 		gout := e.grad[st.out][:so[0]*so[1]]
 		out := e.val[st.out][:so[0]*so[1]]
 		a := e.val[st.a][:sa[0]*sa[1]]
-		var ga []float64
-		if e.needGrad[st.a] {
-			ga = e.grad[st.a][:sa[0]*sa[1]]
-		}
+		needA := e.needGrad[st.a]
 		switch st.op {
 		case "matmul":
 			sb := d[st.b]
 			b := e.val[st.b][:sb[0]*sb[1]]
-			if ga != nil { // dA += dOut * B^T
-				e.gemm(false, true, gout, so[0], so[1], b, sb[0], sb[1], 1, ga, sa[0], sa[1])
+			if needA { // dA += dOut * B^T
+				ga, add := e.gradOf(st.a, sa[0]*sa[1])
+				e.gemm(false, true, gout, so[0], so[1], b, sb[0], sb[1], add, ga, sa[0], sa[1])
 			}
 			if e.needGrad[st.b] { // dB += A^T * dOut
-				e.gemm(true, false, a, sa[0], sa[1], gout, so[0], so[1], 1, e.grad[st.b][:sb[0]*sb[1]], sb[0], sb[1])
+				gb, add := e.gradOf(st.b, sb[0]*sb[1])
+				e.gemm(true, false, a, sa[0], sa[1], gout, so[0], so[1], add, gb, sb[0], sb[1])
 			}
 		case "add", "sub", "mul":
 			sb := d[st.b]
 			b := e.val[st.b][:sb[0]*sb[1]]
-			var gb []float64
+			var ga, gb []T
+			if needA {
+				var add bool
+				if ga, add = e.gradOf(st.a, len(a)); !add {
+					clear(ga)
+				}
+			}
 			if e.needGrad[st.b] {
-				gb = e.grad[st.b][:sb[0]*sb[1]]
+				var add bool
+				if gb, add = e.gradOf(st.b, len(b)); !add {
+					clear(gb)
+				}
 			}
 			backElementwise2(st.op, gout, a, b, ga, gb)
 		case "relu":
-			if ga != nil {
-				for j, v := range out {
-					if v > 0 {
-						ga[j] += gout[j]
+			if needA {
+				ga, add := e.gradOf(st.a, len(a))
+				reluBack(out, gout, ga, add)
+			}
+		case "sigmoid", "tanh":
+			if needA {
+				ga, add := e.gradOf(st.a, len(a))
+				if !add {
+					clear(ga)
+				}
+				if st.op == "sigmoid" {
+					for j, v := range out {
+						ga[j] += gout[j] * v * (1 - v)
+					}
+				} else {
+					for j, v := range out {
+						ga[j] += gout[j] * (1 - v*v)
 					}
 				}
 			}
-		case "sigmoid":
-			if ga != nil {
-				for j, v := range out {
-					ga[j] += gout[j] * v * (1 - v)
-				}
-			}
-		case "tanh":
-			if ga != nil {
-				for j, v := range out {
-					ga[j] += gout[j] * (1 - v*v)
-				}
-			}
 		case "softmax", "log_softmax":
-			if ga == nil {
+			if !needA {
 				break
+			}
+			ga, add := e.gradOf(st.a, len(a))
+			if !add {
+				clear(ga)
 			}
 			kk := sa[1]
 			for r := 0; r < sa[0]; r++ {
@@ -290,17 +360,17 @@ func (e *nativeEngine) backward(y []float64, n int, scale float64) float64 {
 				var s float64
 				if st.op == "softmax" {
 					for j := range o {
-						s += gr[j] * o[j]
+						s += float64(gr[j]) * float64(o[j])
 					}
 					for j := range o {
-						gar[j] += o[j] * (gr[j] - s)
+						gar[j] += T(float64(o[j]) * (float64(gr[j]) - s))
 					}
 				} else {
 					for j := range o {
-						s += gr[j]
+						s += float64(gr[j])
 					}
 					for j := range o {
-						gar[j] += gr[j] - math.Exp(o[j])*s
+						gar[j] += T(float64(gr[j]) - math.Exp(float64(o[j]))*s)
 					}
 				}
 			}
@@ -311,7 +381,7 @@ func (e *nativeEngine) backward(y []float64, n int, scale float64) float64 {
 
 // fastElementwise2 is elementwise2 with the operand sizes deciding the
 // broadcast (equal sizes; one side of size 1; one side a row of the other).
-func fastElementwise2(op string, out, a, b []float64) {
+func fastElementwise2[T floatT](op string, out, a, b []T) {
 	la, lb := len(a), len(b)
 	switch {
 	case la == lb:
@@ -370,26 +440,88 @@ func fastElementwise2(op string, out, a, b []float64) {
 
 // backElementwise2 accumulates the gradients of add/sub/mul under the
 // broadcast rule: the broadcast side sums over the repeated positions.
-func backElementwise2(op string, gout, a, b, ga, gb []float64) {
-	la, lb := len(a), len(b)
-	for i, g := range gout {
-		ia, ib := i%la, i%lb
-		if ga != nil {
-			switch op {
-			case "add", "sub":
-				ga[ia] += g
-			case "mul":
-				ga[ia] += g * b[ib]
+func backElementwise2[T floatT](op string, gout, a, b, ga, gb []T) {
+	if ga != nil {
+		backSide(op == "mul", false, gout, ga, b)
+	}
+	if gb != nil {
+		backSide(op == "mul", op == "sub", gout, gb, a)
+	}
+}
+
+// backSide adds g times d out/d self to gs: the other operand for mul, 1
+// for add, -1 (neg) for sub's right side. gs and other have len(g) values
+// or repeat every len(gs), len(other) values; one of them has len(g).
+func backSide[T floatT](mul, neg bool, g, gs, other []T) {
+	ls, lo, n := len(gs), len(other), len(g)
+	switch {
+	case !mul && ls == 1:
+		var s T
+		for _, v := range g {
+			s += v
+		}
+		if neg {
+			s = -s
+		}
+		gs[0] += s
+	case !mul:
+		for r := 0; r < n; r += ls {
+			gg := g[r : r+ls]
+			if neg {
+				for j, v := range gg {
+					gs[j] -= v
+				}
+			} else {
+				for j, v := range gg {
+					gs[j] += v
+				}
 			}
 		}
-		if gb != nil {
-			switch op {
-			case "add":
-				gb[ib] += g
-			case "sub":
-				gb[ib] -= g
-			case "mul":
-				gb[ib] += g * a[ia]
+	case ls == n: // self full, other full or repeating
+		for r := 0; r < n; r += lo {
+			gg, dd := g[r:r+lo], gs[r:r+lo]
+			for j, ov := range other {
+				dd[j] += gg[j] * ov
+			}
+		}
+	default: // self repeating, other full
+		for r := 0; r < n; r += ls {
+			gg, oo := g[r:r+ls], other[r:r+ls]
+			for j, v := range gg {
+				gs[j] += v * oo[j]
+			}
+		}
+	}
+}
+
+// reluBack sets (or, with add, adds) gout where the ReLU's output is
+// positive, zero elsewhere. The output is max(v, 0), never negative nor -0,
+// so "positive" is "sign-extended bits > 0": a mask, without the branch
+// that mispredicts on half the units.
+func reluBack[T floatT](out, gout, ga []T, add bool) {
+	switch o := any(out).(type) {
+	case []float32:
+		g, d := any(gout).([]float32), any(ga).([]float32)
+		g, d = g[:len(o)], d[:len(o)]
+		for j, v := range o {
+			mask := uint32(-int32(math.Float32bits(v)) >> 31)
+			gj := math.Float32frombits(math.Float32bits(g[j]) & mask)
+			if add {
+				d[j] += gj
+			} else {
+				d[j] = gj
+			}
+		}
+	case []float64:
+		g, d := any(gout).([]float64), any(ga).([]float64)
+		g, d = g[:len(o)], d[:len(o)]
+		for j, v := range o {
+			mask := uint64(-int64(math.Float64bits(v)) >> 63)
+			gj := math.Float64frombits(math.Float64bits(g[j]) & mask)
+			if add {
+				d[j] += gj
+			} else {
+				d[j] = gj
 			}
 		}
 	}

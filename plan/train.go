@@ -52,8 +52,6 @@ type gradEngine interface {
 	close()
 }
 
-func (e *nativeEngine) close() {}
-
 func newEngine(kind Engine, pr *program, params [][]float64, bs int) (gradEngine, error) {
 	switch kind {
 	case "", EngineNative:

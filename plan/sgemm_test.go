@@ -1,0 +1,138 @@
+package plan
+
+import (
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"testing"
+)
+
+func randF32(rng *rand.Rand, n int) []float32 {
+	v := make([]float32, n)
+	for i := range v {
+		v[i] = float32(rng.NormFloat64())
+	}
+	return v
+}
+
+// TestSgemm checks every transpose combination, edge tiles, depths beyond
+// one packed block, accumulation and the two-goroutine split against a
+// float64 triple loop.
+func TestSgemm(t *testing.T) {
+	rng := rand.New(rand.NewPCG(1, 2))
+	var g gemm32
+	defer g.close()
+	for _, sz := range [][3]int{{1, 1, 1}, {6, 16, 1}, {7, 17, 3}, {5, 1, 20}, {1, 33, 9}, {13, 40, 300}, {256, 256, 256}, {64, 70, 520}} {
+		m, n, k := sz[0], sz[1], sz[2]
+		for _, tA := range []bool{false, true} {
+			for _, tB := range []bool{false, true} {
+				for _, add := range []bool{false, true} {
+					a, b := randF32(rng, m*k), randF32(rng, k*n)
+					lda, ldb := k, n
+					if tA {
+						lda = m
+					}
+					if tB {
+						ldb = k
+					}
+					ldc := n + 3 // a strided C: the padding must stay untouched
+					c := randF32(rng, m*ldc)
+					c0 := append([]float32(nil), c...)
+					g.sgemm(tA, tB, m, n, k, a, lda, b, ldb, c, ldc, add)
+					for i := 0; i < m; i++ {
+						for j := 0; j < ldc; j++ {
+							if j >= n {
+								if c[i*ldc+j] != c0[i*ldc+j] {
+									t.Fatalf("%v tA=%v tB=%v: C[%d,%d] outside the product changed", sz, tA, tB, i, j)
+								}
+								continue
+							}
+							var want, scale float64
+							if add {
+								want = float64(c0[i*ldc+j])
+							}
+							for p := 0; p < k; p++ {
+								var av, bv float32
+								if tA {
+									av = a[p*lda+i]
+								} else {
+									av = a[i*lda+p]
+								}
+								if tB {
+									bv = b[j*ldb+p]
+								} else {
+									bv = b[p*ldb+j]
+								}
+								want += float64(av) * float64(bv)
+								scale += math.Abs(float64(av) * float64(bv))
+							}
+							if got := float64(c[i*ldc+j]); math.Abs(got-want) > 1e-5*(1+scale) {
+								t.Fatalf("%v tA=%v tB=%v add=%v: C[%d,%d] = %v, want %v", sz, tA, tB, add, i, j, got, want)
+							}
+						}
+					}
+				}
+			}
+		}
+	}
+}
+
+// TestKernelsAgree checks the assembly micro-kernel against the Go one.
+func TestKernelsAgree(t *testing.T) {
+	if !hasAVX2FMA {
+		t.Skip("no AVX2/FMA: the Go kernel is the only one")
+	}
+	rng := rand.New(rand.NewPCG(3, 4))
+	for _, kk := range []int{1, 2, 3, 7, 64, 256} {
+		for _, add := range []bool{false, true} {
+			ap, bp := randF32(rng, mr*kk), randF32(rng, nr*kk)
+			ldc := nr + 5
+			c1 := randF32(rng, mr*ldc)
+			c2 := append([]float32(nil), c1...)
+			kernel(kk, ap, bp, c1, ldc, add)
+			kernelGo(kk, ap, bp, c2, ldc, add)
+			for i := range c1 {
+				if d := math.Abs(float64(c1[i] - c2[i])); d > 1e-5*(1+math.Abs(float64(c2[i]))*math.Sqrt(float64(kk))) {
+					t.Fatalf("kk=%d add=%v: c[%d] assembly %v, Go %v", kk, add, i, c1[i], c2[i])
+				}
+			}
+		}
+	}
+}
+
+func TestSgemmAllocs(t *testing.T) {
+	rng := rand.New(rand.NewPCG(5, 6))
+	var g gemm32
+	defer g.close()
+	a, b, c := randF32(rng, 256*256), randF32(rng, 256*256), make([]float32, 256*256)
+	g.sgemm(false, false, 256, 256, 256, a, 256, b, 256, c, 256, false)
+	if n := testing.AllocsPerRun(20, func() { g.sgemm(true, false, 256, 256, 256, a, 256, b, 256, c, 256, true) }); n != 0 {
+		t.Errorf("sgemm allocates %v times per call", n)
+	}
+}
+
+func BenchmarkSgemm(b *testing.B) {
+	rng := rand.New(rand.NewPCG(5, 6))
+	for _, sz := range [][3]int{{256, 256, 256}, {256, 64, 20}, {20, 256, 256}} {
+		for _, tr := range [][2]bool{{false, false}, {false, true}, {true, false}} {
+			m, n, k := sz[0], sz[1], sz[2]
+			b.Run(fmt.Sprintf("%dx%dx%d/tA=%v,tB=%v", m, n, k, tr[0], tr[1]), func(b *testing.B) {
+				var g gemm32
+				defer g.close()
+				a, bb, c := randF32(rng, m*k), randF32(rng, k*n), make([]float32, m*n)
+				lda, ldb := k, n
+				if tr[0] {
+					lda = m
+				}
+				if tr[1] {
+					ldb = k
+				}
+				b.SetBytes(0)
+				for b.Loop() {
+					g.sgemm(tr[0], tr[1], m, n, k, a, lda, bb, ldb, c, n, false)
+				}
+				b.ReportMetric(float64(m*n*k)*float64(b.N)/b.Elapsed().Seconds()/1e9, "GMAC/s")
+			})
+		}
+	}
+}
