@@ -95,12 +95,20 @@ func run() int {
 		}
 	}
 
+	if flowErr != nil && errors.Is(context.Cause(ctx), context.Canceled) {
+		if stopErr != nil {
+			fmt.Fprintln(os.Stderr, "demo: interrupted; a peer did not stop cleanly:", stopErr)
+			return 1
+		}
+		fmt.Fprintln(os.Stderr, "demo: interrupted; every peer it started has stopped")
+		if removeDir {
+			_ = os.RemoveAll(dir)
+		}
+		return 130
+	}
 	failed := false
 	if flowErr != nil {
 		failed = true
-		if ctx.Err() != nil && errors.Is(context.Cause(ctx), context.Canceled) {
-			fmt.Fprintln(os.Stderr, "demo: interrupted")
-		}
 		fmt.Fprintln(os.Stderr, "demo: FAILED:", flowErr)
 	}
 	if stopErr != nil {
