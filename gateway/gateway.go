@@ -18,6 +18,7 @@ import (
 
 	pubsub "github.com/libp2p/go-libp2p-pubsub"
 	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/fedgrid/fedgrid/gateway/store"
 	"github.com/fedgrid/fedgrid/p2p"
@@ -99,6 +100,8 @@ type Gateway struct {
 	coordKick chan struct{} // wake the data-parallel coordinator
 	seqMu     sync.Mutex
 	offerSeq  int64
+	offerMu   sync.Mutex
+	offered   map[string]*offerState // queued job -> its offers so far
 	capacity  capacity
 	servedMu  sync.Mutex
 	served    map[string]time.Time // user -> last grant, for fair offers
@@ -194,6 +197,9 @@ func (g *Gateway) HTTPURL() string {
 	}
 	return "http://" + g.httpLn.Addr().String()
 }
+
+// Metrics gathers the gateway's Prometheus series (as GET /metrics serves them).
+func (g *Gateway) Metrics() *prometheus.Registry { return g.metrics.reg }
 
 // Store gives tests and the CLI's offline commands access to the state.
 func (g *Gateway) Store() *store.Store { return g.store }

@@ -30,7 +30,7 @@ type cluster struct {
 	nd  *node.Node
 }
 
-func startCluster(t *testing.T, ctx context.Context) *cluster {
+func startCluster(t testing.TB, ctx context.Context) *cluster {
 	t.Helper()
 	c := &cluster{}
 	var err error
@@ -47,7 +47,7 @@ func startCluster(t *testing.T, ctx context.Context) *cluster {
 	return c
 }
 
-func (c *cluster) startNode(t *testing.T, ctx context.Context) *node.Node {
+func (c *cluster) startNode(t testing.TB, ctx context.Context) *node.Node {
 	t.Helper()
 	tok, _, err := c.gw.Store().CreateJoinToken(time.Minute)
 	if err != nil {

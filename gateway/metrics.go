@@ -16,6 +16,7 @@ type metrics struct {
 	cancelled     prometheus.Counter
 	leaseExpiries prometheus.Counter
 	grants        prometheus.Counter
+	claims        prometheus.Counter
 	dispatch      prometheus.Histogram
 }
 
@@ -32,6 +33,7 @@ func newMetrics(g *Gateway) *metrics {
 	m.cancelled = counter("jobs_cancelled_total", "Jobs cancelled by their requester or an admin.")
 	m.leaseExpiries = counter("lease_expiries_total", "Leases lost because a node stopped heartbeating or ran out of time.")
 	m.grants = counter("lease_grants_total", "Leases granted to nodes (one per attempt).")
+	m.claims = counter("claims_total", "Claims received from nodes, granted or not.")
 	m.dispatch = prometheus.NewHistogram(prometheus.HistogramOpts{
 		Namespace: "fedgrid", Name: "dispatch_latency_seconds",
 		Help:    "Time from a job entering the queue to a node's lease on it.",

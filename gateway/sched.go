@@ -63,6 +63,22 @@ func (c *capacity) forget(p peer.ID) {
 	delete(c.nodes, p)
 }
 
+// freeSlots lists one entry per free slot of live nodes, in a stable order.
+func (c *capacity) freeSlots(now time.Time) []peer.ID {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var out []peer.ID
+	for id, n := range c.nodes {
+		if now.Sub(n.seen) <= 3*PingInterval {
+			for i := 0; i < n.free; i++ {
+				out = append(out, id)
+			}
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
 // free returns the free slots of nodes seen lately and how many such nodes there are.
 func (c *capacity) free(now time.Time) (slots, live int) {
 	c.mu.Lock()
@@ -81,8 +97,8 @@ func (c *capacity) free(now time.Time) (slots, live int) {
 // in which they were last served (never served first), then by their oldest
 // waiting job: a user with a hundred queued jobs gets one slot in turn with
 // a user who has one.
-func fairOrder(jobs []*store.Job, now time.Time, lastServed map[string]time.Time) []*store.Job {
-	byUser := map[string][]*store.Job{}
+func fairOrder(jobs []store.JobRef, now time.Time, lastServed map[string]time.Time) []store.JobRef {
+	byUser := map[string][]store.JobRef{}
 	var users []string
 	for _, j := range jobs { // jobs come oldest first
 		if now.Before(j.NotBefore) {
@@ -99,7 +115,7 @@ func fairOrder(jobs []*store.Job, now time.Time, lastServed map[string]time.Time
 		}
 		return byUser[a][0].QueuedAt.Compare(byUser[b][0].QueuedAt)
 	})
-	out := make([]*store.Job, 0, len(jobs))
+	out := make([]store.JobRef, 0, len(jobs))
 	for round := 0; len(out) < cap(out); round++ {
 		added := false
 		for _, u := range users {
@@ -118,7 +134,7 @@ func fairOrder(jobs []*store.Job, now time.Time, lastServed map[string]time.Time
 // publishOffers gossips offers for as many queued jobs, in fair order, as
 // live nodes have free slots.
 func (g *Gateway) publishOffers(ctx context.Context) {
-	jobs, err := g.store.QueuedJobs()
+	jobs, err := g.store.QueuedRefs()
 	if err != nil {
 		g.log.Error("list queued jobs", "err", err)
 		return
@@ -134,15 +150,67 @@ func (g *Gateway) publishOffers(ctx context.Context) {
 	if len(order) > free {
 		order = order[:free]
 	}
+	// Direct each offer at one free slot, so that one node claims each job
+	// instead of every idle node racing for the same one. A directed offer
+	// is not repeated while its node has directWait to claim; a job that two
+	// directed offers did not place is offered open, to whoever is free.
+	g.offerMu.Lock()
+	defer g.offerMu.Unlock()
+	if g.offered == nil {
+		g.offered = map[string]*offerState{}
+	}
+	queued := make(map[string]bool, len(jobs))
+	for _, j := range jobs {
+		queued[j.ID] = true
+	}
+	promised := map[peer.ID]int{}
+	for id, st := range g.offered {
+		switch {
+		case !queued[id]:
+			delete(g.offered, id)
+		case st.to != "" && now.Sub(st.at) < directWait:
+			promised[st.to]++
+		}
+	}
+	var avail []peer.ID
+	for _, p := range g.capacity.freeSlots(now) {
+		if promised[p] > 0 {
+			promised[p]--
+			continue
+		}
+		avail = append(avail, p)
+	}
 	for _, j := range order {
-		o := wire.Offer{Gateway: g.ID(), Job: j.ID, Expires: now.Add(g.cfg.OfferTTL)}
-		if ds, err := g.store.Dataset(j.DatasetID); err == nil {
-			o.Rows = ds.Rows
+		st := g.offered[j.ID]
+		if st == nil {
+			st = &offerState{}
+			g.offered[j.ID] = st
+		}
+		if st.to != "" && now.Sub(st.at) < directWait {
+			continue // its node is claiming it
+		}
+		o := wire.Offer{Gateway: g.ID(), Job: j.ID, Expires: now.Add(g.cfg.OfferTTL), Free: free}
+		st.to, st.at = "", now
+		if st.directed < 2 && len(avail) > 0 {
+			st.to, avail = avail[0], avail[1:]
+			st.directed++
+			o.For = st.to.String()
 		}
 		if !g.gossip(ctx, o) {
 			return
 		}
 	}
+}
+
+// directWait is how long a node named in a directed offer has to claim it
+// before the job is offered again.
+const directWait = 500 * time.Millisecond
+
+// offerState is what the gateway remembers of a queued job's offers.
+type offerState struct {
+	directed int       // directed offers so far
+	to       peer.ID   // node of the last directed offer, "" after an open one
+	at       time.Time // when the last offer went out
 }
 
 // gossip publishes one offer; false if the topic is unusable (shutting down).

@@ -93,6 +93,7 @@ func (g *Gateway) enrolledNode(from peer.ID) error {
 }
 
 func (g *Gateway) handleClaim(_ context.Context, from peer.ID, req *wire.ClaimRequest) (*wire.ClaimResponse, error) {
+	g.metrics.claims.Inc()
 	if err := g.enrolledNode(from); err != nil {
 		return nil, err
 	}

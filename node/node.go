@@ -10,6 +10,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"hash/fnv"
 	"log/slog"
 	"math/rand/v2"
 	"sync"
@@ -54,6 +55,8 @@ type Node struct {
 	mu       sync.Mutex
 	running  map[string]context.CancelFunc // job -> cancel
 	claiming map[string]context.CancelFunc // job -> stop waiting to claim
+	offered  map[string]wire.Offer         // offers heard and not yet known taken
+	pingCh   chan struct{}
 
 	closeOnce sync.Once
 	closeErr  error
@@ -84,7 +87,7 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 	if err != nil {
 		return nil, err
 	}
-	n := &Node{cfg: cfg, peer: p, gw: gws[0], log: log, slots: make(chan struct{}, cfg.Slots), running: map[string]context.CancelFunc{}, claiming: map[string]context.CancelFunc{}}
+	n := &Node{cfg: cfg, peer: p, gw: gws[0], log: log, slots: make(chan struct{}, cfg.Slots), running: map[string]context.CancelFunc{}, claiming: map[string]context.CancelFunc{}, offered: map[string]wire.Offer{}, pingCh: make(chan struct{}, 1)}
 	defer func() {
 		if err != nil {
 			_ = n.Close()
@@ -168,30 +171,78 @@ func (n *Node) offers(ctx context.Context) {
 		}
 		n.mu.Lock()
 		if o.Taken {
+			delete(n.offered, o.Job)
 			if stop := n.claiming[o.Job]; stop != nil {
 				stop() // another node has it: do not claim
 			}
-			n.mu.Unlock()
-			continue
+		} else if _, running := n.running[o.Job]; !running && (o.For == "" || o.For == n.peer.ID().String()) {
+			n.offered[o.Job] = *o
 		}
-		_, busy := n.running[o.Job]
-		_, pending := n.claiming[o.Job]
 		n.mu.Unlock()
-		if busy || pending {
-			continue
+		n.dispatch(ctx)
+	}
+}
+
+// rank orders offers differently on every node (a hash of node and job), so
+// that idle nodes facing the same offers mostly claim different jobs.
+func (n *Node) rank(job string) uint64 {
+	h := fnv.New64a()
+	h.Write([]byte(n.peer.ID()))
+	h.Write([]byte(job))
+	return h.Sum64()
+}
+
+// dispatch claims remembered offers while slots are free: the best-ranked
+// offer first; an offer that could not be had is forgotten and the next one
+// tried.
+func (n *Node) dispatch(ctx context.Context) {
+	for {
+		n.mu.Lock()
+		now := time.Now()
+		var best *wire.Offer
+		for id, o := range n.offered {
+			if now.After(o.Expires) {
+				delete(n.offered, id)
+				continue
+			}
+			if _, busy := n.claiming[id]; busy {
+				continue
+			}
+			// Offers directed at this node first, then by rank.
+			mine := o.For != ""
+			bestMine := best != nil && best.For != ""
+			if best == nil || (mine && !bestMine) || (mine == bestMine && n.rank(id) < n.rank(best.Job)) {
+				o := o
+				best = &o
+			}
+		}
+		if best == nil {
+			n.mu.Unlock()
+			return
 		}
 		select {
 		case n.slots <- struct{}{}:
 		default:
-			continue // no free slot: only eligible nodes claim
+			n.mu.Unlock()
+			return // no free slot: only eligible nodes claim
 		}
 		cctx, stop := context.WithCancel(ctx)
-		n.mu.Lock()
-		n.claiming[o.Job] = stop
+		n.claiming[best.Job] = stop
+		delete(n.offered, best.Job)
 		n.mu.Unlock()
+		o := *best
 		n.peer.Go(func(ctx context.Context) {
-			defer func() { <-n.slots }()
-			n.take(ctx, cctx, o.Job)
+			release := sync.OnceFunc(func() {
+				<-n.slots
+				n.pingNow()
+				n.dispatch(ctx)
+			})
+			defer release()
+			free := o.Free
+			if o.For != "" {
+				free = 1 // directed at this node: claim at once
+			}
+			n.take(ctx, cctx, o.Job, free, release)
 		})
 	}
 }
@@ -202,6 +253,10 @@ func (n *Node) pings(ctx context.Context) {
 	t := time.NewTicker(pingInterval)
 	defer t.Stop()
 	for {
+		select {
+		case <-n.pingCh:
+		default:
+		}
 		n.mu.Lock()
 		running := make([]string, 0, len(n.running))
 		for j := range n.running {
@@ -216,7 +271,16 @@ func (n *Node) pings(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-t.C:
+		case <-n.pingCh:
 		}
+	}
+}
+
+// pingNow asks the ping loop to tell the gateway at once (a slot came free).
+func (n *Node) pingNow() {
+	select {
+	case n.pingCh <- struct{}{}:
+	default:
 	}
 }
 
@@ -229,7 +293,7 @@ func (n *Node) small() p2p.Limits {
 
 // take waits out a random jitter (dropping the claim if the job is taken
 // meanwhile), claims the job and, if granted, runs it.
-func (n *Node) take(ctx, claimCtx context.Context, job string) {
+func (n *Node) take(ctx, claimCtx context.Context, job string, free int, release func()) {
 	defer func() {
 		n.mu.Lock()
 		if stop := n.claiming[job]; stop != nil {
@@ -238,10 +302,15 @@ func (n *Node) take(ctx, claimCtx context.Context, job string) {
 		delete(n.claiming, job)
 		n.mu.Unlock()
 	}()
-	select {
-	case <-claimCtx.Done():
-		return
-	case <-time.After(rand.N(n.cfg.MaxJitter)):
+	// Jitter spreads the claims of idle nodes; it grows with the number of
+	// free slots the gateway saw, up to MaxJitter, and is zero when this node
+	// is the only candidate.
+	if free > 1 {
+		select {
+		case <-claimCtx.Done():
+			return
+		case <-time.After(rand.N(min(n.cfg.MaxJitter, time.Duration(free)*time.Millisecond))):
+		}
 	}
 	// Once sent, the claim is not cancelled by a "taken" offer: the gateway
 	// gossips that offer before it answers the very claim it granted, and a
@@ -267,6 +336,9 @@ func (n *Node) take(ctx, claimCtx context.Context, job string) {
 	if ctx.Err() != nil {
 		return // shutting down: the lease expires and the gateway re-queues the job
 	}
+	// The slot is free from now on: the next offer can be claimed while this
+	// result travels.
+	release()
 	req := &wire.ResultRequest{Job: job, Attempt: grant.Attempt}
 	if runErr != nil {
 		if jctx.Err() != nil {

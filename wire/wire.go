@@ -120,10 +120,16 @@ type EnrollResponse struct {
 type Offer struct {
 	Gateway string    `json:"gateway"`
 	Job     string    `json:"job"`
-	Rows    int       `json:"rows"`
 	Expires time.Time `json:"expires"`
 	Seq     int64     `json:"seq"`
 	Taken   bool      `json:"taken,omitempty"`
+	// Free is the gateway's count of free slots on live nodes when it offered:
+	// nodes scale their claim jitter to it (no jitter when only one can claim).
+	Free int `json:"free,omitempty"`
+	// For, when set, names the node the gateway would like to run the job:
+	// that node claims at once and the others leave it. An offer nobody
+	// claimed is re-announced open (For empty) for any free node.
+	For string `json:"for,omitempty"`
 }
 
 // PingRequest tells the gateway that a node is alive and how busy it is.

@@ -91,11 +91,45 @@ func putJob(txn *badger.Txn, j *Job, oldState string) error {
 		}
 	}
 	if oldState != j.State {
-		if err := txn.Set(jobIndexKey(j), nil); err != nil {
+		ref, err := json.Marshal(JobRef{ID: j.ID, UserID: j.UserID, DatasetID: j.DatasetID, QueuedAt: j.QueuedAt, NotBefore: j.NotBefore})
+		if err != nil {
+			return err
+		}
+		if err := txn.Set(jobIndexKey(j), ref); err != nil {
 			return err
 		}
 	}
 	return putJSON(txn, prefixJob+j.ID, j)
+}
+
+// JobRef is the little the scheduler needs of a queued job; the state
+// index carries it, so listing the queue reads no job records.
+type JobRef struct {
+	ID        string    `json:"id"`
+	UserID    string    `json:"user_id"`
+	DatasetID string    `json:"dataset_id"`
+	QueuedAt  time.Time `json:"queued_at"`
+	NotBefore time.Time `json:"not_before,omitzero"`
+}
+
+// QueuedRefs lists the queued jobs, oldest first, from the state index alone.
+func (s *Store) QueuedRefs() ([]JobRef, error) {
+	var out []JobRef
+	err := s.view(func(txn *badger.Txn) error {
+		opts := badger.DefaultIteratorOptions
+		opts.Prefix = []byte(prefixJobIndex + JobQueued + "/")
+		it := txn.NewIterator(opts)
+		defer it.Close()
+		for it.Rewind(); it.Valid(); it.Next() {
+			var r JobRef
+			if err := it.Item().Value(func(v []byte) error { return json.Unmarshal(v, &r) }); err != nil {
+				return fmt.Errorf("store: job index %s: %w", it.Item().Key(), err)
+			}
+			out = append(out, r)
+		}
+		return nil
+	})
+	return out, err
 }
 
 // jobsInState reads the jobs of one state through the index, oldest first.
