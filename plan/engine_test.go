@@ -75,6 +75,13 @@ var enginePlans = map[string]string{
 	 "params": {"w1": {"shape":[7,4]}, "w2": {"shape":[4,3]}},
 	 "forward": [{"op":"matmul","in":["x","w1"],"out":"h"}, {"op":"softmax","in":["h"],"out":"h"}, {"op":"matmul","in":["h","w2"],"out":"z"}],
 	 "loss": {"op":"cross_entropy","in":["z","y"]}}`,
+	"dense fusion edges": `{` + synthHead + `, "label": "bin",
+	 "params": {"w1": {"shape":[7,6]}, "b1": {"shape":[6], "init":"normal", "std":0.5}, "w2": {"shape":[6,6]}, "w3": {"shape":[6,1]}, "b2": {"shape":[1]}},
+	 "forward": [{"op":"matmul","in":["x","w1"],"out":"h"}, {"op":"add","in":["h","b1"],"out":"s"}, {"op":"relu","in":["s"],"out":"r"},
+	   {"op":"add","in":["h","s"],"out":"t"}, {"op":"mul","in":["t","r"],"out":"q"},
+	   {"op":"matmul","in":["q","w2"],"out":"u"}, {"op":"add","in":["b1","u"],"out":"v"}, {"op":"relu","in":["v"],"out":"hv"},
+	   {"op":"matmul","in":["hv","w3"],"out":"z"}, {"op":"add","in":["z","b2"],"out":"z"}],
+	 "loss": {"op":"bce_logits","in":["z","y"]}}`,
 	"mse": `{` + synthHead + `, "label": "target",
 	 "params": {"w1": {"shape":[7,8]}, "b1": {"shape":[8]}, "w2": {"shape":[8,1]}, "b2": {"shape":[1]}},
 	 "forward": [{"op":"matmul","in":["x","w1"],"out":"h"}, {"op":"add","in":["h","b1"],"out":"h"}, {"op":"tanh","in":["h"],"out":"h"},
@@ -112,6 +119,27 @@ func batchFor(t *testing.T, p *Plan, tab *dataset.Table) (*program, []float64, [
 // gradients equal gorgonia's and central finite differences, on a full and a
 // partial batch.
 func TestEnginesAgree(t *testing.T) {
+	// The fusion cases of fuse: where a layer may and may not fuse.
+	p, err := Parse([]byte(enginePlans["dense fusion edges"]))
+	if err != nil {
+		t.Fatal(err)
+	}
+	pr, err := compile(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var kinds []string
+	for _, u := range fuse(pr) {
+		k := u.st.op
+		if u.dense {
+			k = fmt.Sprintf("dense(relu=%v)", u.relu)
+		}
+		kinds = append(kinds, k)
+	}
+	if got, want := strings.Join(kinds, " "), "matmul add relu add mul dense(relu=true) dense(relu=false)"; got != want {
+		t.Errorf("units %q, want %q", got, want)
+	}
+
 	tab := synthTable(t, 64, 1)
 	for name, src := range enginePlans {
 		p, err := Parse([]byte(src))

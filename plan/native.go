@@ -26,9 +26,23 @@ type nativeEngine[T floatT] struct {
 	grad     [][]T       // per slot gradient (nil when not needed)
 	written  []bool      // per slot: grad holds this step's gradient (else it is stale)
 	needGrad []bool
-	isParam  []int // param index of a slot, or -1
+	isParam  []int  // param index of a slot, or -1
+	units    []unit // the steps, dense layers fused
 	g32      gemm32
 	shapes   map[int][][2]int // per row count: each slot's concrete [rows, cols]
+}
+
+// unit is one step of the program, or a dense layer: a matmul whose
+// product only feeds "add" of a bias vector, optionally followed by a relu
+// that alone reads the sum. A dense layer runs as one product with a bias
+// and ReLU epilogue; its backward pass masks the incoming gradient and sums
+// the bias gradient in one sweep. The intermediate values are not stored.
+type unit struct {
+	st    step // the op; for a dense layer its matmul
+	dense bool
+	bias  int  // dense: the bias slot, or -1
+	relu  bool // dense: a ReLU ends the layer
+	out   int  // the unit's output slot
 }
 
 // newNativeEngine returns the float32 engine (f32) or the float64 one.
@@ -67,17 +81,66 @@ func newNative[T floatT](pr *program, params [][]float64, maxRows int) *nativeEn
 			e.needGrad[st.out] = true
 		}
 	}
+	e.units = fuse(pr)
+	keep := make([]bool, ns) // slots whose values a unit stores
+	keep[pr.x] = true
+	for _, u := range e.units {
+		keep[u.out] = true
+		if u.dense && e.needGrad[u.out] {
+			e.needGrad[u.st.out] = true // the pre-activation gradient's buffer
+		}
+	}
 	for s := range pr.shape {
 		if e.isParam[s] >= 0 {
 			continue
 		}
 		n := size(concrete(pr.shape[s], maxRows))
-		e.val[s] = make([]T, n)
+		if keep[s] {
+			e.val[s] = make([]T, n)
+		}
 		if e.needGrad[s] {
 			e.grad[s] = make([]T, n)
 		}
 	}
 	return e
+}
+
+// fuse groups the program's steps into units, finding the dense layers.
+func fuse(pr *program) []unit {
+	uses := make([]int, len(pr.shape))
+	for _, st := range pr.steps {
+		uses[st.a]++
+		if st.b >= 0 {
+			uses[st.b]++
+		}
+	}
+	uses[pr.lossIn]++
+	uses[pr.pred]++
+	// only tells whether slot s is the sole input of step i (and used once)
+	only := func(s, i int) bool { return uses[s] == 1 && i < len(pr.steps) }
+	var units []unit
+	for i := 0; i < len(pr.steps); i++ {
+		st := pr.steps[i]
+		u := unit{st: st, bias: -1, out: st.out}
+		if st.op == "matmul" && only(st.out, i+1) && pr.steps[i+1].op == "add" {
+			add := pr.steps[i+1]
+			cols := pr.shape[st.out][len(pr.shape[st.out])-1]
+			other := add.b
+			if add.b == st.out {
+				other = add.a
+			}
+			if (add.a == st.out) != (add.b == st.out) && len(pr.shape[other]) == 1 && pr.shape[other][0] == cols && cols != Batch {
+				u.dense, u.bias, u.out = true, other, add.out
+				i++
+				if only(add.out, i+1) && pr.steps[i+1].op == "relu" {
+					u.relu, u.out = true, pr.steps[i+1].out
+					i++
+				}
+			}
+		}
+		units = append(units, u)
+	}
+	return units
 }
 
 func (e *nativeEngine[T]) close() { e.g32.close() }
@@ -115,6 +178,32 @@ func (e *nativeEngine[T]) gemm(tA, tB bool, a []T, ar, ac int, b []T, br, bc int
 		e.g32.sgemm(tA, tB, cr, cc, k, a, ac, any(b).([]float32), bc, any(c).([]float32), cc, add)
 	case []float64:
 		gemmSimple(tA, tB, cr, cc, k, a, ac, any(b).([]float64), bc, any(c).([]float64), cc, add)
+	}
+}
+
+// gemmEpi computes C = max(A B + bias, 0) (bias may be nil; max only with
+// relu), A, B, C row-major [ar,ac], [br,bc], [cr,cc].
+func (e *nativeEngine[T]) gemmEpi(a []T, ar, ac int, b []T, br, bc int, c []T, cr, cc int, bias []T, relu bool) {
+	switch a := any(a).(type) {
+	case []float32:
+		e.g32.sgemmEpi(false, false, cr, cc, ac, a, ac, any(b).([]float32), bc, any(c).([]float32), cc, false, any(bias).([]float32), relu)
+	case []float64:
+		cf := any(c).([]float64)
+		gemmSimple(false, false, cr, cc, ac, a, ac, any(b).([]float64), bc, cf, cc, false)
+		bf := any(bias).([]float64)
+		for i := 0; i < cr; i++ {
+			row := cf[i*cc : (i+1)*cc]
+			if bf != nil {
+				for j := range row {
+					row[j] += bf[j]
+				}
+			}
+			if relu {
+				for j, v := range row {
+					row[j] = max(v, 0)
+				}
+			}
+		}
 	}
 }
 
@@ -168,10 +257,20 @@ func (e *nativeEngine[T]) forward(x []float64, n int) {
 	for i, v := range x[:n*pr.inputs] {
 		xv[i] = T(v)
 	}
-	for _, st := range pr.steps {
+	for _, u := range e.units {
+		st := u.st
 		sa, so := d[st.a], d[st.out]
-		out := e.val[st.out][:so[0]*so[1]]
+		out := e.val[u.out][:so[0]*so[1]]
 		a := e.val[st.a][:sa[0]*sa[1]]
+		if u.dense {
+			sb := d[st.b]
+			var bias []T
+			if u.bias >= 0 {
+				bias = e.val[u.bias][:so[1]]
+			}
+			e.gemmEpi(a, sa[0], sa[1], e.val[st.b], sb[0], sb[1], out, so[0], so[1], bias, u.relu)
+			continue
+		}
 		switch st.op {
 		case "matmul":
 			sb := d[st.b]
@@ -286,14 +385,31 @@ func (e *nativeEngine[T]) backward(y []float64, n int, scale float64) float64 {
 			g[r] = T(2 * d * scale)
 		}
 	}
-	for i := len(pr.steps) - 1; i >= 0; i-- {
-		st := pr.steps[i]
-		if !e.needGrad[st.out] || !e.written[st.out] {
+	for i := len(e.units) - 1; i >= 0; i-- {
+		u := e.units[i]
+		st := u.st
+		if !e.needGrad[u.out] || !e.written[u.out] {
 			continue // no gradient reaches this op
 		}
 		so, sa := d[st.out], d[st.a]
-		gout := e.grad[st.out][:so[0]*so[1]]
-		out := e.val[st.out][:so[0]*so[1]]
+		gout := e.grad[u.out][:so[0]*so[1]]
+		out := e.val[u.out][:so[0]*so[1]]
+		if u.dense {
+			// d loss / d (A W), and the bias gradient, in one sweep
+			var gb []T
+			if u.bias >= 0 && e.needGrad[u.bias] {
+				var add bool
+				if gb, add = e.gradOf(u.bias, so[1]); !add {
+					clear(gb)
+				}
+			}
+			gz := gout
+			if u.relu {
+				gz = e.grad[st.out][:len(gout)]
+			}
+			maskSum(out, gout, gz, gb, u.relu)
+			gout = gz
+		}
 		a := e.val[st.a][:sa[0]*sa[1]]
 		needA := e.needGrad[st.a]
 		switch st.op {
@@ -502,6 +618,10 @@ func reluBack[T floatT](out, gout, ga []T, add bool) {
 	switch o := any(out).(type) {
 	case []float32:
 		g, d := any(gout).([]float32), any(ga).([]float32)
+		if !add {
+			reluMask(o, g, d)
+			return
+		}
 		g, d = g[:len(o)], d[:len(o)]
 		for j, v := range o {
 			mask := uint32(-int32(math.Float32bits(v)) >> 31)
@@ -523,6 +643,32 @@ func reluBack[T floatT](out, gout, ga []T, add bool) {
 			} else {
 				d[j] = gj
 			}
+		}
+	}
+}
+
+// maskSum sets gz to gout where the ReLU's output out is positive and to
+// zero elsewhere (gz = gout without relu; gz may be gout), and adds the
+// column sums of gz to gb (when not nil, len(gb) columns).
+func maskSum[T floatT](out, gout, gz, gb []T, relu bool) {
+	if relu {
+		reluBack(out, gout, gz, false)
+	}
+	if gb == nil {
+		return
+	}
+	m := len(gb)
+	if g32, ok := any(gz).([]float32); ok {
+		b32 := any(gb).([]float32)
+		for r := 0; r < len(g32); r += m {
+			axpy(1, g32[r:r+m], b32)
+		}
+		return
+	}
+	for r := 0; r < len(gz); r += m {
+		row := gz[r : r+m]
+		for j, v := range row {
+			gb[j] += v
 		}
 	}
 }

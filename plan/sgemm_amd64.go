@@ -20,23 +20,71 @@ var hasAVX2FMA = func() bool {
 func cpuid(eax, ecx uint32) (a, b, c, d uint32)
 func xgetbv() (lo, hi uint32)
 
-// kernelAVX2 is kernelGo in AVX2/FMA assembly; add is 0 or 1.
+// kernelAVX2 is kernelGo in AVX2/FMA assembly.
 //
 //go:noescape
-func kernelAVX2(kk int, ap, bp, c *float32, ldc int, add int)
+func kernelAVX2(kk int, a *float32, rsA, csA int, b *float32, ldb int, c *float32, ldc int, bias *float32, flags int)
 
-// kernel is the micro-kernel: C[mr x nr] (+)= A-panel B-panel.
-func kernel(kk int, ap, bp, c []float32, ldc int, add bool) {
+//go:noescape
+func reluMaskAVX2(out, grad, dst *float32, n int)
+
+//go:noescape
+func axpyAVX2(alpha float32, x, y *float32, n int)
+
+//go:noescape
+func dotAVX2(x, y *float32, n int) float32
+
+// kernel is the micro-kernel (see kernelGo).
+func kernel(kk int, a []float32, rsA, csA int, bp []float32, ldb int, c []float32, ldc int, bias []float32, flags int) {
 	if !hasAVX2FMA {
-		kernelGo(kk, ap, bp, c, ldc, add)
+		kernelGo(kk, a, rsA, csA, bp, ldb, c, ldc, bias, flags)
 		return
 	}
-	// Bounds the assembly relies on.
-	_, _ = ap[mr*kk-1], bp[nr*kk-1]
+	// The bounds the assembly relies on.
+	_, _ = a[(mr-1)*rsA+(kk-1)*csA], bp[(kk-1)*ldb+nr-1]
 	_ = c[(mr-1)*ldc+nr-1]
-	f := 0
-	if add {
-		f = 1
+	bptr := &bp[0] // any valid pointer when there is no bias
+	if flags&kBias != 0 {
+		_ = bias[nr-1]
+		bptr = &bias[0]
 	}
-	kernelAVX2(kk, &ap[0], &bp[0], &c[0], ldc, f)
+	kernelAVX2(kk, &a[0], rsA, csA, &bp[0], ldb, &c[0], ldc, bptr, flags)
+}
+
+// dot is the sum of x[i] y[i] (len(y) >= len(x)).
+func dot(x, y []float32) float32 {
+	n := len(x) &^ 7
+	if !hasAVX2FMA || n == 0 {
+		return dotGo(x, y)
+	}
+	y = y[:len(x)]
+	s := dotAVX2(&x[0], &y[0], n)
+	for i := n; i < len(x); i++ {
+		s += x[i] * y[i]
+	}
+	return s
+}
+
+// axpy adds alpha x to y (len(y) >= len(x)).
+func axpy(alpha float32, x, y []float32) {
+	n := len(x) &^ 7
+	if !hasAVX2FMA || n == 0 {
+		axpyGo(alpha, x, y)
+		return
+	}
+	y = y[:len(x)]
+	axpyAVX2(alpha, &x[0], &y[0], n)
+	axpyGo(alpha, x[n:], y[n:])
+}
+
+// reluMask sets dst to g where out > 0, to zero elsewhere.
+func reluMask(out, g, dst []float32) {
+	n := len(out) &^ 7
+	if !hasAVX2FMA || n == 0 {
+		reluMaskGo(out, g, dst)
+		return
+	}
+	g, dst = g[:len(out)], dst[:len(out)]
+	reluMaskAVX2(&out[0], &g[0], &dst[0], n)
+	reluMaskGo(out[n:], g[n:], dst[n:])
 }

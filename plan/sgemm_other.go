@@ -4,7 +4,11 @@ package plan
 
 const hasAVX2FMA = false
 
-// kernel is the micro-kernel: C[mr x nr] (+)= A-panel B-panel.
-func kernel(kk int, ap, bp, c []float32, ldc int, add bool) {
-	kernelGo(kk, ap, bp, c, ldc, add)
+// kernel is the micro-kernel (see kernelGo).
+func kernel(kk int, a []float32, rsA, csA int, bp []float32, ldb int, c []float32, ldc int, bias []float32, flags int) {
+	kernelGo(kk, a, rsA, csA, bp, ldb, c, ldc, bias, flags)
 }
+
+func dot(x, y []float32) float32         { return dotGo(x, y) }
+func axpy(alpha float32, x, y []float32) { axpyGo(alpha, x, y) }
+func reluMask(out, g, dst []float32)     { reluMaskGo(out, g, dst) }

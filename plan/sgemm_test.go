@@ -38,7 +38,12 @@ func TestSgemm(t *testing.T) {
 					ldc := n + 3 // a strided C: the padding must stay untouched
 					c := randF32(rng, m*ldc)
 					c0 := append([]float32(nil), c...)
-					g.sgemm(tA, tB, m, n, k, a, lda, b, ldb, c, ldc, add)
+					var bias []float32
+					relu := (m+n+k)%2 == 0
+					if add {
+						bias = randF32(rng, n)
+					}
+					g.sgemmEpi(tA, tB, m, n, k, a, lda, b, ldb, c, ldc, add, bias, relu)
 					for i := 0; i < m; i++ {
 						for j := 0; j < ldc; j++ {
 							if j >= n {
@@ -66,8 +71,14 @@ func TestSgemm(t *testing.T) {
 								want += float64(av) * float64(bv)
 								scale += math.Abs(float64(av) * float64(bv))
 							}
+							if bias != nil {
+								want += float64(bias[j])
+							}
+							if relu {
+								want = max(want, 0)
+							}
 							if got := float64(c[i*ldc+j]); math.Abs(got-want) > 1e-5*(1+scale) {
-								t.Fatalf("%v tA=%v tB=%v add=%v: C[%d,%d] = %v, want %v", sz, tA, tB, add, i, j, got, want)
+								t.Fatalf("%v tA=%v tB=%v add=%v relu=%v: C[%d,%d] = %v, want %v", sz, tA, tB, add, relu, i, j, got, want)
 							}
 						}
 					}
@@ -77,23 +88,26 @@ func TestSgemm(t *testing.T) {
 	}
 }
 
-// TestKernelsAgree checks the assembly micro-kernel against the Go one.
+// TestKernelsAgree checks the assembly micro-kernel against the Go one,
+// for packed, row-major and transposed A and every epilogue.
 func TestKernelsAgree(t *testing.T) {
 	if !hasAVX2FMA {
 		t.Skip("no AVX2/FMA: the Go kernel is the only one")
 	}
 	rng := rand.New(rand.NewPCG(3, 4))
 	for _, kk := range []int{1, 2, 3, 7, 64, 256} {
-		for _, add := range []bool{false, true} {
-			ap, bp := randF32(rng, mr*kk), randF32(rng, nr*kk)
-			ldc := nr + 5
-			c1 := randF32(rng, mr*ldc)
-			c2 := append([]float32(nil), c1...)
-			kernel(kk, ap, bp, c1, ldc, add)
-			kernelGo(kk, ap, bp, c2, ldc, add)
-			for i := range c1 {
-				if d := math.Abs(float64(c1[i] - c2[i])); d > 1e-5*(1+math.Abs(float64(c2[i]))*math.Sqrt(float64(kk))) {
-					t.Fatalf("kk=%d add=%v: c[%d] assembly %v, Go %v", kk, add, i, c1[i], c2[i])
+		for _, st := range [][2]int{{1, mr}, {kk + 3, 1}, {1, 9}} {
+			for flags := 0; flags < 8; flags++ {
+				a, bp, bias := randF32(rng, (mr-1)*st[0]+(kk-1)*st[1]+1), randF32(rng, nr*kk), randF32(rng, nr)
+				ldc := nr + 5
+				c1 := randF32(rng, mr*ldc)
+				c2 := append([]float32(nil), c1...)
+				kernel(kk, a, st[0], st[1], bp, nr, c1, ldc, bias, flags)
+				kernelGo(kk, a, st[0], st[1], bp, nr, c2, ldc, bias, flags)
+				for i := range c1 {
+					if d := math.Abs(float64(c1[i] - c2[i])); d > 1e-5*(1+math.Abs(float64(c2[i]))*math.Sqrt(float64(kk))) {
+						t.Fatalf("kk=%d strides %v flags %d: c[%d] assembly %v, Go %v", kk, st, flags, i, c1[i], c2[i])
+					}
 				}
 			}
 		}
@@ -133,6 +147,44 @@ func BenchmarkSgemm(b *testing.B) {
 				}
 				b.ReportMetric(float64(m*n*k)*float64(b.N)/b.Elapsed().Seconds()/1e9, "GMAC/s")
 			})
+		}
+	}
+}
+
+// TestVectorKernels checks dot, axpy and reluMask against plain loops,
+// on lengths with and without a tail past the multiple of eight.
+func TestVectorKernels(t *testing.T) {
+	rng := rand.New(rand.NewPCG(7, 8))
+	for _, n := range []int{0, 1, 7, 8, 9, 16, 31, 256} {
+		x, y := randF32(rng, n), randF32(rng, n)
+		var want float64
+		for i := range x {
+			want += float64(x[i]) * float64(y[i])
+		}
+		if got := dot(x, y); math.Abs(float64(got)-want) > 1e-5*(1+math.Abs(want)) {
+			t.Errorf("n=%d: dot %v, want %v", n, got, want)
+		}
+		y2 := append([]float32(nil), y...)
+		axpy(0.5, x, y2)
+		for i := range y2 {
+			if w := y[i] + 0.5*x[i]; math.Abs(float64(y2[i]-w)) > 1e-6*(1+math.Abs(float64(w))) {
+				t.Fatalf("n=%d: axpy [%d] %v, want %v", n, i, y2[i], w)
+			}
+		}
+		out := randF32(rng, n)
+		if n > 2 {
+			out[0], out[1], out[2] = 0, float32(math.NaN()), float32(math.Inf(1))
+		}
+		dst := randF32(rng, n)
+		reluMask(out, x, dst)
+		for i, v := range out {
+			w := float32(0)
+			if v > 0 {
+				w = x[i]
+			}
+			if dst[i] != w {
+				t.Fatalf("n=%d: reluMask [%d] (out %v) %v, want %v", n, i, v, dst[i], w)
+			}
 		}
 	}
 }
