@@ -27,7 +27,6 @@ const loopback = "/ip4/127.0.0.1/tcp/0"
 type cluster struct {
 	net *network.Network
 	gw  *gateway.Gateway
-	nd  *node.Node
 }
 
 func startCluster(t testing.TB, ctx context.Context) *cluster {

@@ -26,6 +26,10 @@ func (g *Gateway) startHTTP() error {
 				g.wake(g.kick)
 			},
 			NodeRemoved: g.RemoveNode,
+			IndexState: func(id string) api.Indexing {
+				s := g.IndexState(id)
+				return api.Indexing{State: s.State, At: s.At, Error: s.Error}
+			},
 		},
 		Logger: g.log.With("sub", "http"),
 	})

@@ -4,6 +4,7 @@ import (
 	"net/http"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
 
@@ -65,7 +66,7 @@ func newMetrics(g *Gateway) *metrics {
 		free, _ := g.capacity.free(timeNow())
 		return float64(free)
 	})
-	m.reg.MustRegister(prometheus.NewGoCollector())
+	m.reg.MustRegister(collectors.NewGoCollector())
 	return m
 }
 

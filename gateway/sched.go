@@ -243,7 +243,7 @@ func (g *Gateway) servedUser(user string) {
 }
 
 func (g *Gateway) handlePing(_ context.Context, from peer.ID, req *wire.PingRequest) (*wire.Ack, error) {
-	if err := g.enrolledNode(from); err != nil {
+	if err := g.enrolledNode(from, wire.ProtoPing); err != nil {
 		return nil, err
 	}
 	_, wasLive := g.capacity.free(time.Now())

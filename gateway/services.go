@@ -53,6 +53,9 @@ func storeErr(err error, what string) error {
 // --- nodes ---------------------------------------------------------------
 
 func (g *Gateway) handleEnroll(_ context.Context, from peer.ID, req *wire.EnrollRequest) (*wire.EnrollResponse, error) {
+	if _, err := g.authorize(from, wire.ProtoEnroll); err != nil {
+		return nil, err
+	}
 	if req.Slots < 1 || req.Slots > 256 {
 		return nil, p2p.Errorf(p2p.CodeBadRequest, "slots must be between 1 and 256, got %d", req.Slots)
 	}
@@ -80,12 +83,27 @@ func (g *Gateway) handleEnroll(_ context.Context, from peer.ID, req *wire.Enroll
 	return ok, nil
 }
 
-// enrolledNode refuses peers that no join token enrolled.
-func (g *Gateway) enrolledNode(from peer.ID) error {
-	if _, err := g.store.Node(from.String()); err != nil {
-		if errors.Is(err, store.ErrNotFound) {
-			return p2p.Errorf(p2p.CodeForbidden, "peer %s is not an enrolled node of this gateway", from)
-		}
+// authorize is the one policy check of every p2p request (the same store
+// policy the HTTP API uses): proto names the protocol, from the remote peer.
+// For data-scientist protocols it returns the peer's account.
+func (g *Gateway) authorize(from peer.ID, proto string) (*store.User, error) {
+	u, err := g.store.AuthorizePeerRequest(from.String(), proto)
+	switch {
+	case err == nil:
+		return u, nil
+	case errors.Is(err, store.ErrUnknownPeer) && store.PeerRules[proto].Who == store.PeerNode:
+		return nil, p2p.Errorf(p2p.CodeForbidden, "peer %s is not an enrolled node of this gateway", from)
+	case errors.Is(err, store.ErrUnknownPeer):
+		return nil, p2p.Errorf(p2p.CodeUnauthorized, "peer %s is not registered at this gateway: ask its administrator to add your peer ID to a user account", from)
+	case errors.Is(err, store.ErrForbidden):
+		return nil, p2p.Errorf(p2p.CodeForbidden, "your account may not do this here (%v)", err)
+	}
+	return nil, err
+}
+
+// enrolledNode refuses peers that no join token enrolled, and notes that the node was seen.
+func (g *Gateway) enrolledNode(from peer.ID, proto string) error {
+	if _, err := g.authorize(from, proto); err != nil {
 		return err
 	}
 	_ = g.store.TouchNode(from.String(), time.Now())
@@ -94,7 +112,7 @@ func (g *Gateway) enrolledNode(from peer.ID) error {
 
 func (g *Gateway) handleClaim(_ context.Context, from peer.ID, req *wire.ClaimRequest) (*wire.ClaimResponse, error) {
 	g.metrics.claims.Inc()
-	if err := g.enrolledNode(from); err != nil {
+	if err := g.enrolledNode(from, wire.ProtoClaim); err != nil {
 		return nil, err
 	}
 	j, err := g.store.Grant(req.Job, from.String(), g.cfg.Lease)
@@ -115,8 +133,8 @@ func (g *Gateway) handleClaim(_ context.Context, from peer.ID, req *wire.ClaimRe
 }
 
 // leased returns the job if from holds the current lease of attempt.
-func (g *Gateway) leased(from peer.ID, jobID string, attempt int) (*store.Job, error) {
-	if err := g.enrolledNode(from); err != nil {
+func (g *Gateway) leased(from peer.ID, proto, jobID string, attempt int) (*store.Job, error) {
+	if err := g.enrolledNode(from, proto); err != nil {
 		return nil, err
 	}
 	j, err := g.store.Job(jobID)
@@ -130,7 +148,7 @@ func (g *Gateway) leased(from peer.ID, jobID string, attempt int) (*store.Job, e
 }
 
 func (g *Gateway) handleFetch(_ context.Context, from peer.ID, req *wire.FetchRequest) (*wire.FetchResponse, error) {
-	j, err := g.leased(from, req.Job, req.Attempt)
+	j, err := g.leased(from, wire.ProtoFetch, req.Job, req.Attempt)
 	if err != nil {
 		return nil, err
 	}
@@ -147,7 +165,7 @@ func (g *Gateway) handleFetch(_ context.Context, from peer.ID, req *wire.FetchRe
 }
 
 func (g *Gateway) handleHeartbeat(_ context.Context, from peer.ID, req *wire.HeartbeatRequest) (*wire.HeartbeatResponse, error) {
-	if err := g.enrolledNode(from); err != nil {
+	if err := g.enrolledNode(from, wire.ProtoHeartbeat); err != nil {
 		return nil, err
 	}
 	j, err := g.store.Heartbeat(req.Job, req.Attempt, from.String(), store.Progress{Epoch: req.Epoch, Epochs: req.Epochs, Loss: req.Loss}, g.cfg.Lease)
@@ -161,7 +179,7 @@ func (g *Gateway) handleHeartbeat(_ context.Context, from peer.ID, req *wire.Hea
 }
 
 func (g *Gateway) handleResult(_ context.Context, from peer.ID, req *wire.ResultRequest) (*wire.Ack, error) {
-	if err := g.enrolledNode(from); err != nil {
+	if err := g.enrolledNode(from, wire.ProtoResult); err != nil {
 		return nil, err
 	}
 	j, err := g.store.Job(req.Job)
@@ -183,7 +201,7 @@ func (g *Gateway) handleResult(_ context.Context, from peer.ID, req *wire.Result
 		g.log.Warn("job failed on node", "job", req.Job, "attempt", req.Attempt, "reason", req.Error)
 		return &wire.Ack{OK: true}, nil
 	}
-	if _, err := g.leased(from, req.Job, req.Attempt); err != nil {
+	if _, err := g.leased(from, wire.ProtoResult, req.Job, req.Attempt); err != nil {
 		return nil, err
 	}
 	m, err := plan.ParseModel(req.Model)
@@ -221,23 +239,8 @@ func truncate(s string, n int) string {
 
 // --- data scientists --------------------------------------------------------
 
-// scientist resolves a remote peer to its user account and checks that the
-// account may make data requests.
-func (g *Gateway) scientist(from peer.ID) (*store.User, error) {
-	u, err := g.store.AuthorizePeer(from.String(), store.PermMakeDataRequests)
-	switch {
-	case errors.Is(err, store.ErrUnknownPeer):
-		return nil, p2p.Errorf(p2p.CodeUnauthorized, "peer %s is not registered at this gateway: ask its administrator to add your peer ID to a user account", from)
-	case errors.Is(err, store.ErrForbidden):
-		return nil, p2p.Errorf(p2p.CodeForbidden, "your account may not make data requests here (%v)", err)
-	case err != nil:
-		return nil, err
-	}
-	return u, nil
-}
-
 func (g *Gateway) handleSubmit(_ context.Context, from peer.ID, req *wire.SubmitRequest) (*wire.JobInfo, error) {
-	u, err := g.scientist(from)
+	u, err := g.authorize(from, wire.ProtoSubmit)
 	if err != nil {
 		return nil, err
 	}
@@ -273,8 +276,8 @@ func (g *Gateway) handleSubmit(_ context.Context, from peer.ID, req *wire.Submit
 }
 
 // ownJob returns the caller's job; other people's jobs do not exist for them.
-func (g *Gateway) ownJob(from peer.ID, id string) (*store.Job, error) {
-	u, err := g.scientist(from)
+func (g *Gateway) ownJob(from peer.ID, proto, id string) (*store.Job, error) {
+	u, err := g.authorize(from, proto)
 	if err != nil {
 		return nil, err
 	}
@@ -286,7 +289,7 @@ func (g *Gateway) ownJob(from peer.ID, id string) (*store.Job, error) {
 }
 
 func (g *Gateway) handleJob(_ context.Context, from peer.ID, req *wire.JobRequest) (*wire.JobInfo, error) {
-	j, err := g.ownJob(from, req.Job)
+	j, err := g.ownJob(from, wire.ProtoJob, req.Job)
 	if err != nil {
 		return nil, err
 	}
@@ -294,7 +297,7 @@ func (g *Gateway) handleJob(_ context.Context, from peer.ID, req *wire.JobReques
 }
 
 func (g *Gateway) handleCancel(_ context.Context, from peer.ID, req *wire.JobRequest) (*wire.JobInfo, error) {
-	j, err := g.ownJob(from, req.Job)
+	j, err := g.ownJob(from, wire.ProtoCancel, req.Job)
 	if err != nil {
 		return nil, err
 	}
@@ -309,7 +312,7 @@ func (g *Gateway) handleCancel(_ context.Context, from peer.ID, req *wire.JobReq
 }
 
 func (g *Gateway) handleModel(_ context.Context, from peer.ID, req *wire.JobRequest) (*wire.ModelResponse, error) {
-	j, err := g.ownJob(from, req.Job)
+	j, err := g.ownJob(from, wire.ProtoModel, req.Job)
 	if err != nil {
 		return nil, err
 	}

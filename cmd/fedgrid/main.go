@@ -70,7 +70,7 @@ func newRoot(stdout, stderr io.Writer) *cobra.Command {
 	root.AddCommand(
 		networkCmd(g), gatewayCmd(g), nodeCmd(g),
 		keygenCmd(g), searchCmd(g), trainCmd(g), jobCmd(g), resultCmd(g),
-		modelCmd(g), planCmd(g),
+		modelCmd(g), planCmd(g), auditCmd(g),
 	)
 	for _, c := range root.Commands() {
 		markUsage(c)

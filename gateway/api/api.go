@@ -51,6 +51,8 @@ type Hooks struct {
 	DatasetRemoved func(*store.Dataset)
 	JobCancelled   func(*store.Job)
 	NodeRemoved    func(peerID string)
+	// IndexState reports a dataset's DHT indexing state for the dataset views.
+	IndexState func(datasetID string) Indexing
 }
 
 // Limits on request bodies.

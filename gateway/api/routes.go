@@ -48,7 +48,7 @@ func (a *API) routeTable() []*route {
 
 		{method: get, path: "/api/v1/datasets", summary: "List datasets (optionally ?tag=a&tag=b)", access: accessUser, query: []param{{"tag", "keep datasets carrying every given tag"}}, status: 200, resp: DatasetList{}, handle: a.listDatasets},
 		{method: post, path: "/api/v1/datasets", summary: "Upload a CSV dataset (multipart/form-data)", access: accessPerm, perm: store.PermUploadData, multipart: true, req: UploadForm{}, status: 201, resp: store.Dataset{}, handle: a.uploadDataset},
-		{method: get, path: "/api/v1/datasets/{id}", summary: "Get a dataset's description", access: accessUser, status: 200, resp: store.Dataset{}, handle: a.getDataset},
+		{method: get, path: "/api/v1/datasets/{id}", summary: "Get a dataset's description", access: accessUser, status: 200, resp: DatasetView{}, handle: a.getDataset},
 		{method: patch, path: "/api/v1/datasets/{id}", summary: "Change a dataset's name, description, tags or visibility", access: accessPerm, perm: store.PermUploadData, req: PatchDatasetRequest{}, status: 200, resp: store.Dataset{}, handle: a.patchDataset},
 		{method: del, path: "/api/v1/datasets/{id}", summary: "Delete a dataset", access: accessPerm, perm: store.PermUploadData, status: 204, handle: a.deleteDataset},
 		{method: get, path: "/api/v1/datasets/{id}/overrides", summary: "A dataset's per-user overrides", access: accessPerm, perm: store.PermUploadData, status: 200, resp: OverrideList{}, handle: a.listOverrides},
@@ -389,14 +389,28 @@ func (a *API) listDatasets(c *call) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	if ds == nil {
-		ds = []*store.Dataset{}
+	out := DatasetList{Datasets: make([]DatasetView, 0, len(ds))}
+	for _, d := range ds {
+		out.Datasets = append(out.Datasets, a.datasetView(d))
 	}
-	return DatasetList{Datasets: ds}, nil
+	return out, nil
+}
+
+func (a *API) datasetView(d *store.Dataset) DatasetView {
+	v := DatasetView{Dataset: d}
+	if a.cfg.Hooks.IndexState != nil {
+		ix := a.cfg.Hooks.IndexState(d.ID)
+		v.Indexing = &ix
+	}
+	return v
 }
 
 func (a *API) getDataset(c *call) (any, error) {
-	return a.st.Dataset(c.r.PathValue("id"))
+	d, err := a.st.Dataset(c.r.PathValue("id"))
+	if err != nil {
+		return nil, err
+	}
+	return a.datasetView(d), nil
 }
 
 func splitTags(s string) []string {

@@ -115,9 +115,22 @@ type UploadForm struct {
 	Visibility  string `json:"visibility" enum:"public,private"`
 }
 
+// Indexing is a dataset's DHT indexing state: whether its tags are provided.
+type Indexing struct {
+	State string    `json:"state"` // pending, provided, failed or unknown
+	At    time.Time `json:"at,omitzero"`
+	Error string    `json:"error,omitempty"`
+}
+
+// DatasetView is a dataset as the API shows it: its description and its indexing state.
+type DatasetView struct {
+	*store.Dataset
+	Indexing *Indexing `json:"indexing,omitempty"`
+}
+
 // DatasetList answers GET /api/v1/datasets.
 type DatasetList struct {
-	Datasets []*store.Dataset `json:"datasets"`
+	Datasets []DatasetView `json:"datasets"`
 }
 
 // PatchDatasetRequest is PATCH /api/v1/datasets/{id}'s body; absent fields stay.

@@ -33,9 +33,8 @@ var PeerRules = map[string]PeerRule{
 	wire.ProtoSubmit:    {Who: PeerUser, Perm: PermMakeDataRequests},
 	wire.ProtoJob:       {Who: PeerUser, Perm: PermMakeDataRequests},
 	wire.ProtoModel:     {Who: PeerUser, Perm: PermMakeDataRequests},
-	// Written as literals until wire.ProtoCancel and wire.ProtoPing are committed.
-	"ds/cancel": {Who: PeerUser, Perm: PermMakeDataRequests},
-	"node/ping": {Who: PeerNode},
+	wire.ProtoCancel:    {Who: PeerUser, Perm: PermMakeDataRequests},
+	wire.ProtoPing:      {Who: PeerNode},
 }
 
 // ErrUnknownProtocol is returned by AuthorizePeerRequest for a protocol
