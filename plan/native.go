@@ -247,16 +247,10 @@ func (e *nativeEngine[T]) forward(x []float64, n int) {
 	d := e.dims(n)
 	if !e.alias {
 		for i, p := range e.params {
-			pv := e.pv[i]
-			for j, v := range p {
-				pv[j] = T(v)
-			}
+			convert(e.pv[i], p)
 		}
 	}
-	xv := e.val[pr.x][:n*pr.inputs]
-	for i, v := range x[:n*pr.inputs] {
-		xv[i] = T(v)
-	}
+	convert(e.val[pr.x][:n*pr.inputs], x[:n*pr.inputs])
 	for _, u := range e.units {
 		st := u.st
 		sa, so := d[st.a], d[st.out]
@@ -330,6 +324,10 @@ func (e *nativeEngine[T]) step(x, y []float64, n int, grads [][]float64) (float6
 	for i, s := range e.pr.paramSlot {
 		if !e.written[s] {
 			clear(grads[i])
+			continue
+		}
+		if g, ok := any(e.grad[s]).([]float32); ok {
+			widen(grads[i], g)
 			continue
 		}
 		g := grads[i]
@@ -670,5 +668,17 @@ func maskSum[T floatT](out, gout, gz, gb []T, relu bool) {
 		for j, v := range row {
 			gb[j] += v
 		}
+	}
+}
+
+// convert sets dst[i] = T(src[i]).
+func convert[T floatT](dst []T, src []float64) {
+	if d, ok := any(dst).([]float32); ok {
+		narrow(d, src)
+		return
+	}
+	dst = dst[:len(src)]
+	for i, v := range src {
+		dst[i] = T(v)
 	}
 }

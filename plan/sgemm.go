@@ -457,3 +457,17 @@ func reluMaskGo(out, g, dst []float32) {
 		}
 	}
 }
+
+func narrowGo(dst []float32, src []float64) {
+	dst = dst[:len(src)]
+	for i, v := range src {
+		dst[i] = float32(v)
+	}
+}
+
+func widenGo(dst []float64, src []float32) {
+	dst = dst[:len(src)]
+	for i, v := range src {
+		dst[i] = float64(v)
+	}
+}

@@ -88,3 +88,29 @@ func reluMask(out, g, dst []float32) {
 	reluMaskAVX2(&out[0], &g[0], &dst[0], n)
 	reluMaskGo(out[n:], g[n:], dst[n:])
 }
+
+//go:noescape
+func narrowAVX(dst *float32, src *float64, n int)
+
+//go:noescape
+func widenAVX(dst *float64, src *float32, n int)
+
+// narrow sets dst[i] = float32(src[i]) (len(dst) >= len(src)).
+func narrow(dst []float32, src []float64) {
+	n := len(src) &^ 7
+	if hasAVX2FMA && n > 0 {
+		dst = dst[:len(src)]
+		narrowAVX(&dst[0], &src[0], n)
+	}
+	narrowGo(dst[n:], src[n:])
+}
+
+// widen sets dst[i] = float64(src[i]) (len(dst) >= len(src)).
+func widen(dst []float64, src []float32) {
+	n := len(src) &^ 7
+	if hasAVX2FMA && n > 0 {
+		dst = dst[:len(src)]
+		widenAVX(&dst[0], &src[0], n)
+	}
+	widenGo(dst[n:], src[n:])
+}

@@ -303,6 +303,53 @@ dotsum:
 	VZEROUPPER
 	RET
 
+// func narrowAVX(dst *float32, src *float64, n int)
+// dst[i] = float32(src[i]) (round to nearest even, as Go's conversion), n a
+// multiple of 8.
+TEXT ·narrowAVX(SB), NOSPLIT, $0-24
+	MOVQ dst+0(FP), DI
+	MOVQ src+8(FP), SI
+	MOVQ n+16(FP), CX
+	SHRQ $3, CX
+	JE narrowdone
+
+narrowloop:
+	VCVTPD2PSY (SI), X0
+	VCVTPD2PSY 32(SI), X1
+	VMOVUPS X0, (DI)
+	VMOVUPS X1, 16(DI)
+	ADDQ $64, SI
+	ADDQ $32, DI
+	DECQ CX
+	JNE narrowloop
+
+narrowdone:
+	VZEROUPPER
+	RET
+
+// func widenAVX(dst *float64, src *float32, n int)
+// dst[i] = float64(src[i]), n a multiple of 8.
+TEXT ·widenAVX(SB), NOSPLIT, $0-24
+	MOVQ dst+0(FP), DI
+	MOVQ src+8(FP), SI
+	MOVQ n+16(FP), CX
+	SHRQ $3, CX
+	JE widendone
+
+widenloop:
+	VCVTPS2PD (SI), Y0
+	VCVTPS2PD 16(SI), Y1
+	VMOVUPD Y0, (DI)
+	VMOVUPD Y1, 32(DI)
+	ADDQ $32, SI
+	ADDQ $64, DI
+	DECQ CX
+	JNE widenloop
+
+widendone:
+	VZEROUPPER
+	RET
+
 // Generator (python3):
 // out = []
 // out.append('''//go:build amd64 && !purego
@@ -488,6 +535,54 @@ dotsum:
 // 	VHADDPS X0, X0, X0
 // 	VHADDPS X0, X0, X0
 // 	VMOVSS X0, ret+24(FP)
+// 	VZEROUPPER
+// 	RET
+// """)
+// out.append("""
+// // func narrowAVX(dst *float32, src *float64, n int)
+// // dst[i] = float32(src[i]) (round to nearest even, as Go's conversion), n a
+// // multiple of 8.
+// TEXT ·narrowAVX(SB), NOSPLIT, $0-24
+// 	MOVQ dst+0(FP), DI
+// 	MOVQ src+8(FP), SI
+// 	MOVQ n+16(FP), CX
+// 	SHRQ $3, CX
+// 	JE narrowdone
+//
+// narrowloop:
+// 	VCVTPD2PSY (SI), X0
+// 	VCVTPD2PSY 32(SI), X1
+// 	VMOVUPS X0, (DI)
+// 	VMOVUPS X1, 16(DI)
+// 	ADDQ $64, SI
+// 	ADDQ $32, DI
+// 	DECQ CX
+// 	JNE narrowloop
+//
+// narrowdone:
+// 	VZEROUPPER
+// 	RET
+//
+// // func widenAVX(dst *float64, src *float32, n int)
+// // dst[i] = float64(src[i]), n a multiple of 8.
+// TEXT ·widenAVX(SB), NOSPLIT, $0-24
+// 	MOVQ dst+0(FP), DI
+// 	MOVQ src+8(FP), SI
+// 	MOVQ n+16(FP), CX
+// 	SHRQ $3, CX
+// 	JE widendone
+//
+// widenloop:
+// 	VCVTPS2PD (SI), Y0
+// 	VCVTPS2PD 16(SI), Y1
+// 	VMOVUPD Y0, (DI)
+// 	VMOVUPD Y1, 32(DI)
+// 	ADDQ $32, SI
+// 	ADDQ $64, DI
+// 	DECQ CX
+// 	JNE widenloop
+//
+// widendone:
 // 	VZEROUPPER
 // 	RET
 // """)

@@ -12,3 +12,6 @@ func kernel(kk int, a []float32, rsA, csA int, bp []float32, ldb int, c []float3
 func dot(x, y []float32) float32         { return dotGo(x, y) }
 func axpy(alpha float32, x, y []float32) { axpyGo(alpha, x, y) }
 func reluMask(out, g, dst []float32)     { reluMaskGo(out, g, dst) }
+
+func narrow(dst []float32, src []float64) { narrowGo(dst, src) }
+func widen(dst []float64, src []float32)  { widenGo(dst, src) }

@@ -188,3 +188,26 @@ func TestVectorKernels(t *testing.T) {
 		}
 	}
 }
+
+// TestConversions: the AVX conversions round as Go's.
+func TestConversions(t *testing.T) {
+	rng := rand.New(rand.NewPCG(9, 10))
+	for _, n := range []int{0, 3, 8, 21, 64} {
+		src := make([]float64, n)
+		for i := range src {
+			src[i] = rng.NormFloat64() * math.Pow(10, float64(rng.IntN(20)-10))
+		}
+		if n > 2 {
+			src[0], src[1] = math.Inf(-1), 1+0x1p-24 // a tie of the rounding
+		}
+		d32 := make([]float32, n)
+		narrow(d32, src)
+		back := make([]float64, n)
+		widen(back, d32)
+		for i, v := range src {
+			if d32[i] != float32(v) || back[i] != float64(float32(v)) {
+				t.Fatalf("n=%d [%d]: %v -> %v -> %v, want %v", n, i, v, d32[i], back[i], float32(v))
+			}
+		}
+	}
+}

@@ -378,6 +378,13 @@ func (o *optimizer) step(params, grads [][]float64) {
 		mu := c.Momentum
 		for i, p := range params {
 			g, buf := grads[i], o.m[i]
+			if mu == 0 { // plain SGD: the same arithmetic without the momentum branch
+				g = g[:len(p)]
+				for j, pj := range p {
+					p[j] = pj - lr*(g[j]+wd*pj)
+				}
+				continue
+			}
 			for j := range p {
 				gj := g[j] + wd*p[j]
 				if mu != 0 {
