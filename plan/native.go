@@ -2,6 +2,9 @@ package plan
 
 import (
 	"math"
+
+	"gonum.org/v1/gonum/blas"
+	"gonum.org/v1/gonum/blas/blas64"
 )
 
 // floatT is the precision a native engine computes in.
@@ -207,9 +210,34 @@ func (e *nativeEngine[T]) gemmEpi(a []T, ar, ac int, b []T, br, bc int, c []T, c
 	}
 }
 
-// gemmSimple is the float64 product of the reference-precision engine:
-// plain loops, in the same layout conventions as gemm32.sgemm.
+// gemmSimple is the float64 product of the reference-precision engine, in
+// the same layout conventions as gemm32.sgemm: plain loops for small
+// products (no allocation), gonum's blas64 for large ones (faster; it may
+// allocate when it splits the work over goroutines).
 func gemmSimple(tA, tB bool, m, n, k int, a []float64, lda int, b []float64, ldb int, c []float64, ldc int, add bool) {
+	if m*n*k < 1<<18 || m == 0 || n == 0 || k == 0 {
+		gemmLoops(tA, tB, m, n, k, a, lda, b, ldb, c, ldc, add)
+		return
+	}
+	ta, tb := blas.NoTrans, blas.NoTrans
+	ar, ac, br, bc := m, k, k, n
+	if tA {
+		ta, ar, ac = blas.Trans, k, m
+	}
+	if tB {
+		tb, br, bc = blas.Trans, n, k
+	}
+	beta := 0.0
+	if add {
+		beta = 1
+	}
+	blas64.Gemm(ta, tb, 1, blas64.General{Rows: ar, Cols: ac, Stride: lda, Data: a[:(ar-1)*lda+ac]},
+		blas64.General{Rows: br, Cols: bc, Stride: ldb, Data: b[:(br-1)*ldb+bc]}, beta,
+		blas64.General{Rows: m, Cols: n, Stride: ldc, Data: c[:(m-1)*ldc+n]})
+}
+
+// gemmLoops is gemmSimple in plain loops.
+func gemmLoops(tA, tB bool, m, n, k int, a []float64, lda int, b []float64, ldb int, c []float64, ldc int, add bool) {
 	at := func(i, p int) float64 {
 		if tA {
 			return a[p*lda+i]
@@ -232,8 +260,7 @@ func gemmSimple(tA, tB bool, m, n, k int, a []float64, lda int, b []float64, ldb
 		}
 		for j := range crow {
 			var s float64
-			brow := b[j*ldb : j*ldb+k]
-			for p, bv := range brow {
+			for p, bv := range b[j*ldb : j*ldb+k] {
 				s += at(i, p) * bv
 			}
 			crow[j] += s
