@@ -118,6 +118,7 @@ func networkCmd(g *globals) *cobra.Command {
 func gatewayCmd(g *globals) *cobra.Command {
 	var pf peerFlags
 	var httpAddr, name string
+	var sched gateway.Config
 	c := &cobra.Command{
 		Use:   "gateway",
 		Short: "run a data owner's gateway",
@@ -130,7 +131,10 @@ func gatewayCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return usageError{err}
 			}
-			gw, err := gateway.Start(cmd.Context(), gateway.Config{DataDir: pf.data, Network: pf.network, Listen: pf.listen, Bootstrap: pf.bootstrap, HTTPAddr: httpAddr, Name: name, PSK: psk, Logger: g.logger()})
+			cfg := sched
+			cfg.DataDir, cfg.Network, cfg.Listen, cfg.Bootstrap = pf.data, pf.network, pf.listen, pf.bootstrap
+			cfg.HTTPAddr, cfg.Name, cfg.PSK, cfg.Logger = httpAddr, name, psk, g.logger()
+			gw, err := gateway.Start(cmd.Context(), cfg)
 			if err != nil {
 				return err
 			}
@@ -141,6 +145,10 @@ func gatewayCmd(g *globals) *cobra.Command {
 	pf.add(c, p2p.DefaultListen)
 	c.Flags().StringVar(&httpAddr, "http", "127.0.0.1:8420", "HTTP bind address of the admin API and web UI")
 	c.Flags().StringVar(&name, "name", "fedgrid gateway", "display name shown to data scientists")
+	c.Flags().DurationVar(&sched.Lease, "lease", 15*time.Second, "how long a node keeps a job without a heartbeat")
+	c.Flags().IntVar(&sched.MaxAttempts, "max-attempts", 3, "attempts a job gets before it fails (its retry budget)")
+	c.Flags().DurationVar(&sched.AttemptTimeout, "attempt-timeout", time.Hour, "longest one attempt may run")
+	c.Flags().DurationVar(&sched.JobTimeout, "job-timeout", 24*time.Hour, "longest a job may take, queueing included")
 	return c
 }
 
