@@ -122,6 +122,9 @@ func New(ctx context.Context, cfg Config) (_ *Peer, err error) {
 	if len(listen) == 0 && !cfg.NoListen {
 		listen = []string{DefaultListen}
 	}
+	if len(cfg.PSK) > 0 && len(cfg.PSK) != 32 {
+		return nil, fmt.Errorf("p2p: private network key must be 32 bytes, got %d", len(cfg.PSK))
+	}
 	cm, err := cmgr.NewConnManager(64, 256, cmgr.WithGracePeriod(time.Minute))
 	if err != nil {
 		return nil, fmt.Errorf("connection manager: %w", err)
@@ -141,9 +144,6 @@ func New(ctx context.Context, cfg Config) (_ *Peer, err error) {
 		opts = append(opts, libp2p.NoListenAddrs)
 	}
 	if len(cfg.PSK) > 0 {
-		if len(cfg.PSK) != 32 {
-			return nil, fmt.Errorf("p2p: private network key must be 32 bytes, got %d", len(cfg.PSK))
-		}
 		opts = append(opts, libp2p.PrivateNetwork(pnet.PSK(cfg.PSK)))
 	}
 	if cfg.Gater != nil {
@@ -151,6 +151,7 @@ func New(ctx context.Context, cfg Config) (_ *Peer, err error) {
 	}
 	h, err := libp2p.New(opts...)
 	if err != nil {
+		_ = cm.Close()
 		return nil, fmt.Errorf("start libp2p host: %w", err)
 	}
 	pctx, cancel := context.WithCancel(context.Background())
@@ -179,6 +180,11 @@ func New(ctx context.Context, cfg Config) (_ *Peer, err error) {
 		pubsub.WithPeerOutboundQueueSize(256),
 		pubsub.WithValidateQueueSize(256),
 		pubsub.WithMaxMessageSize(64<<10),
+		// A gateway's nodes connect to it, not to each other: its topic is a
+		// star, and a mesh of at most Dhi peers would leave most nodes to hear
+		// offers only through lazy gossip, a heartbeat later. Our own messages
+		// go to every subscribed peer.
+		pubsub.WithFloodPublish(true),
 		pubsub.WithPeerScore(scoreParams(), scoreThresholds),
 		pubsub.WithPeerScoreInspect(pubsub.PeerScoreInspectFn(p.inspectScores), 500*time.Millisecond),
 	)

@@ -243,3 +243,40 @@ func TestParseAddrInfos(t *testing.T) {
 		t.Fatal("accepted a slash in a network name")
 	}
 }
+
+// Peers with a private network key talk only to peers with the same key.
+func TestPrivateNetworkKey(t *testing.T) {
+	key := func(b byte) []byte {
+		k := make([]byte, 32)
+		for i := range k {
+			k[i] = b
+		}
+		return k
+	}
+	mk := func(psk []byte) *Peer {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		p, err := New(ctx, Config{DataDir: t.TempDir(), Network: "test", Listen: []string{"/ip4/127.0.0.1/tcp/0"}, PSK: psk})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = p.Close() })
+		return p
+	}
+	a, b, stranger := mk(key(1)), mk(key(1)), mk(key(2))
+	ai := func(p *Peer) peer.AddrInfo { return peer.AddrInfo{ID: p.ID(), Addrs: p.Host.Addrs()} }
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := b.Connect(ctx, ai(a)); err != nil {
+		t.Fatalf("same key: %v", err)
+	}
+	sctx, scancel := context.WithTimeout(ctx, 2*time.Second)
+	defer scancel()
+	_ = stranger.Connect(sctx, ai(a))
+	if stranger.Host.Network().Connectedness(a.ID()) == network.Connected {
+		t.Fatal("a peer with another key connected")
+	}
+	if _, err := New(ctx, Config{DataDir: t.TempDir(), PSK: []byte("short")}); err == nil {
+		t.Fatal("a 5-byte key was accepted")
+	}
+}
