@@ -103,6 +103,8 @@ type Gateway struct {
 	offerMu   sync.Mutex
 	offered   map[string]*offerState // queued job -> its offers so far
 	capacity  capacity
+	touchMu   sync.Mutex
+	touched   map[peer.ID]time.Time // node -> last stored last-seen
 	servedMu  sync.Mutex
 	served    map[string]time.Time // user -> last grant, for fair offers
 	gater     *denyGater
