@@ -64,6 +64,8 @@ var contractRoutes = map[string]string{
 	"DELETE /api/v1/nodes/{peer_id}":                string(store.PermManageInfrastructure),
 	"GET /api/v1/audit":                             string(store.PermEditSettings),
 	"GET /api/v1/audit/verify":                      string(store.PermEditSettings),
+	"GET /api/v1/settings":                          anyone,
+	"PUT /api/v1/settings":                          string(store.PermEditSettings),
 }
 
 const secretCell = "SECRET-ROW-7f3a9c"
@@ -119,6 +121,8 @@ func (w *roleWalk) fixture(rt *route, caller *store.User) (string, any) {
 	p := rt.path
 	key := rt.method + " " + rt.path
 	switch key {
+	case "PUT /api/v1/settings":
+		return p, store.Settings{Name: "Hospital A", Color: "#123456"}
 	case "POST /api/v1/setup":
 		return p, SetupRequest{Email: "again@example.org", Password: "password1"}
 	case "POST /api/v1/auth/login":

@@ -64,6 +64,8 @@ func (a *API) routeTable() []*route {
 
 		{method: get, path: "/api/v1/audit", summary: "The audit log, in chain order", access: accessPerm, perm: store.PermEditSettings, query: []param{{"after", "only entries with a greater seq"}, {"limit", "at most this many (default 100, max 1000)"}, {"action", "an action, or a prefix ending in '.'"}}, status: 200, resp: AuditList{}, handle: a.listAudit},
 		{method: get, path: "/api/v1/audit/verify", summary: "Check the audit hash chain (409 audit_broken names the first bad entry)", access: accessPerm, perm: store.PermEditSettings, status: 200, resp: AuditVerifyResponse{}, handle: a.verifyAudit},
+		{method: get, path: "/api/v1/settings", summary: "White-label settings of the admin app (name, logo, colour)", access: accessPublic, status: 200, resp: store.Settings{}, handle: a.getSettings},
+		{method: put, path: "/api/v1/settings", summary: "Change the white-label settings", access: accessPerm, perm: store.PermEditSettings, req: store.Settings{}, status: 200, resp: store.Settings{}, handle: a.putSettings},
 	}
 }
 

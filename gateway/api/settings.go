@@ -1,0 +1,17 @@
+package api
+
+import "github.com/fedgrid/fedgrid/gateway/store"
+
+// White-label settings for the admin web app (name, logo, colour). Reading
+// them needs no token, so the login page can show the branding; changing
+// them needs can_edit_settings. Routes: GET and PUT /api/v1/settings.
+
+func (a *API) getSettings(*call) (any, error) { return a.st.Settings() }
+
+func (a *API) putSettings(c *call) (any, error) {
+	var req store.Settings
+	if err := c.decode(&req); err != nil {
+		return nil, err
+	}
+	return a.st.PutSettings(req, c.actor())
+}

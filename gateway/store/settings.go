@@ -1,0 +1,72 @@
+package store
+
+import (
+	"errors"
+	"regexp"
+	"strings"
+
+	"github.com/dgraph-io/badger/v4"
+)
+
+// Settings are the gateway's white-label settings, shown by the admin web
+// app: a display name, a logo (an https URL or a small data: image) and a
+// colour.
+type Settings struct {
+	Name    string `json:"name"`
+	LogoURL string `json:"logo_url"`
+	Color   string `json:"color"`
+}
+
+const keySettings = "settings"
+
+// Limits on settings.
+const (
+	MaxSettingsName = 100
+	MaxLogoURL      = 48 << 10
+)
+
+var colorRE = regexp.MustCompile(`^#[0-9a-fA-F]{6}$`)
+
+func validateSettings(s *Settings) error {
+	s.Name = strings.TrimSpace(s.Name)
+	s.LogoURL = strings.TrimSpace(s.LogoURL)
+	s.Color = strings.TrimSpace(s.Color)
+	if len(s.Name) > MaxSettingsName {
+		return invalid("name", "longer than %d bytes", MaxSettingsName)
+	}
+	if len(s.LogoURL) > MaxLogoURL {
+		return invalid("logo_url", "longer than %d bytes", MaxLogoURL)
+	}
+	if s.LogoURL != "" && !strings.HasPrefix(s.LogoURL, "https://") && !strings.HasPrefix(s.LogoURL, "data:image/") {
+		return invalid("logo_url", "must be an https:// URL or a data:image/ URL")
+	}
+	if s.Color != "" && !colorRE.MatchString(s.Color) {
+		return invalid("color", "must be #rrggbb")
+	}
+	return nil
+}
+
+// Settings returns the white-label settings (zero values when never set).
+func (s *Store) Settings() (Settings, error) {
+	var out Settings
+	err := s.view(func(txn *badger.Txn) error { return getJSON(txn, keySettings, &out) })
+	if errors.Is(err, ErrNotFound) {
+		err = nil
+	}
+	return out, err
+}
+
+// PutSettings replaces the white-label settings, audited as settings.update.
+func (s *Store) PutSettings(set Settings, actor string) (Settings, error) {
+	if err := validateSettings(&set); err != nil {
+		return Settings{}, err
+	}
+	err := s.update(func(txn *badger.Txn) error {
+		if err := putJSON(txn, keySettings, set); err != nil {
+			return err
+		}
+		return s.audit(txn, AuditEvent{Actor: actor, Action: "settings.update", Target: "settings",
+			Detail: map[string]any{"name": set.Name, "color": set.Color, "logo_bytes": len(set.LogoURL)}})
+	})
+	return set, err
+}
