@@ -7,7 +7,7 @@ PKGS := ./...
 # Tests that drive the real binary find it here.
 export FEDGRID_BIN := $(CURDIR)/$(BIN)
 
-.PHONY: help build test test-short demo bench lint fmt vet tidy-check check clean
+.PHONY: help build test test-short demo bench lint fmt vet tidy-check check clean ui ui-check
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -25,6 +25,16 @@ test-short: build ## the quick tests only
 demo: build ## network + two gateways + two nodes + a data scientist, on loopback
 	$(GO) run ./examples/demo --bin $(CURDIR)/$(BIN) --data examples/data
 
+# The admin web app (ui/). Its build, ui/dist, is committed and embedded by
+# go:embed, so `go build` needs no Node.js; ui-check (run by CI) rebuilds it
+# from the sources with the locked dependencies and fails if it differs.
+ui: ## build the admin web app into ui/dist (npm ci + vite build)
+	cd ui && npm ci --no-audit --no-fund && npm run build
+
+ui-check: ui ## rebuild ui/dist and fail if it differs from the committed build
+	@git diff --exit-code --stat -- ui/dist || { echo "ui/dist differs from ui/src: run make ui and commit ui/dist"; exit 1; }
+	@out=$$(git status --porcelain --untracked-files=all -- ui/dist); if [ -n "$$out" ]; then echo "ui/dist has uncommitted files: $$out"; exit 1; fi
+
 bench: build ## training speed against PyTorch, and more (see BENCHMARKS.md)
 	./bench/run.sh
 
@@ -41,7 +51,7 @@ lint: vet ## go vet + staticcheck + gofmt check
 tidy-check: ## go mod tidy leaves no diff
 	$(GO) mod tidy && git diff --exit-code go.mod go.sum
 
-check: lint tidy-check test ## everything CI runs
+check: lint ui-check tidy-check test ## everything CI runs
 
 clean: ## remove build output
 	rm -rf bin

@@ -37,6 +37,10 @@ type Config struct {
 	PSK       []byte
 	Logger    *slog.Logger
 
+	// CORSOrigins may call the HTTP API from a browser (the admin app hosted
+	// elsewhere, --cors-origin); "*" for any. Empty: same origin only.
+	CORSOrigins []string
+
 	Lease         time.Duration // lease a node holds without heartbeat; default 15 s
 	OfferInterval time.Duration // re-announce queued jobs; default 1 s
 	OfferTTL      time.Duration // how long one offer is valid; default 30 s

@@ -9,6 +9,7 @@ import (
 
 	"github.com/fedgrid/fedgrid/gateway/api"
 	"github.com/fedgrid/fedgrid/gateway/store"
+	"github.com/fedgrid/fedgrid/ui"
 )
 
 func (g *Gateway) startHTTP() error {
@@ -64,6 +65,10 @@ func (g *Gateway) startHTTP() error {
 func (g *Gateway) routes(api http.Handler) http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", g.metrics.handler())
+	// The admin web app (ui/, embedded in the binary), with SPA fallback.
+	mux.Handle("/admin/", http.StripPrefix("/admin", ui.Handler()))
+	mux.Handle("GET /admin", http.RedirectHandler("/admin/", http.StatusMovedPermanently))
 	mux.Handle("/", api)
-	return mux
+	// CORS for the API when the app is hosted elsewhere (--cors-origin).
+	return cors(g.cfg.CORSOrigins, mux)
 }

@@ -145,6 +145,7 @@ func gatewayCmd(g *globals) *cobra.Command {
 	pf.add(c, p2p.DefaultListen)
 	c.Flags().StringVar(&httpAddr, "http", "127.0.0.1:8420", "HTTP bind address of the admin API and web UI")
 	c.Flags().StringVar(&name, "name", "fedgrid gateway", "display name shown to data scientists")
+	c.Flags().StringSliceVar(&sched.CORSOrigins, "cors-origin", nil, "origins (scheme://host[:port]) whose browser pages may call the HTTP API, e.g. where the admin app is hosted separately; repeatable")
 	c.Flags().DurationVar(&sched.Lease, "lease", 15*time.Second, "how long a node keeps a job without a heartbeat")
 	c.Flags().IntVar(&sched.MaxAttempts, "max-attempts", 3, "attempts a job gets before it fails (its retry budget)")
 	c.Flags().DurationVar(&sched.AttemptTimeout, "attempt-timeout", time.Hour, "longest one attempt may run")

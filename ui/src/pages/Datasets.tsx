@@ -1,0 +1,87 @@
+import { useRef, useState, type FormEvent } from 'react';
+import { api, type Dataset } from '../api';
+import { useSession } from '../App';
+import { ActionButton, LoadError, Page, fmtTime, useLoad, useNotice } from '../ui';
+
+export function DatasetsPage() {
+  const { can } = useSession();
+  const ds = useLoad(() => api<{ datasets: Dataset[] }>('GET', '/api/v1/datasets').then((r) => r.datasets), [], 5000);
+  const [open, setOpen] = useState<string | null>(null);
+  return (
+    <Page title="Datasets">
+      {can('can_upload_data') && <Upload onDone={ds.reload} />}
+      <LoadError error={ds.error} />
+      <h2>Datasets on this gateway</h2>
+      {ds.data && !ds.data.length && <p className="muted">No datasets yet.</p>}
+      <div className="table-wrap"><table>
+        <thead><tr><th>Name</th><th>Tags</th><th>Visibility</th><th>Rows × columns</th><th>Indexing (DHT)</th><th>Uploaded</th><th><span className="sr-only">Actions</span></th></tr></thead>
+        <tbody>{(ds.data ?? []).map((d) => (
+          <DatasetRow key={d.id} d={d} open={open === d.id} toggle={() => setOpen(open === d.id ? null : d.id)} canWrite={can('can_upload_data')} onChange={ds.reload} />
+        ))}</tbody>
+      </table></div>
+    </Page>
+  );
+}
+
+function Upload({ onDone }: { onDone: () => void }) {
+  const notice = useNotice();
+  const file = useRef<HTMLInputElement>(null);
+  const [f, setF] = useState({ name: '', tags: '', description: '', visibility: 'private' });
+  const [busy, setBusy] = useState(false);
+  const submit = async (e: FormEvent) => {
+    e.preventDefault();
+    const fd = new FormData();
+    if (file.current?.files?.[0]) fd.append('file', file.current.files[0]);
+    if (f.name.trim()) fd.append('name', f.name);
+    fd.append('tags', f.tags);
+    fd.append('description', f.description);
+    fd.append('visibility', f.visibility);
+    setBusy(true);
+    try {
+      const d = await api<Dataset>('POST', '/api/v1/datasets', fd);
+      notice.ok(`Uploaded ${d.name}: ${d.rows} rows, ${d.columns.length} columns.`);
+      setF({ name: '', tags: '', description: '', visibility: f.visibility });
+      if (file.current) file.current.value = '';
+      onDone();
+    } catch (err) { notice.error(err); } finally { setBusy(false); }
+  };
+  return (
+    <form className="card form-grid" onSubmit={submit} aria-label="Upload a dataset">
+      <h2>Upload a CSV</h2>
+      <label className="wide">CSV file (header row, numbers or categories)<input ref={file} name="file" type="file" accept=".csv,text/csv" required /></label>
+      <label>Name (default: the file name)<input name="name" value={f.name} onChange={(e) => setF({ ...f, name: e.target.value })} /></label>
+      <label>Tags (comma-separated)<input name="tags" value={f.tags} onChange={(e) => setF({ ...f, tags: e.target.value })} placeholder="medical, diabetes" /></label>
+      <label>Visibility<select name="visibility" value={f.visibility} onChange={(e) => setF({ ...f, visibility: e.target.value })}>
+        <option value="private">private (differentially private previews and training)</option><option value="public">public</option></select></label>
+      <label className="wide">Description<textarea name="description" rows={2} value={f.description} onChange={(e) => setF({ ...f, description: e.target.value })} /></label>
+      <div className="wide"><button type="submit" className="primary" disabled={busy}>Upload</button></div>
+    </form>
+  );
+}
+
+function DatasetRow({ d, open, toggle, canWrite, onChange }: { d: Dataset; open: boolean; toggle: () => void; canWrite: boolean; onChange: () => void }) {
+  const ix = d.indexing;
+  return (
+    <>
+      <tr data-dataset={d.name}>
+        <td><button type="button" className="link" aria-expanded={open} onClick={toggle}>{d.name}</button><div className="muted small"><code>{d.id}</code></div></td>
+        <td>{(d.tags ?? []).map((t) => <span key={t} className="tag">{t}</span>)}</td>
+        <td>{d.visibility}</td>
+        <td>{d.rows} × {d.columns.length}</td>
+        <td><span className={`badge ix-${ix?.state ?? 'unknown'}`} title={ix?.error || (ix?.at ? `since ${fmtTime(ix.at)}` : '')}>{ix?.state ?? 'unknown'}</span>{ix?.error && <div className="small error-text">{ix.error}</div>}</td>
+        <td>{fmtTime(d.created_at)}</td>
+        <td className="actions">{canWrite && <ActionButton className="danger" run={async () => { if (!confirm(`Delete dataset ${d.name}?`)) throw new Error('Cancelled.'); await api('DELETE', `/api/v1/datasets/${d.id}`); onChange(); }} ok={`Deleted ${d.name}.`}>Delete</ActionButton>}</td>
+      </tr>
+      {open && (
+        <tr className="detail"><td colSpan={7}>
+          {d.description && <p>{d.description}</p>}
+          <h3>Schema</h3>
+          <div className="table-wrap"><table className="compact"><thead><tr><th>#</th><th>Column</th><th>Type</th></tr></thead>
+            <tbody>{d.columns.map((c, i) => <tr key={c.name}><td>{i + 1}</td><td><code>{c.name}</code></td><td>{c.type}</td></tr>)}</tbody></table></div>
+          <h3>Synthetic preview</h3>
+          <p className="muted">Synthetic preview rows are served to data scientists through the peer-to-peer catalog (<code>fedgrid search --preview</code>), drawn from {d.visibility === 'private' ? 'differentially private' : 'exact'} per-column marginals. The gateway's HTTP API has no route for them yet, so this page cannot show them.</p>
+        </td></tr>
+      )}
+    </>
+  );
+}
