@@ -283,7 +283,8 @@ func gather(x, y []float64, rows []int, d int, xb, yb []float64) ([]float64, []f
 }
 
 // initParams draws every parameter, in name order, from a generator seeded
-// by train.seed, or takes it from init.
+// by train.seed, then takes those init has from init (the others keep the
+// values a run without init gives them).
 func initParams(p *Plan, pr *program, init map[string]Tensor) ([][]float64, error) {
 	rng := rand.New(rand.NewPCG(uint64(p.Train.Seed), 0x696e6974)) // "init"
 	out := make([][]float64, len(pr.paramNames))
@@ -295,8 +296,9 @@ func initParams(p *Plan, pr *program, init map[string]Tensor) ([][]float64, erro
 			if !slices.Equal(t.Shape, def.Shape) || len(t.Data) != len(v) {
 				return nil, fmt.Errorf("init: %q has shape %v, the plan says %v", name, t.Shape, def.Shape)
 			}
-			copy(v, t.Data)
-			continue
+			// Drawn below all the same, and overwritten after the loop, so
+			// that the parameters init lacks get the values they would get
+			// without init.
 		}
 		fanIn, fanOut := def.Shape[0], def.Shape[0]
 		if len(def.Shape) == 2 {
@@ -333,6 +335,11 @@ func initParams(p *Plan, pr *program, init map[string]Tensor) ([][]float64, erro
 			for j := range v {
 				v[j] = rng.NormFloat64() * sd
 			}
+		}
+	}
+	for i, name := range pr.paramNames {
+		if t, ok := init[name]; ok {
+			copy(out[i], t.Data)
 		}
 	}
 	return out, nil
