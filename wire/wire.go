@@ -24,6 +24,9 @@ const (
 	ProtoModel     = "ds/model"      // data scientist -> gateway: the released model
 	ProtoCancel    = "ds/cancel"     // data scientist -> gateway: cancel a job
 	ProtoPing      = "node/ping"     // enrolled node -> gateway: alive, free slots
+	ProtoRequest   = "ds/request"    // data scientist -> gateway: ask for budget or a permission
+	ProtoRequests  = "ds/requests"   // data scientist -> gateway: the caller's own requests
+	ProtoQuery     = "ds/query"      // data scientist -> gateway: a DP statistics query
 )
 
 // JobsTopic is the gossipsub topic (under the network) on which a gateway offers jobs.
@@ -239,6 +242,127 @@ type JobInfo struct {
 	CreatedAt  time.Time       `json:"created_at"`
 	StartedAt  *time.Time      `json:"started_at,omitempty"`
 	FinishedAt *time.Time      `json:"finished_at,omitempty"`
+
+	// Review: whether the result needs a compliance officer (private data),
+	// what its release costs and where it stands.
+	Review bool `json:"review,omitempty"`
+	// Epsilon the release costs (reserved at submit, charged on approval);
+	// 0 with DP false: the plan has no formal privacy guarantee.
+	Epsilon float64 `json:"epsilon,omitempty"`
+	DP      bool    `json:"dp,omitempty"`
+	// Release: "" until the job succeeds, then released, pending, approved or denied.
+	Release string `json:"release,omitempty"`
+	// ReleaseReason says why (a denial's reason).
+	ReleaseReason string `json:"release_reason,omitempty"`
+	Request       string `json:"request,omitempty"` // the release request's ID
+}
+
+// Release states of a result (JobInfo.Release).
+const (
+	ReleaseReleased = "released"
+	ReleasePending  = "pending"
+	ReleaseApproved = "approved"
+	ReleaseDenied   = "denied"
+)
+
+// Request kinds and the permissions one may ask for.
+const (
+	RequestBudget     = "budget"
+	RequestPermission = "permission"
+	AskTrain          = "train"
+	AskAutoRelease    = "auto_release"
+)
+
+// RequestCreate asks a gateway's compliance officers for budget (Epsilon,
+// optionally for Dataset) or for a permission on Dataset (Permission is
+// AskTrain or AskAutoRelease). Reason is required.
+type RequestCreate struct {
+	Kind       string  `json:"kind"`
+	Dataset    string  `json:"dataset,omitempty"`
+	Epsilon    float64 `json:"epsilon,omitempty"`
+	Permission string  `json:"permission,omitempty"`
+	Reason     string  `json:"reason"`
+}
+
+// RequestsQuery reads the caller's own requests: one by ID, or all (State filters).
+type RequestsQuery struct {
+	ID    string `json:"id,omitempty"`
+	State string `json:"state,omitempty"`
+}
+
+// RequestInfo is what a data scientist sees of one of their requests.
+type RequestInfo struct {
+	ID         string     `json:"id"`
+	Kind       string     `json:"kind"` // release, budget or permission
+	State      string     `json:"state"`
+	Dataset    string     `json:"dataset,omitempty"`
+	Job        string     `json:"job,omitempty"`
+	Epsilon    float64    `json:"epsilon,omitempty"`
+	Permission string     `json:"permission,omitempty"`
+	Reason     string     `json:"reason,omitempty"`
+	CreatedAt  time.Time  `json:"created_at"`
+	DecidedAt  *time.Time `json:"decided_at,omitempty"`
+	// DecidedBy is "officer", "rule" or "override"; the officer stays anonymous.
+	DecidedBy      string  `json:"decided_by,omitempty"`
+	DecisionReason string  `json:"decision_reason,omitempty"`
+	Charged        float64 `json:"charged,omitempty"`
+}
+
+// RequestList is the caller's requests, newest first.
+type RequestList struct {
+	Requests []RequestInfo `json:"requests"`
+}
+
+// DP statistics.
+const (
+	StatCount     = "count"
+	StatSum       = "sum"
+	StatMean      = "mean"
+	StatHistogram = "histogram"
+
+	MechanismLaplace  = "laplace"
+	MechanismGaussian = "gaussian"
+
+	MaxQueryBins = 1000
+)
+
+// QueryRequest asks for a differentially private statistic of a numeric
+// column. Values are clamped to [Lower, Upper] (count: only rows within the
+// bounds are counted); Epsilon is charged to the caller's budget whether or
+// not the question was asked before. Mechanism is laplace (default) or
+// gaussian (then Delta, 0 < Delta < 1e-3, is required).
+type QueryRequest struct {
+	Dataset   string  `json:"dataset"`
+	Stat      string  `json:"stat"`
+	Column    string  `json:"column"`
+	Epsilon   float64 `json:"epsilon"`
+	Delta     float64 `json:"delta,omitempty"`
+	Mechanism string  `json:"mechanism,omitempty"`
+	Lower     float64 `json:"lower"`
+	Upper     float64 `json:"upper"`
+	Bins      int     `json:"bins,omitempty"`
+}
+
+// QueryResponse is a noisy answer. Value holds count, sum or mean; Counts
+// the histogram's bins (Edges has Bins+1 bounds). Scale is the standard
+// deviation of the noise added to Value (for a histogram: to each count);
+// CI95 is the noise's 95% interval around the answer.
+type QueryResponse struct {
+	Query     string     `json:"query"` // the query's ID (in the gateway's ledger)
+	Stat      string     `json:"stat"`
+	Column    string     `json:"column"`
+	Value     float64    `json:"value,omitempty"`
+	Counts    []float64  `json:"counts,omitempty"`
+	Edges     []float64  `json:"edges,omitempty"`
+	Mechanism string     `json:"mechanism"`
+	Epsilon   float64    `json:"epsilon"`
+	Delta     float64    `json:"delta,omitempty"`
+	Scale     float64    `json:"scale"`
+	CI95      [2]float64 `json:"ci95"`
+	// Rows is the dataset's row count (public in the catalog), used for the mean.
+	Rows int `json:"rows"`
+	// Remaining is the caller's budget left after this query.
+	Remaining float64 `json:"remaining"`
 }
 
 // Job states.

@@ -70,6 +70,28 @@ type Job struct {
 	Round    int             `json:"round,omitempty"`
 	Rounds   int             `json:"rounds,omitempty"`
 	Init     json.RawMessage `json:"init,omitempty"`
+
+	// Compliance (top-level jobs; set by the gateway at submit, see
+	// requests.go). EpsilonMicroEps is what releasing the result costs,
+	// computed by the gateway from the plan and the dataset's rows (0 for a
+	// plan without DP-SGD, which has no formal guarantee: DP false).
+	EpsilonMicroEps int64   `json:"epsilon_micro_eps,omitempty"`
+	Delta           float64 `json:"delta,omitempty"`
+	DP              bool    `json:"dp,omitempty"`
+	// PlanTable is the plan as a readable table of layers, for the reviewer.
+	PlanTable string `json:"plan_table,omitempty"`
+	// Review: at submit, the result was due for review (CanTrain); the
+	// decision is taken again when the job succeeds.
+	Review bool `json:"review,omitempty"`
+	// ReservationID holds EpsilonMicroEps from submit until the result is
+	// released (committed) or denied, or the job fails or is cancelled (refunded).
+	ReservationID string `json:"reservation_id,omitempty"`
+	// Release is the result's release state once the job succeeded
+	// (Release* constants); ReleaseReason says why (a denial's reason).
+	Release       string `json:"release,omitempty"`
+	ReleaseReason string `json:"release_reason,omitempty"`
+	// RequestID names the release request of a result that needed review.
+	RequestID string `json:"request_id,omitempty"`
 }
 
 // Coordinated reports whether the gateway runs this job as rounds of shard jobs.
@@ -81,8 +103,15 @@ func jobIndexKey(j *Job) []byte {
 	return []byte(fmt.Sprintf("%s%s/%020d/%s", prefixJobIndex, j.State, j.CreatedAt.UnixNano(), j.ID))
 }
 
-// putJob stores j and moves its index entry when its state changed.
-func putJob(txn *badger.Txn, j *Job, oldState string) error {
+// putJob stores j and moves its index entry when its state changed. A
+// top-level job's change of state also settles its compliance (release
+// request, reservation) in the same transaction: see jobTransition.
+func (s *Store) putJob(txn *badger.Txn, j *Job, oldState string) error {
+	if oldState != j.State && j.ParentID == "" {
+		if err := s.jobTransition(txn, j); err != nil {
+			return err
+		}
+	}
 	if oldState != "" && oldState != j.State {
 		old := *j
 		old.State = oldState
@@ -159,7 +188,20 @@ func (j *Job) Terminal() bool {
 
 // CreateJob stores a new job in state queued. An empty ID is assigned;
 // CreatedAt is set to now.
-func (s *Store) CreateJob(j *Job) error {
+func (s *Store) CreateJob(j *Job) error { return s.createJob(j, 0) }
+
+// CreateJobReserving is CreateJob that also reserves amount micro-epsilon of
+// the job's user's budget on its dataset, in the same transaction, and
+// records the reservation in j.ReservationID: the job exists only if the
+// budget could cover it (else ErrInsufficientBudget, and no job).
+func (s *Store) CreateJobReserving(j *Job, amount int64) error {
+	if amount <= 0 {
+		return invalid("amount", "must be positive")
+	}
+	return s.createJob(j, amount)
+}
+
+func (s *Store) createJob(j *Job, reserve int64) error {
 	if j.DatasetID == "" {
 		return invalid("dataset_id", "required")
 	}
@@ -181,7 +223,15 @@ func (s *Store) CreateJob(j *Job) error {
 		} else if ok {
 			return fmt.Errorf("%w: job %s", ErrExists, j.ID)
 		}
-		if err := putJob(txn, j, ""); err != nil {
+		j.ReservationID = ""
+		if reserve > 0 {
+			res, err := s.reserveTxn(txn, j.UserID, j.DatasetID, reserve, j.UserID, "job "+j.ID)
+			if err != nil {
+				return err
+			}
+			j.ReservationID = res.ID
+		}
+		if err := s.putJob(txn, j, ""); err != nil {
 			return err
 		}
 		return s.audit(txn, AuditEvent{Actor: j.UserID, Action: "job.create", Target: "job/" + j.ID,
@@ -269,7 +319,7 @@ func (s *Store) modifyJob(id string, fn func(txn *badger.Txn, j *Job) error) (*J
 			return err
 		}
 		out = j
-		return putJob(txn, &j, old)
+		return s.putJob(txn, &j, old)
 	})
 	if errors.Is(err, ErrNotFound) {
 		return nil, err
@@ -435,7 +485,7 @@ func (s *Store) ExpireLeases(now time.Time) ([]*Job, error) {
 			if j.State == JobFailed {
 				j.FinishedAt = now
 			}
-			if err := putJob(txn, j, old); err != nil {
+			if err := s.putJob(txn, j, old); err != nil {
 				return err
 			}
 			if err := s.audit(txn, AuditEvent{Action: "job.lease_expired", Target: "job/" + j.ID,

@@ -101,26 +101,33 @@ func capKey(userID, datasetID string) string { return prefixCap + userID + "/" +
 // and records the movement. The budget cannot go below zero
 // (ErrInsufficientBudget).
 func (s *Store) GrantBudget(userID string, delta int64, actor, reason string) (*User, error) {
-	var out User
+	var out *User
 	err := s.update(func(txn *badger.Txn) error {
-		rec, err := getUser(txn, userID)
-		if err != nil {
-			return err
-		}
-		if rec.BudgetMicroEps+delta < 0 {
-			return fmt.Errorf("%w: available %d, taking away %d micro-epsilon", ErrInsufficientBudget, rec.BudgetMicroEps, -delta)
-		}
-		rec.BudgetMicroEps += delta
-		if err := putJSON(txn, prefixUser+rec.ID, rec); err != nil {
-			return err
-		}
-		out = rec.User
-		return s.recordMovement(txn, Movement{UserID: rec.ID, Kind: MoveGrant, AmountMicroEps: delta, Actor: actor, Reason: reason})
+		var err error
+		out, err = s.grantTxn(txn, userID, delta, actor, reason)
+		return err
 	})
 	if err != nil {
 		return nil, err
 	}
-	return &out, nil
+	return out, nil
+}
+
+// grantTxn is GrantBudget inside txn.
+func (s *Store) grantTxn(txn *badger.Txn, userID string, delta int64, actor, reason string) (*User, error) {
+	rec, err := getUser(txn, userID)
+	if err != nil {
+		return nil, err
+	}
+	if rec.BudgetMicroEps+delta < 0 {
+		return nil, fmt.Errorf("%w: available %d, taking away %d micro-epsilon", ErrInsufficientBudget, rec.BudgetMicroEps, -delta)
+	}
+	rec.BudgetMicroEps += delta
+	if err := putJSON(txn, prefixUser+rec.ID, rec); err != nil {
+		return nil, err
+	}
+	out := rec.User
+	return &out, s.recordMovement(txn, Movement{UserID: rec.ID, Kind: MoveGrant, AmountMicroEps: delta, Actor: actor, Reason: reason})
 }
 
 // SetDatasetCap caps what a user may spend on one dataset (cap < 0 removes the cap).
@@ -191,36 +198,57 @@ func (s *Store) take(txn *badger.Txn, rec *userRecord, datasetID string, amount 
 // transaction. It returns ErrInsufficientBudget if the available budget or
 // the dataset cap would be exceeded.
 func (s *Store) Reserve(userID, datasetID string, amount int64, actor, reason string) (*Reservation, error) {
-	var res Reservation
+	var res *Reservation
 	err := s.update(func(txn *badger.Txn) error {
-		rec, err := getUser(txn, userID)
-		if err != nil {
-			return err
-		}
-		if err := s.take(txn, rec, datasetID, amount); err != nil {
-			return err
-		}
-		rec.ReservedMicroEps += amount
-		if err := putJSON(txn, prefixUser+rec.ID, rec); err != nil {
-			return err
-		}
-		res = Reservation{ID: newID(), UserID: userID, DatasetID: datasetID, AmountMicroEps: amount, State: ReservationHeld, Reason: reason, CreatedAt: s.now().UTC()}
-		if err := putJSON(txn, prefixReservation+res.ID, res); err != nil {
-			return err
-		}
-		return s.recordMovement(txn, Movement{UserID: userID, DatasetID: datasetID, Kind: MoveReserve, AmountMicroEps: amount,
-			ReservationID: res.ID, Actor: actor, Reason: reason})
+		var err error
+		res, err = s.reserveTxn(txn, userID, datasetID, amount, actor, reason)
+		return err
 	})
 	if err != nil {
 		return nil, err
 	}
-	return &res, nil
+	return res, nil
+}
+
+// reserveTxn is Reserve inside txn.
+func (s *Store) reserveTxn(txn *badger.Txn, userID, datasetID string, amount int64, actor, reason string) (*Reservation, error) {
+	rec, err := getUser(txn, userID)
+	if err != nil {
+		return nil, err
+	}
+	if err := s.take(txn, rec, datasetID, amount); err != nil {
+		return nil, err
+	}
+	rec.ReservedMicroEps += amount
+	if err := putJSON(txn, prefixUser+rec.ID, rec); err != nil {
+		return nil, err
+	}
+	res := Reservation{ID: newID(), UserID: userID, DatasetID: datasetID, AmountMicroEps: amount, State: ReservationHeld, Reason: reason, CreatedAt: s.now().UTC()}
+	if err := putJSON(txn, prefixReservation+res.ID, res); err != nil {
+		return nil, err
+	}
+	return &res, s.recordMovement(txn, Movement{UserID: userID, DatasetID: datasetID, Kind: MoveReserve, AmountMicroEps: amount,
+		ReservationID: res.ID, Actor: actor, Reason: reason})
 }
 
 // settle moves a held reservation to state, in one transaction.
 func (s *Store) settle(resID, state, actor, reason string) (*Reservation, error) {
-	var out Reservation
+	var out *Reservation
 	err := s.update(func(txn *badger.Txn) error {
+		var err error
+		out, err = s.settleTxn(txn, resID, state, actor, reason)
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// settleTxn is settle inside txn.
+func (s *Store) settleTxn(txn *badger.Txn, resID, state, actor, reason string) (*Reservation, error) {
+	var out Reservation
+	err := func() error {
 		var res Reservation
 		if err := getJSON(txn, prefixReservation+resID, &res); err != nil {
 			return err
@@ -264,7 +292,7 @@ func (s *Store) settle(resID, state, actor, reason string) (*Reservation, error)
 		out = res
 		return s.recordMovement(txn, Movement{UserID: res.UserID, DatasetID: res.DatasetID, Kind: kind, AmountMicroEps: res.AmountMicroEps,
 			ReservationID: res.ID, Actor: actor, Reason: reason})
-	})
+	}()
 	if err != nil {
 		return nil, err
 	}

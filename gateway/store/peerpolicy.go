@@ -35,6 +35,9 @@ var PeerRules = map[string]PeerRule{
 	wire.ProtoModel:     {Who: PeerUser, Perm: PermMakeDataRequests},
 	wire.ProtoCancel:    {Who: PeerUser, Perm: PermMakeDataRequests},
 	wire.ProtoPing:      {Who: PeerNode},
+	wire.ProtoRequest:   {Who: PeerUser, Perm: PermMakeDataRequests},
+	wire.ProtoRequests:  {Who: PeerUser, Perm: PermMakeDataRequests},
+	wire.ProtoQuery:     {Who: PeerUser, Perm: PermMakeDataRequests},
 }
 
 // ErrUnknownProtocol is returned by AuthorizePeerRequest for a protocol

@@ -1,0 +1,318 @@
+package store
+
+import (
+	"errors"
+	"sync"
+	"testing"
+	"time"
+)
+
+type complianceEnv struct {
+	s       *Store
+	owner   *User
+	officer [2]*User
+	ds      *User
+	priv    *Dataset
+}
+
+func newComplianceEnv(t *testing.T, budget int64) *complianceEnv {
+	t.Helper()
+	s := openTest(t, t.TempDir())
+	e := &complianceEnv{s: s, owner: setupTest(t, s)}
+	var err error
+	for i := range e.officer {
+		if e.officer[i], err = s.CreateUser(NewUser{Email: string(rune('p'+i)) + "@example.org", Password: "password1", Role: RoleComplianceOfficer}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if e.ds, err = s.CreateUser(NewUser{Email: "ds@example.org", Password: "password1", Role: RoleDataScientist, BudgetMicroEps: budget, Actor: e.owner.ID}); err != nil {
+		t.Fatal(err)
+	}
+	e.priv = &Dataset{Name: "priv", Visibility: VisibilityPrivate, Tags: []string{"medical", "cohort-a"}}
+	if err := s.PutDataset(e.priv, []byte("a\n1\n")); err != nil {
+		t.Fatal(err)
+	}
+	return e
+}
+
+// succeed runs a job through grant and completion.
+func (e *complianceEnv) succeed(t *testing.T, eps int64, dp bool) *Job {
+	t.Helper()
+	j := &Job{DatasetID: e.priv.ID, UserID: e.ds.ID, EpsilonMicroEps: eps, DP: dp, Delta: 1e-5, PlanTable: "param  shape", Review: true}
+	var err error
+	if eps > 0 {
+		err = e.s.CreateJobReserving(j, eps)
+	} else {
+		err = e.s.CreateJob(j)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.s.Grant(j.ID, "node", time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.s.Complete(j.ID, 1, "node", []byte(`{"model":1}`), []byte(`{"train_loss":[0.5]}`)); err != nil {
+		t.Fatal(err)
+	}
+	out, err := e.s.Job(j.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+func (e *complianceEnv) user(t *testing.T) *User {
+	t.Helper()
+	u, err := e.s.User(e.ds.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return u
+}
+
+// TestReleaseApproveChargesOnce: the job's epsilon is reserved at submit;
+// the result waits in a pending request; two officers approving at the same
+// moment charge it exactly once.
+func TestReleaseApproveChargesOnce(t *testing.T) {
+	e := newComplianceEnv(t, 2_000_000)
+	j := e.succeed(t, 734_512, true)
+	if j.Release != ReleasePending || j.Releasable() || j.RequestID == "" {
+		t.Fatalf("private result not pending: %+v", j)
+	}
+	if u := e.user(t); u.BudgetMicroEps != 2_000_000-734_512 || u.ReservedMicroEps != 734_512 || u.SpentMicroEps != 0 {
+		t.Fatalf("after submit: %+v", u)
+	}
+	r, err := e.s.GetRequest(j.RequestID)
+	if err != nil || r.State != RequestPending || r.EpsilonMicroEps != 734_512 || r.PlanTable == "" || string(r.Metrics) == "" {
+		t.Fatalf("request %+v, %v", r, err)
+	}
+	// The requester cannot decide their own request.
+	if _, err := e.s.Decide(r.ID, true, e.ds.ID, ""); !errors.Is(err, ErrForbidden) {
+		t.Fatalf("self-approval: %v", err)
+	}
+	var wg sync.WaitGroup
+	errs := make([]error, len(e.officer))
+	start := make(chan struct{})
+	for i, o := range e.officer {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			<-start
+			_, errs[i] = e.s.Decide(r.ID, true, o.ID, "fine")
+		}()
+	}
+	close(start)
+	wg.Wait()
+	ok := 0
+	for _, err := range errs {
+		switch {
+		case err == nil:
+			ok++
+		case errors.Is(err, ErrConflictState):
+		default:
+			t.Fatal(err)
+		}
+	}
+	if ok != 1 {
+		t.Fatalf("%d approvals succeeded, want 1: %v", ok, errs)
+	}
+	u := e.user(t)
+	if u.SpentMicroEps != 734_512 || u.ReservedMicroEps != 0 || u.BudgetMicroEps != 2_000_000-734_512 {
+		t.Fatalf("after approval: %+v", u)
+	}
+	j, _ = e.s.Job(j.ID)
+	r, _ = e.s.GetRequest(r.ID)
+	if !j.Releasable() || r.State != RequestApproved || r.Decision == nil || r.Decision.ChargedMicroEps != 734_512 || r.Decision.At.IsZero() ||
+		(r.Decision.Reviewer != e.officer[0].ID && r.Decision.Reviewer != e.officer[1].ID) {
+		t.Fatalf("after approval: job %+v request %+v", j, r.Decision)
+	}
+	// Denying it now is too late.
+	if _, err := e.s.Decide(r.ID, false, e.officer[0].ID, "changed my mind"); !errors.Is(err, ErrConflictState) {
+		t.Fatalf("deny after approve: %v", err)
+	}
+	// Ledger: one reserve, one commit.
+	moves, _ := e.s.Ledger(e.ds.ID)
+	kinds := map[string]int{}
+	for _, m := range moves {
+		kinds[m.Kind]++
+	}
+	if kinds[MoveCommit] != 1 || kinds[MoveReserve] != 1 || kinds[MoveRefund] != 0 {
+		t.Fatalf("ledger %v", kinds)
+	}
+}
+
+// TestReleaseDenyRefunds: a denial needs a reason and charges nothing; a
+// failed or cancelled job gets its reservation back; a job the budget cannot
+// cover is not created.
+func TestReleaseDenyRefunds(t *testing.T) {
+	e := newComplianceEnv(t, 1_000_000)
+	j := e.succeed(t, 600_000, true)
+	if _, err := e.s.Decide(j.RequestID, false, e.officer[0].ID, "  "); !errors.Is(err, ErrInvalid) {
+		t.Fatalf("deny without reason: %v", err)
+	}
+	if _, err := e.s.Decide(j.RequestID, false, e.officer[0].ID, "too close to re-identification"); err != nil {
+		t.Fatal(err)
+	}
+	if u := e.user(t); u.BudgetMicroEps != 1_000_000 || u.ReservedMicroEps != 0 || u.SpentMicroEps != 0 {
+		t.Fatalf("after deny: %+v", u)
+	}
+	j, _ = e.s.Job(j.ID)
+	if j.Releasable() || j.Release != ReleaseDenied || j.ReleaseReason != "too close to re-identification" {
+		t.Fatalf("denied job %+v", j)
+	}
+	// Beyond the budget: no job.
+	big := &Job{DatasetID: e.priv.ID, UserID: e.ds.ID, EpsilonMicroEps: 1_000_001, DP: true}
+	if err := e.s.CreateJobReserving(big, 1_000_001); !errors.Is(err, ErrInsufficientBudget) {
+		t.Fatalf("over budget: %v", err)
+	}
+	if js, _ := e.s.Jobs(JobFilter{UserID: e.ds.ID}); len(js) != 1 {
+		t.Fatalf("%d jobs, want 1 (the refused one must not exist)", len(js))
+	}
+	// Failure and cancellation refund.
+	f := &Job{DatasetID: e.priv.ID, UserID: e.ds.ID, EpsilonMicroEps: 400_000, DP: true}
+	if err := e.s.CreateJobReserving(f, 400_000); err != nil {
+		t.Fatal(err)
+	}
+	c := &Job{DatasetID: e.priv.ID, UserID: e.ds.ID, EpsilonMicroEps: 500_000, DP: true}
+	if err := e.s.CreateJobReserving(c, 500_000); err != nil {
+		t.Fatal(err)
+	}
+	if u := e.user(t); u.BudgetMicroEps != 100_000 || u.ReservedMicroEps != 900_000 {
+		t.Fatalf("two held: %+v", u)
+	}
+	if _, err := e.s.Grant(f.ID, "node", time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.s.Fail(f.ID, 1, "node", "boom"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.s.CancelBy(c.ID, e.ds.ID); err != nil {
+		t.Fatal(err)
+	}
+	if u := e.user(t); u.BudgetMicroEps != 1_000_000 || u.ReservedMicroEps != 0 || u.SpentMicroEps != 0 {
+		t.Fatalf("after fail and cancel: %+v", u)
+	}
+}
+
+// TestApprovalRules: a rule approves a DP release on a dataset carrying its
+// tags, within its epsilon, quota and expiry, and the decision is audited
+// with the rule's ID; a non-DP plan is never approved by a rule; an
+// override asking for review wins.
+func TestApprovalRules(t *testing.T) {
+	e := newComplianceEnv(t, 10_000_000)
+	now := time.Now()
+	expired, err := e.s.CreateRule(Rule{Tags: []string{"medical"}, MaxEpsilonMicroEps: 5_000_000, Quota: 10, ExpiresAt: now.Add(-time.Minute)}, e.owner.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	otherTag, _ := e.s.CreateRule(Rule{Tags: []string{"medical", "oncology"}, MaxEpsilonMicroEps: 5_000_000, Quota: 10}, e.owner.ID)
+	otherRole, _ := e.s.CreateRule(Rule{Tags: []string{"medical"}, Roles: []string{RoleAdministrator}, MaxEpsilonMicroEps: 5_000_000, Quota: 10}, e.owner.ID)
+	rule, err := e.s.CreateRule(Rule{Tags: []string{"cohort-a"}, Roles: []string{RoleDataScientist}, MaxEpsilonMicroEps: 1_000_000, Quota: 1, ExpiresAt: now.Add(time.Hour)}, e.owner.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = expired
+	_ = otherTag
+	_ = otherRole
+	if _, err := e.s.CreateRule(Rule{MaxEpsilonMicroEps: 1, Quota: 1}, e.owner.ID); !errors.Is(err, ErrInvalid) {
+		t.Fatalf("rule without tags: %v", err)
+	}
+
+	over := e.succeed(t, 1_000_001, true) // above the rule's epsilon
+	if over.Release != ReleasePending {
+		t.Fatalf("over max epsilon: %s", over.Release)
+	}
+	nodp := e.succeed(t, 0, false)
+	if nodp.Release != ReleasePending {
+		t.Fatalf("non-DP result auto-released: %s", nodp.Release)
+	}
+	r, _ := e.s.GetRequest(nodp.RequestID)
+	if r.DP || r.Guarantee == "" {
+		t.Fatalf("non-DP request does not say it has no guarantee: %+v", r)
+	}
+	ok := e.succeed(t, 1_000_000, true)
+	if ok.Release != ReleaseApproved || !ok.Releasable() {
+		t.Fatalf("matching rule did not approve: %+v", ok)
+	}
+	r, _ = e.s.GetRequest(ok.RequestID)
+	if r.State != RequestApproved || r.Decision.RuleID != rule.ID || r.Decision.Reviewer != ReviewerRulePrefix+rule.ID || r.Decision.ChargedMicroEps != 1_000_000 {
+		t.Fatalf("rule decision %+v", r.Decision)
+	}
+	audit, _ := e.s.Audit(AuditFilter{Action: "request.approve"})
+	if len(audit) != 1 || audit[0].Detail["rule_id"] != rule.ID || audit[0].Actor != ReviewerRulePrefix+rule.ID {
+		t.Fatalf("audit %+v", audit)
+	}
+	// Quota used up.
+	if again := e.succeed(t, 1, true); again.Release != ReleasePending {
+		t.Fatalf("rule approved past its quota: %s", again.Release)
+	}
+	if got, _ := e.s.GetRule(rule.ID); got.Used != 1 {
+		t.Fatalf("used %d", got.Used)
+	}
+	// An override asking for review beats a fresh rule; one allowing auto-release releases.
+	if _, err := e.s.UpdateRule(rule.ID, e.owner.ID, func(r *Rule) { r.Quota = 5 }); err != nil {
+		t.Fatal(err)
+	}
+	no, yes := false, true
+	if err := e.s.SetOverride(Override{DatasetID: e.priv.ID, UserID: e.ds.ID, AutoRelease: &no}, e.owner.ID); err != nil {
+		t.Fatal(err)
+	}
+	if j := e.succeed(t, 1, true); j.Release != ReleasePending {
+		t.Fatalf("override review: %s", j.Release)
+	}
+	if err := e.s.SetOverride(Override{DatasetID: e.priv.ID, UserID: e.ds.ID, AutoRelease: &yes}, e.owner.ID); err != nil {
+		t.Fatal(err)
+	}
+	before := e.user(t).SpentMicroEps
+	j := e.succeed(t, 300, true)
+	if j.Release != ReleaseReleased || !j.Releasable() {
+		t.Fatalf("override auto-release: %+v", j)
+	}
+	if got := e.user(t).SpentMicroEps - before; got != 300 {
+		t.Fatalf("auto-release charged %d, want 300", got)
+	}
+	// History is queryable by state and user.
+	pend, _ := e.s.Requests(RequestFilter{State: RequestPending, UserID: e.ds.ID})
+	if len(pend) != 4 {
+		t.Fatalf("%d pending, want 4", len(pend))
+	}
+	h, err := e.s.UserHistory(e.ds.ID, e.priv.ID)
+	if err != nil || h.Releases[RequestPending] != 4 || h.Releases[RequestApproved] != 2 || h.SpentMicroEps != 1_000_300 {
+		t.Fatalf("history %+v %v", h, err)
+	}
+}
+
+// TestBudgetAndPermissionRequests: approving changes the budget or the override.
+func TestBudgetAndPermissionRequests(t *testing.T) {
+	e := newComplianceEnv(t, 0)
+	no := false
+	if err := e.s.SetOverride(Override{DatasetID: e.priv.ID, UserID: e.ds.ID, Train: &no}, e.owner.ID); err != nil {
+		t.Fatal(err)
+	}
+	if d, _ := e.s.CanTrain(e.ds.ID, e.priv.ID); d.Allowed {
+		t.Fatal("override ignored")
+	}
+	b, err := e.s.CreateRequest(NewRequest{Kind: KindBudget, UserID: e.ds.ID, AmountMicroEps: 2_500_000, Reason: "cohort study"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := e.s.CreateRequest(NewRequest{Kind: KindPermission, UserID: e.ds.ID, DatasetID: e.priv.ID, Permission: AskTrain, Reason: "cohort study"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.s.CreateRequest(NewRequest{Kind: KindBudget, UserID: e.ds.ID, AmountMicroEps: 1}); !errors.Is(err, ErrInvalid) {
+		t.Fatalf("no reason: %v", err)
+	}
+	if _, err := e.s.Decide(b.ID, true, e.officer[0].ID, ""); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.s.Decide(p.ID, true, e.officer[1].ID, "ok"); err != nil {
+		t.Fatal(err)
+	}
+	if u := e.user(t); u.BudgetMicroEps != 2_500_000 {
+		t.Fatalf("budget %d", u.BudgetMicroEps)
+	}
+	if d, _ := e.s.CanTrain(e.ds.ID, e.priv.ID); !d.Allowed {
+		t.Fatalf("permission not granted: %+v", d)
+	}
+}
