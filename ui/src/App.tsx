@@ -74,7 +74,9 @@ export function App() {
     );
   }, []);
 
-  useEffect(() => { loadStatus(); reloadSettings(); loadMe(); }, [loadStatus, reloadSettings, loadMe]);
+  useEffect(() => { loadStatus(); loadMe(); }, [loadStatus, loadMe]);
+  // Settings exist once setup is done (before, every route but status and setup answers setup_required).
+  useEffect(() => { if (status?.setup_done) reloadSettings(); }, [status?.setup_done, reloadSettings]);
   useEffect(() => onUnauthorized(() => { setMe(null); notice.error(new Error('Your session ended (token expired or revoked). Please log in again.')); }), [notice]);
   useEffect(() => applyBranding(settings, status), [settings, status]);
   useEffect(() => setMenuOpen(false), [route]);
@@ -89,7 +91,7 @@ export function App() {
           <h1>Cannot reach the gateway</h1>
           <p className="error-box" role="alert">{errorText(statusErr)}</p>
           <p>This app talks to the gateway API at <code>{apiBaseLabel()}</code>. Start one with <code>fedgrid gateway --data DIR</code> and open the address it prints followed by <code>/admin/</code>, or set the API URL below.</p>
-          <LoginPage apiOnly onLoggedIn={() => {}} onApiChanged={() => { loadStatus(); reloadSettings(); }} />
+          <LoginPage apiOnly onLoggedIn={() => {}} onApiChanged={loadStatus} />
           <button type="button" onClick={loadStatus}>Try again</button>
         </div>
       </main>
@@ -114,7 +116,7 @@ export function App() {
   if (!me) {
     return (
       <main className="centered" id="main">
-        <div className="card narrow">{header}<LoginPage onLoggedIn={() => { loadMe(); if (!route) go('dashboard'); }} onApiChanged={() => { loadStatus(); reloadSettings(); }} /></div>
+        <div className="card narrow">{header}<LoginPage onLoggedIn={() => { loadMe(); if (!route) go('dashboard'); }} onApiChanged={loadStatus} /></div>
       </main>
     );
   }

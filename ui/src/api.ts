@@ -132,29 +132,34 @@ export interface Plan {
   privacy?: { dp_sgd?: { noise_multiplier: number; max_grad_norm: number }; delta?: number };
 }
 
-/** A review-queue entry (issue 7: GET /api/v1/requests; gateway/store/requests.go). */
+/** A review-queue entry (issue 7: GET /api/v1/requests, gateway/api/compliance.go RequestView). */
 export interface ReviewRequest {
   id: string;
   kind: string; // release, budget or permission
   state: string; // pending, approved or denied
   user_id: string;
+  user_email?: string;
+  user_role?: string;
   requester?: string;
-  dataset_id?: string;
   reason?: string;
+  dataset?: { id: string; name: string; tags: string[] | null; visibility: string; rows: number };
   job_id?: string;
+  epsilon?: number; // release: its cost; budget: the amount asked
   epsilon_micro_eps?: number;
-  epsilon?: number;
   delta?: number;
   dp?: boolean;
   guarantee?: string;
   plan_table?: string;
   plan?: Plan;
   metrics?: Record<string, unknown>;
-  amount_micro_eps?: number;
-  amount_epsilon?: number;
+  auto_approvable?: boolean;
   permission?: string;
   created_at: string;
-  decision?: { approved: boolean; reviewer: string; rule_id?: string; reason?: string; charged_micro_eps?: number; at: string };
+  decision?: { approved: boolean; reviewer: string; reviewer_email?: string; rule_id?: string; reason?: string; charged_epsilon?: number; at: string };
+  history?: {
+    requests?: Record<string, number>; releases?: Record<string, number>;
+    budget_epsilon: number; reserved_epsilon: number; spent_epsilon: number; dataset_used_epsilon?: number;
+  };
 }
 
 export const PERMISSIONS = [

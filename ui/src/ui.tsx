@@ -17,8 +17,8 @@ export function NoticeProvider({ children }: { children: ReactNode }) {
   const next = useRef(1);
   const push = useCallback((kind: Notice['kind'], text: string) => {
     const id = next.current++;
-    setList((l) => [...l.slice(-3), { id, kind, text }]);
-    if (kind === 'ok') setTimeout(() => setList((l) => l.filter((n) => n.id !== id)), 6000);
+    setList((l) => [...l.slice(-2), { id, kind, text }]);
+    setTimeout(() => setList((l) => l.filter((n) => n.id !== id)), kind === 'ok' ? 4000 : 20000);
   }, []);
   const apiv = useRef<NoticeApi>({ ok: (t) => push('ok', t), error: (e) => push('error', errorText(e)) });
   return (
@@ -171,7 +171,8 @@ export function StackedBars({ buckets, keys, label }: { buckets: { label: string
   const w = 480, h = 180, pad = 26;
   if (!buckets.length) return <p className="muted">No jobs yet.</p>;
   const max = Math.max(1, ...buckets.map((b) => keys.reduce((a, k) => a + (b.counts[k] ?? 0), 0)));
-  const bw = (w - pad - 8) / buckets.length;
+  const slot = (w - pad - 8) / buckets.length;
+  const bw = Math.min(slot, 48);
   return (
     <figure className="chart">
       <svg viewBox={`0 0 ${w} ${h}`} role="img" aria-label={label}>
@@ -186,9 +187,9 @@ export function StackedBars({ buckets, keys, label }: { buckets: { label: string
                 if (!v) return null;
                 const bh = (v / max) * (h - pad - 10);
                 acc += bh;
-                return <rect key={k} x={pad + i * bw + 2} width={Math.max(bw - 4, 1)} y={h - pad - acc} height={bh} fill={STATE_COLORS[k] ?? '#999'}><title>{`${b.label} ${k}: ${v}`}</title></rect>;
+                return <rect key={k} x={pad + i * slot + (slot - bw) / 2 + 2} width={Math.max(bw - 4, 1)} y={h - pad - acc} height={bh} fill={STATE_COLORS[k] ?? '#999'}><title>{`${b.label} ${k}: ${v}`}</title></rect>;
               })}
-              {(buckets.length <= 12 || i % Math.ceil(buckets.length / 12) === 0) && <text x={pad + i * bw + bw / 2} y={h - 8} className="tick" textAnchor="middle">{b.label}</text>}
+              {(buckets.length <= 12 || i % Math.ceil(buckets.length / 12) === 0) && <text x={pad + i * slot + slot / 2} y={h - 8} className="tick" textAnchor="middle">{b.label}</text>}
             </g>
           );
         })}

@@ -4,7 +4,8 @@ import { useSession } from '../App';
 import { ActionButton, LineChart, LoadError, Page, fmtEps, fmtTime, short, useLoad, useNotice } from '../ui';
 
 const eps = (r: ReviewRequest) => r.epsilon ?? (r.epsilon_micro_eps !== undefined ? r.epsilon_micro_eps / 1e6 : undefined);
-const amount = (r: ReviewRequest) => r.amount_epsilon ?? (r.amount_micro_eps !== undefined ? r.amount_micro_eps / 1e6 : undefined);
+const amount = eps;
+const counts = (m?: Record<string, number>) => (m && Object.keys(m).length ? Object.entries(m).map(([k, v]) => `${v} ${k}`).join(', ') : 'none');
 
 export function ReviewPage() {
   const [state, setState] = useState('pending');
@@ -14,6 +15,7 @@ export function ReviewPage() {
   const all = reqs.data ?? [];
   const shown = all.filter((r) => state === 'all' || r.state === state);
   const dsName = (id?: string) => datasets.data?.find((d) => d.id === id)?.name ?? short(id);
+  const dsOf = (r: ReviewRequest) => r.dataset?.name ?? dsName(r.dataset?.id);
   return (
     <Page title="Review queue" actions={
       <label className="inline">Show <select name="state" value={state} onChange={(e) => setState(e.target.value)}>
@@ -25,11 +27,11 @@ export function ReviewPage() {
           <li key={r.id} className="card request" data-request={r.id}>
             <button type="button" className="request-head" aria-expanded={open === r.id} onClick={() => setOpen(open === r.id ? null : r.id)}>
               <span className={`badge k-${r.kind}`}>{r.kind}</span>
-              <span className="grow">{summary(r, dsName)}</span>
+              <span className="grow">{summary(r, dsOf(r))}{r.user_email && <span className="muted"> · by {r.user_email}</span>}</span>
               <span className={`badge r-${r.state}`}>{r.state}</span>
               <span className="muted small">{fmtTime(r.created_at)}</span>
             </button>
-            {(open === r.id || (shown.length === 1 && open === null)) && <RequestDetail r={r} all={all} dsName={dsName} onDecided={reqs.reload} />}
+            {(open === r.id || (shown.length === 1 && open === null)) && <RequestDetail r={r} all={all} dsName={dsName} ds={dsOf(r)} onDecided={reqs.reload} />}
           </li>
         ))}
       </ul>
@@ -37,16 +39,16 @@ export function ReviewPage() {
   );
 }
 
-function summary(r: ReviewRequest, dsName: (id?: string) => string) {
+function summary(r: ReviewRequest, ds: string) {
   switch (r.kind) {
-    case 'release': return <>Release the result of job <code>{short(r.job_id)}</code> on <strong>{dsName(r.dataset_id)}</strong> · ε {fmtEps(eps(r))}</>;
-    case 'budget': return <>{fmtEps(amount(r))} ε more budget{r.dataset_id ? <> for <strong>{dsName(r.dataset_id)}</strong></> : null}</>;
-    case 'permission': return <>Permission <code>{r.permission}</code> on <strong>{dsName(r.dataset_id)}</strong></>;
+    case 'release': return <>Release the result of job <code>{short(r.job_id)}</code> on <strong>{ds}</strong> · ε {fmtEps(eps(r))}</>;
+    case 'budget': return <>{fmtEps(amount(r))} ε more budget{r.dataset ? <> for <strong>{ds}</strong></> : null}</>;
+    case 'permission': return <>Permission <code>{r.permission}</code> on <strong>{ds}</strong></>;
     default: return <>{r.kind} request</>;
   }
 }
 
-function RequestDetail({ r, all, dsName, onDecided }: { r: ReviewRequest; all: ReviewRequest[]; dsName: (id?: string) => string; onDecided: () => void }) {
+function RequestDetail({ r, all, dsName, ds, onDecided }: { r: ReviewRequest; all: ReviewRequest[]; dsName: (id?: string) => string; ds: string; onDecided: () => void }) {
   const { can } = useSession();
   const notice = useNotice();
   const [reason, setReason] = useState('');
@@ -56,10 +58,11 @@ function RequestDetail({ r, all, dsName, onDecided }: { r: ReviewRequest; all: R
   const plan = r.plan ?? job.data?.plan;
   const metrics = r.metrics ?? job.data?.metrics;
   const u = ledger.data;
+  const h = r.history;
   const pastRequests = all.filter((x) => x.user_id === r.user_id && x.id !== r.id);
   const decide = async (approve: boolean) => {
     if (approve) {
-      await api('POST', `/api/v1/requests/${r.id}/approve`, {});
+      await api('POST', `/api/v1/requests/${r.id}/approve`, reason.trim() ? { reason } : {});
       notice.ok(`Approved ${r.kind} request ${short(r.id)}.`);
     } else {
       if (!reason.trim()) throw new Error('Give a reason for the denial; the requester sees it.');
@@ -73,9 +76,10 @@ function RequestDetail({ r, all, dsName, onDecided }: { r: ReviewRequest; all: R
       <div className="grid2">
         <section>
           <h3>Requester</h3>
-          <p>{u ? <><strong>{u.email}</strong> ({u.role})</> : <code>{short(r.user_id, 12)}</code>}{r.requester && <> · peer <code>{short(r.requester, 12)}</code></>}</p>
+          <p>{r.user_email || u ? <><strong>{r.user_email ?? u?.email}</strong> ({r.user_role ?? u?.role})</> : <code>{short(r.user_id, 12)}</code>}{r.requester && <> · peer <code>{short(r.requester, 12)}</code></>}</p>
           {r.reason && <p>Their reason: <q>{r.reason}</q></p>}
-          {u && <p>Budget left <strong>{fmtEps(u.budget_epsilon)} ε</strong> · reserved {fmtEps(u.reserved_epsilon)} · spent {fmtEps(u.spent_epsilon)}</p>}
+          {(h || u) && <p>Budget left <strong>{fmtEps((h ?? u)!.budget_epsilon)} ε</strong> · reserved {fmtEps((h ?? u)!.reserved_epsilon)} · spent {fmtEps((h ?? u)!.spent_epsilon)}{h?.dataset_used_epsilon !== undefined ? <> · {fmtEps(h.dataset_used_epsilon)} ε used on {ds}</> : null}</p>}
+          {h && <p className="small">Past requests: {counts(h.requests)} · releases: {counts(h.releases)}</p>}
         </section>
         <section>
           <h3>Privacy cost</h3>
@@ -84,7 +88,7 @@ function RequestDetail({ r, all, dsName, onDecided }: { r: ReviewRequest; all: R
               <p className="big">ε = {fmtEps(eps(r))}{r.delta ? <>, δ = {r.delta}</> : null}</p>
               <p className="muted">{r.guarantee || (r.dp ? 'Differentially private training (DP-SGD).' : 'No formal differential-privacy guarantee.')}</p>
             </>
-          ) : r.kind === 'budget' ? <p className="big">+{fmtEps(amount(r))} ε</p> : <p>None directly; grants <code>{r.permission}</code> on {dsName(r.dataset_id)}.</p>}
+          ) : r.kind === 'budget' ? <p className="big">+{fmtEps(amount(r))} ε</p> : <p>None directly; grants <code>{r.permission}</code> on {ds}.</p>}
         </section>
       </div>
       {r.kind === 'release' && <>
@@ -103,11 +107,11 @@ function RequestDetail({ r, all, dsName, onDecided }: { r: ReviewRequest; all: R
         ))}</tbody>
       </table></div>
       {pastRequests.length > 0 && <p className="muted">Earlier requests: {pastRequests.map((x) => `${x.kind} ${x.state}`).join(', ')}.</p>}
-      {r.decision && <p className="decision">Decided {r.decision.approved ? 'approved' : 'denied'} by <code>{short(r.decision.reviewer, 12)}</code> at {fmtTime(r.decision.at)}{r.decision.reason ? <>: <q>{r.decision.reason}</q></> : null}</p>}
+      {r.decision && <p className="decision">Decided {r.decision.approved ? 'approved' : 'denied'} by <code>{r.decision.reviewer_email ?? short(r.decision.reviewer, 12)}</code>{r.decision.charged_epsilon ? ` (charged ε ${fmtEps(r.decision.charged_epsilon)})` : ''} at {fmtTime(r.decision.at)}{r.decision.reason ? <>: <q>{r.decision.reason}</q></> : null}</p>}
       {r.state === 'pending' && (
         <div className="decide">
           <ActionButton className="primary approve" run={() => decide(true)}>Approve</ActionButton>
-          <label className="grow">Reason for a denial<input name="deny-reason" value={reason} onChange={(e) => setReason(e.target.value)} placeholder="e.g. the model could memorise rare rows" /></label>
+          <label className="grow">Reason (required to deny; optional note when approving)<input name="deny-reason" value={reason} onChange={(e) => setReason(e.target.value)} placeholder="e.g. the model could memorise rare rows" /></label>
           <ActionButton className="danger" run={() => decide(false)}>Deny</ActionButton>
         </div>
       )}
@@ -158,7 +162,7 @@ function Metrics({ metrics }: { metrics?: Record<string, unknown> }) {
         {loss.length > 0 && <LineChart label="Loss per epoch" series={loss.map(([name, points]) => ({ name, points }))} />}
         {other.length > 0 && <LineChart label="Other metrics per epoch" series={other.map(([name, points]) => ({ name, points }))} />}
       </div>
-      {scalars.length > 0 && <table className="compact"><tbody>{scalars.map(([k, v]) => <tr key={k}><th>{k}</th><td>{typeof v === 'number' ? v.toFixed(4) : String(v)}</td></tr>)}</tbody></table>}
+      {scalars.length > 0 && <table className="compact kv"><tbody>{scalars.map(([k, v]) => <tr key={k}><th scope="row">{k.replace(/_/g, ' ')}</th><td>{typeof v === 'number' ? (Number.isInteger(v) ? v : v.toFixed(4)) : String(v)}</td></tr>)}</tbody></table>}
     </>
   );
 }

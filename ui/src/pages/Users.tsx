@@ -47,7 +47,7 @@ function CreateUser({ roles, onCreated, budget }: { roles: string[]; onCreated: 
       <label>Password<input name="password" type="password" required value={f.password} onChange={set('password')} autoComplete="new-password" /></label>
       <label>Role<select name="role" value={f.role} onChange={set('role')}>{roles.map((r) => <option key={r}>{r}</option>)}</select></label>
       {budget && <label>Budget ε<input name="budget" type="number" min="0" step="any" value={f.budget} onChange={set('budget')} /></label>}
-      <label className="wide">Peer ID (from <code>fedgrid keygen</code>)<input name="peer_id" value={f.peer} onChange={set('peer')} placeholder="12D3KooW…" spellCheck={false} /></label>
+      <label className="wide"><span>Peer ID (from <code>fedgrid keygen</code>)</span><input name="peer_id" value={f.peer} onChange={set('peer')} placeholder="12D3KooW…" spellCheck={false} /></label>
       <div className="wide"><button type="submit" className="primary">Create user</button></div>
     </form>
   );
