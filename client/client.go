@@ -406,3 +406,26 @@ func (c *Client) Model(ctx context.Context, gw peer.ID, id string) ([]byte, erro
 func (c *Client) Cancel(ctx context.Context, gw peer.ID, id string) (*wire.JobInfo, error) {
 	return call[wire.JobRequest, wire.JobInfo](ctx, c, gw, wire.ProtoCancel, &wire.JobRequest{Job: id}, p2p.Limits{MaxRequest: wire.MaxSmall, MaxResponse: wire.MaxSmall, Timeout: 10 * time.Second})
 }
+
+// Ask files a request with a gateway's compliance officers: more budget
+// (Kind wire.RequestBudget, Epsilon) or a permission on a dataset (Kind
+// wire.RequestPermission, Dataset, Permission). Reason is required.
+func (c *Client) Ask(ctx context.Context, gw peer.ID, req wire.RequestCreate) (*wire.RequestInfo, error) {
+	return call[wire.RequestCreate, wire.RequestInfo](ctx, c, gw, wire.ProtoRequest, &req, p2p.Limits{MaxRequest: wire.MaxSmall, MaxResponse: wire.MaxSmall, Timeout: 10 * time.Second})
+}
+
+// Requests lists the caller's own requests at a gateway (release requests
+// included), newest first; id, if set, selects one; state filters.
+func (c *Client) Requests(ctx context.Context, gw peer.ID, id, state string) ([]wire.RequestInfo, error) {
+	r, err := call[wire.RequestsQuery, wire.RequestList](ctx, c, gw, wire.ProtoRequests, &wire.RequestsQuery{ID: id, State: state}, p2p.Limits{MaxRequest: wire.MaxSmall, MaxResponse: wire.MaxCatalog, Timeout: 10 * time.Second})
+	if err != nil {
+		return nil, err
+	}
+	return r.Requests, nil
+}
+
+// Query asks a gateway for a differentially private statistic; the epsilon
+// is charged to the caller's budget there.
+func (c *Client) Query(ctx context.Context, gw peer.ID, req wire.QueryRequest) (*wire.QueryResponse, error) {
+	return call[wire.QueryRequest, wire.QueryResponse](ctx, c, gw, wire.ProtoQuery, &req, p2p.Limits{MaxRequest: wire.MaxSmall, MaxResponse: wire.MaxSmall, Timeout: time.Minute})
+}

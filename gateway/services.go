@@ -5,10 +5,13 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
+	"strings"
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/peer"
 
+	"github.com/fedgrid/fedgrid/dataset"
 	"github.com/fedgrid/fedgrid/gateway/store"
 	"github.com/fedgrid/fedgrid/p2p"
 	"github.com/fedgrid/fedgrid/plan"
@@ -33,6 +36,9 @@ func (g *Gateway) registerProtocols() {
 	p2p.Handle(ctx, h, g.peer.Protocol(wire.ProtoCancel), small(10*time.Second), g.handleCancel)
 	p2p.Handle(ctx, h, g.peer.Protocol(wire.ProtoPing), small(10*time.Second), g.handlePing)
 	p2p.Handle(ctx, h, g.peer.Protocol(wire.ProtoModel), p2p.Limits{MaxRequest: wire.MaxSmall, MaxResponse: wire.MaxModel, Timeout: 2 * time.Minute}, g.handleModel)
+	p2p.Handle(ctx, h, g.peer.Protocol(wire.ProtoRequest), small(10*time.Second), g.handleRequest)
+	p2p.Handle(ctx, h, g.peer.Protocol(wire.ProtoRequests), p2p.Limits{MaxRequest: wire.MaxSmall, MaxResponse: wire.MaxCatalog, Timeout: 10 * time.Second}, g.handleRequests)
+	p2p.Handle(ctx, h, g.peer.Protocol(wire.ProtoQuery), small(time.Minute), g.handleQuery)
 }
 
 // storeErr maps store errors to protocol errors a person understands.
@@ -45,7 +51,11 @@ func storeErr(err error, what string) error {
 	case errors.Is(err, store.ErrConflictState):
 		return p2p.Errorf(p2p.CodeConflict, "%s is not in a state that allows this", what)
 	case errors.Is(err, store.ErrInvalid):
-		return p2p.Errorf(p2p.CodeBadRequest, "%v", err)
+		return p2p.Errorf(p2p.CodeBadRequest, "%s", strings.TrimPrefix(err.Error(), "store: "))
+	case errors.Is(err, store.ErrInsufficientBudget):
+		return p2p.Errorf(p2p.CodeForbidden, "%s: %s", what, strings.TrimPrefix(err.Error(), "store: "))
+	case errors.Is(err, store.ErrForbidden):
+		return p2p.Errorf(p2p.CodeForbidden, "%s: %s", what, strings.TrimPrefix(err.Error(), "store: "))
 	}
 	return err
 }
@@ -106,9 +116,30 @@ func (g *Gateway) enrolledNode(from peer.ID, proto string) error {
 	if _, err := g.authorize(from, proto); err != nil {
 		return err
 	}
-	_ = g.store.TouchNode(from.String(), time.Now())
+	g.touchNode(from)
 	return nil
 }
+
+// touchNode records that a node was seen, persisting it at most every
+// touchEvery: a write per message would cost more than the job it carries.
+func (g *Gateway) touchNode(p peer.ID) {
+	now := time.Now()
+	g.touchMu.Lock()
+	last, ok := g.touched[p]
+	if ok && now.Sub(last) < touchEvery {
+		g.touchMu.Unlock()
+		return
+	}
+	if g.touched == nil {
+		g.touched = map[peer.ID]time.Time{}
+	}
+	g.touched[p] = now
+	g.touchMu.Unlock()
+	_ = g.store.TouchNode(p.String(), now)
+}
+
+// touchEvery bounds how stale a node's stored last-seen time may be.
+const touchEvery = 5 * time.Second
 
 func (g *Gateway) handleClaim(_ context.Context, from peer.ID, req *wire.ClaimRequest) (*wire.ClaimResponse, error) {
 	g.metrics.claims.Inc()
@@ -208,6 +239,13 @@ func (g *Gateway) handleResult(_ context.Context, from peer.ID, req *wire.Result
 	if err != nil {
 		return nil, p2p.Errorf(p2p.CodeBadRequest, "model refused: %v", err)
 	}
+	if j.ParentID == "" {
+		// The privacy cost in the signed model is the gateway's, never the node's.
+		m.Privacy = nil
+		if j.DP {
+			m.Privacy = &plan.Privacy{Epsilon: float64(j.EpsilonMicroEps) / 1e6, Delta: j.Delta}
+		}
+	}
 	signed, err := g.signModel(m, j)
 	if err != nil {
 		return nil, err
@@ -248,16 +286,25 @@ func (g *Gateway) handleSubmit(_ context.Context, from peer.ID, req *wire.Submit
 	if err != nil {
 		return nil, storeErr(err, "dataset "+req.Dataset)
 	}
+	dec, err := g.store.CanTrain(u.ID, ds.ID)
+	if err != nil {
+		return nil, storeErr(err, "dataset "+req.Dataset)
+	}
+	if !dec.Allowed {
+		return nil, p2p.Errorf(p2p.CodeForbidden, "you may not train on dataset %q: %s (ask with fedgrid request permission)", ds.Name, dec.Reason)
+	}
 	pl, err := plan.Parse(req.Plan)
 	if err != nil {
 		return nil, p2p.Errorf(p2p.CodeBadRequest, "plan refused: %v", err)
 	}
-	if _, err := plan.Check(pl, ds.Columns); err != nil {
+	report, err := plan.Check(pl, ds.Columns)
+	if err != nil {
 		return nil, p2p.Errorf(p2p.CodeBadRequest, "plan does not fit dataset %q: %v", ds.Name, err)
 	}
 	j := &store.Job{
 		DatasetID: ds.ID, UserID: u.ID, Requester: from.String(), Plan: req.Plan,
 		MaxAttempts: g.cfg.MaxAttempts, AttemptTimeout: g.cfg.AttemptTimeout, Deadline: time.Now().Add(g.cfg.JobTimeout),
+		PlanTable: report.String(), Review: dec.Review,
 	}
 	if pl.Train.Workers > 1 {
 		j.Shards, j.Rounds = pl.Train.Workers, max(1, pl.Train.Rounds)
@@ -265,14 +312,50 @@ func (g *Gateway) handleSubmit(_ context.Context, from peer.ID, req *wire.Submit
 			return nil, p2p.Errorf(p2p.CodeBadRequest, "train.workers is %d but dataset %q has %d rows", pl.Train.Workers, ds.Name, ds.Rows)
 		}
 	}
-	if err := g.store.CreateJob(j); err != nil {
+	if err := releaseCost(j, pl, ds); err != nil {
+		return nil, err
+	}
+	// Private data: the release's epsilon is reserved now, so that no job
+	// trains whose result could never be paid for.
+	if ds.Visibility != store.VisibilityPublic && j.EpsilonMicroEps > 0 {
+		err = g.store.CreateJobReserving(j, j.EpsilonMicroEps)
+	} else {
+		err = g.store.CreateJob(j)
+	}
+	if err != nil {
+		if errors.Is(err, store.ErrInsufficientBudget) {
+			return nil, p2p.Errorf(p2p.CodeForbidden, "releasing this job's result would cost epsilon %.6g on dataset %q, more than your budget allows (%s); ask for more with fedgrid request budget",
+				float64(j.EpsilonMicroEps)/1e6, ds.Name, strings.TrimPrefix(err.Error(), "store: "))
+		}
 		return nil, storeErr(err, "job")
 	}
 	g.metrics.submitted.Inc()
-	g.log.Info("job queued", "job", j.ID, "dataset", ds.ID, "user", u.ID, "workers", j.Shards)
+	g.log.Info("job queued", "job", j.ID, "dataset", ds.ID, "user", u.ID, "workers", j.Shards, "epsilon_micro", j.EpsilonMicroEps, "review", dec.Review)
 	g.wake(g.kick)
 	g.wake(g.coordKick)
 	return g.jobInfo(j), nil
+}
+
+// releaseCost sets the job's privacy cost: the epsilon of its DP-SGD plan on
+// the dataset's training rows (the same count the node's accountant uses),
+// rounded up to whole micro-epsilon. A plan without DP-SGD costs nothing and
+// has no formal guarantee (DP false).
+func releaseCost(j *store.Job, pl *plan.Plan, ds *store.Dataset) error {
+	if pl.Privacy == nil || pl.Privacy.DPSGD == nil {
+		return nil
+	}
+	train, _ := dataset.SplitIndices(ds.Rows, pl.Train.ValidationFraction, pl.Train.Seed)
+	eps, err := pl.Epsilon(len(train))
+	if err != nil {
+		return p2p.Errorf(p2p.CodeBadRequest, "cannot account the plan's privacy on dataset %q: %v", ds.Name, err)
+	}
+	if math.IsNaN(eps) || math.IsInf(eps, 0) || eps > 1e6 {
+		return p2p.Errorf(p2p.CodeBadRequest, "the plan's DP-SGD spends epsilon %v on dataset %q: too much to account; add noise or train fewer steps", eps, ds.Name)
+	}
+	j.EpsilonMicroEps = max(1, int64(math.Ceil(eps*1e6)))
+	j.Delta = pl.Privacy.Delta
+	j.DP = true
+	return nil
 }
 
 // ownJob returns the caller's job; other people's jobs do not exist for them.
@@ -311,24 +394,37 @@ func (g *Gateway) handleCancel(_ context.Context, from peer.ID, req *wire.JobReq
 	return g.jobInfo(j), nil
 }
 
+// handleModel serves a job's result to its requester alone, and only once it
+// is released: at once on public data, on private data after an officer's
+// approval or a matching approval rule (or a per-user override). Shard jobs'
+// partial models are never served.
 func (g *Gateway) handleModel(_ context.Context, from peer.ID, req *wire.JobRequest) (*wire.ModelResponse, error) {
 	j, err := g.ownJob(from, wire.ProtoModel, req.Job)
 	if err != nil {
 		return nil, err
 	}
+	if j.ParentID != "" {
+		return nil, p2p.Errorf(p2p.CodeNotFound, "job %s not found", req.Job)
+	}
 	if j.State != wire.StateSucceeded {
 		return nil, p2p.Errorf(p2p.CodeConflict, "job %s has no result: it is %s", j.ID, j.State)
 	}
-	ds, err := g.store.Dataset(j.DatasetID)
-	if err != nil {
-		return nil, storeErr(err, "dataset "+j.DatasetID)
-	}
-	if ds.Visibility != "public" {
-		return nil, p2p.Errorf(p2p.CodeForbidden, "job %s trained on private dataset %q: its result waits for a compliance officer's review", j.ID, ds.Name)
+	if !j.Releasable() {
+		switch j.Release {
+		case store.ReleaseDenied:
+			return nil, p2p.Errorf(p2p.CodeForbidden, "job %s: the release of its result was denied: %s", j.ID, j.ReleaseReason)
+		case store.ReleasePending:
+			return nil, p2p.Errorf(p2p.CodeForbidden, "job %s trained on private data: its result waits for a compliance officer's review (request %s)", j.ID, j.RequestID)
+		}
+		return nil, p2p.Errorf(p2p.CodeForbidden, "job %s: its result has not been released", j.ID)
 	}
 	b, err := g.store.Result(j.ID)
 	if err != nil {
 		return nil, storeErr(err, "result of job "+j.ID)
+	}
+	if err := g.store.AppendAudit(store.AuditEvent{Actor: j.UserID, Action: "release.fetch", Target: "job/" + j.ID,
+		Detail: map[string]any{"peer": from.String(), "release": j.Release, "request_id": j.RequestID}}); err != nil {
+		return nil, err
 	}
 	return &wire.ModelResponse{Model: b}, nil
 }
@@ -346,6 +442,14 @@ func (g *Gateway) jobInfo(j *store.Job) *wire.JobInfo {
 	if !j.FinishedAt.IsZero() {
 		t := j.FinishedAt
 		info.FinishedAt = &t
+	}
+	info.Epsilon, info.DP = float64(j.EpsilonMicroEps)/1e6, j.DP
+	info.Release, info.ReleaseReason, info.Request = j.Release, j.ReleaseReason, j.RequestID
+	info.Review = j.Review || j.RequestID != ""
+	if j.State == wire.StateSucceeded && !j.Releasable() {
+		// Metrics are computed on the data: they leave with the result, not before.
+		info.Metrics = nil
+		info.Review = true
 	}
 	return info
 }

@@ -59,6 +59,15 @@ var contractRoutes = map[string]string{
 	"GET /api/v1/jobs":                              anyUser, // own jobs; all with triage
 	"GET /api/v1/jobs/{id}":                         anyUser, // own job here; others' below
 	"POST /api/v1/jobs/{id}/cancel":                 anyUser,
+	"GET /api/v1/requests":                          anyUser, // own requests; all with triage
+	"GET /api/v1/requests/{id}":                     anyUser, // own request here
+	"POST /api/v1/requests/{id}/approve":            string(store.PermTriageRequests),
+	"POST /api/v1/requests/{id}/deny":               string(store.PermTriageRequests),
+	"GET /api/v1/rules":                             string(store.PermEditSettings),
+	"POST /api/v1/rules":                            string(store.PermEditSettings),
+	"GET /api/v1/rules/{id}":                        string(store.PermEditSettings),
+	"PATCH /api/v1/rules/{id}":                      string(store.PermEditSettings),
+	"DELETE /api/v1/rules/{id}":                     string(store.PermEditSettings),
 	"GET /api/v1/nodes":                             string(store.PermManageInfrastructure),
 	"POST /api/v1/nodes/join-tokens":                string(store.PermManageInfrastructure),
 	"DELETE /api/v1/nodes/{peer_id}":                string(store.PermManageInfrastructure),
@@ -155,6 +164,31 @@ func (w *roleWalk) fixture(rt *route, caller *store.User) (string, any) {
 		return strings.NewReplacer("{id}", mkDataset().ID, "{user_id}", w.users[store.RoleDataScientist].ID).Replace(p), OverrideRequest{AutoRelease: &yes}
 	case "GET /api/v1/jobs/{id}", "POST /api/v1/jobs/{id}/cancel":
 		return strings.Replace(p, "{id}", mkJob().ID, 1), nil
+	case "GET /api/v1/requests/{id}":
+		owner := mkUser()
+		if caller != nil {
+			owner = caller
+		}
+		r, err := w.st.CreateRequest(store.NewRequest{Kind: store.KindBudget, UserID: owner.ID, AmountMicroEps: 1, Reason: "walk"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return strings.Replace(p, "{id}", r.ID, 1), nil
+	case "POST /api/v1/requests/{id}/approve", "POST /api/v1/requests/{id}/deny":
+		r, err := w.st.CreateRequest(store.NewRequest{Kind: store.KindPermission, UserID: mkUser().ID, DatasetID: mkDataset().ID, Permission: store.AskTrain, Reason: "walk"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return strings.Replace(p, "{id}", r.ID, 1), DecideRequest{Reason: "walk"}
+	case "POST /api/v1/rules":
+		return p, RuleRequest{Tags: []string{"walk"}, MaxEpsilon: 1, Quota: 1}
+	case "GET /api/v1/rules/{id}", "PATCH /api/v1/rules/{id}", "DELETE /api/v1/rules/{id}":
+		r, err := w.st.CreateRule(store.Rule{Tags: []string{"walk"}, MaxEpsilonMicroEps: 1, Quota: 1}, "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		q := 2
+		return strings.Replace(p, "{id}", r.ID, 1), PatchRuleRequest{Quota: &q}
 	case "DELETE /api/v1/nodes/{peer_id}":
 		tok, _, err := w.st.CreateJoinToken(time.Minute)
 		if err != nil {

@@ -58,6 +58,17 @@ func (a *API) routeTable() []*route {
 		{method: get, path: "/api/v1/jobs/{id}", summary: "Get a job", access: accessJobOwner, status: 200, resp: store.Job{}, handle: a.getJob},
 		{method: post, path: "/api/v1/jobs/{id}/cancel", summary: "Cancel a queued or running job", access: accessJobOwner, status: 200, resp: store.Job{}, handle: a.cancelJob},
 
+		{method: get, path: "/api/v1/requests", summary: "The review queue and its history, newest first: release, budget and permission requests (all with can_triage_requests, else your own, without reviewer or unreleased metrics); pending ones carry the requester's history", access: accessUser, query: []param{{"state", "pending, approved or denied"}, {"kind", "release, budget or permission"}, {"user", "only this user's requests (user ID)"}, {"dataset", "only requests on this dataset ID"}, {"job", "only the release request of this job ID"}}, status: 200, resp: RequestList{}, handle: a.listRequests},
+		{method: get, path: "/api/v1/requests/{id}", summary: "One request with everything needed to decide it (plan table, metrics, epsilon, guarantee, requester's history); your own, or any with can_triage_requests", access: accessUser, status: 200, resp: RequestView{}, handle: a.getRequest},
+		{method: post, path: "/api/v1/requests/{id}/approve", summary: "Approve a pending request: a release commits its reserved epsilon and releases the result to the requester alone; budget (also needs can_manage_privacy_budget) grants it; permission sets the override. Decided once: 409 after", access: accessPerm, perm: store.PermTriageRequests, req: DecideRequest{}, optional: true, status: 200, resp: RequestView{}, handle: a.approveRequest},
+		{method: post, path: "/api/v1/requests/{id}/deny", summary: "Deny a pending request with a reason (required); a release's reserved epsilon is refunded, nothing is charged", access: accessPerm, perm: store.PermTriageRequests, req: DecideRequest{}, status: 200, resp: RequestView{}, handle: a.denyRequest},
+
+		{method: get, path: "/api/v1/rules", summary: "Approval rules: auto-approve DP-SGD releases on datasets carrying every tag, for the roles, up to max epsilon each, quota times, until expiry", access: accessPerm, perm: store.PermEditSettings, status: 200, resp: RuleList{}, handle: a.listRules},
+		{method: post, path: "/api/v1/rules", summary: "Create an approval rule (tags required; matches owner-set dataset tags and the requester's role, never requester-chosen names)", access: accessPerm, perm: store.PermEditSettings, req: RuleRequest{}, status: 201, resp: RuleView{}, handle: a.createRule},
+		{method: get, path: "/api/v1/rules/{id}", summary: "Get an approval rule", access: accessPerm, perm: store.PermEditSettings, status: 200, resp: RuleView{}, handle: a.getRule},
+		{method: patch, path: "/api/v1/rules/{id}", summary: "Change an approval rule (its used count stays)", access: accessPerm, perm: store.PermEditSettings, req: PatchRuleRequest{}, status: 200, resp: RuleView{}, handle: a.patchRule},
+		{method: del, path: "/api/v1/rules/{id}", summary: "Delete an approval rule (its past decisions stay in the history)", access: accessPerm, perm: store.PermEditSettings, status: 204, handle: a.deleteRule},
+
 		{method: get, path: "/api/v1/nodes", summary: "List enrolled nodes", access: accessPerm, perm: store.PermManageInfrastructure, status: 200, resp: NodeList{}, handle: a.listNodes},
 		{method: post, path: "/api/v1/nodes/join-tokens", summary: "Make a single-use node join token", access: accessPerm, perm: store.PermManageInfrastructure, req: JoinTokenRequest{}, optional: true, status: 201, resp: JoinTokenResponse{}, handle: a.joinToken},
 		{method: del, path: "/api/v1/nodes/{peer_id}", summary: "Remove a node", access: accessPerm, perm: store.PermManageInfrastructure, status: 204, handle: a.removeNode},
@@ -594,6 +605,13 @@ func (a *API) listJobs(c *call) (any, error) {
 	if js == nil {
 		js = []*store.Job{}
 	}
+	if !triage {
+		for _, j := range js {
+			if j.State == store.JobSucceeded && !j.Releasable() {
+				j.Metrics = nil
+			}
+		}
+	}
 	return JobList{Jobs: js}, nil
 }
 
@@ -616,7 +634,27 @@ func (c *call) visibleJob() (*store.Job, error) {
 	return j, nil
 }
 
-func (a *API) getJob(c *call) (any, error) { return c.visibleJob() }
+func (a *API) getJob(c *call) (any, error) {
+	j, err := c.visibleJob()
+	if err != nil {
+		return nil, err
+	}
+	return c.redactJob(j)
+}
+
+// redactJob hides an unreleased result's metrics from anyone without
+// can_triage_requests: they are computed on the data and leave with the
+// result, not before.
+func (c *call) redactJob(j *store.Job) (*store.Job, error) {
+	if j.State != store.JobSucceeded || j.Releasable() {
+		return j, nil
+	}
+	if ok, err := c.can(store.PermTriageRequests); err != nil || ok {
+		return j, err
+	}
+	j.Metrics = nil
+	return j, nil
+}
 
 func (a *API) cancelJob(c *call) (any, error) {
 	if _, err := c.visibleJob(); err != nil {

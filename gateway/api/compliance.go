@@ -1,0 +1,418 @@
+package api
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/fedgrid/fedgrid/gateway/store"
+)
+
+// The review queue (/api/v1/requests) and approval rules (/api/v1/rules).
+
+// RequestView is a request as the review queue shows it: for a release
+// request, everything the officer needs (the dataset, the plan as a table of
+// layers, the metrics, the epsilon it costs and what that guarantees, the
+// requester's history); the decision once taken.
+type RequestView struct {
+	ID    string `json:"id"`
+	Kind  string `json:"kind"`  // release, budget or permission
+	State string `json:"state"` // pending, approved or denied
+	// Requester.
+	UserID    string `json:"user_id"`
+	UserEmail string `json:"user_email,omitempty"`
+	UserRole  string `json:"user_role,omitempty"`
+	Requester string `json:"requester,omitempty"` // peer ID
+	// Reason is the requester's justification (budget and permission requests).
+	Reason  string       `json:"reason,omitempty"`
+	Dataset *DatasetInfo `json:"dataset,omitempty"`
+
+	// Release requests.
+	JobID           string          `json:"job_id,omitempty"`
+	Epsilon         float64         `json:"epsilon"` // release: its cost; budget: the amount asked
+	EpsilonMicroEps int64           `json:"epsilon_micro_eps"`
+	Delta           float64         `json:"delta,omitempty"`
+	DP              bool            `json:"dp"`
+	Guarantee       string          `json:"guarantee,omitempty"`
+	PlanTable       string          `json:"plan_table,omitempty"`
+	Plan            json.RawMessage `json:"plan,omitempty"`
+	Metrics         json.RawMessage `json:"metrics,omitempty"`
+	// AutoApprovable: an approval rule could ever approve it (false without DP-SGD).
+	AutoApprovable bool `json:"auto_approvable"`
+
+	// Permission requests: train or auto_release.
+	Permission string `json:"permission,omitempty"`
+
+	CreatedAt time.Time     `json:"created_at"`
+	Decision  *DecisionView `json:"decision,omitempty"`
+	// History is the requester's record when the view was made (single request views and lists).
+	History *HistoryView `json:"history,omitempty"`
+}
+
+// DatasetInfo is the dataset a request concerns.
+type DatasetInfo struct {
+	ID         string   `json:"id"`
+	Name       string   `json:"name"`
+	Tags       []string `json:"tags"`
+	Visibility string   `json:"visibility"`
+	Rows       int      `json:"rows"`
+}
+
+// DecisionView is a decision: who (a user ID, "rule:<id>" or "override"), when, why, what it charged.
+type DecisionView struct {
+	Approved        bool      `json:"approved"`
+	Reviewer        string    `json:"reviewer"`
+	ReviewerEmail   string    `json:"reviewer_email,omitempty"`
+	RuleID          string    `json:"rule_id,omitempty"`
+	Reason          string    `json:"reason,omitempty"`
+	ChargedEpsilon  float64   `json:"charged_epsilon"`
+	ChargedMicroEps int64     `json:"charged_micro_eps"`
+	At              time.Time `json:"at"`
+}
+
+// HistoryView is the requester's past requests (counts by state) and budget.
+type HistoryView struct {
+	Requests         map[string]int `json:"requests"`
+	Releases         map[string]int `json:"releases"`
+	BudgetEpsilon    float64        `json:"budget_epsilon"`
+	ReservedEpsilon  float64        `json:"reserved_epsilon"`
+	SpentEpsilon     float64        `json:"spent_epsilon"`
+	DatasetUsedEps   float64        `json:"dataset_used_epsilon"`
+	BudgetMicroEps   int64          `json:"budget_micro_eps"`
+	SpentMicroEps    int64          `json:"spent_micro_eps"`
+	ReservedMicroEps int64          `json:"reserved_micro_eps"`
+}
+
+// RequestList answers GET /api/v1/requests.
+type RequestList struct {
+	Requests []RequestView `json:"requests"`
+}
+
+// DecideRequest is the body of approve (optional; reason optional) and deny (reason required).
+type DecideRequest struct {
+	Reason string `json:"reason"`
+}
+
+// RuleRequest is POST /api/v1/rules's body.
+type RuleRequest struct {
+	Tags       []string   `json:"tags" required:"true"`
+	Roles      []string   `json:"roles"`
+	MaxEpsilon float64    `json:"max_epsilon" required:"true"`
+	Quota      int        `json:"quota" required:"true"`
+	ExpiresAt  *time.Time `json:"expires_at"`
+	Disabled   bool       `json:"disabled"`
+	Note       string     `json:"note"`
+}
+
+// PatchRuleRequest is PATCH /api/v1/rules/{id}'s body; absent fields stay.
+type PatchRuleRequest struct {
+	Tags       *[]string  `json:"tags"`
+	Roles      *[]string  `json:"roles"`
+	MaxEpsilon *float64   `json:"max_epsilon"`
+	Quota      *int       `json:"quota"`
+	ExpiresAt  *time.Time `json:"expires_at"`
+	NoExpiry   bool       `json:"no_expiry"` // true: remove the expiry
+	Disabled   *bool      `json:"disabled"`
+	Note       *string    `json:"note"`
+}
+
+// RuleView is an approval rule as the API shows it (epsilon in both units).
+type RuleView struct {
+	ID                 string    `json:"id"`
+	Tags               []string  `json:"tags"`
+	Roles              []string  `json:"roles"`
+	MaxEpsilon         float64   `json:"max_epsilon"`
+	MaxEpsilonMicroEps int64     `json:"max_epsilon_micro_eps"`
+	Quota              int       `json:"quota"`
+	Used               int       `json:"used"`
+	ExpiresAt          time.Time `json:"expires_at,omitzero"`
+	Expired            bool      `json:"expired"`
+	Disabled           bool      `json:"disabled"`
+	Note               string    `json:"note,omitempty"`
+	CreatedBy          string    `json:"created_by,omitempty"`
+	CreatedAt          time.Time `json:"created_at"`
+}
+
+// RuleList answers GET /api/v1/rules.
+type RuleList struct {
+	Rules []RuleView `json:"rules"`
+}
+
+var requestStates = []string{store.RequestPending, store.RequestApproved, store.RequestDenied}
+var requestKinds = []string{store.KindRelease, store.KindBudget, store.KindPermission}
+
+// requestView builds the view; withHistory adds the requester's record.
+func (a *API) requestView(r *store.Request, withHistory bool, users map[string]*store.User) (RequestView, error) {
+	v := RequestView{ID: r.ID, Kind: r.Kind, State: r.State, UserID: r.UserID, Requester: r.Requester, Reason: r.Reason,
+		JobID: r.JobID, DP: r.DP, Delta: r.Delta, Guarantee: r.Guarantee, PlanTable: r.PlanTable, Plan: r.Plan, Metrics: r.Metrics,
+		Permission: r.Permission, CreatedAt: r.CreatedAt, AutoApprovable: r.Kind == store.KindRelease && r.DP}
+	user := func(id string) *store.User {
+		if u, ok := users[id]; ok {
+			return u
+		}
+		u, err := a.st.User(id)
+		if err != nil {
+			u = nil
+		}
+		users[id] = u
+		return u
+	}
+	if u := user(r.UserID); u != nil {
+		v.UserEmail, v.UserRole = u.Email, u.Role
+	}
+	switch r.Kind {
+	case store.KindRelease:
+		v.EpsilonMicroEps = r.EpsilonMicroEps
+	case store.KindBudget:
+		v.EpsilonMicroEps = r.AmountMicroEps
+	}
+	v.Epsilon = microToEps(v.EpsilonMicroEps)
+	if r.DatasetID != "" {
+		v.Dataset = &DatasetInfo{ID: r.DatasetID}
+		if d, err := a.st.Dataset(r.DatasetID); err == nil {
+			v.Dataset.Name, v.Dataset.Tags, v.Dataset.Visibility, v.Dataset.Rows = d.Name, d.Tags, d.Visibility, d.Rows
+		}
+	}
+	if d := r.Decision; d != nil {
+		v.Decision = &DecisionView{Approved: d.Approved, Reviewer: d.Reviewer, RuleID: d.RuleID, Reason: d.Reason,
+			ChargedEpsilon: microToEps(d.ChargedMicroEps), ChargedMicroEps: d.ChargedMicroEps, At: d.At}
+		if u := user(d.Reviewer); u != nil {
+			v.Decision.ReviewerEmail = u.Email
+		}
+	}
+	if withHistory {
+		h, err := a.st.UserHistory(r.UserID, r.DatasetID)
+		if err == nil {
+			v.History = &HistoryView{Requests: h.Requests, Releases: h.Releases,
+				BudgetEpsilon: microToEps(h.BudgetMicroEps), ReservedEpsilon: microToEps(h.ReservedMicroEps), SpentEpsilon: microToEps(h.SpentMicroEps),
+				DatasetUsedEps: microToEps(h.DatasetUsedMicroEp), BudgetMicroEps: h.BudgetMicroEps, SpentMicroEps: h.SpentMicroEps, ReservedMicroEps: h.ReservedMicroEps}
+		}
+	}
+	return v, nil
+}
+
+// listRequests: everything with can_triage_requests; otherwise only the
+// caller's own requests (someone else's user filter is 403).
+func (a *API) listRequests(c *call) (any, error) {
+	q := c.r.URL.Query()
+	f := store.RequestFilter{State: q.Get("state"), Kind: q.Get("kind"), UserID: q.Get("user"), DatasetID: q.Get("dataset"), JobID: q.Get("job")}
+	if f.State != "" && !containsStr(requestStates, f.State) {
+		return nil, badField("state", "must be one of %s", strings.Join(requestStates, ", "))
+	}
+	if f.Kind != "" && !containsStr(requestKinds, f.Kind) {
+		return nil, badField("kind", "must be one of %s", strings.Join(requestKinds, ", "))
+	}
+	triage, err := c.can(store.PermTriageRequests)
+	if err != nil {
+		return nil, err
+	}
+	if !triage {
+		if f.UserID != "" && f.UserID != c.user.ID {
+			return nil, errorf(http.StatusForbidden, "forbidden", "listing other users' requests needs %s", store.PermTriageRequests)
+		}
+		f.UserID = c.user.ID
+	}
+	rs, err := a.st.Requests(f)
+	if err != nil {
+		return nil, err
+	}
+	out := RequestList{Requests: make([]RequestView, 0, len(rs))}
+	users := map[string]*store.User{}
+	histories := map[string]*HistoryView{}
+	for _, r := range rs {
+		v, err := a.requestView(r, false, users)
+		if err != nil {
+			return nil, err
+		}
+		if !triage {
+			redactForRequester(&v, r)
+		} else if r.State == store.RequestPending {
+			// The queue shows each pending request with its requester's record.
+			key := r.UserID + "/" + r.DatasetID
+			if h, ok := histories[key]; ok {
+				v.History = h
+			} else if full, err := a.requestView(r, true, users); err == nil {
+				v.History, histories[key] = full.History, full.History
+			}
+		}
+		out.Requests = append(out.Requests, v)
+	}
+	return out, nil
+}
+
+// redactForRequester hides what a requester may not see before release:
+// the metrics of an unreleased result, and who reviewed.
+func redactForRequester(v *RequestView, r *store.Request) {
+	if r.Kind == store.KindRelease && r.State != store.RequestApproved {
+		v.Metrics = nil
+	}
+	if v.Decision != nil {
+		v.Decision.Reviewer, v.Decision.ReviewerEmail = "", ""
+	}
+}
+
+// visibleRequest returns the request if the caller may see it: their own, or
+// any with can_triage_requests. Others' requests are 404.
+func (c *call) visibleRequest() (*store.Request, bool, error) {
+	id := c.r.PathValue("id")
+	r, err := c.a.st.GetRequest(id)
+	if err != nil {
+		return nil, false, err
+	}
+	triage, err := c.can(store.PermTriageRequests)
+	if err != nil {
+		return nil, false, err
+	}
+	if !triage && r.UserID != c.user.ID {
+		return nil, false, fmt.Errorf("%w: request %s", store.ErrNotFound, id)
+	}
+	return r, triage, nil
+}
+
+func (a *API) getRequest(c *call) (any, error) {
+	r, triage, err := c.visibleRequest()
+	if err != nil {
+		return nil, err
+	}
+	v, err := a.requestView(r, triage, map[string]*store.User{})
+	if err != nil {
+		return nil, err
+	}
+	if !triage {
+		redactForRequester(&v, r)
+	}
+	return v, nil
+}
+
+func (a *API) decide(c *call, approve bool) (any, error) {
+	var req DecideRequest
+	if err := c.decode(&req); err != nil {
+		return nil, err
+	}
+	id := c.r.PathValue("id")
+	r, err := a.st.GetRequest(id)
+	if err != nil {
+		return nil, err
+	}
+	if approve && r.Kind == store.KindBudget {
+		if ok, err := c.can(store.PermManagePrivacyBudget); err != nil {
+			return nil, err
+		} else if !ok {
+			return nil, errorf(http.StatusForbidden, "forbidden", "approving a budget request needs %s", store.PermManagePrivacyBudget)
+		}
+	}
+	r, err = a.st.Decide(id, approve, c.actor(), req.Reason)
+	if err != nil {
+		return nil, err
+	}
+	a.log.Info("request decided", "request", r.ID, "kind", r.Kind, "approved", approve, "reviewer", c.actor())
+	return a.requestView(r, true, map[string]*store.User{})
+}
+
+func (a *API) approveRequest(c *call) (any, error) { return a.decide(c, true) }
+func (a *API) denyRequest(c *call) (any, error)    { return a.decide(c, false) }
+
+// ---- rules
+
+func (a *API) ruleView(r *store.Rule) RuleView {
+	roles := r.Roles
+	if roles == nil {
+		roles = []string{}
+	}
+	return RuleView{ID: r.ID, Tags: r.Tags, Roles: roles, MaxEpsilon: microToEps(r.MaxEpsilonMicroEps), MaxEpsilonMicroEps: r.MaxEpsilonMicroEps,
+		Quota: r.Quota, Used: r.Used, ExpiresAt: r.ExpiresAt, Expired: !r.ExpiresAt.IsZero() && !a.cfg.Now().Before(r.ExpiresAt),
+		Disabled: r.Disabled, Note: r.Note, CreatedBy: r.CreatedBy, CreatedAt: r.CreatedAt}
+}
+
+func (a *API) listRules(*call) (any, error) {
+	rs, err := a.st.Rules()
+	if err != nil {
+		return nil, err
+	}
+	out := RuleList{Rules: make([]RuleView, 0, len(rs))}
+	for _, r := range rs {
+		out.Rules = append(out.Rules, a.ruleView(r))
+	}
+	return out, nil
+}
+
+func (a *API) getRule(c *call) (any, error) {
+	r, err := a.st.GetRule(c.r.PathValue("id"))
+	if err != nil {
+		return nil, err
+	}
+	return a.ruleView(r), nil
+}
+
+func (a *API) createRule(c *call) (any, error) {
+	var req RuleRequest
+	if err := c.decode(&req); err != nil {
+		return nil, err
+	}
+	eps, err := epsToMicro("max_epsilon", req.MaxEpsilon, false)
+	if err != nil {
+		return nil, err
+	}
+	r := store.Rule{Tags: req.Tags, Roles: req.Roles, MaxEpsilonMicroEps: eps, Quota: req.Quota, Disabled: req.Disabled, Note: req.Note}
+	if req.ExpiresAt != nil {
+		r.ExpiresAt = req.ExpiresAt.UTC()
+	}
+	out, err := a.st.CreateRule(r, c.actor())
+	if err != nil {
+		return nil, err
+	}
+	return a.ruleView(out), nil
+}
+
+func (a *API) patchRule(c *call) (any, error) {
+	var req PatchRuleRequest
+	if err := c.decode(&req); err != nil {
+		return nil, err
+	}
+	var eps int64
+	if req.MaxEpsilon != nil {
+		var err error
+		if eps, err = epsToMicro("max_epsilon", *req.MaxEpsilon, false); err != nil {
+			return nil, err
+		}
+	}
+	if req.NoExpiry && req.ExpiresAt != nil {
+		return nil, badField("no_expiry", "cannot be given with expires_at")
+	}
+	out, err := a.st.UpdateRule(c.r.PathValue("id"), c.actor(), func(r *store.Rule) {
+		if req.Tags != nil {
+			r.Tags = *req.Tags
+		}
+		if req.Roles != nil {
+			r.Roles = *req.Roles
+		}
+		if req.MaxEpsilon != nil {
+			r.MaxEpsilonMicroEps = eps
+		}
+		if req.Quota != nil {
+			r.Quota = *req.Quota
+		}
+		if req.ExpiresAt != nil {
+			r.ExpiresAt = req.ExpiresAt.UTC()
+		}
+		if req.NoExpiry {
+			r.ExpiresAt = time.Time{}
+		}
+		if req.Disabled != nil {
+			r.Disabled = *req.Disabled
+		}
+		if req.Note != nil {
+			r.Note = *req.Note
+		}
+	})
+	if err != nil {
+		return nil, err
+	}
+	return a.ruleView(out), nil
+}
+
+func (a *API) deleteRule(c *call) (any, error) {
+	return nil, a.st.DeleteRule(c.r.PathValue("id"), c.actor())
+}

@@ -1,0 +1,111 @@
+package gateway
+
+import (
+	"context"
+	"math"
+	"strings"
+
+	"github.com/libp2p/go-libp2p/core/peer"
+
+	"github.com/fedgrid/fedgrid/gateway/store"
+	"github.com/fedgrid/fedgrid/p2p"
+	"github.com/fedgrid/fedgrid/wire"
+)
+
+// Data scientists' requests to the compliance officers (budget, permission)
+// and their view of their own requests, release requests included. The
+// review itself happens over HTTP (gateway/api, /api/v1/requests).
+
+// maxAskEpsilon bounds the epsilon one budget request may ask for.
+const maxAskEpsilon = 1e6
+
+func (g *Gateway) handleRequest(_ context.Context, from peer.ID, req *wire.RequestCreate) (*wire.RequestInfo, error) {
+	u, err := g.authorize(from, wire.ProtoRequest)
+	if err != nil {
+		return nil, err
+	}
+	n := store.NewRequest{UserID: u.ID, Requester: from.String(), DatasetID: req.Dataset, Permission: req.Permission, Reason: req.Reason}
+	switch req.Kind {
+	case wire.RequestBudget:
+		n.Kind = store.KindBudget
+		if math.IsNaN(req.Epsilon) || req.Epsilon <= 0 || req.Epsilon > maxAskEpsilon {
+			return nil, p2p.Errorf(p2p.CodeBadRequest, "epsilon must be positive and at most %g, got %v", float64(maxAskEpsilon), req.Epsilon)
+		}
+		n.AmountMicroEps = int64(math.Round(req.Epsilon * 1e6))
+		if n.AmountMicroEps < 1 {
+			return nil, p2p.Errorf(p2p.CodeBadRequest, "epsilon %v is less than one micro-epsilon", req.Epsilon)
+		}
+	case wire.RequestPermission:
+		n.Kind = store.KindPermission
+	default:
+		return nil, p2p.Errorf(p2p.CodeBadRequest, "kind must be %s or %s, got %q", wire.RequestBudget, wire.RequestPermission, req.Kind)
+	}
+	if req.Dataset != "" {
+		// Only datasets this gateway lists; a missing one is reported as such.
+		if _, err := g.store.Dataset(req.Dataset); err != nil {
+			return nil, storeErr(err, "dataset "+req.Dataset)
+		}
+	}
+	r, err := g.store.CreateRequest(n)
+	if err != nil {
+		return nil, storeErr(err, "request")
+	}
+	g.log.Info("request filed", "request", r.ID, "kind", r.Kind, "user", u.ID)
+	return requestInfo(r), nil
+}
+
+func (g *Gateway) handleRequests(_ context.Context, from peer.ID, req *wire.RequestsQuery) (*wire.RequestList, error) {
+	u, err := g.authorize(from, wire.ProtoRequests)
+	if err != nil {
+		return nil, err
+	}
+	out := &wire.RequestList{Requests: []wire.RequestInfo{}}
+	if req.ID != "" {
+		r, err := g.store.GetRequest(req.ID)
+		if err != nil || r.UserID != u.ID {
+			// Other people's requests do not exist for the caller.
+			return nil, p2p.Errorf(p2p.CodeNotFound, "request %s not found", req.ID)
+		}
+		out.Requests = append(out.Requests, *requestInfo(r))
+		return out, nil
+	}
+	rs, err := g.store.Requests(store.RequestFilter{UserID: u.ID, State: req.State})
+	if err != nil {
+		return nil, err
+	}
+	const maxListed = 500
+	for i, r := range rs {
+		if i == maxListed {
+			break
+		}
+		out.Requests = append(out.Requests, *requestInfo(r))
+	}
+	return out, nil
+}
+
+// requestInfo is the requester's view: no reviewer identity, no plan or metrics.
+func requestInfo(r *store.Request) *wire.RequestInfo {
+	info := &wire.RequestInfo{ID: r.ID, Kind: r.Kind, State: r.State, Dataset: r.DatasetID, Job: r.JobID,
+		Permission: r.Permission, Reason: r.Reason, CreatedAt: r.CreatedAt}
+	switch r.Kind {
+	case store.KindRelease:
+		info.Epsilon = float64(r.EpsilonMicroEps) / 1e6
+	case store.KindBudget:
+		info.Epsilon = float64(r.AmountMicroEps) / 1e6
+	}
+	if d := r.Decision; d != nil {
+		t := d.At
+		info.DecidedAt = &t
+		info.DecisionReason = d.Reason
+		info.Charged = float64(d.ChargedMicroEps) / 1e6
+		switch {
+		case strings.HasPrefix(d.Reviewer, store.ReviewerRulePrefix):
+			info.DecidedBy = "rule"
+		case d.Reviewer == store.ReviewerOverride:
+			info.DecidedBy = "override"
+		default:
+			info.DecidedBy = "officer"
+		}
+	}
+	return info
+}

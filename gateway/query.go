@@ -1,0 +1,225 @@
+package gateway
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"math"
+
+	"github.com/google/differential-privacy/go/v3/noise"
+	"github.com/libp2p/go-libp2p/core/peer"
+
+	"github.com/fedgrid/fedgrid/dataset"
+	"github.com/fedgrid/fedgrid/gateway/store"
+	"github.com/fedgrid/fedgrid/p2p"
+	"github.com/fedgrid/fedgrid/wire"
+)
+
+// DP statistics queries (the seed's budgeted get()). Every query, on public
+// data too, is answered with calibrated noise and charged its epsilon, in
+// the transaction that records the answer; asking the same question twice
+// costs twice. Neighbouring datasets differ in one row replaced by another:
+// the row count is public (the catalog lists it), so the mean is the noisy
+// clamped sum divided by the row count.
+
+// Query limits.
+const (
+	maxQueryEpsilon = 100
+	maxQueryBound   = 1e12
+	maxQueryDelta   = 1e-3
+)
+
+// mechanism is one noise distribution with its calibration.
+type mechanism struct {
+	name  string
+	n     noise.Noise
+	delta float64
+}
+
+// add noises x for a statistic of sensitivities l0 and lInf at epsilon, and
+// returns the noisy value, the noise's standard deviation and 95% interval.
+func (m mechanism) add(x float64, l0 int64, lInf, eps float64) (v, sd float64, ci [2]float64, err error) {
+	if v, err = m.n.AddNoiseFloat64(x, l0, lInf, eps, m.delta); err != nil {
+		return 0, 0, ci, err
+	}
+	iv, err := m.n.ComputeConfidenceIntervalFloat64(v, l0, lInf, eps, m.delta, 0.05)
+	if err != nil {
+		return 0, 0, ci, err
+	}
+	if m.name == wire.MechanismGaussian {
+		sd = noise.SigmaForGaussian(l0, lInf, eps, m.delta)
+	} else {
+		sd = math.Sqrt2 * float64(l0) * lInf / eps
+	}
+	return v, sd, [2]float64{iv.LowerBound, iv.UpperBound}, nil
+}
+
+func checkQuery(req *wire.QueryRequest) (mechanism, error) {
+	bad := func(format string, a ...any) (mechanism, error) {
+		return mechanism{}, p2p.Errorf(p2p.CodeBadRequest, format, a...)
+	}
+	finite := func(f float64) bool { return !math.IsNaN(f) && !math.IsInf(f, 0) }
+	switch req.Stat {
+	case wire.StatCount, wire.StatSum, wire.StatMean, wire.StatHistogram:
+	default:
+		return bad("stat must be count, sum, mean or histogram, got %q", req.Stat)
+	}
+	if req.Column == "" {
+		return bad("column is required")
+	}
+	if !finite(req.Epsilon) || req.Epsilon <= 0 || req.Epsilon > maxQueryEpsilon {
+		return bad("epsilon must be positive and at most %d, got %v", maxQueryEpsilon, req.Epsilon)
+	}
+	if math.Round(req.Epsilon*1e6) < 1 {
+		return bad("epsilon %v is less than one micro-epsilon", req.Epsilon)
+	}
+	if !finite(req.Lower) || !finite(req.Upper) || math.Abs(req.Lower) > maxQueryBound || math.Abs(req.Upper) > maxQueryBound {
+		return bad("lower and upper must be finite numbers of at most %g in size", float64(maxQueryBound))
+	}
+	if !(req.Lower < req.Upper) {
+		return bad("clamping bounds: lower (%v) must be less than upper (%v)", req.Lower, req.Upper)
+	}
+	if req.Stat == wire.StatHistogram && (req.Bins < 1 || req.Bins > wire.MaxQueryBins) {
+		return bad("bins must be between 1 and %d for a histogram, got %d", wire.MaxQueryBins, req.Bins)
+	}
+	switch req.Mechanism {
+	case "", wire.MechanismLaplace:
+		if req.Delta != 0 {
+			return bad("the laplace mechanism takes no delta")
+		}
+		return mechanism{name: wire.MechanismLaplace, n: noise.Laplace()}, nil
+	case wire.MechanismGaussian:
+		if !finite(req.Delta) || req.Delta <= 0 || req.Delta >= maxQueryDelta {
+			return bad("the gaussian mechanism needs 0 < delta < %g, got %v", maxQueryDelta, req.Delta)
+		}
+		return mechanism{name: wire.MechanismGaussian, n: noise.Gaussian(), delta: req.Delta}, nil
+	}
+	return bad("mechanism must be laplace or gaussian, got %q", req.Mechanism)
+}
+
+func (g *Gateway) handleQuery(_ context.Context, from peer.ID, req *wire.QueryRequest) (*wire.QueryResponse, error) {
+	u, err := g.authorize(from, wire.ProtoQuery)
+	if err != nil {
+		return nil, err
+	}
+	mech, err := checkQuery(req)
+	if err != nil {
+		return nil, err
+	}
+	ds, err := g.store.Dataset(req.Dataset)
+	if err != nil {
+		return nil, storeErr(err, "dataset "+req.Dataset)
+	}
+	dec, err := g.store.CanTrain(u.ID, ds.ID)
+	if err != nil {
+		return nil, err
+	}
+	if !dec.Allowed {
+		return nil, p2p.Errorf(p2p.CodeForbidden, "you may not use dataset %q: %s", ds.Name, dec.Reason)
+	}
+	csv, err := g.store.DatasetCSV(ds.ID)
+	if err != nil {
+		return nil, storeErr(err, "dataset "+ds.ID)
+	}
+	tbl, err := dataset.ReadCSV(bytes.NewReader(csv), dataset.Limits{MaxBytes: wire.MaxShard})
+	if err != nil {
+		return nil, fmt.Errorf("read dataset %s: %w", ds.ID, err)
+	}
+	col, ok := tbl.Column(req.Column)
+	if !ok {
+		return nil, p2p.Errorf(p2p.CodeBadRequest, "dataset %q has no column %q", ds.Name, req.Column)
+	}
+	if col.Type != dataset.TypeNumber {
+		return nil, p2p.Errorf(p2p.CodeBadRequest, "column %q is %s; queries take numeric columns", req.Column, col.Type)
+	}
+	vals, err := tbl.Numeric(req.Column)
+	if err != nil {
+		return nil, p2p.Errorf(p2p.CodeBadRequest, "column %q: %v", req.Column, err)
+	}
+	resp, err := answer(mech, req, vals)
+	if err != nil {
+		return nil, fmt.Errorf("noise: %w", err)
+	}
+	q := &store.DPQuery{UserID: u.ID, DatasetID: ds.ID, Stat: req.Stat, Column: req.Column, Lower: req.Lower, Upper: req.Upper,
+		Bins: req.Bins, Mechanism: mech.name, Delta: mech.delta, EpsilonMic: int64(math.Round(req.Epsilon * 1e6))}
+	if resp.Stat == wire.StatHistogram {
+		q.Answer = resp.Counts
+	} else {
+		q.Answer = []float64{resp.Value}
+	}
+	// Charged and recorded in one transaction; only then is the answer given.
+	if err := g.store.RecordQuery(q); err != nil {
+		if errors.Is(err, store.ErrInsufficientBudget) {
+			return nil, p2p.Errorf(p2p.CodeForbidden, "query refused: epsilon %v is more than your budget allows (%v); ask for more with fedgrid request budget", req.Epsilon, err)
+		}
+		return nil, storeErr(err, "query")
+	}
+	resp.Query, resp.Epsilon = q.ID, float64(q.EpsilonMic)/1e6
+	if cur, err := g.store.User(u.ID); err == nil {
+		resp.Remaining = float64(cur.BudgetMicroEps) / 1e6
+	}
+	g.log.Info("dp query answered", "query", q.ID, "user", u.ID, "dataset", ds.ID, "stat", req.Stat, "epsilon_micro", q.EpsilonMic)
+	return resp, nil
+}
+
+// answer computes the noisy statistic of vals (n = len(vals) is public).
+func answer(m mechanism, req *wire.QueryRequest, vals []float64) (*wire.QueryResponse, error) {
+	lo, hi, eps := req.Lower, req.Upper, req.Epsilon
+	n := len(vals)
+	resp := &wire.QueryResponse{Stat: req.Stat, Column: req.Column, Mechanism: m.name, Delta: m.delta, Rows: n}
+	clamp := func(v float64) float64 { return min(max(v, lo), hi) }
+	var err error
+	switch req.Stat {
+	case wire.StatCount:
+		// Rows whose value lies within [lower, upper]: one row replaced moves it by 1.
+		c := 0
+		for _, v := range vals {
+			if v >= lo && v <= hi {
+				c++
+			}
+		}
+		resp.Value, resp.Scale, resp.CI95, err = m.add(float64(c), 1, 1, eps)
+	case wire.StatSum:
+		var s float64
+		for _, v := range vals {
+			s += clamp(v)
+		}
+		resp.Value, resp.Scale, resp.CI95, err = m.add(s, 1, hi-lo, eps)
+	case wire.StatMean:
+		if n == 0 {
+			return nil, errors.New("the dataset has no rows")
+		}
+		var s float64
+		for _, v := range vals {
+			s += clamp(v)
+		}
+		resp.Value, resp.Scale, resp.CI95, err = m.add(s/float64(n), 1, (hi-lo)/float64(n), eps)
+	case wire.StatHistogram:
+		b := req.Bins
+		counts := make([]float64, b)
+		width := (hi - lo) / float64(b)
+		for _, v := range vals {
+			i := int((clamp(v) - lo) / width)
+			counts[min(max(i, 0), b-1)]++
+		}
+		resp.Edges = make([]float64, b+1)
+		for i := range resp.Edges {
+			resp.Edges[i] = lo + float64(i)*width
+		}
+		resp.Edges[b] = hi
+		// One row replaced moves two bins by one each.
+		resp.Counts = make([]float64, b)
+		for i, c := range counts {
+			var ci [2]float64
+			if resp.Counts[i], resp.Scale, ci, err = m.add(c, 2, 1, eps); err != nil {
+				return nil, err
+			}
+			resp.CI95 = [2]float64{ci[0] - resp.Counts[i], ci[1] - resp.Counts[i]} // half-widths around each count
+		}
+	}
+	if err != nil {
+		return nil, err
+	}
+	return resp, nil
+}
