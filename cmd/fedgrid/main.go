@@ -69,7 +69,7 @@ func newRoot(stdout, stderr io.Writer) *cobra.Command {
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
 	root.AddCommand(
 		networkCmd(g), gatewayCmd(g), nodeCmd(g),
-		keygenCmd(g), searchCmd(g), trainCmd(g), jobCmd(g), resultCmd(g),
+		keygenCmd(g), searchCmd(g), trainCmd(g), jobCmd(g), resultCmd(g), queryCmd(g), requestCmd(g),
 		modelCmd(g), planCmd(g), auditCmd(g),
 	)
 	for _, c := range root.Commands() {

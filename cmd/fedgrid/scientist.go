@@ -293,6 +293,9 @@ func printJob(g *globals, asJSON bool, j *wire.JobInfo) error {
 	if j.Error != "" {
 		fmt.Fprintf(tw, "error\t%s\n", j.Error)
 	}
+	if rel := releaseLine(j); rel != "" {
+		fmt.Fprintf(tw, "release\t%s\n", rel)
+	}
 	if len(j.Metrics) > 0 {
 		fmt.Fprintf(tw, "metrics\t%s\n", summarizeMetrics(j.Metrics))
 	}
@@ -384,7 +387,8 @@ func resultCmd(g *globals) *cobra.Command {
 			defer cl.Close()
 			b, err := cl.Model(cmd.Context(), gw, id)
 			if err != nil {
-				return err
+				// The refusal names the review state and a denial's reason.
+				return fmt.Errorf("result of %s: %w", args[0], err)
 			}
 			if err := writeFileAtomic(out, b); err != nil {
 				return err
