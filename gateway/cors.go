@@ -15,10 +15,10 @@ func cors(allow []string, next http.Handler) http.Handler {
 	if len(allow) == 0 {
 		return next
 	}
-	any := slices.Contains(allow, "*")
+	anyOrigin := slices.Contains(allow, "*")
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		origin := r.Header.Get("Origin")
-		if origin == "" || !(any || slices.Contains(allow, strings.TrimRight(origin, "/"))) {
+		if origin == "" || !(anyOrigin || slices.Contains(allow, strings.TrimRight(origin, "/"))) {
 			next.ServeHTTP(w, r)
 			return
 		}
