@@ -111,8 +111,7 @@ async function main() {
     '--bootstrap', net.addrs[0], '--http', '127.0.0.1:0', '--name', 'Hospital A']);
   log('gateway', gw.http, gw.peer);
   const openapi = await (await fetch(`${gw.http}/api/v1/openapi.json`)).json();
-  const haveReview = Boolean(openapi.paths?.['/api/v1/requests/{id}/approve']);
-  log('review routes present:', haveReview);
+  if (!openapi.paths?.['/api/v1/requests/{id}/approve']) throw new Error('the gateway has no POST /api/v1/requests/{id}/approve');
 
   const browser = await chromium.launch({
     executablePath: CHROMIUM,
@@ -252,42 +251,31 @@ async function main() {
     await page.locator('.stat', { hasText: 'succeeded' }).locator('.stat-val', { hasText: '1' }).waitFor({ timeout: 15000 });
     await shot('07-dashboard-officer-1280');
 
-    if (haveReview) {
-      // 6. The officer approves the release in the Review queue.
-      await goto('review');
-      const req = page.locator(`li[data-request]`, { hasText: 'Release the result of job' }).first();
-      await req.waitFor({ timeout: 20000 });
-      if (!(await req.locator('.request-body').count())) await req.locator('.request-head').click();
-      await req.getByRole('heading', { name: /^Plan/ }).waitFor();
-      await req.locator('table.plan').waitFor();
-      await shot('08-review-1280', true);
-      await req.getByRole('button', { name: 'Approve' }).click();
-      await okNotice(/Approved release request/);
-      await page.getByLabel('Show').selectOption('approved');
-      await page.locator('li[data-request] .badge.r-approved').first().waitFor();
-      await shot('09-review-approved-1280');
-      log('approved in the UI');
-    } else {
-      log('SKIPPED approval: this gateway has no /api/v1/requests/{id}/approve route yet (issue 7)');
-    }
+    // Before the approval the data scientist cannot have the result.
+    const withheld = await cli(['result', ...sciArgs, jobRef, '--out', join(WORK, 'early.json')], 60000).then(() => null, (e) => e.message);
+    if (!withheld || !/review/.test(withheld)) throw new Error(`fedgrid result before approval: ${withheld ?? 'succeeded'}, want a refusal pending review`);
+
+    // 6. The officer approves the release in the Review queue.
+    await goto('review');
+    const req = page.locator(`li[data-request]`, { hasText: 'Release the result of job' }).first();
+    await req.waitFor({ timeout: 20000 });
+    if (!(await req.locator('.request-body').count())) await req.locator('.request-head').click();
+    await req.getByRole('heading', { name: /^Plan/ }).waitFor();
+    await req.locator('table.plan').waitFor();
+    await shot('08-review-1280', true);
+    await req.getByRole('button', { name: 'Approve' }).click();
+    await okNotice(/Approved release request/);
+    await page.getByLabel('Show').selectOption('approved');
+    await page.locator('li[data-request] .badge.r-approved').first().waitFor();
+    await shot('09-review-approved-1280');
+    log('approved in the UI');
 
     // 7. The data scientist gets the result.
     const modelFile = join(WORK, 'model.json');
-    let fetched = true;
-    try {
-      await cli(['result', ...sciArgs, jobRef, '--out', modelFile], 60000);
-    } catch (e) {
-      // Without the approve route the release cannot be approved: the flow
-      // stops here, and the refusal must say it waits for review.
-      if (haveReview || !/review/.test(e.message)) throw e;
-      fetched = false;
-      log('result withheld pending review, as expected without the approve route');
-    }
-    if (fetched) {
-      const model = JSON.parse(readFileSync(modelFile, 'utf8'));
-      if (model.format !== 'fedgrid.model/v1') throw new Error(`result is not a fedgrid.model/v1: ${model.format}`);
-      log('result fetched: epsilon', model.privacy?.epsilon);
-    }
+    await cli(['result', ...sciArgs, jobRef, '--out', modelFile], 60000);
+    const model = JSON.parse(readFileSync(modelFile, 'utf8'));
+    if (model.format !== 'fedgrid.model/v1') throw new Error(`result is not a fedgrid.model/v1: ${model.format}`);
+    log('result fetched: epsilon', model.privacy?.epsilon);
 
     // Audit log: the chain verifies.
     await page.getByRole('button', { name: 'Log out' }).click();
@@ -322,7 +310,7 @@ async function main() {
   } finally {
     await browser.close();
   }
-  log(haveReview ? 'PASS: full flow' : 'PASS: flow without the approval step (no review routes)');
+  log('PASS: full flow');
 }
 
 main().then(
