@@ -5,6 +5,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -75,7 +76,9 @@ func TestAdminBrowserFlow(t *testing.T) {
 	cmd := exec.CommandContext(ctx, node, filepath.Join(uiDir, "e2e", "flow.mjs"))
 	cmd.Dir = uiDir
 	cmd.Env = append(os.Environ(), "FEDGRID_BIN="+bin, "CHROMIUM="+browser, "OUT_DIR="+outDir, "WORK_DIR="+work, "REPO="+repo)
-	cmd.WaitDelay = 10 * time.Second
+	// On timeout, SIGTERM lets flow.mjs stop the fedgrid processes it started.
+	cmd.Cancel = func() error { return cmd.Process.Signal(syscall.SIGTERM) }
+	cmd.WaitDelay = 15 * time.Second
 	start := time.Now()
 	out, err := cmd.CombinedOutput()
 	t.Logf("flow.mjs (%s):\n%s", time.Since(start).Round(time.Millisecond), out)

@@ -313,6 +313,10 @@ async function main() {
   log('PASS: full flow');
 }
 
+for (const sig of ['SIGTERM', 'SIGINT']) {
+  process.on(sig, async () => { console.error(`FAIL: ${sig} (timeout?)`); await stopAll(); process.exit(1); });
+}
+
 main().then(
   async () => { await stopAll(); process.exit(0); },
   async (e) => { console.error('FAIL:', e.stack || e); await stopAll(); process.exit(1); },
