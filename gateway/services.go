@@ -409,7 +409,7 @@ func (g *Gateway) handleModel(_ context.Context, from peer.ID, req *wire.JobRequ
 	if j.State != wire.StateSucceeded {
 		return nil, p2p.Errorf(p2p.CodeConflict, "job %s has no result: it is %s", j.ID, j.State)
 	}
-	if !j.Releasable() {
+	if !j.Releasable() && !g.legacyPublic(j) {
 		switch j.Release {
 		case store.ReleaseDenied:
 			return nil, p2p.Errorf(p2p.CodeForbidden, "job %s: the release of its result was denied: %s", j.ID, j.ReleaseReason)
@@ -429,6 +429,16 @@ func (g *Gateway) handleModel(_ context.Context, from peer.ID, req *wire.JobRequ
 	return &wire.ModelResponse{Model: b}, nil
 }
 
+// legacyPublic: a result stored before release states existed (Release
+// empty on a succeeded job) was served when its dataset is public; it still is.
+func (g *Gateway) legacyPublic(j *store.Job) bool {
+	if j.Release != "" || j.State != wire.StateSucceeded || j.ParentID != "" {
+		return false
+	}
+	ds, err := g.store.Dataset(j.DatasetID)
+	return err == nil && ds.Visibility == store.VisibilityPublic
+}
+
 func (g *Gateway) jobInfo(j *store.Job) *wire.JobInfo {
 	info := &wire.JobInfo{
 		ID: j.ID, Ref: g.ID() + "/" + j.ID, Gateway: g.ID(), Dataset: j.DatasetID, State: j.State,
@@ -446,7 +456,7 @@ func (g *Gateway) jobInfo(j *store.Job) *wire.JobInfo {
 	info.Epsilon, info.DP = float64(j.EpsilonMicroEps)/1e6, j.DP
 	info.Release, info.ReleaseReason, info.Request = j.Release, j.ReleaseReason, j.RequestID
 	info.Review = j.Review || j.RequestID != ""
-	if j.State == wire.StateSucceeded && !j.Releasable() {
+	if j.State == wire.StateSucceeded && (j.Release == store.ReleasePending || j.Release == store.ReleaseDenied) {
 		// Metrics are computed on the data: they leave with the result, not before.
 		info.Metrics = nil
 		info.Review = true

@@ -346,7 +346,8 @@ type QueryRequest struct {
 // QueryResponse is a noisy answer. Value holds count, sum or mean; Counts
 // the histogram's bins (Edges has Bins+1 bounds). Scale is the standard
 // deviation of the noise added to Value (for a histogram: to each count);
-// CI95 is the noise's 95% interval around the answer.
+// CI95 is the 95% interval around Value that the noise promises (for a
+// histogram: the interval of the noise itself, to add to each count).
 type QueryResponse struct {
 	Query     string     `json:"query"` // the query's ID (in the gateway's ledger)
 	Stat      string     `json:"stat"`
