@@ -286,6 +286,16 @@ async function main() {
     await page.getByRole('button', { name: 'Filter' }).click();
     await page.locator('table.audit code', { hasText: 'user.create' }).first().waitFor();
     await shot('10-audit-1280');
+    // Approval rules (owner: can_edit_settings), on the Review page.
+    await goto('review');
+    const rf = page.getByRole('form', { name: 'Create an approval rule' });
+    await rf.getByLabel('Dataset tags (all required)').fill('medical, diabetes');
+    await rf.getByLabel('Requester roles (empty: any)').fill('Data Scientist');
+    await rf.getByLabel('Max ε per release').fill('3');
+    await rf.getByRole('button', { name: 'Create rule' }).click();
+    await okNotice(/Approval rule created/);
+    await page.locator('section[aria-labelledby=rules-h] td', { hasText: '0 / 10' }).waitFor();
+    await shot('12-rules-1280', true);
     await goto('dashboard');
     await page.locator('.hbar', { hasText: 'scientist@lab.example' }).waitFor().catch(() => log('no epsilon bar yet'));
     await shot('11-dashboard-owner-1280');

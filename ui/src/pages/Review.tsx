@@ -1,6 +1,7 @@
 import { useState } from 'react';
 import { api, type Dataset, type Job, type Plan, type ReviewRequest, type User } from '../api';
 import { useSession } from '../App';
+import { RulesPanel } from './Rules';
 import { ActionButton, LineChart, LoadError, Page, fmtEps, fmtTime, short, useLoad, useNotice } from '../ui';
 
 const eps = (r: ReviewRequest) => r.epsilon ?? (r.epsilon_micro_eps !== undefined ? r.epsilon_micro_eps / 1e6 : undefined);
@@ -8,6 +9,7 @@ const amount = eps;
 const counts = (m?: Record<string, number>) => (m && Object.keys(m).length ? Object.entries(m).map(([k, v]) => `${v} ${k}`).join(', ') : 'none');
 
 export function ReviewPage() {
+  const { can } = useSession();
   const [state, setState] = useState('pending');
   const reqs = useLoad(() => api<{ requests: ReviewRequest[] }>('GET', '/api/v1/requests').then((r) => r.requests ?? []), [], 5000);
   const datasets = useLoad(() => api<{ datasets: Dataset[] }>('GET', '/api/v1/datasets').then((r) => r.datasets));
@@ -35,6 +37,7 @@ export function ReviewPage() {
           </li>
         ))}
       </ul>
+      {can('can_edit_settings') && <RulesPanel />}
     </Page>
   );
 }
