@@ -26,6 +26,7 @@ func TestBadInvocationExits2(t *testing.T) {
 		"gateway with malformed --bootstrap":     {"gateway", "--data", data("g"), "--listen", harness.LoopbackListen, "--http", harness.LoopbackHTTP, "--bootstrap", "not-a-multiaddr"},
 		"gateway with --bootstrap lacking /p2p/": {"gateway", "--data", data("g2"), "--listen", harness.LoopbackListen, "--http", harness.LoopbackHTTP, "--bootstrap", "/ip4/127.0.0.1/tcp/4001"},
 		"node with malformed --bootstrap":        {"node", "--data", data("d"), "--listen", harness.LoopbackListen, "--gateway", okPeer, "--join-token", "x", "--bootstrap", "not-a-multiaddr"},
+		"search with malformed --bootstrap":      {"search", "--bootstrap", "not-a-multiaddr", "medical"},
 		"node with malformed --gateway":          {"node", "--data", data("d2"), "--listen", harness.LoopbackListen, "--gateway", "/ip4/127.0.0.1/tcp/4001", "--join-token", "x"},
 		"gateway with an unknown flag":           {"gateway", "--data", data("g3"), "--no-such-flag"},
 	}

@@ -40,6 +40,9 @@ func (cf *clientFlags) open(ctx context.Context, g *globals, keyRequired bool, p
 	if len(cf.bootstrap) == 0 {
 		return nil, usagef("--bootstrap MULTIADDR is required")
 	}
+	if _, err := p2p.ParseAddrInfos(cf.bootstrap); err != nil {
+		return nil, usagef("--bootstrap: %v", err)
+	}
 	if keyRequired && cf.key == "" {
 		return nil, usagef("--key FILE is required (make one with fedgrid keygen)")
 	}
