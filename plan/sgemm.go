@@ -1,13 +1,17 @@
 package plan
 
-// A packed, register-blocked single-precision matrix product for the
-// native engine. Operands are packed into panels (mr rows of op(A), nr
-// columns of op(B), k-major), so transposed operands cost nothing beyond
-// the packing, and a micro-kernel computes one mr x nr tile of C from a pair
-// of panels. On amd64 with AVX2 and FMA the micro-kernel is assembly
-// (sgemm_amd64.s, 12 ymm accumulators); elsewhere, or with the purego build
-// tag, it is kernelGo. Large products are split between the caller and a
-// helper goroutine; sgemm returns when both halves are done.
+// A register-blocked single-precision matrix product for the native
+// engine. A micro-kernel computes one mr x nr tile of C: 6 rows of op(A),
+// each element broadcast, times 16 columns of op(B), over the depth. It
+// reads op(A) in place through two strides (row-major, transposed or
+// packed alike), and op(B) in place when B is not transposed; a transposed
+// B, and the last row or column panel when m or n is not a multiple of the
+// tile, are packed first. The kernel can finish a tile with C += bias and
+// a ReLU while it is still in registers. On amd64 with AVX2 and FMA the
+// kernel is assembly (sgemm_amd64.s, 12 ymm accumulators); elsewhere, or
+// with the purego build tag, it is kernelGo (TestKernelsAgree checks the
+// two agree). Large products are split between the caller and a helper
+// goroutine; sgemm returns when both halves are done.
 
 const (
 	mr = 6   // rows of a tile
