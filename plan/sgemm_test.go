@@ -4,7 +4,9 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"runtime"
 	"testing"
+	"time"
 )
 
 func randF32(rng *rand.Rand, n int) []float32 {
@@ -208,6 +210,36 @@ func TestConversions(t *testing.T) {
 			if d32[i] != float32(v) || back[i] != float64(float32(v)) {
 				t.Fatalf("n=%d [%d]: %v -> %v -> %v, want %v", n, i, v, d32[i], back[i], float32(v))
 			}
+		}
+	}
+}
+
+// TestHelperStops: close ends the helper goroutine, whether it is spinning
+// or parked.
+func TestHelperStops(t *testing.T) {
+	if runtime.GOMAXPROCS(0) < 2 {
+		t.Skip("GOMAXPROCS 1: products are never split")
+	}
+	rng := rand.New(rand.NewPCG(11, 12))
+	a, b, c := randF32(rng, 128*128), randF32(rng, 128*128), make([]float32, 128*128)
+	for _, park := range []bool{false, true} {
+		before := runtime.NumGoroutine()
+		var g gemm32
+		g.sgemm(false, false, 128, 128, 128, a, 128, b, 128, c, 128, false)
+		if g.h == nil {
+			t.Fatal("a 128^3 product was not split")
+		}
+		h := g.h
+		for park && h.parked.Load() == 0 {
+			time.Sleep(time.Millisecond)
+		}
+		g.close()
+		deadline := time.Now().Add(5 * time.Second)
+		for runtime.NumGoroutine() > before {
+			if time.Now().After(deadline) {
+				t.Fatalf("park=%v: the helper goroutine outlived close", park)
+			}
+			time.Sleep(time.Millisecond)
 		}
 	}
 }
