@@ -56,6 +56,10 @@ var contractRoutes = map[string]string{
 	"DELETE /api/v1/datasets/{id}":                  string(store.PermUploadData),
 	"GET /api/v1/datasets/{id}/overrides":           string(store.PermUploadData),
 	"PUT /api/v1/datasets/{id}/overrides/{user_id}": string(store.PermUploadData),
+	"GET /api/v1/models":                            anyUser, // descriptions, never weights
+	"POST /api/v1/models":                           string(store.PermUploadData),
+	"GET /api/v1/models/{id}":                       anyUser,
+	"DELETE /api/v1/models/{id}":                    string(store.PermUploadData),
 	"GET /api/v1/jobs":                              anyUser, // own jobs; all with triage
 	"GET /api/v1/jobs/{id}":                         anyUser, // own job here; others' below
 	"POST /api/v1/jobs/{id}/cancel":                 anyUser,
@@ -162,6 +166,12 @@ func (w *roleWalk) fixture(rt *route, caller *store.User) (string, any) {
 	case "PUT /api/v1/datasets/{id}/overrides/{user_id}":
 		yes := true
 		return strings.NewReplacer("{id}", mkDataset().ID, "{user_id}", w.users[store.RoleDataScientist].ID).Replace(p), OverrideRequest{AutoRelease: &yes}
+	case "GET /api/v1/models/{id}", "DELETE /api/v1/models/{id}":
+		m := &store.HostedModel{Name: w.uniq("model")}
+		if err := w.st.PutHostedModel(m, []byte(tinyModel)); err != nil {
+			t.Fatal(err)
+		}
+		return strings.Replace(p, "{id}", m.ID, 1), nil
 	case "GET /api/v1/jobs/{id}", "POST /api/v1/jobs/{id}/cancel":
 		return strings.Replace(p, "{id}", mkJob().ID, 1), nil
 	case "GET /api/v1/requests/{id}":
@@ -208,6 +218,9 @@ func (w *roleWalk) fixture(rt *route, caller *store.User) (string, any) {
 
 func (w *roleWalk) call(rt *route, token string, caller *store.User) resp {
 	path, body := w.fixture(rt, caller)
+	if rt.multipart && rt.path == "/api/v1/models" {
+		return w.uploadModel(token, map[string]string{"name": w.uniq("up")}, tinyModel)
+	}
 	if rt.multipart {
 		return w.upload(token, map[string]string{"name": w.uniq("up"), "visibility": "private"}, "x,y\n1,"+secretCell+"\n")
 	}

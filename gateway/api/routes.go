@@ -54,6 +54,11 @@ func (a *API) routeTable() []*route {
 		{method: get, path: "/api/v1/datasets/{id}/overrides", summary: "A dataset's per-user overrides", access: accessPerm, perm: store.PermUploadData, status: 200, resp: OverrideList{}, handle: a.listOverrides},
 		{method: put, path: "/api/v1/datasets/{id}/overrides/{user_id}", summary: "Set whether a user may train on a dataset and whether their results skip review", access: accessPerm, perm: store.PermUploadData, req: OverrideRequest{}, status: 200, resp: store.Override{}, handle: a.putOverride},
 
+		{method: get, path: "/api/v1/models", summary: "List hosted models (descriptions, never weights), newest first; a plan names one with \"model\": \"<id>\"", access: accessUser, status: 200, resp: ModelList{}, handle: a.listModels},
+		{method: post, path: "/api/v1/models", summary: "Host a model (multipart/form-data: file = a fedgrid.model/v1 JSON document, name, description); data scientists train it by naming its ID in a plan", access: accessPerm, perm: store.PermUploadData, multipart: true, req: ModelUploadForm{}, status: 201, resp: store.HostedModel{}, handle: a.uploadModel},
+		{method: get, path: "/api/v1/models/{id}", summary: "Get a hosted model's description (never its weights)", access: accessUser, status: 200, resp: store.HostedModel{}, handle: a.getModel},
+		{method: del, path: "/api/v1/models/{id}", summary: "Delete a hosted model (jobs already submitted keep their copy of its weights)", access: accessPerm, perm: store.PermUploadData, status: 204, handle: a.deleteModel},
+
 		{method: get, path: "/api/v1/jobs", summary: "List jobs (all with can_triage_requests, else your own), newest first", access: accessJobOwner, query: []param{{"state", "queued, running, succeeded, failed or cancelled"}, {"user_id", "only this user's jobs"}}, status: 200, resp: JobList{}, handle: a.listJobs},
 		{method: get, path: "/api/v1/jobs/{id}", summary: "Get a job", access: accessJobOwner, status: 200, resp: store.Job{}, handle: a.getJob},
 		{method: post, path: "/api/v1/jobs/{id}/cancel", summary: "Cancel a queued or running job", access: accessJobOwner, status: 200, resp: store.Job{}, handle: a.cancelJob},
@@ -605,11 +610,10 @@ func (a *API) listJobs(c *call) (any, error) {
 	if js == nil {
 		js = []*store.Job{}
 	}
-	if !triage {
-		for _, j := range js {
-			if j.State == store.JobSucceeded && !j.Releasable() {
-				j.Metrics = nil
-			}
+	for _, j := range js {
+		j.Init = nil
+		if !triage && j.State == store.JobSucceeded && !j.Releasable() {
+			j.Metrics = nil
 		}
 	}
 	return JobList{Jobs: js}, nil
@@ -645,7 +649,11 @@ func (a *API) getJob(c *call) (any, error) {
 // redactJob hides an unreleased result's metrics from anyone without
 // can_triage_requests: they are computed on the data and leave with the
 // result, not before.
+//
+// A job's starting weights (Init: a hosted model's, or a data-parallel
+// round's average) are for the node that trains it, never shown here.
 func (c *call) redactJob(j *store.Job) (*store.Job, error) {
+	j.Init = nil
 	if j.State != store.JobSucceeded || j.Releasable() {
 		return j, nil
 	}
@@ -667,7 +675,7 @@ func (a *API) cancelJob(c *call) (any, error) {
 	if a.cfg.Hooks.JobCancelled != nil {
 		a.cfg.Hooks.JobCancelled(j)
 	}
-	return j, nil
+	return c.redactJob(j)
 }
 
 // ---- nodes

@@ -115,6 +115,18 @@ type UploadForm struct {
 	Visibility  string `json:"visibility" enum:"public,private"`
 }
 
+// ModelUploadForm documents POST /api/v1/models's multipart/form-data fields.
+type ModelUploadForm struct {
+	File        string `json:"file" format:"binary" required:"true" description:"the model, a fedgrid.model/v1 JSON document (plan plus weights), at most 16 MiB"`
+	Name        string `json:"name" description:"default: the plan's name, else the file's name"`
+	Description string `json:"description"`
+}
+
+// ModelList answers GET /api/v1/models: descriptions only, never weights.
+type ModelList struct {
+	Models []*store.HostedModel `json:"models"`
+}
+
 // Indexing is a dataset's DHT indexing state: whether its tags are provided.
 type Indexing struct {
 	State string    `json:"state"` // pending, provided, failed or unknown

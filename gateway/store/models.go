@@ -42,6 +42,7 @@ type ModelSummary struct {
 	Name      string   `json:"name,omitempty"`
 	Features  []string `json:"features"`
 	Label     string   `json:"label"`
+	Task      string   `json:"task"` // binary, multiclass or regression
 	Loss      string   `json:"loss"`
 	Optimizer string   `json:"optimizer"`
 	Ops       int      `json:"ops"`
