@@ -162,10 +162,13 @@ func (g *Gateway) startRound(p *store.Job, round int, init map[string]plan.Tenso
 		return err
 	}
 	var initJSON json.RawMessage
-	if init != nil {
+	switch {
+	case init != nil:
 		if initJSON, err = json.Marshal(init); err != nil {
 			return err
 		}
+	case round == 1:
+		initJSON = p.Init // a hosted model's weights, or none
 	}
 	if p.Shards > table.NumRows() {
 		return g.store.FinishCoordinated(p.ID, nil, nil, fmt.Sprintf("train.workers is %d but the dataset has only %d rows", p.Shards, table.NumRows()))

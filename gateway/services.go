@@ -297,12 +297,19 @@ func (g *Gateway) handleSubmit(_ context.Context, from peer.ID, req *wire.Submit
 	if err != nil {
 		return nil, p2p.Errorf(p2p.CodeBadRequest, "plan refused: %v", err)
 	}
+	planJSON, hostedID := json.RawMessage(req.Plan), pl.Model
+	var init json.RawMessage
+	if hostedID != "" {
+		if pl, planJSON, init, err = g.resolveHosted(pl); err != nil {
+			return nil, err
+		}
+	}
 	report, err := plan.Check(pl, ds.Columns)
 	if err != nil {
 		return nil, p2p.Errorf(p2p.CodeBadRequest, "plan does not fit dataset %q: %v", ds.Name, err)
 	}
 	j := &store.Job{
-		DatasetID: ds.ID, UserID: u.ID, Requester: from.String(), Plan: req.Plan,
+		DatasetID: ds.ID, UserID: u.ID, Requester: from.String(), Plan: planJSON, Init: init, HostedModel: hostedID,
 		MaxAttempts: g.cfg.MaxAttempts, AttemptTimeout: g.cfg.AttemptTimeout, Deadline: time.Now().Add(g.cfg.JobTimeout),
 		PlanTable: report.String(), Review: dec.Review,
 	}
@@ -330,10 +337,46 @@ func (g *Gateway) handleSubmit(_ context.Context, from peer.ID, req *wire.Submit
 		return nil, storeErr(err, "job")
 	}
 	g.metrics.submitted.Inc()
-	g.log.Info("job queued", "job", j.ID, "dataset", ds.ID, "user", u.ID, "workers", j.Shards, "epsilon_micro", j.EpsilonMicroEps, "review", dec.Review)
+	g.log.Info("job queued", "job", j.ID, "dataset", ds.ID, "user", u.ID, "workers", j.Shards, "epsilon_micro", j.EpsilonMicroEps, "review", dec.Review, "hosted_model", hostedID)
 	g.wake(g.kick)
 	g.wake(g.coordKick)
 	return g.jobInfo(j), nil
+}
+
+// resolveHosted turns a plan that names a hosted model ("model": "<id>",
+// with only training settings) into the full plan the node trains: the
+// hosted model's plan with the request's settings (plan.Resolve), and the
+// hosted weights as the job's starting weights. The job keeps both, so it
+// trains as submitted even if the model is deleted or replaced meanwhile,
+// and its released model carries the resolved plan.
+func (g *Gateway) resolveHosted(pl *plan.Plan) (*plan.Plan, json.RawMessage, json.RawMessage, error) {
+	raw, err := g.store.HostedModelJSON(pl.Model)
+	if errors.Is(err, store.ErrNotFound) {
+		return nil, nil, nil, p2p.Errorf(p2p.CodeBadRequest, "plan refused: model %q is not hosted on this gateway (its catalog lists the hosted models)", pl.Model)
+	}
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	hosted, err := plan.ParseModel(raw)
+	if err != nil {
+		return nil, nil, nil, fmt.Errorf("hosted model %q: %w", pl.Model, err)
+	}
+	resolved, err := plan.Resolve(pl, hosted)
+	if err != nil {
+		return nil, nil, nil, p2p.Errorf(p2p.CodeBadRequest, "plan refused: %v", err)
+	}
+	planJSON, err := json.Marshal(resolved)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	if len(planJSON) > plan.MaxPlanBytes {
+		return nil, nil, nil, p2p.Errorf(p2p.CodeBadRequest, "plan refused: hosted model %q's plan is %d bytes, more than the limit of %d", pl.Model, len(planJSON), plan.MaxPlanBytes)
+	}
+	init, err := json.Marshal(hosted.Params)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	return resolved, planJSON, init, nil
 }
 
 // releaseCost sets the job's privacy cost: the epsilon of its DP-SGD plan on

@@ -64,12 +64,18 @@ type Job struct {
 	// Data-parallel training. A coordinated job (Shards > 1, no ParentID) is
 	// never offered: the gateway runs it as rounds of shard jobs (ParentID
 	// set), each training shard Shard of Shards in round Round from Init.
+	// A top-level job with Init starts from those weights (a hosted
+	// model's); a coordinated one starts its first round from them.
 	ParentID string          `json:"parent_id,omitempty"`
 	Shard    int             `json:"shard,omitempty"`
 	Shards   int             `json:"shards,omitempty"`
 	Round    int             `json:"round,omitempty"`
 	Rounds   int             `json:"rounds,omitempty"`
 	Init     json.RawMessage `json:"init,omitempty"`
+
+	// HostedModel names the hosted model a plan named ("model": "<id>"):
+	// Plan is then the resolved plan and Init the hosted weights.
+	HostedModel string `json:"hosted_model,omitempty"`
 
 	// Compliance (top-level jobs; set by the gateway at submit, see
 	// requests.go). EpsilonMicroEps is what releasing the result costs,
