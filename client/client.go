@@ -101,6 +101,9 @@ type Result struct {
 	Addrs       []string          `json:"addrs"`
 	Dataset     wire.CatalogEntry `json:"dataset"`
 	Ref         string            `json:"ref"` // GATEWAY_PEER_ID/DATASET_ID, what train --dataset takes
+	// Models are the models the dataset's gateway hosts: a plan names one
+	// with "model": "<id>" and carries only training settings.
+	Models []wire.CatalogModel `json:"models,omitempty"`
 }
 
 // SearchProgress reports how a search goes, for a progress line.
@@ -199,7 +202,7 @@ func (c *Client) SearchQuery(ctx context.Context, q Query, progress func(SearchP
 				continue
 			}
 			seen[ref] = true
-			results = append(results, Result{Gateway: ai.ID.String(), GatewayName: resp.Name, Addrs: addrs, Dataset: d, Ref: ref})
+			results = append(results, Result{Gateway: ai.ID.String(), GatewayName: resp.Name, Addrs: addrs, Dataset: d, Ref: ref, Models: resp.Models})
 		}
 	})
 	if err != nil {

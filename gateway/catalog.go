@@ -74,6 +74,14 @@ func (g *Gateway) handleCatalog(_ context.Context, from peer.ID, req *wire.Catal
 		}
 		resp.Datasets = append(resp.Datasets, e)
 	}
+	models, err := g.store.HostedModels()
+	if err != nil {
+		return nil, err
+	}
+	for _, m := range models[:min(len(models), wire.MaxCatalogModels)] {
+		resp.Models = append(resp.Models, wire.CatalogModel{ID: m.ID, Name: m.Name, Description: m.Description,
+			Features: m.Plan.Features, Label: m.Plan.Label, Task: m.Plan.Task, Params: m.Params})
+	}
 	return resp, nil
 }
 

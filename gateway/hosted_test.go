@@ -151,6 +151,19 @@ func TestHostedModelEndToEnd(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer cl.Close()
+	// The catalog lists the hosted models beside the datasets.
+	var found []client.Result
+	waitFor(t, "the dataset in search", 30*time.Second, func() bool {
+		found, err = cl.Search(ctx, []string{"medical"}, nil)
+		return err == nil && len(found) > 0
+	})
+	if ms := found[0].Models; len(ms) != 1 || ms[0].ID != modelID || ms[0].Name != "screening-2023" || ms[0].Label != "diabetes" ||
+		ms[0].Task != "binary" || ms[0].Params != 9 || len(ms[0].Features) != 8 {
+		t.Fatalf("hosted models in the catalog: %+v", ms)
+	}
+	if b, _ := json.Marshal(found); bytes.Contains(b, []byte(`"data"`)) {
+		t.Fatalf("the catalog shows weights: %s", b)
+	}
 
 	run := func(settings string) (*plan.Model, *store.Job) {
 		t.Helper()

@@ -95,11 +95,28 @@ type CatalogPreview struct {
 	Rows      [][]string `json:"rows"`
 }
 
-// CatalogResponse is a gateway's answer.
+// CatalogResponse is a gateway's answer. Models are the models the gateway
+// hosts (newest first, at most MaxCatalogModels), whatever the query: a plan
+// names one with "model": "<id>" and carries only training settings.
 type CatalogResponse struct {
 	Gateway  string         `json:"gateway"`
 	Name     string         `json:"name"`
 	Datasets []CatalogEntry `json:"datasets"`
+	Models   []CatalogModel `json:"models,omitempty"`
+}
+
+// MaxCatalogModels bounds the hosted models in one catalog answer.
+const MaxCatalogModels = 100
+
+// CatalogModel describes a hosted model; never its weights.
+type CatalogModel struct {
+	ID          string   `json:"id"`
+	Name        string   `json:"name"`
+	Description string   `json:"description,omitempty"`
+	Features    []string `json:"features"`
+	Label       string   `json:"label"`
+	Task        string   `json:"task"` // binary, multiclass or regression
+	Params      int      `json:"params"`
 }
 
 // EnrollRequest joins a node to a gateway. Token may be empty for a node the
