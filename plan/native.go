@@ -48,12 +48,109 @@ type unit struct {
 	out   int  // the unit's output slot
 }
 
-// newNativeEngine returns the float32 engine (f32) or the float64 one.
+// newNativeEngine returns the float32 engine (f32) or the float64 one; a
+// float32 engine whose batches are large enough to be worth it splits them
+// over two goroutines (splitEngine).
 func newNativeEngine(pr *program, params [][]float64, maxRows int, f32 bool) gradEngine {
-	if f32 {
-		return newNative[float32](pr, params, maxRows)
+	if !f32 {
+		return newNative[float64](pr, params, maxRows)
 	}
-	return newNative[float64](pr, params, maxRows)
+	// Not conditional on GOMAXPROCS, so that a model trains to the same
+	// float32 roundings whatever the number of cores (with one, the halves
+	// run one after the other).
+	if maxRows >= 2*splitMinRows && macsPerRow(pr)*maxRows >= splitMinMACs {
+		return newSplitEngine(pr, params, maxRows)
+	}
+	return newNative[float32](pr, params, maxRows)
+}
+
+// The batch-splitting thresholds: a step is split when a full batch is
+// worth at least splitMinMACs multiply-adds (~60 us of products, against a
+// goroutine wake-up of some 10 us) and each half has splitMinRows rows.
+const (
+	splitMinMACs = 1 << 21
+	splitMinRows = 32
+)
+
+// macsPerRow counts the forward products' multiply-adds per batch row,
+// times three (forward, and the two products of the backward pass).
+func macsPerRow(pr *program) int {
+	n := 0
+	for _, st := range pr.steps {
+		if st.op == "matmul" {
+			sa, sb := concrete(pr.shape[st.a], 1), concrete(pr.shape[st.b], 1)
+			n += sa[len(sa)-1] * sb[len(sb)-1]
+		}
+	}
+	return 3 * n
+}
+
+// splitEngine runs the first half of each batch on the caller's goroutine
+// and the second half on a helper goroutine it owns (started with the
+// engine, stopped by close), each on a float32 engine of its own, then adds
+// the two gradients. One handoff per step: a product-level split (gemm32's)
+// pays a goroutine wake-up per product. The sum of two halves differs from
+// the one-engine result only in float32 rounding.
+type splitEngine struct {
+	a, b *nativeEngine[float32]
+	gb   [][]float64 // the second half's gradients
+	jobs chan splitJob
+	done chan float64 // the second half's loss
+	half int          // rows each engine holds
+}
+
+type splitJob struct {
+	x, y  []float64
+	n     int
+	scale float64
+}
+
+func newSplitEngine(pr *program, params [][]float64, maxRows int) *splitEngine {
+	half := (maxRows + 1) / 2
+	e := &splitEngine{a: newNative[float32](pr, params, half), b: newNative[float32](pr, params, half),
+		gb: zerosLike(params), jobs: make(chan splitJob), done: make(chan float64), half: half}
+	e.a.g32.serial, e.b.g32.serial = true, true
+	go e.helper()
+	return e
+}
+
+func (e *splitEngine) helper() {
+	for j := range e.jobs {
+		e.done <- e.b.part(j.x, j.y, j.n, j.scale, e.gb)
+	}
+}
+
+func (e *splitEngine) step(x, y []float64, n int, grads [][]float64) (float64, error) {
+	if n < 2*splitMinRows && n <= e.half { // a small last batch: one engine
+		return e.a.part(x, y, n, 1/float64(n), grads), nil
+	}
+	d := e.a.pr.inputs
+	n1 := (n + 1) / 2
+	scale := 1 / float64(n)
+	e.jobs <- splitJob{x[n1*d : n*d], y[n1:n], n - n1, scale}
+	loss := e.a.part(x[:n1*d], y[:n1], n1, scale, grads)
+	loss += <-e.done
+	for i, g := range grads {
+		axpy64(g, e.gb[i])
+	}
+	return loss, nil
+}
+
+// axpy64 adds src to dst.
+func axpy64(dst, src []float64) {
+	src = src[:len(dst)]
+	for j, v := range src {
+		dst[j] += v
+	}
+}
+
+func (e *splitEngine) close() {
+	if e.jobs != nil {
+		close(e.jobs)
+		e.jobs = nil
+	}
+	e.a.close()
+	e.b.close()
 }
 
 func newNative[T floatT](pr *program, params [][]float64, maxRows int) *nativeEngine[T] {
@@ -346,8 +443,14 @@ func logSumExpT[T floatT](z []T) float64 {
 // step computes the mean loss over n rows and the gradient of every
 // parameter (into grads, in pr.paramNames order).
 func (e *nativeEngine[T]) step(x, y []float64, n int, grads [][]float64) (float64, error) {
+	return e.part(x, y, n, 1/float64(n), grads), nil
+}
+
+// part computes, for n rows, the sum of the row losses times scale and its
+// gradient (into grads).
+func (e *nativeEngine[T]) part(x, y []float64, n int, scale float64, grads [][]float64) float64 {
 	e.forward(x, n)
-	loss := e.backward(y, n, 1/float64(n))
+	loss := e.backward(y, n, scale)
 	for i, s := range e.pr.paramSlot {
 		if !e.written[s] {
 			clear(grads[i])
@@ -362,7 +465,7 @@ func (e *nativeEngine[T]) step(x, y []float64, n int, grads [][]float64) (float6
 			g[j] = float64(v)
 		}
 	}
-	return loss, nil
+	return loss
 }
 
 // gradOf returns slot s's gradient buffer for this step and whether it

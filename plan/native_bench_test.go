@@ -3,6 +3,7 @@ package plan
 import (
 	"encoding/json"
 	"fmt"
+	"math"
 	"math/rand/v2"
 	"testing"
 )
@@ -99,6 +100,35 @@ func BenchmarkNativeStep(b *testing.B) {
 					o.step(params, grads)
 				}
 			})
+		}
+	}
+}
+
+// TestSplitEngine: the batch-splitting engine gives the one-engine loss and
+// gradients up to float32 rounding, on full, odd and small batches.
+func TestSplitEngine(t *testing.T) {
+	p := mlpPlan(t, 64, 256)
+	eng, _, params, grads, x, y := stepSetup(t, p, true)
+	defer eng.close()
+	if _, ok := eng.(*splitEngine); !ok {
+		t.Fatalf("engine %T, want a split engine for this model", eng)
+	}
+	pr, _ := compile(p)
+	one := newNative[float32](pr, params, 256)
+	defer one.close()
+	want := zerosLike(params)
+	for _, n := range []int{256, 201, 70, 63, 40, 1} {
+		lw, _ := one.step(x, y, n, want)
+		lg, _ := eng.step(x, y, n, grads)
+		if math.Abs(lg-lw) > 1e-5*(1+math.Abs(lw)) {
+			t.Errorf("n=%d: loss split %v, one engine %v", n, lg, lw)
+		}
+		for i := range want {
+			for j := range want[i] {
+				if math.Abs(grads[i][j]-want[i][j]) > 1e-5*(1+math.Abs(want[i][j])) {
+					t.Fatalf("n=%d: d/d %s[%d] split %v, one engine %v", n, pr.paramNames[i], j, grads[i][j], want[i][j])
+				}
+			}
 		}
 	}
 }

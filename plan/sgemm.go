@@ -1,10 +1,5 @@
 package plan
 
-import (
-	"runtime"
-	"sync/atomic"
-)
-
 // A register-blocked single-precision matrix product for the native
 // engine. A micro-kernel computes one mr x nr tile of C: 6 rows of op(A),
 // each element broadcast, times 16 columns of op(B), over the depth. It
@@ -33,78 +28,10 @@ const sgemmParallelMin = 1 << 19
 // safe for concurrent use.
 type gemm32 struct {
 	pa, pb []float32
-	h      *helper // nil until a product is split
-	serial bool    // GOMAXPROCS was 1: never split
-}
-
-// helper runs the second half of split products. Between products it
-// spins for a while on posted (a product comes every few tens of
-// microseconds during training, and waking a parked goroutine takes about
-// as long), then parks on wake. The handshake is by atomics: job is
-// written before posted is set, and C before done is.
-type helper struct {
-	posted, done, parked, quit atomic.Uint32
-	wake                       chan struct{} // capacity 1
-	job                        tileJob
-}
-
-// helperSpin is how many polls the idle helper makes before parking.
-const helperSpin = 1 << 14
-
-func (h *helper) loop() {
-	for {
-		for spins := 0; h.posted.Load() == 0; spins++ {
-			if h.quit.Load() != 0 {
-				return
-			}
-			if spins < helperSpin {
-				continue
-			}
-			h.parked.Store(1)
-			if h.posted.Load() != 0 || h.quit.Load() != 0 {
-				if !h.parked.CompareAndSwap(1, 0) {
-					<-h.wake // the poster un-parked us and sends a wake: take it
-				}
-			} else {
-				<-h.wake
-			}
-			spins = 0
-		}
-		h.posted.Store(0)
-		h.job.run()
-		h.job = tileJob{}
-		h.done.Store(1)
-	}
-}
-
-// post hands the helper a job.
-func (h *helper) post(j tileJob) {
-	h.job = j
-	h.done.Store(0)
-	h.posted.Store(1)
-	if h.parked.CompareAndSwap(1, 0) {
-		h.wake <- struct{}{}
-	}
-}
-
-// wait returns when the posted job is done.
-func (h *helper) wait() {
-	for i := 0; h.done.Load() == 0; i++ {
-		if i > 1<<12 {
-			runtime.Gosched()
-		}
-	}
-}
-
-// close stops the helper goroutine, if any.
-func (g *gemm32) close() {
-	if h := g.h; h != nil {
-		h.quit.Store(1)
-		if h.parked.CompareAndSwap(1, 0) {
-			h.wake <- struct{}{}
-		}
-		g.h = nil
-	}
+	jobs   chan *tileJob // to the helper; nil until it runs
+	done   chan struct{}
+	job    tileJob
+	serial bool // never split (the engine runs in parallel at a coarser grain)
 }
 
 // tileJob is a share of one depth block [p0, p0+kk) of a product: tiles
@@ -129,6 +56,21 @@ type tileJob struct {
 	// C[i, j] += bias[j] (when bias is not nil), then C = max(C, 0) (relu).
 	bias []float32
 	relu bool
+}
+
+func (g *gemm32) helper(jobs <-chan *tileJob, done chan<- struct{}) {
+	for j := range jobs {
+		j.run()
+		done <- struct{}{}
+	}
+}
+
+// close stops the helper goroutine, if any.
+func (g *gemm32) close() {
+	if g.jobs != nil {
+		close(g.jobs)
+		g.jobs, g.done = nil, nil
+	}
 }
 
 // sgemm computes C = op(A) op(B) (add false) or C += op(A) op(B) (add true)
@@ -203,21 +145,17 @@ func (g *gemm32) sgemmEpi(tA, tB bool, m, n, k int, a []float32, lda int, b []fl
 			job.run()
 			continue
 		}
-		if g.h == nil {
-			if runtime.GOMAXPROCS(0) < 2 {
-				g.serial = true
-				job.run()
-				continue
-			}
-			g.h = &helper{wake: make(chan struct{}, 1)}
-			go g.h.loop()
+		if g.jobs == nil {
+			g.jobs, g.done = make(chan *tileJob), make(chan struct{})
+			go g.helper(g.jobs, g.done)
 		}
-		half := job
-		half.from = tiles / 2
-		g.h.post(half)
+		g.job = job
+		g.job.from = tiles / 2
+		g.jobs <- &g.job
 		job.to = tiles / 2
 		job.run()
-		g.h.wait()
+		<-g.done
+		g.job = tileJob{}
 	}
 }
 
