@@ -260,26 +260,43 @@ func (c *Client) each(ctx context.Context, keys []string, req *wire.CatalogReque
 		report()
 		mu.Unlock()
 	}
+	provider := func(ai peer.AddrInfo) {
+		if ai.ID == c.peer.ID() {
+			return
+		}
+		mu.Lock()
+		dup := seen[ai.ID]
+		seen[ai.ID] = true
+		if !dup {
+			prog.Found++
+			report()
+		}
+		mu.Unlock()
+		if !dup {
+			wg.Add(1)
+			go ask(ai)
+		}
+	}
+	// Gateways store their records on the bootstrap peers directly as well
+	// as on the DHT's closest peers: asking the bootstrap peers first finds
+	// every gateway they know even where a lookup's closest set misses some.
+	bootstrap, _ := p2p.ParseAddrInfos(c.cfg.Bootstrap)
+	direct := func(ck cid.Cid) {
+		defer wg.Done()
+		for _, b := range bootstrap {
+			for _, ai := range c.peer.ProvidersAt(ctx, b.ID, ck) {
+				provider(ai)
+			}
+		}
+	}
 	lookup := func(ck cid.Cid) {
 		defer wg.Done()
+		wg.Add(1)
+		go direct(ck)
 		fctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 		defer cancel()
 		for ai := range c.peer.DHT.FindProvidersAsync(fctx, ck, 0) {
-			if ai.ID == c.peer.ID() {
-				continue
-			}
-			mu.Lock()
-			dup := seen[ai.ID]
-			seen[ai.ID] = true
-			if !dup {
-				prog.Found++
-				report()
-			}
-			mu.Unlock()
-			if !dup {
-				wg.Add(1)
-				go ask(ai)
-			}
+			provider(ai)
 		}
 	}
 	if len(keys) == 0 {

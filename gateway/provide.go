@@ -8,7 +8,6 @@ import (
 	"time"
 
 	"github.com/ipfs/go-cid"
-	pb "github.com/libp2p/go-libp2p-kad-dht/pb"
 	"github.com/libp2p/go-libp2p/core/event"
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
@@ -201,6 +200,13 @@ func (g *Gateway) provideLoop(ctx context.Context) {
 				table.set(tag, tagState{provided: prev.provided, failed: time.Now(), err: err.Error()})
 				continue
 			}
+			// Every client's search starts at the bootstrap peers: keep the
+			// record there too, whatever the lookup chose as closest.
+			for id := range bootstrap {
+				if err := g.peer.PutProviderAt(ctx, id, g.keyOf(tag)); err != nil {
+					g.log.Debug("put provider record on bootstrap peer", "peer", id, "tag", tag, "err", err)
+				}
+			}
 			now := time.Now()
 			provided[tag] = now
 			table.set(tag, tagState{provided: now})
@@ -248,19 +254,8 @@ func (g *Gateway) keyOf(tag string) cid.Cid {
 // it may not be among the closest peers a Provide would pick, but it is
 // where every client's lookup starts.
 func (g *Gateway) putAll(ctx context.Context, id peer.ID, tags map[string]bool) error {
-	if g.peer.Host.Network().Connectedness(id) != network.Connected {
-		return errors.New("not connected")
-	}
-	pm, err := pb.NewProtocolMessenger(g.peer.DHT.MessageSender())
-	if err != nil {
-		return err
-	}
-	self := peer.AddrInfo{ID: g.peer.ID(), Addrs: g.peer.Host.Addrs()}
 	for _, tag := range sortedTags(tags) {
-		pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		err := pm.PutProviderAddrs(pctx, id, g.keyOf(tag).Hash(), self)
-		cancel()
-		if err != nil {
+		if err := g.peer.PutProviderAt(ctx, id, g.keyOf(tag)); err != nil {
 			return err
 		}
 	}

@@ -17,6 +17,7 @@ import (
 	"github.com/ipfs/go-cid"
 	"github.com/libp2p/go-libp2p"
 	dht "github.com/libp2p/go-libp2p-kad-dht"
+	dhtpb "github.com/libp2p/go-libp2p-kad-dht/pb"
 	pubsub "github.com/libp2p/go-libp2p-pubsub"
 	pb "github.com/libp2p/go-libp2p-pubsub/pb"
 	"github.com/libp2p/go-libp2p/core/connmgr"
@@ -355,6 +356,45 @@ func (p *Peer) keep(ai peer.AddrInfo) {
 		case <-tick.C:
 		}
 	}
+}
+
+// ProvidersAt asks one DHT server directly for the providers it holds for
+// key (no lookup). Errors count as no providers: the caller has the DHT lookup too.
+func (p *Peer) ProvidersAt(ctx context.Context, server peer.ID, key cid.Cid) []peer.AddrInfo {
+	if p.Host.Network().Connectedness(server) != network.Connected {
+		return nil
+	}
+	pm, err := dhtpb.NewProtocolMessenger(p.DHT.MessageSender())
+	if err != nil {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	provs, _, err := pm.GetProviders(ctx, server, key.Hash())
+	if err != nil {
+		return nil
+	}
+	out := make([]peer.AddrInfo, 0, len(provs))
+	for _, ai := range provs {
+		if ai != nil {
+			out = append(out, *ai)
+		}
+	}
+	return out
+}
+
+// PutProviderAt stores this peer's provider record for key directly on one DHT server.
+func (p *Peer) PutProviderAt(ctx context.Context, server peer.ID, key cid.Cid) error {
+	if p.Host.Network().Connectedness(server) != network.Connected {
+		return errors.New("not connected")
+	}
+	pm, err := dhtpb.NewProtocolMessenger(p.DHT.MessageSender())
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	return pm.PutProviderAddrs(ctx, server, key.Hash(), peer.AddrInfo{ID: p.ID(), Addrs: p.Host.Addrs()})
 }
 
 // WaitRouting waits until the DHT routing table holds at least n peers.
