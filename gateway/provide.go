@@ -186,6 +186,17 @@ func (g *Gateway) provideLoop(ctx context.Context) {
 			if !routable {
 				break // nobody to store the record yet; try again on the next tick
 			}
+			// Every client's search starts at the bootstrap peers: put the
+			// record there directly first (cheap, and findable at once),
+			// then provide it through the DHT to the closest peers.
+			atBootstrap := false
+			for id := range bootstrap {
+				if err := g.peer.PutProviderAt(ctx, id, g.keyOf(tag)); err != nil {
+					g.log.Debug("put provider record on bootstrap peer", "peer", id, "tag", tag, "err", err)
+					continue
+				}
+				atBootstrap = true
+			}
 			pctx, cancel := context.WithTimeout(ctx, 20*time.Second)
 			err := g.peer.DHT.Provide(pctx, g.keyOf(tag), true)
 			cancel()
@@ -193,19 +204,17 @@ func (g *Gateway) provideLoop(ctx context.Context) {
 				return
 			}
 			if err != nil {
-				g.log.Warn("provide tag", "tag", tag, "err", err)
+				g.log.Warn("provide tag", "tag", tag, "err", err, "on_bootstrap", atBootstrap)
 				table.mu.Lock()
 				prev := table.tags[tag]
 				table.mu.Unlock()
-				table.set(tag, tagState{provided: prev.provided, failed: time.Now(), err: err.Error()})
-				continue
-			}
-			// Every client's search starts at the bootstrap peers: keep the
-			// record there too, whatever the lookup chose as closest.
-			for id := range bootstrap {
-				if err := g.peer.PutProviderAt(ctx, id, g.keyOf(tag)); err != nil {
-					g.log.Debug("put provider record on bootstrap peer", "peer", id, "tag", tag, "err", err)
+				st := tagState{provided: prev.provided, failed: time.Now(), err: err.Error()}
+				if atBootstrap {
+					// Findable through the bootstrap peers; the DHT provide is retried.
+					st = tagState{provided: time.Now()}
 				}
+				table.set(tag, st)
+				continue
 			}
 			now := time.Now()
 			provided[tag] = now
