@@ -521,3 +521,21 @@ func formatSignificant(v float64, digits int) string {
 	d := digits - 1 - int(math.Floor(math.Log10(math.Abs(v))))
 	return strconv.FormatFloat(v, 'f', min(max(d, 0), 9), 64)
 }
+
+// Preview draws n synthetic rows of a dataset for the admin API: the same
+// synthetic preview data scientists get in the catalog (per-column
+// marginals, noised once for private data), never real rows.
+func (g *Gateway) Preview(datasetID string, n int) (*wire.CatalogPreview, error) {
+	if n < 1 || n > wire.MaxPreviewRows {
+		return nil, fmt.Errorf("rows must be 1 to %d, got %d", wire.MaxPreviewRows, n)
+	}
+	d, err := g.store.Dataset(datasetID)
+	if err != nil {
+		return nil, err
+	}
+	m, err := g.summary(d)
+	if err != nil {
+		return nil, err
+	}
+	return m.preview(n, newRand()), nil
+}

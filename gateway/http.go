@@ -27,6 +27,7 @@ func (g *Gateway) startHTTP() error {
 				g.wake(g.kick)
 			},
 			NodeRemoved: g.RemoveNode,
+			Preview:     g.Preview,
 			IndexState: func(id string) api.Indexing {
 				s := g.IndexState(id)
 				return api.Indexing{State: s.State, At: s.At, Error: s.Error}

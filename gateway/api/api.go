@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/fedgrid/fedgrid/gateway/store"
+	"github.com/fedgrid/fedgrid/wire"
 )
 
 // Config configures the API.
@@ -53,6 +54,8 @@ type Hooks struct {
 	NodeRemoved    func(peerID string)
 	// IndexState reports a dataset's DHT indexing state for the dataset views.
 	IndexState func(datasetID string) Indexing
+	// Preview draws n synthetic preview rows of a dataset (never real rows).
+	Preview func(datasetID string, n int) (*wire.CatalogPreview, error)
 }
 
 // Limits on request bodies.

@@ -18,6 +18,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 
 	"github.com/fedgrid/fedgrid/gateway/store"
+	"github.com/fedgrid/fedgrid/wire"
 )
 
 type hookLog struct {
@@ -57,6 +58,9 @@ func newEnv(t testing.TB, mod func(*Config)) *env {
 			DatasetRemoved: func(d *store.Dataset) { h.add("removed " + d.ID) },
 			JobCancelled:   func(j *store.Job) { h.add("cancelled " + j.ID) },
 			NodeRemoved:    func(p string) { h.add("node removed " + p) },
+			Preview: func(id string, n int) (*wire.CatalogPreview, error) {
+				return &wire.CatalogPreview{Synthetic: true, Columns: []string{"c"}, Rows: make([][]string, n)}, nil
+			},
 		},
 		Logger:         slog.New(slog.NewTextHandler(io.Discard, nil)),
 		MaxUploadBytes: 1 << 20,

@@ -52,6 +52,7 @@ var contractRoutes = map[string]string{
 	"GET /api/v1/datasets":                          anyUser,
 	"POST /api/v1/datasets":                         string(store.PermUploadData),
 	"GET /api/v1/datasets/{id}":                     anyUser,
+	"GET /api/v1/datasets/{id}/preview":             anyUser,
 	"PATCH /api/v1/datasets/{id}":                   string(store.PermUploadData),
 	"DELETE /api/v1/datasets/{id}":                  string(store.PermUploadData),
 	"GET /api/v1/datasets/{id}/overrides":           string(store.PermUploadData),
@@ -158,7 +159,7 @@ func (w *roleWalk) fixture(rt *route, caller *store.User) (string, any) {
 		return strings.Replace(p, "{name}", mkRole(), 1), PatchRoleRequest{Permissions: &perms}
 	case "DELETE /api/v1/roles/{name}":
 		return strings.Replace(p, "{name}", mkRole(), 1), nil
-	case "GET /api/v1/datasets/{id}", "DELETE /api/v1/datasets/{id}", "GET /api/v1/datasets/{id}/overrides":
+	case "GET /api/v1/datasets/{id}", "DELETE /api/v1/datasets/{id}", "GET /api/v1/datasets/{id}/overrides", "GET /api/v1/datasets/{id}/preview":
 		return strings.Replace(p, "{id}", mkDataset().ID, 1), nil
 	case "PATCH /api/v1/datasets/{id}":
 		desc := "changed"

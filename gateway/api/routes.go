@@ -17,6 +17,7 @@ import (
 
 	"github.com/fedgrid/fedgrid/dataset"
 	"github.com/fedgrid/fedgrid/gateway/store"
+	"github.com/fedgrid/fedgrid/wire"
 )
 
 func (a *API) routeTable() []*route {
@@ -49,6 +50,7 @@ func (a *API) routeTable() []*route {
 		{method: get, path: "/api/v1/datasets", summary: "List datasets (optionally ?tag=a&tag=b)", access: accessUser, query: []param{{"tag", "keep datasets carrying every given tag"}}, status: 200, resp: DatasetList{}, handle: a.listDatasets},
 		{method: post, path: "/api/v1/datasets", summary: "Upload a CSV dataset (multipart/form-data)", access: accessPerm, perm: store.PermUploadData, multipart: true, req: UploadForm{}, status: 201, resp: store.Dataset{}, handle: a.uploadDataset},
 		{method: get, path: "/api/v1/datasets/{id}", summary: "Get a dataset's description", access: accessUser, status: 200, resp: DatasetView{}, handle: a.getDataset},
+		{method: get, path: "/api/v1/datasets/{id}/preview", summary: "Synthetic preview rows drawn from per-column marginals (noised for private data); never real rows", access: accessUser, query: []param{{"rows", "how many rows, 1 to 20 (default 5)"}}, status: 200, resp: wire.CatalogPreview{}, handle: a.previewDataset},
 		{method: patch, path: "/api/v1/datasets/{id}", summary: "Change a dataset's name, description, tags or visibility", access: accessPerm, perm: store.PermUploadData, req: PatchDatasetRequest{}, status: 200, resp: store.Dataset{}, handle: a.patchDataset},
 		{method: del, path: "/api/v1/datasets/{id}", summary: "Delete a dataset", access: accessPerm, perm: store.PermUploadData, status: 204, handle: a.deleteDataset},
 		{method: get, path: "/api/v1/datasets/{id}/overrides", summary: "A dataset's per-user overrides", access: accessPerm, perm: store.PermUploadData, status: 200, resp: OverrideList{}, handle: a.listOverrides},
@@ -421,6 +423,24 @@ func (a *API) datasetView(d *store.Dataset) DatasetView {
 		v.Indexing = &ix
 	}
 	return v
+}
+
+func (a *API) previewDataset(c *call) (any, error) {
+	n := 5
+	if v := c.r.URL.Query().Get("rows"); v != "" {
+		var err error
+		if n, err = strconv.Atoi(v); err != nil || n < 1 || n > wire.MaxPreviewRows {
+			return nil, errorf(http.StatusBadRequest, "invalid_field", "rows: must be a whole number from 1 to %d", wire.MaxPreviewRows)
+		}
+	}
+	d, err := a.st.Dataset(c.r.PathValue("id"))
+	if err != nil {
+		return nil, err
+	}
+	if a.cfg.Hooks.Preview == nil {
+		return nil, errorf(http.StatusServiceUnavailable, "unavailable", "this server cannot draw previews")
+	}
+	return a.cfg.Hooks.Preview(d.ID, n)
 }
 
 func (a *API) getDataset(c *call) (any, error) {

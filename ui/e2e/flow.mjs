@@ -157,6 +157,12 @@ async function main() {
     const dsID = (await dsRow.locator('code').first().textContent()).trim();
     await dsRow.getByRole('button', { name: 'pima-diabetes' }).click();
     await page.getByRole('heading', { name: 'Schema', exact: true }).waitFor();
+    // The synthetic preview (GET /api/v1/datasets/{id}/preview): five drawn rows, the upload's columns.
+    const preview = page.getByRole('table', { name: 'Synthetic preview of pima-diabetes' });
+    await preview.waitFor();
+    const previewRows = await preview.locator('tbody tr').count();
+    if (previewRows !== 5) throw new Error(`synthetic preview shows ${previewRows} rows, want 5`);
+    if (!(await preview.locator('thead').innerText()).includes('glucose')) throw new Error('synthetic preview lacks the upload\'s columns');
     // The DHT indexing state settles to provided (the network peer is up).
     await dsRow.locator('.badge.ix-provided').waitFor({ timeout: 30000 }).catch(() => log('indexing not yet provided; continuing'));
     await shot('02-datasets-1280');

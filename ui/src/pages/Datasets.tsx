@@ -79,9 +79,26 @@ function DatasetRow({ d, open, toggle, canWrite, onChange }: { d: Dataset; open:
           <div className="table-wrap"><table className="compact"><thead><tr><th>#</th><th>Column</th><th>Type</th></tr></thead>
             <tbody>{d.columns.map((c, i) => <tr key={c.name}><td>{i + 1}</td><td><code>{c.name}</code></td><td>{c.type}</td></tr>)}</tbody></table></div>
           <h3>Synthetic preview</h3>
-          <p className="muted">Synthetic preview rows are served to data scientists through the peer-to-peer catalog (<code>fedgrid search --preview</code>), drawn from {d.visibility === 'private' ? 'differentially private' : 'exact'} per-column marginals. The gateway's HTTP API has no route for them yet, so this page cannot show them.</p>
+          <SyntheticPreview d={d} />
         </td></tr>
       )}
+    </>
+  );
+}
+
+type Preview = { synthetic: boolean; dp: boolean; epsilon?: number; delta?: number; columns: string[]; rows: string[][] };
+
+/** Rows drawn from per-column marginals (noised for private data): the same preview data scientists see, never real rows. */
+function SyntheticPreview({ d }: { d: Dataset }) {
+  const p = useLoad(() => api<Preview>('GET', `/api/v1/datasets/${d.id}/preview?rows=5`), [d.id]);
+  if (p.error) return <LoadError error={p.error} />;
+  if (!p.data) return <p className="muted">Drawing synthetic rows…</p>;
+  const pv = p.data;
+  return (
+    <>
+      <p className="muted small">Synthetic rows: each cell drawn on its own from that column's {pv.dp ? `differentially private marginal (ε ${pv.epsilon}, δ ${pv.delta}, spent once per dataset version)` : 'marginal'}; no row is a real row.</p>
+      <div className="table-wrap"><table className="compact" aria-label={`Synthetic preview of ${d.name}`}><thead><tr>{pv.columns.map((c) => <th key={c}>{c}</th>)}</tr></thead>
+        <tbody>{pv.rows.map((r, i) => <tr key={i}>{r.map((v, j) => <td key={j}>{v}</td>)}</tr>)}</tbody></table></div>
     </>
   );
 }
