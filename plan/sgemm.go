@@ -205,7 +205,8 @@ func (j *tileJob) run() {
 		jp, ip := t/mp, t%mp
 		i0, j0 := ip*mr, jp*nr
 		rows, cols := min(mr, m-i0), min(nr, n-j0)
-		bp, ldb := j.b, j.ldb
+		var bp []float32
+		ldb := j.ldb
 		switch {
 		case j.packedB:
 			bp, ldb = j.b[jp*nr*kk:(jp+1)*nr*kk], nr

@@ -38,7 +38,7 @@ func main() {
 
 func run(args []string) error {
 	if len(args) == 0 {
-		return errors.New("usage: trainbench gen|train ...")
+		return errors.New("usage: trainbench gen|train ARGS")
 	}
 	switch args[0] {
 	case "gen":
