@@ -55,15 +55,19 @@ func TestPrivateMarginals(t *testing.T) {
 		return fmt.Sprintf("u%d,%s,%d", i, []string{"red", "blue", "green"}[i%3], 150+i%50)
 	})
 	exact := computeMarginals(tbl, false, newRand())
-	noisy, spurious := 0, 0
+	noisy, spurious, leaked := 0, 0, 0
 	for trial := range 50 {
 		m := computeMarginals(tbl, true, newRand())
 		if !m.DP || m.Epsilon != PreviewEpsilon {
 			t.Fatalf("not marked DP: %+v", m)
 		}
 		id, colour, height := m.Columns[0], m.Columns[1], m.Columns[2]
-		if len(id.Values) != 0 {
-			t.Fatalf("trial %d: unique identifiers released: %v", trial, id.Values)
+		// A value held by one row passes the threshold with probability
+		// under delta per column (that is the guarantee, not zero): over
+		// 50 x 3000 unique identifiers about 0.03 releases are expected.
+		// More than 3 (probability ~1e-8) is a bug.
+		if leaked += len(id.Values); leaked > 3 {
+			t.Fatalf("trial %d: %d unique identifiers released so far: %v", trial, leaked, id.Values)
 		}
 		if strings.Join(colour.Values, ",") != "blue,green,red" {
 			t.Fatalf("trial %d: common values lost: %v", trial, colour.Values)
