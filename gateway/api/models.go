@@ -1,9 +1,7 @@
 package api
 
 import (
-	"errors"
-	"io"
-	"mime"
+	"fmt"
 	"net/http"
 	"path"
 	"strings"
@@ -43,62 +41,12 @@ func (a *API) deleteModel(c *call) (any, error) {
 // name) and description. The model is validated as plan.ParseModel does;
 // its provenance, metrics and privacy are kept as uploaded.
 func (a *API) uploadModel(c *call) (any, error) {
-	mt, _, err := mime.ParseMediaType(c.r.Header.Get("Content-Type"))
-	if err != nil || mt != "multipart/form-data" {
-		return nil, errorf(http.StatusUnsupportedMediaType, "unsupported_media_type", "Content-Type must be multipart/form-data")
-	}
-	mr, err := c.r.MultipartReader()
-	if err != nil {
-		return nil, errorf(http.StatusBadRequest, "bad_multipart", "malformed multipart body: %v", err)
-	}
 	limit := min(a.cfg.MaxUploadBytes, MaxHostedModelBytes)
-	fields := map[string]string{}
-	var body []byte
-	var fileName string
-	haveFile := false
-	for {
-		part, err := mr.NextPart()
-		if errors.Is(err, io.EOF) {
-			break
-		}
-		if err != nil {
-			return nil, multipartError(err)
-		}
-		name := part.FormName()
-		switch name {
-		case "file":
-			if haveFile {
-				return nil, badField("file", "given twice")
-			}
-			haveFile = true
-			fileName = part.FileName()
-			body, err = io.ReadAll(io.LimitReader(part, limit+1))
-			if err != nil {
-				return nil, multipartError(err)
-			}
-			if int64(len(body)) > limit {
-				return nil, errorf(http.StatusRequestEntityTooLarge, "too_large", "file: a hosted model may be at most %d bytes", limit)
-			}
-		case "name", "description":
-			if _, dup := fields[name]; dup {
-				return nil, badField(name, "given twice")
-			}
-			b, err := io.ReadAll(io.LimitReader(part, maxMultipartField+1))
-			if err != nil {
-				return nil, multipartError(err)
-			}
-			if len(b) > maxMultipartField {
-				return nil, badField(name, "longer than %d bytes", maxMultipartField)
-			}
-			fields[name] = string(b)
-		default:
-			return nil, badField(name, "unknown form field")
-		}
-		_ = part.Close()
+	up, err := readUpload(c, limit, fmt.Sprintf("file: a hosted model may be at most %d bytes", limit), "the model JSON (format "+plan.ModelFormat+")", "name", "description")
+	if err != nil {
+		return nil, err
 	}
-	if !haveFile {
-		return nil, badField("file", "required: the model JSON (format "+plan.ModelFormat+")")
-	}
+	body, fields, fileName := up.file, up.fields, up.fileName
 	m, err := plan.ParseModel(body)
 	if err != nil {
 		return nil, &httpError{status: http.StatusBadRequest, code: "bad_model", message: "file: " + err.Error()}

@@ -4,9 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
-	"io"
 	"math"
-	"mime"
 	"net/http"
 	"path"
 	"strconv"
@@ -459,61 +457,11 @@ func splitTags(s string) []string {
 }
 
 func (a *API) uploadDataset(c *call) (any, error) {
-	mt, _, err := mime.ParseMediaType(c.r.Header.Get("Content-Type"))
-	if err != nil || mt != "multipart/form-data" {
-		return nil, errorf(http.StatusUnsupportedMediaType, "unsupported_media_type", "Content-Type must be multipart/form-data")
-	}
-	mr, err := c.r.MultipartReader()
+	up, err := readUpload(c, a.cfg.MaxUploadBytes, fmt.Sprintf("file larger than %d bytes", a.cfg.MaxUploadBytes), "the CSV file", "name", "tags", "description", "visibility")
 	if err != nil {
-		return nil, errorf(http.StatusBadRequest, "bad_multipart", "malformed multipart body: %v", err)
+		return nil, err
 	}
-	fields := map[string]string{}
-	var csv []byte
-	var fileName string
-	haveFile := false
-	for {
-		part, err := mr.NextPart()
-		if errors.Is(err, io.EOF) {
-			break
-		}
-		if err != nil {
-			return nil, multipartError(err)
-		}
-		name := part.FormName()
-		switch name {
-		case "file":
-			if haveFile {
-				return nil, badField("file", "given twice")
-			}
-			haveFile = true
-			fileName = part.FileName()
-			csv, err = io.ReadAll(io.LimitReader(part, a.cfg.MaxUploadBytes+1))
-			if err != nil {
-				return nil, multipartError(err)
-			}
-			if int64(len(csv)) > a.cfg.MaxUploadBytes {
-				return nil, errorf(http.StatusRequestEntityTooLarge, "too_large", "file larger than %d bytes", a.cfg.MaxUploadBytes)
-			}
-		case "name", "tags", "description", "visibility":
-			if _, dup := fields[name]; dup {
-				return nil, badField(name, "given twice")
-			}
-			b, err := io.ReadAll(io.LimitReader(part, maxMultipartField+1))
-			if err != nil {
-				return nil, multipartError(err)
-			}
-			if len(b) > maxMultipartField {
-				return nil, badField(name, "longer than %d bytes", maxMultipartField)
-			}
-			fields[name] = string(b)
-		default:
-			return nil, badField(name, "unknown form field")
-		}
-		_ = part.Close()
-	}
-	if !haveFile {
-		return nil, badField("file", "required: the CSV file")
-	}
+	csv, fields, fileName := up.file, up.fields, up.fileName
 	tbl, err := dataset.ReadCSV(bytes.NewReader(csv), dataset.Limits{MaxBytes: a.cfg.MaxUploadBytes})
 	if err != nil {
 		return nil, &httpError{status: http.StatusBadRequest, code: "bad_csv", message: "file: " + err.Error()}
