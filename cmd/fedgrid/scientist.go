@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/crypto"
+	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/spf13/cobra"
 
 	"github.com/fedgrid/fedgrid/client"
@@ -66,6 +67,20 @@ func (cf *clientFlags) open(ctx context.Context, g *globals, keyRequired bool, p
 		cfg.PerGateway = perGateway[0]
 	}
 	return client.New(ctx, cfg)
+}
+
+// openRef splits a GATEWAY_PEER_ID/ID reference (bad usage if malformed)
+// and opens a client with the data scientist's key.
+func (cf *clientFlags) openRef(ctx context.Context, g *globals, ref string) (*client.Client, peer.ID, string, error) {
+	gw, id, err := client.SplitRef(ref)
+	if err != nil {
+		return nil, "", "", usageError{err}
+	}
+	cl, err := cf.open(ctx, g, true)
+	if err != nil {
+		return nil, "", "", err
+	}
+	return cl, gw, id, nil
 }
 
 func keygenCmd(g *globals) *cobra.Command {
@@ -314,11 +329,7 @@ func jobCmd(g *globals) *cobra.Command {
 		Short: "show a job's state (JOB_REF is GATEWAY_PEER_ID/JOB_ID)",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			gw, id, err := client.SplitRef(args[0])
-			if err != nil {
-				return usageError{err}
-			}
-			cl, err := cf.open(cmd.Context(), g, true)
+			cl, gw, id, err := cf.openRef(cmd.Context(), g, args[0])
 			if err != nil {
 				return err
 			}
@@ -348,11 +359,7 @@ func jobCancelCmd(g *globals) *cobra.Command {
 		Short: "cancel one of your jobs; a node running it stops within seconds",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			gw, id, err := client.SplitRef(args[0])
-			if err != nil {
-				return usageError{err}
-			}
-			cl, err := cf.open(cmd.Context(), g, true)
+			cl, gw, id, err := cf.openRef(cmd.Context(), g, args[0])
 			if err != nil {
 				return err
 			}
@@ -379,11 +386,7 @@ func resultCmd(g *globals) *cobra.Command {
 			if out == "" {
 				return usagef("--out MODEL.json is required")
 			}
-			gw, id, err := client.SplitRef(args[0])
-			if err != nil {
-				return usageError{err}
-			}
-			cl, err := cf.open(cmd.Context(), g, true)
+			cl, gw, id, err := cf.openRef(cmd.Context(), g, args[0])
 			if err != nil {
 				return err
 			}
