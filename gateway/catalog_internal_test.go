@@ -99,7 +99,10 @@ func TestPrivateMarginals(t *testing.T) {
 			}
 		}
 	}
-	if noisy < 40 {
+	// Discrete Laplace at this column's epsilon (1/3) is exactly 0 with
+	// probability 0.165: about 41.7 of 50 counts differ (sd 2.6). Under 30
+	// (4.5 sd) means the noise is missing.
+	if noisy < 30 {
 		t.Fatalf("only %d of 50 private summaries differ from the exact count", noisy)
 	}
 	if exact.DP || exact.Columns[1].Counts[0] != 1000 {
