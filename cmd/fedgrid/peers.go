@@ -32,6 +32,19 @@ func (pf *peerFlags) add(c *cobra.Command, defaultListen string) {
 	c.Flags().StringVar(&pf.pskFile, "psk-file", "", "private network key file (64 hex characters); peers without it cannot connect")
 }
 
+// prepare checks the peer flags, creates the data directory and reads the
+// private network key, if any.
+func (pf *peerFlags) prepare() ([]byte, error) {
+	if err := pf.check(); err != nil {
+		return nil, err
+	}
+	psk, err := pf.psk()
+	if err != nil {
+		return nil, usageError{err}
+	}
+	return psk, nil
+}
+
 func (pf *peerFlags) check() error {
 	if pf.data == "" {
 		return usagef("--data DIR is required")
@@ -89,12 +102,9 @@ func networkCmd(g *globals) *cobra.Command {
 		Short: "run a network peer: bootstrap address, DHT server, HTTP search and gateway directory",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if err := pf.check(); err != nil {
-				return err
-			}
-			psk, err := pf.psk()
+			psk, err := pf.prepare()
 			if err != nil {
-				return usageError{err}
+				return err
 			}
 			if perGateway <= 0 || maxSearches < 1 {
 				return usagef("--gateway-timeout must be positive and --max-searches at least 1")
@@ -124,12 +134,9 @@ func gatewayCmd(g *globals) *cobra.Command {
 		Short: "run a data owner's gateway",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if err := pf.check(); err != nil {
-				return err
-			}
-			psk, err := pf.psk()
+			psk, err := pf.prepare()
 			if err != nil {
-				return usageError{err}
+				return err
 			}
 			cfg := sched
 			cfg.DataDir, cfg.Network, cfg.Listen, cfg.Bootstrap = pf.data, pf.network, pf.listen, pf.bootstrap
@@ -162,7 +169,8 @@ func nodeCmd(g *globals) *cobra.Command {
 		Short: "run a worker node enrolled by a gateway",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if err := pf.check(); err != nil {
+			psk, err := pf.prepare()
+			if err != nil {
 				return err
 			}
 			if gw == "" {
@@ -170,10 +178,6 @@ func nodeCmd(g *globals) *cobra.Command {
 			}
 			if _, err := p2p.ParseAddrInfos([]string{gw}); err != nil {
 				return usagef("--gateway: %v", err)
-			}
-			psk, err := pf.psk()
-			if err != nil {
-				return usageError{err}
 			}
 			n, err := node.Start(cmd.Context(), node.Config{DataDir: pf.data, Network: pf.network, Listen: pf.listen, Bootstrap: pf.bootstrap, Gateway: gw, JoinToken: token, Slots: slots, PSK: psk, Logger: g.logger()})
 			if err != nil {

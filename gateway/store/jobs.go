@@ -270,12 +270,8 @@ func (f JobFilter) match(j *Job) bool {
 func (s *Store) jobs(f JobFilter) ([]*Job, error) {
 	var out []*Job
 	err := s.view(func(txn *badger.Txn) error {
-		all, err := scanAll[Job](txn, prefixJob)
-		for _, j := range all {
-			if f.match(j) {
-				out = append(out, j)
-			}
-		}
+		var err error
+		out, err = scanWhere(txn, prefixJob, f.match)
 		return err
 	})
 	return out, err

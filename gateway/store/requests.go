@@ -364,12 +364,8 @@ func (f RequestFilter) match(r *Request) bool {
 func (s *Store) Requests(f RequestFilter) ([]*Request, error) {
 	var out []*Request
 	err := s.view(func(txn *badger.Txn) error {
-		all, err := scanAll[Request](txn, prefixRequest)
-		for _, r := range all {
-			if f.match(r) {
-				out = append(out, r)
-			}
-		}
+		var err error
+		out, err = scanWhere(txn, prefixRequest, f.match)
 		return err
 	})
 	slices.SortStableFunc(out, func(a, b *Request) int {

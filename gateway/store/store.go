@@ -278,6 +278,18 @@ func scanAll[T any](txn *badger.Txn, prefix string) ([]*T, error) {
 	return out, err
 }
 
+// scanWhere decodes every value under prefix and keeps those keep accepts.
+func scanWhere[T any](txn *badger.Txn, prefix string, keep func(*T) bool) ([]*T, error) {
+	all, err := scanAll[T](txn, prefix)
+	out := all[:0]
+	for _, v := range all {
+		if keep(v) {
+			out = append(out, v)
+		}
+	}
+	return out, err
+}
+
 // newID returns a random 64-bit identifier as 16 hex digits.
 func newID() string { return crypto.RandomID()[:16] }
 
