@@ -8,8 +8,6 @@ import (
 	"time"
 
 	"github.com/ipfs/go-cid"
-	"github.com/libp2p/go-libp2p/core/event"
-	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 
 	"github.com/fedgrid/fedgrid/gateway/store"
@@ -118,21 +116,24 @@ func (g *Gateway) provideLoop(ctx context.Context) {
 	indexTables.Store(g, table)
 	defer indexTables.Delete(g)
 
-	sub, err := g.peer.Host.EventBus().Subscribe(new(event.EvtPeerConnectednessChanged))
-	if err != nil {
-		g.log.Error("subscribe to connection events; a restarted bootstrap peer will get records only at the next reprovide", "err", err)
-	} else {
-		defer sub.Close()
-	}
-	var events <-chan any
-	if sub != nil {
-		events = sub.Out()
-	}
 	bootstrap := map[peer.ID]bool{}
+	var bootIDs []peer.ID
 	if infos, err := p2p.ParseAddrInfos(g.cfg.Bootstrap); err == nil {
 		for _, ai := range infos {
 			bootstrap[ai.ID] = true
+			bootIDs = append(bootIDs, ai.ID)
 		}
+	}
+	// Rejoins drains the connection events itself: this loop spends
+	// seconds in DHT provides, and a subscriber that stops reading stalls
+	// every new connection of the host.
+	var rejoinC <-chan struct{}
+	watch, err := g.peer.WatchRejoins(bootIDs)
+	if err != nil {
+		g.log.Error("watch bootstrap peers; a restarted bootstrap peer will get records only at the next reprovide", "err", err)
+	} else {
+		defer func() { _ = watch.Close() }()
+		rejoinC = watch.C()
 	}
 
 	provided := map[string]time.Time{}
@@ -236,16 +237,11 @@ func (g *Gateway) provideLoop(ctx context.Context) {
 				break wait
 			case <-g.provideCh:
 				break wait
-			case ev, ok := <-events:
-				if !ok {
-					events = nil
-					continue
+			case <-rejoinC:
+				for _, id := range watch.Take() {
+					rejoined[id] = time.Now().Add(30 * time.Second)
 				}
-				e := ev.(event.EvtPeerConnectednessChanged)
-				if e.Connectedness == network.Connected && bootstrap[e.Peer] {
-					rejoined[e.Peer] = time.Now().Add(30 * time.Second)
-					tick = fast.C
-				}
+				tick = fast.C
 			}
 		}
 	}
