@@ -106,12 +106,20 @@ func TestReleaseReview(t *testing.T) {
 	if u, _ := st.User(e.users[0].ID); u.ReservedMicroEps != wantMicro || u.BudgetMicroEps != 5_000_000-wantMicro {
 		t.Fatalf("reservation: %+v", u)
 	}
-	j, err = alice.Wait(ctx, gwID, j.ID, nil)
+	var leaked []wire.Progress
+	j, err = alice.Wait(ctx, gwID, j.ID, func(u *wire.JobInfo) {
+		if u.Progress.Loss != 0 || !u.Progress.LossWithheld {
+			leaked = append(leaked, u.Progress)
+		}
+	})
 	if err != nil || j.State != wire.StateSucceeded {
 		t.Fatalf("job %+v %v", j, err)
 	}
 	if j.Release != wire.ReleasePending || j.Metrics != nil || j.Request == "" {
 		t.Fatalf("private result not pending, or metrics shown: %+v", j)
+	}
+	if len(leaked) > 0 {
+		t.Fatalf("the requester saw the training loss of a job under review: %+v", leaked)
 	}
 
 	// No path serves it before approval.
@@ -182,7 +190,7 @@ func TestReleaseReview(t *testing.T) {
 	if m.Privacy == nil || m.Privacy.Epsilon != float64(wantMicro)/1e6 {
 		t.Fatalf("model privacy %+v", m.Privacy)
 	}
-	if j, _ = alice.Job(ctx, gwID, j.ID); j.Release != wire.ReleaseApproved || j.Metrics == nil {
+	if j, _ = alice.Job(ctx, gwID, j.ID); j.Release != wire.ReleaseApproved || j.Metrics == nil || j.Progress.LossWithheld {
 		t.Fatalf("approved job %+v", j)
 	}
 

@@ -498,11 +498,21 @@ func (g *Gateway) jobInfo(j *store.Job) *wire.JobInfo {
 	}
 	info.Epsilon, info.DP = float64(j.EpsilonMicroEps)/1e6, j.DP
 	info.Release, info.ReleaseReason, info.Request = j.Release, j.ReleaseReason, j.RequestID
+	withhold(info, j)
+	return info
+}
+
+// withhold removes from a requester's view of a job what is computed on
+// the data and so may leave only with a released result: the metrics of a
+// result pending or denied, and the training loss of any job whose result
+// is due for review, while it runs and until it is released.
+func withhold(info *wire.JobInfo, j *store.Job) {
 	info.Review = j.Review || j.RequestID != ""
+	if info.Review && j.Release != store.ReleaseApproved && j.Release != store.ReleaseReleased {
+		info.Progress.Loss, info.Progress.LossWithheld = 0, true
+	}
 	if j.State == wire.StateSucceeded && (j.Release == store.ReleasePending || j.Release == store.ReleaseDenied) {
-		// Metrics are computed on the data: they leave with the result, not before.
 		info.Metrics = nil
 		info.Review = true
 	}
-	return info
 }

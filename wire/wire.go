@@ -243,6 +243,9 @@ type Progress struct {
 	Epoch  int     `json:"epoch"`
 	Epochs int     `json:"epochs"`
 	Loss   float64 `json:"loss"`
+	// LossWithheld: the job's result waits for review, and the training
+	// loss, computed on the data like the metrics, leaves with it (Loss is 0).
+	LossWithheld bool `json:"loss_withheld,omitempty"`
 }
 
 // JobInfo is what a data scientist sees of a job.

@@ -292,11 +292,19 @@ func progressPrinter(g *globals, quiet bool) func(*wire.JobInfo) {
 		if j.State == wire.StateRunning && j.Progress.Epochs > 0 {
 			const width = 30
 			done := width * j.Progress.Epoch / j.Progress.Epochs
-			fmt.Fprintf(g.stderr, "\r[%s%s] epoch %d/%d loss %.4f (attempt %d)", strings.Repeat("#", done), strings.Repeat(".", width-done), j.Progress.Epoch, j.Progress.Epochs, j.Progress.Loss, j.Attempt)
+			fmt.Fprintf(g.stderr, "\r[%s%s] epoch %d/%d %s (attempt %d)", strings.Repeat("#", done), strings.Repeat(".", width-done), j.Progress.Epoch, j.Progress.Epochs, lossText(j.Progress), j.Attempt)
 			return
 		}
 		fmt.Fprintf(g.stderr, "\rjob %s: %s\n", j.ID, j.State)
 	}
+}
+
+// lossText is a running job's loss, or why it is not shown.
+func lossText(p wire.Progress) string {
+	if p.LossWithheld {
+		return "loss withheld until the result is released"
+	}
+	return fmt.Sprintf("loss %.4f", p.Loss)
 }
 
 func printJob(g *globals, asJSON bool, j *wire.JobInfo) error {
@@ -306,7 +314,7 @@ func printJob(g *globals, asJSON bool, j *wire.JobInfo) error {
 	tw := tabwriter.NewWriter(g.stdout, 0, 4, 2, ' ', 0)
 	fmt.Fprintf(tw, "job\t%s\nstate\t%s\ndataset\t%s\nattempt\t%d\n", j.Ref, j.State, j.Dataset, j.Attempt)
 	if j.Progress.Epochs > 0 {
-		fmt.Fprintf(tw, "progress\tepoch %d/%d, loss %.4f\n", j.Progress.Epoch, j.Progress.Epochs, j.Progress.Loss)
+		fmt.Fprintf(tw, "progress\tepoch %d/%d, %s\n", j.Progress.Epoch, j.Progress.Epochs, lossText(j.Progress))
 	}
 	if j.Error != "" {
 		fmt.Fprintf(tw, "error\t%s\n", j.Error)
