@@ -444,6 +444,11 @@ func (c *Client) Requests(ctx context.Context, gw peer.ID, id, state string) ([]
 	return r.Requests, nil
 }
 
+// Withdraw takes back one of the caller's pending requests at gw.
+func (c *Client) Withdraw(ctx context.Context, gw peer.ID, id, reason string) (*wire.RequestInfo, error) {
+	return call[wire.RequestWithdraw, wire.RequestInfo](ctx, c, gw, wire.ProtoWithdraw, &wire.RequestWithdraw{ID: id, Reason: reason}, p2p.Limits{MaxRequest: wire.MaxSmall, MaxResponse: wire.MaxSmall, Timeout: 10 * time.Second})
+}
+
 // Query asks a gateway for a differentially private statistic; the epsilon
 // is charged to the caller's budget there.
 func (c *Client) Query(ctx context.Context, gw peer.ID, req wire.QueryRequest) (*wire.QueryResponse, error) {

@@ -83,6 +83,22 @@ func (g *Gateway) handleRequests(_ context.Context, from peer.ID, req *wire.Requ
 	return out, nil
 }
 
+func (g *Gateway) handleWithdraw(_ context.Context, from peer.ID, req *wire.RequestWithdraw) (*wire.RequestInfo, error) {
+	u, err := g.authorize(from, wire.ProtoWithdraw)
+	if err != nil {
+		return nil, err
+	}
+	if req.ID == "" {
+		return nil, p2p.Errorf(p2p.CodeBadRequest, "the ID of the request to withdraw is required")
+	}
+	r, err := g.store.Withdraw(req.ID, u.ID, req.Reason)
+	if err != nil {
+		return nil, storeErr(err, "request "+req.ID)
+	}
+	g.log.Info("request withdrawn", "request", r.ID, "kind", r.Kind, "user", u.ID)
+	return requestInfo(r), nil
+}
+
 // requestInfo is the requester's view: no reviewer identity, no plan or metrics.
 func requestInfo(r *store.Request) *wire.RequestInfo {
 	info := &wire.RequestInfo{ID: r.ID, Kind: r.Kind, State: r.State, Dataset: r.DatasetID, Job: r.JobID,
@@ -103,6 +119,8 @@ func requestInfo(r *store.Request) *wire.RequestInfo {
 			info.DecidedBy = "rule"
 		case d.Reviewer == store.ReviewerOverride:
 			info.DecidedBy = "override"
+		case d.Reviewer == store.ReviewerRequester:
+			info.DecidedBy = "requester"
 		default:
 			info.DecidedBy = "officer"
 		}

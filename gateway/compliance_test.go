@@ -223,6 +223,58 @@ func TestReleaseReview(t *testing.T) {
 	}
 }
 
+// TestWithdrawOverP2P: a requester takes back a pending release request:
+// the reserved epsilon comes back, the result stays with the gateway, and
+// nobody else can withdraw it.
+func TestWithdrawOverP2P(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	e := setup(t, ctx, 2)
+	st := e.gw.Store()
+	gwID := e.gw.Peer().ID()
+	alice, bob := e.clients[0], e.clients[1]
+	if _, err := st.GrantBudget(e.users[0].ID, 5_000_000, "", "test"); err != nil {
+		t.Fatal(err)
+	}
+	priv := e.privateDataset(t, "pima private", []string{"medical"})
+	e.startNode(t, ctx)
+	j, err := alice.Submit(ctx, gwID, priv.ID, readFile(t, filepath.Join("..", "plan", "testdata", "dp_logreg_pima.json")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if j, err = alice.Wait(ctx, gwID, j.ID, nil); err != nil || j.Release != wire.ReleasePending {
+		t.Fatalf("job %+v %v", j, err)
+	}
+	if u, _ := st.User(e.users[0].ID); u.ReservedMicroEps == 0 {
+		t.Fatalf("nothing reserved: %+v", u)
+	}
+	if _, err := bob.Withdraw(ctx, gwID, j.Request, ""); !p2p.IsCode(err, p2p.CodeNotFound) {
+		t.Fatalf("bob withdrawing alice's request: %v", err)
+	}
+	if _, err := alice.Withdraw(ctx, gwID, "", ""); !p2p.IsCode(err, p2p.CodeBadRequest) {
+		t.Fatalf("withdraw without an ID: %v", err)
+	}
+	r, err := alice.Withdraw(ctx, gwID, j.Request, "wrong cohort")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.State != store.RequestWithdrawn || r.DecidedBy != "requester" || r.DecisionReason != "wrong cohort" || r.Charged != 0 {
+		t.Fatalf("withdrawn request %+v", r)
+	}
+	if u, _ := st.User(e.users[0].ID); u.ReservedMicroEps != 0 || u.SpentMicroEps != 0 || u.BudgetMicroEps != 5_000_000 {
+		t.Fatalf("after withdrawal: %+v", u)
+	}
+	if _, err := alice.Withdraw(ctx, gwID, j.Request, ""); !p2p.IsCode(err, p2p.CodeConflict) {
+		t.Fatalf("second withdrawal: %v", err)
+	}
+	if j, _ = alice.Job(ctx, gwID, j.ID); j.Release != wire.ReleaseWithdrawn || j.Metrics != nil || !j.Progress.LossWithheld {
+		t.Fatalf("withdrawn job %+v", j)
+	}
+	if _, err := alice.Model(ctx, gwID, j.ID); !p2p.IsCode(err, p2p.CodeForbidden) || !strings.Contains(err.Error(), "withdrew") {
+		t.Fatalf("model of a withdrawn release: %v", err)
+	}
+}
+
 // TestRequestsOverP2P: budget and permission requests; approving changes the
 // budget and the permission.
 func TestRequestsOverP2P(t *testing.T) {

@@ -37,6 +37,7 @@ func (g *Gateway) registerProtocols() {
 	p2p.Handle(ctx, h, g.peer.Protocol(wire.ProtoPing), small(10*time.Second), g.handlePing)
 	p2p.Handle(ctx, h, g.peer.Protocol(wire.ProtoModel), p2p.Limits{MaxRequest: wire.MaxSmall, MaxResponse: wire.MaxModel, Timeout: 2 * time.Minute}, g.handleModel)
 	p2p.Handle(ctx, h, g.peer.Protocol(wire.ProtoRequest), small(10*time.Second), g.handleRequest)
+	p2p.Handle(ctx, h, g.peer.Protocol(wire.ProtoWithdraw), small(10*time.Second), g.handleWithdraw)
 	p2p.Handle(ctx, h, g.peer.Protocol(wire.ProtoRequests), p2p.Limits{MaxRequest: wire.MaxSmall, MaxResponse: wire.MaxCatalog, Timeout: 10 * time.Second}, g.handleRequests)
 	p2p.Handle(ctx, h, g.peer.Protocol(wire.ProtoQuery), small(time.Minute), g.handleQuery)
 }
@@ -458,6 +459,8 @@ func (g *Gateway) handleModel(_ context.Context, from peer.ID, req *wire.JobRequ
 			return nil, p2p.Errorf(p2p.CodeForbidden, "job %s: the release of its result was denied: %s", j.ID, j.ReleaseReason)
 		case store.ReleasePending:
 			return nil, p2p.Errorf(p2p.CodeForbidden, "job %s trained on private data: its result waits for a compliance officer's review (request %s)", j.ID, j.RequestID)
+		case store.ReleaseWithdrawn:
+			return nil, p2p.Errorf(p2p.CodeForbidden, "job %s: you withdrew the release request %s; its result stays with the gateway", j.ID, j.RequestID)
 		}
 		return nil, p2p.Errorf(p2p.CodeForbidden, "job %s: its result has not been released", j.ID)
 	}
@@ -504,14 +507,14 @@ func (g *Gateway) jobInfo(j *store.Job) *wire.JobInfo {
 
 // withhold removes from a requester's view of a job what is computed on
 // the data and so may leave only with a released result: the metrics of a
-// result pending or denied, and the training loss of any job whose result
+// result pending, denied or withdrawn, and the training loss of any job whose result
 // is due for review, while it runs and until it is released.
 func withhold(info *wire.JobInfo, j *store.Job) {
 	info.Review = j.Review || j.RequestID != ""
 	if info.Review && j.Release != store.ReleaseApproved && j.Release != store.ReleaseReleased {
 		info.Progress.Loss, info.Progress.LossWithheld = 0, true
 	}
-	if j.State == wire.StateSucceeded && (j.Release == store.ReleasePending || j.Release == store.ReleaseDenied) {
+	if j.State == wire.StateSucceeded && (j.Release == store.ReleasePending || j.Release == store.ReleaseDenied || j.Release == store.ReleaseWithdrawn) {
 		info.Metrics = nil
 		info.Review = true
 	}

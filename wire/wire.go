@@ -26,6 +26,7 @@ const (
 	ProtoPing      = "node/ping"     // enrolled node -> gateway: alive, free slots
 	ProtoRequest   = "ds/request"    // data scientist -> gateway: ask for budget or a permission
 	ProtoRequests  = "ds/requests"   // data scientist -> gateway: the caller's own requests
+	ProtoWithdraw  = "ds/withdraw"   // data scientist -> gateway: take back a pending request
 	ProtoQuery     = "ds/query"      // data scientist -> gateway: a DP statistics query
 )
 
@@ -283,6 +284,9 @@ const (
 	ReleasePending  = "pending"
 	ReleaseApproved = "approved"
 	ReleaseDenied   = "denied"
+	// ReleaseWithdrawn: the requester withdrew the release request; the
+	// result never leaves and nothing is charged.
+	ReleaseWithdrawn = "withdrawn"
 )
 
 // Request kinds and the permissions one may ask for.
@@ -310,6 +314,14 @@ type RequestsQuery struct {
 	State string `json:"state,omitempty"`
 }
 
+// RequestWithdraw takes back one of the caller's pending requests. A
+// release request withdrawn refunds the job's reserved epsilon; its result
+// never leaves. Reason is optional.
+type RequestWithdraw struct {
+	ID     string `json:"id"`
+	Reason string `json:"reason,omitempty"`
+}
+
 // RequestInfo is what a data scientist sees of one of their requests.
 type RequestInfo struct {
 	ID         string     `json:"id"`
@@ -322,7 +334,8 @@ type RequestInfo struct {
 	Reason     string     `json:"reason,omitempty"`
 	CreatedAt  time.Time  `json:"created_at"`
 	DecidedAt  *time.Time `json:"decided_at,omitempty"`
-	// DecidedBy is "officer", "rule" or "override"; the officer stays anonymous.
+	// DecidedBy is "officer", "rule", "override" or "requester" (withdrawn);
+	// the officer stays anonymous.
 	DecidedBy      string  `json:"decided_by,omitempty"`
 	DecisionReason string  `json:"decision_reason,omitempty"`
 	Charged        float64 `json:"charged,omitempty"`

@@ -81,17 +81,20 @@ func queryCmd(g *globals) *cobra.Command {
 	return c
 }
 
-// requestCmd: fedgrid request --gateway PEER_ID budget|permission ... --reason TEXT, and request list.
+// requestCmd: fedgrid request --gateway PEER_ID budget|permission ... --reason TEXT, request list
+// and request withdraw.
 func requestCmd(g *globals) *cobra.Command {
 	var cf clientFlags
 	var gateway, reason, dataset, permission, state, id string
 	var epsilon float64
 	c := &cobra.Command{
-		Use:   "request budget|permission|list",
-		Short: "ask a gateway's compliance officers for budget or a permission, or list your requests",
+		Use:   "request budget|permission|list|withdraw",
+		Short: "ask a gateway's compliance officers for budget or a permission, list your requests, or withdraw one",
 		Long: "fedgrid request --gateway PEER_ID budget --epsilon E --reason TEXT\n" +
 			"fedgrid request --gateway PEER_ID permission --dataset DATASET_ID --permission train|auto_release --reason TEXT\n" +
-			"fedgrid request --gateway PEER_ID list [--state pending|approved|denied] [--id REQUEST_ID]",
+			"fedgrid request --gateway PEER_ID list [--state pending|approved|denied|withdrawn] [--id REQUEST_ID]\n" +
+			"fedgrid request --gateway PEER_ID withdraw --id REQUEST_ID [--reason TEXT]\n\n" +
+			"Withdrawing a pending release request refunds the job's reserved epsilon; the result stays with the gateway.",
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if gateway == "" {
@@ -114,8 +117,12 @@ func requestCmd(g *globals) *cobra.Command {
 				}
 				req = wire.RequestCreate{Kind: wire.RequestPermission, Dataset: dataset, Permission: permission, Reason: reason}
 			case "list":
+			case "withdraw":
+				if id == "" {
+					return usagef("withdraw needs --id REQUEST_ID (see fedgrid request list)")
+				}
 			default:
-				return usagef("unknown request kind %q: budget, permission or list", args[0])
+				return usagef("unknown request kind %q: budget, permission, list or withdraw", args[0])
 			}
 			if i := strings.LastIndexByte(dataset, '/'); i >= 0 {
 				req.Dataset = dataset[i+1:] // a GATEWAY/DATASET ref works too
@@ -135,7 +142,12 @@ func requestCmd(g *globals) *cobra.Command {
 				}
 				return printRequests(g, rs)
 			}
-			r, err := cl.Ask(cmd.Context(), gw, req)
+			var r *wire.RequestInfo
+			if args[0] == "withdraw" {
+				r, err = cl.Withdraw(cmd.Context(), gw, id, reason)
+			} else {
+				r, err = cl.Ask(cmd.Context(), gw, req)
+			}
 			if err != nil {
 				return fmt.Errorf("request: %w", err)
 			}
@@ -147,12 +159,12 @@ func requestCmd(g *globals) *cobra.Command {
 	}
 	cf.add(c, true)
 	c.Flags().StringVar(&gateway, "gateway", "", "the gateway's peer ID")
-	c.Flags().StringVar(&reason, "reason", "", "why you need it (required)")
+	c.Flags().StringVar(&reason, "reason", "", "why you need it (required); withdraw: why you take it back (optional)")
 	c.Flags().Float64Var(&epsilon, "epsilon", 0, "budget: the epsilon asked for")
 	c.Flags().StringVar(&dataset, "dataset", "", "DATASET_ID (or GATEWAY_PEER_ID/DATASET_ID)")
 	c.Flags().StringVar(&permission, "permission", "", "permission: train or auto_release")
 	c.Flags().StringVar(&state, "state", "", "list: only requests in this state")
-	c.Flags().StringVar(&id, "id", "", "list: only this request")
+	c.Flags().StringVar(&id, "id", "", "list: only this request; withdraw: the request to take back")
 	return c
 }
 
@@ -200,6 +212,8 @@ func releaseLine(j *wire.JobInfo) string {
 		return fmt.Sprintf("approved (%s charged): %s", cost, j.ReleaseReason)
 	case wire.ReleaseDenied:
 		return fmt.Sprintf("DENIED: %s (nothing charged)", j.ReleaseReason)
+	case wire.ReleaseWithdrawn:
+		return fmt.Sprintf("withdrawn: %s (nothing charged)", j.ReleaseReason)
 	case wire.ReleasePending:
 		return fmt.Sprintf("waiting for a compliance officer's review (request %s; %s reserved)", j.Request, cost)
 	}

@@ -140,7 +140,7 @@ type RuleList struct {
 	Rules []RuleView `json:"rules"`
 }
 
-var requestStates = []string{store.RequestPending, store.RequestApproved, store.RequestDenied}
+var requestStates = []string{store.RequestPending, store.RequestApproved, store.RequestDenied, store.RequestWithdrawn}
 var requestKinds = []string{store.KindRelease, store.KindBudget, store.KindPermission}
 
 // requestView builds the view; withHistory adds the requester's record.

@@ -37,6 +37,7 @@ var PeerRules = map[string]PeerRule{
 	wire.ProtoPing:      {Who: PeerNode},
 	wire.ProtoRequest:   {Who: PeerUser, Perm: PermMakeDataRequests},
 	wire.ProtoRequests:  {Who: PeerUser, Perm: PermMakeDataRequests},
+	wire.ProtoWithdraw:  {Who: PeerUser, Perm: PermMakeDataRequests},
 	wire.ProtoQuery:     {Who: PeerUser, Perm: PermMakeDataRequests},
 }
 

@@ -39,9 +39,10 @@ const (
 
 // Request states.
 const (
-	RequestPending  = "pending"
-	RequestApproved = "approved"
-	RequestDenied   = "denied"
+	RequestPending   = "pending"
+	RequestApproved  = "approved"
+	RequestDenied    = "denied"
+	RequestWithdrawn = "withdrawn" // by the requester, before a decision
 )
 
 // Release states of a succeeded job's result (Job.Release).
@@ -50,6 +51,9 @@ const (
 	ReleasePending  = "pending"  // waits for a compliance officer
 	ReleaseApproved = "approved" // approved by an officer or an approval rule
 	ReleaseDenied   = "denied"   // refused; the reason is in Job.ReleaseReason
+	// ReleaseWithdrawn: the requester withdrew the release request; the
+	// result never leaves and nothing is charged.
+	ReleaseWithdrawn = "withdrawn"
 )
 
 // Releasable reports whether a job's result may be served to its requester.
@@ -67,6 +71,8 @@ const (
 const (
 	ReviewerRulePrefix = "rule:"    // an approval rule, followed by its ID
 	ReviewerOverride   = "override" // a per-user override releases without review
+	// ReviewerRequester: the requester withdrew the request.
+	ReviewerRequester = "requester"
 )
 
 // Decision is how and by whom a request was decided.
@@ -506,6 +512,60 @@ func (s *Store) Decide(id string, approve bool, reviewer, reason string) (*Reque
 		out = r
 		return s.audit(txn, AuditEvent{Actor: reviewer, Action: action, Target: "request/" + r.ID,
 			Detail: map[string]any{"kind": r.Kind, "user_id": r.UserID, "dataset_id": r.DatasetID, "job_id": r.JobID, "reason": reason, "charged_micro_eps": dec.ChargedMicroEps}})
+	})
+	if err != nil {
+		return nil, err
+	}
+	return &out, nil
+}
+
+// Withdraw takes back a pending request on behalf of its requester
+// (userID): nobody decides it any more. A withdrawn release refunds the
+// job's reservation and its result never leaves. Someone else's request is
+// ErrNotFound, as if it did not exist; one already decided (or withdrawn)
+// is ErrConflictState. Withdrawal and a decision racing each other: the
+// first to commit wins and the other gets ErrConflictState.
+func (s *Store) Withdraw(id, userID, reason string) (*Request, error) {
+	reason = strings.TrimSpace(reason)
+	if len(reason) > MaxRequestReason {
+		return nil, invalid("reason", "longer than %d bytes", MaxRequestReason)
+	}
+	var out Request
+	err := s.update(func(txn *badger.Txn) error {
+		var r Request
+		if err := getJSON(txn, prefixRequest+id, &r); err != nil || r.UserID != userID {
+			if err != nil && !errors.Is(err, ErrNotFound) {
+				return err
+			}
+			return fmt.Errorf("%w: request %s", ErrNotFound, id)
+		}
+		if r.State != RequestPending {
+			return fmt.Errorf("%w: request %s is already %s", ErrConflictState, r.ID, r.State)
+		}
+		if r.Kind == KindRelease {
+			var j Job
+			if err := getJSON(txn, prefixJob+r.JobID, &j); err != nil {
+				return fmt.Errorf("job %s of request %s: %w", r.JobID, r.ID, err)
+			}
+			if err := s.refundJob(txn, &j, "release withdrawn (request "+r.ID+")"); err != nil {
+				return err
+			}
+			j.Release, j.ReleaseReason = ReleaseWithdrawn, "withdrawn by the requester"
+			if reason != "" {
+				j.ReleaseReason += ": " + reason
+			}
+			if err := putJSON(txn, prefixJob+j.ID, &j); err != nil {
+				return err
+			}
+		}
+		r.State = RequestWithdrawn
+		r.Decision = &Decision{Reviewer: ReviewerRequester, Reason: reason, At: s.now().UTC()}
+		if err := putJSON(txn, prefixRequest+r.ID, &r); err != nil {
+			return err
+		}
+		out = r
+		return s.audit(txn, AuditEvent{Actor: userID, Action: "request.withdraw", Target: "request/" + r.ID,
+			Detail: map[string]any{"kind": r.Kind, "dataset_id": r.DatasetID, "job_id": r.JobID, "reason": reason}})
 	})
 	if err != nil {
 		return nil, err

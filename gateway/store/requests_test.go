@@ -316,3 +316,76 @@ func TestBudgetAndPermissionRequests(t *testing.T) {
 		t.Fatalf("permission not granted: %+v", d)
 	}
 }
+
+// TestWithdraw: the requester takes back a pending release request: the
+// reservation is refunded, nothing is charged, the result is never
+// releasable, and no officer can decide it afterwards. Someone else cannot
+// withdraw it (it does not exist for them). A withdrawal racing an approval:
+// exactly one wins and the budget adds up either way.
+func TestWithdraw(t *testing.T) {
+	e := newComplianceEnv(t, 2_000_000)
+	j := e.succeed(t, 500_000, true)
+	if _, err := e.s.Withdraw(j.RequestID, e.officer[0].ID, ""); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("someone else's withdrawal: %v", err)
+	}
+	if _, err := e.s.Withdraw("no-such-request", e.ds.ID, ""); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("unknown request: %v", err)
+	}
+	r, err := e.s.Withdraw(j.RequestID, e.ds.ID, "  wrong feature set  ")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.State != RequestWithdrawn || r.Decision == nil || r.Decision.Reviewer != ReviewerRequester || r.Decision.Reason != "wrong feature set" || r.Decision.ChargedMicroEps != 0 {
+		t.Fatalf("withdrawn request %+v %+v", r, r.Decision)
+	}
+	if u := e.user(t); u.BudgetMicroEps != 2_000_000 || u.ReservedMicroEps != 0 || u.SpentMicroEps != 0 {
+		t.Fatalf("after withdrawal: %+v", u)
+	}
+	j, _ = e.s.Job(j.ID)
+	if j.Releasable() || j.Release != ReleaseWithdrawn {
+		t.Fatalf("withdrawn job %+v", j)
+	}
+	if _, err := e.s.Decide(r.ID, true, e.officer[0].ID, "fine"); !errors.Is(err, ErrConflictState) {
+		t.Fatalf("approval after withdrawal: %v", err)
+	}
+	if _, err := e.s.Withdraw(r.ID, e.ds.ID, ""); !errors.Is(err, ErrConflictState) {
+		t.Fatalf("second withdrawal: %v", err)
+	}
+	if evs, err := e.s.Audit(AuditFilter{Action: "request.withdraw"}); err != nil || len(evs) != 1 || evs[0].Actor != e.ds.ID || evs[0].Target != "request/"+r.ID {
+		t.Fatalf("audit %v %v", evs, err)
+	}
+
+	// A budget request can be withdrawn too; it grants nothing.
+	b, err := e.s.CreateRequest(NewRequest{Kind: KindBudget, UserID: e.ds.ID, AmountMicroEps: 1_000_000, Reason: "more"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.s.Withdraw(b.ID, e.ds.ID, ""); err != nil {
+		t.Fatal(err)
+	}
+	if u := e.user(t); u.BudgetMicroEps != 2_000_000 {
+		t.Fatalf("withdrawn budget request granted: %+v", u)
+	}
+
+	// Withdrawal against approval, many times: one wins, the ledger agrees.
+	for range 20 {
+		j := e.succeed(t, 100_000, true)
+		before := e.user(t)
+		var wg sync.WaitGroup
+		var wErr, aErr error
+		start := make(chan struct{})
+		wg.Add(2)
+		go func() { defer wg.Done(); <-start; _, wErr = e.s.Withdraw(j.RequestID, e.ds.ID, "") }()
+		go func() { defer wg.Done(); <-start; _, aErr = e.s.Decide(j.RequestID, true, e.officer[1].ID, "") }()
+		close(start)
+		wg.Wait()
+		if (wErr == nil) == (aErr == nil) || !(errors.Is(wErr, ErrConflictState) || errors.Is(aErr, ErrConflictState)) {
+			t.Fatalf("withdraw %v, approve %v: want exactly one to win", wErr, aErr)
+		}
+		u := e.user(t)
+		spent := u.SpentMicroEps - before.SpentMicroEps
+		if u.ReservedMicroEps != before.ReservedMicroEps-100_000 || (aErr == nil) != (spent == 100_000) || (wErr == nil) != (spent == 0) {
+			t.Fatalf("withdraw %v approve %v: before %+v after %+v", wErr, aErr, before, u)
+		}
+	}
+}

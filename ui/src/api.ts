@@ -136,7 +136,7 @@ export interface Plan {
 export interface ReviewRequest {
   id: string;
   kind: string; // release, budget or permission
-  state: string; // pending, approved or denied
+  state: string; // pending, approved, denied or withdrawn
   user_id: string;
   user_email?: string;
   user_role?: string;

@@ -21,7 +21,7 @@ export function ReviewPage() {
   return (
     <Page title="Review queue" actions={
       <label className="inline">Show <select name="state" value={state} onChange={(e) => setState(e.target.value)}>
-        <option value="pending">pending</option><option value="approved">approved</option><option value="denied">denied</option><option value="all">all</option></select></label>}>
+        <option value="pending">pending</option><option value="approved">approved</option><option value="denied">denied</option><option value="withdrawn">withdrawn</option><option value="all">all</option></select></label>}>
       <LoadError error={reqs.error} />
       {reqs.data && !shown.length && <p className="muted">No {state === 'all' ? '' : state} requests.</p>}
       <ul className="requests">
@@ -110,7 +110,8 @@ function RequestDetail({ r, all, dsName, ds, onDecided }: { r: ReviewRequest; al
         ))}</tbody>
       </table></div>
       {pastRequests.length > 0 && <p className="muted">Earlier requests: {pastRequests.map((x) => `${x.kind} ${x.state}`).join(', ')}.</p>}
-      {r.decision && <p className="decision">Decided {r.decision.approved ? 'approved' : 'denied'} by <code>{r.decision.reviewer_email ?? short(r.decision.reviewer, 12)}</code>{r.decision.charged_epsilon ? ` (charged ε ${fmtEps(r.decision.charged_epsilon)})` : ''} at {fmtTime(r.decision.at)}{r.decision.reason ? <>: <q>{r.decision.reason}</q></> : null}</p>}
+      {r.decision && r.state === 'withdrawn' && <p className="decision">Withdrawn by the requester at {fmtTime(r.decision.at)}{r.decision.reason ? <>: <q>{r.decision.reason}</q></> : null}</p>}
+      {r.decision && r.state !== 'withdrawn' && <p className="decision">Decided {r.decision.approved ? 'approved' : 'denied'} by <code>{r.decision.reviewer_email ?? short(r.decision.reviewer, 12)}</code>{r.decision.charged_epsilon ? ` (charged ε ${fmtEps(r.decision.charged_epsilon)})` : ''} at {fmtTime(r.decision.at)}{r.decision.reason ? <>: <q>{r.decision.reason}</q></> : null}</p>}
       {r.state === 'pending' && (
         <div className="decide">
           <ActionButton className="primary approve" run={() => decide(true)}>Approve</ActionButton>
