@@ -542,25 +542,7 @@ func (s *Store) Withdraw(id, userID, reason string) (*Request, error) {
 		if r.State != RequestPending {
 			return fmt.Errorf("%w: request %s is already %s", ErrConflictState, r.ID, r.State)
 		}
-		if r.Kind == KindRelease {
-			var j Job
-			if err := getJSON(txn, prefixJob+r.JobID, &j); err != nil {
-				return fmt.Errorf("job %s of request %s: %w", r.JobID, r.ID, err)
-			}
-			if err := s.refundJob(txn, &j, "release withdrawn (request "+r.ID+")"); err != nil {
-				return err
-			}
-			j.Release, j.ReleaseReason = ReleaseWithdrawn, "withdrawn by the requester"
-			if reason != "" {
-				j.ReleaseReason += ": " + reason
-			}
-			if err := putJSON(txn, prefixJob+j.ID, &j); err != nil {
-				return err
-			}
-		}
-		r.State = RequestWithdrawn
-		r.Decision = &Decision{Reviewer: ReviewerRequester, Reason: reason, At: s.now().UTC()}
-		if err := putJSON(txn, prefixRequest+r.ID, &r); err != nil {
+		if err := s.withdrawTxn(txn, &r, ReviewerRequester, "withdrawn by the requester", reason); err != nil {
 			return err
 		}
 		out = r
@@ -571,6 +553,30 @@ func (s *Store) Withdraw(id, userID, reason string) (*Request, error) {
 		return nil, err
 	}
 	return &out, nil
+}
+
+// withdrawTxn marks a pending request withdrawn by reviewer; a release
+// request's job gets its reservation refunded and never releases.
+func (s *Store) withdrawTxn(txn *badger.Txn, r *Request, reviewer, why, reason string) error {
+	if r.Kind == KindRelease {
+		var j Job
+		if err := getJSON(txn, prefixJob+r.JobID, &j); err != nil {
+			return fmt.Errorf("job %s of request %s: %w", r.JobID, r.ID, err)
+		}
+		if err := s.refundJob(txn, &j, "release withdrawn (request "+r.ID+")"); err != nil {
+			return err
+		}
+		j.Release, j.ReleaseReason = ReleaseWithdrawn, why
+		if reason != "" {
+			j.ReleaseReason += ": " + reason
+		}
+		if err := putJSON(txn, prefixJob+j.ID, &j); err != nil {
+			return err
+		}
+	}
+	r.State = RequestWithdrawn
+	r.Decision = &Decision{Reviewer: reviewer, Reason: reason, At: s.now().UTC()}
+	return putJSON(txn, prefixRequest+r.ID, r)
 }
 
 // grantPermissionTxn sets the override a permission request asked for.

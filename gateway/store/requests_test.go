@@ -389,3 +389,79 @@ func TestWithdraw(t *testing.T) {
 		}
 	}
 }
+
+// TestDeleteUserSettles: deleting an account cancels its unfinished jobs and
+// withdraws its pending requests in the same transaction, so no reservation
+// is left held for a user who no longer exists and nothing waits in the
+// review queue for them. Other users' jobs are untouched.
+func TestDeleteUserSettles(t *testing.T) {
+	e := newComplianceEnv(t, 3_000_000)
+	pending := e.succeed(t, 500_000, true) // a release waiting for review
+	queued := &Job{DatasetID: e.priv.ID, UserID: e.ds.ID, EpsilonMicroEps: 400_000, DP: true}
+	if err := e.s.CreateJobReserving(queued, 400_000); err != nil {
+		t.Fatal(err)
+	}
+	running := &Job{DatasetID: e.priv.ID, UserID: e.ds.ID, EpsilonMicroEps: 300_000, DP: true}
+	if err := e.s.CreateJobReserving(running, 300_000); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.s.Grant(running.ID, "node", time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	budget, err := e.s.CreateRequest(NewRequest{Kind: KindBudget, UserID: e.ds.ID, AmountMicroEps: 1_000_000, Reason: "more"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	other, err := e.s.CreateUser(NewUser{Email: "other@example.org", Password: "password1", Role: RoleDataScientist})
+	if err != nil {
+		t.Fatal(err)
+	}
+	theirs := &Job{DatasetID: e.priv.ID, UserID: other.ID}
+	if err := e.s.CreateJob(theirs); err != nil {
+		t.Fatal(err)
+	}
+	if u := e.user(t); u.ReservedMicroEps != 1_200_000 {
+		t.Fatalf("before: %+v", u)
+	}
+
+	if err := e.s.DeleteUser(e.ds.ID, e.owner.ID); err != nil {
+		t.Fatal(err)
+	}
+	for _, id := range []string{queued.ID, running.ID} {
+		if j, _ := e.s.Job(id); j.State != JobCancelled || j.Error == "" {
+			t.Fatalf("job of a deleted user: %+v", j)
+		}
+	}
+	if j, _ := e.s.Job(pending.ID); j.Release != ReleaseWithdrawn || j.Releasable() {
+		t.Fatalf("pending release of a deleted user: %+v", j)
+	}
+	for _, id := range []string{pending.RequestID, budget.ID} {
+		if r, _ := e.s.GetRequest(id); r.State != RequestWithdrawn || r.Decision == nil || r.Decision.Reviewer != e.owner.ID {
+			t.Fatalf("request of a deleted user: %+v", r)
+		}
+	}
+	if rs, _ := e.s.Requests(RequestFilter{State: RequestPending}); len(rs) != 0 {
+		t.Fatalf("review queue still holds %d requests", len(rs))
+	}
+	moves, _ := e.s.Ledger(e.ds.ID)
+	var reserved, refunded int64
+	for _, m := range moves {
+		switch m.Kind {
+		case MoveReserve:
+			reserved += m.AmountMicroEps
+		case MoveRefund:
+			refunded += m.AmountMicroEps
+		case MoveCommit:
+			t.Fatalf("a deleted user's reservation was charged: %+v", m)
+		}
+	}
+	if reserved != 1_200_000 || refunded != reserved {
+		t.Fatalf("ledger: reserved %d, refunded %d", reserved, refunded)
+	}
+	if j, _ := e.s.Job(theirs.ID); j.State != JobQueued {
+		t.Fatalf("another user's job: %+v", j)
+	}
+	if _, err := e.s.User(e.ds.ID); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("user after delete: %v", err)
+	}
+}

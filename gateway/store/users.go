@@ -492,8 +492,9 @@ func (s *Store) UpdateUser(id string, upd UserUpdate) (*User, error) {
 	return &out, nil
 }
 
-// DeleteUser removes an account, which revokes its tokens. The Owner cannot be
-// deleted (ErrProtected).
+// DeleteUser removes an account, which revokes its tokens, cancels its
+// unfinished jobs and withdraws its pending requests (refunding every
+// reservation). The Owner cannot be deleted (ErrProtected).
 func (s *Store) DeleteUser(id, actor string) error {
 	return s.update(func(txn *badger.Txn) error {
 		rec, err := getUser(txn, id)
@@ -502,6 +503,37 @@ func (s *Store) DeleteUser(id, actor string) error {
 		}
 		if rec.Role == RoleOwner {
 			return fmt.Errorf("%w: the Owner cannot be deleted", ErrProtected)
+		}
+		// What the account still has in flight goes with it, in this same
+		// transaction: its unfinished jobs are cancelled and its pending
+		// requests withdrawn, which refunds every epsilon reservation.
+		// Otherwise a job would train for nobody and a release request
+		// would sit in the review queue with a reservation no decision
+		// could settle.
+		const why = "the requester's account was deleted"
+		jobs, err := scanWhere(txn, prefixJob, func(j *Job) bool { return j.UserID == rec.ID && j.ParentID == "" && !j.Terminal() })
+		if err != nil {
+			return err
+		}
+		cancelled := make([]string, 0, len(jobs))
+		for _, j := range jobs {
+			old := j.State
+			j.State, j.FinishedAt, j.LeaseExpires, j.Error = JobCancelled, s.now().UTC(), time.Time{}, "cancelled: "+why
+			if err := s.putJob(txn, j, old); err != nil {
+				return err
+			}
+			cancelled = append(cancelled, j.ID)
+		}
+		reqs, err := scanWhere(txn, prefixRequest, RequestFilter{UserID: rec.ID, State: RequestPending}.match)
+		if err != nil {
+			return err
+		}
+		withdrawn := make([]string, 0, len(reqs))
+		for _, r := range reqs {
+			if err := s.withdrawTxn(txn, r, actor, why, ""); err != nil {
+				return err
+			}
+			withdrawn = append(withdrawn, r.ID)
 		}
 		for _, k := range []string{prefixUser + rec.ID, prefixUserEmail + rec.Email} {
 			if err := txn.Delete([]byte(k)); err != nil {
@@ -513,7 +545,8 @@ func (s *Store) DeleteUser(id, actor string) error {
 				return err
 			}
 		}
-		return s.audit(txn, AuditEvent{Actor: actor, Action: "user.delete", Target: "user/" + rec.ID, Detail: map[string]any{"email": rec.Email}})
+		return s.audit(txn, AuditEvent{Actor: actor, Action: "user.delete", Target: "user/" + rec.ID,
+			Detail: map[string]any{"email": rec.Email, "cancelled_jobs": cancelled, "withdrawn_requests": withdrawn}})
 	})
 }
 
