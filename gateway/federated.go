@@ -168,7 +168,9 @@ func (g *Gateway) startRound(p *store.Job, round int, init map[string]plan.Tenso
 			return err
 		}
 	case round == 1:
-		initJSON = p.Init // a hosted model's weights, or none
+		if initJSON, err = g.store.JobInit(p.ID); err != nil { // a hosted model's weights, or none
+			return err
+		}
 	}
 	if p.Shards > table.NumRows() {
 		return g.store.FinishCoordinated(p.ID, nil, nil, fmt.Sprintf("train.workers is %d but the dataset has only %d rows", p.Shards, table.NumRows()))

@@ -215,8 +215,9 @@ func TestHostedModelEndToEnd(t *testing.T) {
 	if m.Plan.Model != "" || m.Plan.Label != "diabetes" || len(m.Plan.Forward) != 3 || m.Plan.Optimizer.Name != "sgd" || m.Plan.Train.Epochs != 1 || m.Plan.Train.Seed != 3 {
 		t.Fatalf("released plan %+v", m.Plan)
 	}
-	if sj.HostedModel != modelID || strings.Contains(string(sj.Plan), `"model"`) || len(sj.Init) == 0 {
-		t.Fatalf("stored job: hosted_model %q plan %s init %d bytes", sj.HostedModel, sj.Plan, len(sj.Init))
+	init, err := st.JobInit(sj.ID)
+	if err != nil || sj.HostedModel != modelID || strings.Contains(string(sj.Plan), `"model"`) || len(init) == 0 || sj.InitSize != len(init) {
+		t.Fatalf("stored job: hosted_model %q plan %s init %d bytes (size %d) %v", sj.HostedModel, sj.Plan, len(init), sj.InitSize, err)
 	}
 	ev, err := plan.Evaluate(m, holdout)
 	if err != nil {

@@ -193,7 +193,11 @@ func (g *Gateway) handleFetch(_ context.Context, from peer.ID, req *wire.FetchRe
 			return nil, fmt.Errorf("cut shard: %w", err)
 		}
 	}
-	return &wire.FetchResponse{Job: j.ID, Attempt: j.Attempt, Dataset: j.DatasetID, Plan: j.Plan, CSV: csv, Init: j.Init}, nil
+	init, err := g.store.JobInit(j.ID)
+	if err != nil {
+		return nil, storeErr(err, "initial weights of job "+j.ID)
+	}
+	return &wire.FetchResponse{Job: j.ID, Attempt: j.Attempt, Dataset: j.DatasetID, Plan: j.Plan, CSV: csv, Init: init}, nil
 }
 
 func (g *Gateway) handleHeartbeat(_ context.Context, from peer.ID, req *wire.HeartbeatRequest) (*wire.HeartbeatResponse, error) {
@@ -511,7 +515,7 @@ func (g *Gateway) jobInfo(j *store.Job) *wire.JobInfo {
 // is due for review, while it runs and until it is released.
 func withhold(info *wire.JobInfo, j *store.Job) {
 	info.Review = j.Review || j.RequestID != ""
-	if info.Review && j.Release != store.ReleaseApproved && j.Release != store.ReleaseReleased {
+	if j.LossWithheld() {
 		info.Progress.Loss, info.Progress.LossWithheld = 0, true
 	}
 	if j.State == wire.StateSucceeded && (j.Release == store.ReleasePending || j.Release == store.ReleaseDenied || j.Release == store.ReleaseWithdrawn) {

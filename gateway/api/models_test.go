@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/fedgrid/fedgrid/gateway/store"
 )
@@ -175,6 +176,43 @@ func TestJobViewsHideStartingWeights(t *testing.T) {
 		}
 		if !strings.Contains(string(r.body), j.ID) {
 			t.Errorf("the job is missing: %s", r.body)
+		}
+	}
+}
+
+// The training loss of a job under review is computed on the data: its
+// requester sees neither it nor its metrics over HTTP until release; a
+// compliance officer sees both.
+func TestJobViewsWithholdLossUnderReview(t *testing.T) {
+	e := newEnv(t, nil)
+	owner := e.setup()
+	dsID, dsTok := e.newUser(owner, "ds@example.org", store.RoleDataScientist, "", 0)
+	_, coTok := e.newUser(owner, "co@example.org", store.RoleComplianceOfficer, "", 0)
+	j := &store.Job{DatasetID: "d", UserID: dsID, Review: true}
+	if err := e.st.CreateJob(j); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.st.Grant(j.ID, "node", time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.st.Heartbeat(j.ID, 1, "node", store.Progress{Epoch: 2, Epochs: 5, Loss: 0.4321}, time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		who, token string
+		shown      bool
+	}{{"requester", dsTok, false}, {"officer", coTok, true}} {
+		var one store.Job
+		e.want(e.do("GET", "/api/v1/jobs/"+j.ID, c.token, nil), 200).decode(t, &one)
+		var list JobList
+		e.want(e.do("GET", "/api/v1/jobs?user_id="+dsID, c.token, nil), 200).decode(t, &list)
+		if len(list.Jobs) != 1 {
+			t.Fatalf("%s: %d jobs listed", c.who, len(list.Jobs))
+		}
+		for _, got := range []store.Progress{one.Progress, list.Jobs[0].Progress} {
+			if shown := got.Loss == 0.4321 && !got.LossWithheld; shown != c.shown || (!c.shown && (got.Loss != 0 || !got.LossWithheld)) || got.Epoch != 2 {
+				t.Errorf("%s sees progress %+v; loss shown %v, want %v", c.who, got, shown, c.shown)
+			}
 		}
 	}
 }

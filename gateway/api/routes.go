@@ -579,10 +579,7 @@ func (a *API) listJobs(c *call) (any, error) {
 		js = []*store.Job{}
 	}
 	for _, j := range js {
-		j.Init = nil
-		if !triage && j.State == store.JobSucceeded && !j.Releasable() {
-			j.Metrics = nil
-		}
+		redact(j, triage)
 	}
 	return JobList{Jobs: js}, nil
 }
@@ -614,22 +611,36 @@ func (a *API) getJob(c *call) (any, error) {
 	return c.redactJob(j)
 }
 
-// redactJob hides an unreleased result's metrics from anyone without
-// can_triage_requests: they are computed on the data and leave with the
+// redactJob is redact for the caller.
+func (c *call) redactJob(j *store.Job) (*store.Job, error) {
+	triage, err := c.can(store.PermTriageRequests)
+	if err != nil {
+		return nil, err
+	}
+	redact(j, triage)
+	return j, nil
+}
+
+// redact hides from anyone without can_triage_requests what a job computed
+// on the data before its result is released: an unreleased result's
+// metrics, and the training loss of a job under review. They leave with the
 // result, not before.
 //
-// A job's starting weights (Init: a hosted model's, or a data-parallel
-// round's average) are for the node that trains it, never shown here.
-func (c *call) redactJob(j *store.Job) (*store.Job, error) {
-	j.Init = nil
-	if j.State != store.JobSucceeded || j.Releasable() {
-		return j, nil
+// A job's starting weights (a hosted model's, or a data-parallel round's
+// average) are for the node that trains it, never shown here: the store
+// keeps them apart (Init is never serialized); only a record from before
+// that carries them inline.
+func redact(j *store.Job, triage bool) {
+	j.LegacyInit = nil
+	if triage {
+		return
 	}
-	if ok, err := c.can(store.PermTriageRequests); err != nil || ok {
-		return j, err
+	if j.State == store.JobSucceeded && !j.Releasable() {
+		j.Metrics = nil
 	}
-	j.Metrics = nil
-	return j, nil
+	if j.LossWithheld() {
+		j.Progress.Loss, j.Progress.LossWithheld = 0, true
+	}
 }
 
 func (a *API) cancelJob(c *call) (any, error) {

@@ -25,6 +25,9 @@ type Progress struct {
 	Epoch  int     `json:"epoch"`
 	Epochs int     `json:"epochs"`
 	Loss   float64 `json:"loss"`
+	// LossWithheld is set only in views for the requester (never stored):
+	// Loss was blanked, see Job.LossWithheld.
+	LossWithheld bool `json:"loss_withheld,omitempty"`
 }
 
 // Job is one training request and its lifecycle.
@@ -66,12 +69,19 @@ type Job struct {
 	// set), each training shard Shard of Shards in round Round from Init.
 	// A top-level job with Init starts from those weights (a hosted
 	// model's); a coordinated one starts its first round from them.
-	ParentID string          `json:"parent_id,omitempty"`
-	Shard    int             `json:"shard,omitempty"`
-	Shards   int             `json:"shards,omitempty"`
-	Round    int             `json:"round,omitempty"`
-	Rounds   int             `json:"rounds,omitempty"`
-	Init     json.RawMessage `json:"init,omitempty"`
+	ParentID string `json:"parent_id,omitempty"`
+	Shard    int    `json:"shard,omitempty"`
+	Shards   int    `json:"shards,omitempty"`
+	Round    int    `json:"round,omitempty"`
+	Rounds   int    `json:"rounds,omitempty"`
+	// Init is set by whoever creates the job. The store keeps the weights
+	// under a key of their own (JobInit reads them): the job record is
+	// rewritten on every heartbeat and must stay small. InitSize is their
+	// length in bytes.
+	Init     json.RawMessage `json:"-"`
+	InitSize int             `json:"init_size,omitempty"`
+	// LegacyInit: records written before the weights had a key of their own.
+	LegacyInit json.RawMessage `json:"init,omitempty"`
 
 	// HostedModel names the hosted model a plan named ("model": "<id>"):
 	// Plan is then the resolved plan and Init the hosted weights.
@@ -230,6 +240,12 @@ func (s *Store) createJob(j *Job, reserve int64) error {
 			return fmt.Errorf("%w: job %s", ErrExists, j.ID)
 		}
 		j.ReservationID = ""
+		j.InitSize, j.LegacyInit = len(j.Init), nil
+		if len(j.Init) > 0 {
+			if err := txn.Set([]byte(prefixJobInit+j.ID), j.Init); err != nil {
+				return err
+			}
+		}
 		if reserve > 0 {
 			res, err := s.reserveTxn(txn, j.UserID, j.DatasetID, reserve, j.UserID, "job "+j.ID)
 			if err != nil {
@@ -252,6 +268,29 @@ func (s *Store) Job(id string) (*Job, error) {
 		return nil, err
 	}
 	return &j, nil
+}
+
+// JobInit returns the weights a job starts from, or nil when it starts
+// from scratch.
+func (s *Store) JobInit(id string) (json.RawMessage, error) {
+	var out json.RawMessage
+	err := s.view(func(txn *badger.Txn) error {
+		b, err := getBytes(txn, prefixJobInit+id)
+		if err == nil {
+			out = b
+			return nil
+		}
+		if !errors.Is(err, ErrNotFound) {
+			return err
+		}
+		var j Job
+		if err := getJSON(txn, prefixJob+id, &j); err != nil {
+			return err
+		}
+		out = j.LegacyInit
+		return nil
+	})
+	return out, err
 }
 
 // JobFilter selects jobs. Zero fields match everything.

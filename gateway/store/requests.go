@@ -61,6 +61,13 @@ func (j *Job) Releasable() bool {
 	return j.ParentID == "" && j.State == JobSucceeded && (j.Release == ReleaseReleased || j.Release == ReleaseApproved)
 }
 
+// LossWithheld reports whether the job's training loss must be kept from
+// its requester: it is computed on the data, like the metrics, and the
+// job's result is due for review and not released (yet, or ever).
+func (j *Job) LossWithheld() bool {
+	return (j.Review || j.RequestID != "") && j.Release != ReleaseApproved && j.Release != ReleaseReleased
+}
+
 // Permissions a data scientist may ask for on a dataset.
 const (
 	AskTrain       = "train"        // may train on the dataset (override Train = true)

@@ -67,6 +67,7 @@ const (
 	prefixJob         = "job/"
 	prefixJobIndex    = "job-state/"
 	prefixResult      = "result/"
+	prefixJobInit     = "job-init/"
 	prefixJoin        = "join/"
 	prefixNode        = "node/"
 	prefixNodeRevoked = "node-revoked/"

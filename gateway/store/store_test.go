@@ -1,6 +1,7 @@
 package store
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"log/slog"
@@ -8,6 +9,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/dgraph-io/badger/v4"
 
 	"github.com/fedgrid/fedgrid/dataset"
 )
@@ -535,5 +538,60 @@ func TestRetryBudgetAndDeadline(t *testing.T) {
 func TestBackoff(t *testing.T) {
 	if Backoff(1) != 250*time.Millisecond || Backoff(2) != 500*time.Millisecond || Backoff(100) != 30*time.Second {
 		t.Fatalf("backoff: %v %v %v", Backoff(1), Backoff(2), Backoff(100))
+	}
+}
+
+// TestJobInitKeptApart: a job's starting weights live under a key of their
+// own, so the job record a heartbeat rewrites stays small; a record from
+// before, with the weights inline, still gives them back.
+func TestJobInitKeptApart(t *testing.T) {
+	s := openTest(t, t.TempDir())
+	weights := json.RawMessage(`{"w":{"shape":[2],"data":[0.25,-1.5]}}`)
+	j := &Job{DatasetID: "d", UserID: "u", Init: weights}
+	if err := s.CreateJob(j); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Grant(j.ID, "node", time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Heartbeat(j.ID, 1, "node", Progress{Epoch: 1, Epochs: 2, Loss: 0.5}, time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	var raw []byte
+	if err := s.view(func(txn *badger.Txn) error {
+		var err error
+		raw, err = getBytes(txn, prefixJob+j.ID)
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if bytes.Contains(raw, []byte("-1.5")) {
+		t.Fatalf("the job record carries the weights: %s", raw)
+	}
+	got, err := s.JobInit(j.ID)
+	if err != nil || !bytes.Equal(got, weights) {
+		t.Fatalf("JobInit: %s %v", got, err)
+	}
+	if stored, _ := s.Job(j.ID); stored.InitSize != len(weights) {
+		t.Fatalf("init size %d, want %d", stored.InitSize, len(weights))
+	}
+	// No weights: nil.
+	plain := &Job{DatasetID: "d", UserID: "u"}
+	if err := s.CreateJob(plain); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := s.JobInit(plain.ID); err != nil || got != nil {
+		t.Fatalf("JobInit of a job without weights: %s %v", got, err)
+	}
+	// A record written before: weights inline under "init".
+	legacy := []byte(`{"id":"old1","dataset_id":"d","user_id":"u","state":"queued","init":{"w":{"shape":[1],"data":[7]}}}`)
+	if err := s.update(func(txn *badger.Txn) error { return txn.Set([]byte(prefixJob+"old1"), legacy) }); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := s.JobInit("old1"); err != nil || string(got) != `{"w":{"shape":[1],"data":[7]}}` {
+		t.Fatalf("legacy JobInit: %s %v", got, err)
+	}
+	if _, err := s.JobInit("missing"); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("JobInit of a missing job: %v", err)
 	}
 }
