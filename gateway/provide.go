@@ -3,6 +3,8 @@ package gateway
 import (
 	"context"
 	"errors"
+	"maps"
+	"slices"
 	"sort"
 	"sync"
 	"time"
@@ -117,18 +119,16 @@ func (g *Gateway) provideLoop(ctx context.Context) {
 	defer indexTables.Delete(g)
 
 	bootstrap := map[peer.ID]bool{}
-	var bootIDs []peer.ID
 	if infos, err := p2p.ParseAddrInfos(g.cfg.Bootstrap); err == nil {
 		for _, ai := range infos {
 			bootstrap[ai.ID] = true
-			bootIDs = append(bootIDs, ai.ID)
 		}
 	}
 	// Rejoins drains the connection events itself: this loop spends
 	// seconds in DHT provides, and a subscriber that stops reading stalls
 	// every new connection of the host.
 	var rejoinC <-chan struct{}
-	watch, err := g.peer.WatchRejoins(bootIDs)
+	watch, err := g.peer.WatchRejoins(slices.Collect(maps.Keys(bootstrap)))
 	if err != nil {
 		g.log.Error("watch bootstrap peers; a restarted bootstrap peer will get records only at the next reprovide", "err", err)
 	} else {
