@@ -227,19 +227,10 @@ func (t *Table) Numeric(col string) ([]float64, error) {
 		return nil, fmt.Errorf("column %q does not exist", col)
 	}
 	if t.num[i] == nil {
-		return nil, fmt.Errorf("column %q is not numeric (row %d is %q)", col, firstNonNumeric(t.raw[i])+1, t.raw[i][firstNonNumeric(t.raw[i])])
+		// No value or row: the message may reach someone who may not see the data.
+		return nil, fmt.Errorf("column %q is not numeric (it holds text)", col)
 	}
 	return slices.Clone(t.num[i]), nil
-}
-
-func firstNonNumeric(raw []string) int {
-	for i, s := range raw {
-		v, err := strconv.ParseFloat(strings.TrimSpace(s), 64)
-		if err != nil || math.IsNaN(v) || math.IsInf(v, 0) {
-			return i
-		}
-	}
-	return 0
 }
 
 // Category returns a copy of a column's raw cell text; it works for numeric

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"math"
 	"os"
 	"strings"
@@ -391,5 +392,37 @@ func TestPartialLastBatch(t *testing.T) {
 	}
 	if m.Metrics.TrainRows != 614 || m.Metrics.Steps != 3*7 {
 		t.Errorf("rows %d steps %d, want 614 and 21", m.Metrics.TrainRows, m.Metrics.Steps)
+	}
+}
+
+// TestTrainErrorsShowNoData: a training error reaches the requester, who
+// may not see the data: it names the column and the rule, never a cell's
+// value or the row that broke it.
+func TestTrainErrorsShowNoData(t *testing.T) {
+	p := loadPlan(t, "logreg_pima.json")
+	head := "pregnant,glucose,pressure,triceps,insulin,mass,pedigree,age,diabetes\n"
+	for _, c := range []struct {
+		label, secret string
+	}{
+		{"0\n1\n4242.5\n1\n", "4242.5"}, // numeric, not 0/1
+		{"0\nJane Doe\n1\n1\n", "Jane"}, // text
+	} {
+		var b strings.Builder
+		b.WriteString(head)
+		for i, y := range strings.Split(strings.TrimSpace(c.label), "\n") {
+			fmt.Fprintf(&b, "%d,%d,70,20,80,30.5,0.5,%d,%s\n", i, 100+i, 30+i, y)
+		}
+		tab, err := dataset.ReadCSV(strings.NewReader(b.String()), dataset.Limits{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, err = Train(context.Background(), p, tab, TrainOptions{})
+		if err == nil {
+			t.Fatalf("label %q: trained", c.label)
+		}
+		msg := err.Error()
+		if strings.Contains(msg, c.secret) || strings.Contains(msg, "row") || !strings.Contains(msg, `"diabetes"`) {
+			t.Errorf("error shows data or does not name the label: %s", msg)
+		}
 	}
 }

@@ -219,21 +219,23 @@ func checkStates(p *Plan, states []PreprocessState, width int) error {
 	return nil
 }
 
-// labels reads the label column and checks it suits the loss.
+// labels reads the label column and checks it suits the loss. Its errors
+// go to the requester, who may not see the data: they name the column and
+// the rule, never a value or the row that breaks it.
 func labels(p *Plan, pr *program, t *dataset.Table) ([]float64, error) {
 	y, err := t.Numeric(p.Label)
 	if err != nil {
 		return nil, fmt.Errorf("label: %w", err)
 	}
-	for r, v := range y {
+	for _, v := range y {
 		switch pr.lossOp {
 		case "bce", "bce_logits":
 			if v != 0 && v != 1 {
-				return nil, fmt.Errorf("label %q: row %d is %v; %s needs 0 or 1", p.Label, r+1, v, pr.lossOp)
+				return nil, fmt.Errorf("label %q holds values other than 0 and 1; %s needs a 0/1 label", p.Label, pr.lossOp)
 			}
 		case "cross_entropy":
 			if v != math.Trunc(v) || v < 0 || int(v) >= pr.outputs {
-				return nil, fmt.Errorf("label %q: row %d is %v; cross_entropy over %d classes needs an integer 0 to %d", p.Label, r+1, v, pr.outputs, pr.outputs-1)
+				return nil, fmt.Errorf("label %q holds values that are not integers from 0 to %d; cross_entropy over %d classes needs them", p.Label, pr.outputs-1, pr.outputs)
 			}
 		}
 	}

@@ -107,7 +107,8 @@ func Train(ctx context.Context, p *Plan, t *dataset.Table, opt TrainOptions) (*M
 	states := fitPreprocess(p, x, pr.inputs, trainRows)
 	for i, v := range x {
 		if !finite(v) {
-			return nil, fmt.Errorf("train: input row %d, column %q is not finite after preprocessing", i/pr.inputs+1, pr.inputNames[i%pr.inputs])
+			// No row number: the requester may not see the data.
+			return nil, fmt.Errorf("train: input column %q is not finite after preprocessing in some rows", pr.inputNames[i%pr.inputs])
 		}
 	}
 
