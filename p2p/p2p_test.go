@@ -2,8 +2,10 @@ package p2p
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"errors"
+	"io"
 	"strings"
 	"testing"
 	"time"
@@ -279,4 +281,33 @@ func TestPrivateNetworkKey(t *testing.T) {
 	if _, err := New(ctx, Config{DataDir: t.TempDir(), PSK: []byte("short")}); err == nil {
 		t.Fatal("a 5-byte key was accepted")
 	}
+}
+
+// FuzzReadMsg: whatever a remote peer sends, the frame reader and the
+// strict decoder return a message within the limit or an error that says
+// what was wrong; they never panic or allocate past the limit.
+func FuzzReadMsg(f *testing.F) {
+	var ok bytes.Buffer
+	_ = WriteMsg(&ok, []byte(`{"text":"hi"}`))
+	f.Add(ok.Bytes())
+	f.Add([]byte{0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01})
+	f.Add([]byte{0x05, '{', '}'})
+	f.Add(append([]byte{0x0d}, `{"text":1}   `...))
+	const limit = 64
+	f.Fuzz(func(t *testing.T, b []byte) {
+		msg, err := ReadMsg(bufio.NewReader(bytes.NewReader(b)), limit)
+		if err != nil {
+			if !errors.Is(err, ErrMalformed) && !errors.Is(err, ErrTooLarge) && !errors.Is(err, io.ErrUnexpectedEOF) {
+				t.Fatalf("unclassified error: %v", err)
+			}
+			return
+		}
+		if len(msg) > limit {
+			t.Fatalf("%d bytes read past the %d-byte limit", len(msg), limit)
+		}
+		var req echoReq
+		if err := DecodeStrict(msg, &req); err != nil && !errors.Is(err, ErrMalformed) {
+			t.Fatalf("unclassified decode error: %v", err)
+		}
+	})
 }

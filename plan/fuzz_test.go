@@ -1,6 +1,8 @@
 package plan
 
 import (
+	"context"
+	"encoding/json"
 	"os"
 	"path/filepath"
 	"strings"
@@ -58,4 +60,42 @@ func checkReason(t *testing.T, err error) {
 	if len(msg) < 8 || strings.HasPrefix(msg, "json: ") || strings.Contains(msg, "runtime error") {
 		t.Fatalf("rejection without a reason: %q", msg)
 	}
+}
+
+// FuzzParseModel: a model file (fedgrid model eval, a hosted model upload)
+// never makes ParseModel, SigningBytes or Evaluate panic, and a refusal
+// says why.
+func FuzzParseModel(f *testing.F) {
+	tab := synthTable(f, 40, 1)
+	for _, src := range enginePlans { // a trained model of every op and loss
+		p, err := Parse([]byte(src))
+		if err != nil {
+			f.Fatal(err)
+		}
+		p.Train.Epochs = 1
+		m, err := Train(context.Background(), p, tab, TrainOptions{})
+		if err != nil {
+			f.Fatal(err)
+		}
+		b, err := json.Marshal(m)
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(b)
+	}
+	f.Add([]byte(`{"format":"fedgrid.model/v1"}`))
+	f.Add([]byte(`{"format":"fedgrid.model/v1","plan":{"format":"fedgrid.plan/v1"},"params":{"w":{"shape":[1,1],"data":[1e308]}}}`))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		m, err := ParseModel(b)
+		if err != nil {
+			checkReason(t, err)
+			return
+		}
+		if _, err := m.SigningBytes(); err != nil {
+			checkReason(t, err)
+		}
+		if _, err := Evaluate(m, tab); err != nil {
+			checkReason(t, err)
+		}
+	})
 }
