@@ -29,6 +29,7 @@ func TestBadInvocationExits2(t *testing.T) {
 		"search with malformed --bootstrap":      {"search", "--bootstrap", "not-a-multiaddr", "medical"},
 		"node with malformed --gateway":          {"node", "--data", data("d2"), "--listen", harness.LoopbackListen, "--gateway", "/ip4/127.0.0.1/tcp/4001", "--join-token", "x"},
 		"gateway with an unknown flag":           {"gateway", "--data", data("g3"), "--no-such-flag"},
+		"request withdraw without --id":          {"request", "--gateway", "12D3KooWLctmRK7H9FHLZ6XeHyJaQY48ESKfUH9q8ycZXhYTCic3", "withdraw"},
 	}
 	for name, args := range cases {
 		t.Run(strings.ReplaceAll(name, " ", "_"), func(t *testing.T) {
