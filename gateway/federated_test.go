@@ -89,6 +89,11 @@ func TestFedAvgMatchesSingleNode(t *testing.T) {
 				if sj, err := e.gw.Store().Job(id); err != nil || sj.State != store.JobSucceeded || sj.Node == "" {
 					t.Fatalf("shard job %s: %+v %v", id, sj, err)
 				}
+				// The shards are the gateway's: their plans carry statistics
+				// fitted on every row, their metrics are computed on the data.
+				if _, err := e.clients[0].Job(ctx, gwID, id); !p2p.IsCode(err, p2p.CodeNotFound) {
+					t.Fatalf("the requester reads shard job %s: %v", id, err)
+				}
 			}
 		}
 		if len(fed.Metrics.TrainLoss) != 5 {

@@ -406,14 +406,17 @@ func releaseCost(j *store.Job, pl *plan.Plan, ds *store.Dataset) error {
 	return nil
 }
 
-// ownJob returns the caller's job; other people's jobs do not exist for them.
+// ownJob returns the caller's job; other people's jobs do not exist for
+// them, and neither do the shard jobs of their data-parallel jobs: a
+// shard's plan carries statistics fitted on all the rows, and its metrics
+// and loss are computed on the data before any review.
 func (g *Gateway) ownJob(from peer.ID, proto, id string) (*store.Job, error) {
 	u, err := g.authorize(from, proto)
 	if err != nil {
 		return nil, err
 	}
 	j, err := g.store.Job(id)
-	if err != nil || j.UserID != u.ID {
+	if err != nil || j.UserID != u.ID || j.ParentID != "" {
 		return nil, p2p.Errorf(p2p.CodeNotFound, "job %s not found", id)
 	}
 	return j, nil

@@ -216,3 +216,60 @@ func TestJobViewsWithholdLossUnderReview(t *testing.T) {
 		}
 	}
 }
+
+// The shard jobs of a data-parallel job are the gateway's: their plans carry
+// statistics fitted on every row (min, max, mean, std) and their metrics are
+// computed on the data. The requester sees only the parent, over every
+// route; a reviewer sees the shards.
+func TestShardJobsHiddenFromRequester(t *testing.T) {
+	e := newEnv(t, nil)
+	owner := e.setup()
+	dsID, dsTok := e.newUser(owner, "ds@example.org", store.RoleDataScientist, "", 0)
+	_, coTok := e.newUser(owner, "co@example.org", store.RoleComplianceOfficer, "", 0)
+	parent := &store.Job{DatasetID: "d", UserID: dsID, Shards: 2, Rounds: 1, Review: true}
+	if err := e.st.CreateJob(parent); err != nil {
+		t.Fatal(err)
+	}
+	shard := &store.Job{ID: parent.ID + "-r1-s0", DatasetID: "d", UserID: dsID, ParentID: parent.ID, Round: 1,
+		Plan: json.RawMessage(`{"preprocess":[{"op":"min_max","min":[0],"max":[846]}]}`)}
+	if err := e.st.CreateJob(shard); err != nil {
+		t.Fatal(err)
+	}
+	var list JobList
+	e.want(e.do("GET", "/api/v1/jobs", dsTok, nil), 200).decode(t, &list)
+	if len(list.Jobs) != 1 || list.Jobs[0].ID != parent.ID {
+		t.Fatalf("the requester's list: %+v", list.Jobs)
+	}
+	e.want(e.do("GET", "/api/v1/jobs/"+shard.ID, dsTok, nil), 404)
+	e.want(e.do("POST", "/api/v1/jobs/"+shard.ID+"/cancel", dsTok, nil), 404)
+	e.want(e.do("GET", "/api/v1/jobs/"+shard.ID, coTok, nil), 200)
+	e.want(e.do("GET", "/api/v1/jobs?user_id="+dsID, coTok, nil), 200).decode(t, &list)
+	if len(list.Jobs) != 2 {
+		t.Fatalf("the reviewer's list: %d jobs, want parent and shard", len(list.Jobs))
+	}
+}
+
+// A reviewer's own job is redacted like any requester's: holding
+// can_triage_requests does not let anyone read their own pending results.
+func TestOwnJobRedactedForReviewer(t *testing.T) {
+	e := newEnv(t, nil)
+	owner := e.setup()
+	coID, coTok := e.newUser(owner, "co@example.org", store.RoleComplianceOfficer, "", 0)
+	j := &store.Job{DatasetID: "d", UserID: coID, Review: true}
+	if err := e.st.CreateJob(j); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.st.Grant(j.ID, "node", time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.st.Heartbeat(j.ID, 1, "node", store.Progress{Epoch: 1, Epochs: 3, Loss: 0.777}, time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	var one store.Job
+	e.want(e.do("GET", "/api/v1/jobs/"+j.ID, coTok, nil), 200).decode(t, &one)
+	var list JobList
+	e.want(e.do("GET", "/api/v1/jobs", coTok, nil), 200).decode(t, &list)
+	if one.Progress.Loss != 0 || !one.Progress.LossWithheld || len(list.Jobs) != 1 || list.Jobs[0].Progress.Loss != 0 {
+		t.Fatalf("a reviewer sees the loss of their own job under review: %+v / %+v", one.Progress, list.Jobs)
+	}
+}

@@ -578,21 +578,29 @@ func (a *API) listJobs(c *call) (any, error) {
 	if js == nil {
 		js = []*store.Job{}
 	}
+	out := js[:0]
 	for _, j := range js {
-		redact(j, triage)
+		if !triage && j.ParentID != "" {
+			continue // shard jobs are the gateway's, see visibleJob
+		}
+		redact(j, triage && j.UserID != c.user.ID)
+		out = append(out, j)
 	}
-	return JobList{Jobs: js}, nil
+	return JobList{Jobs: out}, nil
 }
 
 // visibleJob returns the job if the caller may see it: their own, or any with
 // can_triage_requests. Others' jobs are 404, so their existence does not leak.
+// The shard jobs of a data-parallel job are the gateway's, not the
+// requester's: their plans carry statistics fitted on all the rows, and
+// their metrics and loss are computed on the data before any review.
 func (c *call) visibleJob() (*store.Job, error) {
 	id := c.r.PathValue("id")
 	j, err := c.a.st.Job(id)
 	if err != nil {
 		return nil, err
 	}
-	if j.UserID == c.user.ID {
+	if j.UserID == c.user.ID && j.ParentID == "" {
 		return j, nil
 	}
 	if ok, err := c.can(store.PermTriageRequests); err != nil {
@@ -617,22 +625,23 @@ func (c *call) redactJob(j *store.Job) (*store.Job, error) {
 	if err != nil {
 		return nil, err
 	}
-	redact(j, triage)
+	redact(j, triage && j.UserID != c.user.ID)
 	return j, nil
 }
 
-// redact hides from anyone without can_triage_requests what a job computed
-// on the data before its result is released: an unreleased result's
-// metrics, and the training loss of a job under review. They leave with the
-// result, not before.
+// redact hides from the requester, and from anyone else who is not a
+// reviewer (can_triage_requests; never for their own jobs), what a job
+// computed on the data before its result is released: an unreleased
+// result's metrics, and the training loss of a job under review. They leave
+// with the result, not before.
 //
 // A job's starting weights (a hosted model's, or a data-parallel round's
 // average) are for the node that trains it, never shown here: the store
 // keeps them apart (Init is never serialized); only a record from before
 // that carries them inline.
-func redact(j *store.Job, triage bool) {
+func redact(j *store.Job, reviewer bool) {
 	j.LegacyInit = nil
-	if triage {
+	if reviewer {
 		return
 	}
 	if j.State == store.JobSucceeded && !j.Releasable() {
