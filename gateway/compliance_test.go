@@ -399,8 +399,20 @@ func TestDPQuery(t *testing.T) {
 	if _, err := cl.Query(ctx, gwID, wire.QueryRequest{Dataset: d.ID, Stat: wire.StatSum, Column: "age", Epsilon: 0.1, Lower: 5, Upper: 5}); !p2p.IsCode(err, p2p.CodeBadRequest) {
 		t.Fatalf("empty bounds: %v", err)
 	}
+	// A fraction of a micro-epsilon is charged as a whole one: the charge
+	// is never less than what the noise spends.
+	before, _ := st.User(e.users[0].ID)
+	if r, err := cl.Query(ctx, gwID, wire.QueryRequest{Dataset: d.ID, Stat: wire.StatCount, Column: "age", Epsilon: 1.4999e-6, Lower: 0, Upper: 100}); err != nil || r.Epsilon != 2e-6 {
+		t.Fatalf("query at 1.4999 micro-epsilon: %+v %v", r, err)
+	}
+	if after, _ := st.User(e.users[0].ID); after.SpentMicroEps-before.SpentMicroEps != 2 {
+		t.Fatalf("charged %d micro-epsilon for 1.4999", after.SpentMicroEps-before.SpentMicroEps)
+	}
+	if _, err := cl.Query(ctx, gwID, wire.QueryRequest{Dataset: d.ID, Stat: wire.StatCount, Column: "age", Epsilon: 0.9e-6, Lower: 0, Upper: 100}); !p2p.IsCode(err, p2p.CodeBadRequest) {
+		t.Fatalf("query under one micro-epsilon: %v", err)
+	}
 	qs, _ := st.Queries(e.users[0].ID)
-	if len(qs) != 3 {
-		t.Fatalf("%d queries recorded, want 3", len(qs))
+	if len(qs) != 4 {
+		t.Fatalf("%d queries recorded, want 4", len(qs))
 	}
 }

@@ -298,3 +298,33 @@ func TestFairQueue(t *testing.T) {
 		t.Fatalf("%d of the burst's jobs started before the other user's one", before)
 	}
 }
+
+// TestPingBounds: an enrolled node's ping is refused when it claims more
+// slots than enrolment allows or more free slots than it has; the scheduler
+// would otherwise build an entry per claimed slot on every offer tick.
+func TestPingBounds(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	e := setup(t, ctx, 1)
+	gwID := e.gw.Peer().ID()
+	node := rawPeer(t, ctx, e)
+	tok, _, _ := e.gw.Store().CreateJoinToken(time.Minute)
+	if _, err := p2p.Call[wire.EnrollRequest, wire.EnrollResponse](ctx, node.Host, gwID, node.Protocol(wire.ProtoEnroll), &wire.EnrollRequest{Token: tok, Slots: 2}, p2p.Limits{}); err != nil {
+		t.Fatal(err)
+	}
+	ping := func(slots, free int) error {
+		_, err := p2p.Call[wire.PingRequest, wire.Ack](ctx, node.Host, gwID, node.Protocol(wire.ProtoPing), &wire.PingRequest{Slots: slots, Free: free}, p2p.Limits{})
+		return err
+	}
+	if err := ping(2, 1); err != nil {
+		t.Fatalf("good ping: %v", err)
+	}
+	for _, c := range [][2]int{{1_000_000_000, 1_000_000_000}, {0, 0}, {2, 3}, {2, -1}} {
+		if err := ping(c[0], c[1]); !p2p.IsCode(err, p2p.CodeBadRequest) {
+			t.Errorf("ping slots %d free %d: %v", c[0], c[1], err)
+		}
+	}
+	if err := ping(2, 2); err != nil {
+		t.Fatalf("the gateway stopped serving after bad pings: %v", err)
+	}
+}

@@ -10,6 +10,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 
 	"github.com/fedgrid/fedgrid/gateway/store"
+	"github.com/fedgrid/fedgrid/p2p"
 	"github.com/fedgrid/fedgrid/wire"
 )
 
@@ -245,6 +246,10 @@ func (g *Gateway) servedUser(user string) {
 func (g *Gateway) handlePing(_ context.Context, from peer.ID, req *wire.PingRequest) (*wire.Ack, error) {
 	if err := g.enrolledNode(from, wire.ProtoPing); err != nil {
 		return nil, err
+	}
+	// The scheduler builds one entry per free slot on every offer tick.
+	if req.Slots < 1 || req.Slots > wire.MaxSlots || req.Free < 0 || req.Free > req.Slots {
+		return nil, p2p.Errorf(p2p.CodeBadRequest, "slots must be between 1 and %d and free between 0 and slots, got slots %d free %d", wire.MaxSlots, req.Slots, req.Free)
 	}
 	_, wasLive := g.capacity.free(time.Now())
 	g.capacity.ping(from, req.Slots, req.Free)

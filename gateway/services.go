@@ -67,8 +67,8 @@ func (g *Gateway) handleEnroll(_ context.Context, from peer.ID, req *wire.Enroll
 	if _, err := g.authorize(from, wire.ProtoEnroll); err != nil {
 		return nil, err
 	}
-	if req.Slots < 1 || req.Slots > 256 {
-		return nil, p2p.Errorf(p2p.CodeBadRequest, "slots must be between 1 and 256, got %d", req.Slots)
+	if req.Slots < 1 || req.Slots > wire.MaxSlots {
+		return nil, p2p.Errorf(p2p.CodeBadRequest, "slots must be between 1 and %d, got %d", wire.MaxSlots, req.Slots)
 	}
 	ok := &wire.EnrollResponse{Gateway: g.ID(), Topic: g.topic.String()}
 	if _, err := g.store.Node(from.String()); err == nil && req.Token == "" {
@@ -384,6 +384,10 @@ func (g *Gateway) resolveHosted(pl *plan.Plan) (*plan.Plan, json.RawMessage, jso
 	return resolved, planJSON, init, nil
 }
 
+// microEps is what spending eps costs in whole micro-epsilon: rounded up,
+// never less than what the mechanism spends (at least one).
+func microEps(eps float64) int64 { return max(1, int64(math.Ceil(eps*1e6))) }
+
 // releaseCost sets the job's privacy cost: the epsilon of its DP-SGD plan on
 // the dataset's training rows (the same count the node's accountant uses),
 // rounded up to whole micro-epsilon. A plan without DP-SGD costs nothing and
@@ -400,7 +404,7 @@ func releaseCost(j *store.Job, pl *plan.Plan, ds *store.Dataset) error {
 	if math.IsNaN(eps) || math.IsInf(eps, 0) || eps > 1e6 {
 		return p2p.Errorf(p2p.CodeBadRequest, "the plan's DP-SGD spends epsilon %v on dataset %q: too much to account; add noise or train fewer steps", eps, ds.Name)
 	}
-	j.EpsilonMicroEps = max(1, int64(math.Ceil(eps*1e6)))
+	j.EpsilonMicroEps = microEps(eps)
 	j.Delta = pl.Privacy.Delta
 	j.DP = true
 	return nil

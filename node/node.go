@@ -456,7 +456,7 @@ func (n *Node) run(ctx context.Context, cancel context.CancelFunc, g *wire.Claim
 // Close stops taking offers, cancels running jobs and closes the peer.
 func (n *Node) Close() error {
 	n.closeOnce.Do(func() {
-		if n.topic != nil {
+		if n.sub != nil { // nil when Start failed between Join and Subscribe
 			n.sub.Cancel()
 		}
 		n.closeErr = n.peer.Close()

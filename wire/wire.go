@@ -154,6 +154,9 @@ type Offer struct {
 }
 
 // PingRequest tells the gateway that a node is alive and how busy it is.
+// MaxSlots bounds the jobs one node may run at once (enrolment and pings).
+const MaxSlots = 256
+
 type PingRequest struct {
 	Slots   int      `json:"slots"`
 	Free    int      `json:"free"`
