@@ -235,22 +235,36 @@ func (g *Gateway) summary(d *store.Dataset) (*marginals, error) {
 
 // refreshSummaries computes missing summaries in the background (so the
 // first query is quick) and drops those of deleted or changed datasets.
+//
+// A summary's noise is drawn once per dataset version: dropping a summary
+// that is still current would let the next query draw fresh noise, and two
+// noisy versions of the same data average towards the truth. So the drop
+// decision uses the datasets as they are after the summaries were listed
+// (dss may be seconds old: a dataset uploaded since, whose summary a query
+// has already stored, is not in it), and nothing is dropped when that list
+// cannot be read.
 func (g *Gateway) refreshSummaries(ctx context.Context, dss []*store.Dataset) {
 	keys, err := g.store.CatalogSummaryKeys()
 	if err != nil {
 		g.log.Warn("list catalog summaries", "err", err)
 		return
 	}
-	current := map[string]string{}
 	for _, d := range dss {
-		ver := summaryVersion(d)
-		current[d.ID] = ver
-		if slices.Contains(keys[d.ID], ver) || ctx.Err() != nil {
+		if slices.Contains(keys[d.ID], summaryVersion(d)) || ctx.Err() != nil {
 			continue
 		}
 		if _, err := g.summary(d); err != nil && !errors.Is(err, store.ErrNotFound) {
 			g.log.Warn("catalog summary", "dataset", d.ID, "err", err)
 		}
+	}
+	now, err := g.store.Datasets()
+	if err != nil {
+		g.log.Warn("list datasets; stale catalog summaries stay until the next pass", "err", err)
+		return
+	}
+	current := map[string]string{}
+	for _, d := range now {
+		current[d.ID] = summaryVersion(d)
 	}
 	for id, vers := range keys {
 		for _, v := range vers {
