@@ -26,10 +26,6 @@ import (
 // The coordinator keeps no state of its own: everything is in the store
 // (shard jobs have deterministic IDs), so a restarted gateway carries on.
 
-func shardJobID(parent string, round, shard int) string {
-	return fmt.Sprintf("%s-r%d-s%d", parent, round, shard)
-}
-
 // shardRows deals n rows into k shards after a seeded shuffle.
 func shardRows(n, k int, seed int64) [][]int {
 	perm := rand.New(rand.NewPCG(uint64(seed), 0x5eed)).Perm(n)
@@ -101,7 +97,7 @@ func (g *Gateway) advance(p *store.Job) error {
 	var weights []float64
 	var lossSum float64
 	for s := 0; s < p.Shards; s++ {
-		c, err := g.store.Job(shardJobID(p.ID, round, s))
+		c, err := g.store.Job(store.ShardJobID(p.ID, round, s))
 		if errors.Is(err, store.ErrNotFound) {
 			// Shard jobs are created before the round is recorded, so this
 			// cannot happen short of a damaged store.
@@ -177,11 +173,13 @@ func (g *Gateway) startRound(p *store.Job, round int, init map[string]plan.Tenso
 	}
 	for s := 0; s < p.Shards; s++ {
 		c := &store.Job{
-			ID: shardJobID(p.ID, round, s), DatasetID: p.DatasetID, UserID: p.UserID, Requester: p.Requester,
+			ID: store.ShardJobID(p.ID, round, s), DatasetID: p.DatasetID, UserID: p.UserID, Requester: p.Requester,
 			Plan: planJSON, Init: initJSON, ParentID: p.ID, Shard: s, Round: round,
 			MaxAttempts: g.cfg.MaxAttempts, AttemptTimeout: g.cfg.AttemptTimeout, Deadline: p.Deadline,
 		}
-		if err := g.store.CreateJob(c); err != nil && !errors.Is(err, store.ErrExists) {
+		if err := g.store.CreateJob(c); errors.Is(err, store.ErrConflictState) {
+			return nil // the job ended meanwhile (cancelled); its shards were cancelled with it
+		} else if err != nil && !errors.Is(err, store.ErrExists) {
 			return err
 		}
 	}
@@ -210,7 +208,7 @@ func (g *Gateway) finishFederated(p *store.Job, avg map[string]plan.Tensor, shar
 	for r := 1; r <= p.Rounds; r++ {
 		var sum, w float64
 		for s := 0; s < p.Shards; s++ {
-			b, err := g.store.Result(shardJobID(p.ID, r, s))
+			b, err := g.store.Result(store.ShardJobID(p.ID, r, s))
 			if err != nil {
 				continue
 			}
@@ -243,18 +241,6 @@ func (g *Gateway) finishFederated(p *store.Job, avg map[string]plan.Tensor, shar
 	g.metrics.completed.Inc()
 	g.log.Info("data-parallel job succeeded", "job", p.ID, "rounds", p.Rounds, "workers", p.Shards, "loss", loss)
 	return nil
-}
-
-// cancelShards cancels the unfinished shard jobs of a cancelled coordinated job.
-func (g *Gateway) cancelShards(p *store.Job) {
-	if !p.Coordinated() {
-		return
-	}
-	for s := 0; s < p.Shards; s++ {
-		if _, err := g.store.CancelBy(shardJobID(p.ID, p.Progress.Epoch, s), p.UserID); err != nil && !errors.Is(err, store.ErrConflictState) && !errors.Is(err, store.ErrNotFound) {
-			g.log.Warn("cancel shard", "job", p.ID, "shard", s, "err", err)
-		}
-	}
 }
 
 // shardCSV returns the rows of a shard job's shard.

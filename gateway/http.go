@@ -22,8 +22,7 @@ func (g *Gateway) startHTTP() error {
 			DatasetAdded:   func(*store.Dataset) { g.wake(g.provideCh) },
 			DatasetRemoved: func(*store.Dataset) { g.wake(g.provideCh) },
 			JobCancelled: func(j *store.Job) {
-				g.metrics.cancelled.Inc()
-				g.cancelShards(j)
+				g.metrics.cancelled.Inc() // the store cancelled its shards with it
 				g.wake(g.kick)
 			},
 			NodeRemoved: g.RemoveNode,

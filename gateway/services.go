@@ -443,8 +443,7 @@ func (g *Gateway) handleCancel(_ context.Context, from peer.ID, req *wire.JobReq
 	if err != nil {
 		return nil, storeErr(err, "job "+req.Job)
 	}
-	g.metrics.cancelled.Inc()
-	g.cancelShards(j)
+	g.metrics.cancelled.Inc() // the store cancelled its shards with it
 	g.log.Info("job cancelled by requester", "job", j.ID)
 	return g.jobInfo(j), nil
 }

@@ -113,6 +113,32 @@ type Job struct {
 // Coordinated reports whether the gateway runs this job as rounds of shard jobs.
 func (j *Job) Coordinated() bool { return j.Shards > 1 && j.ParentID == "" }
 
+// ShardJobID is the ID of a coordinated job's shard job: deterministic, so
+// a restarted gateway finds its rounds, and prefixed by the parent's ID, so
+// the store finds every shard of a parent with one prefix scan.
+func ShardJobID(parent string, round, shard int) string {
+	return fmt.Sprintf("%s-r%d-s%d", parent, round, shard)
+}
+
+// cancelShards cancels every unfinished shard job of a coordinated job that
+// has just ended, in the transaction that ends it: no shard trains on for a
+// job that failed, was cancelled or was deleted with its user.
+func (s *Store) cancelShards(txn *badger.Txn, parent *Job) error {
+	shards, err := scanWhere(txn, prefixJob+parent.ID+"-r", func(c *Job) bool { return c.ParentID == parent.ID && !c.Terminal() })
+	if err != nil {
+		return err
+	}
+	for _, c := range shards {
+		old := c.State
+		c.State, c.FinishedAt, c.LeaseExpires = JobCancelled, s.now().UTC(), time.Time{}
+		c.Error = "its data-parallel job " + parent.ID + " is " + parent.State
+		if err := s.putJob(txn, c, old); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // jobIndexKey files a job under its state, oldest first, so that the
 // scheduler reads the queue and the running set without scanning every job.
 func jobIndexKey(j *Job) []byte {
@@ -238,6 +264,17 @@ func (s *Store) createJob(j *Job, reserve int64) error {
 			return err
 		} else if ok {
 			return fmt.Errorf("%w: job %s", ErrExists, j.ID)
+		}
+		if j.ParentID != "" {
+			// A shard only for a parent still running: a round started
+			// from a stale view of a parent cancelled meanwhile creates nothing.
+			var parent Job
+			if err := getJSON(txn, prefixJob+j.ParentID, &parent); err != nil {
+				return fmt.Errorf("parent job %s: %w", j.ParentID, err)
+			}
+			if parent.Terminal() {
+				return fmt.Errorf("%w: parent job %s is %s", ErrConflictState, parent.ID, parent.State)
+			}
 		}
 		j.ReservationID = ""
 		j.InitSize, j.LegacyInit = len(j.Init), nil

@@ -125,10 +125,15 @@ type Request struct {
 }
 
 // jobTransition runs inside the transaction that changes a top-level job's
-// state: a failed or cancelled job's reservation is refunded; a succeeded
-// job's result is released at once, approved by a rule, or queued for
-// review.
+// state: a coordinated job that ends cancels its unfinished shards; a
+// failed or cancelled job's reservation is refunded; a succeeded job's
+// result is released at once, approved by a rule, or queued for review.
 func (s *Store) jobTransition(txn *badger.Txn, j *Job) error {
+	if j.Coordinated() && j.Terminal() {
+		if err := s.cancelShards(txn, j); err != nil {
+			return err
+		}
+	}
 	switch j.State {
 	case JobFailed, JobCancelled:
 		return s.refundJob(txn, j, "job "+j.State)

@@ -465,3 +465,59 @@ func TestDeleteUserSettles(t *testing.T) {
 		t.Fatalf("user after delete: %v", err)
 	}
 }
+
+// TestShardsEndWithTheirParent: a coordinated job that ends - cancelled,
+// failed, or with its user deleted - cancels its unfinished shard jobs in
+// the same transaction, and no shard can be created for it afterwards (a
+// round started from a stale view of the parent).
+func TestShardsEndWithTheirParent(t *testing.T) {
+	e := newComplianceEnv(t, 0)
+	newParent := func() (*Job, []*Job) {
+		p := &Job{DatasetID: e.priv.ID, UserID: e.ds.ID, Shards: 2, Rounds: 3}
+		if err := e.s.CreateJob(p); err != nil {
+			t.Fatal(err)
+		}
+		var shards []*Job
+		for s := range 2 {
+			c := &Job{ID: ShardJobID(p.ID, 1, s), DatasetID: e.priv.ID, UserID: e.ds.ID, ParentID: p.ID, Shard: s, Round: 1}
+			if err := e.s.CreateJob(c); err != nil {
+				t.Fatal(err)
+			}
+			shards = append(shards, c)
+		}
+		if _, err := e.s.Grant(shards[0].ID, "node", time.Minute); err != nil { // one running, one queued
+			t.Fatal(err)
+		}
+		return p, shards
+	}
+	check := func(how string, shards []*Job) {
+		t.Helper()
+		for _, c := range shards {
+			if got, _ := e.s.Job(c.ID); got.State != JobCancelled {
+				t.Errorf("%s: shard %s is %s", how, c.ID, got.State)
+			}
+		}
+	}
+
+	p, shards := newParent()
+	if _, err := e.s.CancelBy(p.ID, e.ds.ID); err != nil {
+		t.Fatal(err)
+	}
+	check("parent cancelled", shards)
+	late := &Job{ID: ShardJobID(p.ID, 2, 0), DatasetID: e.priv.ID, UserID: e.ds.ID, ParentID: p.ID, Round: 2}
+	if err := e.s.CreateJob(late); !errors.Is(err, ErrConflictState) {
+		t.Fatalf("shard created for a cancelled parent: %v", err)
+	}
+
+	p, shards = newParent()
+	if err := e.s.FinishCoordinated(p.ID, nil, nil, "shard 2 of round 1 failed"); err != nil {
+		t.Fatal(err)
+	}
+	check("parent failed", shards)
+
+	_, shards = newParent()
+	if err := e.s.DeleteUser(e.ds.ID, e.owner.ID); err != nil {
+		t.Fatal(err)
+	}
+	check("user deleted", shards)
+}
