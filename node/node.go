@@ -332,7 +332,11 @@ func (n *Node) take(ctx, claimCtx context.Context, job string, free int, release
 		delete(n.running, job)
 		n.mu.Unlock()
 	}()
-	model, runErr := n.run(jctx, cancel, grant)
+	// The lease is renewed from the grant until the result is delivered:
+	// a large shard's fetch or a large model's upload can outlast it.
+	progress, stopLease := n.keepLease(jctx, cancel, grant)
+	defer stopLease()
+	model, runErr := n.run(jctx, grant, progress)
 	if ctx.Err() != nil {
 		return // shutting down: the lease expires and the gateway re-queues the job
 	}
@@ -340,16 +344,76 @@ func (n *Node) take(ctx, claimCtx context.Context, job string, free int, release
 	// result travels.
 	release()
 	req := &wire.ResultRequest{Job: job, Attempt: grant.Attempt}
-	if runErr != nil {
-		if jctx.Err() != nil {
-			n.log.Info("job cancelled", "job", job)
-			return
-		}
+	switch {
+	case runErr != nil && jctx.Err() != nil:
+		n.log.Info("job cancelled", "job", job)
+		return
+	case errors.Is(runErr, errNoFetch):
+		// Not the job's fault: let the lease lapse, and the gateway
+		// re-queues the job for another attempt.
+		n.log.Warn("giving the job back", "job", job, "attempt", grant.Attempt, "err", runErr)
+		return
+	case runErr != nil:
 		req.Error = runErr.Error()
-	} else {
+	default:
 		req.Model = model
 	}
 	n.sendResult(ctx, req)
+}
+
+// errNoFetch: the plan and data could not be fetched for want of a
+// connection (a dropped stream, a restarting gateway) three times; the job
+// is given back, not failed. A refusal from the gateway is reported.
+var errNoFetch = errors.New("plan and data not fetched")
+
+// keepLease heartbeats a granted job's lease, with the progress set through
+// the returned function, until stop is called. A lost lease or a
+// cancellation from the gateway cancels the job (cancel).
+func (n *Node) keepLease(ctx context.Context, cancel context.CancelFunc, g *wire.ClaimResponse) (progress func(plan.Progress), stop func()) {
+	var mu sync.Mutex
+	prog := wire.HeartbeatRequest{Job: g.Job, Attempt: g.Attempt}
+	lease := time.Duration(max(g.LeaseSeconds, 3)) * time.Second
+	done := make(chan struct{})
+	stopped := make(chan struct{})
+	go func() { // owned by keepLease's caller: stop ends it and waits
+		defer close(stopped)
+		t := time.NewTicker(min(lease/3, time.Second))
+		defer t.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-ctx.Done():
+				return
+			case <-t.C:
+			}
+			mu.Lock()
+			req := prog
+			mu.Unlock()
+			resp, err := p2p.Call[wire.HeartbeatRequest, wire.HeartbeatResponse](ctx, n.peer.Host, n.gw.ID, n.peer.Protocol(wire.ProtoHeartbeat), &req, n.small())
+			if err != nil {
+				if p2p.IsCode(err, p2p.CodeStale) || p2p.IsCode(err, p2p.CodeNotFound) {
+					n.log.Warn("lease lost; stopping", "job", g.Job, "attempt", g.Attempt)
+					cancel()
+					return
+				}
+				continue
+			}
+			if resp.Cancelled {
+				cancel()
+				return
+			}
+		}
+	}()
+	var once sync.Once
+	return func(p plan.Progress) {
+			mu.Lock()
+			prog.Epoch, prog.Epochs, prog.Loss = p.Epoch, p.Epochs, p.Loss
+			mu.Unlock()
+		}, func() {
+			once.Do(func() { close(done) })
+			<-stopped
+		}
 }
 
 // sendResult delivers a result with retries: the gateway's answer is
@@ -375,12 +439,28 @@ func (n *Node) sendResult(ctx context.Context, req *wire.ResultRequest) {
 	}
 }
 
-// run fetches and trains, heartbeating until done.
-func (n *Node) run(ctx context.Context, cancel context.CancelFunc, g *wire.ClaimResponse) (json.RawMessage, error) {
-	f, err := p2p.Call[wire.FetchRequest, wire.FetchResponse](ctx, n.peer.Host, n.gw.ID, n.peer.Protocol(wire.ProtoFetch),
-		&wire.FetchRequest{Job: g.Job, Attempt: g.Attempt}, p2p.Limits{MaxRequest: wire.MaxSmall, MaxResponse: wire.MaxShard, Timeout: 5 * time.Minute})
-	if err != nil {
-		return nil, fmt.Errorf("fetch plan and data: %w", err)
+// run fetches and trains; progress reports each epoch.
+func (n *Node) run(ctx context.Context, g *wire.ClaimResponse, progress func(plan.Progress)) (json.RawMessage, error) {
+	var f *wire.FetchResponse
+	var err error
+	for try := 1; ; try++ {
+		f, err = p2p.Call[wire.FetchRequest, wire.FetchResponse](ctx, n.peer.Host, n.gw.ID, n.peer.Protocol(wire.ProtoFetch),
+			&wire.FetchRequest{Job: g.Job, Attempt: g.Attempt}, p2p.Limits{MaxRequest: wire.MaxSmall, MaxResponse: wire.MaxShard, Timeout: 5 * time.Minute})
+		var remote *p2p.Error
+		if err == nil || errors.As(err, &remote) || try == 3 {
+			break
+		}
+		select { // a dropped stream or a restarting gateway: try again
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(time.Duration(try) * time.Second):
+		}
+	}
+	var remote *p2p.Error
+	if errors.As(err, &remote) {
+		return nil, fmt.Errorf("fetch plan and data: %w", err) // the gateway's answer: report it
+	} else if err != nil {
+		return nil, fmt.Errorf("%w: %w", errNoFetch, err)
 	}
 	// The node re-checks what the gateway validated.
 	pl, err := plan.Parse(f.Plan)
@@ -394,55 +474,13 @@ func (n *Node) run(ctx context.Context, cancel context.CancelFunc, g *wire.Claim
 	if _, err := plan.Check(pl, tbl.Columns()); err != nil {
 		return nil, fmt.Errorf("plan does not fit the data: %w", err)
 	}
-
-	var progMu sync.Mutex
-	prog := wire.HeartbeatRequest{Job: g.Job, Attempt: g.Attempt}
-	lease := time.Duration(max(g.LeaseSeconds, 3)) * time.Second
-	hbDone := make(chan struct{})
-	hbStopped := make(chan struct{})
-	go func() { // owned by run: stopped through hbDone and waited for below
-		defer close(hbStopped)
-		t := time.NewTicker(min(lease/3, time.Second))
-		defer t.Stop()
-		for {
-			select {
-			case <-hbDone:
-				return
-			case <-t.C:
-			}
-			progMu.Lock()
-			req := prog
-			progMu.Unlock()
-			resp, err := p2p.Call[wire.HeartbeatRequest, wire.HeartbeatResponse](ctx, n.peer.Host, n.gw.ID, n.peer.Protocol(wire.ProtoHeartbeat), &req, n.small())
-			if err != nil {
-				if p2p.IsCode(err, p2p.CodeStale) || p2p.IsCode(err, p2p.CodeNotFound) {
-					n.log.Warn("lease lost; stopping", "job", g.Job, "attempt", g.Attempt)
-					cancel()
-					return
-				}
-				continue
-			}
-			if resp.Cancelled {
-				cancel()
-				return
-			}
-		}
-	}()
 	var init map[string]plan.Tensor
 	if len(f.Init) > 0 {
 		if err := json.Unmarshal(f.Init, &init); err != nil {
-			close(hbDone)
-			<-hbStopped
 			return nil, fmt.Errorf("starting weights refused by node: %w", err)
 		}
 	}
-	model, err := plan.Train(ctx, pl, tbl, plan.TrainOptions{Init: init, Progress: func(p plan.Progress) {
-		progMu.Lock()
-		prog.Epoch, prog.Epochs, prog.Loss = p.Epoch, p.Epochs, p.Loss
-		progMu.Unlock()
-	}})
-	close(hbDone)
-	<-hbStopped
+	model, err := plan.Train(ctx, pl, tbl, plan.TrainOptions{Init: init, Progress: progress})
 	if err != nil {
 		return nil, fmt.Errorf("training failed: %w", err)
 	}
