@@ -119,6 +119,11 @@ func (s *Store) grantTxn(txn *badger.Txn, userID string, delta int64, actor, rea
 	if err != nil {
 		return nil, err
 	}
+	if delta > 0 {
+		if err := notSelf(txn, actor, userID, "raise your own privacy budget"); err != nil {
+			return nil, err
+		}
+	}
 	if rec.BudgetMicroEps+delta < 0 {
 		return nil, fmt.Errorf("%w: available %d, taking away %d micro-epsilon", ErrInsufficientBudget, rec.BudgetMicroEps, -delta)
 	}
@@ -130,10 +135,30 @@ func (s *Store) grantTxn(txn *badger.Txn, userID string, delta int64, actor, rea
 	return &out, s.recordMovement(txn, Movement{UserID: rec.ID, Kind: MoveGrant, AmountMicroEps: delta, Actor: actor, Reason: reason})
 }
 
+// notSelf refuses an actor changing their own budget or permissions
+// (separation of duties, as Decide refuses deciding one's own request):
+// another administrator must. The Owner is exempt: the data is theirs.
+func notSelf(txn *badger.Txn, actor, target, what string) error {
+	if actor == "" || actor != target {
+		return nil
+	}
+	rec, err := getUser(txn, actor)
+	if err != nil {
+		return err
+	}
+	if rec.Role == RoleOwner {
+		return nil
+	}
+	return fmt.Errorf("%w: you cannot %s; another administrator must", ErrForbidden, what)
+}
+
 // SetDatasetCap caps what a user may spend on one dataset (cap < 0 removes the cap).
 func (s *Store) SetDatasetCap(userID, datasetID string, capMicroEps int64, actor string) error {
 	return s.update(func(txn *badger.Txn) error {
 		if _, err := getUser(txn, userID); err != nil {
+			return err
+		}
+		if err := notSelf(txn, actor, userID, "change your own budget cap"); err != nil {
 			return err
 		}
 		if ok, err := exists(txn, prefixDataset+datasetID); err != nil {

@@ -33,6 +33,9 @@ func (s *Store) SetOverride(o Override, actor string) error {
 		if _, err := getUser(txn, o.UserID); err != nil {
 			return fmt.Errorf("%w: user %s", err, o.UserID)
 		}
+		if err := notSelf(txn, actor, o.UserID, "set your own permissions on a dataset"); err != nil {
+			return err
+		}
 		key := prefixOverride + o.DatasetID + "/" + o.UserID
 		var err error
 		if o.Train == nil && o.AutoRelease == nil {

@@ -521,3 +521,45 @@ func TestShardsEndWithTheirParent(t *testing.T) {
 	}
 	check("user deleted", shards)
 }
+
+// TestNoSelfDealing: nobody raises their own budget or sets their own
+// permissions on a dataset (as nobody decides their own request): another
+// administrator must. The Owner, whose data it is, is exempt.
+func TestNoSelfDealing(t *testing.T) {
+	e := newComplianceEnv(t, 0)
+	admin, err := e.s.CreateUser(NewUser{Email: "admin@example.org", Password: "password1", Role: RoleAdministrator})
+	if err != nil {
+		t.Fatal(err)
+	}
+	yes := true
+	for what, err := range map[string]error{
+		"grant": func() error { _, err := e.s.GrantBudget(admin.ID, 1_000_000, admin.ID, "me"); return err }(),
+		"set": func() error {
+			m := int64(5_000_000)
+			_, err := e.s.UpdateUser(admin.ID, UserUpdate{BudgetMicroEps: &m, Actor: admin.ID})
+			return err
+		}(),
+		"override": e.s.SetOverride(Override{DatasetID: e.priv.ID, UserID: admin.ID, AutoRelease: &yes}, admin.ID),
+		"cap":      e.s.SetDatasetCap(admin.ID, e.priv.ID, -1, admin.ID),
+	} {
+		if !errors.Is(err, ErrForbidden) {
+			t.Errorf("%s for oneself: %v", what, err)
+		}
+	}
+	if u, _ := e.s.User(admin.ID); u.BudgetMicroEps != 0 {
+		t.Fatalf("budget moved: %+v", u)
+	}
+	// Another administrator may; lowering one's own budget is fine; the Owner may.
+	if _, err := e.s.GrantBudget(admin.ID, 1_000_000, e.owner.ID, "for the study"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.s.GrantBudget(admin.ID, -500_000, admin.ID, "too much"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.s.GrantBudget(e.owner.ID, 1_000_000, e.owner.ID, "own data"); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.s.SetOverride(Override{DatasetID: e.priv.ID, UserID: e.owner.ID, AutoRelease: &yes}, e.owner.ID); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -459,6 +459,11 @@ func (s *Store) UpdateUser(id string, upd UserUpdate) (*User, error) {
 			rec.Role = *upd.Role
 			changed["role"] = rec.Role
 		}
+		if upd.BudgetMicroEps != nil && *upd.BudgetMicroEps > rec.BudgetMicroEps {
+			if err := notSelf(txn, upd.Actor, id, "raise your own privacy budget"); err != nil {
+				return err
+			}
+		}
 		if upd.PeerID != nil && *upd.PeerID != rec.PeerID {
 			rec.PeerID = *upd.PeerID
 			changed["peer_id"] = rec.PeerID
