@@ -30,8 +30,9 @@ func (g *Gateway) registerProtocols() {
 	p2p.Handle(ctx, h, g.peer.Protocol(wire.ProtoClaim), small(10*time.Second), g.handleClaim)
 	p2p.Handle(ctx, h, g.peer.Protocol(wire.ProtoFetch), p2p.Limits{MaxRequest: wire.MaxSmall, MaxResponse: wire.MaxShard, Timeout: 5 * time.Minute}, g.handleFetch)
 	p2p.Handle(ctx, h, g.peer.Protocol(wire.ProtoHeartbeat), small(10*time.Second), g.handleHeartbeat)
-	p2p.Handle(ctx, h, g.peer.Protocol(wire.ProtoResult), p2p.Limits{MaxRequest: wire.MaxModel, MaxResponse: wire.MaxSmall, Timeout: 2 * time.Minute}, g.handleResult)
-	p2p.Handle(ctx, h, g.peer.Protocol(wire.ProtoSubmit), p2p.Limits{MaxRequest: wire.MaxPlan + wire.MaxSmall, MaxResponse: wire.MaxSmall, Timeout: 30 * time.Second}, g.handleSubmit)
+	// The two large requests are read only from peers allowed to send them.
+	p2p.Handle(ctx, h, g.peer.Protocol(wire.ProtoResult), p2p.Limits{MaxRequest: wire.MaxModel, MaxResponse: wire.MaxSmall, Timeout: 2 * time.Minute, Allow: g.allow(wire.ProtoResult)}, g.handleResult)
+	p2p.Handle(ctx, h, g.peer.Protocol(wire.ProtoSubmit), p2p.Limits{MaxRequest: wire.MaxPlan + wire.MaxSmall, MaxResponse: wire.MaxSmall, Timeout: 30 * time.Second, Allow: g.allow(wire.ProtoSubmit)}, g.handleSubmit)
 	p2p.Handle(ctx, h, g.peer.Protocol(wire.ProtoJob), small(10*time.Second), g.handleJob)
 	p2p.Handle(ctx, h, g.peer.Protocol(wire.ProtoCancel), small(10*time.Second), g.handleCancel)
 	p2p.Handle(ctx, h, g.peer.Protocol(wire.ProtoPing), small(10*time.Second), g.handlePing)
@@ -40,6 +41,14 @@ func (g *Gateway) registerProtocols() {
 	p2p.Handle(ctx, h, g.peer.Protocol(wire.ProtoWithdraw), small(10*time.Second), g.handleWithdraw)
 	p2p.Handle(ctx, h, g.peer.Protocol(wire.ProtoRequests), p2p.Limits{MaxRequest: wire.MaxSmall, MaxResponse: wire.MaxCatalog, Timeout: 10 * time.Second}, g.handleRequests)
 	p2p.Handle(ctx, h, g.peer.Protocol(wire.ProtoQuery), small(time.Minute), g.handleQuery)
+}
+
+// allow is the one policy as a check before a request is read.
+func (g *Gateway) allow(proto string) func(peer.ID) error {
+	return func(from peer.ID) error {
+		_, err := g.authorize(from, proto)
+		return err
+	}
 }
 
 // storeErr maps store errors to protocol errors a person understands.

@@ -4,9 +4,11 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"encoding/binary"
 	"errors"
 	"io"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -310,4 +312,51 @@ func FuzzReadMsg(f *testing.F) {
 			t.Fatalf("unclassified decode error: %v", err)
 		}
 	})
+}
+
+// TestAllowBeforeRead: a peer refused by Limits.Allow gets the refusal and
+// the handler never runs; the request body is not read at all (a stream
+// that announces a large request and sends none is answered at once, with
+// the refusal rather than a complaint about the missing body).
+func TestAllowBeforeRead(t *testing.T) {
+	srv := newTestPeer(t)
+	friend := newTestPeer(t, srv.Addrs()...)
+	stranger := newTestPeer(t, srv.Addrs()...)
+	pid := srv.Protocol("echo")
+	var calls atomic.Int32
+	lim := Limits{MaxRequest: 1 << 20, Timeout: 5 * time.Second, Allow: func(from peer.ID) error {
+		if from != friend.ID() {
+			return Errorf(CodeUnauthorized, "peer %s is not enrolled", from)
+		}
+		return nil
+	}}
+	Handle(srv.Context(), srv.Host, pid, lim, func(ctx context.Context, from peer.ID, r *echoReq) (*echoResp, error) {
+		calls.Add(1)
+		return &echoResp{Text: r.Text}, nil
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if r, err := Call[echoReq, echoResp](ctx, friend.Host, srv.ID(), pid, &echoReq{Text: "hi"}, lim); err != nil || r.Text != "hi" {
+		t.Fatalf("allowed peer: %+v %v", r, err)
+	}
+	if _, err := Call[echoReq, echoResp](ctx, stranger.Host, srv.ID(), pid, &echoReq{Text: "hi"}, lim); !IsCode(err, CodeUnauthorized) {
+		t.Fatalf("refused peer: %v", err)
+	}
+	s, err := stranger.Host.NewStream(ctx, srv.ID(), pid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	var hdr [binary.MaxVarintLen64]byte
+	if _, err := s.Write(hdr[:binary.PutUvarint(hdr[:], 1<<20)]); err != nil { // a 1 MiB request announced, none sent
+		t.Fatal(err)
+	}
+	_ = s.CloseWrite()
+	b, err := ReadMsg(bufio.NewReader(s), 4096)
+	if err != nil || !strings.Contains(string(b), CodeUnauthorized) {
+		t.Fatalf("answer to an announced request: %s %v", b, err)
+	}
+	if n := calls.Load(); n != 1 {
+		t.Fatalf("handler ran %d times, want 1 (the allowed peer)", n)
+	}
 }

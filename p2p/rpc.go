@@ -22,6 +22,10 @@ type Limits struct {
 	MaxRequest  int           // bytes of one request message; default 1 MiB
 	MaxResponse int           // bytes of one response message; default 1 MiB
 	Timeout     time.Duration // whole exchange; default 30 s
+	// Allow, when set, is asked before the request is read: a peer it
+	// refuses gets the refusal without the server reading (and holding in
+	// memory) a request of up to MaxRequest bytes.
+	Allow func(from peer.ID) error
 }
 
 func (l Limits) withDefaults() Limits {
@@ -144,6 +148,11 @@ func Handle[Req, Resp any](base context.Context, h host.Host, pid protocol.ID, l
 }
 
 func serve[Req, Resp any](ctx context.Context, s network.Stream, lim Limits, fn HandlerFunc[Req, Resp]) envelope {
+	if lim.Allow != nil {
+		if err := lim.Allow(s.Conn().RemotePeer()); err != nil {
+			return errorEnvelope(err)
+		}
+	}
 	raw, err := ReadMsg(bufio.NewReader(io.LimitReader(s, int64(lim.MaxRequest)+binary.MaxVarintLen64)), lim.MaxRequest)
 	if err != nil {
 		if errors.Is(err, ErrTooLarge) {
@@ -157,17 +166,22 @@ func serve[Req, Resp any](ctx context.Context, s network.Stream, lim Limits, fn 
 	}
 	resp, err := fn(ctx, s.Conn().RemotePeer(), &req)
 	if err != nil {
-		var e *Error
-		if errors.As(err, &e) {
-			return envelope{Error: e}
-		}
-		return envelope{Error: Errorf(CodeInternal, "%v", err)}
+		return errorEnvelope(err)
 	}
 	body, err := json.Marshal(resp)
 	if err != nil {
 		return envelope{Error: Errorf(CodeInternal, "encode response: %v", err)}
 	}
 	return envelope{Body: body}
+}
+
+// errorEnvelope answers err: an *Error as it is, anything else as internal.
+func errorEnvelope(err error) envelope {
+	var e *Error
+	if errors.As(err, &e) {
+		return envelope{Error: e}
+	}
+	return envelope{Error: Errorf(CodeInternal, "%v", err)}
 }
 
 // DecodeStrict decodes one JSON value, refusing unknown fields and trailing data.
