@@ -525,9 +525,11 @@ func (s *Store) Result(jobID string) ([]byte, error) {
 // once MaxAttempts attempts were lost. Jobs past their Deadline fail. It
 // returns the jobs it changed.
 func (s *Store) ExpireLeases(now time.Time) ([]*Job, error) {
-	var out []*Job
-	err := s.update(func(txn *badger.Txn) error {
-		out = out[:0]
+	// Find the candidates in a read-only view, outside the write mutex:
+	// this runs every second, and most seconds nothing expires, while
+	// heartbeats and grants would wait behind a scan of every job.
+	var due []string
+	err := s.view(func(txn *badger.Txn) error {
 		running, err := jobsInState(txn, JobRunning)
 		if err != nil {
 			return err
@@ -537,40 +539,35 @@ func (s *Store) ExpireLeases(now time.Time) ([]*Job, error) {
 			return err
 		}
 		for _, j := range append(running, queued...) {
-			old := j.State
-			switch {
-			case !j.Deadline.IsZero() && now.After(j.Deadline):
-				j.State = JobFailed
-				j.Error = fmt.Sprintf("job timed out: not finished by its deadline %s (after %d attempts)", j.Deadline.Format(time.RFC3339), j.Attempt)
-			case j.State != JobRunning, j.Coordinated():
-				continue
-			case j.LeaseExpires.Before(now), j.AttemptTimeout > 0 && now.Sub(j.StartedAt) > j.AttemptTimeout:
-				j.Lost++
-				if j.MaxAttempts > 0 && j.Attempt >= j.MaxAttempts {
-					j.State = JobFailed
-					j.Error = fmt.Sprintf("gave up after %d attempts: the node running it stopped answering or ran out of time", j.Attempt)
-				} else {
-					j.State = JobQueued
-					j.QueuedAt = now
-					j.NotBefore = now.Add(Backoff(j.Lost))
-				}
-			default:
+			if expire(j, now) {
+				due = append(due, j.ID)
+			}
+		}
+		return nil
+	})
+	if err != nil || len(due) == 0 {
+		return nil, err
+	}
+	var out []*Job
+	err = s.update(func(txn *badger.Txn) error {
+		out = out[:0]
+		for _, id := range due {
+			var j Job
+			if err := getJSON(txn, prefixJob+id, &j); err != nil {
+				return err
+			}
+			old, prevNode := j.State, j.Node
+			if j.Terminal() || !expire(&j, now) { // changed since the view (a heartbeat, a result)
 				continue
 			}
-			prevNode := j.Node
-			j.Node = ""
-			j.LeaseExpires = time.Time{}
-			if j.State == JobFailed {
-				j.FinishedAt = now
-			}
-			if err := s.putJob(txn, j, old); err != nil {
+			if err := s.putJob(txn, &j, old); err != nil {
 				return err
 			}
 			if err := s.audit(txn, AuditEvent{Action: "job.lease_expired", Target: "job/" + j.ID,
 				Detail: map[string]any{"attempt": j.Attempt, "node": prevNode, "state": j.State}}); err != nil {
 				return err
 			}
-			out = append(out, j)
+			out = append(out, &j)
 		}
 		return nil
 	})
@@ -578,6 +575,36 @@ func (s *Store) ExpireLeases(now time.Time) ([]*Job, error) {
 		return nil, err
 	}
 	return out, nil
+}
+
+// expire applies ExpireLeases' rules to one queued or running job at now
+// and reports whether it changed j.
+func expire(j *Job, now time.Time) bool {
+	switch {
+	case !j.Deadline.IsZero() && now.After(j.Deadline):
+		j.State = JobFailed
+		j.Error = fmt.Sprintf("job timed out: not finished by its deadline %s (after %d attempts)", j.Deadline.Format(time.RFC3339), j.Attempt)
+	case j.State != JobRunning, j.Coordinated():
+		return false
+	case j.LeaseExpires.Before(now), j.AttemptTimeout > 0 && now.Sub(j.StartedAt) > j.AttemptTimeout:
+		j.Lost++
+		if j.MaxAttempts > 0 && j.Attempt >= j.MaxAttempts {
+			j.State = JobFailed
+			j.Error = fmt.Sprintf("gave up after %d attempts: the node running it stopped answering or ran out of time", j.Attempt)
+		} else {
+			j.State = JobQueued
+			j.QueuedAt = now
+			j.NotBefore = now.Add(Backoff(j.Lost))
+		}
+	default:
+		return false
+	}
+	j.Node = ""
+	j.LeaseExpires = time.Time{}
+	if j.State == JobFailed {
+		j.FinishedAt = now
+	}
+	return true
 }
 
 // Backoff is how long a job whose lease was lost n times waits before it is
