@@ -14,8 +14,11 @@ import (
 // resolves it and the job starts from the hosted weights.
 //
 // The record (HostedModel) is what anyone may list; the model JSON, weights
-// included, is kept apart (HostedModelJSON) and leaves the gateway only as a
-// job's starting weights, to the node that trains it.
+// included, is kept apart (HostedModelJSON) and is served only as a job's
+// starting weights, to the node that trains it. A model trained from them
+// is released like any result, and it carries weights derived from the
+// hosted ones - with a tiny learning rate, nearly the same. Hosting a
+// model shares it; it does not keep it secret.
 
 const (
 	prefixModel     = "model/"
