@@ -342,6 +342,13 @@ func TestAllowBeforeRead(t *testing.T) {
 	if _, err := Call[echoReq, echoResp](ctx, stranger.Host, srv.ID(), pid, &echoReq{Text: "hi"}, lim); !IsCode(err, CodeUnauthorized) {
 		t.Fatalf("refused peer: %v", err)
 	}
+	// A large request (past the stream's flow-control window) still hears
+	// the refusal, not a timeout.
+	big := &echoReq{Text: strings.Repeat("x", 900<<10)}
+	t0 := time.Now()
+	if _, err := Call[echoReq, echoResp](ctx, stranger.Host, srv.ID(), pid, big, lim); !IsCode(err, CodeUnauthorized) {
+		t.Fatalf("refused peer with a large request: %v after %v", err, time.Since(t0))
+	}
 	s, err := stranger.Host.NewStream(ctx, srv.ID(), pid)
 	if err != nil {
 		t.Fatal(err)

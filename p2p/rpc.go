@@ -150,6 +150,10 @@ func Handle[Req, Resp any](base context.Context, h host.Host, pid protocol.ID, l
 func serve[Req, Resp any](ctx context.Context, s network.Stream, lim Limits, fn HandlerFunc[Req, Resp]) envelope {
 	if lim.Allow != nil {
 		if err := lim.Allow(s.Conn().RemotePeer()); err != nil {
+			// Discard (never hold) what the peer sends, so that a large
+			// request is not stuck on flow control and its sender hears
+			// the refusal rather than a timeout.
+			_, _ = io.Copy(io.Discard, io.LimitReader(s, int64(lim.MaxRequest)+binary.MaxVarintLen64))
 			return errorEnvelope(err)
 		}
 	}
