@@ -272,4 +272,20 @@ func TestOwnJobRedactedForReviewer(t *testing.T) {
 	if one.Progress.Loss != 0 || !one.Progress.LossWithheld || len(list.Jobs) != 1 || list.Jobs[0].Progress.Loss != 0 {
 		t.Fatalf("a reviewer sees the loss of their own job under review: %+v / %+v", one.Progress, list.Jobs)
 	}
+	// Nor the shards of their own data-parallel job.
+	parent := &store.Job{DatasetID: "d", UserID: coID, Shards: 2, Rounds: 1, Review: true}
+	if err := e.st.CreateJob(parent); err != nil {
+		t.Fatal(err)
+	}
+	shard := &store.Job{ID: store.ShardJobID(parent.ID, 1, 0), DatasetID: "d", UserID: coID, ParentID: parent.ID, Round: 1}
+	if err := e.st.CreateJob(shard); err != nil {
+		t.Fatal(err)
+	}
+	e.want(e.do("GET", "/api/v1/jobs/"+shard.ID, coTok, nil), 404)
+	e.want(e.do("GET", "/api/v1/jobs?user_id="+coID, coTok, nil), 200).decode(t, &list)
+	for _, lj := range list.Jobs {
+		if lj.ParentID != "" {
+			t.Fatalf("a reviewer lists a shard of their own job: %s", lj.ID)
+		}
+	}
 }

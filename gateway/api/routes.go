@@ -580,7 +580,7 @@ func (a *API) listJobs(c *call) (any, error) {
 	}
 	out := js[:0]
 	for _, j := range js {
-		if !triage && j.ParentID != "" {
+		if j.ParentID != "" && (!triage || j.UserID == c.user.ID) {
 			continue // shard jobs are the gateway's, see visibleJob
 		}
 		redact(j, triage && j.UserID != c.user.ID)
@@ -600,7 +600,10 @@ func (c *call) visibleJob() (*store.Job, error) {
 	if err != nil {
 		return nil, err
 	}
-	if j.UserID == c.user.ID && j.ParentID == "" {
+	if j.UserID == c.user.ID {
+		if j.ParentID != "" { // not even to a reviewer: it is their own job
+			return nil, fmt.Errorf("%w: job %s", store.ErrNotFound, id)
+		}
 		return j, nil
 	}
 	if ok, err := c.can(store.PermTriageRequests); err != nil {
