@@ -394,8 +394,17 @@ func (g *Gateway) resolveHosted(pl *plan.Plan) (*plan.Plan, json.RawMessage, jso
 }
 
 // microEps is what spending eps costs in whole micro-epsilon: rounded up,
-// never less than what the mechanism spends (at least one).
-func microEps(eps float64) int64 { return max(1, int64(math.Ceil(eps*1e6))) }
+// never less than what the mechanism spends (at least one). eps*1e6 carries
+// float noise (0.0079*1e6 = 7900.000000000001): within a billionth of a
+// whole number it counts as that number.
+func microEps(eps float64) int64 {
+	v := eps * 1e6
+	r := math.Round(v)
+	if v-r > 1e-9*max(1, v) {
+		r = math.Ceil(v)
+	}
+	return max(1, int64(r))
+}
 
 // releaseCost sets the job's privacy cost: the epsilon of its DP-SGD plan on
 // the dataset's training rows (the same count the node's accountant uses),
