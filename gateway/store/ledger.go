@@ -158,20 +158,25 @@ func (s *Store) SetDatasetCap(userID, datasetID string, capMicroEps int64, actor
 		if _, err := getUser(txn, userID); err != nil {
 			return err
 		}
-		if err := notSelf(txn, actor, userID, "change your own budget cap"); err != nil {
-			return err
-		}
 		if ok, err := exists(txn, prefixDataset+datasetID); err != nil {
 			return err
 		} else if !ok {
 			return fmt.Errorf("%w: dataset %s", ErrNotFound, datasetID)
 		}
 		c := DatasetCap{UserID: userID, DatasetID: datasetID}
-		if err := getJSON(txn, capKey(userID, datasetID), &c); err != nil && !errors.Is(err, ErrNotFound) {
+		found := true
+		if err := getJSON(txn, capKey(userID, datasetID), &c); errors.Is(err, ErrNotFound) {
+			found = false // no cap yet: any cap restricts
+		} else if err != nil {
 			return err
 		}
 		if capMicroEps < 0 {
 			capMicroEps = -1
+		}
+		if found && c.CapMicroEps >= 0 && (capMicroEps < 0 || capMicroEps > c.CapMicroEps) {
+			if err := notSelf(txn, actor, userID, "raise your own budget cap"); err != nil {
+				return err
+			}
 		}
 		c.CapMicroEps = capMicroEps
 		if err := putJSON(txn, capKey(userID, datasetID), c); err != nil {

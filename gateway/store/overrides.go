@@ -33,10 +33,16 @@ func (s *Store) SetOverride(o Override, actor string) error {
 		if _, err := getUser(txn, o.UserID); err != nil {
 			return fmt.Errorf("%w: user %s", err, o.UserID)
 		}
-		if err := notSelf(txn, actor, o.UserID, "set your own permissions on a dataset"); err != nil {
+		key := prefixOverride + o.DatasetID + "/" + o.UserID
+		var old Override
+		if err := getJSON(txn, key, &old); err != nil && !errors.Is(err, ErrNotFound) {
 			return err
 		}
-		key := prefixOverride + o.DatasetID + "/" + o.UserID
+		if loosens(&old, &o) {
+			if err := notSelf(txn, actor, o.UserID, "widen your own permissions on a dataset"); err != nil {
+				return err
+			}
+		}
 		var err error
 		if o.Train == nil && o.AutoRelease == nil {
 			err = txn.Delete([]byte(key))
@@ -49,6 +55,14 @@ func (s *Store) SetOverride(o Override, actor string) error {
 		return s.audit(txn, AuditEvent{Actor: actor, Action: "dataset.override", Target: "dataset/" + o.DatasetID,
 			Detail: map[string]any{"user_id": o.UserID, "train": o.Train, "auto_release": o.AutoRelease}})
 	})
+}
+
+// loosens reports whether replacing old by o grants something (train, skip
+// review) or lifts a restriction (a train or auto-release refusal).
+func loosens(old, o *Override) bool {
+	yes := func(b *bool) bool { return b != nil && *b }
+	no := func(b *bool) bool { return b != nil && !*b }
+	return yes(o.Train) || yes(o.AutoRelease) || (no(old.Train) && !no(o.Train)) || (no(old.AutoRelease) && !no(o.AutoRelease))
 }
 
 // Overrides lists a dataset's overrides.

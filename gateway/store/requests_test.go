@@ -540,7 +540,6 @@ func TestNoSelfDealing(t *testing.T) {
 			return err
 		}(),
 		"override": e.s.SetOverride(Override{DatasetID: e.priv.ID, UserID: admin.ID, AutoRelease: &yes}, admin.ID),
-		"cap":      e.s.SetDatasetCap(admin.ID, e.priv.ID, -1, admin.ID),
 	} {
 		if !errors.Is(err, ErrForbidden) {
 			t.Errorf("%s for oneself: %v", what, err)
@@ -561,5 +560,22 @@ func TestNoSelfDealing(t *testing.T) {
 	}
 	if err := e.s.SetOverride(Override{DatasetID: e.priv.ID, UserID: e.owner.ID, AutoRelease: &yes}, e.owner.ID); err != nil {
 		t.Fatal(err)
+	}
+	// Restricting oneself is fine; lifting that restriction again is not.
+	no := false
+	if err := e.s.SetOverride(Override{DatasetID: e.priv.ID, UserID: admin.ID, Train: &no}, admin.ID); err != nil {
+		t.Fatalf("refusing oneself training: %v", err)
+	}
+	if err := e.s.SetOverride(Override{DatasetID: e.priv.ID, UserID: admin.ID}, admin.ID); !errors.Is(err, ErrForbidden) {
+		t.Fatalf("lifting one's own refusal: %v", err)
+	}
+	if err := e.s.SetDatasetCap(admin.ID, e.priv.ID, 100, admin.ID); err != nil {
+		t.Fatalf("capping oneself: %v", err)
+	}
+	if err := e.s.SetDatasetCap(admin.ID, e.priv.ID, 50, admin.ID); err != nil {
+		t.Fatalf("lowering one's own cap: %v", err)
+	}
+	if err := e.s.SetDatasetCap(admin.ID, e.priv.ID, 60, admin.ID); !errors.Is(err, ErrForbidden) {
+		t.Fatalf("raising one's own cap: %v", err)
 	}
 }
