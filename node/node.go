@@ -13,6 +13,8 @@ import (
 	"hash/fnv"
 	"log/slog"
 	"math/rand/v2"
+	"net"
+	"os"
 	"sync"
 	"time"
 
@@ -363,8 +365,19 @@ func (n *Node) take(ctx, claimCtx context.Context, job string, free int, release
 
 // errNoFetch: the plan and data could not be fetched for want of a
 // connection (a dropped stream, a restarting gateway) three times; the job
-// is given back, not failed. A refusal from the gateway is reported.
+// is given back, not failed. A refusal from the gateway, a timeout (a
+// shard too large for the link would time out again) and a malformed
+// answer are reported.
 var errNoFetch = errors.New("plan and data not fetched")
+
+// connectionLost reports whether a call failed for want of a connection
+// rather than by the gateway's answer, a timeout or a malformed message.
+func connectionLost(err error) bool {
+	var remote *p2p.Error
+	var netErr net.Error
+	timeout := errors.Is(err, context.DeadlineExceeded) || errors.Is(err, os.ErrDeadlineExceeded) || (errors.As(err, &netErr) && netErr.Timeout())
+	return !errors.As(err, &remote) && !timeout && !errors.Is(err, p2p.ErrMalformed) && !errors.Is(err, p2p.ErrTooLarge)
+}
 
 // keepLease heartbeats a granted job's lease, with the progress set through
 // the returned function, until stop is called. A lost lease or a
@@ -446,8 +459,7 @@ func (n *Node) run(ctx context.Context, g *wire.ClaimResponse, progress func(pla
 	for try := 1; ; try++ {
 		f, err = p2p.Call[wire.FetchRequest, wire.FetchResponse](ctx, n.peer.Host, n.gw.ID, n.peer.Protocol(wire.ProtoFetch),
 			&wire.FetchRequest{Job: g.Job, Attempt: g.Attempt}, p2p.Limits{MaxRequest: wire.MaxSmall, MaxResponse: wire.MaxShard, Timeout: 5 * time.Minute})
-		var remote *p2p.Error
-		if err == nil || errors.As(err, &remote) || try == 3 {
+		if err == nil || !connectionLost(err) || try == 3 {
 			break
 		}
 		select { // a dropped stream or a restarting gateway: try again
@@ -456,11 +468,11 @@ func (n *Node) run(ctx context.Context, g *wire.ClaimResponse, progress func(pla
 		case <-time.After(time.Duration(try) * time.Second):
 		}
 	}
-	var remote *p2p.Error
-	if errors.As(err, &remote) {
-		return nil, fmt.Errorf("fetch plan and data: %w", err) // the gateway's answer: report it
-	} else if err != nil {
+	if err != nil && connectionLost(err) {
 		return nil, fmt.Errorf("%w: %w", errNoFetch, err)
+	} else if err != nil {
+		// The gateway's answer, a timeout or a malformed response: report it.
+		return nil, fmt.Errorf("fetch plan and data: %w", err)
 	}
 	// The node re-checks what the gateway validated.
 	pl, err := plan.Parse(f.Plan)
