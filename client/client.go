@@ -428,8 +428,8 @@ func (c *Client) Cancel(ctx context.Context, gw peer.ID, id string) (*wire.JobIn
 }
 
 // Ask files a request with a gateway's compliance officers: more budget
-// (Kind wire.RequestBudget, Epsilon) or a permission on a dataset (Kind
-// wire.RequestPermission, Dataset, Permission). Reason is required.
+// (Kind wire.KindBudget, Epsilon) or a permission on a dataset (Kind
+// wire.KindPermission, Dataset, Permission). Reason is required.
 func (c *Client) Ask(ctx context.Context, gw peer.ID, req wire.RequestCreate) (*wire.RequestInfo, error) {
 	return call[wire.RequestCreate, wire.RequestInfo](ctx, c, gw, wire.ProtoRequest, &req, p2p.Limits{MaxRequest: wire.MaxSmall, MaxResponse: wire.MaxSmall, Timeout: 10 * time.Second})
 }

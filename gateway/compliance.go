@@ -2,7 +2,6 @@ package gateway
 
 import (
 	"context"
-	"math"
 	"strings"
 
 	"github.com/libp2p/go-libp2p/core/peer"
@@ -16,9 +15,6 @@ import (
 // and their view of their own requests, release requests included. The
 // review itself happens over HTTP (gateway/api, /api/v1/requests).
 
-// maxAskEpsilon bounds the epsilon one budget request may ask for.
-const maxAskEpsilon = 1e6
-
 func (g *Gateway) handleRequest(_ context.Context, from peer.ID, req *wire.RequestCreate) (*wire.RequestInfo, error) {
 	u, err := g.authorize(from, wire.ProtoRequest)
 	if err != nil {
@@ -26,19 +22,19 @@ func (g *Gateway) handleRequest(_ context.Context, from peer.ID, req *wire.Reque
 	}
 	n := store.NewRequest{UserID: u.ID, Requester: from.String(), DatasetID: req.Dataset, Permission: req.Permission, Reason: req.Reason}
 	switch req.Kind {
-	case wire.RequestBudget:
-		n.Kind = store.KindBudget
-		if math.IsNaN(req.Epsilon) || req.Epsilon <= 0 || req.Epsilon > maxAskEpsilon {
-			return nil, p2p.Errorf(p2p.CodeBadRequest, "epsilon must be positive and at most %g, got %v", float64(maxAskEpsilon), req.Epsilon)
+	case wire.KindBudget:
+		n.Kind = wire.KindBudget
+		if wire.CheckEpsilon(req.Epsilon, false) != nil || req.Epsilon == 0 {
+			return nil, p2p.Errorf(p2p.CodeBadRequest, "epsilon must be positive and at most %g, got %v", float64(wire.MaxEpsilon), req.Epsilon)
 		}
-		n.AmountMicroEps = int64(math.Round(req.Epsilon * 1e6))
+		n.AmountMicroEps = int64(wire.MicroEpsNearest(req.Epsilon))
 		if n.AmountMicroEps < 1 {
 			return nil, p2p.Errorf(p2p.CodeBadRequest, "epsilon %v is less than one micro-epsilon", req.Epsilon)
 		}
-	case wire.RequestPermission:
-		n.Kind = store.KindPermission
+	case wire.KindPermission:
+		n.Kind = wire.KindPermission
 	default:
-		return nil, p2p.Errorf(p2p.CodeBadRequest, "kind must be %s or %s, got %q", wire.RequestBudget, wire.RequestPermission, req.Kind)
+		return nil, p2p.Errorf(p2p.CodeBadRequest, "kind must be %s or %s, got %q", wire.KindBudget, wire.KindPermission, req.Kind)
 	}
 	if req.Dataset != "" {
 		// Only datasets this gateway lists; a missing one is reported as such.
@@ -104,16 +100,16 @@ func requestInfo(r *store.Request) *wire.RequestInfo {
 	info := &wire.RequestInfo{ID: r.ID, Kind: r.Kind, State: r.State, Dataset: r.DatasetID, Job: r.JobID,
 		Permission: r.Permission, Reason: r.Reason, CreatedAt: r.CreatedAt}
 	switch r.Kind {
-	case store.KindRelease:
-		info.Epsilon = float64(r.EpsilonMicroEps) / 1e6
-	case store.KindBudget:
-		info.Epsilon = float64(r.AmountMicroEps) / 1e6
+	case wire.KindRelease:
+		info.Epsilon = wire.Epsilon(r.EpsilonMicroEps)
+	case wire.KindBudget:
+		info.Epsilon = wire.Epsilon(r.AmountMicroEps)
 	}
 	if d := r.Decision; d != nil {
 		t := d.At
 		info.DecidedAt = &t
 		info.DecisionReason = d.Reason
-		info.Charged = float64(d.ChargedMicroEps) / 1e6
+		info.Charged = wire.Epsilon(d.ChargedMicroEps)
 		switch {
 		case strings.HasPrefix(d.Reviewer, store.ReviewerRulePrefix):
 			info.DecidedBy = "rule"

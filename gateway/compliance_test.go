@@ -155,7 +155,7 @@ func TestReleaseReview(t *testing.T) {
 	if rs, err := bob.Requests(ctx, gwID, "", ""); err != nil || len(rs) != 0 {
 		t.Fatalf("bob's list: %v %v", rs, err)
 	}
-	if rs, err := alice.Requests(ctx, gwID, j.Request, ""); err != nil || len(rs) != 1 || rs[0].State != store.RequestPending || rs[0].Kind != store.KindRelease {
+	if rs, err := alice.Requests(ctx, gwID, j.Request, ""); err != nil || len(rs) != 1 || rs[0].State != wire.RequestPending || rs[0].Kind != wire.KindRelease {
 		t.Fatalf("alice's request: %+v %v", rs, err)
 	}
 	if u, _ := st.User(e.users[0].ID); u.SpentMicroEps != 0 {
@@ -258,7 +258,7 @@ func TestWithdrawOverP2P(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if r.State != store.RequestWithdrawn || r.DecidedBy != "requester" || r.DecisionReason != "wrong cohort" || r.Charged != 0 {
+	if r.State != wire.RequestWithdrawn || r.DecidedBy != "requester" || r.DecisionReason != "wrong cohort" || r.Charged != 0 {
 		t.Fatalf("withdrawn request %+v", r)
 	}
 	if u, _ := st.User(e.users[0].ID); u.ReservedMicroEps != 0 || u.SpentMicroEps != 0 || u.BudgetMicroEps != 5_000_000 {
@@ -293,14 +293,14 @@ func TestRequestsOverP2P(t *testing.T) {
 	if _, err := cl.Submit(ctx, gwID, priv.ID, e.plan); !p2p.IsCode(err, p2p.CodeForbidden) {
 		t.Fatalf("submit while forbidden: %v", err)
 	}
-	if _, err := cl.Ask(ctx, gwID, wire.RequestCreate{Kind: wire.RequestBudget, Epsilon: 1.5}); !p2p.IsCode(err, p2p.CodeBadRequest) {
+	if _, err := cl.Ask(ctx, gwID, wire.RequestCreate{Kind: wire.KindBudget, Epsilon: 1.5}); !p2p.IsCode(err, p2p.CodeBadRequest) {
 		t.Fatalf("request without reason: %v", err)
 	}
-	br, err := cl.Ask(ctx, gwID, wire.RequestCreate{Kind: wire.RequestBudget, Epsilon: 1.5, Reason: "cohort study"})
+	br, err := cl.Ask(ctx, gwID, wire.RequestCreate{Kind: wire.KindBudget, Epsilon: 1.5, Reason: "cohort study"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	pr, err := cl.Ask(ctx, gwID, wire.RequestCreate{Kind: wire.RequestPermission, Dataset: priv.ID, Permission: wire.AskTrain, Reason: "cohort study"})
+	pr, err := cl.Ask(ctx, gwID, wire.RequestCreate{Kind: wire.KindPermission, Dataset: priv.ID, Permission: wire.AskTrain, Reason: "cohort study"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -316,7 +316,7 @@ func TestRequestsOverP2P(t *testing.T) {
 	if _, err := cl.Submit(ctx, gwID, priv.ID, e.plan); err != nil {
 		t.Fatalf("submit after permission: %v", err)
 	}
-	rs, err := cl.Requests(ctx, gwID, "", store.RequestApproved)
+	rs, err := cl.Requests(ctx, gwID, "", wire.RequestApproved)
 	if err != nil || len(rs) != 2 || rs[0].DecidedBy != "officer" || rs[0].DecidedAt == nil {
 		t.Fatalf("approved requests %+v %v", rs, err)
 	}

@@ -107,8 +107,8 @@ func (g *Gateway) advance(p *store.Job) error {
 			return err
 		}
 		switch c.State {
-		case store.JobSucceeded:
-		case store.JobFailed, store.JobCancelled:
+		case wire.StateSucceeded:
+		case wire.StateFailed, wire.StateCancelled:
 			return g.store.FinishCoordinated(p.ID, nil, nil, fmt.Sprintf("shard %d of round %d %s: %s", s+1, round, c.State, c.Error))
 		default:
 			return nil // still training
@@ -140,7 +140,7 @@ func (g *Gateway) advance(p *store.Job) error {
 	loss := lossSum / total
 	g.log.Info("data-parallel round done", "job", p.ID, "round", round, "of", p.Rounds, "loss", loss)
 	if round < p.Rounds {
-		if err := g.store.SetProgress(p.ID, store.Progress{Epoch: round, Epochs: p.Rounds, Loss: loss}); err != nil {
+		if err := g.store.SetProgress(p.ID, wire.Progress{Epoch: round, Epochs: p.Rounds, Loss: loss}); err != nil {
 			return err
 		}
 		return g.startRound(p, round+1, avg)
@@ -183,7 +183,7 @@ func (g *Gateway) startRound(p *store.Job, round int, init map[string]plan.Tenso
 			return err
 		}
 	}
-	if err := g.store.SetProgress(p.ID, store.Progress{Epoch: round, Epochs: p.Rounds, Loss: p.Progress.Loss}); err != nil {
+	if err := g.store.SetProgress(p.ID, wire.Progress{Epoch: round, Epochs: p.Rounds, Loss: p.Progress.Loss}); err != nil {
 		return err
 	}
 	g.log.Info("data-parallel round started", "job", p.ID, "round", round, "of", p.Rounds, "shards", p.Shards)

@@ -86,7 +86,7 @@ func TestFedAvgMatchesSingleNode(t *testing.T) {
 		for r := 1; r <= 5; r++ {
 			for s := 0; s < 3; s++ {
 				id := fmt.Sprintf("%s-r%d-s%d", info.ID, r, s)
-				if sj, err := e.gw.Store().Job(id); err != nil || sj.State != store.JobSucceeded || sj.Node == "" {
+				if sj, err := e.gw.Store().Job(id); err != nil || sj.State != wire.StateSucceeded || sj.Node == "" {
 					t.Fatalf("shard job %s: %+v %v", id, sj, err)
 				}
 				// The shards are the gateway's: their plans carry statistics
@@ -164,7 +164,7 @@ func TestFedAvgShardReassigned(t *testing.T) {
 	if err != nil || done.State != wire.StateSucceeded {
 		t.Fatalf("data-parallel job after a lost shard: %+v %v", done, err)
 	}
-	if s0, _ := e.gw.Store().Job(shard0); s0.Attempt != 2 || s0.State != store.JobSucceeded {
+	if s0, _ := e.gw.Store().Job(shard0); s0.Attempt != 2 || s0.State != wire.StateSucceeded {
 		t.Fatalf("shard 0 should have succeeded on its second attempt: %+v", s0)
 	}
 }

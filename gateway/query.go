@@ -71,7 +71,7 @@ func checkQuery(req *wire.QueryRequest) (mechanism, error) {
 	if !finite(req.Epsilon) || req.Epsilon <= 0 || req.Epsilon > maxQueryEpsilon {
 		return bad("epsilon must be positive and at most %d, got %v", maxQueryEpsilon, req.Epsilon)
 	}
-	if req.Epsilon < 1e-6 {
+	if req.Epsilon < 1.0/wire.MicroPerEpsilon {
 		return bad("epsilon %v is less than one micro-epsilon", req.Epsilon)
 	}
 	if !finite(req.Lower) || !finite(req.Upper) || math.Abs(req.Lower) > maxQueryBound || math.Abs(req.Upper) > maxQueryBound {
@@ -142,7 +142,7 @@ func (g *Gateway) handleQuery(_ context.Context, from peer.ID, req *wire.QueryRe
 		return nil, fmt.Errorf("noise: %w", err)
 	}
 	q := &store.DPQuery{UserID: u.ID, DatasetID: ds.ID, Stat: req.Stat, Column: req.Column, Lower: req.Lower, Upper: req.Upper,
-		Bins: req.Bins, Mechanism: mech.name, Delta: mech.delta, EpsilonMic: microEps(req.Epsilon)}
+		Bins: req.Bins, Mechanism: mech.name, Delta: mech.delta, EpsilonMic: int64(wire.MicroEpsCharge(req.Epsilon))}
 	if resp.Stat == wire.StatHistogram {
 		q.Answer = resp.Counts
 	} else {
@@ -155,9 +155,9 @@ func (g *Gateway) handleQuery(_ context.Context, from peer.ID, req *wire.QueryRe
 		}
 		return nil, storeErr(err, "query")
 	}
-	resp.Query, resp.Epsilon = q.ID, float64(q.EpsilonMic)/1e6
+	resp.Query, resp.Epsilon = q.ID, wire.Epsilon(q.EpsilonMic)
 	if cur, err := g.store.User(u.ID); err == nil {
-		resp.Remaining = float64(cur.BudgetMicroEps) / 1e6
+		resp.Remaining = wire.Epsilon(cur.BudgetMicroEps)
 	}
 	g.log.Info("dp query answered", "query", q.ID, "user", u.ID, "dataset", ds.ID, "stat", req.Stat, "epsilon_micro", q.EpsilonMic)
 	return resp, nil

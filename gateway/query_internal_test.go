@@ -57,22 +57,3 @@ func TestQueryNoiseCalibration(t *testing.T) {
 		t.Logf("%s: rms %.4f promised %.4f, coverage %.3f", mech.name, rms, scale, float64(covered)/n)
 	}
 }
-
-// TestMicroEps: a cost in micro-epsilon is never less than what is spent,
-// and float noise in eps*1e6 does not add a micro-epsilon.
-func TestMicroEps(t *testing.T) {
-	for eps, want := range map[float64]int64{
-		0.0079: 7900, 0.1: 100_000, 0.3: 300_000, 0.523: 523_000, 1: 1_000_000, 2.7: 2_700_000,
-		1.4999e-6: 2, 1e-6: 1, 1e-7: 1, 2.0000001e-3: 2001, 1e6: 1e12,
-	} {
-		if got := microEps(eps); got != want {
-			t.Errorf("microEps(%v) = %d, want %d", eps, got, want)
-		}
-	}
-	for i := 1; i <= 10000; i++ { // every epsilon with four decimals: exact
-		eps := float64(i) / 1e4
-		if got := microEps(eps); got != int64(i)*100 {
-			t.Fatalf("microEps(%v) = %d, want %d", eps, got, i*100)
-		}
-	}
-}

@@ -213,7 +213,7 @@ func (g *Gateway) handleHeartbeat(_ context.Context, from peer.ID, req *wire.Hea
 	if err := g.enrolledNode(from, wire.ProtoHeartbeat); err != nil {
 		return nil, err
 	}
-	j, err := g.store.Heartbeat(req.Job, req.Attempt, from.String(), store.Progress{Epoch: req.Epoch, Epochs: req.Epochs, Loss: req.Loss}, g.cfg.Lease)
+	j, err := g.store.Heartbeat(req.Job, req.Attempt, from.String(), wire.Progress{Epoch: req.Epoch, Epochs: req.Epochs, Loss: req.Loss}, g.cfg.Lease)
 	if err != nil {
 		if cur, gerr := g.store.Job(req.Job); gerr == nil && cur.State == wire.StateCancelled && cur.Attempt == req.Attempt {
 			return &wire.HeartbeatResponse{Cancelled: true}, nil
@@ -257,7 +257,7 @@ func (g *Gateway) handleResult(_ context.Context, from peer.ID, req *wire.Result
 		// The privacy cost in the signed model is the gateway's, never the node's.
 		m.Privacy = nil
 		if j.DP {
-			m.Privacy = &plan.Privacy{Epsilon: float64(j.EpsilonMicroEps) / 1e6, Delta: j.Delta}
+			m.Privacy = &plan.Privacy{Epsilon: wire.Epsilon(j.EpsilonMicroEps), Delta: j.Delta}
 		}
 	}
 	signed, err := g.signModel(m, j)
@@ -346,7 +346,7 @@ func (g *Gateway) handleSubmit(_ context.Context, from peer.ID, req *wire.Submit
 	if err != nil {
 		if errors.Is(err, store.ErrInsufficientBudget) {
 			return nil, p2p.Errorf(p2p.CodeForbidden, "releasing this job's result would cost epsilon %.6g on dataset %q, more than your budget allows (%s); ask for more with fedgrid request budget",
-				float64(j.EpsilonMicroEps)/1e6, ds.Name, strings.TrimPrefix(err.Error(), "store: "))
+				wire.Epsilon(j.EpsilonMicroEps), ds.Name, strings.TrimPrefix(err.Error(), "store: "))
 		}
 		return nil, storeErr(err, "job")
 	}
@@ -393,19 +393,6 @@ func (g *Gateway) resolveHosted(pl *plan.Plan) (*plan.Plan, json.RawMessage, jso
 	return resolved, planJSON, init, nil
 }
 
-// microEps is what spending eps costs in whole micro-epsilon: rounded up,
-// never less than what the mechanism spends (at least one). eps*1e6 carries
-// float noise (0.0079*1e6 = 7900.000000000001): within a billionth of a
-// whole number it counts as that number.
-func microEps(eps float64) int64 {
-	v := eps * 1e6
-	r := math.Round(v)
-	if v-r > 1e-9*max(1, v) {
-		r = math.Ceil(v)
-	}
-	return max(1, int64(r))
-}
-
 // releaseCost sets the job's privacy cost: the epsilon of its DP-SGD plan on
 // the dataset's training rows (the same count the node's accountant uses),
 // rounded up to whole micro-epsilon. A plan without DP-SGD costs nothing and
@@ -419,10 +406,10 @@ func releaseCost(j *store.Job, pl *plan.Plan, ds *store.Dataset) error {
 	if err != nil {
 		return p2p.Errorf(p2p.CodeBadRequest, "cannot account the plan's privacy on dataset %q: %v", ds.Name, err)
 	}
-	if math.IsNaN(eps) || math.IsInf(eps, 0) || eps > 1e6 {
+	if math.IsNaN(eps) || math.IsInf(eps, 0) || eps > wire.MaxEpsilon {
 		return p2p.Errorf(p2p.CodeBadRequest, "the plan's DP-SGD spends epsilon %v on dataset %q: too much to account; add noise or train fewer steps", eps, ds.Name)
 	}
-	j.EpsilonMicroEps = microEps(eps)
+	j.EpsilonMicroEps = int64(wire.MicroEpsCharge(eps))
 	j.Delta = pl.Privacy.Delta
 	j.DP = true
 	return nil
@@ -483,11 +470,11 @@ func (g *Gateway) handleModel(_ context.Context, from peer.ID, req *wire.JobRequ
 	}
 	if !j.Releasable() && !g.legacyPublic(j) {
 		switch j.Release {
-		case store.ReleaseDenied:
+		case wire.ReleaseDenied:
 			return nil, p2p.Errorf(p2p.CodeForbidden, "job %s: the release of its result was denied: %s", j.ID, j.ReleaseReason)
-		case store.ReleasePending:
+		case wire.ReleasePending:
 			return nil, p2p.Errorf(p2p.CodeForbidden, "job %s trained on private data: its result waits for a compliance officer's review (request %s)", j.ID, j.RequestID)
-		case store.ReleaseWithdrawn:
+		case wire.ReleaseWithdrawn:
 			return nil, p2p.Errorf(p2p.CodeForbidden, "job %s: you withdrew the release request %s; its result stays with the gateway", j.ID, j.RequestID)
 		}
 		return nil, p2p.Errorf(p2p.CodeForbidden, "job %s: its result has not been released", j.ID)
@@ -527,7 +514,7 @@ func (g *Gateway) jobInfo(j *store.Job) *wire.JobInfo {
 		t := j.FinishedAt
 		info.FinishedAt = &t
 	}
-	info.Epsilon, info.DP = float64(j.EpsilonMicroEps)/1e6, j.DP
+	info.Epsilon, info.DP = wire.Epsilon(j.EpsilonMicroEps), j.DP
 	info.Release, info.ReleaseReason, info.Request = j.Release, j.ReleaseReason, j.RequestID
 	withhold(info, j)
 	return info
@@ -542,7 +529,7 @@ func withhold(info *wire.JobInfo, j *store.Job) {
 	if j.LossWithheld() {
 		info.Progress.Loss, info.Progress.LossWithheld = 0, true
 	}
-	if j.State == wire.StateSucceeded && (j.Release == store.ReleasePending || j.Release == store.ReleaseDenied || j.Release == store.ReleaseWithdrawn) {
+	if j.State == wire.StateSucceeded && (j.Release == wire.ReleasePending || j.Release == wire.ReleaseDenied || j.Release == wire.ReleaseWithdrawn) {
 		info.Metrics = nil
 		info.Review = true
 	}

@@ -20,11 +20,11 @@ func TestWithhold(t *testing.T) {
 		metricsShow bool
 	}{
 		{"public, running", store.Job{State: wire.StateRunning}, true, true},
-		{"public, released", store.Job{State: wire.StateSucceeded, Release: store.ReleaseReleased}, true, true},
+		{"public, released", store.Job{State: wire.StateSucceeded, Release: wire.ReleaseReleased}, true, true},
 		{"private, running", store.Job{State: wire.StateRunning, Review: true}, false, true},
-		{"private, pending", store.Job{State: wire.StateSucceeded, Review: true, Release: store.ReleasePending, RequestID: "r1"}, false, false},
-		{"private, denied", store.Job{State: wire.StateSucceeded, Review: true, Release: store.ReleaseDenied, RequestID: "r1"}, false, false},
-		{"private, approved", store.Job{State: wire.StateSucceeded, Review: true, Release: store.ReleaseApproved, RequestID: "r1"}, true, true},
+		{"private, pending", store.Job{State: wire.StateSucceeded, Review: true, Release: wire.ReleasePending, RequestID: "r1"}, false, false},
+		{"private, denied", store.Job{State: wire.StateSucceeded, Review: true, Release: wire.ReleaseDenied, RequestID: "r1"}, false, false},
+		{"private, approved", store.Job{State: wire.StateSucceeded, Review: true, Release: wire.ReleaseApproved, RequestID: "r1"}, true, true},
 		{"private, failed", store.Job{State: wire.StateFailed, Review: true}, false, true},
 	} {
 		info := &wire.JobInfo{Progress: wire.Progress{Epoch: 2, Epochs: 2, Loss: 0.61}, Metrics: metrics}

@@ -247,8 +247,9 @@ type Progress struct {
 	Epoch  int     `json:"epoch"`
 	Epochs int     `json:"epochs"`
 	Loss   float64 `json:"loss"`
-	// LossWithheld: the job's result waits for review, and the training
-	// loss, computed on the data like the metrics, leaves with it (Loss is 0).
+	// LossWithheld is set only in views for the requester (never stored):
+	// the job's result waits for review, and the training loss, computed on
+	// the data like the metrics, leaves with it (Loss is 0).
 	LossWithheld bool `json:"loss_withheld,omitempty"`
 }
 
@@ -281,23 +282,37 @@ type JobInfo struct {
 	Request       string `json:"request,omitempty"` // the release request's ID
 }
 
-// Release states of a result (JobInfo.Release).
+// Release states of a succeeded job's result (JobInfo.Release).
 const (
-	ReleaseReleased = "released"
-	ReleasePending  = "pending"
-	ReleaseApproved = "approved"
-	ReleaseDenied   = "denied"
+	ReleaseReleased = "released" // released without review (public data or a per-user override)
+	ReleasePending  = "pending"  // waits for a compliance officer
+	ReleaseApproved = "approved" // approved by an officer or an approval rule
+	ReleaseDenied   = "denied"   // refused; the reason is in ReleaseReason
 	// ReleaseWithdrawn: the requester withdrew the release request; the
 	// result never leaves and nothing is charged.
 	ReleaseWithdrawn = "withdrawn"
 )
 
-// Request kinds and the permissions one may ask for.
+// Request kinds: a release of a job's result (filed by the gateway), or a
+// data scientist's ask for budget or a permission.
 const (
-	RequestBudget     = "budget"
-	RequestPermission = "permission"
-	AskTrain          = "train"
-	AskAutoRelease    = "auto_release"
+	KindRelease    = "release"
+	KindBudget     = "budget"
+	KindPermission = "permission"
+)
+
+// Request states.
+const (
+	RequestPending   = "pending"
+	RequestApproved  = "approved"
+	RequestDenied    = "denied"
+	RequestWithdrawn = "withdrawn" // by the requester, before a decision
+)
+
+// Permissions a data scientist may ask for on a dataset.
+const (
+	AskTrain       = "train"        // may train on the dataset
+	AskAutoRelease = "auto_release" // results skip review
 )
 
 // RequestCreate asks a gateway's compliance officers for budget (Epsilon,
@@ -410,6 +425,19 @@ const (
 	StateFailed    = "failed"
 	StateCancelled = "cancelled"
 )
+
+// JobStates lists every job state, in lifecycle order.
+func JobStates() []string {
+	return []string{StateQueued, StateRunning, StateSucceeded, StateFailed, StateCancelled}
+}
+
+// RequestStates lists every request state.
+func RequestStates() []string {
+	return []string{RequestPending, RequestApproved, RequestDenied, RequestWithdrawn}
+}
+
+// RequestKinds lists every request kind.
+func RequestKinds() []string { return []string{KindRelease, KindBudget, KindPermission} }
 
 // Terminal reports whether a job in state s will not change any more.
 func Terminal(s string) bool {

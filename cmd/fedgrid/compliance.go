@@ -110,12 +110,12 @@ func requestCmd(g *globals) *cobra.Command {
 				if epsilon <= 0 || reason == "" {
 					return usagef("budget needs --epsilon E (> 0) and --reason TEXT")
 				}
-				req = wire.RequestCreate{Kind: wire.RequestBudget, Epsilon: epsilon, Dataset: dataset, Reason: reason}
+				req = wire.RequestCreate{Kind: wire.KindBudget, Epsilon: epsilon, Dataset: dataset, Reason: reason}
 			case "permission":
 				if dataset == "" || permission == "" || reason == "" {
 					return usagef("permission needs --dataset DATASET_ID, --permission train|auto_release and --reason TEXT")
 				}
-				req = wire.RequestCreate{Kind: wire.RequestPermission, Dataset: dataset, Permission: permission, Reason: reason}
+				req = wire.RequestCreate{Kind: wire.KindPermission, Dataset: dataset, Permission: permission, Reason: reason}
 			case "list":
 			case "withdraw":
 				if id == "" {

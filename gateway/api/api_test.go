@@ -297,7 +297,7 @@ func TestDemoFlow(t *testing.T) {
 	e.want(e.do("POST", "/api/v1/jobs/"+other.ID+"/cancel", dsTok, nil), 404)
 	var cj store.Job
 	e.want(e.do("POST", "/api/v1/jobs/"+j.ID+"/cancel", dsTok, nil), 200).decode(t, &cj)
-	if cj.State != store.JobCancelled {
+	if cj.State != wire.StateCancelled {
 		t.Fatalf("cancelled %+v", cj)
 	}
 	e.want(e.do("POST", "/api/v1/jobs/"+j.ID+"/cancel", dsTok, nil), 409)

@@ -4,8 +4,11 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"slices"
 	"strings"
 	"time"
+
+	"github.com/fedgrid/fedgrid/wire"
 
 	"github.com/fedgrid/fedgrid/gateway/store"
 )
@@ -140,14 +143,11 @@ type RuleList struct {
 	Rules []RuleView `json:"rules"`
 }
 
-var requestStates = []string{store.RequestPending, store.RequestApproved, store.RequestDenied, store.RequestWithdrawn}
-var requestKinds = []string{store.KindRelease, store.KindBudget, store.KindPermission}
-
 // requestView builds the view; withHistory adds the requester's record.
 func (a *API) requestView(r *store.Request, withHistory bool, users map[string]*store.User) (RequestView, error) {
 	v := RequestView{ID: r.ID, Kind: r.Kind, State: r.State, UserID: r.UserID, Requester: r.Requester, Reason: r.Reason,
 		JobID: r.JobID, DP: r.DP, Delta: r.Delta, Guarantee: r.Guarantee, PlanTable: r.PlanTable, Plan: r.Plan, Metrics: r.Metrics,
-		Permission: r.Permission, CreatedAt: r.CreatedAt, AutoApprovable: r.Kind == store.KindRelease && r.DP}
+		Permission: r.Permission, CreatedAt: r.CreatedAt, AutoApprovable: r.Kind == wire.KindRelease && r.DP}
 	user := func(id string) *store.User {
 		if u, ok := users[id]; ok {
 			return u
@@ -163,12 +163,12 @@ func (a *API) requestView(r *store.Request, withHistory bool, users map[string]*
 		v.UserEmail, v.UserRole = u.Email, u.Role
 	}
 	switch r.Kind {
-	case store.KindRelease:
+	case wire.KindRelease:
 		v.EpsilonMicroEps = r.EpsilonMicroEps
-	case store.KindBudget:
+	case wire.KindBudget:
 		v.EpsilonMicroEps = r.AmountMicroEps
 	}
-	v.Epsilon = microToEps(v.EpsilonMicroEps)
+	v.Epsilon = wire.Epsilon(v.EpsilonMicroEps)
 	if r.DatasetID != "" {
 		v.Dataset = &DatasetInfo{ID: r.DatasetID}
 		if d, err := a.st.Dataset(r.DatasetID); err == nil {
@@ -177,7 +177,7 @@ func (a *API) requestView(r *store.Request, withHistory bool, users map[string]*
 	}
 	if d := r.Decision; d != nil {
 		v.Decision = &DecisionView{Approved: d.Approved, Reviewer: d.Reviewer, RuleID: d.RuleID, Reason: d.Reason,
-			ChargedEpsilon: microToEps(d.ChargedMicroEps), ChargedMicroEps: d.ChargedMicroEps, At: d.At}
+			ChargedEpsilon: wire.Epsilon(d.ChargedMicroEps), ChargedMicroEps: d.ChargedMicroEps, At: d.At}
 		if u := user(d.Reviewer); u != nil {
 			v.Decision.ReviewerEmail = u.Email
 		}
@@ -186,8 +186,8 @@ func (a *API) requestView(r *store.Request, withHistory bool, users map[string]*
 		h, err := a.st.UserHistory(r.UserID, r.DatasetID)
 		if err == nil {
 			v.History = &HistoryView{Requests: h.Requests, Releases: h.Releases,
-				BudgetEpsilon: microToEps(h.BudgetMicroEps), ReservedEpsilon: microToEps(h.ReservedMicroEps), SpentEpsilon: microToEps(h.SpentMicroEps),
-				DatasetUsedEps: microToEps(h.DatasetUsedMicroEp), BudgetMicroEps: h.BudgetMicroEps, SpentMicroEps: h.SpentMicroEps, ReservedMicroEps: h.ReservedMicroEps}
+				BudgetEpsilon: wire.Epsilon(h.BudgetMicroEps), ReservedEpsilon: wire.Epsilon(h.ReservedMicroEps), SpentEpsilon: wire.Epsilon(h.SpentMicroEps),
+				DatasetUsedEps: wire.Epsilon(h.DatasetUsedMicroEp), BudgetMicroEps: h.BudgetMicroEps, SpentMicroEps: h.SpentMicroEps, ReservedMicroEps: h.ReservedMicroEps}
 		}
 	}
 	return v, nil
@@ -198,11 +198,11 @@ func (a *API) requestView(r *store.Request, withHistory bool, users map[string]*
 func (a *API) listRequests(c *call) (any, error) {
 	q := c.r.URL.Query()
 	f := store.RequestFilter{State: q.Get("state"), Kind: q.Get("kind"), UserID: q.Get("user"), DatasetID: q.Get("dataset"), JobID: q.Get("job")}
-	if f.State != "" && !containsStr(requestStates, f.State) {
-		return nil, badField("state", "must be one of %s", strings.Join(requestStates, ", "))
+	if f.State != "" && !slices.Contains(wire.RequestStates(), f.State) {
+		return nil, badField("state", "must be one of %s", strings.Join(wire.RequestStates(), ", "))
 	}
-	if f.Kind != "" && !containsStr(requestKinds, f.Kind) {
-		return nil, badField("kind", "must be one of %s", strings.Join(requestKinds, ", "))
+	if f.Kind != "" && !slices.Contains(wire.RequestKinds(), f.Kind) {
+		return nil, badField("kind", "must be one of %s", strings.Join(wire.RequestKinds(), ", "))
 	}
 	triage, err := c.can(store.PermTriageRequests)
 	if err != nil {
@@ -228,7 +228,7 @@ func (a *API) listRequests(c *call) (any, error) {
 		}
 		if !triage {
 			redactForRequester(&v, r)
-		} else if r.State == store.RequestPending {
+		} else if r.State == wire.RequestPending {
 			// The queue shows each pending request with its requester's record.
 			key := r.UserID + "/" + r.DatasetID
 			if h, ok := histories[key]; ok {
@@ -245,7 +245,7 @@ func (a *API) listRequests(c *call) (any, error) {
 // redactForRequester hides what a requester may not see before release:
 // the metrics of an unreleased result, and who reviewed.
 func redactForRequester(v *RequestView, r *store.Request) {
-	if r.Kind == store.KindRelease && r.State != store.RequestApproved {
+	if r.Kind == wire.KindRelease && r.State != wire.RequestApproved {
 		v.Metrics = nil
 	}
 	if v.Decision != nil {
@@ -296,7 +296,7 @@ func (a *API) decide(c *call, approve bool) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	if approve && r.Kind == store.KindBudget {
+	if approve && r.Kind == wire.KindBudget {
 		if ok, err := c.can(store.PermManagePrivacyBudget); err != nil {
 			return nil, err
 		} else if !ok {
@@ -321,7 +321,7 @@ func (a *API) ruleView(r *store.Rule) RuleView {
 	if roles == nil {
 		roles = []string{}
 	}
-	return RuleView{ID: r.ID, Tags: r.Tags, Roles: roles, MaxEpsilon: microToEps(r.MaxEpsilonMicroEps), MaxEpsilonMicroEps: r.MaxEpsilonMicroEps,
+	return RuleView{ID: r.ID, Tags: r.Tags, Roles: roles, MaxEpsilon: wire.Epsilon(r.MaxEpsilonMicroEps), MaxEpsilonMicroEps: r.MaxEpsilonMicroEps,
 		Quota: r.Quota, Used: r.Used, ExpiresAt: r.ExpiresAt, Expired: !r.ExpiresAt.IsZero() && !a.cfg.Now().Before(r.ExpiresAt),
 		Disabled: r.Disabled, Note: r.Note, CreatedBy: r.CreatedBy, CreatedAt: r.CreatedAt}
 }

@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/fedgrid/fedgrid/wire"
+
 	"github.com/fedgrid/fedgrid/gateway/store"
 )
 
@@ -44,8 +46,8 @@ func TestReviewQueueHTTP(t *testing.T) {
 		t.Fatalf("queue %+v", q)
 	}
 	r := q.Requests[0]
-	if r.Kind != store.KindRelease || r.JobID != j.ID || r.Epsilon != 1.25 || !r.DP || !r.AutoApprovable || r.PlanTable == "" || !strings.Contains(string(r.Metrics), "0.81") ||
-		r.Dataset == nil || r.Dataset.Name != "ward" || r.History == nil || r.History.ReservedEpsilon != 1.25 || r.History.Releases[store.RequestPending] != 1 || r.UserEmail != "alice@example.org" {
+	if r.Kind != wire.KindRelease || r.JobID != j.ID || r.Epsilon != 1.25 || !r.DP || !r.AutoApprovable || r.PlanTable == "" || !strings.Contains(string(r.Metrics), "0.81") ||
+		r.Dataset == nil || r.Dataset.Name != "ward" || r.History == nil || r.History.ReservedEpsilon != 1.25 || r.History.Releases[wire.RequestPending] != 1 || r.UserEmail != "alice@example.org" {
 		t.Fatalf("queue entry %+v", r)
 	}
 	// Requesters: their own only, and no metrics before release.

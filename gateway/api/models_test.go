@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/fedgrid/fedgrid/gateway/store"
+	"github.com/fedgrid/fedgrid/wire"
 )
 
 // tinyModel is a valid fedgrid.model/v1 document: logistic regression on
@@ -195,7 +196,7 @@ func TestJobViewsWithholdLossUnderReview(t *testing.T) {
 	if _, err := e.st.Grant(j.ID, "node", time.Minute); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := e.st.Heartbeat(j.ID, 1, "node", store.Progress{Epoch: 2, Epochs: 5, Loss: 0.4321}, time.Minute); err != nil {
+	if _, err := e.st.Heartbeat(j.ID, 1, "node", wire.Progress{Epoch: 2, Epochs: 5, Loss: 0.4321}, time.Minute); err != nil {
 		t.Fatal(err)
 	}
 	for _, c := range []struct {
@@ -209,7 +210,7 @@ func TestJobViewsWithholdLossUnderReview(t *testing.T) {
 		if len(list.Jobs) != 1 {
 			t.Fatalf("%s: %d jobs listed", c.who, len(list.Jobs))
 		}
-		for _, got := range []store.Progress{one.Progress, list.Jobs[0].Progress} {
+		for _, got := range []wire.Progress{one.Progress, list.Jobs[0].Progress} {
 			if shown := got.Loss == 0.4321 && !got.LossWithheld; shown != c.shown || (!c.shown && (got.Loss != 0 || !got.LossWithheld)) || got.Epoch != 2 {
 				t.Errorf("%s sees progress %+v; loss shown %v, want %v", c.who, got, shown, c.shown)
 			}
@@ -262,7 +263,7 @@ func TestOwnJobRedactedForReviewer(t *testing.T) {
 	if _, err := e.st.Grant(j.ID, "node", time.Minute); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := e.st.Heartbeat(j.ID, 1, "node", store.Progress{Epoch: 1, Epochs: 3, Loss: 0.777}, time.Minute); err != nil {
+	if _, err := e.st.Heartbeat(j.ID, 1, "node", wire.Progress{Epoch: 1, Epochs: 3, Loss: 0.777}, time.Minute); err != nil {
 		t.Fatal(err)
 	}
 	var one store.Job

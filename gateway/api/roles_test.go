@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/fedgrid/fedgrid/wire"
+
 	"github.com/fedgrid/fedgrid/gateway/store"
 )
 
@@ -180,13 +182,13 @@ func (w *roleWalk) fixture(rt *route, caller *store.User) (string, any) {
 		if caller != nil {
 			owner = caller
 		}
-		r, err := w.st.CreateRequest(store.NewRequest{Kind: store.KindBudget, UserID: owner.ID, AmountMicroEps: 1, Reason: "walk"})
+		r, err := w.st.CreateRequest(store.NewRequest{Kind: wire.KindBudget, UserID: owner.ID, AmountMicroEps: 1, Reason: "walk"})
 		if err != nil {
 			t.Fatal(err)
 		}
 		return strings.Replace(p, "{id}", r.ID, 1), nil
 	case "POST /api/v1/requests/{id}/approve", "POST /api/v1/requests/{id}/deny":
-		r, err := w.st.CreateRequest(store.NewRequest{Kind: store.KindPermission, UserID: mkUser().ID, DatasetID: mkDataset().ID, Permission: store.AskTrain, Reason: "walk"})
+		r, err := w.st.CreateRequest(store.NewRequest{Kind: wire.KindPermission, UserID: mkUser().ID, DatasetID: mkDataset().ID, Permission: wire.AskTrain, Reason: "walk"})
 		if err != nil {
 			t.Fatal(err)
 		}

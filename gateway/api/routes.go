@@ -7,6 +7,7 @@ import (
 	"math"
 	"net/http"
 	"path"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -187,20 +188,14 @@ func (a *API) listUsers(*call) (any, error) {
 	return out, nil
 }
 
-// maxEpsilon bounds any epsilon given over HTTP.
-const maxEpsilon = 1e6
-
+// epsToMicro turns an epsilon a person gave in field into micro-epsilon,
+// rounded to the nearest (an amount given, never a charge).
 func epsToMicro(field string, eps float64, allowNegative bool) (int64, error) {
-	if math.IsNaN(eps) || math.IsInf(eps, 0) || math.Abs(eps) > maxEpsilon {
-		return 0, badField(field, "must be a finite number of at most %g", float64(maxEpsilon))
+	if err := wire.CheckEpsilon(eps, allowNegative); err != nil {
+		return 0, badField(field, "%v", err)
 	}
-	if eps < 0 && !allowNegative {
-		return 0, badField(field, "must not be negative")
-	}
-	return int64(math.Round(eps * 1e6)), nil
+	return int64(wire.MicroEpsNearest(eps)), nil
 }
-
-func microToEps(m int64) float64 { return float64(m) / 1e6 }
 
 func validPeerID(field, s string) error {
 	if s == "" {
@@ -553,13 +548,11 @@ func (a *API) putOverride(c *call) (any, error) {
 
 // ---- jobs
 
-var jobStates = []string{store.JobQueued, store.JobRunning, store.JobSucceeded, store.JobFailed, store.JobCancelled}
-
 func (a *API) listJobs(c *call) (any, error) {
 	q := c.r.URL.Query()
 	f := store.JobFilter{State: q.Get("state"), UserID: q.Get("user_id")}
-	if f.State != "" && !containsStr(jobStates, f.State) {
-		return nil, badField("state", "must be one of %s", strings.Join(jobStates, ", "))
+	if f.State != "" && !slices.Contains(wire.JobStates(), f.State) {
+		return nil, badField("state", "must be one of %s", strings.Join(wire.JobStates(), ", "))
 	}
 	triage, err := c.can(store.PermTriageRequests)
 	if err != nil {
@@ -647,7 +640,7 @@ func redact(j *store.Job, reviewer bool) {
 	if reviewer {
 		return
 	}
-	if j.State == store.JobSucceeded && !j.Releasable() {
+	if j.State == wire.StateSucceeded && !j.Releasable() {
 		j.Metrics = nil
 	}
 	if j.LossWithheld() {
@@ -750,13 +743,4 @@ func (a *API) verifyAudit(*call) (any, error) {
 		return nil, err
 	}
 	return AuditVerifyResponse{OK: true, Entries: n}, nil
-}
-
-func containsStr(xs []string, s string) bool {
-	for _, x := range xs {
-		if x == s {
-			return true
-		}
-	}
-	return false
 }

@@ -4,6 +4,7 @@ import (
 	"time"
 
 	"github.com/fedgrid/fedgrid/gateway/store"
+	"github.com/fedgrid/fedgrid/wire"
 )
 
 // Request and response bodies. Field names are the wire names (snake_case).
@@ -61,7 +62,7 @@ type UserView struct {
 
 func userView(u *store.User) UserView {
 	return UserView{ID: u.ID, Email: u.Email, Name: u.Name, Role: u.Role, PeerID: u.PeerID,
-		BudgetEpsilon: microToEps(u.BudgetMicroEps), ReservedEpsilon: microToEps(u.ReservedMicroEps), SpentEpsilon: microToEps(u.SpentMicroEps),
+		BudgetEpsilon: wire.Epsilon(u.BudgetMicroEps), ReservedEpsilon: wire.Epsilon(u.ReservedMicroEps), SpentEpsilon: wire.Epsilon(u.SpentMicroEps),
 		BudgetMicroEps: u.BudgetMicroEps, ReservedMicroEps: u.ReservedMicroEps, SpentMicroEps: u.SpentMicroEps, CreatedAt: u.CreatedAt}
 }
 

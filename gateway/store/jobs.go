@@ -9,26 +9,8 @@ import (
 	"time"
 
 	"github.com/dgraph-io/badger/v4"
+	"github.com/fedgrid/fedgrid/wire"
 )
-
-// Job states.
-const (
-	JobQueued    = "queued"
-	JobRunning   = "running"
-	JobSucceeded = "succeeded"
-	JobFailed    = "failed"
-	JobCancelled = "cancelled"
-)
-
-// Progress is a running job's last reported training progress.
-type Progress struct {
-	Epoch  int     `json:"epoch"`
-	Epochs int     `json:"epochs"`
-	Loss   float64 `json:"loss"`
-	// LossWithheld is set only in views for the requester (never stored):
-	// Loss was blanked, see Job.LossWithheld.
-	LossWithheld bool `json:"loss_withheld,omitempty"`
-}
 
 // Job is one training request and its lifecycle.
 type Job struct {
@@ -44,7 +26,7 @@ type Job struct {
 	Attempt      int             `json:"attempt"`
 	Node         string          `json:"node,omitempty"`
 	LeaseExpires time.Time       `json:"lease_expires,omitzero"`
-	Progress     Progress        `json:"progress"`
+	Progress     wire.Progress   `json:"progress"`
 	Metrics      json.RawMessage `json:"metrics,omitempty"`
 	Error        string          `json:"error,omitempty"`
 	CreatedAt    time.Time       `json:"created_at"`
@@ -130,7 +112,7 @@ func (s *Store) cancelShards(txn *badger.Txn, parent *Job) error {
 	}
 	for _, c := range shards {
 		old := c.State
-		c.State, c.FinishedAt, c.LeaseExpires = JobCancelled, s.now().UTC(), time.Time{}
+		c.State, c.FinishedAt, c.LeaseExpires = wire.StateCancelled, s.now().UTC(), time.Time{}
 		c.Error = "its data-parallel job " + parent.ID + " is " + parent.State
 		if err := s.putJob(txn, c, old); err != nil {
 			return err
@@ -188,7 +170,7 @@ func (s *Store) QueuedRefs() ([]JobRef, error) {
 	var out []JobRef
 	err := s.view(func(txn *badger.Txn) error {
 		opts := badger.DefaultIteratorOptions
-		opts.Prefix = []byte(prefixJobIndex + JobQueued + "/")
+		opts.Prefix = []byte(prefixJobIndex + wire.StateQueued + "/")
 		it := txn.NewIterator(opts)
 		defer it.Close()
 		for it.Rewind(); it.Valid(); it.Next() {
@@ -225,7 +207,7 @@ func jobsInState(txn *badger.Txn, state string) ([]*Job, error) {
 
 // Terminal reports whether the job has finished for good.
 func (j *Job) Terminal() bool {
-	return j.State == JobSucceeded || j.State == JobFailed || j.State == JobCancelled
+	return wire.Terminal(j.State)
 }
 
 // CreateJob stores a new job in state queued. An empty ID is assigned;
@@ -250,9 +232,9 @@ func (s *Store) createJob(j *Job, reserve int64) error {
 	if j.ID == "" {
 		j.ID = newID()
 	}
-	j.State = JobQueued
+	j.State = wire.StateQueued
 	if j.Coordinated() {
-		j.State = JobRunning // run by the gateway's coordinator, never offered
+		j.State = wire.StateRunning // run by the gateway's coordinator, never offered
 	}
 	j.Attempt = 0
 	j.Node = ""
@@ -365,7 +347,7 @@ func (s *Store) QueuedJobs() ([]*Job, error) {
 	var out []*Job
 	err := s.view(func(txn *badger.Txn) error {
 		var err error
-		out, err = jobsInState(txn, JobQueued)
+		out, err = jobsInState(txn, wire.StateQueued)
 		return err
 	})
 	return out, err
@@ -376,7 +358,7 @@ func (s *Store) RunningJobs() ([]*Job, error) {
 	var out []*Job
 	err := s.view(func(txn *badger.Txn) error {
 		var err error
-		out, err = jobsInState(txn, JobRunning)
+		out, err = jobsInState(txn, wire.StateRunning)
 		return err
 	})
 	return out, err
@@ -410,13 +392,13 @@ func (s *Store) modifyJob(id string, fn func(txn *badger.Txn, j *Job) error) (*J
 func (s *Store) Grant(jobID, node string, lease time.Duration) (*Job, error) {
 	j, err := s.modifyJob(jobID, func(txn *badger.Txn, j *Job) error {
 		now := s.now().UTC()
-		if j.State != JobQueued || j.Coordinated() {
+		if j.State != wire.StateQueued || j.Coordinated() {
 			return fmt.Errorf("%w: job %s is %s", ErrConflictState, j.ID, j.State)
 		}
 		if now.Before(j.NotBefore) {
 			return fmt.Errorf("%w: job %s is backing off until %s", ErrConflictState, j.ID, j.NotBefore.Format(time.RFC3339Nano))
 		}
-		j.State = JobRunning
+		j.State = wire.StateRunning
 		j.Attempt++
 		j.Node = node
 		j.LeaseExpires = now.Add(lease)
@@ -430,7 +412,7 @@ func (s *Store) Grant(jobID, node string, lease time.Duration) (*Job, error) {
 }
 
 func checkLease(j *Job, attempt int, node string) error {
-	if j.State != JobRunning || j.Attempt != attempt || j.Node != node {
+	if j.State != wire.StateRunning || j.Attempt != attempt || j.Node != node {
 		return fmt.Errorf("%w: job %s is %s at attempt %d on %q, not running attempt %d on %q",
 			ErrStale, j.ID, j.State, j.Attempt, j.Node, attempt, node)
 	}
@@ -440,7 +422,7 @@ func checkLease(j *Job, attempt int, node string) error {
 // Heartbeat records progress and extends the lease of a running job's current
 // attempt. For any other state, attempt or node it returns ErrStale together
 // with the job as stored, so that the caller can see e.g. that it was cancelled.
-func (s *Store) Heartbeat(jobID string, attempt int, node string, p Progress, lease time.Duration) (*Job, error) {
+func (s *Store) Heartbeat(jobID string, attempt int, node string, p wire.Progress, lease time.Duration) (*Job, error) {
 	return s.modifyJob(jobID, func(_ *badger.Txn, j *Job) error {
 		if err := checkLease(j, attempt, node); err != nil {
 			return err
@@ -461,7 +443,7 @@ func (s *Store) Complete(jobID string, attempt int, node string, model []byte, m
 		if err := txn.Set([]byte(prefixResult+j.ID), model); err != nil {
 			return err
 		}
-		j.State = JobSucceeded
+		j.State = wire.StateSucceeded
 		j.Metrics = metrics
 		j.FinishedAt = s.now().UTC()
 		j.LeaseExpires = time.Time{}
@@ -476,7 +458,7 @@ func (s *Store) Fail(jobID string, attempt int, node string, msg string) error {
 		if err := checkLease(j, attempt, node); err != nil {
 			return err
 		}
-		j.State = JobFailed
+		j.State = wire.StateFailed
 		j.Error = msg
 		j.FinishedAt = s.now().UTC()
 		j.LeaseExpires = time.Time{}
@@ -497,7 +479,7 @@ func (s *Store) CancelBy(jobID, actor string) (*Job, error) {
 		if j.Terminal() {
 			return fmt.Errorf("%w: job %s is already %s", ErrConflictState, j.ID, j.State)
 		}
-		j.State = JobCancelled
+		j.State = wire.StateCancelled
 		j.FinishedAt = s.now().UTC()
 		j.LeaseExpires = time.Time{}
 		return s.audit(txn, AuditEvent{Actor: actor, Action: "job.cancel", Target: "job/" + j.ID})
@@ -530,11 +512,11 @@ func (s *Store) ExpireLeases(now time.Time) ([]*Job, error) {
 	// heartbeats and grants would wait behind a scan of every job.
 	var due []string
 	err := s.view(func(txn *badger.Txn) error {
-		running, err := jobsInState(txn, JobRunning)
+		running, err := jobsInState(txn, wire.StateRunning)
 		if err != nil {
 			return err
 		}
-		queued, err := jobsInState(txn, JobQueued)
+		queued, err := jobsInState(txn, wire.StateQueued)
 		if err != nil {
 			return err
 		}
@@ -582,17 +564,17 @@ func (s *Store) ExpireLeases(now time.Time) ([]*Job, error) {
 func expire(j *Job, now time.Time) bool {
 	switch {
 	case !j.Deadline.IsZero() && now.After(j.Deadline):
-		j.State = JobFailed
+		j.State = wire.StateFailed
 		j.Error = fmt.Sprintf("job timed out: not finished by its deadline %s (after %d attempts)", j.Deadline.Format(time.RFC3339), j.Attempt)
-	case j.State != JobRunning, j.Coordinated():
+	case j.State != wire.StateRunning, j.Coordinated():
 		return false
 	case j.LeaseExpires.Before(now), j.AttemptTimeout > 0 && now.Sub(j.StartedAt) > j.AttemptTimeout:
 		j.Lost++
 		if j.MaxAttempts > 0 && j.Attempt >= j.MaxAttempts {
-			j.State = JobFailed
+			j.State = wire.StateFailed
 			j.Error = fmt.Sprintf("gave up after %d attempts: the node running it stopped answering or ran out of time", j.Attempt)
 		} else {
-			j.State = JobQueued
+			j.State = wire.StateQueued
 			j.QueuedAt = now
 			j.NotBefore = now.Add(Backoff(j.Lost))
 		}
@@ -601,7 +583,7 @@ func expire(j *Job, now time.Time) bool {
 	}
 	j.Node = ""
 	j.LeaseExpires = time.Time{}
-	if j.State == JobFailed {
+	if j.State == wire.StateFailed {
 		j.FinishedAt = now
 	}
 	return true
@@ -618,9 +600,9 @@ func Backoff(n int) time.Duration {
 }
 
 // SetProgress records a coordinated job's progress (round of rounds).
-func (s *Store) SetProgress(jobID string, p Progress) error {
+func (s *Store) SetProgress(jobID string, p wire.Progress) error {
 	_, err := s.modifyJob(jobID, func(_ *badger.Txn, j *Job) error {
-		if !j.Coordinated() || j.State != JobRunning {
+		if !j.Coordinated() || j.State != wire.StateRunning {
 			return fmt.Errorf("%w: job %s is not a running coordinated job", ErrConflictState, j.ID)
 		}
 		j.Progress = p
@@ -634,19 +616,19 @@ func (s *Store) SetProgress(jobID string, p Progress) error {
 // job can finish; anything else is ErrConflictState.
 func (s *Store) FinishCoordinated(jobID string, model []byte, metrics json.RawMessage, errMsg string) error {
 	_, err := s.modifyJob(jobID, func(txn *badger.Txn, j *Job) error {
-		if !j.Coordinated() || j.State != JobRunning {
+		if !j.Coordinated() || j.State != wire.StateRunning {
 			return fmt.Errorf("%w: job %s is not a running coordinated job", ErrConflictState, j.ID)
 		}
 		j.FinishedAt = s.now().UTC()
 		if errMsg != "" {
-			j.State = JobFailed
+			j.State = wire.StateFailed
 			j.Error = errMsg
 			return s.audit(txn, AuditEvent{Action: "job.fail", Target: "job/" + j.ID, Detail: map[string]any{"error": errMsg}})
 		}
 		if err := txn.Set([]byte(prefixResult+j.ID), model); err != nil {
 			return err
 		}
-		j.State = JobSucceeded
+		j.State = wire.StateSucceeded
 		j.Metrics = metrics
 		return s.audit(txn, AuditEvent{Action: "job.complete", Target: "job/" + j.ID, Detail: map[string]any{"rounds": j.Rounds}})
 	})

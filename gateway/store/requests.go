@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/fedgrid/fedgrid/wire"
 	"slices"
 	"strings"
 	"time"
@@ -30,49 +31,17 @@ const (
 	prefixRequest = "request/"
 )
 
-// Request kinds.
-const (
-	KindRelease    = "release"
-	KindBudget     = "budget"
-	KindPermission = "permission"
-)
-
-// Request states.
-const (
-	RequestPending   = "pending"
-	RequestApproved  = "approved"
-	RequestDenied    = "denied"
-	RequestWithdrawn = "withdrawn" // by the requester, before a decision
-)
-
-// Release states of a succeeded job's result (Job.Release).
-const (
-	ReleaseReleased = "released" // released without review (public data or a per-user override)
-	ReleasePending  = "pending"  // waits for a compliance officer
-	ReleaseApproved = "approved" // approved by an officer or an approval rule
-	ReleaseDenied   = "denied"   // refused; the reason is in Job.ReleaseReason
-	// ReleaseWithdrawn: the requester withdrew the release request; the
-	// result never leaves and nothing is charged.
-	ReleaseWithdrawn = "withdrawn"
-)
-
 // Releasable reports whether a job's result may be served to its requester.
 func (j *Job) Releasable() bool {
-	return j.ParentID == "" && j.State == JobSucceeded && (j.Release == ReleaseReleased || j.Release == ReleaseApproved)
+	return j.ParentID == "" && j.State == wire.StateSucceeded && (j.Release == wire.ReleaseReleased || j.Release == wire.ReleaseApproved)
 }
 
 // LossWithheld reports whether the job's training loss must be kept from
 // its requester: it is computed on the data, like the metrics, and the
 // job's result is due for review and not released (yet, or ever).
 func (j *Job) LossWithheld() bool {
-	return (j.Review || j.RequestID != "") && j.Release != ReleaseApproved && j.Release != ReleaseReleased
+	return (j.Review || j.RequestID != "") && j.Release != wire.ReleaseApproved && j.Release != wire.ReleaseReleased
 }
-
-// Permissions a data scientist may ask for on a dataset.
-const (
-	AskTrain       = "train"        // may train on the dataset (override Train = true)
-	AskAutoRelease = "auto_release" // results skip review (override AutoRelease = true)
-)
 
 // Reviewer names for decisions not made by a person.
 const (
@@ -117,7 +86,7 @@ type Request struct {
 
 	// Budget: the epsilon asked for.
 	AmountMicroEps int64 `json:"amount_micro_eps,omitempty"`
-	// Permission: AskTrain or AskAutoRelease.
+	// Permission: wire.AskTrain or wire.AskAutoRelease.
 	Permission string `json:"permission,omitempty"`
 
 	CreatedAt time.Time `json:"created_at"`
@@ -135,9 +104,9 @@ func (s *Store) jobTransition(txn *badger.Txn, j *Job) error {
 		}
 	}
 	switch j.State {
-	case JobFailed, JobCancelled:
+	case wire.StateFailed, wire.StateCancelled:
 		return s.refundJob(txn, j, "job "+j.State)
-	case JobSucceeded:
+	case wire.StateSucceeded:
 		return s.decideRelease(txn, j)
 	}
 	return nil
@@ -182,7 +151,7 @@ func guaranteeText(j *Job) string {
 		return guaranteeNone
 	}
 	return fmt.Sprintf("(epsilon %.6g, delta %g)-differential privacy for each row of the dataset (DP-SGD, RDP accountant, computed by the gateway from the plan and the dataset's rows)",
-		float64(j.EpsilonMicroEps)/1e6, j.Delta)
+		wire.Epsilon(j.EpsilonMicroEps), j.Delta)
 }
 
 // decideRelease settles a succeeded job's result, inside its transaction.
@@ -212,11 +181,11 @@ func (s *Store) decideRelease(txn *badger.Txn, j *Job) error {
 		if err != nil {
 			return err
 		}
-		j.Release, j.ReleaseReason = ReleaseReleased, why
+		j.Release, j.ReleaseReason = wire.ReleaseReleased, why
 		if !public {
 			// A private result released by override still leaves a record in the history.
 			r := releaseRequest(j, now)
-			r.State = RequestApproved
+			r.State = wire.RequestApproved
 			r.Decision = &Decision{Approved: true, Reviewer: ReviewerOverride, Reason: why, ChargedMicroEps: charged, At: now}
 			j.RequestID = r.ID
 			if err := putJSON(txn, prefixRequest+r.ID, r); err != nil {
@@ -228,7 +197,7 @@ func (s *Store) decideRelease(txn *badger.Txn, j *Job) error {
 	}
 	r := releaseRequest(j, now)
 	j.RequestID = r.ID
-	j.Release, j.ReleaseReason = ReleasePending, "waits for a compliance officer's review"
+	j.Release, j.ReleaseReason = wire.ReleasePending, "waits for a compliance officer's review"
 	// An approval rule may decide, unless an override asks for a person, the
 	// user was refused since, or the plan has no formal guarantee.
 	if o.AutoRelease == nil && !forbidden && dsErr == nil && j.DP {
@@ -246,26 +215,26 @@ func (s *Store) decideRelease(txn *badger.Txn, j *Job) error {
 			if err := putJSON(txn, prefixRule+rule.ID, rule); err != nil {
 				return err
 			}
-			r.State = RequestApproved
+			r.State = wire.RequestApproved
 			r.Decision = &Decision{Approved: true, Reviewer: reviewer, RuleID: rule.ID, Reason: "matched approval rule " + rule.ID, ChargedMicroEps: charged, At: now}
-			j.Release, j.ReleaseReason = ReleaseApproved, "approved by approval rule "+rule.ID
+			j.Release, j.ReleaseReason = wire.ReleaseApproved, "approved by approval rule "+rule.ID
 			if err := putJSON(txn, prefixRequest+r.ID, r); err != nil {
 				return err
 			}
 			return s.audit(txn, AuditEvent{Actor: reviewer, Action: "request.approve", Target: "request/" + r.ID,
-				Detail: map[string]any{"kind": KindRelease, "job_id": j.ID, "rule_id": rule.ID, "automatic": true, "charged_micro_eps": charged, "user_id": j.UserID, "dataset_id": j.DatasetID}})
+				Detail: map[string]any{"kind": wire.KindRelease, "job_id": j.ID, "rule_id": rule.ID, "automatic": true, "charged_micro_eps": charged, "user_id": j.UserID, "dataset_id": j.DatasetID}})
 		}
 	}
 	if err := putJSON(txn, prefixRequest+r.ID, r); err != nil {
 		return err
 	}
 	return s.audit(txn, AuditEvent{Action: "request.create", Target: "request/" + r.ID,
-		Detail: map[string]any{"kind": KindRelease, "job_id": j.ID, "user_id": j.UserID, "dataset_id": j.DatasetID, "epsilon_micro_eps": j.EpsilonMicroEps, "dp": j.DP}})
+		Detail: map[string]any{"kind": wire.KindRelease, "job_id": j.ID, "user_id": j.UserID, "dataset_id": j.DatasetID, "epsilon_micro_eps": j.EpsilonMicroEps, "dp": j.DP}})
 }
 
 func releaseRequest(j *Job, now time.Time) *Request {
 	return &Request{
-		ID: newID(), Kind: KindRelease, State: RequestPending, UserID: j.UserID, Requester: j.Requester, DatasetID: j.DatasetID,
+		ID: newID(), Kind: wire.KindRelease, State: wire.RequestPending, UserID: j.UserID, Requester: j.Requester, DatasetID: j.DatasetID,
 		JobID: j.ID, EpsilonMicroEps: j.EpsilonMicroEps, Delta: j.Delta, DP: j.DP, Guarantee: guaranteeText(j),
 		PlanTable: j.PlanTable, Plan: j.Plan, Metrics: j.Metrics, ReservationID: j.ReservationID, CreatedAt: now,
 	}
@@ -278,7 +247,7 @@ type NewRequest struct {
 	Requester      string
 	DatasetID      string // permission: required; budget: optional (context for the officer)
 	AmountMicroEps int64  // budget
-	Permission     string // permission: AskTrain or AskAutoRelease
+	Permission     string // permission: wire.AskTrain or wire.AskAutoRelease
 	Reason         string
 }
 
@@ -298,23 +267,23 @@ func (s *Store) CreateRequest(n NewRequest) (*Request, error) {
 		return nil, invalid("reason", "longer than %d bytes", MaxRequestReason)
 	}
 	switch n.Kind {
-	case KindBudget:
+	case wire.KindBudget:
 		if n.AmountMicroEps <= 0 {
 			return nil, invalid("epsilon", "must be positive")
 		}
 		n.Permission = ""
-	case KindPermission:
-		if n.Permission != AskTrain && n.Permission != AskAutoRelease {
-			return nil, invalid("permission", "must be %s or %s", AskTrain, AskAutoRelease)
+	case wire.KindPermission:
+		if n.Permission != wire.AskTrain && n.Permission != wire.AskAutoRelease {
+			return nil, invalid("permission", "must be %s or %s", wire.AskTrain, wire.AskAutoRelease)
 		}
 		if n.DatasetID == "" {
 			return nil, invalid("dataset", "required for a permission request")
 		}
 		n.AmountMicroEps = 0
 	default:
-		return nil, invalid("kind", "must be %s or %s", KindBudget, KindPermission)
+		return nil, invalid("kind", "must be %s or %s", wire.KindBudget, wire.KindPermission)
 	}
-	r := &Request{ID: newID(), Kind: n.Kind, State: RequestPending, UserID: n.UserID, Requester: n.Requester, DatasetID: n.DatasetID,
+	r := &Request{ID: newID(), Kind: n.Kind, State: wire.RequestPending, UserID: n.UserID, Requester: n.Requester, DatasetID: n.DatasetID,
 		Reason: n.Reason, AmountMicroEps: n.AmountMicroEps, Permission: n.Permission, CreatedAt: s.now().UTC()}
 	err := s.update(func(txn *badger.Txn) error {
 		if _, err := getUser(txn, n.UserID); err != nil {
@@ -333,7 +302,7 @@ func (s *Store) CreateRequest(n NewRequest) (*Request, error) {
 			if err := json.Unmarshal(b, &x); err != nil {
 				return err
 			}
-			if x.UserID == n.UserID && x.State == RequestPending && x.Kind != KindRelease {
+			if x.UserID == n.UserID && x.State == wire.RequestPending && x.Kind != wire.KindRelease {
 				pending++
 			}
 			return nil
@@ -432,7 +401,7 @@ func (s *Store) UserHistory(userID, datasetID string) (*History, error) {
 				return nil
 			}
 			h.Requests[r.State]++
-			if r.Kind == KindRelease {
+			if r.Kind == wire.KindRelease {
 				h.Releases[r.State]++
 			}
 			return nil
@@ -464,7 +433,7 @@ func (s *Store) Decide(id string, approve bool, reviewer, reason string) (*Reque
 		if err := getJSON(txn, prefixRequest+id, &r); err != nil {
 			return fmt.Errorf("%w: request %s", err, id)
 		}
-		if r.State != RequestPending {
+		if r.State != wire.RequestPending {
 			return fmt.Errorf("%w: request %s is already %s", ErrConflictState, r.ID, r.State)
 		}
 		if reviewer == r.UserID {
@@ -473,7 +442,7 @@ func (s *Store) Decide(id string, approve bool, reviewer, reason string) (*Reque
 		now := s.now().UTC()
 		dec := &Decision{Approved: approve, Reviewer: reviewer, Reason: reason, At: now}
 		switch r.Kind {
-		case KindRelease:
+		case wire.KindRelease:
 			var j Job
 			if err := getJSON(txn, prefixJob+r.JobID, &j); err != nil {
 				return fmt.Errorf("job %s of request %s: %w", r.JobID, r.ID, err)
@@ -484,7 +453,7 @@ func (s *Store) Decide(id string, approve bool, reviewer, reason string) (*Reque
 					return err
 				}
 				dec.ChargedMicroEps = charged
-				j.Release, j.ReleaseReason = ReleaseApproved, "approved by a compliance officer"
+				j.Release, j.ReleaseReason = wire.ReleaseApproved, "approved by a compliance officer"
 				if reason != "" {
 					j.ReleaseReason += ": " + reason
 				}
@@ -492,18 +461,18 @@ func (s *Store) Decide(id string, approve bool, reviewer, reason string) (*Reque
 				if err := s.refundJob(txn, &j, "release denied (request "+r.ID+")"); err != nil {
 					return err
 				}
-				j.Release, j.ReleaseReason = ReleaseDenied, reason
+				j.Release, j.ReleaseReason = wire.ReleaseDenied, reason
 			}
 			if err := putJSON(txn, prefixJob+j.ID, &j); err != nil {
 				return err
 			}
-		case KindBudget:
+		case wire.KindBudget:
 			if approve {
 				if _, err := s.grantTxn(txn, r.UserID, r.AmountMicroEps, reviewer, "budget request "+r.ID+": "+r.Reason); err != nil {
 					return err
 				}
 			}
-		case KindPermission:
+		case wire.KindPermission:
 			if approve {
 				if err := s.grantPermissionTxn(txn, &r, reviewer); err != nil {
 					return err
@@ -512,10 +481,10 @@ func (s *Store) Decide(id string, approve bool, reviewer, reason string) (*Reque
 		default:
 			return fmt.Errorf("%w: request %s has unknown kind %q", ErrInvalid, r.ID, r.Kind)
 		}
-		r.State = RequestDenied
+		r.State = wire.RequestDenied
 		action := "request.deny"
 		if approve {
-			r.State, action = RequestApproved, "request.approve"
+			r.State, action = wire.RequestApproved, "request.approve"
 		}
 		r.Decision = dec
 		if err := putJSON(txn, prefixRequest+r.ID, &r); err != nil {
@@ -551,7 +520,7 @@ func (s *Store) Withdraw(id, userID, reason string) (*Request, error) {
 			}
 			return fmt.Errorf("%w: request %s", ErrNotFound, id)
 		}
-		if r.State != RequestPending {
+		if r.State != wire.RequestPending {
 			return fmt.Errorf("%w: request %s is already %s", ErrConflictState, r.ID, r.State)
 		}
 		if err := s.withdrawTxn(txn, &r, ReviewerRequester, "withdrawn by the requester", reason); err != nil {
@@ -570,7 +539,7 @@ func (s *Store) Withdraw(id, userID, reason string) (*Request, error) {
 // withdrawTxn marks a pending request withdrawn by reviewer; a release
 // request's job gets its reservation refunded and never releases.
 func (s *Store) withdrawTxn(txn *badger.Txn, r *Request, reviewer, why, reason string) error {
-	if r.Kind == KindRelease {
+	if r.Kind == wire.KindRelease {
 		var j Job
 		if err := getJSON(txn, prefixJob+r.JobID, &j); err != nil {
 			return fmt.Errorf("job %s of request %s: %w", r.JobID, r.ID, err)
@@ -578,7 +547,7 @@ func (s *Store) withdrawTxn(txn *badger.Txn, r *Request, reviewer, why, reason s
 		if err := s.refundJob(txn, &j, "release withdrawn (request "+r.ID+")"); err != nil {
 			return err
 		}
-		j.Release, j.ReleaseReason = ReleaseWithdrawn, why
+		j.Release, j.ReleaseReason = wire.ReleaseWithdrawn, why
 		if reason != "" {
 			j.ReleaseReason += ": " + reason
 		}
@@ -586,7 +555,7 @@ func (s *Store) withdrawTxn(txn *badger.Txn, r *Request, reviewer, why, reason s
 			return err
 		}
 	}
-	r.State = RequestWithdrawn
+	r.State = wire.RequestWithdrawn
 	r.Decision = &Decision{Reviewer: reviewer, Reason: reason, At: s.now().UTC()}
 	return putJSON(txn, prefixRequest+r.ID, r)
 }
@@ -605,9 +574,9 @@ func (s *Store) grantPermissionTxn(txn *badger.Txn, r *Request, actor string) er
 	}
 	yes := true
 	switch r.Permission {
-	case AskTrain:
+	case wire.AskTrain:
 		o.Train = &yes
-	case AskAutoRelease:
+	case wire.AskAutoRelease:
 		o.AutoRelease = &yes
 	}
 	if err := putJSON(txn, key, o); err != nil {

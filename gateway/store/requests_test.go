@@ -2,6 +2,7 @@ package store
 
 import (
 	"errors"
+	"github.com/fedgrid/fedgrid/wire"
 	"sync"
 	"testing"
 	"time"
@@ -76,14 +77,14 @@ func (e *complianceEnv) user(t *testing.T) *User {
 func TestReleaseApproveChargesOnce(t *testing.T) {
 	e := newComplianceEnv(t, 2_000_000)
 	j := e.succeed(t, 734_512, true)
-	if j.Release != ReleasePending || j.Releasable() || j.RequestID == "" {
+	if j.Release != wire.ReleasePending || j.Releasable() || j.RequestID == "" {
 		t.Fatalf("private result not pending: %+v", j)
 	}
 	if u := e.user(t); u.BudgetMicroEps != 2_000_000-734_512 || u.ReservedMicroEps != 734_512 || u.SpentMicroEps != 0 {
 		t.Fatalf("after submit: %+v", u)
 	}
 	r, err := e.s.GetRequest(j.RequestID)
-	if err != nil || r.State != RequestPending || r.EpsilonMicroEps != 734_512 || r.PlanTable == "" || string(r.Metrics) == "" {
+	if err != nil || r.State != wire.RequestPending || r.EpsilonMicroEps != 734_512 || r.PlanTable == "" || string(r.Metrics) == "" {
 		t.Fatalf("request %+v, %v", r, err)
 	}
 	// The requester cannot decide their own request.
@@ -122,7 +123,7 @@ func TestReleaseApproveChargesOnce(t *testing.T) {
 	}
 	j, _ = e.s.Job(j.ID)
 	r, _ = e.s.GetRequest(r.ID)
-	if !j.Releasable() || r.State != RequestApproved || r.Decision == nil || r.Decision.ChargedMicroEps != 734_512 || r.Decision.At.IsZero() ||
+	if !j.Releasable() || r.State != wire.RequestApproved || r.Decision == nil || r.Decision.ChargedMicroEps != 734_512 || r.Decision.At.IsZero() ||
 		(r.Decision.Reviewer != e.officer[0].ID && r.Decision.Reviewer != e.officer[1].ID) {
 		t.Fatalf("after approval: job %+v request %+v", j, r.Decision)
 	}
@@ -157,7 +158,7 @@ func TestReleaseDenyRefunds(t *testing.T) {
 		t.Fatalf("after deny: %+v", u)
 	}
 	j, _ = e.s.Job(j.ID)
-	if j.Releasable() || j.Release != ReleaseDenied || j.ReleaseReason != "too close to re-identification" {
+	if j.Releasable() || j.Release != wire.ReleaseDenied || j.ReleaseReason != "too close to re-identification" {
 		t.Fatalf("denied job %+v", j)
 	}
 	// Beyond the budget: no job.
@@ -219,11 +220,11 @@ func TestApprovalRules(t *testing.T) {
 	}
 
 	over := e.succeed(t, 1_000_001, true) // above the rule's epsilon
-	if over.Release != ReleasePending {
+	if over.Release != wire.ReleasePending {
 		t.Fatalf("over max epsilon: %s", over.Release)
 	}
 	nodp := e.succeed(t, 0, false)
-	if nodp.Release != ReleasePending {
+	if nodp.Release != wire.ReleasePending {
 		t.Fatalf("non-DP result auto-released: %s", nodp.Release)
 	}
 	r, _ := e.s.GetRequest(nodp.RequestID)
@@ -231,11 +232,11 @@ func TestApprovalRules(t *testing.T) {
 		t.Fatalf("non-DP request does not say it has no guarantee: %+v", r)
 	}
 	ok := e.succeed(t, 1_000_000, true)
-	if ok.Release != ReleaseApproved || !ok.Releasable() {
+	if ok.Release != wire.ReleaseApproved || !ok.Releasable() {
 		t.Fatalf("matching rule did not approve: %+v", ok)
 	}
 	r, _ = e.s.GetRequest(ok.RequestID)
-	if r.State != RequestApproved || r.Decision.RuleID != rule.ID || r.Decision.Reviewer != ReviewerRulePrefix+rule.ID || r.Decision.ChargedMicroEps != 1_000_000 {
+	if r.State != wire.RequestApproved || r.Decision.RuleID != rule.ID || r.Decision.Reviewer != ReviewerRulePrefix+rule.ID || r.Decision.ChargedMicroEps != 1_000_000 {
 		t.Fatalf("rule decision %+v", r.Decision)
 	}
 	audit, _ := e.s.Audit(AuditFilter{Action: "request.approve"})
@@ -243,7 +244,7 @@ func TestApprovalRules(t *testing.T) {
 		t.Fatalf("audit %+v", audit)
 	}
 	// Quota used up.
-	if again := e.succeed(t, 1, true); again.Release != ReleasePending {
+	if again := e.succeed(t, 1, true); again.Release != wire.ReleasePending {
 		t.Fatalf("rule approved past its quota: %s", again.Release)
 	}
 	if got, _ := e.s.GetRule(rule.ID); got.Used != 1 {
@@ -257,7 +258,7 @@ func TestApprovalRules(t *testing.T) {
 	if err := e.s.SetOverride(Override{DatasetID: e.priv.ID, UserID: e.ds.ID, AutoRelease: &no}, e.owner.ID); err != nil {
 		t.Fatal(err)
 	}
-	if j := e.succeed(t, 1, true); j.Release != ReleasePending {
+	if j := e.succeed(t, 1, true); j.Release != wire.ReleasePending {
 		t.Fatalf("override review: %s", j.Release)
 	}
 	if err := e.s.SetOverride(Override{DatasetID: e.priv.ID, UserID: e.ds.ID, AutoRelease: &yes}, e.owner.ID); err != nil {
@@ -265,19 +266,19 @@ func TestApprovalRules(t *testing.T) {
 	}
 	before := e.user(t).SpentMicroEps
 	j := e.succeed(t, 300, true)
-	if j.Release != ReleaseReleased || !j.Releasable() {
+	if j.Release != wire.ReleaseReleased || !j.Releasable() {
 		t.Fatalf("override auto-release: %+v", j)
 	}
 	if got := e.user(t).SpentMicroEps - before; got != 300 {
 		t.Fatalf("auto-release charged %d, want 300", got)
 	}
 	// History is queryable by state and user.
-	pend, _ := e.s.Requests(RequestFilter{State: RequestPending, UserID: e.ds.ID})
+	pend, _ := e.s.Requests(RequestFilter{State: wire.RequestPending, UserID: e.ds.ID})
 	if len(pend) != 4 {
 		t.Fatalf("%d pending, want 4", len(pend))
 	}
 	h, err := e.s.UserHistory(e.ds.ID, e.priv.ID)
-	if err != nil || h.Releases[RequestPending] != 4 || h.Releases[RequestApproved] != 2 || h.SpentMicroEps != 1_000_300 {
+	if err != nil || h.Releases[wire.RequestPending] != 4 || h.Releases[wire.RequestApproved] != 2 || h.SpentMicroEps != 1_000_300 {
 		t.Fatalf("history %+v %v", h, err)
 	}
 }
@@ -292,15 +293,15 @@ func TestBudgetAndPermissionRequests(t *testing.T) {
 	if d, _ := e.s.CanTrain(e.ds.ID, e.priv.ID); d.Allowed {
 		t.Fatal("override ignored")
 	}
-	b, err := e.s.CreateRequest(NewRequest{Kind: KindBudget, UserID: e.ds.ID, AmountMicroEps: 2_500_000, Reason: "cohort study"})
+	b, err := e.s.CreateRequest(NewRequest{Kind: wire.KindBudget, UserID: e.ds.ID, AmountMicroEps: 2_500_000, Reason: "cohort study"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	p, err := e.s.CreateRequest(NewRequest{Kind: KindPermission, UserID: e.ds.ID, DatasetID: e.priv.ID, Permission: AskTrain, Reason: "cohort study"})
+	p, err := e.s.CreateRequest(NewRequest{Kind: wire.KindPermission, UserID: e.ds.ID, DatasetID: e.priv.ID, Permission: wire.AskTrain, Reason: "cohort study"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := e.s.CreateRequest(NewRequest{Kind: KindBudget, UserID: e.ds.ID, AmountMicroEps: 1}); !errors.Is(err, ErrInvalid) {
+	if _, err := e.s.CreateRequest(NewRequest{Kind: wire.KindBudget, UserID: e.ds.ID, AmountMicroEps: 1}); !errors.Is(err, ErrInvalid) {
 		t.Fatalf("no reason: %v", err)
 	}
 	if _, err := e.s.Decide(b.ID, true, e.officer[0].ID, ""); err != nil {
@@ -335,14 +336,14 @@ func TestWithdraw(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if r.State != RequestWithdrawn || r.Decision == nil || r.Decision.Reviewer != ReviewerRequester || r.Decision.Reason != "wrong feature set" || r.Decision.ChargedMicroEps != 0 {
+	if r.State != wire.RequestWithdrawn || r.Decision == nil || r.Decision.Reviewer != ReviewerRequester || r.Decision.Reason != "wrong feature set" || r.Decision.ChargedMicroEps != 0 {
 		t.Fatalf("withdrawn request %+v %+v", r, r.Decision)
 	}
 	if u := e.user(t); u.BudgetMicroEps != 2_000_000 || u.ReservedMicroEps != 0 || u.SpentMicroEps != 0 {
 		t.Fatalf("after withdrawal: %+v", u)
 	}
 	j, _ = e.s.Job(j.ID)
-	if j.Releasable() || j.Release != ReleaseWithdrawn {
+	if j.Releasable() || j.Release != wire.ReleaseWithdrawn {
 		t.Fatalf("withdrawn job %+v", j)
 	}
 	if _, err := e.s.Decide(r.ID, true, e.officer[0].ID, "fine"); !errors.Is(err, ErrConflictState) {
@@ -356,7 +357,7 @@ func TestWithdraw(t *testing.T) {
 	}
 
 	// A budget request can be withdrawn too; it grants nothing.
-	b, err := e.s.CreateRequest(NewRequest{Kind: KindBudget, UserID: e.ds.ID, AmountMicroEps: 1_000_000, Reason: "more"})
+	b, err := e.s.CreateRequest(NewRequest{Kind: wire.KindBudget, UserID: e.ds.ID, AmountMicroEps: 1_000_000, Reason: "more"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -408,7 +409,7 @@ func TestDeleteUserSettles(t *testing.T) {
 	if _, err := e.s.Grant(running.ID, "node", time.Minute); err != nil {
 		t.Fatal(err)
 	}
-	budget, err := e.s.CreateRequest(NewRequest{Kind: KindBudget, UserID: e.ds.ID, AmountMicroEps: 1_000_000, Reason: "more"})
+	budget, err := e.s.CreateRequest(NewRequest{Kind: wire.KindBudget, UserID: e.ds.ID, AmountMicroEps: 1_000_000, Reason: "more"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -428,19 +429,19 @@ func TestDeleteUserSettles(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, id := range []string{queued.ID, running.ID} {
-		if j, _ := e.s.Job(id); j.State != JobCancelled || j.Error == "" {
+		if j, _ := e.s.Job(id); j.State != wire.StateCancelled || j.Error == "" {
 			t.Fatalf("job of a deleted user: %+v", j)
 		}
 	}
-	if j, _ := e.s.Job(pending.ID); j.Release != ReleaseWithdrawn || j.Releasable() {
+	if j, _ := e.s.Job(pending.ID); j.Release != wire.ReleaseWithdrawn || j.Releasable() {
 		t.Fatalf("pending release of a deleted user: %+v", j)
 	}
 	for _, id := range []string{pending.RequestID, budget.ID} {
-		if r, _ := e.s.GetRequest(id); r.State != RequestWithdrawn || r.Decision == nil || r.Decision.Reviewer != e.owner.ID {
+		if r, _ := e.s.GetRequest(id); r.State != wire.RequestWithdrawn || r.Decision == nil || r.Decision.Reviewer != e.owner.ID {
 			t.Fatalf("request of a deleted user: %+v", r)
 		}
 	}
-	if rs, _ := e.s.Requests(RequestFilter{State: RequestPending}); len(rs) != 0 {
+	if rs, _ := e.s.Requests(RequestFilter{State: wire.RequestPending}); len(rs) != 0 {
 		t.Fatalf("review queue still holds %d requests", len(rs))
 	}
 	moves, _ := e.s.Ledger(e.ds.ID)
@@ -458,7 +459,7 @@ func TestDeleteUserSettles(t *testing.T) {
 	if reserved != 1_200_000 || refunded != reserved {
 		t.Fatalf("ledger: reserved %d, refunded %d", reserved, refunded)
 	}
-	if j, _ := e.s.Job(theirs.ID); j.State != JobQueued {
+	if j, _ := e.s.Job(theirs.ID); j.State != wire.StateQueued {
 		t.Fatalf("another user's job: %+v", j)
 	}
 	if _, err := e.s.User(e.ds.ID); !errors.Is(err, ErrNotFound) {
@@ -493,7 +494,7 @@ func TestShardsEndWithTheirParent(t *testing.T) {
 	check := func(how string, shards []*Job) {
 		t.Helper()
 		for _, c := range shards {
-			if got, _ := e.s.Job(c.ID); got.State != JobCancelled {
+			if got, _ := e.s.Job(c.ID); got.State != wire.StateCancelled {
 				t.Errorf("%s: shard %s is %s", how, c.ID, got.State)
 			}
 		}

@@ -13,6 +13,7 @@ import (
 	"github.com/dgraph-io/badger/v4"
 
 	"github.com/fedgrid/fedgrid/dataset"
+	"github.com/fedgrid/fedgrid/wire"
 )
 
 func testLogger(t testing.TB) *slog.Logger {
@@ -81,7 +82,7 @@ func TestGrantExactlyOnceUnderConcurrency(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got.State != JobRunning || got.Attempt != 1 || got.Node != g.Node {
+	if got.State != wire.StateRunning || got.Attempt != 1 || got.Node != g.Node {
 		t.Fatalf("stored job %+v, winner %+v", got, g)
 	}
 }
@@ -96,7 +97,7 @@ func TestLeaseFencing(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.Heartbeat(j.ID, 1, "n1", Progress{Epoch: 1, Epochs: 3, Loss: 0.5}, time.Minute); err != nil {
+	if _, err := s.Heartbeat(j.ID, 1, "n1", wire.Progress{Epoch: 1, Epochs: 3, Loss: 0.5}, time.Minute); err != nil {
 		t.Fatal(err)
 	}
 	// Not expired yet: nothing requeued.
@@ -105,7 +106,7 @@ func TestLeaseFencing(t *testing.T) {
 	}
 	// The lease runs out: the job goes back to the queue with its attempt kept.
 	req, err := s.ExpireLeases(g1.LeaseExpires.Add(2 * time.Minute))
-	if err != nil || len(req) != 1 || req[0].State != JobQueued || req[0].Attempt != 1 {
+	if err != nil || len(req) != 1 || req[0].State != wire.StateQueued || req[0].Attempt != 1 {
 		t.Fatalf("expiry: %+v %v", req, err)
 	}
 	q, err := s.QueuedJobs()
@@ -113,7 +114,7 @@ func TestLeaseFencing(t *testing.T) {
 		t.Fatalf("queued: %v %v", q, err)
 	}
 	// The old node's heartbeat and result are now stale.
-	if _, err := s.Heartbeat(j.ID, 1, "n1", Progress{}, time.Minute); !errors.Is(err, ErrStale) {
+	if _, err := s.Heartbeat(j.ID, 1, "n1", wire.Progress{}, time.Minute); !errors.Is(err, ErrStale) {
 		t.Fatalf("stale heartbeat: %v", err)
 	}
 	// Re-queued with a backoff: not granted before it ends.
@@ -147,7 +148,7 @@ func TestLeaseFencing(t *testing.T) {
 		t.Fatalf("result %q %v", res, err)
 	}
 	got, _ := s.Job(j.ID)
-	if got.State != JobSucceeded || string(got.Metrics) != string(metrics) || got.FinishedAt.IsZero() {
+	if got.State != wire.StateSucceeded || string(got.Metrics) != string(metrics) || got.FinishedAt.IsZero() {
 		t.Fatalf("finished job %+v", got)
 	}
 	if err := s.Cancel(j.ID); !errors.Is(err, ErrConflictState) {
@@ -170,8 +171,8 @@ func TestCancelSeenByHeartbeat(t *testing.T) {
 	if err := s.Cancel(j.ID); err != nil {
 		t.Fatal(err)
 	}
-	got, err := s.Heartbeat(j.ID, 1, "n1", Progress{}, time.Minute)
-	if !errors.Is(err, ErrStale) || got == nil || got.State != JobCancelled {
+	got, err := s.Heartbeat(j.ID, 1, "n1", wire.Progress{}, time.Minute)
+	if !errors.Is(err, ErrStale) || got == nil || got.State != wire.StateCancelled {
 		t.Fatalf("heartbeat after cancel: %+v %v", got, err)
 	}
 	if err := s.Complete(j.ID, 1, "n1", []byte("x"), nil); !errors.Is(err, ErrStale) {
@@ -459,7 +460,7 @@ func TestRestartDurability(t *testing.T) {
 	if got, err := s2.Dataset(d.ID); err != nil || got.Name != "d" {
 		t.Fatalf("dataset after restart: %v %v", got, err)
 	}
-	if got, err := s2.Job(j.ID); err != nil || got.State != JobRunning || got.Attempt != 1 {
+	if got, err := s2.Job(j.ID); err != nil || got.State != wire.StateRunning || got.Attempt != 1 {
 		t.Fatalf("job after restart: %+v %v", got, err)
 	}
 	if r, err := s2.Role("Auditor"); err != nil || !r.Has(PermEditSettings) {
@@ -489,11 +490,11 @@ func TestRetryBudgetAndDeadline(t *testing.T) {
 			t.Fatalf("expire %d: %v %v", attempt, ch, err)
 		}
 		if attempt == 1 {
-			if ch[0].State != JobQueued || !ch[0].NotBefore.After(now) {
+			if ch[0].State != wire.StateQueued || !ch[0].NotBefore.After(now) {
 				t.Fatalf("first loss should re-queue with backoff: %+v", ch[0])
 			}
 			now = ch[0].NotBefore
-		} else if ch[0].State != JobFailed || ch[0].Error == "" {
+		} else if ch[0].State != wire.StateFailed || ch[0].Error == "" {
 			t.Fatalf("retry budget spent, want failed: %+v", ch[0])
 		}
 	}
@@ -513,7 +514,7 @@ func TestRetryBudgetAndDeadline(t *testing.T) {
 		t.Fatal(err)
 	}
 	now = now.Add(2 * time.Minute)
-	if ch, _ := s.ExpireLeases(now); len(ch) != 1 || ch[0].State != JobQueued {
+	if ch, _ := s.ExpireLeases(now); len(ch) != 1 || ch[0].State != wire.StateQueued {
 		t.Fatalf("attempt timeout: %+v", ch)
 	}
 
@@ -526,7 +527,7 @@ func TestRetryBudgetAndDeadline(t *testing.T) {
 	ch, _ := s.ExpireLeases(now)
 	var failed bool
 	for _, c := range ch {
-		if c.ID == d.ID && c.State == JobFailed {
+		if c.ID == d.ID && c.State == wire.StateFailed {
 			failed = true
 		}
 	}
@@ -554,7 +555,7 @@ func TestJobInitKeptApart(t *testing.T) {
 	if _, err := s.Grant(j.ID, "node", time.Minute); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.Heartbeat(j.ID, 1, "node", Progress{Epoch: 1, Epochs: 2, Loss: 0.5}, time.Minute); err != nil {
+	if _, err := s.Heartbeat(j.ID, 1, "node", wire.Progress{Epoch: 1, Epochs: 2, Loss: 0.5}, time.Minute); err != nil {
 		t.Fatal(err)
 	}
 	var raw []byte

@@ -3,6 +3,7 @@ package store
 import (
 	"errors"
 	"fmt"
+	"github.com/fedgrid/fedgrid/wire"
 	"net/mail"
 	"slices"
 	"strings"
@@ -523,13 +524,13 @@ func (s *Store) DeleteUser(id, actor string) error {
 		cancelled := make([]string, 0, len(jobs))
 		for _, j := range jobs {
 			old := j.State
-			j.State, j.FinishedAt, j.LeaseExpires, j.Error = JobCancelled, s.now().UTC(), time.Time{}, "cancelled: "+why
+			j.State, j.FinishedAt, j.LeaseExpires, j.Error = wire.StateCancelled, s.now().UTC(), time.Time{}, "cancelled: "+why
 			if err := s.putJob(txn, j, old); err != nil {
 				return err
 			}
 			cancelled = append(cancelled, j.ID)
 		}
-		reqs, err := scanWhere(txn, prefixRequest, RequestFilter{UserID: rec.ID, State: RequestPending}.match)
+		reqs, err := scanWhere(txn, prefixRequest, RequestFilter{UserID: rec.ID, State: wire.RequestPending}.match)
 		if err != nil {
 			return err
 		}
