@@ -18,6 +18,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/fedgrid/fedgrid/internal/strictjson"
+
 	pubsub "github.com/libp2p/go-libp2p-pubsub"
 	"github.com/libp2p/go-libp2p/core/peer"
 
@@ -106,7 +108,7 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 			return pubsub.ValidationReject
 		}
 		var o wire.Offer
-		if json.Unmarshal(m.Data, &o) != nil || o.Validate() != nil || o.Gateway != gwID.String() {
+		if strictjson.Decode(m.Data, &o) != nil || o.Validate() != nil || o.Gateway != gwID.String() {
 			return pubsub.ValidationReject
 		}
 		m.ValidatorData = &o

@@ -101,8 +101,10 @@ func TestCallHandle(t *testing.T) {
 		t.Fatalf("want too_large from server, got %v", err)
 	}
 
-	// Malformed JSON and unknown fields are refused with a reason.
-	for _, raw := range []string{"{not json", `{"text":"a","extra":1}`, `{"text":"a"} {"text":"b"}`} {
+	// Malformed JSON, unknown or case-folded fields, a key twice and
+	// trailing data (even a lone '}') are refused with a reason.
+	for _, raw := range []string{"{not json", `{"text":"a","extra":1}`, `{"text":"a"} {"text":"b"}`,
+		`{"text":"a"}}`, `{"text":"a","text":"b"}`, `{"TEXT":"a"}`} {
 		resp := rawExchange(t, ctx, cli, srv.ID(), pid, []byte(raw))
 		if !strings.Contains(resp, "bad_request") {
 			t.Fatalf("raw %q: want bad_request, got %s", raw, resp)

@@ -2,7 +2,6 @@ package p2p
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"encoding/binary"
 	"encoding/json"
@@ -10,6 +9,8 @@ import (
 	"fmt"
 	"io"
 	"time"
+
+	"github.com/fedgrid/fedgrid/internal/strictjson"
 
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/network"
@@ -188,15 +189,11 @@ func errorEnvelope(err error) envelope {
 	return envelope{Error: Errorf(CodeInternal, "%v", err)}
 }
 
-// DecodeStrict decodes one JSON value, refusing unknown fields and trailing data.
+// DecodeStrict decodes one JSON value with the strict decoder (package
+// strictjson: no unknown or case-folded keys, no key twice, no trailing data).
 func DecodeStrict(b []byte, v any) error {
-	dec := json.NewDecoder(bytes.NewReader(b))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(v); err != nil {
+	if err := strictjson.Decode(b, v); err != nil {
 		return fmt.Errorf("%w: %v", ErrMalformed, err)
-	}
-	if dec.More() {
-		return fmt.Errorf("%w: trailing data after the JSON value", ErrMalformed)
 	}
 	return nil
 }

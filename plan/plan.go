@@ -8,16 +8,16 @@
 package plan
 
 import (
-	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"math"
 	"regexp"
 	"slices"
 	"sort"
 	"strings"
+
+	"github.com/fedgrid/fedgrid/internal/strictjson"
 )
 
 // Formats.
@@ -212,30 +212,10 @@ func Parse(b []byte) (*Plan, error) {
 }
 
 func decodeStrict(b []byte, v any, what string) error {
-	dec := json.NewDecoder(bytes.NewReader(b))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(v); err != nil {
-		return fmt.Errorf("%s is not valid: %s", what, jsonErr(err))
-	}
-	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
-		return fmt.Errorf("%s is not valid: unexpected data after the JSON object", what)
+	if err := strictjson.Decode(b, v); err != nil {
+		return fmt.Errorf("%s is not valid: %v", what, err)
 	}
 	return nil
-}
-
-func jsonErr(err error) string {
-	var te *json.UnmarshalTypeError
-	if errors.As(err, &te) {
-		if te.Field != "" {
-			return fmt.Sprintf("field %q: expected %s, found a JSON %s", te.Field, te.Type, te.Value)
-		}
-		return fmt.Sprintf("expected %s, found a JSON %s", te.Type, te.Value)
-	}
-	s := strings.TrimPrefix(err.Error(), "json: ")
-	if errors.Is(err, io.EOF) {
-		return "empty input"
-	}
-	return s
 }
 
 // Validate checks the plan's structure: the format, known operations, names

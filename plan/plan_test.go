@@ -1,6 +1,7 @@
 package plan
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -110,6 +111,11 @@ func TestParseRefusals(t *testing.T) {
 		{"type", mutate(t, "mlp_pima.json", func(m map[string]any) { m["train"].(map[string]any)["epochs"] = "many" }), `field "train.epochs"`},
 		{"trailing", append(mutate(t, "mlp_pima.json", func(map[string]any) {}), []byte(" {}")...), "unexpected data after"},
 		{"empty", []byte(""), "empty input"},
+		// A key twice: the reviewer would read one value and the node run the other.
+		{"key twice", bytes.Replace(mutate(t, "mlp_pima.json", func(map[string]any) {}), []byte(`"train":{`), []byte(`"train":{"epochs":1,`), 1), `field "train.epochs" is given twice`},
+		{"key twice at the top", bytes.Replace(mutate(t, "mlp_pima.json", func(map[string]any) {}), []byte(`{`), []byte(`{"name":"a",`), 1), `field "name" is given twice`},
+		{"case-folded key", bytes.Replace(mutate(t, "mlp_pima.json", func(map[string]any) {}), []byte(`"train":{`), []byte(`"Train":{`), 1), `unknown field "Train"`},
+		{"trailing brace", append(mutate(t, "mlp_pima.json", func(map[string]any) {}), '}'), "unexpected data after"},
 		{"too big", make([]byte, MaxPlanBytes+1), "more than the limit"},
 	} {
 		_, err := Parse(c.in)

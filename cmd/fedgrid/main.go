@@ -14,6 +14,8 @@ import (
 	"strings"
 	"syscall"
 
+	"github.com/fedgrid/fedgrid/internal/strictjson"
+
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 )
@@ -123,7 +125,7 @@ func applyEnvAndConfig(cmd *cobra.Command, configFile string) error {
 		if err != nil {
 			return usagef("config file: %v", err)
 		}
-		if err := json.Unmarshal(b, &conf); err != nil {
+		if err := strictjson.Decode(b, &conf); err != nil {
 			return usagef("config file %s is not a JSON object: %v", configFile, err)
 		}
 	}

@@ -12,10 +12,11 @@ import (
 	"log/slog"
 	"mime"
 	"net/http"
-	"reflect"
 	"strings"
 	"sync/atomic"
 	"time"
+
+	"github.com/fedgrid/fedgrid/internal/strictjson"
 
 	"github.com/fedgrid/fedgrid/gateway/store"
 	"github.com/fedgrid/fedgrid/wire"
@@ -326,10 +327,10 @@ func (c *call) decode(v any) error {
 	return decodeJSON(c.r.Body, v, c.rt.optional)
 }
 
-// decodeJSON is the strict decoder every JSON request body goes through: one
-// JSON object whose keys are exactly (case included) the json names of v's
-// fields, each given once, with values of the right types, and nothing after
-// it. v must point to a struct.
+// decodeJSON reads a request body and decodes it with the strict decoder
+// every JSON input goes through (package strictjson): one JSON object whose
+// keys are exactly (case included) the json names of v's fields, each given
+// once, at any depth, with values of the right types, and nothing after it.
 func decodeJSON(r io.Reader, v any, optional bool) error {
 	body, err := io.ReadAll(r)
 	if err != nil {
@@ -338,79 +339,7 @@ func decodeJSON(r io.Reader, v any, optional bool) error {
 	if optional && len(bytes.TrimSpace(body)) == 0 {
 		return nil
 	}
-	if err := checkKeys(body, v); err != nil {
-		return err
-	}
-	dec := json.NewDecoder(bytes.NewReader(body))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(v); err != nil {
-		return jsonDecodeError(err)
-	}
-	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
-		return errorf(http.StatusBadRequest, "bad_json", "unexpected data after the JSON object")
-	}
-	return nil
-}
-
-// checkKeys refuses keys that encoding/json would match case-insensitively
-// or silently overwrite: every top-level key must be one of v's json names,
-// exactly, and appear once.
-func checkKeys(body []byte, v any) error {
-	dec := json.NewDecoder(bytes.NewReader(body))
-	tok, err := dec.Token()
-	if err != nil {
-		return jsonDecodeError(err)
-	}
-	if d, ok := tok.(json.Delim); !ok || d != '{' {
-		return errorf(http.StatusBadRequest, "bad_json", "request body must be a JSON object")
-	}
-	names := jsonNames(reflect.TypeOf(v))
-	seen := map[string]bool{}
-	for dec.More() {
-		tok, err := dec.Token()
-		if err != nil {
-			return jsonDecodeError(err)
-		}
-		key, _ := tok.(string)
-		if !names[key] {
-			return badField(key, "unknown field")
-		}
-		if seen[key] {
-			return badField(key, "given twice")
-		}
-		seen[key] = true
-		var skip json.RawMessage
-		if err := dec.Decode(&skip); err != nil {
-			return jsonDecodeError(err)
-		}
-	}
-	if _, err := dec.Token(); err != nil {
-		return jsonDecodeError(err)
-	}
-	return nil
-}
-
-// jsonNames returns the json names of a struct type's fields.
-func jsonNames(t reflect.Type) map[string]bool {
-	for t.Kind() == reflect.Pointer {
-		t = t.Elem()
-	}
-	out := map[string]bool{}
-	if t.Kind() != reflect.Struct {
-		return out
-	}
-	for i := range t.NumField() {
-		f := t.Field(i)
-		name, _, _ := strings.Cut(f.Tag.Get("json"), ",")
-		if !f.IsExported() || name == "-" {
-			continue
-		}
-		if name == "" {
-			name = f.Name
-		}
-		out[name] = true
-	}
-	return out
+	return jsonDecodeError(strictjson.Decode(body, v))
 }
 
 // can reports whether the caller's role grants p.

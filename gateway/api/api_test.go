@@ -353,6 +353,8 @@ func TestBadInput(t *testing.T) {
 		{"wrong type", "POST", "/api/v1/users", `{"email":5}`, 400, "invalid_field"},
 		{"wrong case", "POST", "/api/v1/users", `{"EMAIL":"a@b.org","password":"password1"}`, 400, "invalid_field"},
 		{"duplicate key", "POST", "/api/v1/users", `{"email":"a@b.org","email":"c@d.org","password":"password1"}`, 400, "invalid_field"},
+		{"trailing brace", "POST", "/api/v1/users", `{"email":"a@b.org","password":"password1"}}`, 400, "bad_json"},
+		{"nested duplicate key", "POST", "/api/v1/roles", `{"name":"X","permissions":["can_upload_data"],"permissions":[]}`, 400, "invalid_field"},
 		{"null body", "POST", "/api/v1/users", `null`, 400, "bad_json"},
 		{"empty body", "POST", "/api/v1/users", ``, 400, "bad_json"},
 		{"bad email", "POST", "/api/v1/users", CreateUserRequest{Email: "nope", Password: "password1"}, 400, "invalid_field"},

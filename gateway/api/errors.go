@@ -1,12 +1,12 @@
 package api
 
 import (
-	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"strings"
+
+	"github.com/fedgrid/fedgrid/internal/strictjson"
 
 	"github.com/fedgrid/fedgrid/gateway/store"
 )
@@ -84,47 +84,33 @@ func toHTTP(err error) *httpError {
 
 func trimStore(err error) string { return strings.ReplaceAll(err.Error(), "store: ", "") }
 
-// jsonDecodeError turns a json.Decoder error into a 400 (or 413) naming the
-// field or position at fault.
-func jsonDecodeError(err error) *httpError {
+// jsonDecodeError turns a body read or strict-decoding error into a 400
+// (or 413) naming the field or position at fault; nil stays nil.
+func jsonDecodeError(err error) error {
+	if err == nil {
+		return nil
+	}
 	var mbe *http.MaxBytesError
-	var se *json.SyntaxError
-	var ute *json.UnmarshalTypeError
-	switch {
-	case errors.As(err, &mbe):
+	if errors.As(err, &mbe) {
 		return errorf(http.StatusRequestEntityTooLarge, "too_large", "request body larger than %d bytes", mbe.Limit)
-	case errors.Is(err, io.EOF):
-		return errorf(http.StatusBadRequest, "bad_json", "request body is empty; a JSON object is required")
-	case errors.Is(err, io.ErrUnexpectedEOF):
-		return errorf(http.StatusBadRequest, "bad_json", "request body is truncated JSON")
-	case errors.As(err, &se):
-		return errorf(http.StatusBadRequest, "bad_json", "malformed JSON at byte %d: %s", se.Offset, se.Error())
-	case errors.As(err, &ute):
-		if ute.Field == "" {
-			return errorf(http.StatusBadRequest, "bad_json", "request body must be a JSON object")
+	}
+	var se *strictjson.Error
+	if !errors.As(err, &se) {
+		return errorf(http.StatusBadRequest, "bad_json", "unreadable request body")
+	}
+	switch se.Kind {
+	case strictjson.UnknownField:
+		return badField(se.Path, "unknown field")
+	case strictjson.Duplicate:
+		return badField(se.Path, "given twice")
+	case strictjson.WrongType:
+		if se.Path != "" {
+			return badField(se.Path, "%s", se.Reason)
 		}
-		return badField(ute.Field, "must be %s, not %s", jsonKind(ute.Type.Kind().String()), ute.Value)
+	case strictjson.NotObject:
+		return errorf(http.StatusBadRequest, "bad_json", "request body must be a JSON object")
+	case strictjson.Trailing:
+		return errorf(http.StatusBadRequest, "bad_json", "unexpected data after the JSON object")
 	}
-	msg := err.Error()
-	if f, ok := strings.CutPrefix(msg, "json: unknown field "); ok {
-		f = strings.Trim(f, `"`)
-		return badField(f, "unknown field")
-	}
-	return errorf(http.StatusBadRequest, "bad_json", "malformed JSON: %s", strings.TrimPrefix(msg, "json: "))
-}
-
-func jsonKind(k string) string {
-	switch k {
-	case "string":
-		return "a string"
-	case "bool":
-		return "a boolean"
-	case "slice":
-		return "an array"
-	case "struct", "map":
-		return "an object"
-	case "float64", "float32", "int", "int64", "int32", "uint64":
-		return "a number"
-	}
-	return k
+	return errorf(http.StatusBadRequest, "bad_json", "request body: %s", se.Reason)
 }
