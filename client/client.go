@@ -331,8 +331,9 @@ func (c *Client) catalog(ctx context.Context, ai peer.AddrInfo, req *wire.Catalo
 	if err := c.peer.Connect(ctx, ai); err != nil {
 		return nil, err
 	}
-	resp, err := p2p.Call[wire.CatalogRequest, wire.CatalogResponse](ctx, c.peer.Host, ai.ID, c.peer.Protocol(wire.ProtoCatalog), req,
-		p2p.Limits{MaxRequest: wire.MaxSmall, MaxResponse: wire.MaxCatalog, Timeout: c.cfg.PerGateway})
+	ctx, cancel := context.WithTimeout(ctx, c.cfg.PerGateway)
+	defer cancel()
+	resp, err := p2p.Request(ctx, c.peer, ai.ID, wire.Catalog(), req)
 	if err != nil {
 		return nil, err
 	}
@@ -356,7 +357,7 @@ func SplitRef(ref string) (peer.ID, string, error) {
 }
 
 // call reaches a gateway by peer ID (found through the DHT) and makes one request.
-func call[Req, Resp any](ctx context.Context, c *Client, gw peer.ID, proto string, req *Req, lim p2p.Limits) (*Resp, error) {
+func call[Req, Resp any](ctx context.Context, c *Client, gw peer.ID, proto wire.Protocol[Req, Resp], req *Req) (*Resp, error) {
 	ai, err := c.peer.FindPeer(ctx, gw)
 	if err != nil {
 		return nil, fmt.Errorf("gateway %s is not reachable: %v", gw, err)
@@ -364,7 +365,7 @@ func call[Req, Resp any](ctx context.Context, c *Client, gw peer.ID, proto strin
 	if err := c.peer.Connect(ctx, ai); err != nil {
 		return nil, fmt.Errorf("gateway %s is not reachable: %v", gw, err)
 	}
-	return p2p.Call[Req, Resp](ctx, c.peer.Host, gw, c.peer.Protocol(proto), req, lim)
+	return p2p.Request(ctx, c.peer, gw, proto, req)
 }
 
 // Submit sends a plan for a dataset; the gateway validates it and queues a job.
@@ -375,13 +376,12 @@ func (c *Client) Submit(ctx context.Context, gw peer.ID, datasetID string, planJ
 	if !json.Valid(planJSON) {
 		return nil, errors.New("plan file is not valid JSON")
 	}
-	return call[wire.SubmitRequest, wire.JobInfo](ctx, c, gw, wire.ProtoSubmit, &wire.SubmitRequest{Dataset: datasetID, Plan: planJSON},
-		p2p.Limits{MaxRequest: wire.MaxPlan + wire.MaxSmall, MaxResponse: wire.MaxSmall, Timeout: 30 * time.Second})
+	return call(ctx, c, gw, wire.Submit(), &wire.SubmitRequest{Dataset: datasetID, Plan: planJSON})
 }
 
 // Job returns the state of one of the caller's jobs.
 func (c *Client) Job(ctx context.Context, gw peer.ID, id string) (*wire.JobInfo, error) {
-	return call[wire.JobRequest, wire.JobInfo](ctx, c, gw, wire.ProtoJob, &wire.JobRequest{Job: id}, p2p.Limits{MaxRequest: wire.MaxSmall, MaxResponse: wire.MaxSmall, Timeout: 10 * time.Second})
+	return call(ctx, c, gw, wire.Job(), &wire.JobRequest{Job: id})
 }
 
 // Wait polls a job until it ends, calling onUpdate on every change.
@@ -415,7 +415,7 @@ func (c *Client) Wait(ctx context.Context, gw peer.ID, id string, onUpdate func(
 
 // Model returns a job's released model (fedgrid.model/v1 JSON).
 func (c *Client) Model(ctx context.Context, gw peer.ID, id string) ([]byte, error) {
-	r, err := call[wire.JobRequest, wire.ModelResponse](ctx, c, gw, wire.ProtoModel, &wire.JobRequest{Job: id}, p2p.Limits{MaxRequest: wire.MaxSmall, MaxResponse: wire.MaxModel, Timeout: 2 * time.Minute})
+	r, err := call(ctx, c, gw, wire.Model(), &wire.JobRequest{Job: id})
 	if err != nil {
 		return nil, err
 	}
@@ -424,20 +424,20 @@ func (c *Client) Model(ctx context.Context, gw peer.ID, id string) ([]byte, erro
 
 // Cancel cancels one of the caller's jobs; a running node stops within seconds.
 func (c *Client) Cancel(ctx context.Context, gw peer.ID, id string) (*wire.JobInfo, error) {
-	return call[wire.JobRequest, wire.JobInfo](ctx, c, gw, wire.ProtoCancel, &wire.JobRequest{Job: id}, p2p.Limits{MaxRequest: wire.MaxSmall, MaxResponse: wire.MaxSmall, Timeout: 10 * time.Second})
+	return call(ctx, c, gw, wire.Cancel(), &wire.JobRequest{Job: id})
 }
 
 // Ask files a request with a gateway's compliance officers: more budget
 // (Kind wire.KindBudget, Epsilon) or a permission on a dataset (Kind
 // wire.KindPermission, Dataset, Permission). Reason is required.
 func (c *Client) Ask(ctx context.Context, gw peer.ID, req wire.RequestCreate) (*wire.RequestInfo, error) {
-	return call[wire.RequestCreate, wire.RequestInfo](ctx, c, gw, wire.ProtoRequest, &req, p2p.Limits{MaxRequest: wire.MaxSmall, MaxResponse: wire.MaxSmall, Timeout: 10 * time.Second})
+	return call(ctx, c, gw, wire.Request(), &req)
 }
 
 // Requests lists the caller's own requests at a gateway (release requests
 // included), newest first; id, if set, selects one; state filters.
 func (c *Client) Requests(ctx context.Context, gw peer.ID, id, state string) ([]wire.RequestInfo, error) {
-	r, err := call[wire.RequestsQuery, wire.RequestList](ctx, c, gw, wire.ProtoRequests, &wire.RequestsQuery{ID: id, State: state}, p2p.Limits{MaxRequest: wire.MaxSmall, MaxResponse: wire.MaxCatalog, Timeout: 10 * time.Second})
+	r, err := call(ctx, c, gw, wire.Requests(), &wire.RequestsQuery{ID: id, State: state})
 	if err != nil {
 		return nil, err
 	}
@@ -446,11 +446,11 @@ func (c *Client) Requests(ctx context.Context, gw peer.ID, id, state string) ([]
 
 // Withdraw takes back one of the caller's pending requests at gw.
 func (c *Client) Withdraw(ctx context.Context, gw peer.ID, id, reason string) (*wire.RequestInfo, error) {
-	return call[wire.RequestWithdraw, wire.RequestInfo](ctx, c, gw, wire.ProtoWithdraw, &wire.RequestWithdraw{ID: id, Reason: reason}, p2p.Limits{MaxRequest: wire.MaxSmall, MaxResponse: wire.MaxSmall, Timeout: 10 * time.Second})
+	return call(ctx, c, gw, wire.Withdraw(), &wire.RequestWithdraw{ID: id, Reason: reason})
 }
 
 // Query asks a gateway for a differentially private statistic; the epsilon
 // is charged to the caller's budget there.
 func (c *Client) Query(ctx context.Context, gw peer.ID, req wire.QueryRequest) (*wire.QueryResponse, error) {
-	return call[wire.QueryRequest, wire.QueryResponse](ctx, c, gw, wire.ProtoQuery, &req, p2p.Limits{MaxRequest: wire.MaxSmall, MaxResponse: wire.MaxSmall, Timeout: time.Minute})
+	return call(ctx, c, gw, wire.Query(), &req)
 }

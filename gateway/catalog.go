@@ -41,7 +41,7 @@ const (
 const suppressed = "*"
 
 func (g *Gateway) handleCatalog(_ context.Context, from peer.ID, req *wire.CatalogRequest) (*wire.CatalogResponse, error) {
-	if _, err := g.store.AuthorizePeerRequest(from.String(), wire.ProtoCatalog); err != nil {
+	if _, err := g.store.AuthorizeCaller(from.String(), wire.Catalog().Caller); err != nil {
 		return nil, p2p.Errorf(p2p.CodeForbidden, "%v", err)
 	}
 	q, err := parseQuery(req)

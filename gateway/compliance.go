@@ -16,7 +16,7 @@ import (
 // review itself happens over HTTP (gateway/api, /api/v1/requests).
 
 func (g *Gateway) handleRequest(_ context.Context, from peer.ID, req *wire.RequestCreate) (*wire.RequestInfo, error) {
-	u, err := g.authorize(from, wire.ProtoRequest)
+	u, err := g.authorize(from, wire.Request().Descriptor)
 	if err != nil {
 		return nil, err
 	}
@@ -51,7 +51,7 @@ func (g *Gateway) handleRequest(_ context.Context, from peer.ID, req *wire.Reque
 }
 
 func (g *Gateway) handleRequests(_ context.Context, from peer.ID, req *wire.RequestsQuery) (*wire.RequestList, error) {
-	u, err := g.authorize(from, wire.ProtoRequests)
+	u, err := g.authorize(from, wire.Requests().Descriptor)
 	if err != nil {
 		return nil, err
 	}
@@ -80,7 +80,7 @@ func (g *Gateway) handleRequests(_ context.Context, from peer.ID, req *wire.Requ
 }
 
 func (g *Gateway) handleWithdraw(_ context.Context, from peer.ID, req *wire.RequestWithdraw) (*wire.RequestInfo, error) {
-	u, err := g.authorize(from, wire.ProtoWithdraw)
+	u, err := g.authorize(from, wire.Withdraw().Descriptor)
 	if err != nil {
 		return nil, err
 	}

@@ -99,7 +99,7 @@ func checkQuery(req *wire.QueryRequest) (mechanism, error) {
 }
 
 func (g *Gateway) handleQuery(_ context.Context, from peer.ID, req *wire.QueryRequest) (*wire.QueryResponse, error) {
-	u, err := g.authorize(from, wire.ProtoQuery)
+	u, err := g.authorize(from, wire.Query().Descriptor)
 	if err != nil {
 		return nil, err
 	}

@@ -244,7 +244,7 @@ func (g *Gateway) servedUser(user string) {
 }
 
 func (g *Gateway) handlePing(_ context.Context, from peer.ID, req *wire.PingRequest) (*wire.Ack, error) {
-	if err := g.enrolledNode(from, wire.ProtoPing); err != nil {
+	if err := g.enrolledNode(from, wire.Ping().Descriptor); err != nil {
 		return nil, err
 	}
 	// The scheduler builds one entry per free slot on every offer tick.

@@ -18,37 +18,33 @@ import (
 	"github.com/fedgrid/fedgrid/wire"
 )
 
-func small(timeout time.Duration) p2p.Limits {
-	return p2p.Limits{MaxRequest: wire.MaxSmall, MaxResponse: wire.MaxSmall, Timeout: timeout}
-}
-
-// registerProtocols installs every stream protocol the gateway serves.
+// registerProtocols installs every stream protocol the gateway serves, each
+// with its descriptor's limits, deadline and caller policy.
 func (g *Gateway) registerProtocols() {
-	ctx, h := g.peer.Context(), g.peer.Host
-	p2p.Handle(ctx, h, g.peer.Protocol(wire.ProtoCatalog), p2p.Limits{MaxRequest: wire.MaxSmall, MaxResponse: wire.MaxCatalog, Timeout: 10 * time.Second}, g.handleCatalog)
-	p2p.Handle(ctx, h, g.peer.Protocol(wire.ProtoEnroll), small(10*time.Second), g.handleEnroll)
-	p2p.Handle(ctx, h, g.peer.Protocol(wire.ProtoClaim), small(10*time.Second), g.handleClaim)
-	p2p.Handle(ctx, h, g.peer.Protocol(wire.ProtoFetch), p2p.Limits{MaxRequest: wire.MaxSmall, MaxResponse: wire.MaxShard, Timeout: 5 * time.Minute}, g.handleFetch)
-	p2p.Handle(ctx, h, g.peer.Protocol(wire.ProtoHeartbeat), small(10*time.Second), g.handleHeartbeat)
-	// The two large requests are read only from peers allowed to send them.
-	p2p.Handle(ctx, h, g.peer.Protocol(wire.ProtoResult), p2p.Limits{MaxRequest: wire.MaxModel, MaxResponse: wire.MaxSmall, Timeout: 2 * time.Minute, Allow: g.allow(wire.ProtoResult)}, g.handleResult)
-	p2p.Handle(ctx, h, g.peer.Protocol(wire.ProtoSubmit), p2p.Limits{MaxRequest: wire.MaxPlan + wire.MaxSmall, MaxResponse: wire.MaxSmall, Timeout: 30 * time.Second, Allow: g.allow(wire.ProtoSubmit)}, g.handleSubmit)
-	p2p.Handle(ctx, h, g.peer.Protocol(wire.ProtoJob), small(10*time.Second), g.handleJob)
-	p2p.Handle(ctx, h, g.peer.Protocol(wire.ProtoCancel), small(10*time.Second), g.handleCancel)
-	p2p.Handle(ctx, h, g.peer.Protocol(wire.ProtoPing), small(10*time.Second), g.handlePing)
-	p2p.Handle(ctx, h, g.peer.Protocol(wire.ProtoModel), p2p.Limits{MaxRequest: wire.MaxSmall, MaxResponse: wire.MaxModel, Timeout: 2 * time.Minute}, g.handleModel)
-	p2p.Handle(ctx, h, g.peer.Protocol(wire.ProtoRequest), small(10*time.Second), g.handleRequest)
-	p2p.Handle(ctx, h, g.peer.Protocol(wire.ProtoWithdraw), small(10*time.Second), g.handleWithdraw)
-	p2p.Handle(ctx, h, g.peer.Protocol(wire.ProtoRequests), p2p.Limits{MaxRequest: wire.MaxSmall, MaxResponse: wire.MaxCatalog, Timeout: 10 * time.Second}, g.handleRequests)
-	p2p.Handle(ctx, h, g.peer.Protocol(wire.ProtoQuery), small(time.Minute), g.handleQuery)
+	serve(g, wire.Catalog(), g.handleCatalog)
+	serve(g, wire.Enroll(), g.handleEnroll)
+	serve(g, wire.Claim(), g.handleClaim)
+	serve(g, wire.Fetch(), g.handleFetch)
+	serve(g, wire.Heartbeat(), g.handleHeartbeat)
+	serve(g, wire.Result(), g.handleResult)
+	serve(g, wire.Ping(), g.handlePing)
+	serve(g, wire.Submit(), g.handleSubmit)
+	serve(g, wire.Job(), g.handleJob)
+	serve(g, wire.Cancel(), g.handleCancel)
+	serve(g, wire.Model(), g.handleModel)
+	serve(g, wire.Request(), g.handleRequest)
+	serve(g, wire.Requests(), g.handleRequests)
+	serve(g, wire.Withdraw(), g.handleWithdraw)
+	serve(g, wire.Query(), g.handleQuery)
 }
 
-// allow is the one policy as a check before a request is read.
-func (g *Gateway) allow(proto string) func(peer.ID) error {
-	return func(from peer.ID) error {
-		_, err := g.authorize(from, proto)
+// serve registers one protocol; a descriptor that checks its caller first
+// gets the one policy as a check before the request is read.
+func serve[Req, Resp any](g *Gateway, d wire.Protocol[Req, Resp], fn p2p.HandlerFunc[Req, Resp]) {
+	p2p.Serve(g.peer, d, func(from peer.ID) error {
+		_, err := g.authorize(from, d.Descriptor)
 		return err
-	}
+	}, fn)
 }
 
 // storeErr maps store errors to protocol errors a person understands.
@@ -73,7 +69,7 @@ func storeErr(err error, what string) error {
 // --- nodes ---------------------------------------------------------------
 
 func (g *Gateway) handleEnroll(_ context.Context, from peer.ID, req *wire.EnrollRequest) (*wire.EnrollResponse, error) {
-	if _, err := g.authorize(from, wire.ProtoEnroll); err != nil {
+	if _, err := g.authorize(from, wire.Enroll().Descriptor); err != nil {
 		return nil, err
 	}
 	if req.Slots < 1 || req.Slots > wire.MaxSlots {
@@ -106,12 +102,12 @@ func (g *Gateway) handleEnroll(_ context.Context, from peer.ID, req *wire.Enroll
 // authorize is the one policy check of every p2p request (the same store
 // policy the HTTP API uses): proto names the protocol, from the remote peer.
 // For data-scientist protocols it returns the peer's account.
-func (g *Gateway) authorize(from peer.ID, proto string) (*store.User, error) {
-	u, err := g.store.AuthorizePeerRequest(from.String(), proto)
+func (g *Gateway) authorize(from peer.ID, d wire.Descriptor) (*store.User, error) {
+	u, err := g.store.AuthorizeCaller(from.String(), d.Caller)
 	switch {
 	case err == nil:
 		return u, nil
-	case errors.Is(err, store.ErrUnknownPeer) && store.PeerRules[proto].Who == store.PeerNode:
+	case errors.Is(err, store.ErrUnknownPeer) && d.Caller == wire.CallerNode:
 		return nil, p2p.Errorf(p2p.CodeForbidden, "peer %s is not an enrolled node of this gateway", from)
 	case errors.Is(err, store.ErrUnknownPeer):
 		return nil, p2p.Errorf(p2p.CodeUnauthorized, "peer %s is not registered at this gateway: ask its administrator to add your peer ID to a user account", from)
@@ -122,7 +118,7 @@ func (g *Gateway) authorize(from peer.ID, proto string) (*store.User, error) {
 }
 
 // enrolledNode refuses peers that no join token enrolled, and notes that the node was seen.
-func (g *Gateway) enrolledNode(from peer.ID, proto string) error {
+func (g *Gateway) enrolledNode(from peer.ID, proto wire.Descriptor) error {
 	if _, err := g.authorize(from, proto); err != nil {
 		return err
 	}
@@ -153,7 +149,7 @@ const touchEvery = 5 * time.Second
 
 func (g *Gateway) handleClaim(_ context.Context, from peer.ID, req *wire.ClaimRequest) (*wire.ClaimResponse, error) {
 	g.metrics.claims.Inc()
-	if err := g.enrolledNode(from, wire.ProtoClaim); err != nil {
+	if err := g.enrolledNode(from, wire.Claim().Descriptor); err != nil {
 		return nil, err
 	}
 	j, err := g.store.Grant(req.Job, from.String(), g.cfg.Lease)
@@ -174,7 +170,7 @@ func (g *Gateway) handleClaim(_ context.Context, from peer.ID, req *wire.ClaimRe
 }
 
 // leased returns the job if from holds the current lease of attempt.
-func (g *Gateway) leased(from peer.ID, proto, jobID string, attempt int) (*store.Job, error) {
+func (g *Gateway) leased(from peer.ID, proto wire.Descriptor, jobID string, attempt int) (*store.Job, error) {
 	if err := g.enrolledNode(from, proto); err != nil {
 		return nil, err
 	}
@@ -189,7 +185,7 @@ func (g *Gateway) leased(from peer.ID, proto, jobID string, attempt int) (*store
 }
 
 func (g *Gateway) handleFetch(_ context.Context, from peer.ID, req *wire.FetchRequest) (*wire.FetchResponse, error) {
-	j, err := g.leased(from, wire.ProtoFetch, req.Job, req.Attempt)
+	j, err := g.leased(from, wire.Fetch().Descriptor, req.Job, req.Attempt)
 	if err != nil {
 		return nil, err
 	}
@@ -210,7 +206,7 @@ func (g *Gateway) handleFetch(_ context.Context, from peer.ID, req *wire.FetchRe
 }
 
 func (g *Gateway) handleHeartbeat(_ context.Context, from peer.ID, req *wire.HeartbeatRequest) (*wire.HeartbeatResponse, error) {
-	if err := g.enrolledNode(from, wire.ProtoHeartbeat); err != nil {
+	if err := g.enrolledNode(from, wire.Heartbeat().Descriptor); err != nil {
 		return nil, err
 	}
 	j, err := g.store.Heartbeat(req.Job, req.Attempt, from.String(), wire.Progress{Epoch: req.Epoch, Epochs: req.Epochs, Loss: req.Loss}, g.cfg.Lease)
@@ -224,7 +220,7 @@ func (g *Gateway) handleHeartbeat(_ context.Context, from peer.ID, req *wire.Hea
 }
 
 func (g *Gateway) handleResult(_ context.Context, from peer.ID, req *wire.ResultRequest) (*wire.Ack, error) {
-	if err := g.enrolledNode(from, wire.ProtoResult); err != nil {
+	if err := g.enrolledNode(from, wire.Result().Descriptor); err != nil {
 		return nil, err
 	}
 	j, err := g.store.Job(req.Job)
@@ -246,7 +242,7 @@ func (g *Gateway) handleResult(_ context.Context, from peer.ID, req *wire.Result
 		g.log.Warn("job failed on node", "job", req.Job, "attempt", req.Attempt, "reason", req.Error)
 		return &wire.Ack{OK: true}, nil
 	}
-	if _, err := g.leased(from, wire.ProtoResult, req.Job, req.Attempt); err != nil {
+	if _, err := g.leased(from, wire.Result().Descriptor, req.Job, req.Attempt); err != nil {
 		return nil, err
 	}
 	m, err := plan.ParseModel(req.Model)
@@ -292,7 +288,7 @@ func truncate(s string, n int) string {
 // --- data scientists --------------------------------------------------------
 
 func (g *Gateway) handleSubmit(_ context.Context, from peer.ID, req *wire.SubmitRequest) (*wire.JobInfo, error) {
-	u, err := g.authorize(from, wire.ProtoSubmit)
+	u, err := g.authorize(from, wire.Submit().Descriptor)
 	if err != nil {
 		return nil, err
 	}
@@ -419,7 +415,7 @@ func releaseCost(j *store.Job, pl *plan.Plan, ds *store.Dataset) error {
 // them, and neither do the shard jobs of their data-parallel jobs: a
 // shard's plan carries statistics fitted on all the rows, and its metrics
 // and loss are computed on the data before any review.
-func (g *Gateway) ownJob(from peer.ID, proto, id string) (*store.Job, error) {
+func (g *Gateway) ownJob(from peer.ID, proto wire.Descriptor, id string) (*store.Job, error) {
 	u, err := g.authorize(from, proto)
 	if err != nil {
 		return nil, err
@@ -432,7 +428,7 @@ func (g *Gateway) ownJob(from peer.ID, proto, id string) (*store.Job, error) {
 }
 
 func (g *Gateway) handleJob(_ context.Context, from peer.ID, req *wire.JobRequest) (*wire.JobInfo, error) {
-	j, err := g.ownJob(from, wire.ProtoJob, req.Job)
+	j, err := g.ownJob(from, wire.Job().Descriptor, req.Job)
 	if err != nil {
 		return nil, err
 	}
@@ -440,7 +436,7 @@ func (g *Gateway) handleJob(_ context.Context, from peer.ID, req *wire.JobReques
 }
 
 func (g *Gateway) handleCancel(_ context.Context, from peer.ID, req *wire.JobRequest) (*wire.JobInfo, error) {
-	j, err := g.ownJob(from, wire.ProtoCancel, req.Job)
+	j, err := g.ownJob(from, wire.Cancel().Descriptor, req.Job)
 	if err != nil {
 		return nil, err
 	}
@@ -458,7 +454,7 @@ func (g *Gateway) handleCancel(_ context.Context, from peer.ID, req *wire.JobReq
 // approval or a matching approval rule (or a per-user override). Shard jobs'
 // partial models are never served.
 func (g *Gateway) handleModel(_ context.Context, from peer.ID, req *wire.JobRequest) (*wire.ModelResponse, error) {
-	j, err := g.ownJob(from, wire.ProtoModel, req.Job)
+	j, err := g.ownJob(from, wire.Model().Descriptor, req.Job)
 	if err != nil {
 		return nil, err
 	}

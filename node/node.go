@@ -143,8 +143,8 @@ func (n *Node) enroll(ctx context.Context) error {
 	defer cancel()
 	var last error
 	for attempt := 0; ; attempt++ {
-		_, err := p2p.Call[wire.EnrollRequest, wire.EnrollResponse](ctx, n.peer.Host, n.gw.ID, n.peer.Protocol(wire.ProtoEnroll),
-			&wire.EnrollRequest{Token: n.cfg.JoinToken, Slots: n.cfg.Slots, Version: p2p.Version}, p2p.Limits{MaxRequest: wire.MaxSmall, MaxResponse: wire.MaxSmall, Timeout: 10 * time.Second})
+		_, err := p2p.Request(ctx, n.peer, n.gw.ID, wire.Enroll(),
+			&wire.EnrollRequest{Token: n.cfg.JoinToken, Slots: n.cfg.Slots, Version: p2p.Version})
 		if err == nil {
 			n.log.Info("enrolled", "gateway", n.gw.ID)
 			return nil
@@ -268,7 +268,7 @@ func (n *Node) pings(ctx context.Context) {
 		}
 		n.mu.Unlock()
 		req := &wire.PingRequest{Slots: n.cfg.Slots, Free: n.cfg.Slots - len(n.slots), Running: running, Version: p2p.Version}
-		if _, err := p2p.Call[wire.PingRequest, wire.Ack](ctx, n.peer.Host, n.gw.ID, n.peer.Protocol(wire.ProtoPing), req, n.small()); err != nil && ctx.Err() == nil {
+		if _, err := p2p.Request(ctx, n.peer, n.gw.ID, wire.Ping(), req); err != nil && ctx.Err() == nil {
 			n.log.Debug("ping gateway", "err", err)
 		}
 		select {
@@ -290,10 +290,6 @@ func (n *Node) pingNow() {
 
 // pingInterval matches the gateway's gateway.PingInterval.
 const pingInterval = 2 * time.Second
-
-func (n *Node) small() p2p.Limits {
-	return p2p.Limits{MaxRequest: wire.MaxSmall, MaxResponse: wire.MaxSmall, Timeout: 10 * time.Second}
-}
 
 // take waits out a random jitter (dropping the claim if the job is taken
 // meanwhile), claims the job and, if granted, runs it.
@@ -320,7 +316,7 @@ func (n *Node) take(ctx, claimCtx context.Context, job string, free int, release
 	// gossips that offer before it answers the very claim it granted, and a
 	// node that dropped its own grant left the job leased to nobody until the
 	// lease expired. The gateway's answer (grant or conflict) decides.
-	grant, err := p2p.Call[wire.ClaimRequest, wire.ClaimResponse](ctx, n.peer.Host, n.gw.ID, n.peer.Protocol(wire.ProtoClaim), &wire.ClaimRequest{Job: job}, n.small())
+	grant, err := p2p.Request(ctx, n.peer, n.gw.ID, wire.Claim(), &wire.ClaimRequest{Job: job})
 	if err != nil {
 		n.log.Debug("claim not granted", "job", job, "err", err)
 		return
@@ -405,7 +401,7 @@ func (n *Node) keepLease(ctx context.Context, cancel context.CancelFunc, g *wire
 			mu.Lock()
 			req := prog
 			mu.Unlock()
-			resp, err := p2p.Call[wire.HeartbeatRequest, wire.HeartbeatResponse](ctx, n.peer.Host, n.gw.ID, n.peer.Protocol(wire.ProtoHeartbeat), &req, n.small())
+			resp, err := p2p.Request(ctx, n.peer, n.gw.ID, wire.Heartbeat(), &req)
 			if err != nil {
 				if p2p.IsCode(err, p2p.CodeStale) || p2p.IsCode(err, p2p.CodeNotFound) {
 					n.log.Warn("lease lost; stopping", "job", g.Job, "attempt", g.Attempt)
@@ -434,9 +430,10 @@ func (n *Node) keepLease(ctx context.Context, cancel context.CancelFunc, g *wire
 // sendResult delivers a result with retries: the gateway's answer is
 // idempotent for the same attempt.
 func (n *Node) sendResult(ctx context.Context, req *wire.ResultRequest) {
-	lim := p2p.Limits{MaxRequest: wire.MaxModel, MaxResponse: wire.MaxSmall, Timeout: 60 * time.Second}
 	for try := 0; try < 10; try++ {
-		_, err := p2p.Call[wire.ResultRequest, wire.Ack](ctx, n.peer.Host, n.gw.ID, n.peer.Protocol(wire.ProtoResult), req, lim)
+		tctx, cancel := context.WithTimeout(ctx, resultTryTimeout)
+		_, err := p2p.Request(tctx, n.peer, n.gw.ID, wire.Result(), req)
+		cancel()
 		if err == nil {
 			n.log.Info("result delivered", "job", req.Job, "attempt", req.Attempt, "failed", req.Error != "")
 			return
@@ -454,13 +451,16 @@ func (n *Node) sendResult(ctx context.Context, req *wire.ResultRequest) {
 	}
 }
 
+// resultTryTimeout bounds one try to deliver a result (the protocol's own
+// deadline is longer).
+const resultTryTimeout = 60 * time.Second
+
 // run fetches and trains; progress reports each epoch.
 func (n *Node) run(ctx context.Context, g *wire.ClaimResponse, progress func(plan.Progress)) (json.RawMessage, error) {
 	var f *wire.FetchResponse
 	var err error
 	for try := 1; ; try++ {
-		f, err = p2p.Call[wire.FetchRequest, wire.FetchResponse](ctx, n.peer.Host, n.gw.ID, n.peer.Protocol(wire.ProtoFetch),
-			&wire.FetchRequest{Job: g.Job, Attempt: g.Attempt}, p2p.Limits{MaxRequest: wire.MaxSmall, MaxResponse: wire.MaxShard, Timeout: 5 * time.Minute})
+		f, err = p2p.Request(ctx, n.peer, n.gw.ID, wire.Fetch(), &wire.FetchRequest{Job: g.Job, Attempt: g.Attempt})
 		if err == nil || !connectionLost(err) || try == 3 {
 			break
 		}

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/fedgrid/fedgrid/internal/strictjson"
+	"github.com/fedgrid/fedgrid/wire"
 
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/network"
@@ -249,4 +250,26 @@ func Call[Req, Resp any](ctx context.Context, h host.Host, to peer.ID, pid proto
 		return nil, fmt.Errorf("%w: response body: %v", ErrMalformed, err)
 	}
 	return &resp, nil
+}
+
+// LimitsOf is a protocol descriptor's size limits and deadline.
+func LimitsOf(d wire.Descriptor) Limits {
+	return Limits{MaxRequest: d.MaxRequest, MaxResponse: d.MaxResponse, Timeout: d.Timeout}
+}
+
+// Serve registers fn for protocol d on p with d's limits and deadline. When
+// d checks its caller first, allow runs before the request is read (and must
+// then be given).
+func Serve[Req, Resp any](p *Peer, d wire.Protocol[Req, Resp], allow func(peer.ID) error, fn HandlerFunc[Req, Resp]) {
+	lim := LimitsOf(d.Descriptor)
+	if d.CheckFirst {
+		lim.Allow = allow
+	}
+	Handle(p.Context(), p.Host, p.Protocol(d.Name), lim, fn)
+}
+
+// Request calls protocol d of peer `to` with d's limits and deadline (or
+// ctx's, if sooner).
+func Request[Req, Resp any](ctx context.Context, p *Peer, to peer.ID, d wire.Protocol[Req, Resp], req *Req) (*Resp, error) {
+	return Call[Req, Resp](ctx, p.Host, to, p.Protocol(d.Name), req, LimitsOf(d.Descriptor))
 }

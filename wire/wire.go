@@ -12,6 +12,7 @@ import (
 )
 
 // Protocol names; p2p.ProtocolID turns them into "/fedgrid/<network>/<name>/1.0.0".
+// Each protocol's types, limits and callers are its descriptor (protocols.go).
 const (
 	ProtoCatalog   = "catalog"       // anyone -> gateway: datasets with tags
 	ProtoEnroll    = "node/enroll"   // node -> gateway: join with a token

@@ -2,14 +2,12 @@ package store
 
 import (
 	"errors"
-	"go/ast"
-	"go/parser"
-	"go/token"
 	"slices"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/fedgrid/fedgrid/wire"
 )
 
 // contractRoles is CONTRACT.md's default role table, written out again here so
@@ -39,37 +37,7 @@ func TestDefaultRolesMatchContract(t *testing.T) {
 	}
 }
 
-// wireProtocols parses package wire for its Proto* constants, so that a new
-// protocol without a policy rule fails this test.
-func wireProtocols(t *testing.T) map[string]string {
-	t.Helper()
-	f, err := parser.ParseFile(token.NewFileSet(), "../../wire/wire.go", nil, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	out := map[string]string{}
-	ast.Inspect(f, func(n ast.Node) bool {
-		vs, ok := n.(*ast.ValueSpec)
-		if !ok {
-			return true
-		}
-		for i, name := range vs.Names {
-			if strings.HasPrefix(name.Name, "Proto") && i < len(vs.Values) {
-				if lit, ok := vs.Values[i].(*ast.BasicLit); ok {
-					v, _ := strconv.Unquote(lit.Value)
-					out[name.Name] = v
-				}
-			}
-		}
-		return true
-	})
-	if len(out) == 0 {
-		t.Fatal("no Proto constants found in wire")
-	}
-	return out
-}
-
-// TestPeerPolicyTable walks every p2p protocol against every default role, an
+// TestPeerPolicyTable walks every p2p protocol (its descriptor) against every default role, an
 // enrolled node and an unregistered peer.
 func TestPeerPolicyTable(t *testing.T) {
 	s := openTest(t, t.TempDir())
@@ -94,36 +62,34 @@ func TestPeerPolicyTable(t *testing.T) {
 	peers["node"] = "12D3KooWNode"
 	peers["unregistered"] = "12D3KooWStranger"
 
-	for constName, proto := range wireProtocols(t) {
-		rule, ok := PeerRules[proto]
-		if !ok {
-			t.Errorf("wire.%s (%q) has no rule in PeerRules", constName, proto)
-			continue
-		}
+	for _, d := range wire.Protocols() {
+		proto := d.Name
 		for who, pid := range peers {
 			var allowed bool
-			switch rule.Who {
-			case PeerAnyone:
+			switch d.Caller {
+			case wire.CallerAnyone:
 				allowed = true
-			case PeerNode:
+			case wire.CallerNode:
 				allowed = who == "node"
-			case PeerUser:
-				allowed = slices.Contains(contractRoles[who], rule.Perm)
+			case wire.CallerScientist:
+				allowed = slices.Contains(contractRoles[who], PermMakeDataRequests)
+			default:
+				t.Errorf("protocol %s has no caller policy (%v)", proto, d.Caller)
 			}
-			_, err := s.AuthorizePeerRequest(pid, proto)
+			_, err := s.AuthorizeCaller(pid, d.Caller)
 			if allowed != (err == nil) {
 				t.Errorf("%s from %s: err %v, want allowed=%v", proto, who, err, allowed)
 			}
 			if !allowed && !errors.Is(err, ErrUnknownPeer) && !errors.Is(err, ErrForbidden) {
 				t.Errorf("%s from %s: refusal %v is neither unknown peer nor forbidden", proto, who, err)
 			}
-			if who == "unregistered" && rule.Who != PeerAnyone && !errors.Is(err, ErrUnknownPeer) {
+			if who == "unregistered" && d.Caller != wire.CallerAnyone && !errors.Is(err, ErrUnknownPeer) {
 				t.Errorf("%s from an unregistered peer: %v, want ErrUnknownPeer", proto, err)
 			}
 		}
 	}
-	if _, err := s.AuthorizePeerRequest(peers[RoleOwner], "made/up"); !errors.Is(err, ErrUnknownProtocol) {
-		t.Fatalf("unknown protocol: %v", err)
+	if _, err := s.AuthorizeCaller(peers[RoleOwner], wire.Caller(0)); !errors.Is(err, ErrUnknownProtocol) {
+		t.Fatalf("a protocol without a caller policy: %v", err)
 	}
 	// A role change applies to the very next p2p request.
 	role := RoleComplianceOfficer
@@ -131,7 +97,7 @@ func TestPeerPolicyTable(t *testing.T) {
 	if _, err := s.UpdateUser(ds.ID, UserUpdate{Role: &role}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.AuthorizePeerRequest(peers[RoleDataScientist], "ds/submit"); !errors.Is(err, ErrForbidden) {
+	if _, err := s.AuthorizeCaller(peers[RoleDataScientist], wire.Submit().Caller); !errors.Is(err, ErrForbidden) {
 		t.Fatalf("after role change: %v", err)
 	}
 }
