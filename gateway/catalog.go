@@ -14,8 +14,6 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/libp2p/go-libp2p/core/peer"
-
 	"github.com/fedgrid/fedgrid/crypto"
 	"github.com/fedgrid/fedgrid/dataset"
 	"github.com/fedgrid/fedgrid/gateway/store"
@@ -40,10 +38,7 @@ const (
 // kept nothing: too little data to show anything under the privacy budget.
 const suppressed = "*"
 
-func (g *Gateway) handleCatalog(_ context.Context, from peer.ID, req *wire.CatalogRequest) (*wire.CatalogResponse, error) {
-	if _, err := g.store.AuthorizeCaller(from.String(), wire.Catalog().Caller); err != nil {
-		return nil, p2p.Errorf(p2p.CodeForbidden, "%v", err)
-	}
+func (g *Gateway) handleCatalog(_ context.Context, _ caller, req *wire.CatalogRequest) (*wire.CatalogResponse, error) {
 	q, err := parseQuery(req)
 	if err != nil {
 		return nil, err

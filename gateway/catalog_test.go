@@ -16,6 +16,7 @@ import (
 	"github.com/fedgrid/fedgrid/gateway/store"
 	"github.com/fedgrid/fedgrid/p2p"
 	"github.com/fedgrid/fedgrid/wire"
+	"github.com/libp2p/go-libp2p/core/peer"
 )
 
 // TestCatalogPreview: the preview of a private dataset is synthetic (no
@@ -56,6 +57,10 @@ func TestCatalogPreview(t *testing.T) {
 		t.Fatal(err)
 	}
 
+	// Dial first: the gateway's own dial of its bootstrap peer may not be up yet.
+	if err := c.net.Peer().Host.Connect(ctx, peer.AddrInfo{ID: c.gw.Peer().ID(), Addrs: c.gw.Peer().Host.Addrs()}); err != nil {
+		t.Fatal(err)
+	}
 	ask := func(req *wire.CatalogRequest) (*wire.CatalogResponse, error) {
 		return p2p.Call[wire.CatalogRequest, wire.CatalogResponse](ctx, c.net.Peer().Host, c.gw.Peer().ID(), c.gw.Peer().Protocol(wire.ProtoCatalog), req,
 			p2p.Limits{MaxRequest: wire.MaxSmall, MaxResponse: wire.MaxCatalog, Timeout: 20 * time.Second})

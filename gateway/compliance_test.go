@@ -92,7 +92,7 @@ func TestReleaseReview(t *testing.T) {
 	wantMicro := int64(math.Ceil(wantEps * 1e6))
 
 	// Bob has no budget: the DP job's release could never be paid, so it is refused up front.
-	if _, err := bob.Submit(ctx, gwID, priv.ID, dpPlan); !p2p.IsCode(err, p2p.CodeForbidden) || !strings.Contains(err.Error(), "budget") {
+	if _, err := bob.Submit(ctx, gwID, priv.ID, dpPlan); !p2p.IsCode(err, p2p.CodeInsufficientBudget) || !strings.Contains(err.Error(), "budget") {
 		t.Fatalf("submit beyond budget: %v", err)
 	}
 	e.startNode(t, ctx)
@@ -378,7 +378,7 @@ func TestDPQuery(t *testing.T) {
 		t.Fatalf("answers %v carry no noise (true %v)", answers, trueMean)
 	}
 	// 0.5 left: a query at 1 is refused and charges nothing.
-	if _, err := cl.Query(ctx, gwID, q); !p2p.IsCode(err, p2p.CodeForbidden) || !strings.Contains(err.Error(), "budget") {
+	if _, err := cl.Query(ctx, gwID, q); !p2p.IsCode(err, p2p.CodeInsufficientBudget) || !strings.Contains(err.Error(), "budget") {
 		t.Fatalf("query beyond budget: %v", err)
 	}
 	if u, _ := st.User(e.users[0].ID); u.BudgetMicroEps != 500_000 {

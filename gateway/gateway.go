@@ -20,6 +20,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/fedgrid/fedgrid/gateway/service"
 	"github.com/fedgrid/fedgrid/gateway/store"
 	"github.com/fedgrid/fedgrid/p2p"
 	"github.com/fedgrid/fedgrid/wire"
@@ -93,6 +94,7 @@ type Gateway struct {
 	log   *slog.Logger
 	peer  *p2p.Peer
 	store *store.Store
+	svc   *service.Service // the service layer both transports adapt
 	topic *pubsub.Topic
 
 	httpSrv *http.Server
@@ -141,6 +143,12 @@ func Start(ctx context.Context, cfg Config) (_ *Gateway, err error) {
 	}
 	g.gater = newDenyGater(revoked)
 	g.metrics = newMetrics(g)
+	g.svc = service.New(service.Config{Store: g.store, Logger: cfg.Logger.With("sub", "service"), Hooks: service.Hooks{
+		JobCancelled: func(*store.Job) {
+			g.metrics.cancelled.Inc() // the store cancelled its shards with it
+			g.wake(g.kick)
+		},
+	}})
 	g.peer, err = p2p.New(ctx, p2p.Config{
 		DataDir: cfg.DataDir, Network: cfg.Network, Listen: cfg.Listen, Bootstrap: cfg.Bootstrap,
 		DHTMode: p2p.DHTServer, PSK: cfg.PSK, Logger: cfg.Logger.With("sub", "p2p"), Gater: g.gater,

@@ -14,19 +14,16 @@ import (
 
 func (g *Gateway) startHTTP() error {
 	a, err := api.New(api.Config{
-		Store:  g.store,
-		Name:   g.cfg.Name,
-		PeerID: func() string { return g.peer.ID().String() },
-		Addrs:  g.peer.Addrs,
+		Store:   g.store,
+		Service: g.svc,
+		Name:    g.cfg.Name,
+		PeerID:  func() string { return g.peer.ID().String() },
+		Addrs:   g.peer.Addrs,
 		Hooks: api.Hooks{
 			DatasetAdded:   func(*store.Dataset) { g.wake(g.provideCh) },
 			DatasetRemoved: func(*store.Dataset) { g.wake(g.provideCh) },
-			JobCancelled: func(j *store.Job) {
-				g.metrics.cancelled.Inc() // the store cancelled its shards with it
-				g.wake(g.kick)
-			},
-			NodeRemoved: g.RemoveNode,
-			Preview:     g.Preview,
+			NodeRemoved:    g.RemoveNode,
+			Preview:        g.Preview,
 			IndexState: func(id string) api.Indexing {
 				s := g.IndexState(id)
 				return api.Indexing{State: s.State, At: s.At, Error: s.Error}

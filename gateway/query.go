@@ -6,11 +6,12 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"strings"
 
 	"github.com/google/differential-privacy/go/v3/noise"
-	"github.com/libp2p/go-libp2p/core/peer"
 
 	"github.com/fedgrid/fedgrid/dataset"
+	"github.com/fedgrid/fedgrid/gateway/service"
 	"github.com/fedgrid/fedgrid/gateway/store"
 	"github.com/fedgrid/fedgrid/p2p"
 	"github.com/fedgrid/fedgrid/wire"
@@ -98,18 +99,15 @@ func checkQuery(req *wire.QueryRequest) (mechanism, error) {
 	return bad("mechanism must be laplace or gaussian, got %q", req.Mechanism)
 }
 
-func (g *Gateway) handleQuery(_ context.Context, from peer.ID, req *wire.QueryRequest) (*wire.QueryResponse, error) {
-	u, err := g.authorize(from, wire.Query().Descriptor)
-	if err != nil {
-		return nil, err
-	}
+func (g *Gateway) handleQuery(_ context.Context, c caller, req *wire.QueryRequest) (*wire.QueryResponse, error) {
+	u := c.User
 	mech, err := checkQuery(req)
 	if err != nil {
 		return nil, err
 	}
 	ds, err := g.store.Dataset(req.Dataset)
 	if err != nil {
-		return nil, storeErr(err, "dataset "+req.Dataset)
+		return nil, service.Wrap(err, "dataset "+req.Dataset)
 	}
 	dec, err := g.store.CanTrain(u.ID, ds.ID)
 	if err != nil {
@@ -120,7 +118,7 @@ func (g *Gateway) handleQuery(_ context.Context, from peer.ID, req *wire.QueryRe
 	}
 	csv, err := g.store.DatasetCSV(ds.ID)
 	if err != nil {
-		return nil, storeErr(err, "dataset "+ds.ID)
+		return nil, service.Wrap(err, "dataset "+ds.ID)
 	}
 	tbl, err := dataset.ReadCSV(bytes.NewReader(csv), dataset.Limits{MaxBytes: wire.MaxShard})
 	if err != nil {
@@ -151,9 +149,9 @@ func (g *Gateway) handleQuery(_ context.Context, from peer.ID, req *wire.QueryRe
 	// Charged and recorded in one transaction; only then is the answer given.
 	if err := g.store.RecordQuery(q); err != nil {
 		if errors.Is(err, store.ErrInsufficientBudget) {
-			return nil, p2p.Errorf(p2p.CodeForbidden, "query refused: epsilon %v is more than your budget allows (%v); ask for more with fedgrid request budget", req.Epsilon, err)
+			return nil, service.Errorf(service.InsufficientBudget, "query refused: epsilon %v is more than your budget allows (%s); ask for more with fedgrid request budget", req.Epsilon, strings.TrimPrefix(err.Error(), "store: "))
 		}
-		return nil, storeErr(err, "query")
+		return nil, service.Wrap(err, "query")
 	}
 	resp.Query, resp.Epsilon = q.ID, wire.Epsilon(q.EpsilonMic)
 	if cur, err := g.store.User(u.ID); err == nil {

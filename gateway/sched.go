@@ -243,10 +243,8 @@ func (g *Gateway) servedUser(user string) {
 	g.served[user] = time.Now()
 }
 
-func (g *Gateway) handlePing(_ context.Context, from peer.ID, req *wire.PingRequest) (*wire.Ack, error) {
-	if err := g.enrolledNode(from, wire.Ping().Descriptor); err != nil {
-		return nil, err
-	}
+func (g *Gateway) handlePing(_ context.Context, c caller, req *wire.PingRequest) (*wire.Ack, error) {
+	from := c.peer
 	// The scheduler builds one entry per free slot on every offer tick.
 	if req.Slots < 1 || req.Slots > wire.MaxSlots || req.Free < 0 || req.Free > req.Slots {
 		return nil, p2p.Errorf(p2p.CodeBadRequest, "slots must be between 1 and %d and free between 0 and slots, got slots %d free %d", wire.MaxSlots, req.Slots, req.Free)

@@ -12,6 +12,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 
 	"github.com/fedgrid/fedgrid/dataset"
+	"github.com/fedgrid/fedgrid/gateway/service"
 	"github.com/fedgrid/fedgrid/gateway/store"
 	"github.com/fedgrid/fedgrid/p2p"
 	"github.com/fedgrid/fedgrid/plan"
@@ -38,40 +39,10 @@ func (g *Gateway) registerProtocols() {
 	serve(g, wire.Query(), g.handleQuery)
 }
 
-// serve registers one protocol; a descriptor that checks its caller first
-// gets the one policy as a check before the request is read.
-func serve[Req, Resp any](g *Gateway, d wire.Protocol[Req, Resp], fn p2p.HandlerFunc[Req, Resp]) {
-	p2p.Serve(g.peer, d, func(from peer.ID) error {
-		_, err := g.authorize(from, d.Descriptor)
-		return err
-	}, fn)
-}
-
-// storeErr maps store errors to protocol errors a person understands.
-func storeErr(err error, what string) error {
-	switch {
-	case errors.Is(err, store.ErrNotFound):
-		return p2p.Errorf(p2p.CodeNotFound, "%s not found", what)
-	case errors.Is(err, store.ErrStale):
-		return p2p.Errorf(p2p.CodeStale, "%s: this attempt is no longer current (the lease was lost or the job moved on)", what)
-	case errors.Is(err, store.ErrConflictState):
-		return p2p.Errorf(p2p.CodeConflict, "%s is not in a state that allows this", what)
-	case errors.Is(err, store.ErrInvalid):
-		return p2p.Errorf(p2p.CodeBadRequest, "%s", strings.TrimPrefix(err.Error(), "store: "))
-	case errors.Is(err, store.ErrInsufficientBudget):
-		return p2p.Errorf(p2p.CodeForbidden, "%s: %s", what, strings.TrimPrefix(err.Error(), "store: "))
-	case errors.Is(err, store.ErrForbidden):
-		return p2p.Errorf(p2p.CodeForbidden, "%s: %s", what, strings.TrimPrefix(err.Error(), "store: "))
-	}
-	return err
-}
-
 // --- nodes ---------------------------------------------------------------
 
-func (g *Gateway) handleEnroll(_ context.Context, from peer.ID, req *wire.EnrollRequest) (*wire.EnrollResponse, error) {
-	if _, err := g.authorize(from, wire.Enroll().Descriptor); err != nil {
-		return nil, err
-	}
+func (g *Gateway) handleEnroll(_ context.Context, c caller, req *wire.EnrollRequest) (*wire.EnrollResponse, error) {
+	from := c.peer
 	if req.Slots < 1 || req.Slots > wire.MaxSlots {
 		return nil, p2p.Errorf(p2p.CodeBadRequest, "slots must be between 1 and %d, got %d", wire.MaxSlots, req.Slots)
 	}
@@ -99,33 +70,6 @@ func (g *Gateway) handleEnroll(_ context.Context, from peer.ID, req *wire.Enroll
 	return ok, nil
 }
 
-// authorize is the one policy check of every p2p request (the same store
-// policy the HTTP API uses): proto names the protocol, from the remote peer.
-// For data-scientist protocols it returns the peer's account.
-func (g *Gateway) authorize(from peer.ID, d wire.Descriptor) (*store.User, error) {
-	u, err := g.store.AuthorizeCaller(from.String(), d.Caller)
-	switch {
-	case err == nil:
-		return u, nil
-	case errors.Is(err, store.ErrUnknownPeer) && d.Caller == wire.CallerNode:
-		return nil, p2p.Errorf(p2p.CodeForbidden, "peer %s is not an enrolled node of this gateway", from)
-	case errors.Is(err, store.ErrUnknownPeer):
-		return nil, p2p.Errorf(p2p.CodeUnauthorized, "peer %s is not registered at this gateway: ask its administrator to add your peer ID to a user account", from)
-	case errors.Is(err, store.ErrForbidden):
-		return nil, p2p.Errorf(p2p.CodeForbidden, "your account may not do this here (%v)", err)
-	}
-	return nil, err
-}
-
-// enrolledNode refuses peers that no join token enrolled, and notes that the node was seen.
-func (g *Gateway) enrolledNode(from peer.ID, proto wire.Descriptor) error {
-	if _, err := g.authorize(from, proto); err != nil {
-		return err
-	}
-	g.touchNode(from)
-	return nil
-}
-
 // touchNode records that a node was seen, persisting it at most every
 // touchEvery: a write per message would cost more than the job it carries.
 func (g *Gateway) touchNode(p peer.ID) {
@@ -147,17 +91,15 @@ func (g *Gateway) touchNode(p peer.ID) {
 // touchEvery bounds how stale a node's stored last-seen time may be.
 const touchEvery = 5 * time.Second
 
-func (g *Gateway) handleClaim(_ context.Context, from peer.ID, req *wire.ClaimRequest) (*wire.ClaimResponse, error) {
+func (g *Gateway) handleClaim(_ context.Context, c caller, req *wire.ClaimRequest) (*wire.ClaimResponse, error) {
 	g.metrics.claims.Inc()
-	if err := g.enrolledNode(from, wire.Claim().Descriptor); err != nil {
-		return nil, err
-	}
+	from := c.peer
 	j, err := g.store.Grant(req.Job, from.String(), g.cfg.Lease)
 	if err != nil {
 		if errors.Is(err, store.ErrConflictState) {
 			return nil, p2p.Errorf(p2p.CodeConflict, "job %s is not waiting for a node", req.Job)
 		}
-		return nil, storeErr(err, "job "+req.Job)
+		return nil, service.Wrap(err, "job "+req.Job)
 	}
 	g.capacity.took(from)
 	g.servedUser(j.UserID)
@@ -170,13 +112,10 @@ func (g *Gateway) handleClaim(_ context.Context, from peer.ID, req *wire.ClaimRe
 }
 
 // leased returns the job if from holds the current lease of attempt.
-func (g *Gateway) leased(from peer.ID, proto wire.Descriptor, jobID string, attempt int) (*store.Job, error) {
-	if err := g.enrolledNode(from, proto); err != nil {
-		return nil, err
-	}
+func (g *Gateway) leased(from peer.ID, jobID string, attempt int) (*store.Job, error) {
 	j, err := g.store.Job(jobID)
 	if err != nil {
-		return nil, storeErr(err, "job "+jobID)
+		return nil, service.Wrap(err, "job "+jobID)
 	}
 	if j.State != wire.StateRunning || j.Attempt != attempt || j.Node != from.String() {
 		return nil, p2p.Errorf(p2p.CodeStale, "job %s attempt %d is not leased to you (current attempt %d, state %s)", jobID, attempt, j.Attempt, j.State)
@@ -184,14 +123,14 @@ func (g *Gateway) leased(from peer.ID, proto wire.Descriptor, jobID string, atte
 	return j, nil
 }
 
-func (g *Gateway) handleFetch(_ context.Context, from peer.ID, req *wire.FetchRequest) (*wire.FetchResponse, error) {
-	j, err := g.leased(from, wire.Fetch().Descriptor, req.Job, req.Attempt)
+func (g *Gateway) handleFetch(_ context.Context, c caller, req *wire.FetchRequest) (*wire.FetchResponse, error) {
+	j, err := g.leased(c.peer, req.Job, req.Attempt)
 	if err != nil {
 		return nil, err
 	}
 	csv, err := g.store.DatasetCSV(j.DatasetID)
 	if err != nil {
-		return nil, storeErr(err, "dataset "+j.DatasetID)
+		return nil, service.Wrap(err, "dataset "+j.DatasetID)
 	}
 	if j.ParentID != "" {
 		if csv, err = g.shardCSV(j, csv); err != nil {
@@ -200,32 +139,28 @@ func (g *Gateway) handleFetch(_ context.Context, from peer.ID, req *wire.FetchRe
 	}
 	init, err := g.store.JobInit(j.ID)
 	if err != nil {
-		return nil, storeErr(err, "initial weights of job "+j.ID)
+		return nil, service.Wrap(err, "initial weights of job "+j.ID)
 	}
 	return &wire.FetchResponse{Job: j.ID, Attempt: j.Attempt, Dataset: j.DatasetID, Plan: j.Plan, CSV: csv, Init: init}, nil
 }
 
-func (g *Gateway) handleHeartbeat(_ context.Context, from peer.ID, req *wire.HeartbeatRequest) (*wire.HeartbeatResponse, error) {
-	if err := g.enrolledNode(from, wire.Heartbeat().Descriptor); err != nil {
-		return nil, err
-	}
+func (g *Gateway) handleHeartbeat(_ context.Context, c caller, req *wire.HeartbeatRequest) (*wire.HeartbeatResponse, error) {
+	from := c.peer
 	j, err := g.store.Heartbeat(req.Job, req.Attempt, from.String(), wire.Progress{Epoch: req.Epoch, Epochs: req.Epochs, Loss: req.Loss}, g.cfg.Lease)
 	if err != nil {
 		if cur, gerr := g.store.Job(req.Job); gerr == nil && cur.State == wire.StateCancelled && cur.Attempt == req.Attempt {
 			return &wire.HeartbeatResponse{Cancelled: true}, nil
 		}
-		return nil, storeErr(err, "job "+req.Job)
+		return nil, service.Wrap(err, "job "+req.Job)
 	}
 	return &wire.HeartbeatResponse{Cancelled: j.State == wire.StateCancelled, LeaseSeconds: int(g.cfg.Lease / time.Second)}, nil
 }
 
-func (g *Gateway) handleResult(_ context.Context, from peer.ID, req *wire.ResultRequest) (*wire.Ack, error) {
-	if err := g.enrolledNode(from, wire.Result().Descriptor); err != nil {
-		return nil, err
-	}
+func (g *Gateway) handleResult(_ context.Context, c caller, req *wire.ResultRequest) (*wire.Ack, error) {
+	from := c.peer
 	j, err := g.store.Job(req.Job)
 	if err != nil {
-		return nil, storeErr(err, "job "+req.Job)
+		return nil, service.Wrap(err, "job "+req.Job)
 	}
 	// A retry of a result already stored for this very attempt is acknowledged again.
 	if wire.Terminal(j.State) && j.Attempt == req.Attempt && j.Node == from.String() {
@@ -233,7 +168,7 @@ func (g *Gateway) handleResult(_ context.Context, from peer.ID, req *wire.Result
 	}
 	if req.Error != "" {
 		if err := g.store.Fail(req.Job, req.Attempt, from.String(), truncate(req.Error, 2000)); err != nil {
-			return nil, storeErr(err, "job "+req.Job)
+			return nil, service.Wrap(err, "job "+req.Job)
 		}
 		g.metrics.failed.Inc()
 		g.wake(g.coordKick)
@@ -242,7 +177,7 @@ func (g *Gateway) handleResult(_ context.Context, from peer.ID, req *wire.Result
 		g.log.Warn("job failed on node", "job", req.Job, "attempt", req.Attempt, "reason", req.Error)
 		return &wire.Ack{OK: true}, nil
 	}
-	if _, err := g.leased(from, wire.Result().Descriptor, req.Job, req.Attempt); err != nil {
+	if _, err := g.leased(from, req.Job, req.Attempt); err != nil {
 		return nil, err
 	}
 	m, err := plan.ParseModel(req.Model)
@@ -265,7 +200,7 @@ func (g *Gateway) handleResult(_ context.Context, from peer.ID, req *wire.Result
 		return nil, err
 	}
 	if err := g.store.Complete(req.Job, req.Attempt, from.String(), signed, metrics); err != nil {
-		return nil, storeErr(err, "job "+req.Job)
+		return nil, service.Wrap(err, "job "+req.Job)
 	}
 	if j.ParentID != "" {
 		g.wake(g.coordKick)
@@ -287,18 +222,15 @@ func truncate(s string, n int) string {
 
 // --- data scientists --------------------------------------------------------
 
-func (g *Gateway) handleSubmit(_ context.Context, from peer.ID, req *wire.SubmitRequest) (*wire.JobInfo, error) {
-	u, err := g.authorize(from, wire.Submit().Descriptor)
-	if err != nil {
-		return nil, err
-	}
+func (g *Gateway) handleSubmit(_ context.Context, c caller, req *wire.SubmitRequest) (*wire.JobInfo, error) {
+	u, from := c.User, c.peer
 	ds, err := g.store.Dataset(req.Dataset)
 	if err != nil {
-		return nil, storeErr(err, "dataset "+req.Dataset)
+		return nil, service.Wrap(err, "dataset "+req.Dataset)
 	}
 	dec, err := g.store.CanTrain(u.ID, ds.ID)
 	if err != nil {
-		return nil, storeErr(err, "dataset "+req.Dataset)
+		return nil, service.Wrap(err, "dataset "+req.Dataset)
 	}
 	if !dec.Allowed {
 		return nil, p2p.Errorf(p2p.CodeForbidden, "you may not train on dataset %q: %s (ask with fedgrid request permission)", ds.Name, dec.Reason)
@@ -341,16 +273,16 @@ func (g *Gateway) handleSubmit(_ context.Context, from peer.ID, req *wire.Submit
 	}
 	if err != nil {
 		if errors.Is(err, store.ErrInsufficientBudget) {
-			return nil, p2p.Errorf(p2p.CodeForbidden, "releasing this job's result would cost epsilon %.6g on dataset %q, more than your budget allows (%s); ask for more with fedgrid request budget",
+			return nil, service.Errorf(service.InsufficientBudget, "releasing this job's result would cost epsilon %.6g on dataset %q, more than your budget allows (%s); ask for more with fedgrid request budget",
 				wire.Epsilon(j.EpsilonMicroEps), ds.Name, strings.TrimPrefix(err.Error(), "store: "))
 		}
-		return nil, storeErr(err, "job")
+		return nil, service.Wrap(err, "job")
 	}
 	g.metrics.submitted.Inc()
 	g.log.Info("job queued", "job", j.ID, "dataset", ds.ID, "user", u.ID, "workers", j.Shards, "epsilon_micro", j.EpsilonMicroEps, "review", dec.Review, "hosted_model", hostedID)
 	g.wake(g.kick)
 	g.wake(g.coordKick)
-	return g.jobInfo(j), nil
+	return g.svc.View(c.Actor, j).Info(g.ID()), nil
 }
 
 // resolveHosted turns a plan that names a hosted model ("model": "<id>",
@@ -411,122 +343,26 @@ func releaseCost(j *store.Job, pl *plan.Plan, ds *store.Dataset) error {
 	return nil
 }
 
-// ownJob returns the caller's job; other people's jobs do not exist for
-// them, and neither do the shard jobs of their data-parallel jobs: a
-// shard's plan carries statistics fitted on all the rows, and its metrics
-// and loss are computed on the data before any review.
-func (g *Gateway) ownJob(from peer.ID, proto wire.Descriptor, id string) (*store.Job, error) {
-	u, err := g.authorize(from, proto)
+func (g *Gateway) handleJob(_ context.Context, c caller, req *wire.JobRequest) (*wire.JobInfo, error) {
+	v, err := g.svc.Job(c.Actor, req.Job)
 	if err != nil {
 		return nil, err
 	}
-	j, err := g.store.Job(id)
-	if err != nil || j.UserID != u.ID || j.ParentID != "" {
-		return nil, p2p.Errorf(p2p.CodeNotFound, "job %s not found", id)
-	}
-	return j, nil
+	return v.Info(g.ID()), nil
 }
 
-func (g *Gateway) handleJob(_ context.Context, from peer.ID, req *wire.JobRequest) (*wire.JobInfo, error) {
-	j, err := g.ownJob(from, wire.Job().Descriptor, req.Job)
+func (g *Gateway) handleCancel(_ context.Context, c caller, req *wire.JobRequest) (*wire.JobInfo, error) {
+	v, err := g.svc.CancelJob(c.Actor, req.Job)
 	if err != nil {
 		return nil, err
 	}
-	return g.jobInfo(j), nil
+	return v.Info(g.ID()), nil
 }
 
-func (g *Gateway) handleCancel(_ context.Context, from peer.ID, req *wire.JobRequest) (*wire.JobInfo, error) {
-	j, err := g.ownJob(from, wire.Cancel().Descriptor, req.Job)
+func (g *Gateway) handleModel(_ context.Context, c caller, req *wire.JobRequest) (*wire.ModelResponse, error) {
+	b, err := g.svc.Result(c.Actor, req.Job)
 	if err != nil {
-		return nil, err
-	}
-	j, err = g.store.CancelBy(j.ID, j.UserID)
-	if err != nil {
-		return nil, storeErr(err, "job "+req.Job)
-	}
-	g.metrics.cancelled.Inc() // the store cancelled its shards with it
-	g.log.Info("job cancelled by requester", "job", j.ID)
-	return g.jobInfo(j), nil
-}
-
-// handleModel serves a job's result to its requester alone, and only once it
-// is released: at once on public data, on private data after an officer's
-// approval or a matching approval rule (or a per-user override). Shard jobs'
-// partial models are never served.
-func (g *Gateway) handleModel(_ context.Context, from peer.ID, req *wire.JobRequest) (*wire.ModelResponse, error) {
-	j, err := g.ownJob(from, wire.Model().Descriptor, req.Job)
-	if err != nil {
-		return nil, err
-	}
-	if j.ParentID != "" {
-		return nil, p2p.Errorf(p2p.CodeNotFound, "job %s not found", req.Job)
-	}
-	if j.State != wire.StateSucceeded {
-		return nil, p2p.Errorf(p2p.CodeConflict, "job %s has no result: it is %s", j.ID, j.State)
-	}
-	if !j.Releasable() && !g.legacyPublic(j) {
-		switch j.Release {
-		case wire.ReleaseDenied:
-			return nil, p2p.Errorf(p2p.CodeForbidden, "job %s: the release of its result was denied: %s", j.ID, j.ReleaseReason)
-		case wire.ReleasePending:
-			return nil, p2p.Errorf(p2p.CodeForbidden, "job %s trained on private data: its result waits for a compliance officer's review (request %s)", j.ID, j.RequestID)
-		case wire.ReleaseWithdrawn:
-			return nil, p2p.Errorf(p2p.CodeForbidden, "job %s: you withdrew the release request %s; its result stays with the gateway", j.ID, j.RequestID)
-		}
-		return nil, p2p.Errorf(p2p.CodeForbidden, "job %s: its result has not been released", j.ID)
-	}
-	b, err := g.store.Result(j.ID)
-	if err != nil {
-		return nil, storeErr(err, "result of job "+j.ID)
-	}
-	if err := g.store.AppendAudit(store.AuditEvent{Actor: j.UserID, Action: "release.fetch", Target: "job/" + j.ID,
-		Detail: map[string]any{"peer": from.String(), "release": j.Release, "request_id": j.RequestID}}); err != nil {
 		return nil, err
 	}
 	return &wire.ModelResponse{Model: b}, nil
-}
-
-// legacyPublic: a result stored before release states existed (Release
-// empty on a succeeded job) was served when its dataset is public; it still is.
-func (g *Gateway) legacyPublic(j *store.Job) bool {
-	if j.Release != "" || j.State != wire.StateSucceeded || j.ParentID != "" {
-		return false
-	}
-	ds, err := g.store.Dataset(j.DatasetID)
-	return err == nil && ds.Visibility == store.VisibilityPublic
-}
-
-func (g *Gateway) jobInfo(j *store.Job) *wire.JobInfo {
-	info := &wire.JobInfo{
-		ID: j.ID, Ref: g.ID() + "/" + j.ID, Gateway: g.ID(), Dataset: j.DatasetID, State: j.State,
-		Attempt: j.Attempt, Progress: wire.Progress{Epoch: j.Progress.Epoch, Epochs: j.Progress.Epochs, Loss: j.Progress.Loss},
-		Metrics: j.Metrics, Error: j.Error, CreatedAt: j.CreatedAt,
-	}
-	if !j.StartedAt.IsZero() {
-		t := j.StartedAt
-		info.StartedAt = &t
-	}
-	if !j.FinishedAt.IsZero() {
-		t := j.FinishedAt
-		info.FinishedAt = &t
-	}
-	info.Epsilon, info.DP = wire.Epsilon(j.EpsilonMicroEps), j.DP
-	info.Release, info.ReleaseReason, info.Request = j.Release, j.ReleaseReason, j.RequestID
-	withhold(info, j)
-	return info
-}
-
-// withhold removes from a requester's view of a job what is computed on
-// the data and so may leave only with a released result: the metrics of a
-// result pending, denied or withdrawn, and the training loss of any job whose result
-// is due for review, while it runs and until it is released.
-func withhold(info *wire.JobInfo, j *store.Job) {
-	info.Review = j.Review || j.RequestID != ""
-	if j.LossWithheld() {
-		info.Progress.Loss, info.Progress.LossWithheld = 0, true
-	}
-	if j.State == wire.StateSucceeded && (j.Release == wire.ReleasePending || j.Release == wire.ReleaseDenied || j.Release == wire.ReleaseWithdrawn) {
-		info.Metrics = nil
-		info.Review = true
-	}
 }

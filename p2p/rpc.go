@@ -68,9 +68,11 @@ const (
 	CodeForbidden    = "forbidden"
 	CodeNotFound     = "not_found"
 	CodeConflict     = "conflict"
-	CodeStale        = "stale"
-	CodeUnavailable  = "unavailable"
-	CodeInternal     = "internal"
+	// CodeInsufficientBudget: the caller's privacy budget does not cover it.
+	CodeInsufficientBudget = "insufficient_budget"
+	CodeStale              = "stale"
+	CodeUnavailable        = "unavailable"
+	CodeInternal           = "internal"
 )
 
 // Errorf makes a remote-visible error.

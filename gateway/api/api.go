@@ -18,18 +18,22 @@ import (
 
 	"github.com/fedgrid/fedgrid/internal/strictjson"
 
+	"github.com/fedgrid/fedgrid/gateway/service"
 	"github.com/fedgrid/fedgrid/gateway/store"
 	"github.com/fedgrid/fedgrid/wire"
 )
 
 // Config configures the API.
 type Config struct {
-	Store  *store.Store
-	Name   string          // display name
-	PeerID func() string   // for /api/v1/status; may be nil
-	Addrs  func() []string // for /api/v1/status; may be nil
-	Hooks  Hooks           // called after commits so the gateway wiring can react
-	Logger *slog.Logger    // nil: discard
+	Store *store.Store
+	// Service is the service layer the gateway's transports share (nil: one
+	// over Store, with Hooks.JobCancelled as its hook).
+	Service *service.Service
+	Name    string          // display name
+	PeerID  func() string   // for /api/v1/status; may be nil
+	Addrs   func() []string // for /api/v1/status; may be nil
+	Hooks   Hooks           // called after commits so the gateway wiring can react
+	Logger  *slog.Logger    // nil: discard
 	// MaxUploadBytes bounds a dataset upload's CSV (default 64 MiB).
 	MaxUploadBytes int64
 	// TokenTTL is how long a login token lasts (default 12 h).
@@ -74,6 +78,7 @@ const (
 type API struct {
 	cfg       Config
 	st        *store.Store
+	svc       *service.Service
 	log       *slog.Logger
 	mux       *http.ServeMux
 	routes    []*route
@@ -109,7 +114,10 @@ func New(cfg Config) (*API, error) {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	a := &API{cfg: cfg, st: cfg.Store, log: cfg.Logger, mux: http.NewServeMux(),
+	if cfg.Service == nil {
+		cfg.Service = service.New(service.Config{Store: cfg.Store, Logger: cfg.Logger, Hooks: service.Hooks{JobCancelled: cfg.Hooks.JobCancelled}})
+	}
+	a := &API{cfg: cfg, st: cfg.Store, svc: cfg.Service, log: cfg.Logger, mux: http.NewServeMux(),
 		throttle: newThrottle(cfg.LoginMaxFailures, cfg.LoginWindow, cfg.Now),
 		spray:    newThrottle(10*cfg.LoginMaxFailures, cfg.LoginWindow, cfg.Now)}
 	a.routes = a.routeTable()
@@ -191,6 +199,8 @@ type call struct {
 	r    *http.Request
 	rt   *route
 	user *store.User // nil for anonymous routes
+	// who is the caller as the service layer sees it (routes with a token).
+	who service.Actor
 }
 
 func (a *API) dispatch(rs []*route) http.Handler {
@@ -241,6 +251,10 @@ func (a *API) serve(rt *route, w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		c.user = u
+		if c.who, err = a.svc.UserActor(u); err != nil {
+			a.writeError(w, r, err)
+			return
+		}
 		if rt.access == accessPerm {
 			if err := a.st.Authorize(u.ID, rt.perm); err != nil {
 				if errors.Is(err, store.ErrForbidden) {

@@ -2,14 +2,11 @@ package api
 
 import (
 	"encoding/json"
-	"fmt"
-	"net/http"
-	"slices"
-	"strings"
 	"time"
 
 	"github.com/fedgrid/fedgrid/wire"
 
+	"github.com/fedgrid/fedgrid/gateway/service"
 	"github.com/fedgrid/fedgrid/gateway/store"
 )
 
@@ -143,12 +140,18 @@ type RuleList struct {
 	Rules []RuleView `json:"rules"`
 }
 
-// requestView builds the view; withHistory adds the requester's record.
-func (a *API) requestView(r *store.Request, withHistory bool, users map[string]*store.User) (RequestView, error) {
+// requestView builds the HTTP shape of a service view (already redacted
+// for the caller); a reviewer's single-request view also carries the
+// requester's history.
+func (a *API) requestView(sv *service.RequestView, withHistory bool, users map[string]*store.User) RequestView {
+	r := sv.Request
 	v := RequestView{ID: r.ID, Kind: r.Kind, State: r.State, UserID: r.UserID, Requester: r.Requester, Reason: r.Reason,
 		JobID: r.JobID, DP: r.DP, Delta: r.Delta, Guarantee: r.Guarantee, PlanTable: r.PlanTable, Plan: r.Plan, Metrics: r.Metrics,
 		Permission: r.Permission, CreatedAt: r.CreatedAt, AutoApprovable: r.Kind == wire.KindRelease && r.DP}
 	user := func(id string) *store.User {
+		if id == "" {
+			return nil
+		}
 		if u, ok := users[id]; ok {
 			return u
 		}
@@ -182,59 +185,44 @@ func (a *API) requestView(r *store.Request, withHistory bool, users map[string]*
 			v.Decision.ReviewerEmail = u.Email
 		}
 	}
-	if withHistory {
-		h, err := a.st.UserHistory(r.UserID, r.DatasetID)
-		if err == nil {
-			v.History = &HistoryView{Requests: h.Requests, Releases: h.Releases,
-				BudgetEpsilon: wire.Epsilon(h.BudgetMicroEps), ReservedEpsilon: wire.Epsilon(h.ReservedMicroEps), SpentEpsilon: wire.Epsilon(h.SpentMicroEps),
-				DatasetUsedEps: wire.Epsilon(h.DatasetUsedMicroEp), BudgetMicroEps: h.BudgetMicroEps, SpentMicroEps: h.SpentMicroEps, ReservedMicroEps: h.ReservedMicroEps}
-		}
+	if withHistory && sv.Reviewer {
+		v.History = a.history(r)
 	}
-	return v, nil
+	return v
+}
+
+// history is the requester's record next to a request, for reviewers.
+func (a *API) history(r *store.Request) *HistoryView {
+	h, err := a.st.UserHistory(r.UserID, r.DatasetID)
+	if err != nil {
+		return nil
+	}
+	return &HistoryView{Requests: h.Requests, Releases: h.Releases,
+		BudgetEpsilon: wire.Epsilon(h.BudgetMicroEps), ReservedEpsilon: wire.Epsilon(h.ReservedMicroEps), SpentEpsilon: wire.Epsilon(h.SpentMicroEps),
+		DatasetUsedEps: wire.Epsilon(h.DatasetUsedMicroEp), BudgetMicroEps: h.BudgetMicroEps, SpentMicroEps: h.SpentMicroEps, ReservedMicroEps: h.ReservedMicroEps}
 }
 
 // listRequests: everything with can_triage_requests; otherwise only the
-// caller's own requests (someone else's user filter is 403).
+// caller's own requests (someone else's user filter is 403). Pending
+// requests a reviewer sees carry their requester's record.
 func (a *API) listRequests(c *call) (any, error) {
 	q := c.r.URL.Query()
-	f := store.RequestFilter{State: q.Get("state"), Kind: q.Get("kind"), UserID: q.Get("user"), DatasetID: q.Get("dataset"), JobID: q.Get("job")}
-	if f.State != "" && !slices.Contains(wire.RequestStates(), f.State) {
-		return nil, badField("state", "must be one of %s", strings.Join(wire.RequestStates(), ", "))
-	}
-	if f.Kind != "" && !slices.Contains(wire.RequestKinds(), f.Kind) {
-		return nil, badField("kind", "must be one of %s", strings.Join(wire.RequestKinds(), ", "))
-	}
-	triage, err := c.can(store.PermTriageRequests)
+	vs, err := a.svc.Requests(c.who, store.RequestFilter{State: q.Get("state"), Kind: q.Get("kind"), UserID: q.Get("user"), DatasetID: q.Get("dataset"), JobID: q.Get("job")})
 	if err != nil {
 		return nil, err
 	}
-	if !triage {
-		if f.UserID != "" && f.UserID != c.user.ID {
-			return nil, errorf(http.StatusForbidden, "forbidden", "listing other users' requests needs %s", store.PermTriageRequests)
-		}
-		f.UserID = c.user.ID
-	}
-	rs, err := a.st.Requests(f)
-	if err != nil {
-		return nil, err
-	}
-	out := RequestList{Requests: make([]RequestView, 0, len(rs))}
+	out := RequestList{Requests: make([]RequestView, 0, len(vs))}
 	users := map[string]*store.User{}
 	histories := map[string]*HistoryView{}
-	for _, r := range rs {
-		v, err := a.requestView(r, false, users)
-		if err != nil {
-			return nil, err
-		}
-		if !triage {
-			redactForRequester(&v, r)
-		} else if r.State == wire.RequestPending {
-			// The queue shows each pending request with its requester's record.
-			key := r.UserID + "/" + r.DatasetID
+	for _, sv := range vs {
+		v := a.requestView(sv, false, users)
+		if sv.Reviewer && sv.Request.State == wire.RequestPending {
+			key := sv.Request.UserID + "/" + sv.Request.DatasetID
 			if h, ok := histories[key]; ok {
 				v.History = h
-			} else if full, err := a.requestView(r, true, users); err == nil {
-				v.History, histories[key] = full.History, full.History
+			} else {
+				v.History = a.history(sv.Request)
+				histories[key] = v.History
 			}
 		}
 		out.Requests = append(out.Requests, v)
@@ -242,48 +230,12 @@ func (a *API) listRequests(c *call) (any, error) {
 	return out, nil
 }
 
-// redactForRequester hides what a requester may not see before release:
-// the metrics of an unreleased result, and who reviewed.
-func redactForRequester(v *RequestView, r *store.Request) {
-	if r.Kind == wire.KindRelease && r.State != wire.RequestApproved {
-		v.Metrics = nil
-	}
-	if v.Decision != nil {
-		v.Decision.Reviewer, v.Decision.ReviewerEmail = "", ""
-	}
-}
-
-// visibleRequest returns the request if the caller may see it: their own, or
-// any with can_triage_requests. Others' requests are 404.
-func (c *call) visibleRequest() (*store.Request, bool, error) {
-	id := c.r.PathValue("id")
-	r, err := c.a.st.GetRequest(id)
-	if err != nil {
-		return nil, false, err
-	}
-	triage, err := c.can(store.PermTriageRequests)
-	if err != nil {
-		return nil, false, err
-	}
-	if !triage && r.UserID != c.user.ID {
-		return nil, false, fmt.Errorf("%w: request %s", store.ErrNotFound, id)
-	}
-	return r, triage, nil
-}
-
 func (a *API) getRequest(c *call) (any, error) {
-	r, triage, err := c.visibleRequest()
+	sv, err := a.svc.Request(c.who, c.r.PathValue("id"))
 	if err != nil {
 		return nil, err
 	}
-	v, err := a.requestView(r, triage, map[string]*store.User{})
-	if err != nil {
-		return nil, err
-	}
-	if !triage {
-		redactForRequester(&v, r)
-	}
-	return v, nil
+	return a.requestView(sv, true, map[string]*store.User{}), nil
 }
 
 func (a *API) decide(c *call, approve bool) (any, error) {
@@ -291,24 +243,11 @@ func (a *API) decide(c *call, approve bool) (any, error) {
 	if err := c.decode(&req); err != nil {
 		return nil, err
 	}
-	id := c.r.PathValue("id")
-	r, err := a.st.GetRequest(id)
+	sv, err := a.svc.Decide(c.who, c.r.PathValue("id"), approve, req.Reason)
 	if err != nil {
 		return nil, err
 	}
-	if approve && r.Kind == wire.KindBudget {
-		if ok, err := c.can(store.PermManagePrivacyBudget); err != nil {
-			return nil, err
-		} else if !ok {
-			return nil, errorf(http.StatusForbidden, "forbidden", "approving a budget request needs %s", store.PermManagePrivacyBudget)
-		}
-	}
-	r, err = a.st.Decide(id, approve, c.actor(), req.Reason)
-	if err != nil {
-		return nil, err
-	}
-	a.log.Info("request decided", "request", r.ID, "kind", r.Kind, "approved", approve, "reviewer", c.actor())
-	return a.requestView(r, true, map[string]*store.User{})
+	return a.requestView(sv, true, map[string]*store.User{}), nil
 }
 
 func (a *API) approveRequest(c *call) (any, error) { return a.decide(c, true) }

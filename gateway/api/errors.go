@@ -6,9 +6,8 @@ import (
 	"net/http"
 	"strings"
 
+	"github.com/fedgrid/fedgrid/gateway/service"
 	"github.com/fedgrid/fedgrid/internal/strictjson"
-
-	"github.com/fedgrid/fedgrid/gateway/store"
 )
 
 // Error is the contract's error document: {"error": {"code", "message"}}.
@@ -46,38 +45,47 @@ var (
 	errUnauthorized  = errorf(http.StatusUnauthorized, "unauthorized", "a valid bearer token is required")
 )
 
-// toHTTP maps an error from a handler or the store onto the contract.
+// toHTTP maps an error from a handler, the service layer or the store
+// onto the contract: an *httpError as it is; anything else by its service
+// error kind (service.As classifies store errors), in this one table.
 func toHTTP(err error) *httpError {
 	var he *httpError
 	if errors.As(err, &he) {
 		return he
 	}
-	var inv *store.InvalidError
-	switch {
-	case errors.As(err, &inv):
-		return badField(inv.Field, "%s", inv.Reason)
-	case errors.Is(err, store.ErrNotFound):
-		return errorf(http.StatusNotFound, "not_found", "%s", trimStore(err))
-	case errors.Is(err, store.ErrExists):
-		return errorf(http.StatusConflict, "exists", "%s", trimStore(err))
-	case errors.Is(err, store.ErrConflictState):
-		return errorf(http.StatusConflict, "conflict", "%s", trimStore(err))
-	case errors.Is(err, store.ErrProtected):
-		return errorf(http.StatusConflict, "protected", "%s", trimStore(err))
-	case errors.Is(err, store.ErrSetupDone):
-		return errorf(http.StatusConflict, "setup_done", "setup has already been done")
-	case errors.Is(err, store.ErrSetupRequired):
+	e := service.As(err)
+	switch e.Kind {
+	case service.Invalid:
+		if e.Field != "" {
+			return badField(e.Field, "%s", e.Msg)
+		}
+		return errorf(http.StatusBadRequest, "invalid", "%s", e.Msg)
+	case service.NotFound:
+		return errorf(http.StatusNotFound, "not_found", "%s", e.Msg)
+	case service.Exists:
+		return errorf(http.StatusConflict, "exists", "%s", e.Msg)
+	case service.Conflict:
+		return errorf(http.StatusConflict, "conflict", "%s", e.Msg)
+	case service.Stale:
+		return errorf(http.StatusConflict, "stale", "%s", e.Msg)
+	case service.Protected:
+		return errorf(http.StatusConflict, "protected", "%s", e.Msg)
+	case service.SetupDone:
+		return errorf(http.StatusConflict, "setup_done", "%s", e.Msg)
+	case service.SetupRequired:
 		return errSetupRequired
-	case errors.Is(err, store.ErrForbidden):
-		return errorf(http.StatusForbidden, "forbidden", "%s", trimStore(err))
-	case errors.Is(err, store.ErrUnauthenticated):
+	case service.Forbidden:
+		return errorf(http.StatusForbidden, "forbidden", "%s", e.Msg)
+	case service.Unauthorized:
 		return errUnauthorized
-	case errors.Is(err, store.ErrBadCredentials):
-		return errorf(http.StatusUnauthorized, "invalid_credentials", "wrong email or password")
-	case errors.Is(err, store.ErrInsufficientBudget):
-		return errorf(http.StatusConflict, "insufficient_budget", "%s", trimStore(err))
-	case errors.Is(err, store.ErrInvalid):
-		return errorf(http.StatusBadRequest, "invalid", "%s", trimStore(err))
+	case service.BadCredentials:
+		return errorf(http.StatusUnauthorized, "invalid_credentials", "%s", e.Msg)
+	case service.InsufficientBudget:
+		return errorf(http.StatusConflict, "insufficient_budget", "%s", e.Msg)
+	case service.TooLarge:
+		return errorf(http.StatusRequestEntityTooLarge, "too_large", "%s", e.Msg)
+	case service.Unavailable:
+		return errorf(http.StatusServiceUnavailable, "unavailable", "%s", e.Msg)
 	}
 	return errorf(http.StatusInternalServerError, "internal", "internal error")
 }

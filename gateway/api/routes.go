@@ -7,7 +7,6 @@ import (
 	"math"
 	"net/http"
 	"path"
-	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -15,6 +14,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 
 	"github.com/fedgrid/fedgrid/dataset"
+	"github.com/fedgrid/fedgrid/gateway/service"
 	"github.com/fedgrid/fedgrid/gateway/store"
 	"github.com/fedgrid/fedgrid/wire"
 )
@@ -550,116 +550,31 @@ func (a *API) putOverride(c *call) (any, error) {
 
 func (a *API) listJobs(c *call) (any, error) {
 	q := c.r.URL.Query()
-	f := store.JobFilter{State: q.Get("state"), UserID: q.Get("user_id")}
-	if f.State != "" && !slices.Contains(wire.JobStates(), f.State) {
-		return nil, badField("state", "must be one of %s", strings.Join(wire.JobStates(), ", "))
-	}
-	triage, err := c.can(store.PermTriageRequests)
+	vs, err := a.svc.Jobs(c.who, service.JobFilter{State: q.Get("state"), UserID: q.Get("user_id")})
 	if err != nil {
 		return nil, err
 	}
-	if !triage {
-		if f.UserID != "" && f.UserID != c.user.ID {
-			return nil, errorf(http.StatusForbidden, "forbidden", "listing other users' jobs needs %s", store.PermTriageRequests)
-		}
-		f.UserID = c.user.ID
+	out := JobList{Jobs: make([]*store.Job, 0, len(vs))}
+	for _, v := range vs {
+		out.Jobs = append(out.Jobs, v.Job)
 	}
-	js, err := a.st.Jobs(f)
-	if err != nil {
-		return nil, err
-	}
-	if js == nil {
-		js = []*store.Job{}
-	}
-	out := js[:0]
-	for _, j := range js {
-		if j.ParentID != "" && (!triage || j.UserID == c.user.ID) {
-			continue // shard jobs are the gateway's, see visibleJob
-		}
-		redact(j, triage && j.UserID != c.user.ID)
-		out = append(out, j)
-	}
-	return JobList{Jobs: out}, nil
-}
-
-// visibleJob returns the job if the caller may see it: their own, or any with
-// can_triage_requests. Others' jobs are 404, so their existence does not leak.
-// The shard jobs of a data-parallel job are the gateway's, not the
-// requester's: their plans carry statistics fitted on all the rows, and
-// their metrics and loss are computed on the data before any review.
-func (c *call) visibleJob() (*store.Job, error) {
-	id := c.r.PathValue("id")
-	j, err := c.a.st.Job(id)
-	if err != nil {
-		return nil, err
-	}
-	if j.UserID == c.user.ID {
-		if j.ParentID != "" { // not even to a reviewer: it is their own job
-			return nil, fmt.Errorf("%w: job %s", store.ErrNotFound, id)
-		}
-		return j, nil
-	}
-	if ok, err := c.can(store.PermTriageRequests); err != nil {
-		return nil, err
-	} else if !ok {
-		return nil, fmt.Errorf("%w: job %s", store.ErrNotFound, id)
-	}
-	return j, nil
+	return out, nil
 }
 
 func (a *API) getJob(c *call) (any, error) {
-	j, err := c.visibleJob()
+	v, err := a.svc.Job(c.who, c.r.PathValue("id"))
 	if err != nil {
 		return nil, err
 	}
-	return c.redactJob(j)
-}
-
-// redactJob is redact for the caller.
-func (c *call) redactJob(j *store.Job) (*store.Job, error) {
-	triage, err := c.can(store.PermTriageRequests)
-	if err != nil {
-		return nil, err
-	}
-	redact(j, triage && j.UserID != c.user.ID)
-	return j, nil
-}
-
-// redact hides from the requester, and from anyone else who is not a
-// reviewer (can_triage_requests; never for their own jobs), what a job
-// computed on the data before its result is released: an unreleased
-// result's metrics, and the training loss of a job under review. They leave
-// with the result, not before.
-//
-// A job's starting weights (a hosted model's, or a data-parallel round's
-// average) are for the node that trains it, never shown here: the store
-// keeps them apart (Init is never serialized); only a record from before
-// that carries them inline.
-func redact(j *store.Job, reviewer bool) {
-	j.LegacyInit = nil
-	if reviewer {
-		return
-	}
-	if j.State == wire.StateSucceeded && !j.Releasable() {
-		j.Metrics = nil
-	}
-	if j.LossWithheld() {
-		j.Progress.Loss, j.Progress.LossWithheld = 0, true
-	}
+	return v.Job, nil
 }
 
 func (a *API) cancelJob(c *call) (any, error) {
-	if _, err := c.visibleJob(); err != nil {
-		return nil, err
-	}
-	j, err := a.st.CancelBy(c.r.PathValue("id"), c.actor())
+	v, err := a.svc.CancelJob(c.who, c.r.PathValue("id"))
 	if err != nil {
 		return nil, err
 	}
-	if a.cfg.Hooks.JobCancelled != nil {
-		a.cfg.Hooks.JobCancelled(j)
-	}
-	return c.redactJob(j)
+	return v.Job, nil
 }
 
 // ---- nodes

@@ -31,18 +31,6 @@ const (
 	prefixRequest = "request/"
 )
 
-// Releasable reports whether a job's result may be served to its requester.
-func (j *Job) Releasable() bool {
-	return j.ParentID == "" && j.State == wire.StateSucceeded && (j.Release == wire.ReleaseReleased || j.Release == wire.ReleaseApproved)
-}
-
-// LossWithheld reports whether the job's training loss must be kept from
-// its requester: it is computed on the data, like the metrics, and the
-// job's result is due for review and not released (yet, or ever).
-func (j *Job) LossWithheld() bool {
-	return (j.Review || j.RequestID != "") && j.Release != wire.ReleaseApproved && j.Release != wire.ReleaseReleased
-}
-
 // Reviewer names for decisions not made by a person.
 const (
 	ReviewerRulePrefix = "rule:"    // an approval rule, followed by its ID

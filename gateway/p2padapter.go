@@ -1,0 +1,98 @@
+package gateway
+
+import (
+	"context"
+	"errors"
+
+	"github.com/libp2p/go-libp2p/core/peer"
+
+	"github.com/fedgrid/fedgrid/gateway/service"
+	"github.com/fedgrid/fedgrid/p2p"
+	"github.com/fedgrid/fedgrid/wire"
+)
+
+// The p2p transport's adapter over the service layer: every protocol is
+// served through serve, which resolves and authorises the caller from the
+// protocol's descriptor (service.PeerActor: the one policy) before the
+// handler runs, and maps every error once (p2pError).
+
+// caller is the peer a p2p request came from, as the service sees it.
+type caller struct {
+	service.Actor
+	peer peer.ID
+}
+
+// handler serves one p2p request from an authorised caller.
+type handler[Req, Resp any] func(ctx context.Context, c caller, req *Req) (*Resp, error)
+
+// serve registers protocol d. A descriptor that checks its caller first
+// gets the policy run before the request is read as well.
+func serve[Req, Resp any](g *Gateway, d wire.Protocol[Req, Resp], fn handler[Req, Resp]) {
+	allow := func(from peer.ID) error {
+		_, err := g.svc.PeerActor(from.String(), d.Descriptor)
+		return g.p2pError(d.Name, err)
+	}
+	p2p.Serve(g.peer, d, allow, func(ctx context.Context, from peer.ID, req *Req) (*Resp, error) {
+		a, err := g.svc.PeerActor(from.String(), d.Descriptor)
+		if err != nil {
+			return nil, g.p2pError(d.Name, err)
+		}
+		if a.Kind == service.Node {
+			g.touchNode(from)
+		}
+		resp, err := fn(ctx, caller{Actor: a, peer: from}, req)
+		if err != nil {
+			return nil, g.p2pError(d.Name, err)
+		}
+		return resp, nil
+	})
+}
+
+// p2pCode is the one map from a service error kind to a p2p code; false
+// for Internal.
+func p2pCode(k service.Kind) (string, bool) {
+	switch k {
+	case service.Invalid:
+		return p2p.CodeBadRequest, true
+	case service.Unauthorized, service.BadCredentials:
+		return p2p.CodeUnauthorized, true
+	case service.Forbidden:
+		return p2p.CodeForbidden, true
+	case service.NotFound:
+		return p2p.CodeNotFound, true
+	case service.Conflict, service.Exists, service.Protected, service.SetupDone:
+		return p2p.CodeConflict, true
+	case service.InsufficientBudget:
+		return p2p.CodeInsufficientBudget, true
+	case service.Stale:
+		return p2p.CodeStale, true
+	case service.SetupRequired, service.Unavailable:
+		return p2p.CodeUnavailable, true
+	case service.TooLarge:
+		return p2p.CodeTooLarge, true
+	}
+	return "", false
+}
+
+// p2pError is the answer to a failed p2p request: a *p2p.Error a handler
+// made stays; anything else is classified by the service layer and mapped
+// by p2pCode. An internal error's text never reaches the peer (it is logged).
+func (g *Gateway) p2pError(proto string, err error) error {
+	if err == nil {
+		return nil
+	}
+	var pe *p2p.Error
+	if errors.As(err, &pe) {
+		return pe
+	}
+	e := service.As(err)
+	code, ok := p2pCode(e.Kind)
+	if !ok {
+		g.log.Error("p2p request failed", "protocol", proto, "err", err)
+		return p2p.Errorf(p2p.CodeInternal, "internal error")
+	}
+	if e.Field != "" {
+		return p2p.Errorf(code, "%s: %s", e.Field, e.Msg)
+	}
+	return p2p.Errorf(code, "%s", e.Msg)
+}

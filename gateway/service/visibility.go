@@ -1,0 +1,156 @@
+package service
+
+import (
+	"strings"
+
+	"github.com/fedgrid/fedgrid/gateway/store"
+	"github.com/fedgrid/fedgrid/wire"
+)
+
+// The one place that decides what an actor sees of a job or a request.
+
+// sight is how an actor sees a resource.
+type sight int
+
+const (
+	unseen     sight = iota // it does not exist for the actor (404, never 403)
+	asOwner                 // the requester: what leaves only with a release is withheld
+	asReviewer              // can_triage_requests on someone else's: everything
+)
+
+// jobSight: a requester sees their own top-level jobs; the shard jobs of a
+// data-parallel job are the gateway's, not the requester's (their plans
+// carry statistics fitted on all the rows, their metrics and loss are
+// computed on the data before any review), so not even a requester who is
+// a reviewer sees their own. A reviewer sees everyone else's jobs whole.
+func jobSight(a Actor, j *store.Job) sight {
+	if a.owns(j.UserID) {
+		if j.ParentID != "" {
+			return unseen
+		}
+		return asOwner
+	}
+	if a.Can(store.PermTriageRequests) {
+		return asReviewer
+	}
+	return unseen
+}
+
+// requestSight: one's own requests as their requester (a reviewer too);
+// everyone's with can_triage_requests.
+func requestSight(a Actor, r *store.Request) sight {
+	if a.owns(r.UserID) {
+		return asOwner
+	}
+	if a.Can(store.PermTriageRequests) {
+		return asReviewer
+	}
+	return unseen
+}
+
+// JobView is a job as one actor may see it.
+type JobView struct {
+	// Job is a copy of the stored job with what the actor may not see removed.
+	Job *store.Job
+	// Review: the job's result is, or was, due for a compliance officer's review.
+	Review bool
+	// Owner: the actor is the job's requester.
+	Owner bool
+}
+
+// released reports whether a job's result may leave to its requester:
+// released without review, or approved; a result stored before release
+// states existed (Release empty) is released when its dataset is public.
+func (s *Service) released(j *store.Job) bool {
+	switch j.Release {
+	case wire.ReleaseReleased, wire.ReleaseApproved:
+		return j.ParentID == ""
+	case "":
+		if j.State != wire.StateSucceeded || j.ParentID != "" {
+			return false
+		}
+		ds, err := s.st.Dataset(j.DatasetID)
+		return err == nil && ds.Visibility == store.VisibilityPublic
+	}
+	return false
+}
+
+// jobView is THE redaction of a job: nil when the actor may not see it.
+//
+// A job's starting weights (a hosted model's, or a data-parallel round's
+// average) are for the node that trains it, never shown: the store keeps
+// them apart (Init is never serialized); only a record from before that
+// carries them inline (LegacyInit), removed here for everyone.
+//
+// Its requester sees neither what is computed on the data before the
+// result is released (the metrics of an unreleased result, the training
+// loss of a job whose result is due for review) nor anything else that
+// would leave with the result.
+func (s *Service) jobView(a Actor, j *store.Job) *JobView {
+	sg := jobSight(a, j)
+	if sg == unseen {
+		return nil
+	}
+	c := *j
+	c.LegacyInit = nil
+	v := &JobView{Job: &c, Review: j.Review || j.RequestID != "", Owner: sg == asOwner}
+	if sg == asReviewer {
+		return v
+	}
+	released := s.released(j)
+	if j.State == wire.StateSucceeded && !released {
+		c.Metrics = nil
+	}
+	if v.Review && !released {
+		c.Progress.Loss, c.Progress.LossWithheld = 0, true
+	}
+	return v
+}
+
+// RequestView is a request as one actor may see it.
+type RequestView struct {
+	// Request is a copy with what the actor may not see removed.
+	Request *store.Request
+	// DecidedBy is "officer", "rule", "override" or "requester"
+	// (withdrawn), "" while undecided: who decided, without naming the
+	// officer to the requester.
+	DecidedBy string
+	// Reviewer: the actor sees it as a reviewer (with the requester's history).
+	Reviewer bool
+}
+
+// requestView is THE redaction of a request: nil when the actor may not
+// see it. The requester sees neither the metrics of a release not approved
+// nor which officer decided.
+func requestView(a Actor, r *store.Request) *RequestView {
+	sg := requestSight(a, r)
+	if sg == unseen {
+		return nil
+	}
+	c := *r
+	v := &RequestView{Request: &c, Reviewer: sg == asReviewer}
+	if d := r.Decision; d != nil {
+		switch {
+		case strings.HasPrefix(d.Reviewer, store.ReviewerRulePrefix):
+			v.DecidedBy = "rule"
+		case d.Reviewer == store.ReviewerOverride:
+			v.DecidedBy = "override"
+		case d.Reviewer == store.ReviewerRequester:
+			v.DecidedBy = "requester"
+		default:
+			v.DecidedBy = "officer"
+		}
+	}
+	if sg == asReviewer {
+		return v
+	}
+	if r.Kind == wire.KindRelease && r.State != wire.RequestApproved {
+		c.Metrics = nil
+	}
+	if r.Decision != nil {
+		d := *r.Decision
+		d.Reviewer = ""
+		c.Decision = &d
+	}
+	return v
+}
