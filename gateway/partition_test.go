@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"path/filepath"
+	"sync"
 	"testing"
 	"time"
 
@@ -12,6 +13,7 @@ import (
 	"github.com/fedgrid/fedgrid/gateway"
 	"github.com/fedgrid/fedgrid/gateway/store"
 	"github.com/fedgrid/fedgrid/internal/testcluster"
+	"github.com/fedgrid/fedgrid/internal/wait"
 	"github.com/fedgrid/fedgrid/node"
 	"github.com/fedgrid/fedgrid/p2p"
 	"github.com/fedgrid/fedgrid/plan"
@@ -44,12 +46,15 @@ func TestPartitionedNodeLosesLease(t *testing.T) {
 	cl, _ := c.Scientist(t, ctx, "ds@example.org")
 
 	// Node A trains for real, but only once the test lets it: it holds
-	// the job for as long as the partition needs.
+	// the job for as long as the partition needs. started tells the test
+	// that A has the lease, the plan and the data, and heartbeats.
 	var logA testcluster.Log
-	release := make(chan struct{})
+	release, started := make(chan struct{}), make(chan struct{})
+	var startOnce sync.Once
 	nodeA := c.AddNode(t, ctx, func(cfg *node.Config) {
 		cfg.Logger = logA.Logger()
 		cfg.Train = func(ctx context.Context, p *plan.Plan, tbl *dataset.Table, o plan.TrainOptions) (*plan.Model, error) {
+			startOnce.Do(func() { close(started) })
 			select {
 			case <-release:
 			case <-ctx.Done():
@@ -71,24 +76,26 @@ func TestPartitionedNodeLosesLease(t *testing.T) {
 		}
 		return got
 	}
-	testcluster.Wait(t, 30*time.Second, "node A to run the job", func() error {
-		if got := job(); got.State != wire.StateRunning || got.Node != nodeA.ID().String() {
-			return fmt.Errorf("job is %s on %q", got.State, got.Node)
-		}
-		return nil
-	})
+	select {
+	case <-started:
+	case <-ctx.Done():
+		t.Fatalf("node A never started the job; its log:\n%s", logA.String())
+	}
+	if got := job(); got.State != wire.StateRunning || got.Node != nodeA.ID().String() {
+		t.Fatalf("node A trains a job that is %s on %q", got.State, got.Node)
+	}
 
 	if err := c.Mock.Cut(nodeA.ID(), gwID); err != nil {
 		t.Fatal(err)
 	}
-	testcluster.Wait(t, 30*time.Second, "the gateway to take the lease back", func() error {
+	wait.For(t, 30*time.Second, "the gateway to take the lease back", func() error {
 		if got := job(); got.State == wire.StateRunning && got.Attempt == 1 {
 			return fmt.Errorf("attempt 1 still running, lease until %s", got.LeaseExpires)
 		}
 		return nil
 	})
 	nodeB := c.AddNode(t, ctx, nil)
-	testcluster.Wait(t, time.Minute, "the job to finish", func() error {
+	wait.For(t, time.Minute, "the job to finish", func() error {
 		if got := job(); got.State != wire.StateSucceeded && got.State != wire.StateFailed {
 			return fmt.Errorf("job is %s (attempt %d on %q)", got.State, got.Attempt, got.Node)
 		}
@@ -106,7 +113,7 @@ func TestPartitionedNodeLosesLease(t *testing.T) {
 		t.Fatal(err)
 	}
 	// Node A redials by itself; its next heartbeat for attempt 1 is refused.
-	testcluster.Wait(t, 30*time.Second, "node A to learn it lost the lease", func() error {
+	wait.For(t, 30*time.Second, "node A to learn it lost the lease", func() error {
 		if !logA.Has("lease lost") {
 			return fmt.Errorf("node A's log:\n%s", logA.String())
 		}

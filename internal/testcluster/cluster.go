@@ -1,3 +1,10 @@
+// Package testcluster runs fedgrid peers in one test process: a network
+// peer, gateways, nodes and data scientists' clients, on loopback TCP with
+// ephemeral ports or on libp2p's mocknet, where a test can cut, delay and
+// heal the link between two peers. Tests wait on them with package
+// internal/wait.
+//
+// It is test support: only _test.go files import it.
 package testcluster
 
 import (
