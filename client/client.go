@@ -35,6 +35,8 @@ type Config struct {
 	Logger   *slog.Logger
 	// PerGateway bounds each gateway's dial + catalog answer; default 5 s.
 	PerGateway time.Duration
+	// NewHost, when set, builds the libp2p host (tests: mocknet); see p2p.Config.
+	NewHost p2p.HostFactory
 }
 
 // Client talks to a fedgrid network.
@@ -58,7 +60,7 @@ func New(ctx context.Context, cfg Config) (_ *Client, err error) {
 			return nil, err
 		}
 	}
-	p, err := p2p.New(ctx, p2p.Config{Identity: sk, Network: cfg.Network, NoListen: true, Bootstrap: cfg.Bootstrap, DHTMode: p2p.DHTClient, PSK: cfg.PSK, Logger: cfg.Logger})
+	p, err := p2p.New(ctx, p2p.Config{Identity: sk, Network: cfg.Network, NoListen: true, Bootstrap: cfg.Bootstrap, DHTMode: p2p.DHTClient, PSK: cfg.PSK, Logger: cfg.Logger, NewHost: cfg.NewHost})
 	if err != nil {
 		return nil, err
 	}

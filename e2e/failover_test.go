@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -13,6 +12,7 @@ import (
 	"time"
 
 	"github.com/fedgrid/fedgrid/internal/harness"
+	"github.com/fedgrid/fedgrid/internal/wait"
 )
 
 // failoverSite is a network peer, one gateway with a short lease, the
@@ -109,23 +109,22 @@ func writeJSON(t *testing.T, path string, v any) {
 // adminJob polls the admin API until cond holds for the job.
 func adminJob(t *testing.T, ctx context.Context, a *harness.Admin, id, what string, timeout time.Duration, cond func(harness.AdminJob) bool) harness.AdminJob {
 	t.Helper()
-	deadline := time.Now().Add(timeout)
 	var last harness.AdminJob
-	for time.Now().Before(deadline) && ctx.Err() == nil {
+	wait.For(t, timeout, "job "+id+": "+what, func() error {
 		jobs, err := a.Jobs(ctx)
-		if err == nil {
-			for _, j := range jobs {
-				if j.ID == id {
-					last = j
-					if cond(j) {
-						return j
-					}
+		if err != nil {
+			return err
+		}
+		for _, j := range jobs {
+			if j.ID == id {
+				last = j
+				if cond(j) {
+					return nil
 				}
 			}
 		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	t.Fatalf("job %s: timed out waiting for %s; last seen %+v", id, what, last)
+		return fmt.Errorf("last seen %+v", last)
+	})
 	return last
 }
 
@@ -178,37 +177,37 @@ func TestLateNodeRefused(t *testing.T) {
 	if err := syscall.Kill(nodeA.PID(), syscall.SIGCONT); err != nil {
 		t.Fatal(err)
 	}
-	// Node A wakes up: its next heartbeat for attempt 1 is stale and it stops.
-	deadline := time.Now().Add(30 * time.Second)
-	for !strings.Contains(string(nodeA.Stderr()), "lease lost") && !strings.Contains(string(nodeA.Stderr()), "result refused") {
-		if time.Now().After(deadline) {
-			t.Fatalf("node A never learnt it lost the lease; its log:\n%s", nodeA.Tail(20))
+	// Node A wakes up: its next heartbeat for attempt 1 is stale and it
+	// stops (or, had it finished meanwhile, its result is refused). On a
+	// busy machine the woken process may take a while to be scheduled,
+	// reconnect and heartbeat: the wait lasts as long as the test may.
+	wait.For(t, time.Until(deadlineOf(ctx)), "node A to learn it lost the lease", func() error {
+		if log := string(nodeA.Stderr()); strings.Contains(log, "lease lost") || strings.Contains(log, "result refused") {
+			return nil
 		}
-		time.Sleep(50 * time.Millisecond)
-	}
+		return fmt.Errorf("node A's log:\n%s", nodeA.Tail(20))
+	})
 	after := adminJob(t, ctx, f.site.Admin, job.ID, "state", time.Second, func(harness.AdminJob) bool { return true })
 	if after.Node != nodeB.Ready.PeerID || after.Attempt != 2 || after.State != "succeeded" {
 		t.Fatalf("the late node changed the job: %+v", after)
 	}
 }
 
-func freePort(t *testing.T) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
+// deadlineOf is ctx's deadline (testContext always sets one).
+func deadlineOf(ctx context.Context) time.Time {
+	d, _ := ctx.Deadline()
+	return d
 }
 
 // A gateway killed with SIGKILL while one job runs and two wait finishes all
 // three after it restarts on the same data directory and address.
 func TestGatewayKilledResumes(t *testing.T) {
 	ctx := testContext(t, 4*time.Minute)
-	fixed := fmt.Sprintf("/ip4/127.0.0.1/tcp/%d", freePort(t))
-	f := startFailoverSite(t, ctx, "--listen", fixed)
-	gwAddr := fixed + "/p2p/" + f.site.Gateway.Ready.PeerID
+	f := startFailoverSite(t, ctx)
+	// The gateway listens on an ephemeral port; it comes back on the same
+	// one, which its node keeps redialling.
+	gwAddr := f.site.Gateway.Addr()
+	listen, _, _ := strings.Cut(gwAddr, "/p2p/")
 	node := f.startNode(t, ctx, "node", gwAddr)
 	slow, err := f.sci.Submit(ctx, f.ref, f.slow)
 	if err != nil {
@@ -226,7 +225,9 @@ func TestGatewayKilledResumes(t *testing.T) {
 		queued = append(queued, j)
 	}
 	f.site.Gateway.Kill()
-	gw, err := f.h.StartGateway(ctx, "gateway", "Hospital A", f.gwOpt) // same name: same data directory
+	again := f.gwOpt
+	again.Extra = append(append([]string{}, again.Extra...), "--listen", listen)
+	gw, err := f.h.StartGateway(ctx, "gateway", "Hospital A", again) // same name: same data directory
 	if err != nil {
 		t.Fatal(err)
 	}

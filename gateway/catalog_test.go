@@ -14,6 +14,7 @@ import (
 	"github.com/fedgrid/fedgrid/dataset"
 	"github.com/fedgrid/fedgrid/gateway"
 	"github.com/fedgrid/fedgrid/gateway/store"
+	"github.com/fedgrid/fedgrid/internal/wait"
 	"github.com/fedgrid/fedgrid/p2p"
 	"github.com/fedgrid/fedgrid/wire"
 	"github.com/libp2p/go-libp2p/core/peer"
@@ -196,7 +197,7 @@ func TestCatalogPreview(t *testing.T) {
 	if err := st.DeleteDataset(pd.ID); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 10*time.Second, "summary of a deleted dataset dropped", func() error {
+	wait.For(t, 10*time.Second, "summary of a deleted dataset dropped", func() error {
 		keys, err := st.CatalogSummaryKeys()
 		if err != nil {
 			return err

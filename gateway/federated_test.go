@@ -12,6 +12,7 @@ import (
 
 	"github.com/fedgrid/fedgrid/dataset"
 	"github.com/fedgrid/fedgrid/gateway/store"
+	"github.com/fedgrid/fedgrid/internal/wait"
 	"github.com/fedgrid/fedgrid/p2p"
 	"github.com/fedgrid/fedgrid/plan"
 	"github.com/fedgrid/fedgrid/wire"
@@ -143,7 +144,7 @@ func TestFedAvgShardReassigned(t *testing.T) {
 		t.Fatal(err)
 	}
 	shard0 := j.ID + "-r1-s0"
-	waitFor(t, "round 1's shard jobs", 10*time.Second, func() bool { _, err := e.gw.Store().Job(shard0); return err == nil })
+	wait.For(t, 10*time.Second, "round 1's shard jobs", wait.Is(func() bool { _, err := e.gw.Store().Job(shard0); return err == nil }))
 	// The ghost takes shard 0 of round 1, fetches its data, and dies.
 	grant, err := p2p.Call[wire.ClaimRequest, wire.ClaimResponse](ctx, ghost.Host, gwID, ghost.Protocol(wire.ProtoClaim), &wire.ClaimRequest{Job: shard0}, p2p.Limits{})
 	if err != nil {

@@ -42,6 +42,9 @@ type Config struct {
 	// elsewhere, --cors-origin); "*" for any. Empty: same origin only.
 	CORSOrigins []string
 
+	// NewHost, when set, builds the libp2p host (tests: mocknet); see p2p.Config.
+	NewHost p2p.HostFactory
+
 	Lease         time.Duration // lease a node holds without heartbeat; default 15 s
 	OfferInterval time.Duration // re-announce queued jobs; default 1 s
 	OfferTTL      time.Duration // how long one offer is valid; default 30 s
@@ -152,6 +155,7 @@ func Start(ctx context.Context, cfg Config) (_ *Gateway, err error) {
 	g.peer, err = p2p.New(ctx, p2p.Config{
 		DataDir: cfg.DataDir, Network: cfg.Network, Listen: cfg.Listen, Bootstrap: cfg.Bootstrap,
 		DHTMode: p2p.DHTServer, PSK: cfg.PSK, Logger: cfg.Logger.With("sub", "p2p"), Gater: g.gater,
+		NewHost: cfg.NewHost,
 	})
 	if err != nil {
 		return nil, err

@@ -2,6 +2,7 @@ package gateway_test
 
 import (
 	"context"
+	"errors"
 	"os"
 	"path/filepath"
 	"testing"
@@ -12,6 +13,8 @@ import (
 	"github.com/fedgrid/fedgrid/gateway"
 	"github.com/fedgrid/fedgrid/gateway/store"
 	"github.com/fedgrid/fedgrid/internal/leaktest"
+	"github.com/fedgrid/fedgrid/internal/testcluster"
+	"github.com/fedgrid/fedgrid/internal/wait"
 	"github.com/fedgrid/fedgrid/network"
 	"github.com/fedgrid/fedgrid/node"
 	"github.com/fedgrid/fedgrid/p2p"
@@ -21,43 +24,25 @@ import (
 
 func TestMain(m *testing.M) { leaktest.VerifyMain(m) }
 
-const loopback = "/ip4/127.0.0.1/tcp/0"
+const loopback = testcluster.Loopback
 
-// cluster is a network peer, one gateway and one node in this process.
+// cluster is a network peer and one gateway (lease 3 s) in this process,
+// on loopback TCP; startNode adds nodes.
 type cluster struct {
+	*testcluster.Cluster
 	net *network.Network
 	gw  *gateway.Gateway
 }
 
 func startCluster(t testing.TB, ctx context.Context) *cluster {
 	t.Helper()
-	c := &cluster{}
-	var err error
-	c.net, err = network.Start(ctx, network.Config{DataDir: t.TempDir(), Network: "gwtest", Listen: []string{loopback}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = c.net.Close() })
-	c.gw, err = gateway.Start(ctx, gateway.Config{DataDir: t.TempDir(), Network: "gwtest", Listen: []string{loopback}, Bootstrap: c.net.Addrs(), NoHTTP: true, Name: "A", Lease: 3 * time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = c.gw.Close() })
-	return c
+	tc := testcluster.Start(t, ctx, testcluster.Options{Network: "gwtest"})
+	return &cluster{Cluster: tc, net: tc.Net, gw: tc.GW}
 }
 
 func (c *cluster) startNode(t testing.TB, ctx context.Context) *node.Node {
 	t.Helper()
-	tok, _, err := c.gw.Store().CreateJoinToken(time.Minute)
-	if err != nil {
-		t.Fatal(err)
-	}
-	nd, err := node.Start(ctx, node.Config{DataDir: t.TempDir(), Network: "gwtest", Listen: []string{loopback}, Gateway: c.gw.Addrs()[0], JoinToken: tok})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = nd.Close() })
-	return nd
+	return c.AddNode(t, ctx, nil)
 }
 
 func readFile(t *testing.T, path string) []byte {
@@ -106,16 +91,15 @@ func TestTrainEndToEnd(t *testing.T) {
 
 	// The tag's provider record appears in the background.
 	var res []client.Result
-	for deadline := time.Now().Add(30 * time.Second); ; {
-		res, err = cl.Search(ctx, []string{"medical"}, nil)
-		if err != nil {
-			t.Fatal(err)
+	wait.For(t, 30*time.Second, "the dataset to be found by tag", func() error {
+		if res, err = cl.Search(ctx, []string{"medical"}, nil); err != nil {
+			return err
 		}
-		if len(res) > 0 || time.Now().After(deadline) {
-			break
+		if len(res) == 0 {
+			return errors.New("no result yet")
 		}
-		time.Sleep(200 * time.Millisecond)
-	}
+		return nil
+	})
 	if len(res) != 1 || res[0].Dataset.ID != ds.ID || res[0].Dataset.Rows != 768 {
 		t.Fatalf("search: %+v", res)
 	}

@@ -18,7 +18,8 @@ import (
 	"github.com/fedgrid/fedgrid/dataset"
 	"github.com/fedgrid/fedgrid/gateway"
 	"github.com/fedgrid/fedgrid/gateway/store"
-	"github.com/fedgrid/fedgrid/network"
+	"github.com/fedgrid/fedgrid/internal/testcluster"
+	"github.com/fedgrid/fedgrid/internal/wait"
 	"github.com/fedgrid/fedgrid/p2p"
 	"github.com/fedgrid/fedgrid/plan"
 	"github.com/fedgrid/fedgrid/wire"
@@ -65,17 +66,8 @@ func httpLogin(t *testing.T, base, email, password string) string {
 func TestHostedModelEndToEnd(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	c := &cluster{}
-	var err error
-	if c.net, err = network.Start(ctx, network.Config{DataDir: t.TempDir(), Network: "gwtest", Listen: []string{loopback}}); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = c.net.Close() })
-	if c.gw, err = gateway.Start(ctx, gateway.Config{DataDir: t.TempDir(), Network: "gwtest", Listen: []string{loopback}, Bootstrap: c.net.Addrs(),
-		HTTPAddr: "127.0.0.1:0", Name: "A", Lease: 3 * time.Second}); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = c.gw.Close() })
+	tc := testcluster.Start(t, ctx, testcluster.Options{Network: "gwtest", Gateway: func(cfg *gateway.Config) { cfg.HTTPAddr = "127.0.0.1:0" }})
+	c := &cluster{Cluster: tc, net: tc.Net, gw: tc.GW}
 	base, st, gwID := c.gw.HTTPURL(), c.gw.Store(), c.gw.Peer().ID()
 	if _, err := st.Setup("owner@example.org", "correct horse battery", "Owner"); err != nil {
 		t.Fatal(err)
@@ -153,10 +145,10 @@ func TestHostedModelEndToEnd(t *testing.T) {
 	defer cl.Close()
 	// The catalog lists the hosted models beside the datasets.
 	var found []client.Result
-	waitFor(t, "the dataset in search", 30*time.Second, func() bool {
+	wait.For(t, 30*time.Second, "the dataset in search", wait.Is(func() bool {
 		found, err = cl.Search(ctx, []string{"medical"}, nil)
 		return err == nil && len(found) > 0
-	})
+	}))
 	if ms := found[0].Models; len(ms) != 1 || ms[0].ID != modelID || ms[0].Name != "screening-2023" || ms[0].Label != "diabetes" ||
 		ms[0].Task != "binary" || ms[0].Params != 9 || len(ms[0].Features) != 8 {
 		t.Fatalf("hosted models in the catalog: %+v", ms)

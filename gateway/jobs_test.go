@@ -4,12 +4,15 @@ import (
 	"context"
 	"encoding/json"
 	"path/filepath"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/fedgrid/fedgrid/client"
 	"github.com/fedgrid/fedgrid/dataset"
 	"github.com/fedgrid/fedgrid/gateway/store"
+	"github.com/fedgrid/fedgrid/internal/testcluster"
+	"github.com/fedgrid/fedgrid/internal/wait"
 	"github.com/fedgrid/fedgrid/p2p"
 	"github.com/fedgrid/fedgrid/wire"
 )
@@ -41,17 +44,7 @@ func setup(t *testing.T, ctx context.Context, scientists int) *env {
 	}
 	e.plan = readFile(t, filepath.Join("..", "plan", "testdata", "logreg_pima.json"))
 	for i := 0; i < scientists; i++ {
-		sk, _ := p2p.GenerateIdentity()
-		pid, _ := p2p.PeerIDOf(sk)
-		u, err := st.CreateUser(store.NewUser{Email: string(rune('a'+i)) + "@example.org", Password: "a long password", Name: "DS", Role: store.RoleDataScientist, PeerID: pid.String()})
-		if err != nil {
-			t.Fatal(err)
-		}
-		cl, err := client.New(ctx, client.Config{Network: "gwtest", Bootstrap: e.net.Addrs(), Identity: sk})
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { _ = cl.Close() })
+		cl, u := e.Scientist(t, ctx, string(rune('a'+i))+"@example.org")
 		e.clients = append(e.clients, cl)
 		e.users = append(e.users, u)
 	}
@@ -70,14 +63,47 @@ func slowPlan(t *testing.T) []byte {
 	return b
 }
 
-func waitFor(t *testing.T, what string, timeout time.Duration, cond func() bool) {
+// listenOffers subscribes a bare peer to the gateway's offer topic and
+// returns how many offers of a job it has heard so far.
+func (e *env) listenOffers(t *testing.T, ctx context.Context) func(job string) int {
 	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", timeout, what)
+	p := e.Peer(t, ctx, p2p.Config{})
+	testcluster.Connect(t, ctx, p, e.gw.Addrs())
+	topic, err := p.PubSub.Join(p.Topic(wire.JobsTopic(e.gw.ID())))
+	if err != nil {
+		t.Fatal(err)
+	}
+	sub, err := topic.Subscribe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	heard := map[string]int{}
+	done := make(chan struct{})
+	go func() { // owned by the test: the cleanup cancels the subscription and waits
+		defer close(done)
+		for {
+			m, err := sub.Next(ctx)
+			if err != nil {
+				return
+			}
+			var o wire.Offer
+			if json.Unmarshal(m.Data, &o) == nil {
+				mu.Lock()
+				heard[o.Job]++
+				mu.Unlock()
+			}
 		}
-		time.Sleep(20 * time.Millisecond)
+	}()
+	t.Cleanup(func() {
+		sub.Cancel()
+		<-done
+		_ = topic.Close()
+	})
+	return func(job string) int {
+		mu.Lock()
+		defer mu.Unlock()
+		return heard[job]
 	}
 }
 
@@ -99,8 +125,10 @@ func TestQueueWaitsForNode(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// Several offer rounds pass with nobody to take it.
-	time.Sleep(1500 * time.Millisecond)
+	// Several offer rounds pass with nobody to take it: a listener on the
+	// gateway's offer topic hears them.
+	offers := e.listenOffers(t, ctx)
+	wait.For(t, 20*time.Second, "three offers of the job", wait.Is(func() bool { return offers(j.ID) >= 3 }))
 	if s := e.job(t, j.ID).State; s != wire.StateQueued {
 		t.Fatalf("job without nodes is %s", s)
 	}
@@ -183,21 +211,21 @@ func TestForgedOffersRejected(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer topic.Close()
-	waitFor(t, "rogue to see the node on the topic", 10*time.Second, func() bool {
+	wait.For(t, 10*time.Second, "rogue to see the node on the topic", wait.Is(func() bool {
 		for _, p := range topic.ListPeers() {
 			if p == nd.ID() {
 				return true
 			}
 		}
 		return false
-	})
+	}))
 	for i := 0; i < 20; i++ {
 		forged, _ := json.Marshal(wire.Offer{Gateway: e.gw.ID(), Job: "forged", Expires: time.Now().Add(time.Minute), Seq: int64(i)})
 		if err := topic.Publish(ctx, forged); err != nil {
 			t.Fatal(err)
 		}
 	}
-	waitFor(t, "the rogue's score to drop", 15*time.Second, func() bool { return nd.Peer().Score(rogue.ID()) < 0 })
+	wait.For(t, 15*time.Second, "the rogue's score to drop", wait.Is(func() bool { return nd.Peer().Score(rogue.ID()) < 0 }))
 	if _, err := e.gw.Store().Job("forged"); err == nil {
 		t.Fatal("a forged job exists")
 	}
@@ -215,7 +243,7 @@ func TestCancelRunningJob(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "the job to run", 20*time.Second, func() bool { return e.job(t, j.ID).State == wire.StateRunning })
+	wait.For(t, 20*time.Second, "the job to run", wait.Is(func() bool { return e.job(t, j.ID).State == wire.StateRunning }))
 	info, err := e.clients[0].Cancel(ctx, gwID, j.ID)
 	if err != nil || info.State != wire.StateCancelled {
 		t.Fatalf("cancel: %+v %v", info, err)
@@ -250,8 +278,8 @@ func TestRemovedNodeCutOff(t *testing.T) {
 	}
 	e.gw.RemoveNode(nd.ID().String())
 	gwID := e.gw.Peer().ID()
-	// The node keeps redialling; the gater refuses it every time.
-	time.Sleep(1500 * time.Millisecond)
+	// The node keeps redialling; the gater refuses it every time. The call
+	// below dials the gateway itself, so it meets the gater too.
 	if _, err := p2p.Call[wire.ClaimRequest, wire.ClaimResponse](ctx, nd.Peer().Host, gwID, nd.Peer().Protocol(wire.ProtoClaim), &wire.ClaimRequest{Job: "x"}, p2p.Limits{Timeout: 3 * time.Second}); err == nil {
 		t.Fatal("a removed node still talks to the gateway")
 	}

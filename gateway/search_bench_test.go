@@ -7,11 +7,11 @@ import (
 	"testing"
 	"time"
 
-	"github.com/fedgrid/fedgrid/client"
 	"github.com/fedgrid/fedgrid/dataset"
 	"github.com/fedgrid/fedgrid/gateway"
 	"github.com/fedgrid/fedgrid/gateway/store"
-	"github.com/fedgrid/fedgrid/network"
+	"github.com/fedgrid/fedgrid/internal/testcluster"
+	"github.com/fedgrid/fedgrid/internal/wait"
 )
 
 // BenchmarkSearch measures a data scientist's search across 10, 50 and 100
@@ -29,11 +29,7 @@ func benchSearch(b *testing.B, n int) {
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
 	defer cancel()
 	const netName = "srchbench"
-	nw, err := network.Start(ctx, network.Config{DataDir: b.TempDir(), Network: netName, Listen: []string{loopback}})
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer func() { _ = nw.Close() }()
+	tc := testcluster.Start(b, ctx, testcluster.Options{Network: netName, Gateway: func(cfg *gateway.Config) { cfg.Name = "gw000" }})
 	tbl, err := dataset.ReadCSV(bytesReader([]byte(trivialCSV)), dataset.Limits{})
 	if err != nil {
 		b.Fatal(err)
@@ -44,32 +40,25 @@ func benchSearch(b *testing.B, n int) {
 	}
 	gws := make([]hosted, n)
 	for i := range gws {
-		g, err := gateway.Start(ctx, gateway.Config{DataDir: b.TempDir(), Network: netName, Listen: []string{loopback}, Bootstrap: nw.Addrs(), NoHTTP: true, Name: fmt.Sprintf("gw%03d", i)})
-		if err != nil {
-			b.Fatal(err)
+		g := tc.GW
+		if i > 0 {
+			g = tc.StartGateway(b, ctx, func(cfg *gateway.Config) { cfg.Name = fmt.Sprintf("gw%03d", i) })
 		}
-		defer func() { _ = g.Close() }()
 		ds := &store.Dataset{Name: fmt.Sprintf("set %d", i), Tags: []string{"bench", fmt.Sprintf("g%d", i)}, Visibility: store.VisibilityPublic, Columns: tbl.Columns(), Rows: tbl.NumRows()}
 		if err := g.Store().PutDataset(ds, []byte(trivialCSV)); err != nil {
 			b.Fatal(err)
 		}
 		gws[i] = hosted{g, ds.ID}
 	}
-	start := time.Now()
-	for _, h := range gws {
-		for h.gw.IndexState(h.id).State != gateway.IndexProvided {
-			if ctx.Err() != nil || time.Since(start) > 5*time.Minute {
-				b.Fatalf("gateway %s never indexed its dataset: %+v", h.gw.ID(), h.gw.IndexState(h.id))
+	indexed := wait.For(b, 5*time.Minute, "every gateway to index its dataset", func() error {
+		for _, h := range gws {
+			if s := h.gw.IndexState(h.id); s.State != gateway.IndexProvided {
+				return fmt.Errorf("gateway %s: %+v", h.gw.ID(), s)
 			}
-			time.Sleep(20 * time.Millisecond)
 		}
-	}
-	indexed := time.Since(start)
-	cl, err := client.New(ctx, client.Config{Network: netName, Bootstrap: nw.Addrs()})
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer cl.Close()
+		return nil
+	})
+	cl := tc.Client(b, ctx, nil)
 	var lat []time.Duration
 	var recall float64
 	b.ResetTimer()

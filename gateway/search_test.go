@@ -19,6 +19,8 @@ import (
 	"github.com/fedgrid/fedgrid/dataset"
 	"github.com/fedgrid/fedgrid/gateway"
 	"github.com/fedgrid/fedgrid/gateway/store"
+	"github.com/fedgrid/fedgrid/internal/testcluster"
+	"github.com/fedgrid/fedgrid/internal/wait"
 	"github.com/fedgrid/fedgrid/network"
 	"github.com/fedgrid/fedgrid/p2p"
 )
@@ -33,23 +35,6 @@ type searchDS struct {
 	visibility  string
 	deleted     bool
 	gatewayGone bool
-}
-
-// eventually polls cond until it returns nil or timeout passes, and returns
-// how long that took.
-func eventually(t *testing.T, timeout time.Duration, what string, cond func() error) time.Duration {
-	t.Helper()
-	start := time.Now()
-	var err error
-	for {
-		if err = cond(); err == nil {
-			return time.Since(start)
-		}
-		if time.Since(start) > timeout {
-			t.Fatalf("%s: not within %s: %v", what, timeout, err)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
 }
 
 func putCSV(t *testing.T, st *store.Store, d *searchDS, rows int) {
@@ -90,11 +75,13 @@ func TestNetworkSearch(t *testing.T) {
 	defer cancel()
 	const netName = "srch"
 	netDir := t.TempDir()
-	nw, err := network.Start(ctx, network.Config{DataDir: netDir, Network: netName, Listen: []string{loopback}, HTTPAddr: "127.0.0.1:0", PerGateway: 3 * time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() { _ = nw.Close() }()
+	tc := testcluster.Start(t, ctx, testcluster.Options{Network: netName,
+		Net: func(cfg *network.Config) {
+			cfg.DataDir, cfg.HTTPAddr, cfg.PerGateway = netDir, "127.0.0.1:0", 3*time.Second
+		},
+		Gateway: func(cfg *gateway.Config) { cfg.Name = "gw0" },
+	})
+	nw := tc.Net
 
 	dss := []*searchDS{
 		{gw: 0, name: "Diabetes cohort", desc: "Glucose and insulin of adults", tags: []string{"health"}, cols: []string{"glucose", "insulin", "age"}},
@@ -107,13 +94,9 @@ func TestNetworkSearch(t *testing.T) {
 		{gw: 4, name: "Mammography", desc: "Breast imaging features", tags: []string{"imaging"}, cols: []string{"f1", "f2"}},
 		{gw: 4, name: "Insulin trial", desc: "Insulin dosing trial", tags: []string{"health"}, cols: []string{"insulin", "dose"}},
 	}
-	gws := make([]*gateway.Gateway, 5)
-	for i := range gws {
-		gws[i], err = gateway.Start(ctx, gateway.Config{DataDir: t.TempDir(), Network: netName, Listen: []string{loopback}, Bootstrap: nw.Addrs(), NoHTTP: true, Name: fmt.Sprintf("gw%d", i)})
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer func() { _ = gws[i].Close() }()
+	gws := []*gateway.Gateway{tc.GW}
+	for i := 1; i < 5; i++ {
+		gws = append(gws, tc.StartGateway(t, ctx, func(cfg *gateway.Config) { cfg.Name = fmt.Sprintf("gw%d", i) }))
 	}
 	for i, d := range dss {
 		d.visibility = []string{store.VisibilityPublic, store.VisibilityPrivate}[i%2]
@@ -135,7 +118,7 @@ func TestNetworkSearch(t *testing.T) {
 	putCSV(t, ogw.Store(), intruder, 20)
 
 	// Every dataset becomes "provided" in the background.
-	took := eventually(t, 30*time.Second, "indexing", func() error {
+	took := wait.For(t, 30*time.Second, "indexing", func() error {
 		for _, d := range dss {
 			if s := gws[d.gw].IndexState(d.id); s.State != gateway.IndexProvided || s.At.IsZero() {
 				return fmt.Errorf("%s on gw%d: %+v", d.name, d.gw, s)
@@ -325,7 +308,7 @@ func TestNetworkSearch(t *testing.T) {
 			d.gatewayGone = true
 		}
 	}
-	took = eventually(t, 30*time.Second, "stopped gateway gone", checkAll)
+	took = wait.For(t, 30*time.Second, "stopped gateway gone", checkAll)
 	t.Logf("stopped gateway gone from every search %s after it stopped (checked in %s)", time.Since(stopped), took)
 	if got, err := directory(); err != nil || !slices.Equal(got, []string{"gw0:2", "gw1:2", "gw2:0", "gw3:2"}) {
 		t.Fatalf("directory after a stop: %v %v", got, err)
@@ -348,7 +331,7 @@ func TestNetworkSearch(t *testing.T) {
 	live := []*gateway.Gateway{gws[0], gws[1], gws[2], gws[3]}
 	// The gateways notice and put their records back into the restarted
 	// peer's (empty) provider store; no gateway is restarted.
-	tookRecords := eventually(t, 30*time.Second, "records back on the restarted network peer", func() error {
+	tookRecords := wait.For(t, 30*time.Second, "records back on the restarted network peer", func() error {
 		provs, err := nw.Peer().DHT.ProviderStore().GetProviders(ctx, p2p.GatewaysKey(netName).Hash())
 		if err != nil {
 			return err
@@ -366,7 +349,7 @@ func TestNetworkSearch(t *testing.T) {
 	})
 	// A fresh client that knows only the restarted peer, the old client, and
 	// the peer's own HTTP search all work again.
-	tookSearch := eventually(t, 30*time.Second, "search after the network peer restarted", func() error {
+	tookSearch := wait.For(t, 30*time.Second, "search after the network peer restarted", func() error {
 		fresh, err := client.New(ctx, client.Config{Network: netName, Bootstrap: nw.Addrs(), PerGateway: 3 * time.Second})
 		if err != nil {
 			return err

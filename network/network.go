@@ -47,6 +47,8 @@ type Config struct {
 	PerGateway time.Duration
 	// MaxSearches bounds the searches running at once; default 8. More wait.
 	MaxSearches int
+	// NewHost, when set, builds the libp2p host (tests: mocknet); see p2p.Config.
+	NewHost p2p.HostFactory
 }
 
 // Network is a running network peer.
@@ -83,7 +85,7 @@ func Start(ctx context.Context, cfg Config) (_ *Network, err error) {
 			_ = n.Close()
 		}
 	}()
-	n.peer, err = p2p.New(ctx, p2p.Config{DataDir: cfg.DataDir, Network: cfg.Network, Listen: cfg.Listen, Bootstrap: cfg.Bootstrap, DHTMode: p2p.DHTServer, PSK: cfg.PSK, Logger: cfg.Logger})
+	n.peer, err = p2p.New(ctx, p2p.Config{DataDir: cfg.DataDir, Network: cfg.Network, Listen: cfg.Listen, Bootstrap: cfg.Bootstrap, DHTMode: p2p.DHTServer, PSK: cfg.PSK, Logger: cfg.Logger, NewHost: cfg.NewHost})
 	if err != nil {
 		return nil, err
 	}

@@ -45,6 +45,11 @@ type Config struct {
 	// MaxJitter delays a claim by a random amount up to this, so that not every
 	// idle node claims at the same instant; default 20 ms.
 	MaxJitter time.Duration
+	// Train runs a job's training; default plan.Train. Tests wrap it, for
+	// example to hold a job on one node while they cut its link.
+	Train func(context.Context, *plan.Plan, *dataset.Table, plan.TrainOptions) (*plan.Model, error)
+	// NewHost, when set, builds the libp2p host (tests: mocknet); see p2p.Config.
+	NewHost p2p.HostFactory
 }
 
 // Node is a running worker.
@@ -75,6 +80,9 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 	if cfg.MaxJitter <= 0 {
 		cfg.MaxJitter = 20 * time.Millisecond
 	}
+	if cfg.Train == nil {
+		cfg.Train = plan.Train
+	}
 	log := cfg.Logger
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
@@ -86,7 +94,7 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 	p, err := p2p.New(ctx, p2p.Config{
 		DataDir: cfg.DataDir, Network: cfg.Network, Listen: cfg.Listen,
 		Bootstrap: append(append([]string{}, cfg.Bootstrap...), cfg.Gateway),
-		DHTMode:   p2p.DHTClient, PSK: cfg.PSK, Logger: log,
+		DHTMode:   p2p.DHTClient, PSK: cfg.PSK, Logger: log, NewHost: cfg.NewHost,
 	})
 	if err != nil {
 		return nil, err
@@ -494,7 +502,7 @@ func (n *Node) run(ctx context.Context, g *wire.ClaimResponse, progress func(pla
 			return nil, fmt.Errorf("starting weights refused by node: %w", err)
 		}
 	}
-	model, err := plan.Train(ctx, pl, tbl, plan.TrainOptions{Init: init, Progress: progress})
+	model, err := n.cfg.Train(ctx, pl, tbl, plan.TrainOptions{Init: init, Progress: progress})
 	if err != nil {
 		return nil, fmt.Errorf("training failed: %w", err)
 	}

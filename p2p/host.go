@@ -73,7 +73,16 @@ type Config struct {
 	Gater connmgr.ConnectionGater
 	// Logger; nil discards.
 	Logger *slog.Logger
+	// NewHost, when set, builds the libp2p host instead of the default TCP
+	// host (tests put many peers on libp2p's mocknet this way). Listen,
+	// NoListen and PSK do not apply; the peer owns the host and closes it.
+	NewHost HostFactory
 }
+
+// HostFactory builds a libp2p host for a peer with the given identity.
+// Gater is nil when the peer has none; a factory that cannot apply one
+// (mocknet) may ignore it: every fedgrid handler checks its caller anyway.
+type HostFactory func(identity crypto.PrivKey, gater connmgr.ConnectionGater) (host.Host, error)
 
 // Peer is a running libp2p peer with its DHT and pubsub router.
 type Peer struct {
@@ -105,6 +114,10 @@ func New(ctx context.Context, cfg Config) (_ *Peer, err error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
+	bootstrap, err := ParseAddrInfos(cfg.Bootstrap)
+	if err != nil {
+		return nil, err
+	}
 	sk := cfg.Identity
 	if sk == nil {
 		if cfg.DataDir == "" {
@@ -115,10 +128,20 @@ func New(ctx context.Context, cfg Config) (_ *Peer, err error) {
 			return nil, err
 		}
 	}
-	bootstrap, err := ParseAddrInfos(cfg.Bootstrap)
+	var h host.Host
+	if cfg.NewHost != nil {
+		h, err = cfg.NewHost(sk, cfg.Gater)
+	} else {
+		h, err = newHost(cfg, sk)
+	}
 	if err != nil {
 		return nil, err
 	}
+	return start(cfg, h, log, bootstrap)
+}
+
+// newHost builds the default host: TCP only, no relay, no metrics.
+func newHost(cfg Config, sk crypto.PrivKey) (host.Host, error) {
 	listen := cfg.Listen
 	if len(listen) == 0 && !cfg.NoListen {
 		listen = []string{DefaultListen}
@@ -155,6 +178,11 @@ func New(ctx context.Context, cfg Config) (_ *Peer, err error) {
 		_ = cm.Close()
 		return nil, fmt.Errorf("start libp2p host: %w", err)
 	}
+	return h, nil
+}
+
+// start runs the DHT, pubsub and bootstrap loops on h. If it fails, h is closed.
+func start(cfg Config, h host.Host, log *slog.Logger, bootstrap []peer.AddrInfo) (_ *Peer, err error) {
 	pctx, cancel := context.WithCancel(context.Background())
 	p := &Peer{Host: h, Network: cfg.Network, log: log, ctx: pctx, cancel: cancel}
 	defer func() {

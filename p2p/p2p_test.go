@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/fedgrid/fedgrid/internal/leaktest"
+	"github.com/fedgrid/fedgrid/internal/wait"
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 )
@@ -225,13 +226,9 @@ func TestKeepRedials(t *testing.T) {
 	srv := newTestPeer(t)
 	cli := newTestPeer(t, srv.Addrs()...)
 	waitConn := func() {
-		deadline := time.Now().Add(10 * time.Second)
-		for cli.Host.Network().Connectedness(srv.ID()) != network.Connected {
-			if time.Now().After(deadline) {
-				t.Fatal("not reconnected")
-			}
-			time.Sleep(20 * time.Millisecond)
-		}
+		wait.For(t, 10*time.Second, "the connection", wait.Is(func() bool {
+			return cli.Host.Network().Connectedness(srv.ID()) == network.Connected
+		}))
 	}
 	waitConn()
 	_ = cli.Host.Network().ClosePeer(srv.ID())

@@ -7,6 +7,8 @@ import (
 	"runtime"
 	"testing"
 	"time"
+
+	"github.com/fedgrid/fedgrid/internal/wait"
 )
 
 func randF32(rng *rand.Rand, n int) []float32 {
@@ -225,11 +227,10 @@ func TestHelperStops(t *testing.T) {
 		t.Fatal("a 128^3 product was not split")
 	}
 	g.close()
-	deadline := time.Now().Add(5 * time.Second)
-	for runtime.NumGoroutine() > before {
-		if time.Now().After(deadline) {
-			t.Fatal("the helper goroutine outlived close")
+	wait.For(t, 5*time.Second, "the helper goroutine to end after close", func() error {
+		if n := runtime.NumGoroutine(); n > before {
+			return fmt.Errorf("%d goroutines, %d before", n, before)
 		}
-		time.Sleep(time.Millisecond)
-	}
+		return nil
+	})
 }

@@ -182,6 +182,11 @@ func TestCancelSeenByHeartbeat(t *testing.T) {
 
 func TestJobListsOrder(t *testing.T) {
 	s := openTest(t, t.TempDir())
+	// A clock that moves a millisecond per reading: every job is created
+	// at its own instant.
+	t0 := time.Now()
+	var ticks time.Duration
+	s.now = func() time.Time { ticks += time.Millisecond; return t0.Add(ticks) }
 	var ids []string
 	for i := range 3 {
 		j := &Job{DatasetID: "d", UserID: []string{"a", "b", "a"}[i]}
@@ -189,7 +194,6 @@ func TestJobListsOrder(t *testing.T) {
 			t.Fatal(err)
 		}
 		ids = append(ids, j.ID)
-		time.Sleep(2 * time.Millisecond)
 	}
 	all, err := s.Jobs(JobFilter{})
 	if err != nil || len(all) != 3 || all[0].ID != ids[2] || all[2].ID != ids[0] {
