@@ -8,7 +8,8 @@
 //
 // Once everything is up and both datasets are found by search, it writes
 // --env, a JSON file with what a client needs (bootstrap, key, network, the
-// dataset references and the held-out and uploaded CSVs), and prints "ready".
+// dataset references and the held-out and uploaded CSVs), prints the matching
+// FEDGRID_* environment variables as shell exports, then "ready".
 // It then runs until its standard input closes or it gets SIGINT/SIGTERM,
 // stops every peer and exits 0 (1 if a peer did not stop cleanly).
 package main
@@ -98,6 +99,9 @@ func run() int {
 		}
 	}
 	if err == nil {
+		// For a shell: eval "$(... | sed -n 's/^export /export /p')".
+		fmt.Printf("export FEDGRID_BIN=%s\nexport FEDGRID_BOOTSTRAP=%s\nexport FEDGRID_KEY=%s\nexport FEDGRID_NETWORK=%s\nexport FEDGRID_ENV=%s\n",
+			env.Bin, env.Bootstrap[0], env.Key, env.Network, *envFile)
 		fmt.Println("ready")
 		wait(ctx)
 	}
