@@ -14,8 +14,12 @@ try:  # optional
 except ImportError:  # pragma: no cover
     _pd = None
 
-try:  # optional
-    from tqdm.auto import tqdm as _tqdm
+try:  # optional: tqdm; its notebook widget only when ipywidgets is there too
+    try:
+        import ipywidgets  # noqa: F401
+        from tqdm.auto import tqdm as _tqdm
+    except ImportError:
+        from tqdm import tqdm as _tqdm
 except ImportError:  # pragma: no cover
     _tqdm = None
 

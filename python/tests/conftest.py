@@ -60,6 +60,7 @@ def start_localnet(bin_path, timeout=240):
             raise RuntimeError("localnet did not become ready (exit %s):\n%s" % (proc.returncode, err[-4000:]))
     with open(env_file) as f:
         env = json.load(f)
+    env["env_file"] = env_file
     return proc, env, work
 
 
