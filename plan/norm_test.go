@@ -82,6 +82,12 @@ func TestBatchNormRunningStats(t *testing.T) {
 			t.Fatalf("inference of row 3 alone %v differs from within a batch %v", one, all[3*pr.outputs:4*pr.outputs])
 		}
 	}
+	// A stored running variance below zero is refused.
+	b, _ := json.Marshal(m)
+	bad := strings.Replace(string(b), `"rv":{"shape":[8],"data":[`, `"rv":{"shape":[8],"data":[-`, 1)
+	if _, err := ParseModel([]byte(bad)); err == nil || !strings.Contains(err.Error(), "running variance cannot be negative") {
+		t.Errorf("negative running variance: %v", err)
+	}
 	train1 := pr.run(pm, x[:10*pr.inputs], 10, true)[pr.pred]
 	if slices.Equal(train1, all) {
 		t.Error("training mode gives the inference result")
@@ -144,6 +150,7 @@ func TestNewOpsRefused(t *testing.T) {
 		{`"format"`, `"weights": {"nope": {"shape":[1], "data":[1]}}, "format"`, "weights.nope: not a parameter of the plan"},
 		{`"format"`, `"weights": {"w2": {"shape":[3,8], "data":[1]}}, "format"`, "weights.w2: shape [3 8], the plan's params say [8 3]"},
 		{`"format"`, `"weights": {"b2": {"shape":[3], "data":[1]}}, "format"`, "weights.b2: 1 numbers, shape [3] needs 3"},
+		{`"format"`, `"weights": {"rv": {"shape":[8], "data":[1,1,1,-1,1,1,1,1]}}, "format"`, "weights.rv[3] is -1, but a running variance cannot be negative"},
 	} {
 		if !strings.Contains(base, c.from) {
 			t.Fatalf("%q not in the plan", c.from)

@@ -719,6 +719,12 @@ func (o Op) validateSettings(where string) error {
 
 // validateWeights checks the starting weights against the params.
 func (p *Plan) validateWeights() error {
+	variances := map[string]bool{}
+	for _, o := range p.Forward {
+		if o.Op == "batch_norm" && len(o.In) == 3 {
+			variances[o.In[2]] = true
+		}
+	}
 	names := make([]string, 0, len(p.Weights))
 	for n := range p.Weights {
 		names = append(names, n)
@@ -739,6 +745,9 @@ func (p *Plan) validateWeights() error {
 		for i, v := range t.Data {
 			if !finite(v) {
 				return fmt.Errorf("weights.%s[%d] is not a finite number", n, i)
+			}
+			if v < 0 && variances[n] {
+				return fmt.Errorf("weights.%s[%d] is %v, but a running variance cannot be negative", n, i, v)
 			}
 		}
 	}
