@@ -179,15 +179,24 @@ class Client:
         """The :class:`Job` with reference ``GATEWAY_PEER_ID/JOB_ID``, as it is now."""
         return Job(self, self.run("job", ref))
 
-    def jobs(self):
-        """Your jobs. Uses ``fedgrid jobs`` when the binary has it; otherwise
-        (fedgrid without that command) the jobs this client submitted, as
-        they are now."""
+    def jobs(self, state=None):
+        """Your jobs, newest first, optionally only those in ``state``.
+
+        With a binary that has ``fedgrid jobs`` these are your jobs on every
+        gateway that knows your key; with one that lacks it (fedgrid before
+        that command), the jobs this client submitted, as they are now."""
         if self._supports("jobs", "--json"):
-            doc = self.run("jobs")
-            items = doc.get("jobs", []) if isinstance(doc, dict) else doc
+            args = ["jobs"] + (["--state", state] if state else [])
+            doc = self.run(*args)
+            items = []
+            for g in doc.get("gateways") or []:  # {"gateways": [{"gateway", "jobs": [...], "error"}]}
+                for j in g.get("jobs") or []:
+                    j.setdefault("gateway", g.get("gateway"))
+                    items.append(j)
+            items.extend(doc.get("jobs") or [])
             return [Job(self, j) for j in items]
-        return [self.job(r) for r in self._submitted]
+        jobs = [self.job(r) for r in reversed(self._submitted)]
+        return [j for j in jobs if state is None or j.state == state]
 
     # ---- privacy ----------------------------------------------------------
 
@@ -377,16 +386,15 @@ class Job:
     def result(self, path=None):
         """The released model (``fedgrid result``), as a :class:`fedgrid.Model`;
         also written to ``path`` when given."""
+        if path is not None:
+            self.client.run("result", self.ref, "--out", str(path))
+            return load_model(str(path))
         fd, tmp = tempfile.mkstemp(prefix="fedgrid-result-", suffix=".json")
         os.close(fd)
-        out = path or tmp
         try:
-            self.client.run("result", self.ref, "--out", out)
-            m = load_model(out)
+            self.client.run("result", self.ref, "--out", tmp)
+            m = load_model(tmp)
         finally:
-            if out != tmp:
-                os.unlink(tmp)
-        if path is None:
             os.unlink(tmp)
-            m.path = None
+        m.path = None
         return m
