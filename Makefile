@@ -6,8 +6,12 @@ BIN := bin/fedgrid
 PKGS := ./...
 # Tests that drive the real binary find it here.
 export FEDGRID_BIN := $(CURDIR)/$(BIN)
+# The Python tests start a local network with this (examples/localnet).
+export FEDGRID_LOCALNET := $(CURDIR)/bin/localnet
+# Debian's python3 (with python3-pytest, -torch, -numpy, -pandas, -nbconvert), not a pyenv shim.
+PYTHON ?= /usr/bin/python3
 
-.PHONY: help build test test-short demo bench lint fmt vet tidy-check check clean ui ui-check
+.PHONY: help build localnet test test-python test-short demo bench lint fmt vet tidy-check check clean ui ui-check
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -16,8 +20,19 @@ build: ## build bin/fedgrid
 	@mkdir -p bin
 	$(GO) build -o $(BIN) ./cmd/fedgrid
 
-test: build ## unit, in-process multi-peer and multi-process tests (race detector on)
+localnet: ## build bin/localnet, the local network the Python tests and the notebook use
+	@mkdir -p bin
+	$(GO) build -o bin/localnet ./examples/localnet
+
+test: build ## unit, in-process multi-peer and multi-process tests (race detector on), then the Python tests
 	$(GO) test -race -count=1 -timeout 15m $(PKGS)
+	@$(MAKE) --no-print-directory test-python
+
+# pytest exits 5 when it collected no test: that is a failure here, not a pass.
+test-python: build localnet ## the Python package's tests and the notebook (python/tests)
+	@$(PYTHON) -c 'import pytest' 2>/dev/null || { echo "test-python: $(PYTHON) has no pytest (Debian: apt-get install python3-pytest)"; exit 1; }
+	cd python && $(PYTHON) -m pytest -q -rs -p no:cacheprovider tests; rc=$$?; \
+	  if [ $$rc -eq 5 ]; then echo "test-python: pytest collected no tests"; exit 1; fi; exit $$rc
 
 test-short: build ## the quick tests only
 	$(GO) test -short -count=1 $(PKGS)

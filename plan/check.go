@@ -177,13 +177,26 @@ type program struct {
 	lossFrom   string // "logits", "probs", "logprobs", "values"
 	outputs    int
 	task       string
+	// stats are the param indices of batch_norm running statistics:
+	// state the training forward pass updates, never trained.
+	stats        []int
+	hasBatchNorm bool
+	hasDropout   bool
+	// seed is the dropout seed of the current training step, set by the
+	// trainer before each step: the one field of a program that changes.
+	seed uint64
 }
 
 type step struct {
 	idx  int // index in plan.Forward
 	op   string
-	a, b int // input slots; b = -1 for unary ops
+	a, b int // input slots; b = -1 for unary ops; batch_norm: the running mean
+	c    int // batch_norm: the running variance's slot; else -1
 	out  int
+	rate float64 // dropout
+	eps  float64 // layer_norm, batch_norm
+	mom  float64 // batch_norm
+	stat [2]int  // batch_norm: param indices of the running mean and variance
 }
 
 func (pr *program) newSlot(name string, shape []int) int {
@@ -232,7 +245,7 @@ func compile(p *Plan) (*program, error) {
 	producer := map[int]step{}
 	for i, op := range p.Forward {
 		where := fmt.Sprintf("forward[%d] %s", i, op.Op)
-		st := step{idx: i, op: op.Op, a: cur[op.In[0]], b: -1}
+		st := step{idx: i, op: op.Op, a: cur[op.In[0]], b: -1, c: -1}
 		sa := pr.shape[st.a]
 		var out []int
 		describe := func(k int) string {
@@ -262,11 +275,36 @@ func compile(p *Plan) (*program, error) {
 			}
 		case "relu", "sigmoid", "tanh":
 			out = slices.Clone(sa)
+		case "dropout":
+			st.rate = op.rate()
+			out = slices.Clone(sa)
+		case "layer_norm", "batch_norm":
+			if len(sa) != 2 || sa[0] != Batch {
+				return nil, fmt.Errorf("%s: input must be a batch of rows [N,features]: %s", where, describe(0))
+			}
+			st.eps = op.eps()
+			out = slices.Clone(sa)
+			if op.Op == "layer_norm" {
+				break
+			}
+			st.mom = op.momentum()
+			st.b, st.c = cur[op.In[1]], cur[op.In[2]]
+			for k, s := range []int{st.b, st.c} {
+				if sh := pr.shape[s]; len(sh) != 1 || sh[0] != sa[1] {
+					return nil, fmt.Errorf("%s: running statistics must be vectors [%d], one per feature: %s", where, sa[1], describe(k+1))
+				}
+				st.stat[k] = slices.Index(pr.paramSlot, s)
+			}
+			pr.stats = append(pr.stats, st.stat[0], st.stat[1])
+			pr.hasBatchNorm = true
 		case "softmax", "log_softmax":
 			if len(sa) != 2 {
 				return nil, fmt.Errorf("%s: input must be a matrix [N,classes]: %s", where, describe(0))
 			}
 			out = slices.Clone(sa)
+		}
+		if op.Op == "dropout" {
+			pr.hasDropout = true
 		}
 		st.out = pr.newSlot(op.Out, out)
 		cur[op.Out] = st.out

@@ -19,6 +19,7 @@ import (
 // remove the noise.
 type dpState struct {
 	eng           gradEngine // per-example gradients (batch of one)
+	pr            *program
 	rows          []int
 	q, sigma, c   float64
 	expected      float64
@@ -46,7 +47,7 @@ func newDPState(p *Plan, pr *program, params [][]float64, rows []int, kind Engin
 	}
 	d := p.Privacy.DPSGD
 	return &dpState{
-		eng: eng, rows: rows, q: q, sigma: d.NoiseMultiplier, c: d.MaxGradNorm,
+		eng: eng, pr: pr, rows: rows, q: q, sigma: d.NoiseMultiplier, c: d.MaxGradNorm,
 		expected: q * float64(len(rows)), stepsPerEpoch: steps / p.Train.Epochs,
 		rng: rand.New(rand.NewChaCha8(key)), one: zerosLike(params),
 	}, nil
@@ -68,6 +69,9 @@ func (s *dpState) step(x, y []float64, d int, grads [][]float64) error {
 	for _, r := range s.rows {
 		if s.rng.Float64() >= s.q {
 			continue
+		}
+		if s.pr.hasDropout {
+			s.pr.seed = s.rng.Uint64() // each example its own dropout mask
 		}
 		if _, err := s.eng.step(x[r*d:(r+1)*d], y[r:r+1], 1, s.one); err != nil {
 			return err

@@ -29,9 +29,17 @@ func size(s []int) int {
 	return k
 }
 
-// forward evaluates the program on n rows of x. params are in pr.paramNames
-// order. It returns every slot's value.
+// forward evaluates the program on n rows of x in inference mode (dropout
+// is the identity; batch_norm uses its running statistics). params are in
+// pr.paramNames order. It returns every slot's value.
 func (pr *program) forward(params [][]float64, x []float64, n int) [][]float64 {
+	return pr.run(params, x, n, false)
+}
+
+// run is forward, in training mode when train is set: dropout draws its
+// mask from pr.seed, batch_norm normalises with the batch's statistics
+// (the running statistics are left as they are).
+func (pr *program) run(params [][]float64, x []float64, n int, train bool) [][]float64 {
 	vals := make([][]float64, len(pr.shape))
 	vals[pr.x] = x
 	for i, s := range pr.paramSlot {
@@ -61,6 +69,22 @@ func (pr *program) forward(params [][]float64, x []float64, n int) [][]float64 {
 			for i, v := range a {
 				out[i] = math.Tanh(v)
 			}
+		case "dropout":
+			copy(out, a)
+			if train && st.rate > 0 {
+				for i := range out {
+					out[i] *= dropFactor(pr.seed, st.idx, i, st.rate)
+				}
+			}
+		case "layer_norm":
+			layerNorm(a, out, sa[0], sa[1], st.eps, nil)
+		case "batch_norm":
+			mean, vr := vals[st.b], vals[st.c]
+			if train {
+				mean, vr = make([]float64, sa[1]), make([]float64, sa[1])
+				batchStats(a, sa[0], sa[1], mean, vr)
+			}
+			batchNorm(a, out, sa[0], sa[1], mean, vr, st.eps, nil)
 		case "softmax", "log_softmax":
 			rows, k := sa[0], sa[1]
 			for r := 0; r < rows; r++ {

@@ -24,6 +24,70 @@ type gorgoniaEngine struct {
 	xT      *tensor.Dense
 	wT      *tensor.Dense
 	wyT     *tensor.Dense
+	data    [][]float64 // the parameters, shared with the trainer
+	drops   []gDropout
+	norms   []gBatchNorm
+}
+
+// gDropout is a dropout op's mask, an input filled before each step.
+type gDropout struct {
+	st   step
+	node *G.Node
+	t    *tensor.Dense
+}
+
+// gBatchNorm reads a batch_norm op's batch statistics, to update the
+// running ones after each step.
+type gBatchNorm struct {
+	st        step
+	mean, vr  G.Value
+	meanNode  *G.Node
+	vrNode    *G.Node
+	batchRows int
+}
+
+// newGorgonia returns the gorgonia engine for batches of up to b rows; a
+// program with batch_norm, whose statistics padding rows would change,
+// gets a graph for each batch size (gorgoniaSized).
+func newGorgonia(pr *program, params [][]float64, b int) (gradEngine, error) {
+	e, err := newGorgoniaEngine(pr, params, b)
+	if err != nil || !pr.hasBatchNorm {
+		return e, err
+	}
+	return &gorgoniaSized{pr: pr, params: params, byRows: map[int]*gorgoniaEngine{b: e}}, nil
+}
+
+// gorgoniaSized keeps a graph per batch size (a training run has two: the
+// batch size and the last batch's).
+type gorgoniaSized struct {
+	pr     *program
+	params [][]float64
+	byRows map[int]*gorgoniaEngine
+}
+
+func (s *gorgoniaSized) step(x, y []float64, rows int, grads [][]float64) (float64, error) {
+	e, ok := s.byRows[rows]
+	if !ok {
+		var err error
+		if e, err = newGorgoniaEngine(s.pr, s.params, rows); err != nil {
+			return 0, err
+		}
+		if len(s.byRows) >= 4 {
+			for k, old := range s.byRows {
+				old.close()
+				delete(s.byRows, k)
+				break
+			}
+		}
+		s.byRows[rows] = e
+	}
+	return e.step(x, y, rows, grads)
+}
+
+func (s *gorgoniaSized) close() {
+	for _, e := range s.byRows {
+		e.close()
+	}
 }
 
 func newGorgoniaEngine(pr *program, params [][]float64, b int) (eng *gorgoniaEngine, err error) {
@@ -33,12 +97,21 @@ func newGorgoniaEngine(pr *program, params [][]float64, b int) (eng *gorgoniaEng
 			eng, err = nil, fmt.Errorf("gorgonia: building the graph: %v", r)
 		}
 	}()
-	e := &gorgoniaEngine{pr: pr, b: b, g: G.NewGraph()}
+	e := &gorgoniaEngine{pr: pr, b: b, g: G.NewGraph(), data: params}
 	g := e.g
 	nodes := make([]*G.Node, len(pr.shape))
 	e.x = G.NewMatrix(g, tensor.Float64, G.WithShape(b, pr.inputs), G.WithName("x"))
 	nodes[pr.x] = e.x
+	stat := make([]bool, len(params))
+	for _, i := range pr.stats {
+		stat[i] = true // running statistics: not in the training graph
+	}
+	e.params = make([]*G.Node, len(params))
+	var trainable []*G.Node
 	for i, s := range pr.paramSlot {
+		if stat[i] {
+			continue
+		}
 		shape := pr.shape[s]
 		val := tensor.New(tensor.WithShape(shape...), tensor.WithBacking(params[i]))
 		var n *G.Node
@@ -48,7 +121,8 @@ func newGorgoniaEngine(pr *program, params [][]float64, b int) (eng *gorgoniaEng
 			n = G.NewMatrix(g, tensor.Float64, G.WithShape(shape...), G.WithName(pr.paramNames[i]), G.WithValue(val))
 		}
 		nodes[s] = n
-		e.params = append(e.params, n)
+		e.params[i] = n
+		trainable = append(trainable, n)
 	}
 	for _, st := range pr.steps {
 		a := nodes[st.a]
@@ -68,6 +142,18 @@ func newGorgoniaEngine(pr *program, params [][]float64, b int) (eng *gorgoniaEng
 			out, err = G.SoftMax(a, 1)
 		case "log_softmax":
 			out, err = gLogSoftmax(a, b)
+		case "dropout":
+			sh := concrete(pr.shape[st.a], b)
+			d := gDropout{st: st, t: tensor.New(tensor.WithShape(sh...), tensor.WithBacking(make([]float64, size(sh))))}
+			d.node = G.NewTensor(g, tensor.Float64, len(sh), G.WithShape(sh...), G.WithName(fmt.Sprintf("dropout%d", st.idx)))
+			e.drops = append(e.drops, d)
+			out, err = G.HadamardProd(a, d.node)
+		case "layer_norm":
+			out, _, _, err = gNorm(a, b, pr.shape[st.a][1], st.eps, 1)
+		case "batch_norm":
+			bn := gBatchNorm{st: st, batchRows: b}
+			out, bn.meanNode, bn.vrNode, err = gNorm(a, b, pr.shape[st.a][1], st.eps, 0)
+			e.norms = append(e.norms, bn)
 		default:
 			err = fmt.Errorf("op %q", st.op)
 		}
@@ -105,14 +191,66 @@ func newGorgoniaEngine(pr *program, params [][]float64, b int) (eng *gorgoniaEng
 		return nil, fmt.Errorf("gorgonia: loss: %w", err)
 	}
 	G.Read(e.loss, &e.lossVal)
-	if _, err := G.Grad(e.loss, e.params...); err != nil {
+	for i := range e.norms {
+		G.Read(e.norms[i].meanNode, &e.norms[i].mean)
+		G.Read(e.norms[i].vrNode, &e.norms[i].vr)
+	}
+	if _, err := G.Grad(e.loss, trainable...); err != nil {
 		return nil, fmt.Errorf("gorgonia: gradient: %w", err)
 	}
-	e.vm = G.NewTapeMachine(g, G.BindDualValues(e.params...))
+	e.vm = G.NewTapeMachine(g, G.BindDualValues(trainable...))
 	e.xT = tensor.New(tensor.WithShape(b, pr.inputs), tensor.WithBacking(make([]float64, b*pr.inputs)))
 	e.wT = tensor.New(tensor.WithShape(b, 1), tensor.WithBacking(make([]float64, b)))
 	e.wyT = tensor.New(tensor.WithShape(e.wy.Shape()...), tensor.WithBacking(make([]float64, e.wy.Shape().TotalSize())))
 	return e, nil
+}
+
+// gNorm normalises a [b,k] along axis 1 (each row: layer_norm) or 0 (each
+// column: batch_norm): (a - mean) / sqrt(biased variance + eps). It also
+// returns the mean and variance nodes.
+func gNorm(a *G.Node, b, k int, eps float64, axis int) (out, mean, vr *G.Node, err error) {
+	shape, pat := []int{b, 1}, []byte{1}
+	if axis == 0 {
+		shape, pat = []int{1, k}, []byte{0}
+	}
+	if mean, err = G.Mean(a, axis); err != nil {
+		return nil, nil, nil, err
+	}
+	mr, err := G.Reshape(mean, shape)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	c, err := G.BroadcastSub(a, mr, nil, pat)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	sq, err := G.Square(c)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	if vr, err = G.Mean(sq, axis); err != nil {
+		return nil, nil, nil, err
+	}
+	ve, err := G.Add(vr, G.NewConstant(eps))
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	// 1/Sqrt, not G.InverseSqrt: its derivative is wrong in gorgonia
+	// v0.9.18 (TestEnginesAgree finds it).
+	sd, err := G.Sqrt(ve)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	is, err := G.Inverse(sd)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	ir, err := G.Reshape(is, shape)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	out, err = G.BroadcastHadamardProd(c, ir, nil, pat)
+	return out, mean, vr, err
 }
 
 // gLogSoftmax is z - log(sum(exp(z), row)), composed from primitives:
@@ -211,11 +349,31 @@ func (e *gorgoniaEngine) step(x, y []float64, rows int, grads [][]float64) (loss
 	if err := G.Let(e.wy, e.wyT); err != nil {
 		return 0, err
 	}
+	for _, dr := range e.drops {
+		m := dr.t.Data().([]float64)
+		for i := range m {
+			m[i] = dropFactor(e.pr.seed, dr.st.idx, i, dr.st.rate)
+		}
+		if err := G.Let(dr.node, dr.t); err != nil {
+			return 0, err
+		}
+	}
 	defer e.vm.Reset()
 	if err := e.vm.RunAll(); err != nil {
 		return 0, fmt.Errorf("gorgonia: %w", err)
 	}
+	for _, bn := range e.norms {
+		if bn.batchRows != rows {
+			return 0, fmt.Errorf("gorgonia: batch_norm graph of %d rows given %d", bn.batchRows, rows)
+		}
+		st := bn.st
+		updateRunning(e.data[st.stat[0]], e.data[st.stat[1]], bn.mean.Data().([]float64), bn.vr.Data().([]float64), rows, st.mom)
+	}
 	for i, n := range e.params {
+		if n == nil {
+			clear(grads[i])
+			continue
+		}
 		gv, err := n.Grad()
 		if err != nil {
 			return 0, fmt.Errorf("gorgonia: gradient of %s: %w", e.pr.paramNames[i], err)

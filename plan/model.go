@@ -117,6 +117,17 @@ func (m *Model) compile() (*program, error) {
 			}
 		}
 	}
+	for _, st := range pr.steps {
+		if st.op != "batch_norm" {
+			continue
+		}
+		n := pr.paramNames[st.stat[1]]
+		for i, v := range m.Params[n].Data {
+			if v < 0 {
+				return nil, fmt.Errorf("model params: %q[%d] is %v, but a running variance cannot be negative", n, i, v)
+			}
+		}
+	}
 	for n := range m.Params {
 		if _, ok := m.Plan.Params[n]; !ok {
 			return nil, fmt.Errorf("model params: %q is not a parameter of the plan", n)

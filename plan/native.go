@@ -33,6 +33,11 @@ type nativeEngine[T floatT] struct {
 	units    []unit // the steps, dense layers fused
 	g32      gemm32
 	shapes   map[int][][2]int // per row count: each slot's concrete [rows, cols]
+	// Per unit, what the training-mode ops keep for the backward pass:
+	// dropout's factors, layer_norm's and batch_norm's 1/std; batch_norm's
+	// batch mean and biased variance.
+	aux   [][]T
+	batch [][2][]float64
 }
 
 // unit is one step of the program, or a dense layer: a matmul whose
@@ -58,7 +63,9 @@ func newNativeEngine(pr *program, params [][]float64, maxRows int, f32 bool) gra
 	// Not conditional on GOMAXPROCS, so that a model trains to the same
 	// float32 roundings whatever the number of cores (with one, the halves
 	// run one after the other).
-	if maxRows >= 2*splitMinRows && macsPerRow(pr)*maxRows >= splitMinMACs {
+	// Not for dropout (its mask is drawn by row) nor batch_norm (its
+	// statistics are the whole batch's).
+	if maxRows >= 2*splitMinRows && macsPerRow(pr)*maxRows >= splitMinMACs && !pr.hasDropout && !pr.hasBatchNorm {
 		return newSplitEngine(pr, params, maxRows)
 	}
 	return newNative[float32](pr, params, maxRows)
@@ -182,6 +189,20 @@ func newNative[T floatT](pr *program, params [][]float64, maxRows int) *nativeEn
 		}
 	}
 	e.units = fuse(pr)
+	e.aux = make([][]T, len(e.units))
+	e.batch = make([][2][]float64, len(e.units))
+	for i, u := range e.units {
+		sa := concrete(pr.shape[u.st.a], maxRows)
+		switch u.st.op {
+		case "dropout":
+			e.aux[i] = make([]T, size(sa))
+		case "layer_norm":
+			e.aux[i] = make([]T, sa[0])
+		case "batch_norm":
+			e.aux[i] = make([]T, sa[1])
+			e.batch[i] = [2][]float64{make([]float64, sa[1]), make([]float64, sa[1])}
+		}
+	}
 	keep := make([]bool, ns) // slots whose values a unit stores
 	keep[pr.x] = true
 	for _, u := range e.units {
@@ -375,7 +396,7 @@ func (e *nativeEngine[T]) forward(x []float64, n int) {
 		}
 	}
 	convert(e.val[pr.x][:n*pr.inputs], x[:n*pr.inputs])
-	for _, u := range e.units {
+	for ui, u := range e.units {
 		st := u.st
 		sa, so := d[st.a], d[st.out]
 		out := e.val[u.out][:so[0]*so[1]]
@@ -408,6 +429,19 @@ func (e *nativeEngine[T]) forward(x []float64, n int) {
 			for i, v := range a {
 				out[i] = T(math.Tanh(float64(v)))
 			}
+		case "dropout":
+			m := e.aux[ui][:len(a)]
+			for i, v := range a {
+				f := T(dropFactor(pr.seed, st.idx, i, st.rate))
+				m[i], out[i] = f, v*f
+			}
+		case "layer_norm":
+			layerNorm(a, out, sa[0], sa[1], st.eps, e.aux[ui])
+		case "batch_norm":
+			b := e.batch[ui]
+			batchStats(a, sa[0], sa[1], b[0], b[1])
+			batchNorm(a, out, sa[0], sa[1], b[0], b[1], st.eps, e.aux[ui])
+			updateRunning(e.params[st.stat[0]], e.params[st.stat[1]], b[0], b[1], sa[0], st.mom)
 		case "softmax", "log_softmax":
 			k := sa[1]
 			for r := 0; r < sa[0]; r++ {
@@ -541,6 +575,22 @@ func (e *nativeEngine[T]) backward(y []float64, n int, scale float64) float64 {
 		a := e.val[st.a][:sa[0]*sa[1]]
 		needA := e.needGrad[st.a]
 		switch st.op {
+		case "dropout", "layer_norm", "batch_norm":
+			if !needA {
+				break
+			}
+			ga, add := e.gradOf(st.a, len(a))
+			if !add {
+				clear(ga)
+			}
+			switch st.op {
+			case "dropout":
+				for j, f := range e.aux[i][:len(a)] {
+					ga[j] += gout[j] * f
+				}
+			default:
+				normBack(out, gout, ga, sa[0], sa[1], e.aux[i], st.op == "layer_norm")
+			}
 		case "matmul":
 			sb := d[st.b]
 			b := e.val[st.b][:sb[0]*sb[1]]

@@ -54,6 +54,10 @@ type Plan struct {
 	Optimizer  *Optimizer          `json:"optimizer,omitempty"`
 	Train      TrainSettings       `json:"train"`
 	Privacy    *PrivacyPlan        `json:"privacy,omitempty"`
+	// Weights, when given, are starting values for some or all of the
+	// params (for example an nn.Module's initial weights, or the global
+	// model of a federated round); the others are drawn from their init.
+	Weights map[string]Tensor `json:"weights,omitempty"`
 	// Model names a model hosted on the gateway; the plan then carries only
 	// training settings (see Resolve).
 	Model string `json:"model,omitempty"`
@@ -115,11 +119,44 @@ type ParamDef struct {
 	Std   float64 `json:"std,omitempty"`  // for init "normal"; default 0.01
 }
 
-// Op is one forward operation: Out = Op(In...).
+// Op is one forward operation: Out = Op(In...). P is dropout's rate, Eps
+// the variance floor of layer_norm and batch_norm, Momentum batch_norm's
+// running-statistics momentum; other ops take none of them.
 type Op struct {
-	Op  string   `json:"op"`
-	In  []string `json:"in"`
-	Out string   `json:"out"`
+	Op       string   `json:"op"`
+	In       []string `json:"in"`
+	Out      string   `json:"out"`
+	P        *float64 `json:"p,omitempty"`
+	Eps      *float64 `json:"eps,omitempty"`
+	Momentum *float64 `json:"momentum,omitempty"`
+}
+
+// Defaults of the op settings (PyTorch's).
+const (
+	DefaultDropout  = 0.5
+	DefaultEps      = 1e-5
+	DefaultMomentum = 0.1
+)
+
+func (o Op) rate() float64 {
+	if o.P == nil {
+		return DefaultDropout
+	}
+	return *o.P
+}
+
+func (o Op) eps() float64 {
+	if o.Eps == nil {
+		return DefaultEps
+	}
+	return *o.Eps
+}
+
+func (o Op) momentum() float64 {
+	if o.Momentum == nil {
+		return DefaultMomentum
+	}
+	return *o.Momentum
 }
 
 // Loss names the loss and its inputs: the prediction and "y".
@@ -181,7 +218,7 @@ type DPSGD struct {
 
 // Known operation names.
 var (
-	ForwardOps    = []string{"add", "log_softmax", "matmul", "mul", "relu", "sigmoid", "softmax", "sub", "tanh"}
+	ForwardOps    = []string{"add", "batch_norm", "dropout", "layer_norm", "log_softmax", "matmul", "mul", "relu", "sigmoid", "softmax", "sub", "tanh"}
 	LossOps       = []string{"bce", "bce_logits", "cross_entropy", "mse"}
 	Optimizers    = []string{"adam", "sgd"}
 	PreprocessOps = []string{"min_max", "one_hot", "standardize"}
@@ -191,6 +228,7 @@ var (
 var opArity = map[string]int{
 	"matmul": 2, "add": 2, "sub": 2, "mul": 2,
 	"relu": 1, "sigmoid": 1, "tanh": 1, "softmax": 1, "log_softmax": 1,
+	"dropout": 1, "layer_norm": 1, "batch_norm": 3,
 }
 
 var identRE = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]{0,63}$`)
@@ -241,8 +279,8 @@ func (p *Plan) Validate() error {
 		if len(p.Model) > 200 {
 			return errors.New("model: id is longer than 200 characters")
 		}
-		if len(p.Params) > 0 || len(p.Forward) > 0 || p.Loss != nil || len(p.Preprocess) > 0 || len(p.Features) > 0 || p.Label != "" {
-			return fmt.Errorf("model: a plan naming hosted model %q carries only training settings (train, optimizer, privacy), not features, label, preprocess, params, forward or loss", p.Model)
+		if len(p.Params) > 0 || len(p.Forward) > 0 || p.Loss != nil || len(p.Preprocess) > 0 || len(p.Features) > 0 || p.Label != "" || p.Weights != nil {
+			return fmt.Errorf("model: a plan naming hosted model %q carries only training settings (train, optimizer, privacy), not features, label, preprocess, params, weights, forward or loss", p.Model)
 		}
 		if p.Optimizer != nil {
 			if err := p.Optimizer.validate(); err != nil {
@@ -258,6 +296,9 @@ func (p *Plan) Validate() error {
 		return err
 	}
 	if err := p.validateForward(); err != nil {
+		return err
+	}
+	if err := p.validateWeights(); err != nil {
 		return err
 	}
 	if p.Optimizer == nil {
@@ -325,6 +366,9 @@ func (p *Plan) validatePrivacy() error {
 	}
 	if !finite(pr.Delta) || pr.Delta <= 0 || pr.Delta >= 1 {
 		return fmt.Errorf("privacy.delta is %v, must be > 0 and < 1 (e.g. 1e-5)", pr.Delta)
+	}
+	if p.hasOp("batch_norm") {
+		return errors.New("privacy: batch_norm mixes the rows of a batch, so DP-SGD's per-example clipping cannot bound one row's influence; use layer_norm")
 	}
 	if p.Train.EarlyStopping != nil {
 		return errors.New("privacy: early stopping on a validation split is not supported with dp_sgd (it would spend privacy outside the accountant)")
@@ -537,6 +581,17 @@ func (p *Plan) validateForward() error {
 	for n := range p.Params {
 		defined[n] = true
 	}
+	stats := map[string]bool{} // params holding batch_norm running statistics
+	for _, op := range p.Forward {
+		if op.Op == "batch_norm" && len(op.In) == 3 {
+			for _, in := range op.In[1:] {
+				if _, ok := p.Params[in]; ok {
+					stats[in] = true
+				}
+			}
+		}
+	}
+	statUse := map[string]int{}
 	for i, op := range p.Forward {
 		ar, ok := opArity[op.Op]
 		if !ok {
@@ -546,13 +601,28 @@ func (p *Plan) validateForward() error {
 		if len(op.In) != ar {
 			return fmt.Errorf("%s: takes %d input(s), has %d", where, ar, len(op.In))
 		}
-		for _, in := range op.In {
+		for k, in := range op.In {
 			if in == "y" {
 				return fmt.Errorf("%s: the label y may only be used by the loss", where)
 			}
 			if !defined[in] {
 				return fmt.Errorf("%s: input %q is not defined before this op (inputs are x, the params, and earlier outputs)", where, in)
 			}
+			isStat := op.Op == "batch_norm" && k > 0
+			if _, isParam := p.Params[in]; isStat && !isParam {
+				return fmt.Errorf("%s: input %q must be a parameter (batch_norm takes [input, running_mean, running_var], the last two declared in params)", where, in)
+			}
+			if stats[in] && !isStat {
+				return fmt.Errorf("%s: %q holds batch_norm running statistics; it cannot be an input of another op", where, in)
+			}
+			if isStat {
+				if statUse[in]++; statUse[in] > 1 {
+					return fmt.Errorf("%s: running statistics %q are used twice; give each batch_norm its own", where, in)
+				}
+			}
+		}
+		if err := op.validateSettings(where); err != nil {
+			return err
 		}
 		if !identRE.MatchString(op.Out) {
 			return fmt.Errorf("%s: output name %q is not an identifier (letters, digits, _; at most 64)", where, op.Out)
@@ -564,6 +634,9 @@ func (p *Plan) validateForward() error {
 			return fmt.Errorf("%s: output %q would overwrite a parameter", where, op.Out)
 		}
 		defined[op.Out] = true
+	}
+	if p.hasOp("batch_norm") && p.Train.BatchSize < 2 {
+		return errors.New("train.batch_size is 1, but batch_norm needs batches of 2 rows or more")
 	}
 	if p.Loss == nil {
 		return errors.New("loss is missing")
@@ -593,6 +666,82 @@ func (p *Plan) validateForward() error {
 		}
 	}
 	return nil
+}
+
+// validateSettings checks p, eps and momentum: each only on its ops.
+func (o Op) validateSettings(where string) error {
+	if o.P != nil {
+		if o.Op != "dropout" {
+			return fmt.Errorf("%s: p is for dropout only", where)
+		}
+		if v := *o.P; !finite(v) || v < 0 || v >= 1 {
+			return fmt.Errorf("%s: p is %v, must be 0 <= p < 1", where, v)
+		}
+	}
+	if o.Eps != nil {
+		if o.Op != "layer_norm" && o.Op != "batch_norm" {
+			return fmt.Errorf("%s: eps is for layer_norm and batch_norm only", where)
+		}
+		if v := *o.Eps; !finite(v) || v <= 0 || v > 1 {
+			return fmt.Errorf("%s: eps is %v, must be > 0 and <= 1", where, v)
+		}
+	}
+	if o.Momentum != nil {
+		if o.Op != "batch_norm" {
+			return fmt.Errorf("%s: momentum is for batch_norm only", where)
+		}
+		if v := *o.Momentum; !finite(v) || v < 0 || v > 1 {
+			return fmt.Errorf("%s: momentum is %v, must be 0 to 1", where, v)
+		}
+	}
+	return nil
+}
+
+// validateWeights checks the starting weights against the params.
+func (p *Plan) validateWeights() error {
+	variances := map[string]bool{}
+	for _, o := range p.Forward {
+		if o.Op == "batch_norm" && len(o.In) == 3 {
+			variances[o.In[2]] = true
+		}
+	}
+	names := make([]string, 0, len(p.Weights))
+	for n := range p.Weights {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	for _, n := range names {
+		t := p.Weights[n]
+		d, ok := p.Params[n]
+		if !ok {
+			return fmt.Errorf("weights.%s: not a parameter of the plan", n)
+		}
+		if !slices.Equal(t.Shape, d.Shape) {
+			return fmt.Errorf("weights.%s: shape %v, the plan's params say %v", n, t.Shape, d.Shape)
+		}
+		if len(t.Data) != size(d.Shape) {
+			return fmt.Errorf("weights.%s: %d numbers, shape %v needs %d", n, len(t.Data), d.Shape, size(d.Shape))
+		}
+		for i, v := range t.Data {
+			if !finite(v) {
+				return fmt.Errorf("weights.%s[%d] is not a finite number", n, i)
+			}
+			if v < 0 && variances[n] {
+				return fmt.Errorf("weights.%s[%d] is %v, but a running variance cannot be negative", n, i, v)
+			}
+		}
+	}
+	return nil
+}
+
+// hasOp reports whether forward uses the op.
+func (p *Plan) hasOp(name string) bool {
+	for _, o := range p.Forward {
+		if o.Op == name {
+			return true
+		}
+	}
+	return false
 }
 
 func (o *Optimizer) validate() error {

@@ -59,7 +59,7 @@ func newEngine(kind Engine, pr *program, params [][]float64, bs int) (gradEngine
 	case EngineNative64:
 		return newNativeEngine(pr, params, bs, false), nil
 	case EngineGorgonia:
-		return newGorgoniaEngine(pr, params, bs)
+		return newGorgonia(pr, params, bs)
 	}
 	return nil, fmt.Errorf("train: unknown engine %q", kind)
 }
@@ -128,7 +128,11 @@ func Train(ctx context.Context, p *Plan, t *dataset.Table, opt TrainOptions) (*M
 		grads[i] = make([]float64, len(params[i]))
 	}
 	o := newOptimizer(p.Optimizer, params)
+	for _, i := range pr.stats { // batch_norm running statistics are state, not trained
+		o.frozen[i] = true
+	}
 	rng := rand.New(rand.NewPCG(uint64(p.Train.Seed), 0x73687566666c65)) // "shuffle"
+	drop := rand.New(rand.NewPCG(uint64(p.Train.Seed), 0x64726f70))      // "drop": dropout seeds
 
 	d := pr.inputs
 	xb := make([]float64, bs*d)
@@ -170,6 +174,10 @@ func Train(ctx context.Context, p *Plan, t *dataset.Table, opt TrainOptions) (*M
 				return nil, err
 			}
 			rows := order[start:min(start+bs, len(order))]
+			if pr.hasBatchNorm && len(rows) < 2 {
+				continue // batch statistics need two rows; a last batch of one is left out
+			}
+			pr.seed = drop.Uint64()
 			xb, yb = gather(x, y, rows, d, xb, yb)
 			l, err := eng.step(xb, yb, len(rows), grads)
 			if err != nil {
@@ -284,8 +292,8 @@ func gather(x, y []float64, rows []int, d int, xb, yb []float64) ([]float64, []f
 }
 
 // initParams draws every parameter, in name order, from a generator seeded
-// by train.seed, then takes those init has from init (the others keep the
-// values a run without init gives them).
+// by train.seed, then takes those the plan's weights have, then those init
+// has (the others keep the values a run without them gives them).
 func initParams(p *Plan, pr *program, init map[string]Tensor) ([][]float64, error) {
 	rng := rand.New(rand.NewPCG(uint64(p.Train.Seed), 0x696e6974)) // "init"
 	out := make([][]float64, len(pr.paramNames))
@@ -339,6 +347,9 @@ func initParams(p *Plan, pr *program, init map[string]Tensor) ([][]float64, erro
 		}
 	}
 	for i, name := range pr.paramNames {
+		if t, ok := p.Weights[name]; ok { // validated by Validate
+			copy(out[i], t.Data)
+		}
 		if t, ok := init[name]; ok {
 			copy(out[i], t.Data)
 		}
@@ -348,9 +359,10 @@ func initParams(p *Plan, pr *program, init map[string]Tensor) ([][]float64, erro
 
 // optimizer applies PyTorch's SGD (with momentum) and Adam update rules.
 type optimizer struct {
-	cfg  Optimizer
-	t    int
-	m, v [][]float64
+	cfg    Optimizer
+	t      int
+	m, v   [][]float64
+	frozen []bool // per param: not updated (batch_norm running statistics)
 }
 
 func newOptimizer(cfg *Optimizer, params [][]float64) *optimizer {
@@ -366,6 +378,7 @@ func newOptimizer(cfg *Optimizer, params [][]float64) *optimizer {
 			o.cfg.Epsilon = 1e-8
 		}
 	}
+	o.frozen = make([]bool, len(params))
 	o.m = make([][]float64, len(params))
 	o.v = make([][]float64, len(params))
 	for i, p := range params {
@@ -385,6 +398,9 @@ func (o *optimizer) step(params, grads [][]float64) {
 	case "sgd":
 		mu := c.Momentum
 		for i, p := range params {
+			if o.frozen[i] {
+				continue
+			}
 			g, buf := grads[i], o.m[i]
 			if mu == 0 { // plain SGD: the same arithmetic without the momentum branch
 				g = g[:len(p)]
@@ -412,6 +428,9 @@ func (o *optimizer) step(params, grads [][]float64) {
 		bc2 := 1 - math.Pow(b2, float64(o.t))
 		sbc2 := math.Sqrt(bc2)
 		for i, p := range params {
+			if o.frozen[i] {
+				continue
+			}
 			g, m, v := grads[i], o.m[i], o.v[i]
 			for j := range p {
 				gj := g[j] + wd*p[j]

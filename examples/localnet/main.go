@@ -1,0 +1,228 @@
+// Command localnet starts a local fedgrid network on 127.0.0.1, every peer a
+// real process, for the Python tests and the quick-start notebook: a network
+// peer, Hospital A (the diabetes data) and Hospital B (the breast cancer
+// data), each with a gateway and a worker node, and a registered data
+// scientist's key. 20 % of each CSV is held back from upload.
+//
+//	go run ./examples/localnet --bin bin/fedgrid --data examples/data --env /tmp/fg/env.json
+//
+// Once everything is up and both datasets are found by search, it writes
+// --env, a JSON file with what a client needs (bootstrap, key, network, the
+// dataset references and the held-out and uploaded CSVs), prints the matching
+// FEDGRID_* environment variables as shell exports, then "ready".
+// It then runs until its standard input closes or it gets SIGINT/SIGTERM,
+// stops every peer and exits 0 (1 if a peer did not stop cleanly).
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/fedgrid/fedgrid/dataset"
+	"github.com/fedgrid/fedgrid/internal/harness"
+)
+
+// Env is the file --env.
+type Env struct {
+	Bin       string              `json:"bin"`
+	Network   string              `json:"network"`
+	Bootstrap []string            `json:"bootstrap"`
+	Key       string              `json:"key"`
+	PeerID    string              `json:"peer_id"`
+	Dir       string              `json:"dir"`
+	Datasets  map[string]EnvEntry `json:"datasets"`
+}
+
+// EnvEntry is one hosted dataset.
+type EnvEntry struct {
+	Ref      string `json:"ref"`
+	Gateway  string `json:"gateway"`
+	Admin    string `json:"admin"`
+	Upload   string `json:"upload"`
+	Holdout  string `json:"holdout"`
+	Hospital string `json:"hospital"`
+}
+
+func main() { os.Exit(run()) }
+
+func run() int {
+	bin := flag.String("bin", "bin/fedgrid", "the fedgrid binary (make build)")
+	data := flag.String("data", "examples/data", "directory with pima_diabetes.csv and wdbc_breast_cancer.csv")
+	work := flag.String("work", "", "directory for the peers' data and logs (default: a new temporary directory, removed at the end)")
+	envFile := flag.String("env", "", "where to write the client environment (JSON); required")
+	timeout := flag.Duration("timeout", 3*time.Minute, "give up starting after this long")
+	flag.Parse()
+	if *envFile == "" {
+		fmt.Fprintln(os.Stderr, "localnet: --env is required")
+		return 2
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	dir, remove := *work, false
+	if dir == "" {
+		d, err := os.MkdirTemp("", "fedgrid-localnet-")
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "localnet:", err)
+			return 1
+		}
+		dir, remove = d, true
+	}
+	absBin, err := filepath.Abs(*bin)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "localnet:", err)
+		return 1
+	}
+	h, err := harness.New(harness.Config{Bin: absBin, Dir: dir})
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "localnet:", err)
+		return 1
+	}
+	sctx, cancel := context.WithTimeout(ctx, *timeout)
+	env, err := start(sctx, h, *data)
+	cancel()
+	if err == nil {
+		env.Bin = absBin
+		var b []byte
+		b, err = json.MarshalIndent(env, "", "  ")
+		if err == nil {
+			err = os.WriteFile(*envFile, b, 0o600)
+		}
+	}
+	if err == nil {
+		// For a shell: eval "$(... | sed -n 's/^export /export /p')".
+		fmt.Printf("export FEDGRID_BIN=%s\nexport FEDGRID_BOOTSTRAP=%s\nexport FEDGRID_KEY=%s\nexport FEDGRID_NETWORK=%s\nexport FEDGRID_ENV=%s\n",
+			env.Bin, env.Bootstrap[0], env.Key, env.Network, *envFile)
+		fmt.Println("ready")
+		wait(ctx)
+	}
+	stopErr := h.Close()
+	code := 0
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "localnet: %v\nlast lines of each peer's log:\n%s", err, h.LogTails(15))
+		code = 1
+	}
+	if stopErr != nil {
+		fmt.Fprintln(os.Stderr, "localnet: a peer did not stop cleanly:", stopErr)
+		code = 1
+	}
+	if remove && code == 0 {
+		_ = os.RemoveAll(dir)
+	}
+	return code
+}
+
+// wait returns when standard input closes or ctx ends (a signal).
+func wait(ctx context.Context) {
+	eof := make(chan struct{})
+	go func() { // ends with the process; reading stdin cannot be cancelled
+		_, _ = io.Copy(io.Discard, os.Stdin)
+		close(eof)
+	}()
+	select {
+	case <-eof:
+	case <-ctx.Done():
+	}
+}
+
+func start(ctx context.Context, h *harness.Harness, dataDir string) (*Env, error) {
+	const network = "fedgrid-localnet"
+	hospitals := []struct{ site, display, csv, name, tag string }{
+		{"gateway-a", "Hospital A", "pima_diabetes.csv", "pima-diabetes", "diabetes"},
+		{"gateway-b", "Hospital B", "wdbc_breast_cancer.csv", "wdbc-breast-cancer", "oncology"},
+	}
+	netPeer, err := h.StartNetwork(ctx, "network", harness.PeerOptions{Network: network})
+	if err != nil {
+		return nil, err
+	}
+	opts := harness.PeerOptions{Network: network, Bootstrap: []string{netPeer.Addr()}}
+	sci, err := h.NewScientist(ctx, h.Path("scientist.key"), network, []string{netPeer.Addr()})
+	if err != nil {
+		return nil, err
+	}
+	env := &Env{Network: network, Bootstrap: []string{netPeer.Addr()}, Key: sci.Key, PeerID: sci.PeerID, Dir: h.Dir(), Datasets: map[string]EnvEntry{}}
+	for _, hp := range hospitals {
+		up, ho, err := split(filepath.Join(dataDir, hp.csv), h.Path("data"))
+		if err != nil {
+			return nil, err
+		}
+		site, err := h.StartSite(ctx, hp.site, hp.display, "owner@"+hp.site+".example", "owner password "+hp.site, opts)
+		if err != nil {
+			return nil, err
+		}
+		csv, err := os.ReadFile(up)
+		if err != nil {
+			return nil, err
+		}
+		if _, err := site.Admin.UploadCSV(ctx, harness.Upload{Name: hp.name, Tags: []string{"medical", "public", hp.tag}, Visibility: "public",
+			Description: "copy of " + hp.csv + " (see examples/data/README.md)", FileName: hp.csv, CSV: csv}); err != nil {
+			return nil, err
+		}
+		if _, err := site.StartNode(ctx, hp.site+"-node"); err != nil {
+			return nil, err
+		}
+		u, err := site.RegisterScientist(ctx, "scientist@lab.example", "scientist password", "Data Scientist", sci.PeerID)
+		if err != nil {
+			return nil, err
+		}
+		// A privacy budget, so that DP queries can be tried.
+		if err := site.Admin.DoJSON(ctx, http.MethodPatch, "/api/v1/users/"+u.ID, map[string]float64{"budget_epsilon": 5}, nil); err != nil {
+			return nil, fmt.Errorf("%s: set the scientist's budget: %w", hp.display, err)
+		}
+		env.Datasets[hp.name] = EnvEntry{Gateway: site.Gateway.PeerID, Admin: site.Gateway.HTTP, Upload: up, Holdout: ho, Hospital: hp.display}
+	}
+	found, err := sci.WaitSearch(ctx, len(hospitals), 300*time.Millisecond, "medical")
+	if err != nil {
+		return nil, err
+	}
+	for name, e := range env.Datasets {
+		for _, r := range found {
+			if r.Gateway == e.Gateway && r.Dataset.Name == name {
+				e.Ref = r.Ref
+			}
+		}
+		if e.Ref == "" {
+			return nil, fmt.Errorf("search medical did not find %q", name)
+		}
+		env.Datasets[name] = e
+	}
+	return env, nil
+}
+
+// split writes the upload and held-out parts (20 %, seed 1) of a CSV under dir.
+func split(src, dir string) (upload, holdout string, err error) {
+	f, err := os.Open(src)
+	if err != nil {
+		return "", "", err
+	}
+	defer f.Close()
+	t, err := dataset.ReadCSV(f, dataset.Limits{})
+	if err != nil {
+		return "", "", fmt.Errorf("%s: %w", src, err)
+	}
+	up, ho := t.Split(0.2, 1)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return "", "", err
+	}
+	base := strings.TrimSuffix(filepath.Base(src), ".csv")
+	upload, holdout = filepath.Join(dir, base+".upload.csv"), filepath.Join(dir, base+".holdout.csv")
+	for path, part := range map[string]*dataset.Table{upload: up, holdout: ho} {
+		b, err := part.Bytes()
+		if err != nil {
+			return "", "", err
+		}
+		if err := os.WriteFile(path, b, 0o644); err != nil {
+			return "", "", err
+		}
+	}
+	return upload, holdout, nil
+}
