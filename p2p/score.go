@@ -40,8 +40,13 @@ func scoreParams() *pubsub.PeerScoreParams {
 // (invalid) message costs its sender heavily and is forgotten slowly.
 func OfferTopicScore() *pubsub.TopicScoreParams {
 	return &pubsub.TopicScoreParams{
-		SkipAtomicValidation:           true,
-		TopicWeight:                    1,
+		SkipAtomicValidation: true,
+		TopicWeight:          1,
+		// Time in mesh does not count (weight 0), but gossipsub divides
+		// by its quantum whenever it scores a peer in the topic's mesh:
+		// left zero, a peer that joined the mesh and pruned crashed us
+		// (integer divide by zero in peerScore.score).
+		TimeInMeshQuantum:              time.Second,
 		InvalidMessageDeliveriesWeight: -10,
 		InvalidMessageDeliveriesDecay:  0.99,
 	}
