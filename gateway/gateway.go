@@ -14,6 +14,7 @@ import (
 	"net/http"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	pubsub "github.com/libp2p/go-libp2p-pubsub"
@@ -22,11 +23,13 @@ import (
 
 	"github.com/fedgrid/fedgrid/gateway/service"
 	"github.com/fedgrid/fedgrid/gateway/store"
+	"github.com/fedgrid/fedgrid/internal/config"
 	"github.com/fedgrid/fedgrid/p2p"
 	"github.com/fedgrid/fedgrid/wire"
 )
 
-// Config of a gateway. Zero values get the defaults written beside each field.
+// Config of a gateway. DefaultConfig gives every default; Start fills the
+// fields left zero with those and refuses a config that does not Validate.
 type Config struct {
 	DataDir   string
 	Network   string   // default "default"
@@ -44,6 +47,8 @@ type Config struct {
 
 	// NewHost, when set, builds the libp2p host (tests: mocknet); see p2p.Config.
 	NewHost p2p.HostFactory
+	// Now is the gateway's clock; default time.Now.
+	Now func() time.Time
 
 	Lease         time.Duration // lease a node holds without heartbeat; default 15 s
 	OfferInterval time.Duration // re-announce queued jobs; default 1 s
@@ -55,40 +60,77 @@ type Config struct {
 	JobTimeout     time.Duration // whole job, queue time included; default 24 h
 }
 
+// DefaultConfig is a gateway's configuration before any flag: the HTTP
+// admin API on 127.0.0.1:8420 and the scheduling defaults.
+func DefaultConfig() Config {
+	return Config{
+		Network:        p2p.DefaultNetwork,
+		HTTPAddr:       "127.0.0.1:8420",
+		Name:           "fedgrid gateway",
+		Lease:          15 * time.Second,
+		OfferInterval:  time.Second,
+		OfferTTL:       30 * time.Second,
+		Reprovide:      time.Hour,
+		MaxAttempts:    3,
+		AttemptTimeout: time.Hour,
+		JobTimeout:     24 * time.Hour,
+	}
+}
+
+// defaults fills the fields left zero from DefaultConfig.
 func (c *Config) defaults() {
+	d := DefaultConfig()
 	if c.Network == "" {
-		c.Network = p2p.DefaultNetwork
+		c.Network = d.Network
 	}
 	if c.HTTPAddr == "" && !c.NoHTTP {
-		c.HTTPAddr = "127.0.0.1:8420"
+		c.HTTPAddr = d.HTTPAddr
 	}
 	if c.Name == "" {
-		c.Name = "fedgrid gateway"
+		c.Name = d.Name
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
 	}
-	if c.Lease <= 0 {
-		c.Lease = 15 * time.Second
+	if c.Now == nil {
+		c.Now = time.Now
 	}
-	if c.OfferInterval <= 0 {
-		c.OfferInterval = time.Second
+	setZero(&c.Lease, d.Lease)
+	setZero(&c.OfferInterval, d.OfferInterval)
+	setZero(&c.OfferTTL, d.OfferTTL)
+	setZero(&c.Reprovide, d.Reprovide)
+	setZero(&c.MaxAttempts, d.MaxAttempts)
+	setZero(&c.AttemptTimeout, d.AttemptTimeout)
+	setZero(&c.JobTimeout, d.JobTimeout)
+}
+
+func setZero[T comparable](field *T, def T) {
+	var zero T
+	if *field == zero {
+		*field = def
 	}
-	if c.OfferTTL <= 0 {
-		c.OfferTTL = 30 * time.Second
+}
+
+// Validate reports every field that is not usable as it is, by its name:
+// a missing DataDir, a bad Network name or Bootstrap address, and
+// durations or counts that are not positive.
+func (c Config) Validate() error {
+	var ck config.Check
+	ck.Require(c.DataDir != "", "DataDir", "is required")
+	ck.Add("Network", p2p.ValidateNetworkName(c.Network))
+	_, err := p2p.ParseAddrInfos(c.Bootstrap)
+	ck.Add("Bootstrap", err)
+	ck.Require(c.NoHTTP || c.HTTPAddr != "", "HTTPAddr", "must not be empty (NoHTTP turns HTTP off)")
+	ck.Require(len(c.PSK) == 0 || len(c.PSK) == 32, "PSK", "must be 32 bytes, got %d", len(c.PSK))
+	for _, d := range []struct {
+		name string
+		v    time.Duration
+	}{{"Lease", c.Lease}, {"OfferInterval", c.OfferInterval}, {"OfferTTL", c.OfferTTL}, {"Reprovide", c.Reprovide}, {"AttemptTimeout", c.AttemptTimeout}, {"JobTimeout", c.JobTimeout}} {
+		ck.Require(d.v > 0, d.name, "must be positive, got %s", d.v)
 	}
-	if c.Reprovide <= 0 {
-		c.Reprovide = time.Hour
-	}
-	if c.MaxAttempts <= 0 {
-		c.MaxAttempts = 3
-	}
-	if c.AttemptTimeout <= 0 {
-		c.AttemptTimeout = time.Hour
-	}
-	if c.JobTimeout <= 0 {
-		c.JobTimeout = 24 * time.Hour
-	}
+	ck.Require(c.Lease <= 0 || c.Lease >= time.Second, "Lease", "must be at least 1s (nodes heartbeat in whole seconds), got %s", c.Lease)
+	ck.Require(c.MaxAttempts >= 1, "MaxAttempts", "must be at least 1, got %d", c.MaxAttempts)
+	return ck.Err("gateway config")
 }
 
 // Gateway is a running gateway.
@@ -118,6 +160,7 @@ type Gateway struct {
 	served    map[string]time.Time // user -> last grant, for fair offers
 	gater     *denyGater
 	metrics   *metrics
+	index     atomic.Pointer[indexTable] // set by the provide loop while it runs
 
 	closeOnce sync.Once
 	closeErr  error
@@ -127,8 +170,8 @@ type Gateway struct {
 // failure half way everything opened so far is closed again.
 func Start(ctx context.Context, cfg Config) (_ *Gateway, err error) {
 	cfg.defaults()
-	if cfg.DataDir == "" {
-		return nil, errors.New("gateway: --data is required")
+	if err := cfg.Validate(); err != nil {
+		return nil, err
 	}
 	g := &Gateway{cfg: cfg, log: cfg.Logger, kick: make(chan struct{}, 1), provideCh: make(chan struct{}, 1), coordKick: make(chan struct{}, 1)}
 	defer func() {
@@ -199,8 +242,6 @@ func (g *Gateway) RemoveNode(id string) {
 	_ = g.peer.Host.Network().ClosePeer(pid)
 	g.log.Info("node removed and cut off", "node", id)
 }
-
-var timeNow = time.Now
 
 // ID is the gateway's peer ID.
 func (g *Gateway) ID() string { return g.peer.ID().String() }

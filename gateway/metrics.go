@@ -59,11 +59,11 @@ func newMetrics(g *Gateway) *metrics {
 		return float64(len(r))
 	})
 	gauge("nodes_live", "Enrolled nodes that pinged lately.", func() float64 {
-		_, live := g.capacity.free(timeNow())
+		_, live := g.capacity.free(g.cfg.Now())
 		return float64(live)
 	})
 	gauge("node_free_slots", "Free job slots on live nodes.", func() float64 {
-		free, _ := g.capacity.free(timeNow())
+		free, _ := g.capacity.free(g.cfg.Now())
 		return float64(free)
 	})
 	m.reg.MustRegister(collectors.NewGoCollector())

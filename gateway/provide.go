@@ -61,23 +61,15 @@ type tagState struct {
 	err      string
 }
 
-// indexTable holds a gateway's provide outcomes. It lives in a registry
-// rather than in Gateway so that the provide loop, which owns it, can set it
-// up and tear it down itself.
+// indexTable holds a gateway's provide outcomes. The provide loop, which
+// owns it, sets it up in Gateway.index and removes it when it ends.
 type indexTable struct {
 	mu      sync.Mutex
 	tags    map[string]tagState
 	waiting string // why nothing was attempted yet, if so
 }
 
-var indexTables sync.Map // *Gateway -> *indexTable
-
-func indexTableOf(g *Gateway) *indexTable {
-	if v, ok := indexTables.Load(g); ok {
-		return v.(*indexTable)
-	}
-	return nil
-}
+func indexTableOf(g *Gateway) *indexTable { return g.index.Load() }
 
 func (t *indexTable) state(tags []string) IndexState {
 	t.mu.Lock()
@@ -115,8 +107,8 @@ func (t *indexTable) set(tag string, s tagState) {
 // on a request's path, and also keeps the catalog's preview summaries.
 func (g *Gateway) provideLoop(ctx context.Context) {
 	table := &indexTable{tags: map[string]tagState{}, waiting: "no DHT peer yet"}
-	indexTables.Store(g, table)
-	defer indexTables.Delete(g)
+	g.index.Store(table)
+	defer g.index.Store(nil)
 
 	bootstrap := map[peer.ID]bool{}
 	if infos, err := p2p.ParseAddrInfos(g.cfg.Bootstrap); err == nil {

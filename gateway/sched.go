@@ -140,7 +140,7 @@ func (g *Gateway) publishOffers(ctx context.Context) {
 		g.log.Error("list queued jobs", "err", err)
 		return
 	}
-	now := time.Now()
+	now := g.cfg.Now()
 	free, live := g.capacity.free(now)
 	if live == 0 {
 		free = 1 // nodes that have not pinged yet (a restarted gateway) still hear one offer
@@ -240,7 +240,7 @@ func (g *Gateway) servedUser(user string) {
 	if g.served == nil {
 		g.served = map[string]time.Time{}
 	}
-	g.served[user] = time.Now()
+	g.served[user] = g.cfg.Now()
 }
 
 func (g *Gateway) handlePing(_ context.Context, c caller, req *wire.PingRequest) (*wire.Ack, error) {

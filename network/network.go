@@ -27,6 +27,7 @@ import (
 	"time"
 
 	"github.com/fedgrid/fedgrid/client"
+	"github.com/fedgrid/fedgrid/internal/config"
 	"github.com/fedgrid/fedgrid/p2p"
 	"github.com/fedgrid/fedgrid/wire"
 )
@@ -34,7 +35,8 @@ import (
 // DefaultListen is the network peer's default, well-known address.
 const DefaultListen = "/ip4/127.0.0.1/tcp/4001"
 
-// Config of a network peer.
+// Config of a network peer. DefaultConfig gives every default; Start fills
+// the fields left zero with those and refuses a config that does not Validate.
 type Config struct {
 	DataDir   string
 	Network   string
@@ -49,6 +51,41 @@ type Config struct {
 	MaxSearches int
 	// NewHost, when set, builds the libp2p host (tests: mocknet); see p2p.Config.
 	NewHost p2p.HostFactory
+}
+
+// DefaultConfig is a network peer's configuration before any flag.
+func DefaultConfig() Config {
+	return Config{Network: p2p.DefaultNetwork, Listen: []string{DefaultListen}, PerGateway: 5 * time.Second, MaxSearches: 8}
+}
+
+// defaults fills the fields left zero from DefaultConfig.
+func (c *Config) defaults() {
+	d := DefaultConfig()
+	if len(c.Listen) == 0 {
+		c.Listen = d.Listen
+	}
+	if c.Network == "" {
+		c.Network = d.Network
+	}
+	if c.PerGateway == 0 {
+		c.PerGateway = d.PerGateway
+	}
+	if c.MaxSearches == 0 {
+		c.MaxSearches = d.MaxSearches
+	}
+}
+
+// Validate reports every field that is not usable as it is, by its name.
+func (c Config) Validate() error {
+	var ck config.Check
+	ck.Require(c.DataDir != "", "DataDir", "is required")
+	ck.Add("Network", p2p.ValidateNetworkName(c.Network))
+	_, err := p2p.ParseAddrInfos(c.Bootstrap)
+	ck.Add("Bootstrap", err)
+	ck.Require(c.PerGateway > 0, "PerGateway", "must be positive, got %s", c.PerGateway)
+	ck.Require(c.MaxSearches >= 1, "MaxSearches", "must be at least 1, got %d", c.MaxSearches)
+	ck.Require(len(c.PSK) == 0 || len(c.PSK) == 32, "PSK", "must be 32 bytes, got %d", len(c.PSK))
+	return ck.Err("network config")
 }
 
 // Network is a running network peer.
@@ -67,17 +104,9 @@ type Network struct {
 
 // Start starts the peer and, if configured, its HTTP endpoint.
 func Start(ctx context.Context, cfg Config) (_ *Network, err error) {
-	if cfg.DataDir == "" {
-		return nil, errors.New("network: --data is required")
-	}
-	if len(cfg.Listen) == 0 {
-		cfg.Listen = []string{DefaultListen}
-	}
-	if cfg.Network == "" {
-		cfg.Network = p2p.DefaultNetwork
-	}
-	if cfg.MaxSearches <= 0 {
-		cfg.MaxSearches = 8
+	cfg.defaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, err
 	}
 	n := &Network{cfg: cfg, slots: make(chan struct{}, cfg.MaxSearches)}
 	defer func() {

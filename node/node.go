@@ -24,12 +24,14 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 
 	"github.com/fedgrid/fedgrid/dataset"
+	"github.com/fedgrid/fedgrid/internal/config"
 	"github.com/fedgrid/fedgrid/p2p"
 	"github.com/fedgrid/fedgrid/plan"
 	"github.com/fedgrid/fedgrid/wire"
 )
 
-// Config of a node.
+// Config of a node. DefaultConfig gives every default; Start fills the
+// fields left zero with those and refuses a config that does not Validate.
 type Config struct {
 	DataDir   string
 	Network   string
@@ -45,11 +47,63 @@ type Config struct {
 	// MaxJitter delays a claim by a random amount up to this, so that not every
 	// idle node claims at the same instant; default 20 ms.
 	MaxJitter time.Duration
+	// Engine computes the gradients of every job this node trains:
+	// plan.EngineNative (the default) or plan.EngineGorgonia.
+	Engine plan.Engine
 	// Train runs a job's training; default plan.Train. Tests wrap it, for
 	// example to hold a job on one node while they cut its link.
 	Train func(context.Context, *plan.Plan, *dataset.Table, plan.TrainOptions) (*plan.Model, error)
 	// NewHost, when set, builds the libp2p host (tests: mocknet); see p2p.Config.
 	NewHost p2p.HostFactory
+}
+
+// DefaultConfig is a node's configuration before any flag.
+func DefaultConfig() Config {
+	return Config{Network: p2p.DefaultNetwork, Slots: 1, MaxJitter: 20 * time.Millisecond, Engine: plan.EngineNative}
+}
+
+// defaults fills the fields left zero from DefaultConfig.
+func (c *Config) defaults() {
+	d := DefaultConfig()
+	if c.Network == "" {
+		c.Network = d.Network
+	}
+	if c.Slots == 0 {
+		c.Slots = d.Slots
+	}
+	if c.MaxJitter == 0 {
+		c.MaxJitter = d.MaxJitter
+	}
+	if c.Engine == "" {
+		c.Engine = d.Engine
+	}
+	if c.Train == nil {
+		c.Train = plan.Train
+	}
+}
+
+// Validate reports every field that is not usable as it is, by its name.
+func (c Config) Validate() error {
+	var ck config.Check
+	ck.Require(c.DataDir != "", "DataDir", "is required")
+	ck.Add("Network", p2p.ValidateNetworkName(c.Network))
+	gws, err := p2p.ParseAddrInfos([]string{c.Gateway})
+	switch {
+	case c.Gateway == "":
+		ck.Require(false, "Gateway", "is required: the enrolling gateway's multiaddr ending in /p2p/<peer id>")
+	case err != nil:
+		ck.Add("Gateway", err)
+	case len(gws) != 1:
+		ck.Require(false, "Gateway", "must be one gateway's multiaddr, got %d peers", len(gws))
+	}
+	_, err = p2p.ParseAddrInfos(c.Bootstrap)
+	ck.Add("Bootstrap", err)
+	ck.Require(c.Slots >= 1 && c.Slots <= wire.MaxSlots, "Slots", "must be between 1 and %d, got %d", wire.MaxSlots, c.Slots)
+	ck.Require(c.MaxJitter >= 0, "MaxJitter", "must not be negative, got %s", c.MaxJitter)
+	_, err = plan.ParseEngine(string(c.Engine))
+	ck.Require(err == nil, "Engine", "must be native or gorgonia, got %q", c.Engine)
+	ck.Require(len(c.PSK) == 0 || len(c.PSK) == 32, "PSK", "must be 32 bytes, got %d", len(c.PSK))
+	return ck.Err("node config")
 }
 
 // Node is a running worker.
@@ -74,22 +128,17 @@ type Node struct {
 // Start connects to the gateway, enrols, and starts taking offers. If the
 // gateway refuses the enrolment Start fails with its reason.
 func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
-	if cfg.Slots <= 0 {
-		cfg.Slots = 1
-	}
-	if cfg.MaxJitter <= 0 {
-		cfg.MaxJitter = 20 * time.Millisecond
-	}
-	if cfg.Train == nil {
-		cfg.Train = plan.Train
+	cfg.defaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, err
 	}
 	log := cfg.Logger
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
 	gws, err := p2p.ParseAddrInfos([]string{cfg.Gateway})
-	if err != nil || len(gws) != 1 {
-		return nil, fmt.Errorf("--gateway must be one gateway multiaddr ending in /p2p/<peer id>: %v", err)
+	if err != nil {
+		return nil, err
 	}
 	p, err := p2p.New(ctx, p2p.Config{
 		DataDir: cfg.DataDir, Network: cfg.Network, Listen: cfg.Listen,
@@ -502,7 +551,7 @@ func (n *Node) run(ctx context.Context, g *wire.ClaimResponse, progress func(pla
 			return nil, fmt.Errorf("starting weights refused by node: %w", err)
 		}
 	}
-	model, err := n.cfg.Train(ctx, pl, tbl, plan.TrainOptions{Init: init, Progress: progress})
+	model, err := n.cfg.Train(ctx, pl, tbl, plan.TrainOptions{Init: init, Progress: progress, Engine: n.cfg.Engine})
 	if err != nil {
 		return nil, fmt.Errorf("training failed: %w", err)
 	}

@@ -45,6 +45,18 @@ const (
 	EngineGorgonia Engine = "gorgonia" // gorgonia autodiff, float64: the reference
 )
 
+// ParseEngine checks an engine name given by a person: "native" or
+// "gorgonia" ("native64" too, the all-float64 native engine). "" is native.
+func ParseEngine(s string) (Engine, error) {
+	switch e := Engine(s); e {
+	case "":
+		return EngineNative, nil
+	case EngineNative, EngineNative64, EngineGorgonia:
+		return e, nil
+	}
+	return "", fmt.Errorf("unknown engine %q: use native or gorgonia", s)
+}
+
 // gradEngine computes the mean loss over rows (<= its batch size) and the
 // gradient of every parameter.
 type gradEngine interface {

@@ -146,7 +146,7 @@ func planCmd(g *globals) *cobra.Command {
 	check.Flags().StringVar(&checkPlan, "plan", "", "plan file")
 	check.Flags().StringVar(&checkData, "data", "", "CSV to check the plan's columns against (optional)")
 
-	var runPlan, runData, runOut string
+	var runPlan, runData, runOut, runEngine string
 	runc := &cobra.Command{
 		Use:   "run",
 		Short: "train a plan locally with the node's engine",
@@ -154,6 +154,10 @@ func planCmd(g *globals) *cobra.Command {
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if runPlan == "" || runData == "" || runOut == "" {
 				return usagef("--plan, --data and --out are required")
+			}
+			engine, err := plan.ParseEngine(runEngine)
+			if err != nil {
+				return usagef("--engine: %v", err)
 			}
 			p, err := readPlan(runPlan)
 			if err != nil {
@@ -166,7 +170,7 @@ func planCmd(g *globals) *cobra.Command {
 			if _, err := plan.Check(p, t.Columns()); err != nil {
 				return err
 			}
-			m, err := plan.Train(cmd.Context(), p, t, plan.TrainOptions{Progress: func(pr plan.Progress) {
+			m, err := plan.Train(cmd.Context(), p, t, plan.TrainOptions{Engine: engine, Progress: func(pr plan.Progress) {
 				g.logger().Debug("epoch", "epoch", pr.Epoch, "of", pr.Epochs, "loss", pr.Loss)
 			}})
 			if err != nil {
@@ -186,6 +190,7 @@ func planCmd(g *globals) *cobra.Command {
 	runc.Flags().StringVar(&runPlan, "plan", "", "plan file")
 	runc.Flags().StringVar(&runData, "data", "", "training CSV")
 	runc.Flags().StringVar(&runOut, "out", "", "where to write the model")
+	runc.Flags().StringVar(&runEngine, "engine", string(plan.EngineNative), "gradient engine: native (fast) or gorgonia (autodiff reference)")
 	c.AddCommand(check, runc)
 	return c
 }

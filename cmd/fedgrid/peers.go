@@ -3,17 +3,19 @@ package main
 import (
 	"context"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"os"
 	"strings"
-	"time"
 
 	"github.com/spf13/cobra"
 
 	"github.com/fedgrid/fedgrid/gateway"
+	"github.com/fedgrid/fedgrid/internal/config"
 	"github.com/fedgrid/fedgrid/network"
 	"github.com/fedgrid/fedgrid/node"
 	"github.com/fedgrid/fedgrid/p2p"
+	"github.com/fedgrid/fedgrid/plan"
 )
 
 type peerFlags struct {
@@ -92,11 +94,33 @@ func serve(ctx context.Context, g *globals, closer interface{ Close() error }) e
 	return nil
 }
 
+// peerFlagNames names the flag of each config field the peer commands share.
+var peerFlagNames = map[string]string{"DataDir": "--data", "Network": "--network", "Listen": "--listen", "Bootstrap": "--bootstrap", "PSK": "--psk-file"}
+
+// flagErrors rewrites a config's field errors (internal/config) as a usage
+// error naming the flags; other errors pass unchanged.
+func flagErrors(err error, names map[string]string) error {
+	fields := config.Fields(err)
+	if len(fields) == 0 {
+		return err
+	}
+	msgs := make([]string, 0, len(fields))
+	for _, f := range fields {
+		name, ok := names[f.Field]
+		if !ok {
+			name = peerFlagNames[f.Field]
+		}
+		if name == "" {
+			name = f.Field
+		}
+		msgs = append(msgs, name+" "+f.Problem)
+	}
+	return usageError{errors.New(strings.Join(msgs, "; "))}
+}
+
 func networkCmd(g *globals) *cobra.Command {
 	var pf peerFlags
-	var httpAddr string
-	var perGateway time.Duration
-	var maxSearches int
+	cfg := network.DefaultConfig()
 	c := &cobra.Command{
 		Use:   "network",
 		Short: "run a network peer: bootstrap address, DHT server, HTTP search and gateway directory",
@@ -106,11 +130,15 @@ func networkCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			if perGateway <= 0 || maxSearches < 1 {
-				return usagef("--gateway-timeout must be positive and --max-searches at least 1")
+			cfg := cfg
+			cfg.DataDir, cfg.Network, cfg.Bootstrap, cfg.PSK, cfg.Logger = pf.data, pf.network, pf.bootstrap, psk, g.logger()
+			if len(pf.listen) > 0 {
+				cfg.Listen = pf.listen
 			}
-			n, err := network.Start(cmd.Context(), network.Config{DataDir: pf.data, Network: pf.network, Listen: pf.listen, Bootstrap: pf.bootstrap, HTTPAddr: httpAddr, PSK: psk, Logger: g.logger(),
-				PerGateway: perGateway, MaxSearches: maxSearches})
+			if err := cfg.Validate(); err != nil {
+				return flagErrors(err, map[string]string{"HTTPAddr": "--http", "PerGateway": "--gateway-timeout", "MaxSearches": "--max-searches"})
+			}
+			n, err := network.Start(cmd.Context(), cfg)
 			if err != nil {
 				return err
 			}
@@ -119,16 +147,15 @@ func networkCmd(g *globals) *cobra.Command {
 		},
 	}
 	pf.add(c, network.DefaultListen)
-	c.Flags().StringVar(&httpAddr, "http", "", "HTTP bind address for status, search (GET /api/v1/search) and the gateway directory (GET /api/v1/gateways), e.g. 127.0.0.1:8401; off when empty")
-	c.Flags().DurationVar(&perGateway, "gateway-timeout", 5*time.Second, "how long a search waits for each gateway")
-	c.Flags().IntVar(&maxSearches, "max-searches", 8, "searches served at once over HTTP; more wait")
+	c.Flags().StringVar(&cfg.HTTPAddr, "http", cfg.HTTPAddr, "HTTP bind address for status, search (GET /api/v1/search) and the gateway directory (GET /api/v1/gateways), e.g. 127.0.0.1:8401; off when empty")
+	c.Flags().DurationVar(&cfg.PerGateway, "gateway-timeout", cfg.PerGateway, "how long a search waits for each gateway")
+	c.Flags().IntVar(&cfg.MaxSearches, "max-searches", cfg.MaxSearches, "searches served at once over HTTP; more wait")
 	return c
 }
 
 func gatewayCmd(g *globals) *cobra.Command {
 	var pf peerFlags
-	var httpAddr, name string
-	var sched gateway.Config
+	cfg := gateway.DefaultConfig()
 	c := &cobra.Command{
 		Use:   "gateway",
 		Short: "run a data owner's gateway",
@@ -138,9 +165,13 @@ func gatewayCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			cfg := sched
+			cfg := cfg
 			cfg.DataDir, cfg.Network, cfg.Listen, cfg.Bootstrap = pf.data, pf.network, pf.listen, pf.bootstrap
-			cfg.HTTPAddr, cfg.Name, cfg.PSK, cfg.Logger = httpAddr, name, psk, g.logger()
+			cfg.PSK, cfg.Logger = psk, g.logger()
+			if err := cfg.Validate(); err != nil {
+				return flagErrors(err, map[string]string{"HTTPAddr": "--http", "Name": "--name", "CORSOrigins": "--cors-origin",
+					"Lease": "--lease", "MaxAttempts": "--max-attempts", "AttemptTimeout": "--attempt-timeout", "JobTimeout": "--job-timeout"})
+			}
 			gw, err := gateway.Start(cmd.Context(), cfg)
 			if err != nil {
 				return err
@@ -150,20 +181,20 @@ func gatewayCmd(g *globals) *cobra.Command {
 		},
 	}
 	pf.add(c, p2p.DefaultListen)
-	c.Flags().StringVar(&httpAddr, "http", "127.0.0.1:8420", "HTTP bind address of the admin API and web UI")
-	c.Flags().StringVar(&name, "name", "fedgrid gateway", "display name shown to data scientists")
-	c.Flags().StringSliceVar(&sched.CORSOrigins, "cors-origin", nil, "origins (scheme://host[:port]) whose browser pages may call the HTTP API, e.g. where the admin app is hosted separately; repeatable")
-	c.Flags().DurationVar(&sched.Lease, "lease", 15*time.Second, "how long a node keeps a job without a heartbeat")
-	c.Flags().IntVar(&sched.MaxAttempts, "max-attempts", 3, "attempts a job gets before it fails (its retry budget)")
-	c.Flags().DurationVar(&sched.AttemptTimeout, "attempt-timeout", time.Hour, "longest one attempt may run")
-	c.Flags().DurationVar(&sched.JobTimeout, "job-timeout", 24*time.Hour, "longest a job may take, queueing included")
+	c.Flags().StringVar(&cfg.HTTPAddr, "http", cfg.HTTPAddr, "HTTP bind address of the admin API and web UI")
+	c.Flags().StringVar(&cfg.Name, "name", cfg.Name, "display name shown to data scientists")
+	c.Flags().StringSliceVar(&cfg.CORSOrigins, "cors-origin", nil, "origins (scheme://host[:port]) whose browser pages may call the HTTP API, e.g. where the admin app is hosted separately; repeatable")
+	c.Flags().DurationVar(&cfg.Lease, "lease", cfg.Lease, "how long a node keeps a job without a heartbeat")
+	c.Flags().IntVar(&cfg.MaxAttempts, "max-attempts", cfg.MaxAttempts, "attempts a job gets before it fails (its retry budget)")
+	c.Flags().DurationVar(&cfg.AttemptTimeout, "attempt-timeout", cfg.AttemptTimeout, "longest one attempt may run")
+	c.Flags().DurationVar(&cfg.JobTimeout, "job-timeout", cfg.JobTimeout, "longest a job may take, queueing included")
 	return c
 }
 
 func nodeCmd(g *globals) *cobra.Command {
 	var pf peerFlags
-	var gw, token string
-	var slots int
+	cfg := node.DefaultConfig()
+	var engine string
 	c := &cobra.Command{
 		Use:   "node",
 		Short: "run a worker node enrolled by a gateway",
@@ -173,13 +204,13 @@ func nodeCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			if gw == "" {
-				return usagef("--gateway MULTIADDR is required")
+			cfg := cfg
+			cfg.DataDir, cfg.Network, cfg.Listen, cfg.Bootstrap = pf.data, pf.network, pf.listen, pf.bootstrap
+			cfg.PSK, cfg.Logger, cfg.Engine = psk, g.logger(), plan.Engine(engine)
+			if err := cfg.Validate(); err != nil {
+				return flagErrors(err, map[string]string{"Gateway": "--gateway", "JoinToken": "--join-token", "Slots": "--slots", "Engine": "--engine"})
 			}
-			if _, err := p2p.ParseAddrInfos([]string{gw}); err != nil {
-				return usagef("--gateway: %v", err)
-			}
-			n, err := node.Start(cmd.Context(), node.Config{DataDir: pf.data, Network: pf.network, Listen: pf.listen, Bootstrap: pf.bootstrap, Gateway: gw, JoinToken: token, Slots: slots, PSK: psk, Logger: g.logger()})
+			n, err := node.Start(cmd.Context(), cfg)
 			if err != nil {
 				return err
 			}
@@ -188,8 +219,9 @@ func nodeCmd(g *globals) *cobra.Command {
 		},
 	}
 	pf.add(c, p2p.DefaultListen)
-	c.Flags().StringVar(&gw, "gateway", "", "the enrolling gateway's multiaddr with /p2p/")
-	c.Flags().StringVar(&token, "join-token", "", "single-use join token from the gateway's admin (not needed once enrolled)")
-	c.Flags().IntVar(&slots, "slots", 1, "jobs this node runs at once")
+	c.Flags().StringVar(&cfg.Gateway, "gateway", "", "the enrolling gateway's multiaddr with /p2p/")
+	c.Flags().StringVar(&cfg.JoinToken, "join-token", "", "single-use join token from the gateway's admin (not needed once enrolled)")
+	c.Flags().IntVar(&cfg.Slots, "slots", cfg.Slots, "jobs this node runs at once")
+	c.Flags().StringVar(&engine, "engine", string(cfg.Engine), "gradient engine for the jobs it trains: native (fast) or gorgonia (autodiff reference)")
 	return c
 }
