@@ -203,7 +203,7 @@ func (n *Node) enroll(ctx context.Context) error {
 		_, err := p2p.Request(ctx, n.peer, n.gw.ID, wire.Enroll(),
 			&wire.EnrollRequest{Token: n.cfg.JoinToken, Slots: n.cfg.Slots, Version: p2p.Version})
 		if err == nil {
-			n.log.Info("enrolled", "gateway", n.gw.ID)
+			n.log.Info("enrolled", "gateway", n.gw.ID, "engine", n.cfg.Engine)
 			return nil
 		}
 		var remote *p2p.Error
@@ -551,6 +551,7 @@ func (n *Node) run(ctx context.Context, g *wire.ClaimResponse, progress func(pla
 			return nil, fmt.Errorf("starting weights refused by node: %w", err)
 		}
 	}
+	n.log.Info("training", "job", g.Job, "attempt", g.Attempt, "engine", n.cfg.Engine, "rows", tbl.NumRows())
 	model, err := n.cfg.Train(ctx, pl, tbl, plan.TrainOptions{Init: init, Progress: progress, Engine: n.cfg.Engine})
 	if err != nil {
 		return nil, fmt.Errorf("training failed: %w", err)
