@@ -170,3 +170,23 @@ func mustParseLoose(t *testing.T, s string) *Plan {
 	}
 	return &p
 }
+
+// TestDropoutLayerNormWithDPSGD: layer_norm (the norm DP-SGD allows) and
+// dropout train under DP-SGD, each example with a mask of its own.
+func TestDropoutLayerNormWithDPSGD(t *testing.T) {
+	src := strings.Replace(enginePlans["dropout layer_norm"], `"validation_fraction": 0.25}`,
+		`"validation_fraction": 0}, "privacy": {"dp_sgd": {"noise_multiplier": 0.8, "max_grad_norm": 1}, "delta": 1e-5}`, 1)
+	src = strings.Replace(src, `{"op":"standardize","columns":["a","b"]}, {"op":"min_max"}`,
+		`{"op":"standardize","columns":["a","b"],"mean":[0,1],"std":[1,3]}, {"op":"min_max","min":[0,-10,0,-5],"max":[1,10,10,5]}`, 1)
+	p, err := Parse([]byte(src))
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := Train(context.Background(), p, synthTable(t, 200, 5), TrainOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m.Privacy == nil || !(m.Privacy.Epsilon > 0) {
+		t.Fatalf("privacy %+v", m.Privacy)
+	}
+}

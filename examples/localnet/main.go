@@ -9,7 +9,8 @@
 // Once everything is up and both datasets are found by search, it writes
 // --env, a JSON file with what a client needs (bootstrap, key, network, the
 // dataset references and the held-out and uploaded CSVs), prints the matching
-// FEDGRID_* environment variables as shell exports, then "ready".
+// FEDGRID_* environment variables (and HOLDOUT, the diabetes data's held-out
+// rows) as shell exports, then "ready".
 // It then runs until its standard input closes or it gets SIGINT/SIGTERM,
 // stops every peer and exits 0 (1 if a peer did not stop cleanly).
 package main
@@ -100,8 +101,8 @@ func run() int {
 	}
 	if err == nil {
 		// For a shell: eval "$(... | sed -n 's/^export /export /p')".
-		fmt.Printf("export FEDGRID_BIN=%s\nexport FEDGRID_BOOTSTRAP=%s\nexport FEDGRID_KEY=%s\nexport FEDGRID_NETWORK=%s\nexport FEDGRID_ENV=%s\n",
-			env.Bin, env.Bootstrap[0], env.Key, env.Network, *envFile)
+		fmt.Printf("export FEDGRID_BIN=%s\nexport FEDGRID_BOOTSTRAP=%s\nexport FEDGRID_KEY=%s\nexport FEDGRID_NETWORK=%s\nexport FEDGRID_ENV=%s\nexport HOLDOUT=%s\n",
+			env.Bin, env.Bootstrap[0], env.Key, env.Network, *envFile, env.Datasets["pima-diabetes"].Holdout)
 		fmt.Println("ready")
 		wait(ctx)
 	}
