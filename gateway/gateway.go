@@ -189,12 +189,19 @@ func Start(ctx context.Context, cfg Config) (_ *Gateway, err error) {
 	}
 	g.gater = newDenyGater(revoked)
 	g.metrics = newMetrics(g)
-	g.svc = service.New(service.Config{Store: g.store, Logger: cfg.Logger.With("sub", "service"), Hooks: service.Hooks{
-		JobCancelled: func(*store.Job) {
-			g.metrics.cancelled.Inc() // the store cancelled its shards with it
-			g.wake(g.kick)
-		},
-	}})
+	g.svc = service.New(service.Config{Store: g.store, Logger: cfg.Logger.With("sub", "service"),
+		Jobs: service.JobPolicy{MaxAttempts: cfg.MaxAttempts, AttemptTimeout: cfg.AttemptTimeout, JobTimeout: cfg.JobTimeout},
+		Hooks: service.Hooks{
+			JobSubmitted: func(*store.Job) {
+				g.metrics.submitted.Inc()
+				g.wake(g.kick)
+				g.wake(g.coordKick)
+			},
+			JobCancelled: func(*store.Job) {
+				g.metrics.cancelled.Inc() // the store cancelled its shards with it
+				g.wake(g.kick)
+			},
+		}})
 	g.peer, err = p2p.New(ctx, p2p.Config{
 		DataDir: cfg.DataDir, Network: cfg.Network, Listen: cfg.Listen, Bootstrap: cfg.Bootstrap,
 		DHTMode: p2p.DHTServer, PSK: cfg.PSK, Logger: cfg.Logger.With("sub", "p2p"), Gater: g.gater,

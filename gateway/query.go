@@ -105,16 +105,9 @@ func (g *Gateway) handleQuery(_ context.Context, c caller, req *wire.QueryReques
 	if err != nil {
 		return nil, err
 	}
-	ds, err := g.store.Dataset(req.Dataset)
-	if err != nil {
-		return nil, service.Wrap(err, "dataset "+req.Dataset)
-	}
-	dec, err := g.store.CanTrain(u.ID, ds.ID)
+	ds, err := g.svc.DatasetForQuery(c.Actor, req.Dataset)
 	if err != nil {
 		return nil, err
-	}
-	if !dec.Allowed {
-		return nil, p2p.Errorf(p2p.CodeForbidden, "you may not use dataset %q: %s", ds.Name, dec.Reason)
 	}
 	csv, err := g.store.DatasetCSV(ds.ID)
 	if err != nil {

@@ -5,13 +5,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"math"
-	"strings"
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/peer"
 
-	"github.com/fedgrid/fedgrid/dataset"
 	"github.com/fedgrid/fedgrid/gateway/service"
 	"github.com/fedgrid/fedgrid/gateway/store"
 	"github.com/fedgrid/fedgrid/p2p"
@@ -223,124 +220,11 @@ func truncate(s string, n int) string {
 // --- data scientists --------------------------------------------------------
 
 func (g *Gateway) handleSubmit(_ context.Context, c caller, req *wire.SubmitRequest) (*wire.JobInfo, error) {
-	u, from := c.User, c.peer
-	ds, err := g.store.Dataset(req.Dataset)
+	v, err := g.svc.Submit(c.Actor, req.Dataset, req.Plan)
 	if err != nil {
-		return nil, service.Wrap(err, "dataset "+req.Dataset)
-	}
-	dec, err := g.store.CanTrain(u.ID, ds.ID)
-	if err != nil {
-		return nil, service.Wrap(err, "dataset "+req.Dataset)
-	}
-	if !dec.Allowed {
-		return nil, p2p.Errorf(p2p.CodeForbidden, "you may not train on dataset %q: %s (ask with fedgrid request permission)", ds.Name, dec.Reason)
-	}
-	pl, err := plan.Parse(req.Plan)
-	if err != nil {
-		return nil, p2p.Errorf(p2p.CodeBadRequest, "plan refused: %v", err)
-	}
-	planJSON, hostedID := json.RawMessage(req.Plan), pl.Model
-	var init json.RawMessage
-	if hostedID != "" {
-		if pl, planJSON, init, err = g.resolveHosted(pl); err != nil {
-			return nil, err
-		}
-	}
-	report, err := plan.Check(pl, ds.Columns)
-	if err != nil {
-		return nil, p2p.Errorf(p2p.CodeBadRequest, "plan does not fit dataset %q: %v", ds.Name, err)
-	}
-	j := &store.Job{
-		DatasetID: ds.ID, UserID: u.ID, Requester: from.String(), Plan: planJSON, Init: init, HostedModel: hostedID,
-		MaxAttempts: g.cfg.MaxAttempts, AttemptTimeout: g.cfg.AttemptTimeout, Deadline: time.Now().Add(g.cfg.JobTimeout),
-		PlanTable: report.String(), Review: dec.Review,
-	}
-	if pl.Train.Workers > 1 {
-		j.Shards, j.Rounds = pl.Train.Workers, max(1, pl.Train.Rounds)
-		if pl.Train.Workers > ds.Rows {
-			return nil, p2p.Errorf(p2p.CodeBadRequest, "train.workers is %d but dataset %q has %d rows", pl.Train.Workers, ds.Name, ds.Rows)
-		}
-	}
-	if err := releaseCost(j, pl, ds); err != nil {
 		return nil, err
 	}
-	// Private data: the release's epsilon is reserved now, so that no job
-	// trains whose result could never be paid for.
-	if ds.Visibility != store.VisibilityPublic && j.EpsilonMicroEps > 0 {
-		err = g.store.CreateJobReserving(j, j.EpsilonMicroEps)
-	} else {
-		err = g.store.CreateJob(j)
-	}
-	if err != nil {
-		if errors.Is(err, store.ErrInsufficientBudget) {
-			return nil, service.Errorf(service.InsufficientBudget, "releasing this job's result would cost epsilon %.6g on dataset %q, more than your budget allows (%s); ask for more with fedgrid request budget",
-				wire.Epsilon(j.EpsilonMicroEps), ds.Name, strings.TrimPrefix(err.Error(), "store: "))
-		}
-		return nil, service.Wrap(err, "job")
-	}
-	g.metrics.submitted.Inc()
-	g.log.Info("job queued", "job", j.ID, "dataset", ds.ID, "user", u.ID, "workers", j.Shards, "epsilon_micro", j.EpsilonMicroEps, "review", dec.Review, "hosted_model", hostedID)
-	g.wake(g.kick)
-	g.wake(g.coordKick)
-	return g.svc.View(c.Actor, j).Info(g.ID()), nil
-}
-
-// resolveHosted turns a plan that names a hosted model ("model": "<id>",
-// with only training settings) into the full plan the node trains: the
-// hosted model's plan with the request's settings (plan.Resolve), and the
-// hosted weights as the job's starting weights. The job keeps both, so it
-// trains as submitted even if the model is deleted or replaced meanwhile,
-// and its released model carries the resolved plan.
-func (g *Gateway) resolveHosted(pl *plan.Plan) (*plan.Plan, json.RawMessage, json.RawMessage, error) {
-	raw, err := g.store.HostedModelJSON(pl.Model)
-	if errors.Is(err, store.ErrNotFound) {
-		return nil, nil, nil, p2p.Errorf(p2p.CodeBadRequest, "plan refused: model %q is not hosted on this gateway (its catalog lists the hosted models)", pl.Model)
-	}
-	if err != nil {
-		return nil, nil, nil, err
-	}
-	hosted, err := plan.ParseModel(raw)
-	if err != nil {
-		return nil, nil, nil, fmt.Errorf("hosted model %q: %w", pl.Model, err)
-	}
-	resolved, err := plan.Resolve(pl, hosted)
-	if err != nil {
-		return nil, nil, nil, p2p.Errorf(p2p.CodeBadRequest, "plan refused: %v", err)
-	}
-	planJSON, err := json.Marshal(resolved)
-	if err != nil {
-		return nil, nil, nil, err
-	}
-	if len(planJSON) > plan.MaxPlanBytes {
-		return nil, nil, nil, p2p.Errorf(p2p.CodeBadRequest, "plan refused: hosted model %q's plan is %d bytes, more than the limit of %d", pl.Model, len(planJSON), plan.MaxPlanBytes)
-	}
-	init, err := json.Marshal(hosted.Params)
-	if err != nil {
-		return nil, nil, nil, err
-	}
-	return resolved, planJSON, init, nil
-}
-
-// releaseCost sets the job's privacy cost: the epsilon of its DP-SGD plan on
-// the dataset's training rows (the same count the node's accountant uses),
-// rounded up to whole micro-epsilon. A plan without DP-SGD costs nothing and
-// has no formal guarantee (DP false).
-func releaseCost(j *store.Job, pl *plan.Plan, ds *store.Dataset) error {
-	if pl.Privacy == nil || pl.Privacy.DPSGD == nil {
-		return nil
-	}
-	train, _ := dataset.SplitIndices(ds.Rows, pl.Train.ValidationFraction, pl.Train.Seed)
-	eps, err := pl.Epsilon(len(train))
-	if err != nil {
-		return p2p.Errorf(p2p.CodeBadRequest, "cannot account the plan's privacy on dataset %q: %v", ds.Name, err)
-	}
-	if math.IsNaN(eps) || math.IsInf(eps, 0) || eps > wire.MaxEpsilon {
-		return p2p.Errorf(p2p.CodeBadRequest, "the plan's DP-SGD spends epsilon %v on dataset %q: too much to account; add noise or train fewer steps", eps, ds.Name)
-	}
-	j.EpsilonMicroEps = int64(wire.MicroEpsCharge(eps))
-	j.Delta = pl.Privacy.Delta
-	j.DP = true
-	return nil
+	return v.Info(g.ID()), nil
 }
 
 func (g *Gateway) handleJob(_ context.Context, c caller, req *wire.JobRequest) (*wire.JobInfo, error) {

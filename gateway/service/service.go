@@ -12,28 +12,42 @@ package service
 
 import (
 	"log/slog"
+	"time"
 
 	"github.com/fedgrid/fedgrid/gateway/store"
 )
 
 // Hooks let the gateway react after a change has been committed. Any may be nil.
 type Hooks struct {
+	// JobSubmitted: a job was queued.
+	JobSubmitted func(*store.Job)
 	// JobCancelled: a job was cancelled (its shards with it).
 	JobCancelled func(*store.Job)
+}
+
+// JobPolicy is the retry policy given to every new job (zero: no limit).
+type JobPolicy struct {
+	MaxAttempts    int
+	AttemptTimeout time.Duration
+	JobTimeout     time.Duration
 }
 
 // Config configures a Service.
 type Config struct {
 	Store  *store.Store
 	Hooks  Hooks
-	Logger *slog.Logger // nil: discard
+	Jobs   JobPolicy
+	Logger *slog.Logger     // nil: discard
+	Now    func() time.Time // nil: time.Now
 }
 
 // Service is the gateway's service layer over one store.
 type Service struct {
 	st    *store.Store
 	hooks Hooks
+	jobs  JobPolicy
 	log   *slog.Logger
+	now   func() time.Time
 }
 
 // New builds the service layer.
@@ -41,7 +55,10 @@ func New(cfg Config) *Service {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	return &Service{st: cfg.Store, hooks: cfg.Hooks, log: cfg.Logger}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	return &Service{st: cfg.Store, hooks: cfg.Hooks, jobs: cfg.Jobs, log: cfg.Logger, now: cfg.Now}
 }
 
 // Store is the store under the service.
