@@ -386,8 +386,22 @@ func (c *Client) Job(ctx context.Context, gw peer.ID, id string) (*wire.JobInfo,
 	return call(ctx, c, gw, wire.Job(), &wire.JobRequest{Job: id})
 }
 
-// Wait polls a job until it ends, calling onUpdate on every change.
+// Wait polls a job until it ends, calling onUpdate on every change. A job
+// on review-gated data reads under_review from submission to a compliance
+// officer's decision: Wait returns then too (see WaitDecision).
 func (c *Client) Wait(ctx context.Context, gw peer.ID, id string, onUpdate func(*wire.JobInfo)) (*wire.JobInfo, error) {
+	return c.waitUntil(ctx, gw, id, onUpdate, func(j *wire.JobInfo) bool {
+		return wire.Terminal(j.State) || j.State == wire.StateUnderReview
+	})
+}
+
+// WaitDecision is Wait that, for a job under review, goes on waiting until
+// the officer decides: the outcome released, or the release denied.
+func (c *Client) WaitDecision(ctx context.Context, gw peer.ID, id string, onUpdate func(*wire.JobInfo)) (*wire.JobInfo, error) {
+	return c.waitUntil(ctx, gw, id, onUpdate, func(j *wire.JobInfo) bool { return wire.Terminal(j.State) })
+}
+
+func (c *Client) waitUntil(ctx context.Context, gw peer.ID, id string, onUpdate func(*wire.JobInfo), done func(*wire.JobInfo) bool) (*wire.JobInfo, error) {
 	var last string
 	for {
 		j, err := c.Job(ctx, gw, id)
@@ -403,7 +417,7 @@ func (c *Client) Wait(ctx context.Context, gw peer.ID, id string, onUpdate func(
 				onUpdate(j)
 			}
 			last = sig
-			if wire.Terminal(j.State) {
+			if done(j) {
 				return j, nil
 			}
 		}

@@ -16,6 +16,7 @@ import (
 	"github.com/fedgrid/fedgrid/dataset"
 	"github.com/fedgrid/fedgrid/gateway"
 	"github.com/fedgrid/fedgrid/gateway/store"
+	"github.com/fedgrid/fedgrid/internal/wait"
 	"github.com/fedgrid/fedgrid/p2p"
 	"github.com/fedgrid/fedgrid/plan"
 	"github.com/fedgrid/fedgrid/wire"
@@ -106,21 +107,30 @@ func TestReleaseReview(t *testing.T) {
 	if u, _ := st.User(e.users[0].ID); u.ReservedMicroEps != wantMicro || u.BudgetMicroEps != 5_000_000-wantMicro {
 		t.Fatalf("reservation: %+v", u)
 	}
-	var leaked []wire.Progress
+	var leaked []wire.JobInfo
 	j, err = alice.Wait(ctx, gwID, j.ID, func(u *wire.JobInfo) {
-		if u.Progress.Loss != 0 || !u.Progress.LossWithheld {
-			leaked = append(leaked, u.Progress)
+		if u.Progress != (wire.Progress{LossWithheld: true}) || u.State != wire.StateUnderReview || u.Attempt != 0 {
+			leaked = append(leaked, *u)
 		}
 	})
-	if err != nil || j.State != wire.StateSucceeded {
+	if err != nil || j.State != wire.StateUnderReview {
 		t.Fatalf("job %+v %v", j, err)
 	}
-	if j.Release != wire.ReleasePending || j.Metrics != nil || j.Request == "" {
-		t.Fatalf("private result not pending, or metrics shown: %+v", j)
+	// The requester's view stays the same until the officer decides; the
+	// job itself runs to its end meanwhile.
+	wait.For(t, time.Minute, "the job to succeed", wait.Is(func() bool {
+		cur, _ := st.Job(j.ID)
+		return cur.State == wire.StateSucceeded
+	}))
+	stored, _ := st.Job(j.ID)
+	j, _ = alice.Job(ctx, gwID, j.ID)
+	if j.State != wire.StateUnderReview || j.Release != wire.ReleasePending || j.Metrics != nil || j.Request != "" || j.FinishedAt != nil || j.StartedAt != nil {
+		t.Fatalf("a finished job under review shows more than it is under review: %+v", j)
 	}
 	if len(leaked) > 0 {
-		t.Fatalf("the requester saw the training loss of a job under review: %+v", leaked)
+		t.Fatalf("the requester saw progress of a job under review: %+v", leaked)
 	}
+	j.Request = stored.RequestID // the officer's queue has it; the requester does not
 
 	// No path serves it before approval.
 	if _, err := alice.Model(ctx, gwID, j.ID); !p2p.IsCode(err, p2p.CodeForbidden) || !strings.Contains(err.Error(), "review") {
@@ -155,8 +165,9 @@ func TestReleaseReview(t *testing.T) {
 	if rs, err := bob.Requests(ctx, gwID, "", ""); err != nil || len(rs) != 0 {
 		t.Fatalf("bob's list: %v %v", rs, err)
 	}
-	if rs, err := alice.Requests(ctx, gwID, j.Request, ""); err != nil || len(rs) != 1 || rs[0].State != wire.RequestPending || rs[0].Kind != wire.KindRelease {
-		t.Fatalf("alice's request: %+v %v", rs, err)
+	// Nor does Alice see it yet: it was filed when the job ended.
+	if _, err := alice.Requests(ctx, gwID, j.Request, ""); !p2p.IsCode(err, p2p.CodeNotFound) {
+		t.Fatalf("alice reading her pending release request: %v", err)
 	}
 	if u, _ := st.User(e.users[0].ID); u.SpentMicroEps != 0 {
 		t.Fatalf("charged before approval: %+v", u)
@@ -202,9 +213,15 @@ func TestReleaseReview(t *testing.T) {
 	if j2.DP || j2.Epsilon != 0 {
 		t.Fatalf("non-DP job %+v", j2)
 	}
-	if j2, err = alice.Wait(ctx, gwID, j2.ID, nil); err != nil || j2.Release != wire.ReleasePending {
+	if j2, err = alice.Wait(ctx, gwID, j2.ID, nil); err != nil || j2.Release != wire.ReleasePending || j2.State != wire.StateUnderReview {
 		t.Fatalf("non-DP job %+v %v", j2, err)
 	}
+	wait.For(t, time.Minute, "the non-DP job to succeed", wait.Is(func() bool {
+		cur, _ := st.Job(j2.ID)
+		return cur.State == wire.StateSucceeded
+	}))
+	stored2, _ := st.Job(j2.ID)
+	j2.Request = stored2.RequestID
 	if r, _ := st.GetRequest(j2.Request); !strings.Contains(r.Guarantee, "NO FORMAL PRIVACY GUARANTEE") || r.PlanTable == "" || !strings.Contains(r.PlanTable, "matmul") {
 		t.Fatalf("request shows no guarantee warning or plan table: %+v", r)
 	}
@@ -212,7 +229,7 @@ func TestReleaseReview(t *testing.T) {
 		t.Fatal(err)
 	}
 	j2, _ = alice.Job(ctx, gwID, j2.ID)
-	if j2.Release != wire.ReleaseDenied || j2.ReleaseReason != "not differentially private" {
+	if j2.State != wire.StateDenied || j2.Release != wire.ReleaseDenied || j2.ReleaseReason != "not differentially private" || j2.Metrics != nil {
 		t.Fatalf("denied job %+v", j2)
 	}
 	if _, err := alice.Model(ctx, gwID, j2.ID); !p2p.IsCode(err, p2p.CodeForbidden) || !strings.Contains(err.Error(), "not differentially private") {
@@ -245,6 +262,12 @@ func TestWithdrawOverP2P(t *testing.T) {
 	if j, err = alice.Wait(ctx, gwID, j.ID, nil); err != nil || j.Release != wire.ReleasePending {
 		t.Fatalf("job %+v %v", j, err)
 	}
+	wait.For(t, time.Minute, "the job to succeed", wait.Is(func() bool {
+		cur, _ := st.Job(j.ID)
+		return cur.State == wire.StateSucceeded
+	}))
+	stored, _ := st.Job(j.ID)
+	j.Request = stored.RequestID // hidden from the requester until decided; withdrawal by ID still works
 	if u, _ := st.User(e.users[0].ID); u.ReservedMicroEps == 0 {
 		t.Fatalf("nothing reserved: %+v", u)
 	}
@@ -267,11 +290,28 @@ func TestWithdrawOverP2P(t *testing.T) {
 	if _, err := alice.Withdraw(ctx, gwID, j.Request, ""); !p2p.IsCode(err, p2p.CodeConflict) {
 		t.Fatalf("second withdrawal: %v", err)
 	}
-	if j, _ = alice.Job(ctx, gwID, j.ID); j.Release != wire.ReleaseWithdrawn || j.Metrics != nil || !j.Progress.LossWithheld {
+	if j, _ = alice.Job(ctx, gwID, j.ID); j.State != wire.StateCancelled || j.Release != wire.ReleaseWithdrawn || j.Metrics != nil || !j.Progress.LossWithheld {
 		t.Fatalf("withdrawn job %+v", j)
 	}
-	if _, err := alice.Model(ctx, gwID, j.ID); !p2p.IsCode(err, p2p.CodeForbidden) || !strings.Contains(err.Error(), "withdrew") {
+	if _, err := alice.Model(ctx, gwID, j.ID); !p2p.IsCode(err, p2p.CodeForbidden) || !strings.Contains(err.Error(), "cancelled before its outcome was released") {
 		t.Fatalf("model of a withdrawn release: %v", err)
+	}
+
+	// Cancelling a job under review that has already ended withdraws its
+	// outcome: it reads as a job cancelled while running would.
+	j3, err := alice.Submit(ctx, gwID, priv.ID, readFile(t, filepath.Join("..", "plan", "testdata", "dp_logreg_pima.json")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	wait.For(t, time.Minute, "the job to succeed", wait.Is(func() bool {
+		cur, _ := st.Job(j3.ID)
+		return cur.State == wire.StateSucceeded
+	}))
+	if j3, err = alice.Cancel(ctx, gwID, j3.ID); err != nil || j3.State != wire.StateCancelled || j3.Release != wire.ReleaseWithdrawn || j3.FinishedAt != nil {
+		t.Fatalf("cancel of a finished job under review: %+v %v", j3, err)
+	}
+	if u, _ := st.User(e.users[0].ID); u.ReservedMicroEps != 0 || u.SpentMicroEps != 0 {
+		t.Fatalf("after cancelling a finished job under review: %+v", u)
 	}
 }
 

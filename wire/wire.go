@@ -276,7 +276,9 @@ type JobInfo struct {
 	// 0 with DP false: the plan has no formal privacy guarantee.
 	Epsilon float64 `json:"epsilon,omitempty"`
 	DP      bool    `json:"dp,omitempty"`
-	// Release: "" until the job succeeds, then released, pending, approved or denied.
+	// Release: "" until the job ends, then released, pending, approved,
+	// denied or withdrawn. A requester sees "pending" from submission on
+	// while the job is under review.
 	Release string `json:"release,omitempty"`
 	// ReleaseReason says why (a denial's reason).
 	ReleaseReason string `json:"release_reason,omitempty"`
@@ -427,9 +429,21 @@ const (
 	StateCancelled = "cancelled"
 )
 
-// JobStates lists every job state, in lifecycle order.
+// States a requester sees instead of the job's own while the outcome of a
+// job on review-gated (private) data waits for, or was refused by, a
+// compliance officer: neither the outcome (succeeded or failed) nor when it
+// came is shown before the decision. They are never stored.
+const (
+	// StateUnderReview: from submission to the officer's decision.
+	StateUnderReview = "under_review"
+	// StateDenied: the officer refused to release the outcome (ReleaseReason says why).
+	StateDenied = "denied"
+)
+
+// JobStates lists every job state, in lifecycle order, then the states
+// only a requester's view carries.
 func JobStates() []string {
-	return []string{StateQueued, StateRunning, StateSucceeded, StateFailed, StateCancelled}
+	return []string{StateQueued, StateRunning, StateSucceeded, StateFailed, StateCancelled, StateUnderReview, StateDenied}
 }
 
 // RequestStates lists every request state.
@@ -440,9 +454,10 @@ func RequestStates() []string {
 // RequestKinds lists every request kind.
 func RequestKinds() []string { return []string{KindRelease, KindBudget, KindPermission} }
 
-// Terminal reports whether a job in state s will not change any more.
+// Terminal reports whether a job in state s will not change any more
+// (a denial, as a requester sees it, is final too).
 func Terminal(s string) bool {
-	return s == StateSucceeded || s == StateFailed || s == StateCancelled
+	return s == StateSucceeded || s == StateFailed || s == StateCancelled || s == StateDenied
 }
 
 // ModelResponse carries a released model (fedgrid.model/v1 JSON).

@@ -215,6 +215,9 @@ func releaseLine(j *wire.JobInfo) string {
 	case wire.ReleaseWithdrawn:
 		return fmt.Sprintf("withdrawn: %s (nothing charged)", j.ReleaseReason)
 	case wire.ReleasePending:
+		if j.Request == "" {
+			return fmt.Sprintf("under review: %s (%s reserved)", j.ReleaseReason, cost)
+		}
 		return fmt.Sprintf("waiting for a compliance officer's review (request %s; %s reserved)", j.Request, cost)
 	}
 	if j.Review {

@@ -232,7 +232,7 @@ func printPreview(g *globals, r client.Result) {
 func trainCmd(g *globals) *cobra.Command {
 	var cf clientFlags
 	var ref, planFile string
-	var wait bool
+	var wait, waitReview bool
 	c := &cobra.Command{
 		Use:   "train",
 		Short: "submit a plan to train on a dataset you cannot see",
@@ -264,24 +264,46 @@ func trainCmd(g *globals) *cobra.Command {
 			if !cf.json {
 				fmt.Fprintf(g.stderr, "job %s queued\n", j.Ref)
 			}
-			j, err = cl.Wait(cmd.Context(), gw, j.ID, progressPrinter(g, cf.json))
-			if err != nil {
-				return err
-			}
-			if err := printJob(g, cf.json, j); err != nil {
-				return err
-			}
-			if j.State != wire.StateSucceeded {
-				return fmt.Errorf("job %s %s: %s", j.Ref, j.State, j.Error)
-			}
-			return nil
+			return waitJob(cmd.Context(), g, cf.json, cl, gw, j, waitReview)
 		},
 	}
 	cf.add(c, true)
 	c.Flags().StringVar(&ref, "dataset", "", "GATEWAY_PEER_ID/DATASET_ID (from fedgrid search)")
 	c.Flags().StringVar(&planFile, "plan", "", "plan file (fedgrid.plan/v1 JSON)")
-	c.Flags().BoolVar(&wait, "wait", false, "wait until the job ends, showing progress")
+	c.Flags().BoolVar(&wait, "wait", false, "wait until the job ends, showing progress (on review-gated data: until it is under review)")
+	c.Flags().BoolVar(&waitReview, "wait-review", false, "with --wait, on review-gated data: also wait for the compliance officer's decision")
 	return c
+}
+
+// waitJob follows a job until it ends, or, on review-gated data, until it
+// is under review (and, with decision, until the officer decides). It
+// prints the job and fails (exit 1) unless it succeeded or waits for review.
+func waitJob(ctx context.Context, g *globals, asJSON bool, cl *client.Client, gw peer.ID, j *wire.JobInfo, decision bool) error {
+	wait := cl.Wait
+	if decision {
+		wait = cl.WaitDecision
+	}
+	j, err := wait(ctx, gw, j.ID, progressPrinter(g, asJSON))
+	if err != nil {
+		return err
+	}
+	if err := printJob(g, asJSON, j); err != nil {
+		return err
+	}
+	switch j.State {
+	case wire.StateSucceeded:
+		return nil
+	case wire.StateUnderReview:
+		fmt.Fprintf(g.stderr, "job %s is under review: its outcome (a model or an error) is shown once a compliance officer releases it; "+
+			"follow it with fedgrid job %s, or wait for the decision with fedgrid job %s --watch --wait-review\n", j.Ref, j.Ref, j.Ref)
+		return nil
+	case wire.StateDenied:
+		return fmt.Errorf("job %s: the release of its outcome was denied: %s", j.Ref, j.ReleaseReason)
+	}
+	if j.Error != "" {
+		return fmt.Errorf("job %s %s: %s", j.Ref, j.State, j.Error)
+	}
+	return fmt.Errorf("job %s %s: %s", j.Ref, j.State, j.ReleaseReason)
 }
 
 func progressPrinter(g *globals, quiet bool) func(*wire.JobInfo) {
@@ -331,7 +353,7 @@ func printJob(g *globals, asJSON bool, j *wire.JobInfo) error {
 
 func jobCmd(g *globals) *cobra.Command {
 	var cf clientFlags
-	var watch bool
+	var watch, waitReview bool
 	c := &cobra.Command{
 		Use:   "job JOB_REF",
 		Short: "show a job's state (JOB_REF is GATEWAY_PEER_ID/JOB_ID)",
@@ -343,9 +365,12 @@ func jobCmd(g *globals) *cobra.Command {
 			}
 			defer cl.Close()
 			var j *wire.JobInfo
-			if watch {
+			switch {
+			case watch && waitReview:
+				j, err = cl.WaitDecision(cmd.Context(), gw, id, progressPrinter(g, cf.json))
+			case watch:
 				j, err = cl.Wait(cmd.Context(), gw, id, progressPrinter(g, cf.json))
-			} else {
+			default:
 				j, err = cl.Job(cmd.Context(), gw, id)
 			}
 			if err != nil {
@@ -355,7 +380,8 @@ func jobCmd(g *globals) *cobra.Command {
 		},
 	}
 	cf.add(c, true)
-	c.Flags().BoolVar(&watch, "watch", false, "follow the job until it ends, with a progress bar")
+	c.Flags().BoolVar(&watch, "watch", false, "follow the job until it ends (or is under review), with a progress bar")
+	c.Flags().BoolVar(&waitReview, "wait-review", false, "with --watch: for a job under review, follow it until the compliance officer decides")
 	c.AddCommand(jobCancelCmd(g))
 	return c
 }

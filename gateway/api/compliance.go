@@ -39,6 +39,8 @@ type RequestView struct {
 	PlanTable       string          `json:"plan_table,omitempty"`
 	Plan            json.RawMessage `json:"plan,omitempty"`
 	Metrics         json.RawMessage `json:"metrics,omitempty"`
+	// Error: the job failed; its outcome to release (or not) is this error.
+	Error string `json:"error,omitempty"`
 	// AutoApprovable: an approval rule could ever approve it (false without DP-SGD).
 	AutoApprovable bool `json:"auto_approvable"`
 
@@ -146,7 +148,7 @@ type RuleList struct {
 func (a *API) requestView(sv *service.RequestView, withHistory bool, users map[string]*store.User) RequestView {
 	r := sv.Request
 	v := RequestView{ID: r.ID, Kind: r.Kind, State: r.State, UserID: r.UserID, Requester: r.Requester, Reason: r.Reason,
-		JobID: r.JobID, DP: r.DP, Delta: r.Delta, Guarantee: r.Guarantee, PlanTable: r.PlanTable, Plan: r.Plan, Metrics: r.Metrics,
+		JobID: r.JobID, DP: r.DP, Delta: r.Delta, Guarantee: r.Guarantee, PlanTable: r.PlanTable, Plan: r.Plan, Metrics: r.Metrics, Error: r.Error,
 		Permission: r.Permission, CreatedAt: r.CreatedAt, AutoApprovable: r.Kind == wire.KindRelease && r.DP}
 	user := func(id string) *store.User {
 		if id == "" {

@@ -59,8 +59,20 @@ func TestReviewQueueHTTP(t *testing.T) {
 	e.want(e.do("GET", "/api/v1/requests/"+r.ID, bob, nil), 404)
 	e.want(e.do("GET", "/api/v1/requests?user="+aliceID, bob, nil), 403)
 	e.want(e.do("GET", "/api/v1/jobs/"+j.ID, bob, nil), 404)
-	for _, path := range []string{"/api/v1/requests/" + r.ID, "/api/v1/requests", "/api/v1/jobs/" + j.ID, "/api/v1/jobs"} {
+	// Her pending release request is not shown to her at all (it was filed
+	// when the job ended; its appearing would say when): her job reads
+	// under review until the decision.
+	e.want(e.do("GET", "/api/v1/requests/"+r.ID, alice, nil), 404)
+	var aliceJob store.Job
+	e.want(e.do("GET", "/api/v1/jobs/"+j.ID, alice, nil), 200).decode(t, &aliceJob)
+	if aliceJob.State != wire.StateUnderReview || aliceJob.RequestID != "" || !aliceJob.FinishedAt.IsZero() {
+		t.Fatalf("the requester's view of a job under review: %+v", aliceJob)
+	}
+	for _, path := range []string{"/api/v1/requests", "/api/v1/jobs/" + j.ID, "/api/v1/jobs"} {
 		res := e.want(e.do("GET", path, alice, nil), 200)
+		if strings.Contains(string(res.body), r.ID) {
+			t.Fatalf("%s shows the requester her pending release request: %s", path, res.body)
+		}
 		if strings.Contains(string(res.body), "0.81") || strings.Contains(string(res.body), modelMarker) {
 			t.Fatalf("%s shows the requester metrics or weights before release: %s", path, res.body)
 		}

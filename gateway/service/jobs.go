@@ -1,6 +1,7 @@
 package service
 
 import (
+	"errors"
 	"slices"
 	"strings"
 
@@ -59,17 +60,36 @@ func (s *Service) Jobs(a Actor, f JobFilter) ([]*JobView, error) {
 }
 
 // CancelJob cancels a queued or running job the actor may see (its shards
-// with it, in the same transaction).
+// with it, in the same transaction). The requester of a job under review
+// cancels it whatever became of it meanwhile: a job still going is
+// cancelled, a finished one's release is withdrawn (its outcome never
+// leaves, its reservation is refunded); both read the same afterwards.
 func (s *Service) CancelJob(a Actor, id string) (*JobView, error) {
-	if _, err := s.Job(a, id); err != nil {
+	v, err := s.Job(a, id)
+	if err != nil {
 		return nil, err
 	}
+	reviewed := v.Owner && v.Job.State == wire.StateUnderReview
 	j, err := s.st.CancelBy(id, a.UserID())
-	if err != nil {
-		return nil, Wrap(err, "job "+id)
-	}
-	if s.hooks.JobCancelled != nil {
+	if reviewed && errors.Is(err, store.ErrConflictState) {
+		// It ended: withdraw its outcome instead.
+		cur, gerr := s.st.Job(id)
+		if gerr != nil {
+			return nil, Wrap(gerr, "job "+id)
+		}
+		if cur.Release == wire.ReleasePending && cur.RequestID != "" {
+			if _, err = s.st.Withdraw(cur.RequestID, a.UserID(), "the requester cancelled the job"); err == nil {
+				j, err = s.st.Job(id)
+			}
+		}
+	} else if err == nil && s.hooks.JobCancelled != nil {
 		s.hooks.JobCancelled(j)
+	}
+	if err != nil {
+		if reviewed {
+			return nil, Errorf(Conflict, "job %s can no longer be cancelled: its outcome was decided", id)
+		}
+		return nil, Wrap(err, "job "+id)
 	}
 	s.log.Info("job cancelled", "job", j.ID, "by", a.UserID())
 	return s.jobView(a, j), nil
@@ -83,6 +103,17 @@ func (s *Service) Result(a Actor, id string) ([]byte, error) {
 	j, err := s.st.Job(id)
 	if err != nil || jobSight(a, j) != asOwner {
 		return nil, Errorf(NotFound, "job %s not found", id)
+	}
+	if released := s.released(j); underReview(j, released) {
+		var c store.Job
+		reviewedView(&c, j)
+		switch c.State {
+		case wire.StateDenied:
+			return nil, Errorf(Forbidden, "job %s: the release of its outcome was denied: %s", j.ID, c.ReleaseReason)
+		case wire.StateCancelled:
+			return nil, Errorf(Forbidden, "job %s: %s", j.ID, c.ReleaseReason)
+		}
+		return nil, Errorf(Forbidden, "job %s is under review: %s", j.ID, pendingOutcome)
 	}
 	if j.State != wire.StateSucceeded {
 		return nil, Errorf(Conflict, "job %s has no result: it is %s", j.ID, j.State)

@@ -98,6 +98,10 @@ func (s *Service) jobView(a Actor, j *store.Job) *JobView {
 		return v
 	}
 	released := s.released(j)
+	if underReview(j, released) {
+		reviewedView(&c, j)
+		return v
+	}
 	if j.State == wire.StateSucceeded && !released {
 		c.Metrics = nil
 	}
@@ -105,6 +109,46 @@ func (s *Service) jobView(a Actor, j *store.Job) *JobView {
 		c.Progress.Loss, c.Progress.LossWithheld = 0, true
 	}
 	return v
+}
+
+// underReview reports whether a job's outcome is gated by review and not
+// released: a job whose result was due for review at submit (private data,
+// no override), from submission until an officer releases its outcome.
+// A failed job with no release state is a record from before failures
+// were reviewed (or a failure released without review): shown as it is.
+func underReview(j *store.Job, released bool) bool {
+	if !(j.Review || j.RequestID != "") || released {
+		return false
+	}
+	return !(j.State == wire.StateFailed && j.Release == "")
+}
+
+// pendingOutcome is what a requester reads while the outcome waits.
+const pendingOutcome = "the job trained on review-gated data: its outcome (a model or an error) is shown once a compliance officer releases it"
+
+// reviewedView replaces c, the requester's copy of a job whose outcome is
+// under review, by what they may see of it: the same from submission to
+// the officer's decision, whatever the outcome and whenever it came. No
+// state but under_review, no attempt, node, progress, loss, early-stop
+// point, metrics, error, start or end time, release request; only what
+// was known at submission. After a denial the state is denied with the
+// officer's reason; after the requester withdrew (or cancelled) the job,
+// cancelled. Neither says how the job ended.
+func reviewedView(c *store.Job, j *store.Job) {
+	*c = store.Job{
+		ID: j.ID, DatasetID: j.DatasetID, UserID: j.UserID, Requester: j.Requester, Plan: j.Plan, CreatedAt: j.CreatedAt,
+		MaxAttempts: j.MaxAttempts, AttemptTimeout: j.AttemptTimeout, Deadline: j.Deadline, QueuedAt: j.CreatedAt,
+		Shards: j.Shards, Rounds: j.Rounds, InitSize: j.InitSize, HostedModel: j.HostedModel,
+		EpsilonMicroEps: j.EpsilonMicroEps, Delta: j.Delta, DP: j.DP, PlanTable: j.PlanTable, Review: j.Review, ReservationID: j.ReservationID,
+		State: wire.StateUnderReview, Release: wire.ReleasePending, ReleaseReason: pendingOutcome,
+		Progress: wire.Progress{LossWithheld: true},
+	}
+	switch {
+	case j.Release == wire.ReleaseDenied:
+		c.State, c.Release, c.ReleaseReason = wire.StateDenied, wire.ReleaseDenied, j.ReleaseReason
+	case j.Release == wire.ReleaseWithdrawn || j.State == wire.StateCancelled:
+		c.State, c.Release, c.ReleaseReason = wire.StateCancelled, wire.ReleaseWithdrawn, "the job was cancelled before its outcome was released; it stays with the gateway"
+	}
 }
 
 // RequestView is a request as one actor may see it.
@@ -144,8 +188,14 @@ func requestView(a Actor, r *store.Request) *RequestView {
 	if sg == asReviewer {
 		return v
 	}
+	if r.Kind == wire.KindRelease && r.State == wire.RequestPending {
+		// It is filed when the job ends: its appearing would tell the
+		// requester when, and so something of how. The job's view says
+		// it is under review until the decision.
+		return nil
+	}
 	if r.Kind == wire.KindRelease && r.State != wire.RequestApproved {
-		c.Metrics = nil
+		c.Metrics, c.Error = nil, ""
 	}
 	if r.Decision != nil {
 		d := *r.Decision

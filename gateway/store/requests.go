@@ -70,7 +70,10 @@ type Request struct {
 	PlanTable       string          `json:"plan_table,omitempty"`
 	Plan            json.RawMessage `json:"plan,omitempty"`
 	Metrics         json.RawMessage `json:"metrics,omitempty"`
-	ReservationID   string          `json:"reservation_id,omitempty"`
+	// Error: the job failed, and this is its error, released to the
+	// requester only with an approval (a release of the outcome).
+	Error         string `json:"error,omitempty"`
+	ReservationID string `json:"reservation_id,omitempty"`
 
 	// Budget: the epsilon asked for.
 	AmountMicroEps int64 `json:"amount_micro_eps,omitempty"`
@@ -92,7 +95,9 @@ func (s *Store) jobTransition(txn *badger.Txn, j *Job) error {
 		}
 	}
 	switch j.State {
-	case wire.StateFailed, wire.StateCancelled:
+	case wire.StateFailed:
+		return s.decideFailure(txn, j)
+	case wire.StateCancelled:
 		return s.refundJob(txn, j, "job "+j.State)
 	case wire.StateSucceeded:
 		return s.decideRelease(txn, j)
@@ -142,27 +147,77 @@ func guaranteeText(j *Job) string {
 		wire.Epsilon(j.EpsilonMicroEps), j.Delta)
 }
 
-// decideRelease settles a succeeded job's result, inside its transaction.
-func (s *Store) decideRelease(txn *badger.Txn, j *Job) error {
-	var d Dataset
-	dsErr := getJSON(txn, prefixDataset+j.DatasetID, &d)
-	if dsErr != nil && !errors.Is(dsErr, ErrNotFound) {
-		return dsErr
+// releasePolicy is how a finished job's outcome may leave, decided when it
+// ends: review says whether a compliance officer must decide (why, when
+// not); public, o and dsErr are what it was decided from.
+type releasePolicy struct {
+	review, public, forbidden bool
+	why                       string
+	d                         Dataset
+	dsErr                     error
+	o                         Override
+}
+
+func (s *Store) releasePolicyTxn(txn *badger.Txn, j *Job) (*releasePolicy, error) {
+	p := &releasePolicy{}
+	p.dsErr = getJSON(txn, prefixDataset+j.DatasetID, &p.d)
+	if p.dsErr != nil && !errors.Is(p.dsErr, ErrNotFound) {
+		return nil, p.dsErr
 	}
-	var o Override
-	if err := getJSON(txn, prefixOverride+j.DatasetID+"/"+j.UserID, &o); err != nil && !errors.Is(err, ErrNotFound) {
+	if err := getJSON(txn, prefixOverride+j.DatasetID+"/"+j.UserID, &p.o); err != nil && !errors.Is(err, ErrNotFound) {
+		return nil, err
+	}
+	p.public = p.dsErr == nil && p.d.Visibility == VisibilityPublic
+	p.review, p.why = !p.public, "public dataset"
+	if p.o.AutoRelease != nil {
+		p.review = !*p.o.AutoRelease
+		p.why = "per-user override: results released without review"
+	}
+	p.forbidden = p.o.Train != nil && !*p.o.Train
+	if p.forbidden || p.dsErr != nil {
+		p.review = true // nothing automatic for a user refused since submit, or a dataset gone
+	}
+	return p, nil
+}
+
+// decideFailure settles a failed top-level job, inside its transaction.
+// Whether a job fails can depend on a value in the data, so the outcome
+// of a job whose result was due for review (Review, set at submit) goes
+// through review like a model: a release request carrying the error,
+// the reservation held until the decision (approval charges it as for a
+// model, denial or withdrawal refunds it). Any other failed job is refunded.
+func (s *Store) decideFailure(txn *badger.Txn, j *Job) error {
+	if !j.Review {
+		return s.refundJob(txn, j, "job "+j.State)
+	}
+	p, err := s.releasePolicyTxn(txn, j)
+	if err != nil {
 		return err
 	}
-	public := dsErr == nil && d.Visibility == VisibilityPublic
-	review, why := !public, "public dataset"
-	if o.AutoRelease != nil {
-		review = !*o.AutoRelease
-		why = "per-user override: results released without review"
+	if !p.review {
+		return s.refundJob(txn, j, "job "+j.State)
 	}
-	forbidden := o.Train != nil && !*o.Train
-	if forbidden || dsErr != nil {
-		review = true // nothing automatic for a user refused since submit, or a dataset gone
+	r := releaseRequest(j, s.now().UTC())
+	r.Metrics, r.Error = nil, j.Error
+	j.RequestID = r.ID
+	j.Release, j.ReleaseReason = wire.ReleasePending, releasePendingReason
+	if err := putJSON(txn, prefixRequest+r.ID, r); err != nil {
+		return err
 	}
+	return s.audit(txn, AuditEvent{Action: "request.create", Target: "request/" + r.ID,
+		Detail: map[string]any{"kind": wire.KindRelease, "job_id": j.ID, "user_id": j.UserID, "dataset_id": j.DatasetID, "epsilon_micro_eps": j.EpsilonMicroEps, "dp": j.DP, "outcome": wire.StateFailed}})
+}
+
+// releasePendingReason is a pending release's reason, whatever the outcome.
+const releasePendingReason = "waits for a compliance officer's review"
+
+// decideRelease settles a succeeded job's result, inside its transaction.
+func (s *Store) decideRelease(txn *badger.Txn, j *Job) error {
+	p, err := s.releasePolicyTxn(txn, j)
+	if err != nil {
+		return err
+	}
+	d, dsErr, o, public, review, why, forbidden := p.d, p.dsErr, p.o, p.public, p.review, p.why, p.forbidden
 	now := s.now().UTC()
 	if !review {
 		charged, err := s.commitJob(txn, j, ReviewerOverride, "released without review: "+why)
@@ -185,7 +240,7 @@ func (s *Store) decideRelease(txn *badger.Txn, j *Job) error {
 	}
 	r := releaseRequest(j, now)
 	j.RequestID = r.ID
-	j.Release, j.ReleaseReason = wire.ReleasePending, "waits for a compliance officer's review"
+	j.Release, j.ReleaseReason = wire.ReleasePending, releasePendingReason
 	// An approval rule may decide, unless an override asks for a person, the
 	// user was refused since, or the plan has no formal guarantee.
 	if o.AutoRelease == nil && !forbidden && dsErr == nil && j.DP {

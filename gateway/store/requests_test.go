@@ -586,3 +586,68 @@ func TestNoSelfDealing(t *testing.T) {
 func released(j *Job) bool {
 	return j.Release == wire.ReleaseReleased || j.Release == wire.ReleaseApproved
 }
+
+// fail runs a job through grant and a failure reported by its node.
+func (e *complianceEnv) fail(t *testing.T, eps int64, review bool) *Job {
+	t.Helper()
+	j := &Job{DatasetID: e.priv.ID, UserID: e.ds.ID, EpsilonMicroEps: eps, DP: true, Delta: 1e-5, Review: review}
+	if err := e.s.CreateJobReserving(j, eps); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.s.Grant(j.ID, "node", time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.s.Fail(j.ID, 1, "node", "loss became +Inf"); err != nil {
+		t.Fatal(err)
+	}
+	out, err := e.s.Job(j.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// TestFailedOutcomeIsReviewed: a failed job whose result was due for
+// review goes to the review queue like a model (its error, not metrics),
+// and its reservation stays held until the decision: approval charges it
+// as for a model, denial refunds it. A failed job not due for review is
+// refunded at once, as before.
+func TestFailedOutcomeIsReviewed(t *testing.T) {
+	e := newComplianceEnv(t, 2_000_000)
+	j := e.fail(t, 300_000, true)
+	if j.State != wire.StateFailed || j.Release != wire.ReleasePending || j.RequestID == "" {
+		t.Fatalf("failed job %+v", j)
+	}
+	r, err := e.s.GetRequest(j.RequestID)
+	if err != nil || r.Kind != wire.KindRelease || r.State != wire.RequestPending || r.Error != "loss became +Inf" || r.Metrics != nil {
+		t.Fatalf("release request of a failure: %+v %v", r, err)
+	}
+	if u := e.user(t); u.ReservedMicroEps != 300_000 {
+		t.Fatalf("reservation not held until the decision: %+v", u)
+	}
+	if _, err := e.s.Decide(r.ID, true, e.officer[0].ID, "the error says nothing of the data"); err != nil {
+		t.Fatal(err)
+	}
+	if u := e.user(t); u.ReservedMicroEps != 0 || u.SpentMicroEps != 300_000 {
+		t.Fatalf("approved failure not charged like a model: %+v", u)
+	}
+	if j, _ := e.s.Job(j.ID); j.Release != wire.ReleaseApproved {
+		t.Fatalf("approved failure: %+v", j)
+	}
+
+	denied := e.fail(t, 200_000, true)
+	if _, err := e.s.Decide(denied.RequestID, false, e.officer[1].ID, "the error is the secret"); err != nil {
+		t.Fatal(err)
+	}
+	if u := e.user(t); u.ReservedMicroEps != 0 || u.SpentMicroEps != 300_000 {
+		t.Fatalf("denied failure charged: %+v", u)
+	}
+
+	plain := e.fail(t, 100_000, false)
+	if plain.Release != "" || plain.RequestID != "" {
+		t.Fatalf("a failure not due for review went to review: %+v", plain)
+	}
+	if u := e.user(t); u.ReservedMicroEps != 0 || u.SpentMicroEps != 300_000 {
+		t.Fatalf("failure not due for review not refunded: %+v", u)
+	}
+}
