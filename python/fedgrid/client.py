@@ -25,7 +25,10 @@ except ImportError:  # pragma: no cover
 
 __all__ = ["Client", "Dataset", "Job", "connect"]
 
-_ENDED = ("succeeded", "failed", "cancelled", "expired")
+_ENDED = ("succeeded", "failed", "cancelled", "expired", "denied")
+# A job on review-gated (private) data reads under_review to its requester
+# from submission until a compliance officer decides; waiting stops there.
+_UNDER_REVIEW = "under_review"
 
 
 def connect(bootstrap=None, key=None, network=None, psk_file=None, binary=None, timeout=120):
@@ -171,7 +174,7 @@ class Client:
         self._submitted.append(job.ref)
         if wait:
             job.wait(progress=progress, timeout=timeout, poll=poll)
-            if job.state != "succeeded":
+            if job.state not in ("succeeded", _UNDER_REVIEW):
                 raise FedgridError("job %s ended %s: %s" % (job.ref, job.state, job.error or "no reason given"))
         return job
 
@@ -349,8 +352,10 @@ class Job:
         return self
 
     def wait(self, progress=True, timeout=None, poll=0.5):
-        """Follow the job until it ends (or ``timeout`` seconds pass: then
-        FedgridError), with a progress bar over its epochs or rounds."""
+        """Follow the job until it ends, or is under review (on review-gated
+        data its outcome shows once an officer releases it), or ``timeout``
+        seconds pass (then FedgridError), with a progress bar over its epochs
+        or rounds."""
         deadline = None if timeout is None else time.monotonic() + timeout
         bar = None
         last = None
@@ -371,7 +376,7 @@ class Job:
                         sys.stderr.write("\rjob %s %s: epoch %d/%d loss %.4f " % (self.ref.split("/")[-1], self.state, epoch, epochs, p.get("loss") or 0))
                         sys.stderr.flush()
                         last = (epoch, epochs, self.state)
-                if self.done:
+                if self.done or self.state == _UNDER_REVIEW:
                     break
                 if deadline is not None and time.monotonic() > deadline:
                     raise FedgridError("job %s is still %s after %s seconds" % (self.ref, self.state, timeout))
