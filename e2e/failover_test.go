@@ -166,6 +166,11 @@ func TestLateNodeRefused(t *testing.T) {
 	adminJob(t, ctx, f.site.Admin, job.ID, "node A to run it", time.Minute, func(j harness.AdminJob) bool {
 		return j.State == "running" && j.Node == nodeA.Ready.PeerID
 	})
+	// The gateway marks the job running when it grants the lease, before
+	// node A has read the grant. Frozen in between, A would wake to a claim
+	// that timed out, never know it had the job and never hear it lost it
+	// (on a busy machine that window is wide): freeze A only once it trains.
+	waitTraining(t, nodeA, job.ID)
 	if err := syscall.Kill(nodeA.PID(), syscall.SIGSTOP); err != nil {
 		t.Fatal(err)
 	}
@@ -191,6 +196,20 @@ func TestLateNodeRefused(t *testing.T) {
 	if after.Node != nodeB.Ready.PeerID || after.Attempt != 2 || after.State != "succeeded" {
 		t.Fatalf("the late node changed the job: %+v", after)
 	}
+}
+
+// waitTraining waits until node n logs that it trains job: it holds the
+// lease, has the plan and data, and heartbeats.
+func waitTraining(t *testing.T, n *harness.Proc, job string) {
+	t.Helper()
+	wait.For(t, time.Minute, n.Name+" to train job "+job, func() error {
+		for _, line := range strings.Split(string(n.Stderr()), "\n") {
+			if strings.Contains(line, "msg=training") && strings.Contains(line, "job="+job) {
+				return nil
+			}
+		}
+		return fmt.Errorf("its log:\n%s", n.Tail(10))
+	})
 }
 
 // deadlineOf is ctx's deadline (testContext always sets one).
