@@ -8,7 +8,7 @@ import tempfile
 import time
 
 from ._cli import FedgridError, _message, find_binary, run
-from .model import Model, load_model
+from .model import load_model
 
 try:  # optional
     import pandas as _pd
