@@ -1,8 +1,10 @@
 // Command localnet starts a local fedgrid network on 127.0.0.1, every peer a
 // real process, for the Python tests and the quick-start notebook: a network
-// peer, Hospital A (the diabetes data) and Hospital B (the breast cancer
-// data), each with a gateway and a worker node, and a registered data
-// scientist's key. 20 % of each CSV is held back from upload.
+// peer, Hospital A and Hospital B, each with a gateway and a worker node, and
+// a registered data scientist's key. Both hospitals treat diabetes patients:
+// of the diabetes CSV, 20 % is held back (HOLDOUT) and the rest split between
+// A (60 %) and B (40 %), both datasets named pima-diabetes; B also hosts the
+// breast cancer data (20 % held back).
 //
 //	go run ./examples/localnet --bin bin/fedgrid --data examples/data --env /tmp/fg/env.json
 //
@@ -44,8 +46,10 @@ type Env struct {
 	Datasets  map[string]EnvEntry `json:"datasets"`
 }
 
-// EnvEntry is one hosted dataset.
+// EnvEntry is one hosted dataset; Env.Datasets has "pima-diabetes" (A's),
+// "pima-diabetes@b" (B's) and "wdbc-breast-cancer" (B's).
 type EnvEntry struct {
+	Name     string `json:"name"`
 	Ref      string `json:"ref"`
 	Gateway  string `json:"gateway"`
 	Admin    string `json:"admin"`
@@ -137,9 +141,17 @@ func wait(ctx context.Context) {
 
 func start(ctx context.Context, h *harness.Harness, dataDir string) (*Env, error) {
 	const network = "fedgrid-localnet"
-	hospitals := []struct{ site, display, csv, name, tag string }{
-		{"gateway-a", "Hospital A", "pima_diabetes.csv", "pima-diabetes", "diabetes"},
-		{"gateway-b", "Hospital B", "wdbc_breast_cancer.csv", "wdbc-breast-cancer", "oncology"},
+	type upload struct {
+		key, csv, name, tag string
+		part                int // 0: all the uploaded rows; 1, 2: A's or B's part
+	}
+	hospitals := []struct {
+		site, display string
+		uploads       []upload
+	}{
+		{"gateway-a", "Hospital A", []upload{{"pima-diabetes", "pima_diabetes.csv", "pima-diabetes", "diabetes", 1}}},
+		{"gateway-b", "Hospital B", []upload{{"pima-diabetes@b", "pima_diabetes.csv", "pima-diabetes", "diabetes", 2},
+			{"wdbc-breast-cancer", "wdbc_breast_cancer.csv", "wdbc-breast-cancer", "oncology", 0}}},
 	}
 	netPeer, err := h.StartNetwork(ctx, "network", harness.PeerOptions{Network: network})
 	if err != nil {
@@ -151,22 +163,28 @@ func start(ctx context.Context, h *harness.Harness, dataDir string) (*Env, error
 		return nil, err
 	}
 	env := &Env{Network: network, Bootstrap: []string{netPeer.Addr()}, Key: sci.Key, PeerID: sci.PeerID, Dir: h.Dir(), Datasets: map[string]EnvEntry{}}
+	want := 0
 	for _, hp := range hospitals {
-		up, ho, err := split(filepath.Join(dataDir, hp.csv), h.Path("data"))
-		if err != nil {
-			return nil, err
-		}
 		site, err := h.StartSite(ctx, hp.site, hp.display, "owner@"+hp.site+".example", "owner password "+hp.site, opts)
 		if err != nil {
 			return nil, err
 		}
-		csv, err := os.ReadFile(up)
-		if err != nil {
-			return nil, err
-		}
-		if _, err := site.Admin.UploadCSV(ctx, harness.Upload{Name: hp.name, Tags: []string{"medical", "public", hp.tag}, Visibility: "public",
-			Description: "copy of " + hp.csv + " (see examples/data/README.md)", FileName: hp.csv, CSV: csv}); err != nil {
-			return nil, err
+		for _, u := range hp.uploads {
+			parts, ho, err := split(filepath.Join(dataDir, u.csv), h.Path("data"))
+			if err != nil {
+				return nil, err
+			}
+			up := parts[u.part]
+			csv, err := os.ReadFile(up)
+			if err != nil {
+				return nil, err
+			}
+			if _, err := site.Admin.UploadCSV(ctx, harness.Upload{Name: u.name, Tags: []string{"medical", "public", u.tag}, Visibility: "public",
+				Description: hp.display + "'s copy of part of " + u.csv + " (see examples/data/README.md)", FileName: u.csv, CSV: csv}); err != nil {
+				return nil, err
+			}
+			env.Datasets[u.key] = EnvEntry{Name: u.name, Gateway: site.Gateway.PeerID, Admin: site.Gateway.HTTP, Upload: up, Holdout: ho, Hospital: hp.display}
+			want++
 		}
 		if _, err := site.StartNode(ctx, hp.site+"-node"); err != nil {
 			return nil, err
@@ -179,51 +197,53 @@ func start(ctx context.Context, h *harness.Harness, dataDir string) (*Env, error
 		if err := site.Admin.DoJSON(ctx, http.MethodPatch, "/api/v1/users/"+u.ID, map[string]float64{"budget_epsilon": 5}, nil); err != nil {
 			return nil, fmt.Errorf("%s: set the scientist's budget: %w", hp.display, err)
 		}
-		env.Datasets[hp.name] = EnvEntry{Gateway: site.Gateway.PeerID, Admin: site.Gateway.HTTP, Upload: up, Holdout: ho, Hospital: hp.display}
 	}
-	found, err := sci.WaitSearch(ctx, len(hospitals), 300*time.Millisecond, "medical")
+	found, err := sci.WaitSearch(ctx, want, 300*time.Millisecond, "medical")
 	if err != nil {
 		return nil, err
 	}
-	for name, e := range env.Datasets {
+	for key, e := range env.Datasets {
 		for _, r := range found {
-			if r.Gateway == e.Gateway && r.Dataset.Name == name {
+			if r.Gateway == e.Gateway && r.Dataset.Name == e.Name {
 				e.Ref = r.Ref
 			}
 		}
 		if e.Ref == "" {
-			return nil, fmt.Errorf("search medical did not find %q", name)
+			return nil, fmt.Errorf("search medical did not find %s's %q", e.Hospital, e.Name)
 		}
-		env.Datasets[name] = e
+		env.Datasets[key] = e
 	}
 	return env, nil
 }
 
-// split writes the upload and held-out parts (20 %, seed 1) of a CSV under dir.
-func split(src, dir string) (upload, holdout string, err error) {
+// split writes the parts of a CSV under dir: 20 % held out (seed 1), the
+// rest (uploads[0]) and that rest split 60/40 (uploads[1], uploads[2]).
+func split(src, dir string) (uploads [3]string, holdout string, err error) {
 	f, err := os.Open(src)
 	if err != nil {
-		return "", "", err
+		return uploads, "", err
 	}
 	defer f.Close()
 	t, err := dataset.ReadCSV(f, dataset.Limits{})
 	if err != nil {
-		return "", "", fmt.Errorf("%s: %w", src, err)
+		return uploads, "", fmt.Errorf("%s: %w", src, err)
 	}
 	up, ho := t.Split(0.2, 1)
+	a, b := up.Split(0.4, 2)
 	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return "", "", err
+		return uploads, "", err
 	}
-	base := strings.TrimSuffix(filepath.Base(src), ".csv")
-	upload, holdout = filepath.Join(dir, base+".upload.csv"), filepath.Join(dir, base+".holdout.csv")
-	for path, part := range map[string]*dataset.Table{upload: up, holdout: ho} {
+	base := filepath.Join(dir, strings.TrimSuffix(filepath.Base(src), ".csv"))
+	uploads = [3]string{base + ".upload.csv", base + ".upload-a.csv", base + ".upload-b.csv"}
+	holdout = base + ".holdout.csv"
+	for path, part := range map[string]*dataset.Table{uploads[0]: up, uploads[1]: a, uploads[2]: b, holdout: ho} {
 		b, err := part.Bytes()
 		if err != nil {
-			return "", "", err
+			return uploads, "", err
 		}
 		if err := os.WriteFile(path, b, 0o644); err != nil {
-			return "", "", err
+			return uploads, "", err
 		}
 	}
-	return upload, holdout, nil
+	return uploads, holdout, nil
 }

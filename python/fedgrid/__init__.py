@@ -16,9 +16,9 @@ library only; numpy, pandas, torch and tqdm are used when installed.
 """
 
 from ._cli import FedgridError, find_binary
-from .client import Client, Dataset, Job, connect
+from .client import Client, Dataset, FederatedJob, Job, connect
 from .model import Model, load_model, roc_auc, roc_curve
 
 __version__ = "0.1.0"
 
-__all__ = ["Client", "Dataset", "FedgridError", "Job", "Model", "connect", "find_binary", "load_model", "roc_auc", "roc_curve"]
+__all__ = ["Client", "Dataset", "FedgridError", "FederatedJob", "Job", "Model", "connect", "find_binary", "load_model", "roc_auc", "roc_curve"]

@@ -2,12 +2,13 @@
 
 import json
 import os
+import subprocess
 import sys
 import tempfile
 import time
 
-from ._cli import FedgridError, find_binary, run
-from .model import Model, load_model
+from ._cli import FedgridError, _message, find_binary, run
+from .model import load_model
 
 try:  # optional
     import pandas as _pd
@@ -23,7 +24,7 @@ try:  # optional: tqdm; its notebook widget only when ipywidgets is there too
 except ImportError:  # pragma: no cover
     _tqdm = None
 
-__all__ = ["Client", "Dataset", "Job", "connect"]
+__all__ = ["Client", "Dataset", "FederatedJob", "Job", "connect"]
 
 _ENDED = ("succeeded", "failed", "cancelled", "expired", "denied")
 # A job on review-gated (private) data reads under_review to its requester
@@ -31,7 +32,7 @@ _ENDED = ("succeeded", "failed", "cancelled", "expired", "denied")
 _UNDER_REVIEW = "under_review"
 
 
-def connect(bootstrap=None, key=None, network=None, psk_file=None, binary=None, timeout=120):
+def connect(bootstrap=None, key=None, network=None, psk_file=None, binary=None, timeout=120, federations=None):
     """Connect to a fedgrid network as a data scientist.
 
     ``bootstrap`` is the network peer's multiaddr (``/ip4/.../p2p/...``) or a
@@ -40,18 +41,20 @@ def connect(bootstrap=None, key=None, network=None, psk_file=None, binary=None, 
     left out falls back to the CLI's ``FEDGRID_BOOTSTRAP``, ``FEDGRID_KEY``,
     ``FEDGRID_NETWORK``, ``FEDGRID_PSK_FILE`` environment variables. The
     binary is ``binary``, else ``$FEDGRID_BIN``, else ``fedgrid`` on PATH.
-    ``timeout`` bounds each command, in seconds.
+    ``timeout`` bounds each command, in seconds. ``federations`` is where the
+    CLI keeps the state of federations this client coordinates (default: a
+    new temporary directory; give one to find them again in a later session).
 
     Nothing is contacted until the first call; errors of the CLI are raised
     as :class:`fedgrid.FedgridError` with its message and exit code.
     """
-    return Client(bootstrap=bootstrap, key=key, network=network, psk_file=psk_file, binary=binary, timeout=timeout)
+    return Client(bootstrap=bootstrap, key=key, network=network, psk_file=psk_file, binary=binary, timeout=timeout, federations=federations)
 
 
 class Client:
     """A connection to a fedgrid network; see :func:`connect`."""
 
-    def __init__(self, bootstrap=None, key=None, network=None, psk_file=None, binary=None, timeout=120):
+    def __init__(self, bootstrap=None, key=None, network=None, psk_file=None, binary=None, timeout=120, federations=None):
         if isinstance(bootstrap, str):
             bootstrap = [bootstrap]
         self.bootstrap = list(bootstrap or [])
@@ -63,6 +66,7 @@ class Client:
         self._submitted = []  # job refs this client submitted
         self._gateways = []  # gateways seen in search results
         self._help = {}
+        self.federations = federations
 
     def __repr__(self):
         return "<fedgrid.Client network=%s bootstrap=%s>" % (self.network or "default", ",".join(self.bootstrap) or "$FEDGRID_BOOTSTRAP")
@@ -128,14 +132,19 @@ class Client:
 
     # ---- training ---------------------------------------------------------
 
-    def train(self, datasets, plan, wait=True, progress=True, timeout=None, poll=0.5):
+    def train(self, datasets, plan, wait=True, progress=True, timeout=None, poll=0.5, rounds=None, strategy=None, min_gateways=None):
         """Train ``plan`` on ``datasets`` (a :class:`Dataset`, a
         ``GATEWAY_PEER_ID/DATASET_ID`` reference, or a list of them).
 
         ``plan`` is a ``fedgrid.plan/v1`` dict (see :func:`fedgrid.torch.to_plan`),
-        JSON text or a file path. With several datasets the training is
-        federated across their gateways; this needs a fedgrid binary whose
-        ``train`` takes ``--dataset`` more than once.
+        JSON text or a file path. With several datasets (of one schema) the
+        training is federated across their gateways, ``rounds`` rounds (default
+        the plan's ``train.rounds``) with ``strategy`` (fedavg, fedprox or
+        fedavgm) and at least ``min_gateways`` per round; this client's
+        ``fedgrid`` process coordinates it, so the plan must declare its
+        preprocessing statistics. It needs a fedgrid binary whose ``train``
+        takes ``--dataset`` more than once; the job is then a
+        :class:`FederatedJob` (reference ``fed:ID``).
 
         With ``wait`` (the default) it follows the job until it ends, showing
         a progress bar (tqdm when installed, else a line on stderr, none with
@@ -147,7 +156,7 @@ class Client:
         refs = [d.ref if isinstance(d, Dataset) else str(d) for d in datasets]
         if not refs:
             raise ValueError("train: no dataset given")
-        if len(refs) > 1 and not self._supports("train", "--dataset stringArray"):
+        if len(refs) > 1 and not self.can_federate():
             raise FedgridError("federated training across %d datasets needs a fedgrid binary whose train takes --dataset more than once; %s does not (train on one dataset, or update fedgrid)" % (len(refs), self.binary))
         tmp = None
         if isinstance(plan, dict):
@@ -166,11 +175,17 @@ class Client:
             args = ["train", "--plan", plan_path]
             for r in refs:
                 args += ["--dataset", r]
-            doc = self.run(*args)
+            if len(refs) > 1:
+                for flag, v in (("--rounds", rounds), ("--strategy", strategy), ("--min-gateways", min_gateways)):
+                    if v is not None:
+                        args += [flag, str(v)]
+                job = FederatedJob(self, args, plan_file=tmp)  # owns the temporary plan file from here
+                tmp = None
+            else:
+                job = Job(self, self.run(*args))
         finally:
             if tmp:
                 os.unlink(tmp)
-        job = Job(self, doc)
         self._submitted.append(job.ref)
         if wait:
             job.wait(progress=progress, timeout=timeout, poll=poll)
@@ -178,9 +193,23 @@ class Client:
                 raise FedgridError("job %s ended %s: %s" % (job.ref, job.state, job.error or "no reason given"))
         return job
 
+    def can_federate(self):
+        """Whether the fedgrid binary trains across several datasets' gateways
+        (its ``train`` takes ``--dataset`` more than once)."""
+        return self._supports("train", "--dataset stringArray")
+
     def job(self, ref):
-        """The :class:`Job` with reference ``GATEWAY_PEER_ID/JOB_ID``, as it is now."""
+        """The :class:`Job` with reference ``GATEWAY_PEER_ID/JOB_ID`` (or
+        ``fed:ID``, a federation this client ran), as it is now."""
+        if str(ref).startswith("fed:"):
+            return FederatedJob(self, None, ref=ref)
         return Job(self, self.run("job", ref))
+
+    def _federations(self):
+        if self.federations is None:
+            self.federations = tempfile.mkdtemp(prefix="fedgrid-federations-")
+        os.makedirs(self.federations, exist_ok=True)
+        return self.federations
 
     def jobs(self, state=None):
         """Your jobs, newest first, optionally only those in ``state``.
@@ -368,12 +397,13 @@ class Job:
                 if progress and epochs:
                     if _tqdm is not None:
                         if bar is None:
-                            bar = _tqdm(total=epochs, desc=self.ref.split("/")[-1], unit="epoch")
+                            unit = "round" if isinstance(self, FederatedJob) else "epoch"
+                            bar = _tqdm(total=epochs, desc=(self.ref or "federation").split("/")[-1], unit=unit)
                         bar.n = epoch
                         bar.set_postfix(state=self.state, loss="%.4f" % (p.get("loss") or 0))
                         bar.refresh()
                     elif (epoch, epochs, self.state) != last:
-                        sys.stderr.write("\rjob %s %s: epoch %d/%d loss %.4f " % (self.ref.split("/")[-1], self.state, epoch, epochs, p.get("loss") or 0))
+                        sys.stderr.write("\rjob %s %s: epoch %d/%d loss %.4f " % ((self.ref or "federation").split("/")[-1], self.state, epoch, epochs, p.get("loss") or 0))
                         sys.stderr.flush()
                         last = (epoch, epochs, self.state)
                 if self.done or self.state == _UNDER_REVIEW:
@@ -398,6 +428,109 @@ class Job:
         os.close(fd)
         try:
             self.client.run("result", self.ref, "--out", tmp)
+            m = load_model(tmp)
+        finally:
+            os.unlink(tmp)
+        m.path = None
+        return m
+
+
+class FederatedJob(Job):
+    """A federation across several gateways, coordinated by a ``fedgrid train``
+    process this client runs (reference ``fed:ID``). ``progress`` counts
+    rounds: ``epoch`` is the rounds completed, ``epochs`` the rounds asked for.
+    ``history`` has each round's gateways, rows and loss."""
+
+    def __init__(self, client, args, ref=None, plan_file=None):
+        self.client = client
+        self.proc = None
+        self.exit_code = None
+        self._plan_file = plan_file
+        self._fed_dir = client._federations()
+        self._set({"federation": ref, "state": "running" if ref is None else None})
+        if ref is not None:
+            self.refresh()
+            return
+        self._before = set(os.listdir(self._fed_dir))
+        self._out = tempfile.TemporaryFile()
+        self._err = tempfile.TemporaryFile()
+        self._cmd = [client.binary] + [str(a) for a in args] + ["--federations", self._fed_dir] + client._peer_flags() + ["--json"]
+        # The coordinator runs as long as the federation; refresh() and wait() reap it.
+        self.proc = subprocess.Popen(self._cmd, stdout=self._out, stderr=self._err, stdin=subprocess.DEVNULL)
+
+    def _set(self, doc):
+        self.doc = doc
+        self.ref = doc.get("federation") or doc.get("ref")
+        self.id = self.ref
+        self.gateway = None
+        self.dataset = [p.get("dataset") for p in doc.get("participants") or []]
+        self.state = doc.get("state")
+        self.history = doc.get("history") or []
+        last = self.history[-1] if self.history else {}
+        self.progress = {"epoch": doc.get("completed_rounds") or 0, "epochs": doc.get("rounds") or 0, "loss": last.get("loss") or 0}
+        self.metrics = {"rounds": doc.get("completed_rounds"), "train_loss": [h.get("loss") for h in self.history]}
+        self.error = doc.get("error") or None
+
+    def __repr__(self):
+        return "<fedgrid.FederatedJob %s %s>" % (self.ref or "(starting)", self.state)
+
+    @property
+    def done(self):
+        return self.proc is None and self.state in _ENDED
+
+    def refresh(self):
+        """The federation's state now (from its coordinator's state file)."""
+        if self.proc is not None and self.proc.poll() is not None:
+            return self._finish()
+        if self.ref is None:
+            new = sorted(n for n in set(os.listdir(self._fed_dir)) - self._before if n.endswith(".json"))
+            if not new:
+                return self
+            self.ref = "fed:" + new[0][:-len(".json")]
+        doc = self.client.run("job", self.ref, "--federations", self._fed_dir)
+        if self.proc is not None and doc.get("state") in _ENDED:
+            doc["state"] = "running"  # the coordinator is still finishing
+        self._set(doc)
+        return self
+
+    def _finish(self):
+        """The coordinator exited: its JSON answer, or its error."""
+        code = self.proc.returncode
+        self.proc = None
+        if self._plan_file:
+            os.unlink(self._plan_file)
+            self._plan_file = None
+        self._out.seek(0)
+        self._err.seek(0)
+        out = self._out.read().decode("utf-8", "replace")
+        err = self._err.read().decode("utf-8", "replace")
+        self._out.close()
+        self._err.close()
+        doc = None
+        try:
+            doc = json.loads(out) if out.strip() else None
+        except ValueError:
+            pass
+        if doc is not None:
+            self._set(doc)
+        self.exit_code = code
+        if code != 0:
+            self.error = _message(err, code)
+            if self.state not in _ENDED:
+                self.state = "failed"
+            if doc is None:  # refused before it started: as any command's error
+                raise FedgridError(self.error, code, self._cmd, err)
+        return self
+
+    def result(self, path=None):
+        """The federation's model, as a gateway released it (``fedgrid result fed:ID``)."""
+        if path is not None:
+            self.client.run("result", self.ref, "--out", str(path), "--federations", self._fed_dir)
+            return load_model(str(path))
+        fd, tmp = tempfile.mkstemp(prefix="fedgrid-result-", suffix=".json")
+        os.close(fd)
+        try:
+            self.client.run("result", self.ref, "--out", tmp, "--federations", self._fed_dir)
             m = load_model(tmp)
         finally:
             os.unlink(tmp)

@@ -10,7 +10,6 @@ BatchNorm1d (with running statistics). Anything else raises
 :class:`UnsupportedLayer` naming the layer.
 """
 
-import math
 
 import torch as _torch
 from torch import nn as _nn

@@ -53,8 +53,8 @@ def train_in_pytorch(net, x, y, seed):
 
 
 def test_pytorch_model_through_a_gateway(fg, localnet):
-    d = next(d for d in fg.search("medical") if d.name == "pima-diabetes")
-    entry = localnet["datasets"]["pima-diabetes"]
+    entry = localnet["datasets"]["pima-diabetes"]  # Hospital A's
+    d = next(d for d in fg.search("medical") if d.ref == entry["ref"])
     x_up, y_up = load(entry["upload"])
     x_ho, y_ho = load(entry["holdout"])
     fed_acc, torch_acc = [], []

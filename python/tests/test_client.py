@@ -12,15 +12,16 @@ LOGREG = os.path.join(ROOT, "examples", "plans", "logreg_pima.json")
 
 
 def pima(fg):
-    found = {d.name: d for d in fg.search("medical")}
-    assert set(found) == {"pima-diabetes", "wdbc-breast-cancer"}
-    return found["pima-diabetes"]
+    """Hospital A's diabetes data (B has diabetes and breast cancer data)."""
+    found = {(d.gateway_name, d.name): d for d in fg.search("medical")}
+    assert set(found) == {("Hospital A", "pima-diabetes"), ("Hospital B", "pima-diabetes"), ("Hospital B", "wdbc-breast-cancer")}
+    return found[("Hospital A", "pima-diabetes")]
 
 
 def test_search_and_preview(fg, localnet):
     d = pima(fg)
     assert d.ref == localnet["datasets"]["pima-diabetes"]["ref"]
-    assert d.gateway_name == "Hospital A" and d.rows == 614
+    assert d.rows == 368  # 60 % of the 614 rows not held back
     assert d.schema["glucose"] == "number" and "diabetes" in d.schema
     assert "medical" in d.tags
     assert fg.search("nosuchtag") == []
@@ -84,11 +85,33 @@ def test_query_and_requests(fg):
     assert req["id"] in [x["id"] for x in fg.requests()]  # every gateway seen in searches
 
 
-def test_several_datasets(fg):
-    found = fg.search("medical")
+def test_several_datasets(fg, localnet):
+    """Federated training across both hospitals' diabetes data, when the
+    binary can; otherwise a clear error."""
+    found = fg.search("diabetes")
+    assert sorted(d.gateway_name for d in found) == ["Hospital A", "Hospital B"]
     with open(LOGREG) as f:
         plan = json.load(f)
-    if fg._supports("train", "--dataset stringArray"):
-        pytest.skip("this fedgrid binary trains federated; covered by the federated tests")
-    with pytest.raises(fedgrid.FedgridError, match="more than once"):
-        fg.train(found, plan)
+    # Declared statistics: a federation cannot fit them on one hospital's rows.
+    plan["preprocess"] = [{"op": "min_max", "min": [0, 0, 0, 0, 0, 0, 0, 20], "max": [17, 200, 130, 100, 850, 70, 2.5, 90]}]
+    plan["train"] = {"epochs": 5, "batch_size": 32, "seed": 7}
+    if not fg.can_federate():
+        with pytest.raises(fedgrid.FedgridError, match="more than once"):
+            fg.train(found, plan, rounds=2)
+        return
+    job = fg.train(found, plan, rounds=3, wait=True, timeout=600)
+    assert isinstance(job, fedgrid.FederatedJob) and job.ref.startswith("fed:") and job.succeeded
+    assert job.progress["epoch"] == 3 and len(job.history) == 3
+    assert job.history[-1]["rows"] == 614
+    assert fg.job(job.ref).state == "succeeded"
+    m = job.result()
+    assert m.provenance["gateway"] in {d.gateway for d in found}
+    holdout = localnet["datasets"]["pima-diabetes"]["holdout"]
+    import csv
+    with open(holdout) as f:
+        got = m.evaluate(list(csv.DictReader(f)))
+    want = fg.evaluate(m, holdout)
+    assert abs(got["loss"] - want["loss"]) < 1e-9 and want["accuracy"] > 0.6
+    # datasets of different schemas: the CLI's refusal, as an exception
+    with pytest.raises(fedgrid.FedgridError, match="schema"):
+        fg.train([found[0], next(d for d in fg.search("oncology"))], plan, rounds=2)
