@@ -108,14 +108,13 @@ func TestOutcomeUnderReview(t *testing.T) {
 	ref := site.Gateway.PeerID + "/" + ds.ID
 
 	type run struct {
-		name     string
-		plan     string
-		job      string // job ref
-		id       string
-		exit     int
-		train    map[string]any
-		fails    bool
-		stderrRe string
+		name  string
+		plan  string
+		job   string // job ref
+		id    string
+		exit  int
+		train map[string]any
+		fails bool
 	}
 	runs := []*run{{name: "overflows", fails: true}, {name: "trains"}}
 	for i, r := range runs {
