@@ -89,7 +89,7 @@ func (s *Service) CancelJob(a Actor, id string) (*JobView, error) {
 		if reviewed {
 			return nil, Errorf(Conflict, "job %s can no longer be cancelled: its outcome was decided", id)
 		}
-		return nil, Wrap(err, "job "+id)
+		return nil, Wrap(err, "") // the store says why: "job X is already succeeded"
 	}
 	s.log.Info("job cancelled", "job", j.ID, "by", a.UserID())
 	return s.jobView(a, j), nil
