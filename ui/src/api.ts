@@ -152,6 +152,7 @@ export interface ReviewRequest {
   plan_table?: string;
   plan?: Plan;
   metrics?: Record<string, unknown>;
+  error?: string; // a failed job: its outcome is this error
   auto_approvable?: boolean;
   permission?: string;
   created_at: string;

@@ -98,8 +98,14 @@ function RequestDetail({ r, all, dsName, ds, onDecided }: { r: ReviewRequest; al
         <h3>Plan{plan?.name ? `: ${plan.name}` : ''}</h3>
         {plan ? <PlanTable plan={plan} /> : r.plan_table ? null : <p className="muted">No plan attached.</p>}
         {r.plan_table && <details><summary>The gateway's plan summary</summary><pre className="plan-table">{r.plan_table}</pre></details>}
-        <h3>Metrics</h3>
-        <Metrics metrics={metrics} />
+        {r.error ? <>
+          <h3>Outcome: the job failed</h3>
+          <p className="muted">Releasing it shows the requester this error as it is here (and charges the epsilon as for a model).</p>
+          <pre className="plan-table" data-testid="release-error">{r.error}</pre>
+        </> : <>
+          <h3>Metrics</h3>
+          <Metrics metrics={metrics} />
+        </>}
       </>}
       <h3>Requester's history</h3>
       <LoadError error={history.error} />
