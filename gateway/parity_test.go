@@ -52,8 +52,8 @@ type requestSeen struct {
 // actors: the requester, another data scientist, an Administrator (a
 // reviewer who is also a requester, with a job and a release request of
 // their own) and a stranger. The resources: jobs in every state (queued,
-// running, pending, approved, denied, failed, released on public data), a
-// shard job, requests (release pending/approved/denied, budget), a dataset
+// running, pending, approved, denied, failed, cancelled, succeeded and
+// failed on public data), a shard job, requests (release pending/approved/denied, budget), a dataset
 // and a hosted model (the ledger has no p2p view: GET /api/v1/users/{id}/ledger
 // is for budget managers alone, and no data scientist's protocol reads it).
 func TestTransportParity(t *testing.T) {
@@ -162,7 +162,12 @@ func TestTransportParity(t *testing.T) {
 		"denied":           job("requester", priv, wire.StateSucceeded),
 		"failed":           job("requester", priv, wire.StateFailed),
 		"public succeeded": job("requester", pub, wire.StateSucceeded),
+		"public failed":    job("requester", pub, wire.StateFailed),
+		"cancelled":        job("requester", priv, wire.StateQueued),
 		"admin's pending":  job("admin", priv, wire.StateSucceeded),
+	}
+	if _, err := st.CancelBy(jobs["cancelled"], users["requester"].ID); err != nil {
+		t.Fatal(err)
 	}
 	decide(jobs["approved"], true)
 	decide(jobs["denied"], false)
