@@ -132,7 +132,7 @@ func New(ctx context.Context, cfg Config) (_ *Peer, err error) {
 	if cfg.NewHost != nil {
 		h, err = cfg.NewHost(sk, cfg.Gater)
 	} else {
-		h, err = newHost(cfg, sk)
+		h, err = newHost(cfg, sk, log)
 	}
 	if err != nil {
 		return nil, err
@@ -140,8 +140,9 @@ func New(ctx context.Context, cfg Config) (_ *Peer, err error) {
 	return start(cfg, h, log, bootstrap)
 }
 
-// newHost builds the default host: TCP only, no relay, no metrics.
-func newHost(cfg Config, sk crypto.PrivKey) (host.Host, error) {
+// newHost builds the default host (TCP only, no relay, no metrics) and
+// listens.
+func newHost(cfg Config, sk crypto.PrivKey, log *slog.Logger) (host.Host, error) {
 	listen := cfg.Listen
 	if len(listen) == 0 && !cfg.NoListen {
 		listen = []string{DefaultListen}
@@ -155,17 +156,26 @@ func newHost(cfg Config, sk crypto.PrivKey) (host.Host, error) {
 	}
 	opts := []libp2p.Option{
 		libp2p.Identity(sk),
-		libp2p.Transport(tcp.NewTCPTransport),
+		// No SO_REUSEPORT: two peers must never share a port (connections
+		// would be split silently between two peer IDs).
+		libp2p.Transport(tcp.NewTCPTransport, tcp.DisableReuseport()),
 		libp2p.DisableRelay(),
 		libp2p.DisableMetrics(),
 		libp2p.ConnectionManager(cm),
 		libp2p.UserAgent("fedgrid/" + Version),
 		libp2p.WithDialTimeout(10 * time.Second),
 	}
-	if len(listen) > 0 {
-		opts = append(opts, libp2p.ListenAddrStrings(listen...))
-	} else {
-		opts = append(opts, libp2p.NoListenAddrs)
+	// Listening comes after the host is built, one address at a time, so
+	// that a taken port is an error naming it (see listenAll).
+	opts = append(opts, libp2p.NoListenAddrs)
+	listenAddrs := make([]ma.Multiaddr, 0, len(listen))
+	for _, s := range listen {
+		m, err := ma.NewMultiaddr(s)
+		if err != nil {
+			_ = cm.Close()
+			return nil, fmt.Errorf("bad listen address %q: %v", s, err)
+		}
+		listenAddrs = append(listenAddrs, m)
 	}
 	if len(cfg.PSK) > 0 {
 		opts = append(opts, libp2p.PrivateNetwork(pnet.PSK(cfg.PSK)))
@@ -177,6 +187,10 @@ func newHost(cfg Config, sk crypto.PrivKey) (host.Host, error) {
 	if err != nil {
 		_ = cm.Close()
 		return nil, fmt.Errorf("start libp2p host: %w", err)
+	}
+	if err := listenAll(h.Network(), cfg.DataDir, listenAddrs, log); err != nil {
+		_ = h.Close()
+		return nil, err
 	}
 	return h, nil
 }
