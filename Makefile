@@ -4,6 +4,12 @@ SHELL := /bin/bash
 GO ?= go
 BIN := bin/fedgrid
 PKGS := ./...
+# What `fedgrid version` reports (internal/version); VERSION defaults to the source's own.
+VERSION ?=
+COMMIT ?= $(shell git rev-parse HEAD 2>/dev/null)
+DIRTY ?= $(shell git status --porcelain --untracked-files=no 2>/dev/null | grep -q . && echo true)
+VPKG := github.com/fedgrid/fedgrid/internal/version
+LDFLAGS := -X $(VPKG).Commit=$(COMMIT) -X $(VPKG).Dirty=$(DIRTY) $(if $(VERSION),-X $(VPKG).Version=$(VERSION))
 # Tests that drive the real binary find it here.
 export FEDGRID_BIN := $(CURDIR)/$(BIN)
 # The Python tests start a local network with this (examples/localnet).
@@ -18,7 +24,7 @@ help: ## list the targets
 
 build: ## build bin/fedgrid
 	@mkdir -p bin
-	$(GO) build -o $(BIN) ./cmd/fedgrid
+	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN) ./cmd/fedgrid
 
 localnet: ## build bin/localnet, the local network the Python tests and the notebook use
 	@mkdir -p bin

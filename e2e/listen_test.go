@@ -19,6 +19,9 @@ func TestTakenPortExits1(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	if first.Version == "" {
+		t.Errorf("the ready line carries no version=")
+	}
 	m := regexp.MustCompile(`^(/ip4/127\.0\.0\.1/tcp/(\d+))/`).FindStringSubmatch(first.Addr())
 	if m == nil {
 		t.Fatalf("first peer's address %q is not a loopback TCP address", first.Addr())

@@ -31,6 +31,8 @@ import (
 	"github.com/libp2p/go-libp2p/p2p/transport/tcp"
 	ma "github.com/multiformats/go-multiaddr"
 	mh "github.com/multiformats/go-multihash"
+
+	"github.com/fedgrid/fedgrid/internal/version"
 )
 
 // DefaultNetwork is the network name used when none is given.
@@ -39,8 +41,8 @@ const DefaultNetwork = "default"
 // DefaultListen is where peers listen when no address is given: loopback only.
 const DefaultListen = "/ip4/127.0.0.1/tcp/0"
 
-// Version is reported to other peers in the user agent.
-var Version = "0.1.0"
+// Version is reported to other peers in the user agent and to a gateway on enrolment.
+var Version = version.Version
 
 // DHTMode selects whether this peer serves the DHT or only queries it.
 type DHTMode int
@@ -162,7 +164,7 @@ func newHost(cfg Config, sk crypto.PrivKey, log *slog.Logger) (host.Host, error)
 		libp2p.DisableRelay(),
 		libp2p.DisableMetrics(),
 		libp2p.ConnectionManager(cm),
-		libp2p.UserAgent("fedgrid/" + Version),
+		libp2p.UserAgent("fedgrid/" + version.Short()),
 		libp2p.WithDialTimeout(10 * time.Second),
 	}
 	// Listening comes after the host is built, one address at a time, so
@@ -273,9 +275,9 @@ func (p *Peer) Protocol(name string) protocol.ID {
 	return ProtocolID(p.Network, name)
 }
 
-// ProtocolID returns "/fedgrid/<network>/<name>/1.0.0".
+// ProtocolID returns "/fedgrid/<network>/<name>/<version.StreamProtocol>".
 func ProtocolID(network, name string) protocol.ID {
-	return protocol.ID("/fedgrid/" + network + "/" + name + "/1.0.0")
+	return protocol.ID("/fedgrid/" + network + "/" + name + "/" + version.StreamProtocol)
 }
 
 // Topic returns the gossipsub topic name for name in this peer's network.

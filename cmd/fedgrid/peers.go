@@ -12,6 +12,7 @@ import (
 
 	"github.com/fedgrid/fedgrid/gateway"
 	"github.com/fedgrid/fedgrid/internal/config"
+	"github.com/fedgrid/fedgrid/internal/version"
 	"github.com/fedgrid/fedgrid/network"
 	"github.com/fedgrid/fedgrid/node"
 	"github.com/fedgrid/fedgrid/p2p"
@@ -81,6 +82,7 @@ func ready(g *globals, id string, addrs []string, httpURL string) {
 	if httpURL != "" {
 		line += " http=" + httpURL
 	}
+	line += " version=" + version.Short()
 	fmt.Fprintln(g.stdout, line)
 }
 
