@@ -40,6 +40,8 @@ type Config struct {
 	Name      string // display name; default "fedgrid gateway"
 	PSK       []byte
 	Logger    *slog.Logger
+	// Reach: announced addresses and reachability (relay reservations behind NAT).
+	Reach p2p.Reach
 
 	// CORSOrigins may call the HTTP API from a browser (the admin app hosted
 	// elsewhere, --cors-origin); "*" for any. Empty: same origin only.
@@ -205,10 +207,15 @@ func Start(ctx context.Context, cfg Config) (_ *Gateway, err error) {
 	g.peer, err = p2p.New(ctx, p2p.Config{
 		DataDir: cfg.DataDir, Network: cfg.Network, Listen: cfg.Listen, Bootstrap: cfg.Bootstrap,
 		DHTMode: p2p.DHTServer, PSK: cfg.PSK, Logger: cfg.Logger.With("sub", "p2p"), Gater: g.gater,
-		NewHost: cfg.NewHost,
+		NewHost: cfg.NewHost, Role: p2p.RoleGateway, Reach: cfg.Reach,
 	})
 	if err != nil {
 		return nil, err
+	}
+	for _, c := range g.peer.Collectors() { // connections by path, hole punches
+		if err := g.metrics.reg.Register(c); err != nil {
+			return nil, fmt.Errorf("register p2p metrics: %w", err)
+		}
 	}
 	g.topic, err = g.peer.PubSub.Join(g.peer.Topic(wire.JobsTopic(g.peer.ID().String())))
 	if err != nil {

@@ -32,8 +32,12 @@ import (
 	"github.com/fedgrid/fedgrid/wire"
 )
 
-// DefaultListen is the network peer's default, well-known address.
-const DefaultListen = "/ip4/127.0.0.1/tcp/4001"
+// DefaultListen is the network peer's default, well-known address (TCP),
+// and DefaultListenQUIC its QUIC twin on the same port number.
+const (
+	DefaultListen     = "/ip4/127.0.0.1/tcp/4001"
+	DefaultListenQUIC = "/ip4/127.0.0.1/udp/4001/quic-v1"
+)
 
 // Config of a network peer. DefaultConfig gives every default; Start fills
 // the fields left zero with those and refuses a config that does not Validate.
@@ -45,6 +49,8 @@ type Config struct {
 	HTTPAddr  string   // "" = no HTTP
 	PSK       []byte
 	Logger    *slog.Logger
+	// Reach: announced addresses, reachability (default public) and the relay service.
+	Reach p2p.Reach
 	// PerGateway bounds each gateway's dial and answer in a search; default 5 s.
 	PerGateway time.Duration
 	// MaxSearches bounds the searches running at once; default 8. More wait.
@@ -55,7 +61,7 @@ type Config struct {
 
 // DefaultConfig is a network peer's configuration before any flag.
 func DefaultConfig() Config {
-	return Config{Network: p2p.DefaultNetwork, Listen: []string{DefaultListen}, PerGateway: 5 * time.Second, MaxSearches: 8}
+	return Config{Network: p2p.DefaultNetwork, Listen: []string{DefaultListen, DefaultListenQUIC}, PerGateway: 5 * time.Second, MaxSearches: 8}
 }
 
 // defaults fills the fields left zero from DefaultConfig.
@@ -114,7 +120,8 @@ func Start(ctx context.Context, cfg Config) (_ *Network, err error) {
 			_ = n.Close()
 		}
 	}()
-	n.peer, err = p2p.New(ctx, p2p.Config{DataDir: cfg.DataDir, Network: cfg.Network, Listen: cfg.Listen, Bootstrap: cfg.Bootstrap, DHTMode: p2p.DHTServer, PSK: cfg.PSK, Logger: cfg.Logger, NewHost: cfg.NewHost})
+	n.peer, err = p2p.New(ctx, p2p.Config{DataDir: cfg.DataDir, Network: cfg.Network, Listen: cfg.Listen, Bootstrap: cfg.Bootstrap, DHTMode: p2p.DHTServer, PSK: cfg.PSK, Logger: cfg.Logger, NewHost: cfg.NewHost,
+		Role: p2p.RoleNetwork, Reach: cfg.Reach})
 	if err != nil {
 		return nil, err
 	}

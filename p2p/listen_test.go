@@ -14,13 +14,15 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	ma "github.com/multiformats/go-multiaddr"
 )
 
 // tcpPort is the TCP port of p's first listen address.
 func tcpPort(t *testing.T, p *Peer) int {
 	t.Helper()
 	for _, a := range p.Host.Network().ListenAddresses() {
-		if port, code := portOf(a); code != 0 && port != 0 {
+		if port, code := portOf(a); code == ma.P_TCP && port != 0 {
 			return port
 		}
 	}
