@@ -14,6 +14,7 @@ package network
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -28,6 +29,7 @@ import (
 
 	"github.com/fedgrid/fedgrid/client"
 	"github.com/fedgrid/fedgrid/internal/config"
+	"github.com/fedgrid/fedgrid/internal/webtls"
 	"github.com/fedgrid/fedgrid/p2p"
 	"github.com/fedgrid/fedgrid/wire"
 )
@@ -47,8 +49,11 @@ type Config struct {
 	Listen    []string // default DefaultListen
 	Bootstrap []string // other network peers
 	HTTPAddr  string   // "" = no HTTP
-	PSK       []byte
-	Logger    *slog.Logger
+	// TLSCert and TLSKey (PEM files), when set, serve HTTP over HTTPS only,
+	// with HSTS; ReloadTLS reads them again.
+	TLSCert, TLSKey string
+	PSK             []byte
+	Logger          *slog.Logger
 	// Reach: announced addresses, reachability (default public) and the relay service.
 	Reach p2p.Reach
 	// PerGateway bounds each gateway's dial and answer in a search; default 5 s.
@@ -103,6 +108,7 @@ type Network struct {
 	httpSrv *http.Server
 	httpLn  net.Listener
 	httpErr chan error
+	certs   *webtls.Certs
 
 	closeOnce sync.Once
 	closeErr  error
@@ -126,13 +132,26 @@ func Start(ctx context.Context, cfg Config) (_ *Network, err error) {
 		return nil, err
 	}
 	n.search = client.Attach(n.peer, client.Config{PerGateway: cfg.PerGateway, Logger: cfg.Logger})
+	if cfg.HTTPAddr == "" && (cfg.TLSCert != "" || cfg.TLSKey != "") {
+		return nil, errors.New("--tls-cert and --tls-key need --http")
+	}
 	if cfg.HTTPAddr != "" {
+		if cfg.TLSCert != "" || cfg.TLSKey != "" {
+			if n.certs, err = webtls.Load(cfg.TLSCert, cfg.TLSKey); err != nil {
+				return nil, err
+			}
+		}
 		ln, err := net.Listen("tcp", cfg.HTTPAddr)
 		if err != nil {
 			return nil, fmt.Errorf("listen for HTTP on %s: %w", cfg.HTTPAddr, err)
 		}
 		n.httpLn = ln
-		n.httpSrv = &http.Server{Handler: n.routes(), ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 30 * time.Second, WriteTimeout: 60 * time.Second, MaxHeaderBytes: 64 << 10}
+		handler := n.routes()
+		if n.certs != nil {
+			ln = tls.NewListener(ln, n.certs.Config())
+			handler = webtls.HSTS(handler)
+		}
+		n.httpSrv = &http.Server{Handler: handler, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 30 * time.Second, WriteTimeout: 60 * time.Second, MaxHeaderBytes: 64 << 10}
 		n.httpErr = make(chan error, 1)
 		go func() { // owned by Close
 			err := n.httpSrv.Serve(ln)
@@ -311,7 +330,19 @@ func (n *Network) HTTPURL() string {
 	if n.httpLn == nil {
 		return ""
 	}
+	if n.certs != nil {
+		return "https://" + n.httpLn.Addr().String()
+	}
 	return "http://" + n.httpLn.Addr().String()
+}
+
+// ReloadTLS reads the HTTPS certificate and key again (on SIGHUP); on an
+// error the one in use stays. Without HTTPS it does nothing.
+func (n *Network) ReloadTLS() error {
+	if n.certs == nil {
+		return nil
+	}
+	return n.certs.Reload()
 }
 
 // Close stops HTTP and the peer. Idempotent.

@@ -6,7 +6,9 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"os/signal"
 	"strings"
+	"syscall"
 
 	ma "github.com/multiformats/go-multiaddr"
 	"github.com/spf13/cobra"
@@ -103,8 +105,28 @@ func ready(g *globals, id string, addrs []string, httpURL string) {
 	fmt.Fprintln(g.stdout, line)
 }
 
-// serve waits for SIGINT/SIGTERM, then closes.
+// tlsReloader is a peer whose HTTPS certificate can be read again.
+type tlsReloader interface{ ReloadTLS() error }
+
+// serve waits for SIGINT/SIGTERM, then closes. A peer with HTTPS reads its
+// certificate and key again on SIGHUP.
 func serve(ctx context.Context, g *globals, closer interface{ Close() error }) error {
+	if r, ok := closer.(tlsReloader); ok {
+		hup := make(chan os.Signal, 1)
+		signal.Notify(hup, syscall.SIGHUP)
+		defer signal.Stop(hup)
+		for ctx.Err() == nil {
+			select {
+			case <-ctx.Done():
+			case <-hup:
+				if err := r.ReloadTLS(); err != nil {
+					g.logger().Error("SIGHUP: the TLS certificate was not reloaded; the previous one stays in use", "err", err)
+				} else {
+					g.logger().Info("SIGHUP: TLS certificate reloaded (if HTTPS is on)")
+				}
+			}
+		}
+	}
 	<-ctx.Done()
 	g.logger().Info("shutting down")
 	if err := closer.Close(); err != nil {
@@ -171,6 +193,7 @@ func networkCmd(g *globals) *cobra.Command {
 	c.Flags().StringVar(&cfg.HTTPAddr, "http", cfg.HTTPAddr, "HTTP bind address for status, search (GET /api/v1/search) and the gateway directory (GET /api/v1/gateways), e.g. 127.0.0.1:8401; off when empty")
 	c.Flags().DurationVar(&cfg.PerGateway, "gateway-timeout", cfg.PerGateway, "how long a search waits for each gateway")
 	c.Flags().IntVar(&cfg.MaxSearches, "max-searches", cfg.MaxSearches, "searches served at once over HTTP; more wait")
+	addTLSFlags(c, &cfg.TLSCert, &cfg.TLSKey)
 	return c
 }
 
@@ -204,12 +227,18 @@ func gatewayCmd(g *globals) *cobra.Command {
 	pf.add(c, p2p.DefaultListen+" and "+p2p.DefaultListenQUIC)
 	c.Flags().StringVar(&cfg.HTTPAddr, "http", cfg.HTTPAddr, "HTTP bind address of the admin API and web UI")
 	c.Flags().StringVar(&cfg.Name, "name", cfg.Name, "display name shown to data scientists")
+	addTLSFlags(c, &cfg.TLSCert, &cfg.TLSKey)
 	c.Flags().StringSliceVar(&cfg.CORSOrigins, "cors-origin", nil, "origins (scheme://host[:port]) whose browser pages may call the HTTP API, e.g. where the admin app is hosted separately; repeatable")
 	c.Flags().DurationVar(&cfg.Lease, "lease", cfg.Lease, "how long a node keeps a job without a heartbeat")
 	c.Flags().IntVar(&cfg.MaxAttempts, "max-attempts", cfg.MaxAttempts, "attempts a job gets before it fails (its retry budget)")
 	c.Flags().DurationVar(&cfg.AttemptTimeout, "attempt-timeout", cfg.AttemptTimeout, "longest one attempt may run")
 	c.Flags().DurationVar(&cfg.JobTimeout, "job-timeout", cfg.JobTimeout, "longest a job may take, queueing included")
 	return c
+}
+
+func addTLSFlags(c *cobra.Command, cert, key *string) {
+	c.Flags().StringVar(cert, "tls-cert", "", "PEM certificate (chain) file: serve HTTP over HTTPS only, with HSTS; read again on SIGHUP")
+	c.Flags().StringVar(key, "tls-key", "", "PEM private key file of --tls-cert")
 }
 
 func nodeCmd(g *globals) *cobra.Command {
