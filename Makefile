@@ -17,7 +17,7 @@ export FEDGRID_LOCALNET := $(CURDIR)/bin/localnet
 # Debian's python3 (with python3-pytest, -torch, -numpy, -pandas, -nbconvert), not a pyenv shim.
 PYTHON ?= /usr/bin/python3
 
-.PHONY: help build localnet test test-python test-short demo bench lint fmt vet tidy-check check clean ui ui-check
+.PHONY: help build localnet test test-python test-short demo bench lint fmt vet tidy-check check clean ui ui-check image-context image deploy-check
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -77,5 +77,22 @@ tidy-check: ## go mod tidy leaves no diff
 
 check: lint ui-check tidy-check test ## everything CI runs
 
+# The container image (deploy/Containerfile): a static binary built here and
+# copied in, with the CA certificates and a passwd for the non-root user.
+IMAGE ?= localhost/fedgrid:$(or $(VERSION),dev)
+IMAGE_CONTEXT ?= build/image
+image-context: ## the build context of deploy/Containerfile in $(IMAGE_CONTEXT)
+	rm -rf $(IMAGE_CONTEXT) && mkdir -p $(IMAGE_CONTEXT)/data
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "$(LDFLAGS) -s -w" -o $(IMAGE_CONTEXT)/fedgrid ./cmd/fedgrid
+	cp /etc/ssl/certs/ca-certificates.crt $(IMAGE_CONTEXT)/
+	printf 'fedgrid:x:65532:65532:fedgrid:/data:/sbin/nologin\n' > $(IMAGE_CONTEXT)/passwd
+	printf 'fedgrid:x:65532:\n' > $(IMAGE_CONTEXT)/group
+
+image: image-context ## build the container image $(IMAGE) with podman
+	podman build -f deploy/Containerfile -t $(IMAGE) $(IMAGE_CONTEXT)
+
+deploy-check: ## check the image (podman, chroot), systemd units and Helm chart (CI, as root)
+	./deploy/check.sh
+
 clean: ## remove build output
-	rm -rf bin
+	rm -rf bin build
