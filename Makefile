@@ -17,7 +17,7 @@ export FEDGRID_LOCALNET := $(CURDIR)/bin/localnet
 # Debian's python3 (with python3-pytest, -torch, -numpy, -pandas, -nbconvert), not a pyenv shim.
 PYTHON ?= /usr/bin/python3
 
-.PHONY: help build localnet test test-python test-short demo bench lint fmt vet tidy-check check clean ui ui-check image-context image deploy-check
+.PHONY: help build localnet test test-python test-short demo bench lint fmt vet tidy-check check clean ui ui-check image-context image deploy-check test-netns
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -39,6 +39,9 @@ test-python: build localnet ## the Python package's tests and the notebook (pyth
 	@$(PYTHON) -c 'import pytest' 2>/dev/null || { echo "test-python: $(PYTHON) has no pytest (Debian: apt-get install python3-pytest)"; exit 1; }
 	cd python && $(PYTHON) -m pytest -q -rs -p no:cacheprovider tests; rc=$$?; \
 	  if [ $$rc -eq 5 ]; then echo "test-python: pytest collected no tests"; exit 1; fi; exit $$rc
+
+test-netns: build ## fedgrid across NATs between network namespaces (root; ip, iptables)
+	FEDGRID_NETNS=1 $(GO) test -count=1 -run TestNetworkNamespaces -v -timeout 15m ./e2e/
 
 test-short: build ## the quick tests only
 	$(GO) test -short -count=1 $(PKGS)
