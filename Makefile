@@ -4,6 +4,12 @@ SHELL := /bin/bash
 GO ?= go
 BIN := bin/fedgrid
 PKGS := ./...
+# What `fedgrid version` reports (internal/version); VERSION defaults to the source's own.
+VERSION ?=
+COMMIT ?= $(shell git rev-parse HEAD 2>/dev/null)
+DIRTY ?= $(shell git status --porcelain --untracked-files=no 2>/dev/null | grep -q . && echo true)
+VPKG := github.com/fedgrid/fedgrid/internal/version
+LDFLAGS := -X $(VPKG).Commit=$(COMMIT) -X $(VPKG).Dirty=$(DIRTY) $(if $(VERSION),-X $(VPKG).Version=$(VERSION))
 # Tests that drive the real binary find it here.
 export FEDGRID_BIN := $(CURDIR)/$(BIN)
 # The Python tests start a local network with this (examples/localnet).
@@ -11,14 +17,14 @@ export FEDGRID_LOCALNET := $(CURDIR)/bin/localnet
 # Debian's python3 (with python3-pytest, -torch, -numpy, -pandas, -nbconvert), not a pyenv shim.
 PYTHON ?= /usr/bin/python3
 
-.PHONY: help build localnet test test-python test-short demo bench lint fmt vet tidy-check check clean ui ui-check
+.PHONY: help build localnet test test-python test-short demo bench lint fmt vet tidy-check check clean ui ui-check image-context image deploy-check test-netns
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
 
 build: ## build bin/fedgrid
 	@mkdir -p bin
-	$(GO) build -o $(BIN) ./cmd/fedgrid
+	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN) ./cmd/fedgrid
 
 localnet: ## build bin/localnet, the local network the Python tests and the notebook use
 	@mkdir -p bin
@@ -33,6 +39,9 @@ test-python: build localnet ## the Python package's tests and the notebook (pyth
 	@$(PYTHON) -c 'import pytest' 2>/dev/null || { echo "test-python: $(PYTHON) has no pytest (Debian: apt-get install python3-pytest)"; exit 1; }
 	cd python && $(PYTHON) -m pytest -q -rs -p no:cacheprovider tests; rc=$$?; \
 	  if [ $$rc -eq 5 ]; then echo "test-python: pytest collected no tests"; exit 1; fi; exit $$rc
+
+test-netns: build ## fedgrid across NATs between network namespaces (root; ip, iptables)
+	FEDGRID_NETNS=1 $(GO) test -count=1 -run TestNetworkNamespaces -v -timeout 15m ./e2e/
 
 test-short: build ## the quick tests only
 	$(GO) test -short -count=1 $(PKGS)
@@ -71,5 +80,22 @@ tidy-check: ## go mod tidy leaves no diff
 
 check: lint ui-check tidy-check test ## everything CI runs
 
+# The container image (deploy/Containerfile): a static binary built here and
+# copied in, with the CA certificates and a passwd for the non-root user.
+IMAGE ?= localhost/fedgrid:$(or $(VERSION),dev)
+IMAGE_CONTEXT ?= build/image
+image-context: ## the build context of deploy/Containerfile in $(IMAGE_CONTEXT)
+	rm -rf $(IMAGE_CONTEXT) && mkdir -p $(IMAGE_CONTEXT)/data
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "$(LDFLAGS) -s -w" -o $(IMAGE_CONTEXT)/fedgrid ./cmd/fedgrid
+	cp /etc/ssl/certs/ca-certificates.crt $(IMAGE_CONTEXT)/
+	printf 'fedgrid:x:65532:65532:fedgrid:/data:/sbin/nologin\n' > $(IMAGE_CONTEXT)/passwd
+	printf 'fedgrid:x:65532:\n' > $(IMAGE_CONTEXT)/group
+
+image: image-context ## build the container image $(IMAGE) with podman
+	podman build -f deploy/Containerfile -t $(IMAGE) $(IMAGE_CONTEXT)
+
+deploy-check: ## check the image (podman, chroot), systemd units and Helm chart (CI, as root)
+	./deploy/check.sh
+
 clean: ## remove build output
-	rm -rf bin
+	rm -rf bin build

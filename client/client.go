@@ -60,7 +60,7 @@ func New(ctx context.Context, cfg Config) (_ *Client, err error) {
 			return nil, err
 		}
 	}
-	p, err := p2p.New(ctx, p2p.Config{Identity: sk, Network: cfg.Network, NoListen: true, Bootstrap: cfg.Bootstrap, DHTMode: p2p.DHTClient, PSK: cfg.PSK, Logger: cfg.Logger, NewHost: cfg.NewHost})
+	p, err := p2p.New(ctx, p2p.Config{Identity: sk, Network: cfg.Network, NoListen: true, Bootstrap: cfg.Bootstrap, DHTMode: p2p.DHTClient, PSK: cfg.PSK, Logger: cfg.Logger, NewHost: cfg.NewHost, Role: p2p.RoleClient})
 	if err != nil {
 		return nil, err
 	}

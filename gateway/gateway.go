@@ -24,6 +24,7 @@ import (
 	"github.com/fedgrid/fedgrid/gateway/service"
 	"github.com/fedgrid/fedgrid/gateway/store"
 	"github.com/fedgrid/fedgrid/internal/config"
+	"github.com/fedgrid/fedgrid/internal/webtls"
 	"github.com/fedgrid/fedgrid/p2p"
 	"github.com/fedgrid/fedgrid/wire"
 )
@@ -40,6 +41,12 @@ type Config struct {
 	Name      string // display name; default "fedgrid gateway"
 	PSK       []byte
 	Logger    *slog.Logger
+	// Reach: announced addresses and reachability (relay reservations behind NAT).
+	Reach p2p.Reach
+
+	// TLSCert and TLSKey (PEM files), when set, serve the HTTP API and the
+	// admin app over HTTPS only, with HSTS; ReloadTLS reads them again.
+	TLSCert, TLSKey string
 
 	// CORSOrigins may call the HTTP API from a browser (the admin app hosted
 	// elsewhere, --cors-origin); "*" for any. Empty: same origin only.
@@ -145,6 +152,7 @@ type Gateway struct {
 	httpSrv *http.Server
 	httpLn  net.Listener
 	httpErr chan error
+	certs   *webtls.Certs
 
 	kick      chan struct{} // wake the offer loop
 	provideCh chan struct{} // wake the provide loop
@@ -205,10 +213,15 @@ func Start(ctx context.Context, cfg Config) (_ *Gateway, err error) {
 	g.peer, err = p2p.New(ctx, p2p.Config{
 		DataDir: cfg.DataDir, Network: cfg.Network, Listen: cfg.Listen, Bootstrap: cfg.Bootstrap,
 		DHTMode: p2p.DHTServer, PSK: cfg.PSK, Logger: cfg.Logger.With("sub", "p2p"), Gater: g.gater,
-		NewHost: cfg.NewHost,
+		NewHost: cfg.NewHost, Role: p2p.RoleGateway, Reach: cfg.Reach,
 	})
 	if err != nil {
 		return nil, err
+	}
+	for _, c := range g.peer.Collectors() { // connections by path, hole punches
+		if err := g.metrics.reg.Register(c); err != nil {
+			return nil, fmt.Errorf("register p2p metrics: %w", err)
+		}
 	}
 	g.topic, err = g.peer.PubSub.Join(g.peer.Topic(wire.JobsTopic(g.peer.ID().String())))
 	if err != nil {
@@ -261,7 +274,19 @@ func (g *Gateway) HTTPURL() string {
 	if g.httpLn == nil {
 		return ""
 	}
+	if g.certs != nil {
+		return "https://" + g.httpLn.Addr().String()
+	}
 	return "http://" + g.httpLn.Addr().String()
+}
+
+// ReloadTLS reads the HTTPS certificate and key again (on SIGHUP); on an
+// error the one in use stays. Without HTTPS it does nothing.
+func (g *Gateway) ReloadTLS() error {
+	if g.certs == nil {
+		return nil
+	}
+	return g.certs.Reload()
 }
 
 // Metrics gathers the gateway's Prometheus series (as GET /metrics serves them).

@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
@@ -9,6 +10,7 @@ import (
 
 	"github.com/fedgrid/fedgrid/gateway/api"
 	"github.com/fedgrid/fedgrid/gateway/store"
+	"github.com/fedgrid/fedgrid/internal/webtls"
 	"github.com/fedgrid/fedgrid/ui"
 )
 
@@ -34,13 +36,23 @@ func (g *Gateway) startHTTP() error {
 	if err != nil {
 		return err
 	}
+	if g.cfg.TLSCert != "" || g.cfg.TLSKey != "" {
+		if g.certs, err = webtls.Load(g.cfg.TLSCert, g.cfg.TLSKey); err != nil {
+			return err
+		}
+	}
 	ln, err := net.Listen("tcp", g.cfg.HTTPAddr)
 	if err != nil {
 		return fmt.Errorf("listen for HTTP on %s: %w", g.cfg.HTTPAddr, err)
 	}
 	g.httpLn = ln
+	handler := g.routes(a.Handler())
+	if g.certs != nil {
+		ln = tls.NewListener(ln, g.certs.Config())
+		handler = webtls.HSTS(handler)
+	}
 	g.httpSrv = &http.Server{
-		Handler:           g.routes(a.Handler()),
+		Handler:           handler,
 		ReadHeaderTimeout: 10 * time.Second,
 		ReadTimeout:       5 * time.Minute, // uploads
 		WriteTimeout:      5 * time.Minute,
@@ -65,6 +77,7 @@ func (g *Gateway) routes(api http.Handler) http.Handler {
 	// The admin web app (ui/, embedded in the binary), with SPA fallback.
 	mux.Handle("/admin/", http.StripPrefix("/admin", ui.Handler()))
 	mux.Handle("GET /admin", http.RedirectHandler("/admin/", http.StatusMovedPermanently))
+	mux.Handle("GET /{$}", http.RedirectHandler("/admin/", http.StatusFound))
 	mux.Handle("/", api)
 	// CORS for the API when the app is hosted elsewhere (--cors-origin).
 	return cors(g.cfg.CORSOrigins, mux)

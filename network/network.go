@@ -14,6 +14,7 @@ package network
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -28,12 +29,17 @@ import (
 
 	"github.com/fedgrid/fedgrid/client"
 	"github.com/fedgrid/fedgrid/internal/config"
+	"github.com/fedgrid/fedgrid/internal/webtls"
 	"github.com/fedgrid/fedgrid/p2p"
 	"github.com/fedgrid/fedgrid/wire"
 )
 
-// DefaultListen is the network peer's default, well-known address.
-const DefaultListen = "/ip4/127.0.0.1/tcp/4001"
+// DefaultListen is the network peer's default, well-known address (TCP),
+// and DefaultListenQUIC its QUIC twin on the same port number.
+const (
+	DefaultListen     = "/ip4/127.0.0.1/tcp/4001"
+	DefaultListenQUIC = "/ip4/127.0.0.1/udp/4001/quic-v1"
+)
 
 // Config of a network peer. DefaultConfig gives every default; Start fills
 // the fields left zero with those and refuses a config that does not Validate.
@@ -43,8 +49,13 @@ type Config struct {
 	Listen    []string // default DefaultListen
 	Bootstrap []string // other network peers
 	HTTPAddr  string   // "" = no HTTP
-	PSK       []byte
-	Logger    *slog.Logger
+	// TLSCert and TLSKey (PEM files), when set, serve HTTP over HTTPS only,
+	// with HSTS; ReloadTLS reads them again.
+	TLSCert, TLSKey string
+	PSK             []byte
+	Logger          *slog.Logger
+	// Reach: announced addresses, reachability (default public) and the relay service.
+	Reach p2p.Reach
 	// PerGateway bounds each gateway's dial and answer in a search; default 5 s.
 	PerGateway time.Duration
 	// MaxSearches bounds the searches running at once; default 8. More wait.
@@ -55,7 +66,7 @@ type Config struct {
 
 // DefaultConfig is a network peer's configuration before any flag.
 func DefaultConfig() Config {
-	return Config{Network: p2p.DefaultNetwork, Listen: []string{DefaultListen}, PerGateway: 5 * time.Second, MaxSearches: 8}
+	return Config{Network: p2p.DefaultNetwork, Listen: []string{DefaultListen, DefaultListenQUIC}, PerGateway: 5 * time.Second, MaxSearches: 8}
 }
 
 // defaults fills the fields left zero from DefaultConfig.
@@ -97,6 +108,7 @@ type Network struct {
 	httpSrv *http.Server
 	httpLn  net.Listener
 	httpErr chan error
+	certs   *webtls.Certs
 
 	closeOnce sync.Once
 	closeErr  error
@@ -114,18 +126,32 @@ func Start(ctx context.Context, cfg Config) (_ *Network, err error) {
 			_ = n.Close()
 		}
 	}()
-	n.peer, err = p2p.New(ctx, p2p.Config{DataDir: cfg.DataDir, Network: cfg.Network, Listen: cfg.Listen, Bootstrap: cfg.Bootstrap, DHTMode: p2p.DHTServer, PSK: cfg.PSK, Logger: cfg.Logger, NewHost: cfg.NewHost})
+	n.peer, err = p2p.New(ctx, p2p.Config{DataDir: cfg.DataDir, Network: cfg.Network, Listen: cfg.Listen, Bootstrap: cfg.Bootstrap, DHTMode: p2p.DHTServer, PSK: cfg.PSK, Logger: cfg.Logger, NewHost: cfg.NewHost,
+		Role: p2p.RoleNetwork, Reach: cfg.Reach})
 	if err != nil {
 		return nil, err
 	}
 	n.search = client.Attach(n.peer, client.Config{PerGateway: cfg.PerGateway, Logger: cfg.Logger})
+	if cfg.HTTPAddr == "" && (cfg.TLSCert != "" || cfg.TLSKey != "") {
+		return nil, errors.New("--tls-cert and --tls-key need --http")
+	}
 	if cfg.HTTPAddr != "" {
+		if cfg.TLSCert != "" || cfg.TLSKey != "" {
+			if n.certs, err = webtls.Load(cfg.TLSCert, cfg.TLSKey); err != nil {
+				return nil, err
+			}
+		}
 		ln, err := net.Listen("tcp", cfg.HTTPAddr)
 		if err != nil {
 			return nil, fmt.Errorf("listen for HTTP on %s: %w", cfg.HTTPAddr, err)
 		}
 		n.httpLn = ln
-		n.httpSrv = &http.Server{Handler: n.routes(), ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 30 * time.Second, WriteTimeout: 60 * time.Second, MaxHeaderBytes: 64 << 10}
+		handler := n.routes()
+		if n.certs != nil {
+			ln = tls.NewListener(ln, n.certs.Config())
+			handler = webtls.HSTS(handler)
+		}
+		n.httpSrv = &http.Server{Handler: handler, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 30 * time.Second, WriteTimeout: 60 * time.Second, MaxHeaderBytes: 64 << 10}
 		n.httpErr = make(chan error, 1)
 		go func() { // owned by Close
 			err := n.httpSrv.Serve(ln)
@@ -304,7 +330,19 @@ func (n *Network) HTTPURL() string {
 	if n.httpLn == nil {
 		return ""
 	}
+	if n.certs != nil {
+		return "https://" + n.httpLn.Addr().String()
+	}
 	return "http://" + n.httpLn.Addr().String()
+}
+
+// ReloadTLS reads the HTTPS certificate and key again (on SIGHUP); on an
+// error the one in use stays. Without HTTPS it does nothing.
+func (n *Network) ReloadTLS() error {
+	if n.certs == nil {
+		return nil
+	}
+	return n.certs.Reload()
 }
 
 // Close stops HTTP and the peer. Idempotent.

@@ -44,6 +44,8 @@ type Config struct {
 	Slots  int
 	PSK    []byte
 	Logger *slog.Logger
+	// Reach: announced addresses and reachability.
+	Reach p2p.Reach
 	// MaxJitter delays a claim by a random amount up to this, so that not every
 	// idle node claims at the same instant; default 20 ms.
 	MaxJitter time.Duration
@@ -144,6 +146,7 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 		DataDir: cfg.DataDir, Network: cfg.Network, Listen: cfg.Listen,
 		Bootstrap: append(append([]string{}, cfg.Bootstrap...), cfg.Gateway),
 		DHTMode:   p2p.DHTClient, PSK: cfg.PSK, Logger: log, NewHost: cfg.NewHost,
+		Role: p2p.RoleNode, Reach: cfg.Reach,
 	})
 	if err != nil {
 		return nil, err

@@ -31,16 +31,22 @@ import (
 	"github.com/libp2p/go-libp2p/p2p/transport/tcp"
 	ma "github.com/multiformats/go-multiaddr"
 	mh "github.com/multiformats/go-multihash"
+
+	"github.com/fedgrid/fedgrid/internal/version"
 )
 
 // DefaultNetwork is the network name used when none is given.
 const DefaultNetwork = "default"
 
-// DefaultListen is where peers listen when no address is given: loopback only.
+// DefaultListen is where peers listen when no address is given: loopback
+// only, TCP (and DefaultListenQUIC).
 const DefaultListen = "/ip4/127.0.0.1/tcp/0"
 
-// Version is reported to other peers in the user agent.
-var Version = "0.1.0"
+// DefaultListenQUIC is the QUIC address peers listen on by default too.
+const DefaultListenQUIC = "/ip4/127.0.0.1/udp/0/quic-v1"
+
+// Version is reported to other peers in the user agent and to a gateway on enrolment.
+var Version = version.Version
 
 // DHTMode selects whether this peer serves the DHT or only queries it.
 type DHTMode int
@@ -60,7 +66,7 @@ type Config struct {
 	Identity crypto.PrivKey
 	// Network names the DHT namespace and topics; peers of different networks never see each other.
 	Network string
-	// Listen multiaddrs; default DefaultListen. Empty slice with NoListen = dial only.
+	// Listen multiaddrs; default DefaultListen and DefaultListenQUIC. Empty slice with NoListen = dial only.
 	Listen   []string
 	NoListen bool
 	// Bootstrap peers (full multiaddrs with /p2p/). Each is dialled with retries
@@ -75,8 +81,32 @@ type Config struct {
 	Logger *slog.Logger
 	// NewHost, when set, builds the libp2p host instead of the default TCP
 	// host (tests put many peers on libp2p's mocknet this way). Listen,
-	// NoListen and PSK do not apply; the peer owns the host and closes it.
+	// NoListen, PSK, Role and Reach do not apply; the peer owns the host and
+	// closes it.
 	NewHost HostFactory
+
+	// Role sizes the connection manager and resource limits and picks the
+	// reachability services (see reachOptions). The zero value, RoleDefault,
+	// keeps libp2p's own sizing.
+	Role Role
+	// Reach: addresses to announce, reachability, relay service.
+	Reach
+}
+
+// Reach is how a peer is reached across networks; the peer commands' flags
+// --announce, --no-announce, --reachability and --relay fill it.
+type Reach struct {
+	// Announce, when set, replaces the listen addresses in what the peer
+	// tells others (--announce); NoAnnounce drops addresses or CIDRs from it.
+	Announce   []string
+	NoAnnounce []string
+	// Reachability: ReachAuto (AutoNAT decides; the default except for the
+	// network role, which defaults to ReachPublic), ReachPublic or ReachPrivate.
+	Reachability string
+	// Relay serves circuit relay v2 reservations to this network's peers.
+	Relay bool
+	// RelayMaxReservations bounds the relay's reservations; default 128.
+	RelayMaxReservations int
 }
 
 // HostFactory builds a libp2p host for a peer with the given identity.
@@ -100,6 +130,8 @@ type Peer struct {
 
 	scoreMu sync.Mutex
 	scores  map[peer.ID]float64
+
+	paths *pathWatch
 }
 
 // New starts a peer. If it fails half way, whatever was opened is closed.
@@ -128,45 +160,83 @@ func New(ctx context.Context, cfg Config) (_ *Peer, err error) {
 			return nil, err
 		}
 	}
+	paths := newPathWatch(log)
 	var h host.Host
+	var keeper *relayKeeper
 	if cfg.NewHost != nil {
 		h, err = cfg.NewHost(sk, cfg.Gater)
 	} else {
-		h, err = newHost(cfg, sk)
+		h, keeper, err = newHost(cfg, sk, log, bootstrap, paths)
 	}
 	if err != nil {
 		return nil, err
 	}
-	return start(cfg, h, log, bootstrap)
+	return start(cfg, h, log, bootstrap, paths, keeper)
 }
 
-// newHost builds the default host: TCP only, no relay, no metrics.
-func newHost(cfg Config, sk crypto.PrivKey) (host.Host, error) {
+// newHost builds the default host (TCP and QUIC, the reachability services
+// of reachOptions) and listens. keeper, when not nil, is to be run.
+func newHost(cfg Config, sk crypto.PrivKey, log *slog.Logger, bootstrap []peer.AddrInfo, paths *pathWatch) (_ host.Host, keeper *relayKeeper, err error) {
 	listen := cfg.Listen
 	if len(listen) == 0 && !cfg.NoListen {
-		listen = []string{DefaultListen}
+		listen = []string{DefaultListen, DefaultListenQUIC}
+	}
+	if err := ValidateReachability(cfg.Reachability); err != nil {
+		return nil, nil, err
+	}
+	if cfg.Reachability == "" && cfg.Role == RoleNetwork {
+		cfg.Reachability = ReachPublic
+	}
+	filter, err := parseAddrFilter(cfg.Announce, cfg.NoAnnounce)
+	if err != nil {
+		return nil, nil, err
 	}
 	if len(cfg.PSK) > 0 && len(cfg.PSK) != 32 {
-		return nil, fmt.Errorf("p2p: private network key must be 32 bytes, got %d", len(cfg.PSK))
+		return nil, nil, fmt.Errorf("p2p: private network key must be 32 bytes, got %d", len(cfg.PSK))
 	}
-	cm, err := cmgr.NewConnManager(64, 256, cmgr.WithGracePeriod(time.Minute))
+	sz := cfg.Role.sizing()
+	cm, err := cmgr.NewConnManager(sz.low, sz.high, cmgr.WithGracePeriod(time.Minute))
 	if err != nil {
-		return nil, fmt.Errorf("connection manager: %w", err)
+		return nil, nil, fmt.Errorf("connection manager: %w", err)
 	}
+	rm, err := cfg.Role.resourceManager()
+	if err != nil {
+		_ = cm.Close()
+		return nil, nil, fmt.Errorf("resource manager: %w", err)
+	}
+	acl := &relayACL{proto: MemberProtocol(cfg.Network)}
 	opts := []libp2p.Option{
 		libp2p.Identity(sk),
-		libp2p.Transport(tcp.NewTCPTransport),
-		libp2p.DisableRelay(),
+		// No SO_REUSEPORT: two peers must never share a port (connections
+		// would be split silently between two peer IDs).
+		libp2p.Transport(tcp.NewTCPTransport, tcp.DisableReuseport()),
 		libp2p.DisableMetrics(),
 		libp2p.ConnectionManager(cm),
-		libp2p.UserAgent("fedgrid/" + Version),
+		libp2p.ResourceManager(rm),
+		libp2p.UserAgent("fedgrid/" + version.Short()),
 		libp2p.WithDialTimeout(10 * time.Second),
 	}
-	if len(listen) > 0 {
-		opts = append(opts, libp2p.ListenAddrStrings(listen...))
-	} else {
-		opts = append(opts, libp2p.NoListenAddrs)
+	// Listening comes after the host is built, one address at a time, so
+	// that a taken port is an error naming it (see listenAll).
+	opts = append(opts, libp2p.NoListenAddrs)
+	listenAddrs := make([]ma.Multiaddr, 0, len(listen))
+	for _, s := range listen {
+		m, err := ma.NewMultiaddr(s)
+		if err != nil {
+			_ = cm.Close()
+			_ = rm.Close()
+			return nil, nil, fmt.Errorf("bad listen address %q: %v", s, err)
+		}
+		listenAddrs = append(listenAddrs, m)
 	}
+	listenAddrs = dropQUICWithPSK(&cfg, listenAddrs, log)
+	if (cfg.Role == RoleGateway || cfg.Role == RoleNode) && len(bootstrap) > 0 && !cfg.NoListen && cfg.Reachability != ReachPublic {
+		// Behind NAT (AutoNAT says private, or --reachability private):
+		// reserve a slot with the bootstrap peers that relay and advertise
+		// the relay addresses.
+		keeper = newRelayKeeper(bootstrap, cfg.Reachability, log)
+	}
+	opts = append(opts, reachOptions(&cfg, keeper, acl, paths, filter)...)
 	if len(cfg.PSK) > 0 {
 		opts = append(opts, libp2p.PrivateNetwork(pnet.PSK(cfg.PSK)))
 	}
@@ -176,15 +246,23 @@ func newHost(cfg Config, sk crypto.PrivKey) (host.Host, error) {
 	h, err := libp2p.New(opts...)
 	if err != nil {
 		_ = cm.Close()
-		return nil, fmt.Errorf("start libp2p host: %w", err)
+		_ = rm.Close()
+		return nil, nil, fmt.Errorf("start libp2p host: %w", err)
 	}
-	return h, nil
+	acl.setHost(h)
+	if err := listenAll(h.Network(), cfg.DataDir, listenAddrs, log); err != nil {
+		_ = h.Close()
+		return nil, nil, err
+	}
+	return h, keeper, nil
 }
 
 // start runs the DHT, pubsub and bootstrap loops on h. If it fails, h is closed.
-func start(cfg Config, h host.Host, log *slog.Logger, bootstrap []peer.AddrInfo) (_ *Peer, err error) {
+func start(cfg Config, h host.Host, log *slog.Logger, bootstrap []peer.AddrInfo, paths *pathWatch, keeper *relayKeeper) (_ *Peer, err error) {
+	paths.setHost(h)
+	h.SetStreamHandler(MemberProtocol(cfg.Network), func(s network.Stream) { _ = s.Reset() })
 	pctx, cancel := context.WithCancel(context.Background())
-	p := &Peer{Host: h, Network: cfg.Network, log: log, ctx: pctx, cancel: cancel}
+	p := &Peer{Host: h, Network: cfg.Network, log: log, ctx: pctx, cancel: cancel, paths: paths}
 	defer func() {
 		if err != nil {
 			_ = p.Close()
@@ -223,6 +301,9 @@ func start(cfg Config, h host.Host, log *slog.Logger, bootstrap []peer.AddrInfo)
 	for _, ai := range bootstrap {
 		p.Keep(ai)
 	}
+	if keeper != nil {
+		p.Go(func(ctx context.Context) { keeper.run(ctx, h) })
+	}
 	return p, nil
 }
 
@@ -259,9 +340,9 @@ func (p *Peer) Protocol(name string) protocol.ID {
 	return ProtocolID(p.Network, name)
 }
 
-// ProtocolID returns "/fedgrid/<network>/<name>/1.0.0".
+// ProtocolID returns "/fedgrid/<network>/<name>/<version.StreamProtocol>".
 func ProtocolID(network, name string) protocol.ID {
-	return protocol.ID("/fedgrid/" + network + "/" + name + "/1.0.0")
+	return protocol.ID("/fedgrid/" + network + "/" + name + "/" + version.StreamProtocol)
 }
 
 // Topic returns the gossipsub topic name for name in this peer's network.

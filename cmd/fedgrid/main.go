@@ -18,6 +18,8 @@ import (
 
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
+
+	"github.com/fedgrid/fedgrid/internal/version"
 )
 
 // usageError marks bad usage: exit status 2.
@@ -64,6 +66,8 @@ func newRoot(stdout, stderr io.Writer) *cobra.Command {
 			return applyEnvAndConfig(cmd, g.configFile)
 		},
 	}
+	root.Version = version.Short()
+	root.SetVersionTemplate(versionText())
 	root.SetOut(stdout)
 	root.SetErr(stderr)
 	root.PersistentFlags().StringVar(&g.logLevel, "log-level", "info", "log level: debug, info, warn, error")
@@ -72,7 +76,7 @@ func newRoot(stdout, stderr io.Writer) *cobra.Command {
 	root.AddCommand(
 		networkCmd(g), gatewayCmd(g), nodeCmd(g),
 		keygenCmd(g), searchCmd(g), trainCmd(g), jobCmd(g), resultCmd(g), queryCmd(g), requestCmd(g),
-		modelCmd(g), planCmd(g), auditCmd(g),
+		modelCmd(g), planCmd(g), auditCmd(g), versionCmd(g),
 	)
 	for _, c := range root.Commands() {
 		markUsage(c)

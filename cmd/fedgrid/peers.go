@@ -6,12 +6,16 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"os/signal"
 	"strings"
+	"syscall"
 
+	ma "github.com/multiformats/go-multiaddr"
 	"github.com/spf13/cobra"
 
 	"github.com/fedgrid/fedgrid/gateway"
 	"github.com/fedgrid/fedgrid/internal/config"
+	"github.com/fedgrid/fedgrid/internal/version"
 	"github.com/fedgrid/fedgrid/network"
 	"github.com/fedgrid/fedgrid/node"
 	"github.com/fedgrid/fedgrid/p2p"
@@ -24,6 +28,7 @@ type peerFlags struct {
 	listen    []string
 	bootstrap []string
 	pskFile   string
+	reach     p2p.Reach
 }
 
 func (pf *peerFlags) add(c *cobra.Command, defaultListen string) {
@@ -32,6 +37,13 @@ func (pf *peerFlags) add(c *cobra.Command, defaultListen string) {
 	c.Flags().StringArrayVar(&pf.listen, "listen", nil, "listen multiaddr, repeatable (default "+defaultListen+")")
 	c.Flags().StringArrayVar(&pf.bootstrap, "bootstrap", nil, "bootstrap peer multiaddr with /p2p/, repeatable")
 	c.Flags().StringVar(&pf.pskFile, "psk-file", "", "private network key file (64 hex characters); peers without it cannot connect")
+	c.Flags().StringArrayVar(&pf.reach.Announce, "announce", nil, "multiaddr to tell other peers instead of the listen addresses (e.g. the public address of a NAT or load balancer), repeatable")
+	c.Flags().StringArrayVar(&pf.reach.NoAnnounce, "no-announce", nil, "multiaddr or CIDR (10.0.0.0/8) never told to other peers, repeatable")
+	defReach := p2p.ReachAuto
+	if c.Name() == "network" {
+		defReach = p2p.ReachPublic
+	}
+	c.Flags().StringVar(&pf.reach.Reachability, "reachability", defReach, "auto (AutoNAT decides; it judges public addresses only), public, or private (behind NAT: reserve a relay slot at a bootstrap peer and advertise relay addresses)")
 }
 
 // prepare checks the peer flags, creates the data directory and reads the
@@ -53,6 +65,14 @@ func (pf *peerFlags) check() error {
 	}
 	if _, err := p2p.ParseAddrInfos(pf.bootstrap); err != nil {
 		return usagef("--bootstrap: %v", err)
+	}
+	if err := p2p.ValidateReachability(pf.reach.Reachability); err != nil {
+		return usagef("--reachability: %v", err)
+	}
+	for _, a := range pf.reach.Announce {
+		if _, err := ma.NewMultiaddr(a); err != nil {
+			return usagef("--announce %q is not a multiaddr: %v", a, err)
+		}
 	}
 	if err := os.MkdirAll(pf.data, 0o700); err != nil {
 		return fmt.Errorf("create data directory: %w", err)
@@ -81,11 +101,32 @@ func ready(g *globals, id string, addrs []string, httpURL string) {
 	if httpURL != "" {
 		line += " http=" + httpURL
 	}
+	line += " version=" + version.Short()
 	fmt.Fprintln(g.stdout, line)
 }
 
-// serve waits for SIGINT/SIGTERM, then closes.
+// tlsReloader is a peer whose HTTPS certificate can be read again.
+type tlsReloader interface{ ReloadTLS() error }
+
+// serve waits for SIGINT/SIGTERM, then closes. A peer with HTTPS reads its
+// certificate and key again on SIGHUP.
 func serve(ctx context.Context, g *globals, closer interface{ Close() error }) error {
+	if r, ok := closer.(tlsReloader); ok {
+		hup := make(chan os.Signal, 1)
+		signal.Notify(hup, syscall.SIGHUP)
+		defer signal.Stop(hup)
+		for ctx.Err() == nil {
+			select {
+			case <-ctx.Done():
+			case <-hup:
+				if err := r.ReloadTLS(); err != nil {
+					g.logger().Error("SIGHUP: the TLS certificate was not reloaded; the previous one stays in use", "err", err)
+				} else {
+					g.logger().Info("SIGHUP: TLS certificate reloaded (if HTTPS is on)")
+				}
+			}
+		}
+	}
 	<-ctx.Done()
 	g.logger().Info("shutting down")
 	if err := closer.Close(); err != nil {
@@ -131,7 +172,7 @@ func networkCmd(g *globals) *cobra.Command {
 				return err
 			}
 			cfg := cfg
-			cfg.DataDir, cfg.Network, cfg.Bootstrap, cfg.PSK, cfg.Logger = pf.data, pf.network, pf.bootstrap, psk, g.logger()
+			cfg.DataDir, cfg.Network, cfg.Bootstrap, cfg.PSK, cfg.Logger, cfg.Reach = pf.data, pf.network, pf.bootstrap, psk, g.logger(), pf.reach
 			if len(pf.listen) > 0 {
 				cfg.Listen = pf.listen
 			}
@@ -146,10 +187,13 @@ func networkCmd(g *globals) *cobra.Command {
 			return serve(cmd.Context(), g, n)
 		},
 	}
-	pf.add(c, network.DefaultListen)
+	pf.add(c, network.DefaultListen+" and "+network.DefaultListenQUIC)
+	c.Flags().BoolVar(&pf.reach.Relay, "relay", true, "serve circuit relay v2 reservations to this network's peers, so that gateways behind NAT can be reached (and hole punching coordinated)")
+	c.Flags().IntVar(&pf.reach.RelayMaxReservations, "relay-max-reservations", 128, "relay reservations held at once")
 	c.Flags().StringVar(&cfg.HTTPAddr, "http", cfg.HTTPAddr, "HTTP bind address for status, search (GET /api/v1/search) and the gateway directory (GET /api/v1/gateways), e.g. 127.0.0.1:8401; off when empty")
 	c.Flags().DurationVar(&cfg.PerGateway, "gateway-timeout", cfg.PerGateway, "how long a search waits for each gateway")
 	c.Flags().IntVar(&cfg.MaxSearches, "max-searches", cfg.MaxSearches, "searches served at once over HTTP; more wait")
+	addTLSFlags(c, &cfg.TLSCert, &cfg.TLSKey)
 	return c
 }
 
@@ -167,7 +211,7 @@ func gatewayCmd(g *globals) *cobra.Command {
 			}
 			cfg := cfg
 			cfg.DataDir, cfg.Network, cfg.Listen, cfg.Bootstrap = pf.data, pf.network, pf.listen, pf.bootstrap
-			cfg.PSK, cfg.Logger = psk, g.logger()
+			cfg.PSK, cfg.Logger, cfg.Reach = psk, g.logger(), pf.reach
 			if err := cfg.Validate(); err != nil {
 				return flagErrors(err, map[string]string{"HTTPAddr": "--http", "Name": "--name", "CORSOrigins": "--cors-origin",
 					"Lease": "--lease", "MaxAttempts": "--max-attempts", "AttemptTimeout": "--attempt-timeout", "JobTimeout": "--job-timeout"})
@@ -180,15 +224,21 @@ func gatewayCmd(g *globals) *cobra.Command {
 			return serve(cmd.Context(), g, gw)
 		},
 	}
-	pf.add(c, p2p.DefaultListen)
+	pf.add(c, p2p.DefaultListen+" and "+p2p.DefaultListenQUIC)
 	c.Flags().StringVar(&cfg.HTTPAddr, "http", cfg.HTTPAddr, "HTTP bind address of the admin API and web UI")
 	c.Flags().StringVar(&cfg.Name, "name", cfg.Name, "display name shown to data scientists")
+	addTLSFlags(c, &cfg.TLSCert, &cfg.TLSKey)
 	c.Flags().StringSliceVar(&cfg.CORSOrigins, "cors-origin", nil, "origins (scheme://host[:port]) whose browser pages may call the HTTP API, e.g. where the admin app is hosted separately; repeatable")
 	c.Flags().DurationVar(&cfg.Lease, "lease", cfg.Lease, "how long a node keeps a job without a heartbeat")
 	c.Flags().IntVar(&cfg.MaxAttempts, "max-attempts", cfg.MaxAttempts, "attempts a job gets before it fails (its retry budget)")
 	c.Flags().DurationVar(&cfg.AttemptTimeout, "attempt-timeout", cfg.AttemptTimeout, "longest one attempt may run")
 	c.Flags().DurationVar(&cfg.JobTimeout, "job-timeout", cfg.JobTimeout, "longest a job may take, queueing included")
 	return c
+}
+
+func addTLSFlags(c *cobra.Command, cert, key *string) {
+	c.Flags().StringVar(cert, "tls-cert", "", "PEM certificate (chain) file: serve HTTP over HTTPS only, with HSTS; read again on SIGHUP")
+	c.Flags().StringVar(key, "tls-key", "", "PEM private key file of --tls-cert")
 }
 
 func nodeCmd(g *globals) *cobra.Command {
@@ -206,7 +256,7 @@ func nodeCmd(g *globals) *cobra.Command {
 			}
 			cfg := cfg
 			cfg.DataDir, cfg.Network, cfg.Listen, cfg.Bootstrap = pf.data, pf.network, pf.listen, pf.bootstrap
-			cfg.PSK, cfg.Logger, cfg.Engine = psk, g.logger(), plan.Engine(engine)
+			cfg.PSK, cfg.Logger, cfg.Engine, cfg.Reach = psk, g.logger(), plan.Engine(engine), pf.reach
 			if err := cfg.Validate(); err != nil {
 				return flagErrors(err, map[string]string{"Gateway": "--gateway", "JoinToken": "--join-token", "Slots": "--slots", "Engine": "--engine"})
 			}
@@ -218,7 +268,7 @@ func nodeCmd(g *globals) *cobra.Command {
 			return serve(cmd.Context(), g, n)
 		},
 	}
-	pf.add(c, p2p.DefaultListen)
+	pf.add(c, p2p.DefaultListen+" and "+p2p.DefaultListenQUIC)
 	c.Flags().StringVar(&cfg.Gateway, "gateway", "", "the enrolling gateway's multiaddr with /p2p/")
 	c.Flags().StringVar(&cfg.JoinToken, "join-token", "", "single-use join token from the gateway's admin (not needed once enrolled)")
 	c.Flags().IntVar(&cfg.Slots, "slots", cfg.Slots, "jobs this node runs at once")

@@ -13,11 +13,11 @@ import (
 const peerID = "12D3KooWLctmRK7H9FHLZ6XeHyJaQY48ESKfUH9q8ycZXhYTCic3"
 
 func TestParseReady(t *testing.T) {
-	r, err := ParseReady("ready peer=" + peerID + " addrs=/ip4/127.0.0.1/tcp/1/p2p/" + peerID + ",/ip6/::1/tcp/2/p2p/" + peerID + " http=http://127.0.0.1:8420\n")
+	r, err := ParseReady("ready peer=" + peerID + " addrs=/ip4/127.0.0.1/tcp/1/p2p/" + peerID + ",/ip6/::1/tcp/2/p2p/" + peerID + " http=http://127.0.0.1:8420 version=0.1.0+abc\n")
 	if err != nil {
 		t.Fatal(err)
 	}
-	if r.PeerID != peerID || len(r.Addrs) != 2 || r.HTTP != "http://127.0.0.1:8420" {
+	if r.PeerID != peerID || len(r.Addrs) != 2 || r.HTTP != "http://127.0.0.1:8420" || r.Version != "0.1.0+abc" {
 		t.Fatalf("%+v", r)
 	}
 	r, err = ParseReady("ready peer=" + peerID + " addrs=/ip4/127.0.0.1/tcp/1/p2p/" + peerID + " http=127.0.0.1:9")

@@ -15,11 +15,12 @@ import (
 )
 
 // Ready is what a peer announces in its ready line:
-// `ready peer=<id> addrs=<multiaddr>,... [http=<url>]`.
+// `ready peer=<id> addrs=<multiaddr>,... [http=<url>] [version=<version>]`.
 type Ready struct {
-	PeerID string
-	Addrs  []string // each ends in /p2p/<PeerID>
-	HTTP   string   // base URL of the peer's HTTP server, "" without one
+	PeerID  string
+	Addrs   []string // each ends in /p2p/<PeerID>
+	HTTP    string   // base URL of the peer's HTTP server, "" without one
+	Version string   // fedgrid's version (fedgrid version), "" if not given
 }
 
 // ParseReady parses a ready line.
@@ -46,6 +47,8 @@ func ParseReady(line string) (Ready, error) {
 			}
 		case "http":
 			r.HTTP = v
+		case "version":
+			r.Version = v
 		}
 	}
 	if r.PeerID == "" {

@@ -21,6 +21,11 @@ const OUT = must('OUT_DIR');
 const WORK = must('WORK_DIR');
 const REPO = must('REPO');
 const NETWORK = `ui-e2e-${process.pid}`;
+// HTTPS: the gateway serves TLS_CERT/TLS_KEY; Chromium trusts that key only
+// (TLS_SPKI), Node's fetch that certificate (NODE_EXTRA_CA_CERTS).
+const TLS_CERT = process.env.TLS_CERT;
+const TLS_KEY = process.env.TLS_KEY;
+const TLS_SPKI = process.env.TLS_SPKI;
 const DESKTOP = { width: 1280, height: 800 };
 const PHONE = { width: 390, height: 844 };
 
@@ -108,15 +113,23 @@ async function main() {
   // Peers: a network (bootstrap), the gateway under test.
   const net = await startPeer('network', ['network', '--data', join(WORK, 'network'), '--network', NETWORK, '--listen', '/ip4/127.0.0.1/tcp/0']);
   const gw = await startPeer('gateway', ['gateway', '--data', join(WORK, 'gateway'), '--network', NETWORK, '--listen', '/ip4/127.0.0.1/tcp/0',
-    '--bootstrap', net.addrs[0], '--http', '127.0.0.1:0', '--name', 'Hospital A']);
+    '--bootstrap', net.addrs[0], '--http', '127.0.0.1:0', '--name', 'Hospital A',
+    ...(TLS_CERT ? ['--tls-cert', TLS_CERT, '--tls-key', TLS_KEY] : [])]);
   log('gateway', gw.http, gw.peer);
+  if (TLS_CERT) {
+    if (!gw.http.startsWith('https://')) throw new Error(`the gateway serves ${gw.http}, not HTTPS`);
+    const root = await fetch(`${gw.http}/`, { redirect: 'manual' });
+    if (root.status < 300 || root.status > 399 || root.headers.get('location') !== '/admin/') throw new Error(`GET / gave ${root.status} ${root.headers.get('location')}, not a redirect to /admin/`);
+    if (!/max-age=/.test(root.headers.get('strict-transport-security') || '')) throw new Error('no Strict-Transport-Security header over HTTPS');
+  }
   const openapi = await (await fetch(`${gw.http}/api/v1/openapi.json`)).json();
   if (!openapi.paths?.['/api/v1/requests/{id}/approve']) throw new Error('the gateway has no POST /api/v1/requests/{id}/approve');
 
   const browser = await chromium.launch({
     executablePath: CHROMIUM,
     headless: true,
-    args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
+    args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync',
+      ...(TLS_SPKI ? [`--ignore-certificate-errors-spki-list=${TLS_SPKI}`] : [])],
   });
   try {
     const ctx = await browser.newContext({ viewport: DESKTOP });
@@ -126,7 +139,12 @@ async function main() {
     page.on('pageerror', (e) => consoleErrors.push(String(e)));
 
     // 1. A fresh gateway opens on Setup.
-    await page.goto(`${gw.http}/admin/`);
+    const adminResp = await page.goto(`${gw.http}/admin/`);
+    if (TLS_CERT) {
+      const sec = await adminResp.securityDetails();
+      if (!sec) throw new Error('the admin app was not loaded over TLS');
+      log('admin app over', sec.protocol, 'certificate', sec.subjectName);
+    }
     await page.getByRole('heading', { name: 'Set up this gateway', exact: true }).waitFor();
     await shot('01-setup-1280');
     await page.getByLabel('Your name').fill('Olivia Owner');
