@@ -42,6 +42,9 @@ def test_train_result_predict(fg, localnet):
     job = fg.train(d, plan, wait=True, progress=True, timeout=300)
     assert job.succeeded and job.metrics["epochs"] == plan["train"]["epochs"]
     assert job.ref in [j.ref for j in fg.jobs()]
+    if fg._supports("jobs", "--json"):  # fedgrid jobs asks the gateways, not this client's memory
+        fresh = fedgrid.connect(bootstrap=localnet["bootstrap"], key=localnet["key"], network=localnet["network"])
+        assert job.ref in [j.ref for j in fresh.jobs(state="succeeded")]
     m = job.result()
     assert isinstance(m, fedgrid.Model) and m.provenance["job"]
     holdout = localnet["datasets"]["pima-diabetes"]["holdout"]
