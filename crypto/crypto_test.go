@@ -123,3 +123,27 @@ func TestChainHash(t *testing.T) {
 		t.Fatal("wrong sequence number accepted")
 	}
 }
+
+func TestHashLimiterBusy(t *testing.T) {
+	l := NewHashLimiter(1, time.Millisecond)
+	h, err := l.Hash("a password")
+	if err != nil || l.Evaluated() != 1 {
+		t.Fatalf("hash: %v, %d evaluated", err, l.Evaluated())
+	}
+	if err := l.acquire(); err != nil { // hold the only slot
+		t.Fatal(err)
+	}
+	if err := l.Check(h, "a password"); !errors.Is(err, ErrBusy) {
+		t.Fatalf("check with every slot taken: %v, want ErrBusy", err)
+	}
+	if err := l.Waste("x"); !errors.Is(err, ErrBusy) {
+		t.Fatalf("waste with every slot taken: %v", err)
+	}
+	if err := l.Check("not a hash", "x"); !errors.Is(err, ErrBadHash) {
+		t.Fatalf("a malformed hash is refused before waiting: %v", err)
+	}
+	l.release()
+	if err := l.Check(h, "a password"); err != nil || l.Evaluated() != 3 {
+		t.Fatalf("check after release: %v, %d evaluated", err, l.Evaluated())
+	}
+}

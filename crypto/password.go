@@ -9,6 +9,8 @@ import (
 	"fmt"
 	"strings"
 	"sync"
+	"sync/atomic"
+	"time"
 
 	"golang.org/x/crypto/argon2"
 )
@@ -110,4 +112,79 @@ func WastePasswordCheck(password string) {
 		password = password[:MaxPasswordBytes]
 	}
 	_ = argon2.IDKey([]byte(password), dummySalt(), PasswordTime, PasswordMemoryKiB, PasswordThreads, passwordKeyLen)
+}
+
+// ErrBusy is returned by a HashLimiter when every slot stayed taken for its
+// whole wait.
+var ErrBusy = errors.New("crypto: too many password checks in progress; try again")
+
+// HashLimiter bounds how many argon2 evaluations (about PasswordMemoryKiB of
+// memory each) run at once. A caller waits up to the limiter's wait for a slot
+// and then gets ErrBusy, so a burst of logins costs bounded memory instead of
+// one hash buffer per request. It is safe for concurrent use.
+type HashLimiter struct {
+	slots     chan struct{}
+	wait      time.Duration
+	evaluated atomic.Int64
+}
+
+// NewHashLimiter returns a limiter of n concurrent evaluations (at least 1)
+// whose callers wait up to wait for a slot.
+func NewHashLimiter(n int, wait time.Duration) *HashLimiter {
+	return &HashLimiter{slots: make(chan struct{}, max(n, 1)), wait: wait}
+}
+
+func (l *HashLimiter) acquire() error {
+	select {
+	case l.slots <- struct{}{}:
+	default:
+		t := time.NewTimer(l.wait)
+		defer t.Stop()
+		select {
+		case l.slots <- struct{}{}:
+		case <-t.C:
+			return ErrBusy
+		}
+	}
+	l.evaluated.Add(1)
+	return nil
+}
+
+func (l *HashLimiter) release() { <-l.slots }
+
+// Evaluated returns how many argon2 evaluations the limiter has let run.
+func (l *HashLimiter) Evaluated() int64 { return l.evaluated.Load() }
+
+// Hash is HashPassword in a slot of the limiter.
+func (l *HashLimiter) Hash(password string) (string, error) {
+	if len(password) > MaxPasswordBytes {
+		return "", ErrPasswordTooLong
+	}
+	if err := l.acquire(); err != nil {
+		return "", err
+	}
+	defer l.release()
+	return HashPassword(password)
+}
+
+// Check is CheckPassword in a slot of the limiter.
+func (l *HashLimiter) Check(hash, password string) error {
+	if _, err := parseHash(hash); err != nil {
+		return err
+	}
+	if err := l.acquire(); err != nil {
+		return err
+	}
+	defer l.release()
+	return CheckPassword(hash, password)
+}
+
+// Waste is WastePasswordCheck in a slot of the limiter.
+func (l *HashLimiter) Waste(password string) error {
+	if err := l.acquire(); err != nil {
+		return err
+	}
+	defer l.release()
+	WastePasswordCheck(password)
+	return nil
 }

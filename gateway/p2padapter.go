@@ -66,7 +66,7 @@ func p2pCode(k service.Kind) (string, bool) {
 		return p2p.CodeInsufficientBudget, true
 	case service.Stale:
 		return p2p.CodeStale, true
-	case service.SetupRequired, service.Unavailable:
+	case service.SetupRequired, service.Unavailable, service.Busy:
 		return p2p.CodeUnavailable, true
 	case service.TooLarge:
 		return p2p.CodeTooLarge, true

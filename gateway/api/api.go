@@ -40,9 +40,11 @@ type Config struct {
 	TokenTTL time.Duration
 	// JoinTokenTTL is how long a node join token lasts unless the request says (default 24 h).
 	JoinTokenTTL time.Duration
-	// LoginMaxFailures failed logins per (email, client address), and ten
-	// times as many per client address across emails, are allowed within
-	// LoginWindow before further attempts get 429 (defaults 5 and 15 min).
+	// LoginMaxFailures login attempts per (email, client address), twice as
+	// many per email across addresses and ten times as many per client
+	// address across emails are allowed within LoginWindow before further
+	// attempts get 429 (defaults 5 and 15 min). Attempts are counted before
+	// the password is checked; a successful login gives its attempt back.
 	LoginMaxFailures int
 	LoginWindow      time.Duration
 	// Now is the clock (default time.Now); tests move it.
@@ -83,8 +85,7 @@ type API struct {
 	mux       *http.ServeMux
 	routes    []*route
 	setupDone atomic.Bool
-	throttle  *throttle // per (client address, email)
-	spray     *throttle // per client address, across emails
+	throttle  *throttle // login attempts per account, client address and both
 	openapi   []byte
 }
 
@@ -118,8 +119,7 @@ func New(cfg Config) (*API, error) {
 		cfg.Service = service.New(service.Config{Store: cfg.Store, Logger: cfg.Logger, Hooks: service.Hooks{JobCancelled: cfg.Hooks.JobCancelled}})
 	}
 	a := &API{cfg: cfg, st: cfg.Store, svc: cfg.Service, log: cfg.Logger, mux: http.NewServeMux(),
-		throttle: newThrottle(cfg.LoginMaxFailures, cfg.LoginWindow, cfg.Now),
-		spray:    newThrottle(10*cfg.LoginMaxFailures, cfg.LoginWindow, cfg.Now)}
+		throttle: newThrottle(cfg.LoginWindow, cfg.Now)}
 	a.routes = a.routeTable()
 	byPattern := map[string][]*route{}
 	var order []string

@@ -86,6 +86,8 @@ func toHTTP(err error) *httpError {
 		return errorf(http.StatusRequestEntityTooLarge, "too_large", "%s", e.Msg)
 	case service.Unavailable:
 		return errorf(http.StatusServiceUnavailable, "unavailable", "%s", e.Msg)
+	case service.Busy:
+		return errorf(http.StatusTooManyRequests, "busy", "%s", e.Msg)
 	}
 	return errorf(http.StatusInternalServerError, "internal", "internal error")
 }

@@ -132,28 +132,38 @@ func clientAddr(r *http.Request) string {
 	return host
 }
 
+// loginLimits are the throttle keys of a login attempt: the (client, account)
+// pair first, then the account from any address, then the client across accounts.
+func (a *API) loginLimits(client, email string) []limit {
+	acct := strings.ToLower(strings.TrimSpace(email))
+	n := a.cfg.LoginMaxFailures
+	return []limit{{client + "|" + acct, n}, {"\x00account|" + acct, 2 * n}, {client, 10 * n}}
+}
+
 func (a *API) login(c *call) (any, error) {
 	var req LoginRequest
 	if err := c.decode(&req); err != nil {
 		return nil, err
 	}
-	client := clientAddr(c.r)
-	key := client + "|" + strings.ToLower(strings.TrimSpace(req.Email))
-	if wait := max(a.throttle.blocked(key), a.spray.blocked(client)); wait > 0 {
+	limits := a.loginLimits(clientAddr(c.r), req.Email)
+	at, wait := a.throttle.take(limits...)
+	if wait > 0 {
 		secs := int(math.Ceil(wait.Seconds()))
 		c.w.Header().Set("Retry-After", strconv.Itoa(secs))
 		return nil, errorf(http.StatusTooManyRequests, "too_many_attempts", "too many failed logins; try again in %d s", secs)
 	}
 	tok, exp, u, err := a.st.Login(req.Email, req.Password, a.cfg.TokenTTL)
-	if errors.Is(err, store.ErrBadCredentials) {
-		a.throttle.fail(key)
-		a.spray.fail(client)
+	if errors.Is(err, store.ErrBusy) {
+		// Not evaluated: the attempt does not count.
+		a.throttle.giveBack(at, limits...)
+		c.w.Header().Set("Retry-After", "1")
 		return nil, err
 	}
 	if err != nil {
 		return nil, err
 	}
-	a.throttle.reset(key)
+	a.throttle.giveBack(at, limits...)
+	a.throttle.reset(limits[0].key)
 	return LoginResponse{Token: tok, ExpiresAt: exp, User: userView(u)}, nil
 }
 

@@ -1,81 +1,107 @@
 package api
 
 import (
+	"slices"
 	"sync"
 	"time"
 )
 
-// throttle slows repeated failed logins. Each key (client address and email)
-// may fail max times within window; after that every attempt is refused until
-// the oldest counted failure leaves the window. The map is bounded: expired
-// entries are swept when it grows, and past maxKeys new keys share one bucket
-// so that an attacker cannot exhaust memory.
+// throttle limits login attempts. Each key (an account, a client address, or
+// both) may make max attempts within window. An attempt is checked and
+// counted in one critical section before any password is hashed, so a burst
+// of concurrent guesses cannot all pass the check before the first is
+// counted; a successful login gives its attempt back. The map is bounded:
+// expired entries are swept when it grows, and past maxKeys new keys share
+// one bucket so that an attacker cannot exhaust memory.
 type throttle struct {
 	mu     sync.Mutex
-	max    int
 	window time.Duration
 	now    func() time.Time
-	fails  map[string][]time.Time
+	hits   map[string][]time.Time
+}
+
+// limit is one throttle key and the attempts it may make per window.
+type limit struct {
+	key string
+	max int
 }
 
 const maxThrottleKeys = 100_000
 
-func newThrottle(max int, window time.Duration, now func() time.Time) *throttle {
-	return &throttle{max: max, window: window, now: now, fails: map[string][]time.Time{}}
+func newThrottle(window time.Duration, now func() time.Time) *throttle {
+	return &throttle{window: window, now: now, hits: map[string][]time.Time{}}
 }
 
 func (t *throttle) prune(key string, now time.Time) []time.Time {
-	fs := t.fails[key]
+	hs := t.hits[key]
 	i := 0
-	for i < len(fs) && now.Sub(fs[i]) >= t.window {
+	for i < len(hs) && now.Sub(hs[i]) >= t.window {
 		i++
 	}
-	fs = fs[i:]
-	if len(fs) == 0 {
-		delete(t.fails, key)
+	hs = hs[i:]
+	if len(hs) == 0 {
+		delete(t.hits, key)
 		return nil
 	}
-	t.fails[key] = fs
-	return fs
+	t.hits[key] = hs
+	return hs
 }
 
 func (t *throttle) bucket(key string) string {
-	if _, ok := t.fails[key]; ok || len(t.fails) < maxThrottleKeys {
+	if _, ok := t.hits[key]; ok || len(t.hits) < maxThrottleKeys {
 		return key
 	}
 	return "\x00overflow"
 }
 
-// blocked returns how long key must wait, or 0.
-func (t *throttle) blocked(key string) time.Duration {
+// take counts one attempt against every limit and returns its time, or, if
+// any limit is used up, counts nothing and returns how long to wait.
+func (t *throttle) take(limits ...limit) (at time.Time, wait time.Duration) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	now := t.now()
-	fs := t.prune(t.bucket(key), now)
-	if len(fs) < t.max {
-		return 0
-	}
-	return t.window - now.Sub(fs[len(fs)-t.max])
-}
-
-func (t *throttle) fail(key string) {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	now := t.now()
-	if len(t.fails) >= maxThrottleKeys {
-		for k := range t.fails {
+	if len(t.hits) >= maxThrottleKeys {
+		for k := range t.hits {
 			t.prune(k, now)
 		}
 	}
-	k := t.bucket(key)
-	t.fails[k] = append(t.prune(k, now), now)
-	if len(t.fails[k]) > t.max {
-		t.fails[k] = t.fails[k][len(t.fails[k])-t.max:]
+	for _, l := range limits {
+		hs := t.prune(t.bucket(l.key), now)
+		if len(hs) >= l.max {
+			wait = max(wait, t.window-now.Sub(hs[len(hs)-l.max]))
+		}
+	}
+	if wait > 0 {
+		return time.Time{}, wait
+	}
+	for _, l := range limits {
+		k := t.bucket(l.key)
+		t.hits[k] = append(t.hits[k], now)
+	}
+	return now, 0
+}
+
+// giveBack removes the attempt take counted at time at from every limit.
+func (t *throttle) giveBack(at time.Time, limits ...limit) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for _, l := range limits {
+		k := t.bucket(l.key)
+		hs := t.hits[k]
+		if i := slices.IndexFunc(hs, func(h time.Time) bool { return h.Equal(at) }); i >= 0 {
+			hs = slices.Delete(hs, i, i+1)
+		}
+		if len(hs) == 0 {
+			delete(t.hits, k)
+		} else {
+			t.hits[k] = hs
+		}
 	}
 }
 
+// reset forgets every attempt of key.
 func (t *throttle) reset(key string) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	delete(t.fails, key)
+	delete(t.hits, key)
 }

@@ -29,6 +29,7 @@ const (
 	SetupRequired                  // setup has not been done
 	TooLarge                       // over a size limit
 	Unavailable                    // a capability this gateway lacks
+	Busy                           // too much of this at once: try again shortly
 )
 
 // Error is an error with a kind and a message a person may read; Field is
@@ -102,6 +103,8 @@ func Wrap(err error, what string) *Error {
 		return &Error{Kind: Forbidden, Msg: prefixed(what, text), cause: err}
 	case errors.Is(err, store.ErrUnauthenticated):
 		return &Error{Kind: Unauthorized, Msg: "a valid bearer token is required", cause: err}
+	case errors.Is(err, store.ErrBusy):
+		return &Error{Kind: Busy, Msg: "too many logins in progress; try again shortly", cause: err}
 	case errors.Is(err, store.ErrBadCredentials):
 		return &Error{Kind: BadCredentials, Msg: "wrong email or password", cause: err}
 	case errors.Is(err, store.ErrInsufficientBudget):

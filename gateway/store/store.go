@@ -37,6 +37,8 @@ var (
 	ErrTokenInvalid    = errors.New("store: invalid or expired join token")
 	ErrProtected       = errors.New("store: the Owner role and account are protected")
 	ErrInvalid         = errors.New("store: invalid value")
+	// ErrBusy: every password-hashing slot stayed taken; try again shortly.
+	ErrBusy = errors.New("store: too many logins in progress; try again shortly")
 )
 
 // InvalidError reports a bad field value. It matches ErrInvalid with errors.Is.
@@ -73,6 +75,14 @@ const (
 	prefixNodeRevoked = "node-revoked/"
 )
 
+// MaxConcurrentPasswordHashes argon2 evaluations (about 19 MiB each) run at
+// once; a login or password change waits up to PasswordHashWait for a slot and
+// then fails with ErrBusy.
+const (
+	MaxConcurrentPasswordHashes = 4
+	PasswordHashWait            = 3 * time.Second
+)
+
 // maxConflictRetries bounds the retries of one transaction on badger.ErrConflict.
 const maxConflictRetries = 10000
 
@@ -82,6 +92,8 @@ type Store struct {
 	log    *slog.Logger
 	tokens *crypto.TokenSigner
 	now    func() time.Time
+	// hashes bounds concurrent argon2 evaluations (logins, new passwords).
+	hashes *crypto.HashLimiter
 
 	// wmu serialises this process's read-write transactions. Every audited
 	// write reads and writes the audit head, so concurrent writers would
@@ -119,7 +131,8 @@ func Open(dir string, logger *slog.Logger) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("store: open %s: %w", dir, err)
 	}
-	s := &Store{db: db, log: logger, now: time.Now}
+	s := &Store{db: db, log: logger, now: time.Now,
+		hashes: crypto.NewHashLimiter(MaxConcurrentPasswordHashes, PasswordHashWait)}
 	secret, err := s.loadSecret()
 	if err != nil {
 		_ = db.Close()

@@ -162,7 +162,7 @@ func (s *Store) Setup(email, password, name string) (*User, error) {
 	} else if done {
 		return nil, ErrSetupDone
 	}
-	hash, err := crypto.HashPassword(password)
+	hash, err := s.hashPassword(password)
 	if err != nil {
 		return nil, err
 	}
@@ -292,7 +292,7 @@ func (s *Store) CreateUser(nu NewUser) (*User, error) {
 	if nu.BudgetMicroEps < 0 {
 		return nil, invalid("budget_epsilon", "negative")
 	}
-	hash, err := crypto.HashPassword(nu.Password)
+	hash, err := s.hashPassword(nu.Password)
 	if err != nil {
 		return nil, err
 	}
@@ -413,7 +413,7 @@ func (s *Store) UpdateUser(id string, upd UserUpdate) (*User, error) {
 			return nil, err
 		}
 		var err error
-		if hash, err = crypto.HashPassword(*upd.Password); err != nil {
+		if hash, err = s.hashPassword(*upd.Password); err != nil {
 			return nil, err
 		}
 	}
@@ -571,11 +571,13 @@ func (s *Store) Login(email, password string, ttl time.Duration) (token string, 
 	}
 	ok := false
 	if rec == nil {
-		crypto.WastePasswordCheck(password)
-	} else if cerr := crypto.CheckPassword(rec.PasswordHash, password); cerr == nil {
+		if werr := s.hashes.Waste(password); werr != nil {
+			return "", time.Time{}, nil, busyErr(werr)
+		}
+	} else if cerr := s.hashes.Check(rec.PasswordHash, password); cerr == nil {
 		ok = true
 	} else if !errors.Is(cerr, crypto.ErrPasswordMismatch) {
-		return "", time.Time{}, nil, cerr
+		return "", time.Time{}, nil, busyErr(cerr)
 	}
 	if !ok {
 		actor := ""
@@ -640,3 +642,21 @@ func (s *Store) RevokeTokens(userID, actor string) error {
 		return s.audit(txn, AuditEvent{Actor: actor, Action: "auth.revoke", Target: "user/" + rec.ID})
 	})
 }
+
+// hashPassword hashes a new password in a slot of the store's hash limiter.
+func (s *Store) hashPassword(password string) (string, error) {
+	h, err := s.hashes.Hash(password)
+	return h, busyErr(err)
+}
+
+// busyErr turns the hash limiter's crypto.ErrBusy into ErrBusy.
+func busyErr(err error) error {
+	if errors.Is(err, crypto.ErrBusy) {
+		return ErrBusy
+	}
+	return err
+}
+
+// PasswordEvaluations returns how many password hashes and checks (argon2
+// evaluations, about 19 MiB each) this store has run since it opened.
+func (s *Store) PasswordEvaluations() int64 { return s.hashes.Evaluated() }
