@@ -21,6 +21,7 @@ type dpState struct {
 	eng           gradEngine // per-example gradients (batch of one)
 	pr            *program
 	rows          []int
+	skip          []bool // rows whose gradient counts as zero (may be nil)
 	q, sigma, c   float64
 	expected      float64
 	stepsPerEpoch int
@@ -28,7 +29,7 @@ type dpState struct {
 	one           [][]float64 // one row's gradient
 }
 
-func newDPState(p *Plan, pr *program, params [][]float64, rows []int, kind Engine) (*dpState, error) {
+func newDPState(p *Plan, pr *program, params [][]float64, rows []int, skip []bool, kind Engine) (*dpState, error) {
 	q, steps, err := p.DPSteps(len(rows))
 	if err != nil {
 		return nil, err
@@ -47,7 +48,7 @@ func newDPState(p *Plan, pr *program, params [][]float64, rows []int, kind Engin
 	}
 	d := p.Privacy.DPSGD
 	return &dpState{
-		eng: eng, pr: pr, rows: rows, q: q, sigma: d.NoiseMultiplier, c: d.MaxGradNorm,
+		eng: eng, pr: pr, rows: rows, skip: skip, q: q, sigma: d.NoiseMultiplier, c: d.MaxGradNorm,
 		expected: q * float64(len(rows)), stepsPerEpoch: steps / p.Train.Epochs,
 		rng: rand.New(rand.NewChaCha8(key)), one: zerosLike(params),
 	}, nil
@@ -70,21 +71,18 @@ func (s *dpState) step(x, y []float64, d int, grads [][]float64) error {
 		if s.rng.Float64() >= s.q {
 			continue
 		}
+		if s.skip != nil && s.skip[r] {
+			continue // sampled, with a zero gradient
+		}
 		if s.pr.hasDropout {
 			s.pr.seed = s.rng.Uint64() // each example its own dropout mask
 		}
 		if _, err := s.eng.step(x[r*d:(r+1)*d], y[r:r+1], 1, s.one); err != nil {
 			return err
 		}
-		var norm2 float64
-		for _, g := range s.one {
-			for _, v := range g {
-				norm2 += v * v
-			}
-		}
-		scale := 1.0
-		if n := math.Sqrt(norm2); n > s.c {
-			scale = s.c / n
+		scale := clipScale(s.one, s.c)
+		if scale == 0 {
+			continue
 		}
 		for i, g := range s.one {
 			for j, v := range g {
@@ -99,4 +97,34 @@ func (s *dpState) step(x, y []float64, d int, grads [][]float64) error {
 		}
 	}
 	return nil
+}
+
+// clipScale returns the factor that clips the gradient g to L2 norm at most
+// c: 1 if it is within, c/norm if not, and 0 if any component is NaN or
+// infinite, so that such a gradient counts as zero and the sum's
+// sensitivity stays c whatever the data holds. The norm is computed scaled by
+// the largest component, so finite gradients too large to square still clip.
+func clipScale(g [][]float64, c float64) float64 {
+	var top float64
+	for _, gi := range g {
+		for _, v := range gi {
+			if math.IsNaN(v) || math.IsInf(v, 0) {
+				return 0
+			}
+			top = max(top, math.Abs(v))
+		}
+	}
+	if top == 0 {
+		return 1
+	}
+	var s float64
+	for _, gi := range g {
+		for _, v := range gi {
+			s += (v / top) * (v / top)
+		}
+	}
+	if n := top * math.Sqrt(s); n > c {
+		return c / n
+	}
+	return 1
 }

@@ -65,7 +65,7 @@ func TestDPSGDClipping(t *testing.T) {
 	params, _ := initParams(p, pr, nil)
 	params[0][0], params[1][2] = 0.4, -0.7
 	rows := []int{0, 1, 2, 3, 4, 5, 6, 7, 8, 9}
-	dp, err := newDPState(p, pr, params, rows, EngineNative)
+	dp, err := newDPState(p, pr, params, rows, nil, EngineNative)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -120,7 +120,7 @@ func batchFor(t *testing.T, p *Plan, tab *dataset.Table) (*program, []float64, [
 	if err != nil {
 		t.Fatal(err)
 	}
-	y, err := labels(p, pr, tab)
+	y, err := labels(p, pr, tab, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

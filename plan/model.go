@@ -229,7 +229,7 @@ func Evaluate(m *Model, t *dataset.Table) (*Evaluation, error) {
 	if err != nil {
 		return nil, err
 	}
-	y, err := labels(m.Plan, pr, t)
+	y, err := labels(m.Plan, pr, t, nil)
 	if err != nil {
 		return nil, err
 	}

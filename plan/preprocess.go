@@ -202,7 +202,8 @@ func checkStates(p *Plan, states []PreprocessState, width int) error {
 			}
 			for j := range width {
 				if !finite(st.Mean[j]) || !finite(st.Std[j]) || st.Std[j] <= 0 {
-					return fmt.Errorf("preprocess[%d] standardize: column %d has mean %v, std %v", i, j, st.Mean[j], st.Std[j])
+					// No values: fitted statistics are the data's.
+					return fmt.Errorf("preprocess[%d] standardize: input %d needs a finite mean and a finite std > 0", i, j)
 				}
 			}
 		case "min_max":
@@ -211,7 +212,7 @@ func checkStates(p *Plan, states []PreprocessState, width int) error {
 			}
 			for j := range width {
 				if !finite(st.Min[j]) || !finite(st.Max[j]) || st.Max[j] <= st.Min[j] {
-					return fmt.Errorf("preprocess[%d] min_max: column %d has min %v, max %v", i, j, st.Min[j], st.Max[j])
+					return fmt.Errorf("preprocess[%d] min_max: input %d needs a finite min and a finite max > min", i, j)
 				}
 			}
 		}
@@ -221,23 +222,40 @@ func checkStates(p *Plan, states []PreprocessState, width int) error {
 
 // labels reads the label column and checks it suits the loss. Its errors
 // go to the requester, who may not see the data: they name the column and
-// the rule, never a value or the row that breaks it.
-func labels(p *Plan, pr *program, t *dataset.Table) ([]float64, error) {
+// the rule, never a value or the row that breaks it. With skip (DP-SGD, which
+// must not fail because of a value in the data) a row whose label breaks the
+// rule is marked in skip instead, and its label set to 0.
+func labels(p *Plan, pr *program, t *dataset.Table, skip []bool) ([]float64, error) {
 	y, err := t.Numeric(p.Label)
 	if err != nil {
 		return nil, fmt.Errorf("label: %w", err)
 	}
-	for _, v := range y {
-		switch pr.lossOp {
-		case "bce", "bce_logits":
-			if v != 0 && v != 1 {
-				return nil, fmt.Errorf("label %q holds values other than 0 and 1; %s needs a 0/1 label", p.Label, pr.lossOp)
-			}
-		case "cross_entropy":
-			if v != math.Trunc(v) || v < 0 || int(v) >= pr.outputs {
-				return nil, fmt.Errorf("label %q holds values that are not integers from 0 to %d; cross_entropy over %d classes needs them", p.Label, pr.outputs-1, pr.outputs)
-			}
+	for r, v := range y {
+		if labelOK(pr, v) {
+			continue
 		}
+		if skip != nil {
+			skip[r], y[r] = true, 0
+			continue
+		}
+		switch pr.lossOp {
+		case "cross_entropy":
+			return nil, fmt.Errorf("label %q holds values that are not integers from 0 to %d; cross_entropy over %d classes needs them", p.Label, pr.outputs-1, pr.outputs)
+		case "bce", "bce_logits":
+			return nil, fmt.Errorf("label %q holds values other than 0 and 1; %s needs a 0/1 label", p.Label, pr.lossOp)
+		}
+		return nil, fmt.Errorf("label %q holds values that are not finite numbers", p.Label)
 	}
 	return y, nil
+}
+
+// labelOK reports whether v is a label the plan's loss can take.
+func labelOK(pr *program, v float64) bool {
+	switch pr.lossOp {
+	case "bce", "bce_logits":
+		return v == 0 || v == 1
+	case "cross_entropy":
+		return v == math.Trunc(v) && v >= 0 && int(v) < pr.outputs
+	}
+	return !math.IsNaN(v) && !math.IsInf(v, 0)
 }

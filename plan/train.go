@@ -112,15 +112,31 @@ func Train(ctx context.Context, p *Plan, t *dataset.Table, opt TrainOptions) (*M
 	if err != nil {
 		return nil, err
 	}
-	y, err := labels(p, pr, t)
+	// skip marks, for DP-SGD, the rows whose gradient counts as zero: a
+	// private run must not fail because of a value in the data.
+	var skip []bool
+	if p.Privacy != nil {
+		skip = make([]bool, n)
+	}
+	y, err := labels(p, pr, t, skip)
 	if err != nil {
 		return nil, err
 	}
 	states := fitPreprocess(p, x, pr.inputs, trainRows)
 	for i, v := range x {
-		if !finite(v) {
-			// No row number: the requester may not see the data.
-			return nil, fmt.Errorf("train: input column %q is not finite after preprocessing in some rows", pr.inputNames[i%pr.inputs])
+		if finite(v) {
+			continue
+		}
+		if skip != nil {
+			skip[i/pr.inputs] = true
+			continue
+		}
+		// No row number: the requester may not see the data.
+		return nil, fmt.Errorf("train: input column %q is not finite after preprocessing in some rows", pr.inputNames[i%pr.inputs])
+	}
+	for r, s := range skip {
+		if s {
+			clear(x[r*pr.inputs : (r+1)*pr.inputs])
 		}
 	}
 
@@ -160,7 +176,7 @@ func Train(ctx context.Context, p *Plan, t *dataset.Table, opt TrainOptions) (*M
 	bestLoss, bestEpoch, stale := math.Inf(1), 0, 0
 	var dp *dpState
 	if p.Privacy != nil {
-		if dp, err = newDPState(p, pr, params, trainRows, opt.Engine); err != nil {
+		if dp, err = newDPState(p, pr, params, trainRows, skip, opt.Engine); err != nil {
 			return nil, err
 		}
 		defer dp.eng.close()
@@ -196,7 +212,8 @@ func Train(ctx context.Context, p *Plan, t *dataset.Table, opt TrainOptions) (*M
 				return nil, err
 			}
 			if !finite(l) {
-				return nil, fmt.Errorf("train: the loss became %v in epoch %d; lower the learning rate or standardize the features", l, epoch)
+				// Neither the epoch nor the value: both say something about the data.
+				return nil, errors.New("train: the training loss became infinite or not a number; lower the learning rate or standardize the features")
 			}
 			sum += l * float64(len(rows))
 			o.step(params, grads)
@@ -213,7 +230,7 @@ func Train(ctx context.Context, p *Plan, t *dataset.Table, opt TrainOptions) (*M
 			loss, score := pr.rowLosses(vals, valY, len(valRows))
 			pg.ValidationLoss, pg.ValidationAccuracy, pg.ValidationAUC = pr.summarize(loss, score, valY)
 			if !finite(pg.ValidationLoss) {
-				return nil, fmt.Errorf("train: the validation loss became %v in epoch %d; lower the learning rate", pg.ValidationLoss, epoch)
+				return nil, errors.New("train: the validation loss became infinite or not a number; lower the learning rate")
 			}
 			m.Metrics.ValidationLossHistory = append(m.Metrics.ValidationLossHistory, pg.ValidationLoss)
 			if pr.task != TaskRegression {
