@@ -198,7 +198,8 @@ func Start(ctx context.Context, cfg Config) (_ *Gateway, err error) {
 	g.gater = newDenyGater(revoked)
 	g.metrics = newMetrics(g)
 	g.svc = service.New(service.Config{Store: g.store, Logger: cfg.Logger.With("sub", "service"),
-		Jobs: service.JobPolicy{MaxAttempts: cfg.MaxAttempts, AttemptTimeout: cfg.AttemptTimeout, JobTimeout: cfg.JobTimeout},
+		Jobs:   service.JobPolicy{MaxAttempts: cfg.MaxAttempts, AttemptTimeout: cfg.AttemptTimeout, JobTimeout: cfg.JobTimeout},
+		Limits: service.SubmitLimits{NodeMemory: g.capacity.largestMemory},
 		Hooks: service.Hooks{
 			JobSubmitted: func(*store.Job) {
 				g.metrics.submitted.Inc()

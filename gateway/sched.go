@@ -21,6 +21,7 @@ const PingInterval = 2 * time.Second
 type nodeLive struct {
 	slots, free int
 	seen        time.Time
+	memory      int64 // bytes one job may use there; 0: not said
 }
 
 // capacity tracks the free slots of live nodes, so that the gateway offers
@@ -31,13 +32,13 @@ type capacity struct {
 	nodes map[peer.ID]*nodeLive
 }
 
-func (c *capacity) ping(p peer.ID, slots, free int) {
+func (c *capacity) ping(p peer.ID, slots, free int, memory int64) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.nodes == nil {
 		c.nodes = map[peer.ID]*nodeLive{}
 	}
-	c.nodes[p] = &nodeLive{slots: slots, free: max(0, min(free, slots)), seen: time.Now()}
+	c.nodes[p] = &nodeLive{slots: slots, free: max(0, min(free, slots)), seen: time.Now(), memory: max(memory, 0)}
 }
 
 // took records a grant until the node's next ping says otherwise.
@@ -190,10 +191,10 @@ func (g *Gateway) publishOffers(ctx context.Context) {
 		if st.to != "" && now.Sub(st.at) < directWait {
 			continue // its node is claiming it
 		}
-		o := wire.Offer{Gateway: g.ID(), Job: j.ID, Expires: now.Add(g.cfg.OfferTTL), Free: free}
+		o := wire.Offer{Gateway: g.ID(), Job: j.ID, Expires: now.Add(g.cfg.OfferTTL), Free: free, Memory: j.MemoryBytes}
 		st.to, st.at = "", now
-		if st.directed < 2 && len(avail) > 0 {
-			st.to, avail = avail[0], avail[1:]
+		if i := g.capacity.firstFitting(avail, j.MemoryBytes); st.directed < 2 && i >= 0 {
+			st.to, avail = avail[i], slices.Delete(avail, i, i+1)
 			st.directed++
 			o.For = st.to.String()
 		}
@@ -250,7 +251,7 @@ func (g *Gateway) handlePing(_ context.Context, c caller, req *wire.PingRequest)
 		return nil, p2p.Errorf(p2p.CodeBadRequest, "slots must be between 1 and %d and free between 0 and slots, got slots %d free %d", wire.MaxSlots, req.Slots, req.Free)
 	}
 	_, wasLive := g.capacity.free(time.Now())
-	g.capacity.ping(from, req.Slots, req.Free)
+	g.capacity.ping(from, req.Slots, req.Free, req.MaxJobMemory)
 	if req.Free > 0 || wasLive == 0 {
 		g.wake(g.kick)
 	}

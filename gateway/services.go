@@ -44,12 +44,16 @@ func (g *Gateway) handleEnroll(_ context.Context, c caller, req *wire.EnrollRequ
 		return nil, p2p.Errorf(p2p.CodeBadRequest, "slots must be between 1 and %d, got %d", wire.MaxSlots, req.Slots)
 	}
 	ok := &wire.EnrollResponse{Gateway: g.ID(), Topic: g.topic.String()}
+	enrolled := func() (*wire.EnrollResponse, error) {
+		g.capacity.said(from, req.MaxJobMemory)
+		return ok, nil
+	}
 	if _, err := g.store.Node(from.String()); err == nil && req.Token == "" {
 		// A known node coming back: its key is its credential.
 		if err := g.store.TouchNode(from.String(), time.Now()); err != nil {
 			return nil, err
 		}
-		return ok, nil
+		return enrolled()
 	}
 	if req.Token == "" {
 		return nil, p2p.Errorf(p2p.CodeUnauthorized, "this node is not enrolled; start it with --join-token from the gateway's admin")
@@ -58,13 +62,13 @@ func (g *Gateway) handleEnroll(_ context.Context, c caller, req *wire.EnrollRequ
 		if _, known := g.store.Node(from.String()); known == nil {
 			// Restart of an enrolled node that still passes its used token.
 			_ = g.store.TouchNode(from.String(), time.Now())
-			return ok, nil
+			return enrolled()
 		}
 		return nil, p2p.Errorf(p2p.CodeForbidden, "join token refused: %v", err)
 	}
 	g.log.Info("node enrolled", "node", from)
 	g.wake(g.kick)
-	return ok, nil
+	return enrolled()
 }
 
 // touchNode records that a node was seen, persisting it at most every
@@ -91,8 +95,11 @@ const touchEvery = 5 * time.Second
 func (g *Gateway) handleClaim(_ context.Context, c caller, req *wire.ClaimRequest) (*wire.ClaimResponse, error) {
 	g.metrics.claims.Inc()
 	from := c.peer
-	j, err := g.store.Grant(req.Job, from.String(), g.cfg.Lease)
+	j, err := g.store.GrantFitting(req.Job, from.String(), g.cfg.Lease, req.MaxJobMemory)
 	if err != nil {
+		if errors.Is(err, store.ErrNoFit) {
+			return nil, p2p.Errorf(p2p.CodeConflict, "job %s needs more memory than this node allows one job (%s)", req.Job, plan.FormatBytes(req.MaxJobMemory))
+		}
 		if errors.Is(err, store.ErrConflictState) {
 			return nil, p2p.Errorf(p2p.CodeConflict, "job %s is not waiting for a node", req.Job)
 		}

@@ -46,6 +46,10 @@ type Config struct {
 	Logger *slog.Logger
 	// Reach: announced addresses and reachability.
 	Reach p2p.Reach
+	// MaxMemory is the memory this node's jobs may use together (default
+	// DefaultMaxMemory); each slot gets an equal share, and the node claims
+	// no job whose plan needs more than its share.
+	MaxMemory int64
 	// MaxJitter delays a claim by a random amount up to this, so that not every
 	// idle node claims at the same instant; default 20 ms.
 	MaxJitter time.Duration
@@ -134,6 +138,11 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
+	if cfg.MaxMemory <= 0 {
+		if cfg.MaxMemory, err = DefaultMaxMemory(); err != nil {
+			return nil, err
+		}
+	}
 	log := cfg.Logger
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
@@ -204,7 +213,7 @@ func (n *Node) enroll(ctx context.Context) error {
 	var last error
 	for attempt := 0; ; attempt++ {
 		_, err := p2p.Request(ctx, n.peer, n.gw.ID, wire.Enroll(),
-			&wire.EnrollRequest{Token: n.cfg.JoinToken, Slots: n.cfg.Slots, Version: p2p.Version})
+			&wire.EnrollRequest{Token: n.cfg.JoinToken, Slots: n.cfg.Slots, Version: p2p.Version, MaxJobMemory: n.jobMemory()})
 		if err == nil {
 			n.log.Info("enrolled", "gateway", n.gw.ID, "engine", n.cfg.Engine)
 			return nil
@@ -272,6 +281,10 @@ func (n *Node) dispatch(ctx context.Context) {
 			if _, busy := n.claiming[id]; busy {
 				continue
 			}
+			if o.Memory > n.jobMemory() {
+				delete(n.offered, id) // it does not fit: never claim it
+				continue
+			}
 			// Offers directed at this node first, then by rank.
 			mine := o.For != ""
 			bestMine := best != nil && best.For != ""
@@ -327,7 +340,7 @@ func (n *Node) pings(ctx context.Context) {
 			running = append(running, j)
 		}
 		n.mu.Unlock()
-		req := &wire.PingRequest{Slots: n.cfg.Slots, Free: n.cfg.Slots - len(n.slots), Running: running, Version: p2p.Version}
+		req := &wire.PingRequest{Slots: n.cfg.Slots, Free: n.cfg.Slots - len(n.slots), Running: running, Version: p2p.Version, MaxJobMemory: n.jobMemory()}
 		if _, err := p2p.Request(ctx, n.peer, n.gw.ID, wire.Ping(), req); err != nil && ctx.Err() == nil {
 			n.log.Debug("ping gateway", "err", err)
 		}
@@ -347,6 +360,9 @@ func (n *Node) pingNow() {
 	default:
 	}
 }
+
+// jobMemory is the bytes one job may use: MaxMemory over the slots.
+func (n *Node) jobMemory() int64 { return n.cfg.MaxMemory / int64(n.cfg.Slots) }
 
 // pingInterval matches the gateway's gateway.PingInterval.
 const pingInterval = 2 * time.Second
@@ -376,7 +392,7 @@ func (n *Node) take(ctx, claimCtx context.Context, job string, free int, release
 	// gossips that offer before it answers the very claim it granted, and a
 	// node that dropped its own grant left the job leased to nobody until the
 	// lease expired. The gateway's answer (grant or conflict) decides.
-	grant, err := p2p.Request(ctx, n.peer, n.gw.ID, wire.Claim(), &wire.ClaimRequest{Job: job})
+	grant, err := p2p.Request(ctx, n.peer, n.gw.ID, wire.Claim(), &wire.ClaimRequest{Job: job, MaxJobMemory: n.jobMemory()})
 	if err != nil {
 		n.log.Debug("claim not granted", "job", job, "err", err)
 		return

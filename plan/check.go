@@ -31,6 +31,10 @@ type Report struct {
 	Task       string           `json:"task"`        // binary, multiclass or regression
 	Params     []ParamReport    `json:"params"`
 	Steps      []StepReport     `json:"steps"`
+	// StepMemory bounds, in bytes, what one training step at the batch
+	// size holds: every op's value and gradient, and the parameters with
+	// their gradients and optimizer state. TrainMemory adds the data.
+	StepMemory int64 `json:"step_memory_bytes"`
 }
 
 // ParamReport is one parameter in a Report.
@@ -66,7 +70,8 @@ func FormatShape(s []int) string {
 func (r *Report) String() string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "inputs: x is %s (%s)\n", FormatShape([]int{Batch, r.Inputs}), summarizeNames(r.InputNames))
-	fmt.Fprintf(&b, "task: %s, %d output(s)\n\n", r.Task, r.Outputs)
+	fmt.Fprintf(&b, "task: %s, %d output(s)\n", r.Task, r.Outputs)
+	fmt.Fprintf(&b, "memory: %s per training step (values and gradients at the batch size)\n\n", FormatBytes(r.StepMemory))
 	tw := tabwriter.NewWriter(&b, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "param\tshape\tcount")
 	for _, p := range r.Params {
@@ -119,7 +124,9 @@ func Check(p *Plan, cols []dataset.Column) (*Report, error) {
 	if err != nil {
 		return nil, err
 	}
-	return prog.report(p), nil
+	r := prog.report(p)
+	r.StepMemory = saturate(prog.stepMemory(p.Train.BatchSize))
+	return r, nil
 }
 
 func checkColumns(p *Plan, cols []dataset.Column) error {

@@ -127,6 +127,8 @@ type EnrollRequest struct {
 	Token   string `json:"token,omitempty"`
 	Slots   int    `json:"slots"`
 	Version string `json:"version"`
+	// MaxJobMemory as in PingRequest.
+	MaxJobMemory int64 `json:"max_job_memory,omitempty"`
 }
 
 // EnrollResponse confirms enrolment.
@@ -152,6 +154,9 @@ type Offer struct {
 	// that node claims at once and the others leave it. An offer nobody
 	// claimed is re-announced open (For empty) for any free node.
 	For string `json:"for,omitempty"`
+	// Memory is an upper bound of the bytes the job needs (0: unknown): a
+	// node whose MaxJobMemory is less does not claim it.
+	Memory int64 `json:"memory,omitempty"`
 }
 
 // PingRequest tells the gateway that a node is alive and how busy it is.
@@ -163,6 +168,9 @@ type PingRequest struct {
 	Free    int      `json:"free"`
 	Running []string `json:"running,omitempty"`
 	Version string   `json:"version"`
+	// MaxJobMemory is the bytes one job may use on this node (its
+	// --max-memory over its slots); 0: not said (an older node).
+	MaxJobMemory int64 `json:"max_job_memory,omitempty"`
 }
 
 // Validate checks an offer's fields before a node acts on it.
@@ -176,6 +184,8 @@ func (o *Offer) Validate() error {
 // ClaimRequest asks for the lease of a job.
 type ClaimRequest struct {
 	Job string `json:"job"`
+	// MaxJobMemory as in PingRequest: the gateway grants no job that needs more.
+	MaxJobMemory int64 `json:"max_job_memory,omitempty"`
 }
 
 // ClaimResponse grants a lease; Attempt is the fencing token every later

@@ -244,7 +244,7 @@ func addTLSFlags(c *cobra.Command, cert, key *string) {
 func nodeCmd(g *globals) *cobra.Command {
 	var pf peerFlags
 	cfg := node.DefaultConfig()
-	var engine string
+	var engine, maxMemory string
 	c := &cobra.Command{
 		Use:   "node",
 		Short: "run a worker node enrolled by a gateway",
@@ -260,6 +260,11 @@ func nodeCmd(g *globals) *cobra.Command {
 			if err := cfg.Validate(); err != nil {
 				return flagErrors(err, map[string]string{"Gateway": "--gateway", "JoinToken": "--join-token", "Slots": "--slots", "Engine": "--engine"})
 			}
+			if maxMemory != "" {
+				if cfg.MaxMemory, err = node.ParseBytes(maxMemory); err != nil {
+					return usagef("--max-memory: %v", err)
+				}
+			}
 			n, err := node.Start(cmd.Context(), cfg)
 			if err != nil {
 				return err
@@ -273,5 +278,6 @@ func nodeCmd(g *globals) *cobra.Command {
 	c.Flags().StringVar(&cfg.JoinToken, "join-token", "", "single-use join token from the gateway's admin (not needed once enrolled)")
 	c.Flags().IntVar(&cfg.Slots, "slots", cfg.Slots, "jobs this node runs at once")
 	c.Flags().StringVar(&engine, "engine", string(cfg.Engine), "gradient engine for the jobs it trains: native (fast) or gorgonia (autodiff reference)")
+	c.Flags().StringVar(&maxMemory, "max-memory", "", "memory this node's jobs may use together, e.g. 4GiB (default: the cgroup limit or the physical memory); each slot gets an equal share and the node claims no job that needs more")
 	return c
 }

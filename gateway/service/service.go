@@ -37,17 +37,19 @@ type Config struct {
 	Store  *store.Store
 	Hooks  Hooks
 	Jobs   JobPolicy
+	Limits SubmitLimits
 	Logger *slog.Logger     // nil: discard
 	Now    func() time.Time // nil: time.Now
 }
 
 // Service is the gateway's service layer over one store.
 type Service struct {
-	st    *store.Store
-	hooks Hooks
-	jobs  JobPolicy
-	log   *slog.Logger
-	now   func() time.Time
+	st     *store.Store
+	hooks  Hooks
+	jobs   JobPolicy
+	limits SubmitLimits
+	log    *slog.Logger
+	now    func() time.Time
 }
 
 // New builds the service layer.
@@ -58,7 +60,7 @@ func New(cfg Config) *Service {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	return &Service{st: cfg.Store, hooks: cfg.Hooks, jobs: cfg.Jobs, log: cfg.Logger, now: cfg.Now}
+	return &Service{st: cfg.Store, hooks: cfg.Hooks, jobs: cfg.Jobs, limits: cfg.Limits, log: cfg.Logger, now: cfg.Now}
 }
 
 // Store is the store under the service.

@@ -46,6 +46,10 @@ type Job struct {
 	// Lost counts attempts whose lease expired.
 	Lost int `json:"lost,omitempty"`
 
+	// MemoryBytes bounds what training the job needs (plan.TrainMemory on
+	// the dataset's rows); 0 for jobs stored before it was recorded.
+	MemoryBytes int64 `json:"memory_bytes,omitempty"`
+
 	// Data-parallel training. A coordinated job (Shards > 1, no ParentID) is
 	// never offered: the gateway runs it as rounds of shard jobs (ParentID
 	// set), each training shard Shard of Shards in round Round from Init.
@@ -144,7 +148,7 @@ func (s *Store) putJob(txn *badger.Txn, j *Job, oldState string) error {
 		}
 	}
 	if oldState != j.State {
-		ref, err := json.Marshal(JobRef{ID: j.ID, UserID: j.UserID, DatasetID: j.DatasetID, QueuedAt: j.QueuedAt, NotBefore: j.NotBefore})
+		ref, err := json.Marshal(JobRef{ID: j.ID, UserID: j.UserID, DatasetID: j.DatasetID, QueuedAt: j.QueuedAt, NotBefore: j.NotBefore, MemoryBytes: j.MemoryBytes})
 		if err != nil {
 			return err
 		}
@@ -163,6 +167,8 @@ type JobRef struct {
 	DatasetID string    `json:"dataset_id"`
 	QueuedAt  time.Time `json:"queued_at"`
 	NotBefore time.Time `json:"not_before,omitzero"`
+	// MemoryBytes is the job's (0 in index entries written before it was).
+	MemoryBytes int64 `json:"memory_bytes,omitempty"`
 }
 
 // QueuedRefs lists the queued jobs, oldest first, from the state index alone.
@@ -390,10 +396,22 @@ func (s *Store) modifyJob(id string, fn func(txn *badger.Txn, j *Job) error) (*J
 // Grant leases a queued job to node for lease, in one transaction: the job
 // becomes running with Attempt incremented. Any other state: ErrConflictState.
 func (s *Store) Grant(jobID, node string, lease time.Duration) (*Job, error) {
+	return s.GrantFitting(jobID, node, lease, 0)
+}
+
+// ErrNoFit: the job needs more memory than the claiming node allows one job.
+var ErrNoFit = errors.New("store: the job needs more memory than the node allows one job")
+
+// GrantFitting is Grant for a node whose jobs may use memory bytes each (0:
+// not said): a queued job whose MemoryBytes is more is refused with ErrNoFit.
+func (s *Store) GrantFitting(jobID, node string, lease time.Duration, memory int64) (*Job, error) {
 	j, err := s.modifyJob(jobID, func(txn *badger.Txn, j *Job) error {
 		now := s.now().UTC()
 		if j.State != wire.StateQueued || j.Coordinated() {
 			return fmt.Errorf("%w: job %s is %s", ErrConflictState, j.ID, j.State)
+		}
+		if memory > 0 && j.MemoryBytes > memory {
+			return fmt.Errorf("%w: it needs %d bytes, the node allows %d", ErrNoFit, j.MemoryBytes, memory)
 		}
 		if now.Before(j.NotBefore) {
 			return fmt.Errorf("%w: job %s is backing off until %s", ErrConflictState, j.ID, j.NotBefore.Format(time.RFC3339Nano))

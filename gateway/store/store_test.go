@@ -600,3 +600,22 @@ func TestJobInitKeptApart(t *testing.T) {
 		t.Fatalf("JobInit of a missing job: %v", err)
 	}
 }
+
+// TestGrantFitting: a node that allows one job less memory than the job
+// needs is not granted it; one that allows enough, or does not say, is.
+func TestGrantFitting(t *testing.T) {
+	s := openTest(t, t.TempDir())
+	j := &Job{DatasetID: "d1", UserID: "u1", Requester: "peer", MemoryBytes: 2 << 30}
+	if err := s.CreateJob(j); err != nil {
+		t.Fatal(err)
+	}
+	if refs, err := s.QueuedRefs(); err != nil || len(refs) != 1 || refs[0].MemoryBytes != 2<<30 {
+		t.Fatalf("queued refs %+v %v", refs, err)
+	}
+	if _, err := s.GrantFitting(j.ID, "small", time.Minute, 1<<30); !errors.Is(err, ErrNoFit) {
+		t.Fatalf("grant to a node allowing 1 GiB: %v, want ErrNoFit", err)
+	}
+	if g, err := s.GrantFitting(j.ID, "big", time.Minute, 4<<30); err != nil || g.Node != "big" {
+		t.Fatalf("grant to a node allowing 4 GiB: %+v %v", g, err)
+	}
+}
