@@ -331,3 +331,17 @@ func (t *Table) Bytes() ([]byte, error) {
 	}
 	return b.Bytes(), nil
 }
+
+// MemSize estimates the bytes the table holds in memory: every cell's text
+// and string header, and 8 bytes per parsed number.
+func (t *Table) MemSize() int64 {
+	var n int64
+	for c, col := range t.raw {
+		n += int64(len(col)) * 16
+		for _, s := range col {
+			n += int64(len(s))
+		}
+		n += int64(len(t.num[c])) * 8
+	}
+	return n
+}

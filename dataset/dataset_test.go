@@ -295,3 +295,14 @@ func FuzzReadCSV(f *testing.F) {
 		}
 	})
 }
+
+func TestMemSize(t *testing.T) {
+	tb, err := ReadCSV(strings.NewReader("a,b\n1,x\n22,yy\n"), Limits{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Cells: 4 headers of 16 B, text 1+22+x+yy = 6 B, column a parsed: 2 x 8 B.
+	if got := tb.MemSize(); got != 4*16+6+16 {
+		t.Errorf("MemSize = %d", got)
+	}
+}

@@ -1,7 +1,6 @@
 package gateway
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -70,12 +69,7 @@ func (g *Gateway) fedPlans(p *store.Job) (user, shard *plan.Plan, states []plan.
 	if err != nil {
 		return nil, nil, nil, nil, err
 	}
-	csv, err := g.store.DatasetCSV(p.DatasetID)
-	if err != nil {
-		return nil, nil, nil, nil, err
-	}
-	table, err = dataset.ReadCSV(bytes.NewReader(csv), dataset.Limits{MaxBytes: wire.MaxShard})
-	if err != nil {
+	if _, table, err = g.tables.table(g.store, p.DatasetID); err != nil {
 		return nil, nil, nil, nil, err
 	}
 	shard, states, err = plan.Declare(user, table)
@@ -244,7 +238,7 @@ func (g *Gateway) finishFederated(p *store.Job, avg map[string]plan.Tensor, shar
 }
 
 // shardCSV returns the rows of a shard job's shard.
-func (g *Gateway) shardCSV(j *store.Job, csv []byte) ([]byte, error) {
+func (g *Gateway) shardCSV(j *store.Job) ([]byte, error) {
 	parent, err := g.store.Job(j.ParentID)
 	if err != nil {
 		return nil, err
@@ -253,7 +247,7 @@ func (g *Gateway) shardCSV(j *store.Job, csv []byte) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	t, err := dataset.ReadCSV(bytes.NewReader(csv), dataset.Limits{MaxBytes: wire.MaxShard})
+	_, t, err := g.tables.table(g.store, j.DatasetID)
 	if err != nil {
 		return nil, err
 	}

@@ -26,6 +26,7 @@ import (
 	"github.com/fedgrid/fedgrid/internal/config"
 	"github.com/fedgrid/fedgrid/internal/webtls"
 	"github.com/fedgrid/fedgrid/p2p"
+	"github.com/fedgrid/fedgrid/plan"
 	"github.com/fedgrid/fedgrid/wire"
 )
 
@@ -65,6 +66,15 @@ type Config struct {
 	MaxAttempts    int           // retry budget per job; default 3
 	AttemptTimeout time.Duration // one attempt; default 1 h
 	JobTimeout     time.Duration // whole job, queue time included; default 24 h
+
+	// MaxWorkers and MaxRounds bound a data-parallel plan's train.workers
+	// and train.rounds (defaults 8 and 100; at most plan.MaxWorkers and
+	// plan.MaxRounds).
+	MaxWorkers int
+	MaxRounds  int
+	// TableCacheBytes bounds the parsed datasets kept in memory for DP
+	// queries and shard fetches (default 256 MiB).
+	TableCacheBytes int64
 }
 
 // DefaultConfig is a gateway's configuration before any flag: the HTTP
@@ -81,6 +91,10 @@ func DefaultConfig() Config {
 		MaxAttempts:    3,
 		AttemptTimeout: time.Hour,
 		JobTimeout:     24 * time.Hour,
+
+		MaxWorkers:      8,
+		MaxRounds:       100,
+		TableCacheBytes: 256 << 20,
 	}
 }
 
@@ -109,6 +123,9 @@ func (c *Config) defaults() {
 	setZero(&c.MaxAttempts, d.MaxAttempts)
 	setZero(&c.AttemptTimeout, d.AttemptTimeout)
 	setZero(&c.JobTimeout, d.JobTimeout)
+	setZero(&c.MaxWorkers, d.MaxWorkers)
+	setZero(&c.MaxRounds, d.MaxRounds)
+	setZero(&c.TableCacheBytes, d.TableCacheBytes)
 }
 
 func setZero[T comparable](field *T, def T) {
@@ -137,6 +154,9 @@ func (c Config) Validate() error {
 	}
 	ck.Require(c.Lease <= 0 || c.Lease >= time.Second, "Lease", "must be at least 1s (nodes heartbeat in whole seconds), got %s", c.Lease)
 	ck.Require(c.MaxAttempts >= 1, "MaxAttempts", "must be at least 1, got %d", c.MaxAttempts)
+	ck.Require(c.MaxWorkers >= 1 && c.MaxWorkers <= plan.MaxWorkers, "MaxWorkers", "must be 1 to %d, got %d", plan.MaxWorkers, c.MaxWorkers)
+	ck.Require(c.MaxRounds >= 1 && c.MaxRounds <= plan.MaxRounds, "MaxRounds", "must be 1 to %d, got %d", plan.MaxRounds, c.MaxRounds)
+	ck.Require(c.TableCacheBytes > 0, "TableCacheBytes", "must be positive, got %d", c.TableCacheBytes)
 	return ck.Err("gateway config")
 }
 
@@ -148,6 +168,8 @@ type Gateway struct {
 	store *store.Store
 	svc   *service.Service // the service layer both transports adapt
 	topic *pubsub.Topic
+	// tables caches parsed datasets (DP queries, shards, rounds).
+	tables *tableCache
 
 	httpSrv *http.Server
 	httpLn  net.Listener
@@ -181,7 +203,8 @@ func Start(ctx context.Context, cfg Config) (_ *Gateway, err error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	g := &Gateway{cfg: cfg, log: cfg.Logger, kick: make(chan struct{}, 1), provideCh: make(chan struct{}, 1), coordKick: make(chan struct{}, 1)}
+	g := &Gateway{cfg: cfg, log: cfg.Logger, kick: make(chan struct{}, 1), provideCh: make(chan struct{}, 1), coordKick: make(chan struct{}, 1),
+		tables: newTableCache(cfg.TableCacheBytes)}
 	defer func() {
 		if err != nil {
 			_ = g.Close()
@@ -199,7 +222,7 @@ func Start(ctx context.Context, cfg Config) (_ *Gateway, err error) {
 	g.metrics = newMetrics(g)
 	g.svc = service.New(service.Config{Store: g.store, Logger: cfg.Logger.With("sub", "service"),
 		Jobs:   service.JobPolicy{MaxAttempts: cfg.MaxAttempts, AttemptTimeout: cfg.AttemptTimeout, JobTimeout: cfg.JobTimeout},
-		Limits: service.SubmitLimits{NodeMemory: g.capacity.largestMemory},
+		Limits: service.SubmitLimits{MaxWorkers: cfg.MaxWorkers, MaxRounds: cfg.MaxRounds, NodeMemory: g.capacity.largestMemory},
 		Hooks: service.Hooks{
 			JobSubmitted: func(*store.Job) {
 				g.metrics.submitted.Inc()

@@ -1,11 +1,11 @@
 package gateway
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"math"
+	"slices"
 	"strings"
 
 	"github.com/google/differential-privacy/go/v3/noise"
@@ -105,24 +105,21 @@ func (g *Gateway) handleQuery(_ context.Context, c caller, req *wire.QueryReques
 	if err != nil {
 		return nil, err
 	}
+	// Permission, column and budget are checked before the dataset is read:
+	// a refused query costs no parse. Refusals are audited.
 	ds, err := g.svc.DatasetForQuery(c.Actor, req.Dataset)
+	if err == nil {
+		err = g.queryAllowed(u, ds, req)
+	}
 	if err != nil {
+		if aerr := g.store.AuditRefused(u.ID, "query.refused", "dataset/"+req.Dataset, service.As(err).Error()); aerr != nil {
+			return nil, aerr
+		}
 		return nil, err
 	}
-	csv, err := g.store.DatasetCSV(ds.ID)
+	_, tbl, err := g.tables.table(g.store, ds.ID)
 	if err != nil {
 		return nil, service.Wrap(err, "dataset "+ds.ID)
-	}
-	tbl, err := dataset.ReadCSV(bytes.NewReader(csv), dataset.Limits{MaxBytes: wire.MaxShard})
-	if err != nil {
-		return nil, fmt.Errorf("read dataset %s: %w", ds.ID, err)
-	}
-	col, ok := tbl.Column(req.Column)
-	if !ok {
-		return nil, p2p.Errorf(p2p.CodeBadRequest, "dataset %q has no column %q", ds.Name, req.Column)
-	}
-	if col.Type != dataset.TypeNumber {
-		return nil, p2p.Errorf(p2p.CodeBadRequest, "column %q is %s; queries take numeric columns", req.Column, col.Type)
 	}
 	vals, err := tbl.Numeric(req.Column)
 	if err != nil {
@@ -152,6 +149,26 @@ func (g *Gateway) handleQuery(_ context.Context, c caller, req *wire.QueryReques
 	}
 	g.log.Info("dp query answered", "query", q.ID, "user", u.ID, "dataset", ds.ID, "stat", req.Stat, "epsilon_micro", q.EpsilonMic)
 	return resp, nil
+}
+
+// queryAllowed checks, from the dataset's description and the ledger alone,
+// that u may query the column of ds at the request's epsilon (the dataset
+// policy is service.DatasetForQuery's).
+func (g *Gateway) queryAllowed(u *store.User, ds *store.Dataset, req *wire.QueryRequest) error {
+	i := slices.IndexFunc(ds.Columns, func(c dataset.Column) bool { return c.Name == req.Column })
+	if i < 0 {
+		return service.FieldError("column", "dataset %q has no column %q", ds.Name, req.Column)
+	}
+	if ds.Columns[i].Type != dataset.TypeNumber {
+		return service.FieldError("column", "column %q is %s; queries take numeric columns", req.Column, ds.Columns[i].Type)
+	}
+	if err := g.store.CheckSpend(u.ID, ds.ID, int64(wire.MicroEpsCharge(req.Epsilon))); err != nil {
+		if errors.Is(err, store.ErrInsufficientBudget) {
+			return service.Errorf(service.InsufficientBudget, "query refused: epsilon %v is more than your budget allows (%s); ask for more with fedgrid request budget", req.Epsilon, strings.TrimPrefix(err.Error(), "store: "))
+		}
+		return service.Wrap(err, "query")
+	}
+	return nil
 }
 
 // answer computes the noisy statistic of vals (n = len(vals) is public).

@@ -132,14 +132,13 @@ func (g *Gateway) handleFetch(_ context.Context, c caller, req *wire.FetchReques
 	if err != nil {
 		return nil, err
 	}
-	csv, err := g.store.DatasetCSV(j.DatasetID)
-	if err != nil {
-		return nil, service.Wrap(err, "dataset "+j.DatasetID)
-	}
+	var csv []byte
 	if j.ParentID != "" {
-		if csv, err = g.shardCSV(j, csv); err != nil {
+		if csv, err = g.shardCSV(j); err != nil {
 			return nil, fmt.Errorf("cut shard: %w", err)
 		}
+	} else if csv, err = g.store.DatasetCSV(j.DatasetID); err != nil {
+		return nil, service.Wrap(err, "dataset "+j.DatasetID)
 	}
 	init, err := g.store.JobInit(j.ID)
 	if err != nil {

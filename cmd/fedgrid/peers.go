@@ -214,7 +214,8 @@ func gatewayCmd(g *globals) *cobra.Command {
 			cfg.PSK, cfg.Logger, cfg.Reach = psk, g.logger(), pf.reach
 			if err := cfg.Validate(); err != nil {
 				return flagErrors(err, map[string]string{"HTTPAddr": "--http", "Name": "--name", "CORSOrigins": "--cors-origin",
-					"Lease": "--lease", "MaxAttempts": "--max-attempts", "AttemptTimeout": "--attempt-timeout", "JobTimeout": "--job-timeout"})
+					"Lease": "--lease", "MaxAttempts": "--max-attempts", "AttemptTimeout": "--attempt-timeout", "JobTimeout": "--job-timeout",
+					"MaxWorkers": "--max-workers", "MaxRounds": "--max-rounds"})
 			}
 			gw, err := gateway.Start(cmd.Context(), cfg)
 			if err != nil {
@@ -233,6 +234,8 @@ func gatewayCmd(g *globals) *cobra.Command {
 	c.Flags().IntVar(&cfg.MaxAttempts, "max-attempts", cfg.MaxAttempts, "attempts a job gets before it fails (its retry budget)")
 	c.Flags().DurationVar(&cfg.AttemptTimeout, "attempt-timeout", cfg.AttemptTimeout, "longest one attempt may run")
 	c.Flags().DurationVar(&cfg.JobTimeout, "job-timeout", cfg.JobTimeout, "longest a job may take, queueing included")
+	c.Flags().IntVar(&cfg.MaxWorkers, "max-workers", cfg.MaxWorkers, "largest train.workers a data-parallel plan may ask for")
+	c.Flags().IntVar(&cfg.MaxRounds, "max-rounds", cfg.MaxRounds, "largest train.rounds a data-parallel plan may ask for")
 	return c
 }
 

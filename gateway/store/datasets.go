@@ -122,6 +122,25 @@ func (s *Store) Dataset(id string) (*Dataset, error) {
 	return &d, nil
 }
 
+// DatasetWithCSV returns a dataset's description and CSV bytes, read in one
+// transaction so that they belong together, or ErrNotFound.
+func (s *Store) DatasetWithCSV(id string) (*Dataset, []byte, error) {
+	var d Dataset
+	var b []byte
+	err := s.view(func(txn *badger.Txn) error {
+		if err := getJSON(txn, prefixDataset+id, &d); err != nil {
+			return err
+		}
+		var err error
+		b, err = getBytes(txn, prefixCSV+id)
+		return err
+	})
+	if err != nil {
+		return nil, nil, err
+	}
+	return &d, b, nil
+}
+
 // DatasetCSV returns a dataset's CSV bytes, or ErrNotFound.
 func (s *Store) DatasetCSV(id string) ([]byte, error) {
 	var b []byte

@@ -199,22 +199,11 @@ func (s *Store) DatasetCapFor(userID, datasetID string) (*DatasetCap, error) {
 
 // take moves amount from a user's available budget, checking the dataset cap.
 func (s *Store) take(txn *badger.Txn, rec *userRecord, datasetID string, amount int64) error {
-	if amount <= 0 {
-		return invalid("amount", "must be positive")
-	}
-	if rec.BudgetMicroEps < amount {
-		return fmt.Errorf("%w: available %d, asked %d micro-epsilon", ErrInsufficientBudget, rec.BudgetMicroEps, amount)
+	c, err := affordable(txn, rec, datasetID, amount)
+	if err != nil {
+		return err
 	}
 	if datasetID != "" {
-		// Usage per dataset is always kept, so a cap set later counts what
-		// was spent before it.
-		c := DatasetCap{UserID: rec.ID, DatasetID: datasetID, CapMicroEps: -1}
-		if err := getJSON(txn, capKey(rec.ID, datasetID), &c); err != nil && !errors.Is(err, ErrNotFound) {
-			return err
-		}
-		if c.CapMicroEps >= 0 && c.UsedMicroEps+amount > c.CapMicroEps {
-			return fmt.Errorf("%w: dataset cap %d, used %d, asked %d micro-epsilon", ErrInsufficientBudget, c.CapMicroEps, c.UsedMicroEps, amount)
-		}
 		c.UsedMicroEps += amount
 		if err := putJSON(txn, capKey(rec.ID, datasetID), c); err != nil {
 			return err
@@ -222,6 +211,51 @@ func (s *Store) take(txn *badger.Txn, rec *userRecord, datasetID string, amount 
 	}
 	rec.BudgetMicroEps -= amount
 	return nil
+}
+
+// affordable checks that rec's budget and its cap on datasetID (if any)
+// allow spending amount, and returns the dataset's cap record.
+func affordable(txn *badger.Txn, rec *userRecord, datasetID string, amount int64) (DatasetCap, error) {
+	c := DatasetCap{UserID: rec.ID, DatasetID: datasetID, CapMicroEps: -1}
+	if amount <= 0 {
+		return c, invalid("amount", "must be positive")
+	}
+	if rec.BudgetMicroEps < amount {
+		return c, fmt.Errorf("%w: available %d, asked %d micro-epsilon", ErrInsufficientBudget, rec.BudgetMicroEps, amount)
+	}
+	if datasetID != "" {
+		// Usage per dataset is always kept, so a cap set later counts what
+		// was spent before it.
+		if err := getJSON(txn, capKey(rec.ID, datasetID), &c); err != nil && !errors.Is(err, ErrNotFound) {
+			return c, err
+		}
+		if c.CapMicroEps >= 0 && c.UsedMicroEps+amount > c.CapMicroEps {
+			return c, fmt.Errorf("%w: dataset cap %d, used %d, asked %d micro-epsilon", ErrInsufficientBudget, c.CapMicroEps, c.UsedMicroEps, amount)
+		}
+	}
+	return c, nil
+}
+
+// CheckSpend tells, without spending, whether userID could spend amount on
+// datasetID now (ErrInsufficientBudget if not). The spend itself checks
+// again in its own transaction; this lets a caller refuse before any work.
+func (s *Store) CheckSpend(userID, datasetID string, amount int64) error {
+	return s.view(func(txn *badger.Txn) error {
+		rec, err := getUser(txn, userID)
+		if err != nil {
+			return err
+		}
+		_, err = affordable(txn, rec, datasetID, amount)
+		return err
+	})
+}
+
+// AuditRefused records a refused request (e.g. a DP query) by actor on
+// target in the audit log, with the refusal's reason.
+func (s *Store) AuditRefused(actor, action, target, reason string) error {
+	return s.update(func(txn *badger.Txn) error {
+		return s.audit(txn, AuditEvent{Actor: actor, Action: action, Target: target, Detail: map[string]any{"reason": reason}})
+	})
 }
 
 // Reserve sets amount aside from a user's budget for a dataset, in one
