@@ -214,51 +214,74 @@ func (s *Store) AuthorizePeer(peerID string, perm Permission) (*User, error) {
 // AuthorizeManageUser is the policy for account administration. The actor
 // needs can_create_users, may only give roles whose permissions they hold
 // themselves, may only change or delete accounts whose role's permissions they
-// hold, and only the Owner may change the Owner's account. targetID "" means a
-// new account; newRole "" means the role does not change.
+// hold, and only the Owner may change the Owner's account. Only the Owner
+// creates, changes or deletes the accounts of privileged roles (Administrators
+// and Compliance Officers: see PrivilegedPermissions), or gives such a role;
+// anyone may narrow their own account. targetID "" means a new account;
+// newRole "" means the role does not change.
 func (s *Store) AuthorizeManageUser(actorID, targetID, newRole string) error {
-	return s.view(func(txn *badger.Txn) error {
-		actor, err := getUser(txn, actorID)
+	return s.view(func(txn *badger.Txn) error { return canManage(txn, actorID, targetID, newRole) })
+}
+
+// PrivilegedPermissions make a role privileged: only the Owner creates,
+// changes or deletes the accounts that hold them, so that no Administrator
+// can take over a Compliance Officer's account (or make another
+// Administrator) and decide their own requests through it.
+var PrivilegedPermissions = []Permission{PermCreateUsers, PermEditRoles, PermTriageRequests, PermManagePrivacyBudget}
+
+func privileged(perms []Permission) bool {
+	return slices.ContainsFunc(perms, func(p Permission) bool { return slices.Contains(PrivilegedPermissions, p) })
+}
+
+// canManage is AuthorizeManageUser in a transaction.
+func canManage(txn *badger.Txn, actorID, targetID, newRole string) error {
+	actor, err := getUser(txn, actorID)
+	if err != nil {
+		return err
+	}
+	have, err := rolePerms(txn, actor.Role)
+	if err != nil {
+		return err
+	}
+	if !slices.Contains(have, PermCreateUsers) {
+		return fmt.Errorf("%w: %s needed", ErrForbidden, PermCreateUsers)
+	}
+	owner := actor.Role == RoleOwner
+	if targetID != "" {
+		target, err := getUser(txn, targetID)
 		if err != nil {
 			return err
 		}
-		have, err := rolePerms(txn, actor.Role)
+		if target.Role == RoleOwner && target.ID != actor.ID {
+			return fmt.Errorf("%w: only the Owner may change the Owner's account", ErrForbidden)
+		}
+		tp, err := rolePerms(txn, target.Role)
+		if err != nil && !errors.Is(err, ErrNotFound) {
+			return err
+		}
+		if !subset(tp, have) {
+			return fmt.Errorf("%w: the account's role %q has permissions you do not hold", ErrForbidden, target.Role)
+		}
+		if !owner && target.ID != actor.ID && privileged(tp) {
+			return fmt.Errorf("%w: only the Owner may change or delete the account of a %s (its role holds a privileged permission)", ErrForbidden, target.Role)
+		}
+	}
+	if newRole != "" && newRole != RoleOwner {
+		np, err := rolePerms(txn, newRole)
+		if errors.Is(err, ErrNotFound) {
+			return invalid("role", "no role named %q", newRole)
+		}
 		if err != nil {
 			return err
 		}
-		if !slices.Contains(have, PermCreateUsers) {
-			return fmt.Errorf("%w: %s needed", ErrForbidden, PermCreateUsers)
+		if !subset(np, have) {
+			return fmt.Errorf("%w: role %q has permissions you do not hold", ErrForbidden, newRole)
 		}
-		if targetID != "" {
-			target, err := getUser(txn, targetID)
-			if err != nil {
-				return err
-			}
-			if target.Role == RoleOwner && target.ID != actor.ID {
-				return fmt.Errorf("%w: only the Owner may change the Owner's account", ErrForbidden)
-			}
-			tp, err := rolePerms(txn, target.Role)
-			if err != nil && !errors.Is(err, ErrNotFound) {
-				return err
-			}
-			if !subset(tp, have) {
-				return fmt.Errorf("%w: the account's role %q has permissions you do not hold", ErrForbidden, target.Role)
-			}
+		if !owner && targetID != actor.ID && privileged(np) {
+			return fmt.Errorf("%w: only the Owner may make an account a %s (the role holds a privileged permission)", ErrForbidden, newRole)
 		}
-		if newRole != "" && newRole != RoleOwner {
-			np, err := rolePerms(txn, newRole)
-			if errors.Is(err, ErrNotFound) {
-				return invalid("role", "no role named %q", newRole)
-			}
-			if err != nil {
-				return err
-			}
-			if !subset(np, have) {
-				return fmt.Errorf("%w: role %q has permissions you do not hold", ErrForbidden, newRole)
-			}
-		}
-		return nil
-	})
+	}
+	return nil
 }
 
 func rolePerms(txn *badger.Txn, role string) ([]Permission, error) {

@@ -482,6 +482,9 @@ func (s *Store) Decide(id string, approve bool, reviewer, reason string) (*Reque
 		if reviewer == r.UserID {
 			return fmt.Errorf("%w: you cannot decide your own request", ErrForbidden)
 		}
+		if err := requesterControls(txn, r.UserID, reviewer); err != nil {
+			return err
+		}
 		now := s.now().UTC()
 		dec := &Decision{Approved: approve, Reviewer: reviewer, Reason: reason, At: now}
 		switch r.Kind {
@@ -541,6 +544,21 @@ func (s *Store) Decide(id string, approve bool, reviewer, reason string) (*Reque
 		return nil, err
 	}
 	return &out, nil
+}
+
+// requesterControls refuses a decision by reviewer on a request of
+// requester who could change the reviewer's account (reset its password or
+// role, rebind its peer ID): through it the requester would decide their own
+// request.
+func requesterControls(txn *badger.Txn, requester, reviewer string) error {
+	err := canManage(txn, requester, reviewer, "")
+	switch {
+	case err == nil:
+		return fmt.Errorf("%w: the requester can change your account, so you cannot decide their request; another reviewer must", ErrForbidden)
+	case errors.Is(err, ErrForbidden), errors.Is(err, ErrNotFound):
+		return nil
+	}
+	return err
 }
 
 // Withdraw takes back a pending request on behalf of its requester
