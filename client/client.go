@@ -23,6 +23,7 @@ import (
 
 	"github.com/fedgrid/fedgrid/p2p"
 	"github.com/fedgrid/fedgrid/wire"
+	"github.com/fedgrid/fedgrid/witness"
 )
 
 // Config of a client.
@@ -469,4 +470,20 @@ func (c *Client) Withdraw(ctx context.Context, gw peer.ID, id, reason string) (*
 // is charged to the caller's budget there.
 func (c *Client) Query(ctx context.Context, gw peer.ID, req wire.QueryRequest) (*wire.QueryResponse, error) {
 	return call(ctx, c, gw, wire.Query(), &req)
+}
+
+// Checkpoints asks the network peer witness for the signed audit
+// checkpoints it keeps for gateway, and checks each signature.
+func (c *Client) Checkpoints(ctx context.Context, witnessID peer.ID, gateway string) ([]wire.Checkpoint, error) {
+	resp, err := call(ctx, c, witnessID, wire.WitnessGet(), &wire.CheckpointsRequest{Gateway: gateway})
+	if err != nil {
+		return nil, err
+	}
+	for i := range resp.Checkpoints {
+		cp := &resp.Checkpoints[i]
+		if err := witness.Verify(cp); err != nil || cp.Gateway != gateway {
+			return nil, fmt.Errorf("witness %s answered a checkpoint that is not the gateway's: %v", witnessID, err)
+		}
+	}
+	return resp.Checkpoints, nil
 }

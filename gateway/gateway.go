@@ -9,6 +9,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -75,6 +76,14 @@ type Config struct {
 	// TableCacheBytes bounds the parsed datasets kept in memory for DP
 	// queries and shard fetches (default 256 MiB).
 	TableCacheBytes int64
+	// WitnessInterval is how often the audit chain's head is published, as
+	// a signed checkpoint, to the bootstrap (network) peers; default 30 s.
+	WitnessInterval time.Duration
+	// AuditLog, when set, receives every audit entry as a JSON line
+	// (append-only; see auditExport).
+	AuditLog io.Writer
+	// AuditLogFrom is the sequence number after which AuditLog starts.
+	AuditLogFrom uint64
 }
 
 // DefaultConfig is a gateway's configuration before any flag: the HTTP
@@ -95,6 +104,7 @@ func DefaultConfig() Config {
 		MaxWorkers:      8,
 		MaxRounds:       100,
 		TableCacheBytes: 256 << 20,
+		WitnessInterval: 30 * time.Second,
 	}
 }
 
@@ -126,6 +136,7 @@ func (c *Config) defaults() {
 	setZero(&c.MaxWorkers, d.MaxWorkers)
 	setZero(&c.MaxRounds, d.MaxRounds)
 	setZero(&c.TableCacheBytes, d.TableCacheBytes)
+	setZero(&c.WitnessInterval, d.WitnessInterval)
 }
 
 func setZero[T comparable](field *T, def T) {
@@ -157,6 +168,7 @@ func (c Config) Validate() error {
 	ck.Require(c.MaxWorkers >= 1 && c.MaxWorkers <= plan.MaxWorkers, "MaxWorkers", "must be 1 to %d, got %d", plan.MaxWorkers, c.MaxWorkers)
 	ck.Require(c.MaxRounds >= 1 && c.MaxRounds <= plan.MaxRounds, "MaxRounds", "must be 1 to %d, got %d", plan.MaxRounds, c.MaxRounds)
 	ck.Require(c.TableCacheBytes > 0, "TableCacheBytes", "must be positive, got %d", c.TableCacheBytes)
+	ck.Require(c.WitnessInterval > 0, "WitnessInterval", "must be positive, got %s", c.WitnessInterval)
 	return ck.Err("gateway config")
 }
 
@@ -264,6 +276,10 @@ func Start(ctx context.Context, cfg Config) (_ *Gateway, err error) {
 	g.peer.Go(g.leaseLoop)
 	g.peer.Go(g.provideLoop)
 	g.peer.Go(g.coordLoop)
+	g.peer.Go(g.witnessLoop)
+	if cfg.AuditLog != nil {
+		g.peer.Go(g.auditExport)
+	}
 	return g, nil
 }
 

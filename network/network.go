@@ -32,6 +32,7 @@ import (
 	"github.com/fedgrid/fedgrid/internal/webtls"
 	"github.com/fedgrid/fedgrid/p2p"
 	"github.com/fedgrid/fedgrid/wire"
+	"github.com/fedgrid/fedgrid/witness"
 )
 
 // DefaultListen is the network peer's default, well-known address (TCP),
@@ -109,6 +110,8 @@ type Network struct {
 	httpLn  net.Listener
 	httpErr chan error
 	certs   *webtls.Certs
+	log     *slog.Logger
+	witness *witness.Store
 
 	closeOnce sync.Once
 	closeErr  error
@@ -120,7 +123,10 @@ func Start(ctx context.Context, cfg Config) (_ *Network, err error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	n := &Network{cfg: cfg, slots: make(chan struct{}, cfg.MaxSearches)}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	n := &Network{cfg: cfg, slots: make(chan struct{}, cfg.MaxSearches), log: cfg.Logger}
 	defer func() {
 		if err != nil {
 			_ = n.Close()
@@ -135,6 +141,10 @@ func Start(ctx context.Context, cfg Config) (_ *Network, err error) {
 	if cfg.HTTPAddr == "" && (cfg.TLSCert != "" || cfg.TLSKey != "") {
 		return nil, errors.New("--tls-cert and --tls-key need --http")
 	}
+	if n.witness, err = witness.Open(cfg.DataDir); err != nil {
+		return nil, err
+	}
+	n.serveWitness()
 	if cfg.HTTPAddr != "" {
 		if cfg.TLSCert != "" || cfg.TLSKey != "" {
 			if n.certs, err = webtls.Load(cfg.TLSCert, cfg.TLSKey); err != nil {

@@ -200,6 +200,7 @@ func networkCmd(g *globals) *cobra.Command {
 func gatewayCmd(g *globals) *cobra.Command {
 	var pf peerFlags
 	cfg := gateway.DefaultConfig()
+	var auditLog string
 	c := &cobra.Command{
 		Use:   "gateway",
 		Short: "run a data owner's gateway",
@@ -210,12 +211,20 @@ func gatewayCmd(g *globals) *cobra.Command {
 				return err
 			}
 			cfg := cfg
+			if auditLog != "" {
+				w, from, closeLog, err := openAuditLog(auditLog, g.stdout)
+				if err != nil {
+					return err
+				}
+				defer closeLog()
+				cfg.AuditLog, cfg.AuditLogFrom = w, from
+			}
 			cfg.DataDir, cfg.Network, cfg.Listen, cfg.Bootstrap = pf.data, pf.network, pf.listen, pf.bootstrap
 			cfg.PSK, cfg.Logger, cfg.Reach = psk, g.logger(), pf.reach
 			if err := cfg.Validate(); err != nil {
 				return flagErrors(err, map[string]string{"HTTPAddr": "--http", "Name": "--name", "CORSOrigins": "--cors-origin",
 					"Lease": "--lease", "MaxAttempts": "--max-attempts", "AttemptTimeout": "--attempt-timeout", "JobTimeout": "--job-timeout",
-					"MaxWorkers": "--max-workers", "MaxRounds": "--max-rounds"})
+					"MaxWorkers": "--max-workers", "MaxRounds": "--max-rounds", "WitnessInterval": "--witness-interval"})
 			}
 			gw, err := gateway.Start(cmd.Context(), cfg)
 			if err != nil {
@@ -236,6 +245,8 @@ func gatewayCmd(g *globals) *cobra.Command {
 	c.Flags().DurationVar(&cfg.JobTimeout, "job-timeout", cfg.JobTimeout, "longest a job may take, queueing included")
 	c.Flags().IntVar(&cfg.MaxWorkers, "max-workers", cfg.MaxWorkers, "largest train.workers a data-parallel plan may ask for")
 	c.Flags().IntVar(&cfg.MaxRounds, "max-rounds", cfg.MaxRounds, "largest train.rounds a data-parallel plan may ask for")
+	c.Flags().DurationVar(&cfg.WitnessInterval, "witness-interval", cfg.WitnessInterval, "how often the audit chain's head is published, signed, to the --bootstrap network peers that witness it")
+	c.Flags().StringVar(&auditLog, "audit-log", "", "append every audit entry as a JSON line to FILE (resuming after its last line), or - for stdout (the whole log at each start)")
 	return c
 }
 

@@ -1,6 +1,7 @@
 package store
 
 import (
+	"cmp"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -8,6 +9,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -200,6 +202,26 @@ func (s *Store) VerifyAudit() (int, error) {
 // the store read-only, and falls back to a normal open only if badger refuses
 // read-only. The store must not be open elsewhere (badger locks its directory).
 func VerifyAuditDir(dir string) (int, error) {
+	return VerifyAuditDirWitnessed(dir, nil)
+}
+
+// Witnessed is an audit checkpoint a witness kept: the chain had Seq
+// entries, the last with hash Hash.
+type Witnessed struct {
+	Seq  uint64
+	Hash string
+	Time time.Time
+}
+
+// ErrAuditRewritten: the chain verifies on its own but no longer matches a
+// witnessed checkpoint (truncated, or rewritten and rehashed).
+var ErrAuditRewritten = errors.New("store: audit history differs from a witnessed checkpoint")
+
+// VerifyAuditDirWitnessed is VerifyAuditDir, and then checks the chain
+// against checkpoints a witness kept: each must name an entry that exists
+// and has that hash. The first that does not (by sequence number) is named
+// in an error wrapping ErrAuditRewritten.
+func VerifyAuditDirWitnessed(dir string, cps []Witnessed) (int, error) {
 	if _, err := os.Stat(filepath.Join(dir, "MANIFEST")); err != nil {
 		return 0, fmt.Errorf("store: no store in %s: %w", dir, err)
 	}
@@ -218,7 +240,36 @@ func VerifyAuditDir(dir string) (int, error) {
 	}
 	s := &Store{db: db, log: logger, now: time.Now}
 	n, verr := s.VerifyAudit()
+	if verr == nil {
+		verr = s.checkWitnessed(cps)
+	}
 	return n, errors.Join(verr, db.Close())
+}
+
+func (s *Store) checkWitnessed(cps []Witnessed) error {
+	cps = slices.Clone(cps)
+	slices.SortFunc(cps, func(a, b Witnessed) int { return cmp.Compare(a.Seq, b.Seq) })
+	head, _, err := s.AuditHead()
+	if err != nil {
+		return err
+	}
+	for _, cp := range cps {
+		at := cp.Time.UTC().Format(time.RFC3339)
+		if cp.Seq > head {
+			return fmt.Errorf("%w: checkpoint %d (hash %.16s..., witnessed %s) is past the end of the log, which has %d entries: history truncated", ErrAuditRewritten, cp.Seq, cp.Hash, at, head)
+		}
+		es, err := s.Audit(AuditFilter{After: cp.Seq - 1, Limit: 1})
+		if err != nil {
+			return err
+		}
+		if len(es) == 0 || es[0].Seq != cp.Seq {
+			return fmt.Errorf("%w: checkpoint %d (witnessed %s): the log has no entry %d", ErrAuditRewritten, cp.Seq, at, cp.Seq)
+		}
+		if es[0].Hash != cp.Hash {
+			return fmt.Errorf("%w: checkpoint %d (hash %.16s..., witnessed %s) no longer matches: entry %d now hashes to %.16s...: history rewritten", ErrAuditRewritten, cp.Seq, cp.Hash, at, cp.Seq, es[0].Hash)
+		}
+	}
+	return nil
 }
 
 // AppendAudit records an event that has no store change of its own (e.g. a
@@ -228,4 +279,14 @@ func (s *Store) AppendAudit(ev AuditEvent) error {
 		return invalid("action", "required")
 	}
 	return s.update(func(txn *badger.Txn) error { return s.audit(txn, ev) })
+}
+
+// AuditHead returns the audit chain's length and last hash (0, "" if empty).
+func (s *Store) AuditHead() (uint64, string, error) {
+	var head auditHead
+	err := s.view(func(txn *badger.Txn) error { return getJSON(txn, keyAuditHead, &head) })
+	if errors.Is(err, ErrNotFound) {
+		return 0, "", nil
+	}
+	return head.Seq, head.Hash, err
 }
