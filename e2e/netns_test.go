@@ -275,7 +275,7 @@ func TestNetworkNamespaces(t *testing.T) {
 			t.Fatal(err)
 		}
 		o.admin = tp.adminIn(o.host, o.gateway.HTTP)
-		if _, err := o.admin.Setup(ctx, "owner@"+o.host+".example", "owner password 1", "Owner"); err != nil {
+		if _, err := o.admin.Setup(ctx, o.gateway.SetupToken(), "owner@"+o.host+".example", "owner password 1", "Owner"); err != nil {
 			t.Fatal(err)
 		}
 		if err := o.admin.Login(ctx, "owner@"+o.host+".example", "owner password 1"); err != nil {

@@ -22,6 +22,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/fedgrid/fedgrid/crypto"
 	"github.com/fedgrid/fedgrid/gateway/service"
 	"github.com/fedgrid/fedgrid/gateway/store"
 	"github.com/fedgrid/fedgrid/internal/config"
@@ -53,6 +54,9 @@ type Config struct {
 	// CORSOrigins may call the HTTP API from a browser (the admin app hosted
 	// elsewhere, --cors-origin); "*" for any. Empty: same origin only.
 	CORSOrigins []string
+	// HTTPHosts are the host names (besides IP addresses, localhost and the
+	// name in HTTPAddr) the HTTP API answers to; other Host headers get 403.
+	HTTPHosts []string
 
 	// NewHost, when set, builds the libp2p host (tests: mocknet); see p2p.Config.
 	NewHost p2p.HostFactory
@@ -180,6 +184,8 @@ type Gateway struct {
 	store *store.Store
 	svc   *service.Service // the service layer both transports adapt
 	topic *pubsub.Topic
+	// setupToken is POST /api/v1/setup's one-time token (see SetupToken).
+	setupToken string
 	// tables caches parsed datasets (DP queries, shards, rounds).
 	tables *tableCache
 
@@ -267,6 +273,11 @@ func Start(ctx context.Context, cfg Config) (_ *Gateway, err error) {
 		return nil, fmt.Errorf("offer topic scoring: %w", err)
 	}
 	g.registerProtocols()
+	if done, err := g.store.SetupDone(); err != nil {
+		return nil, err
+	} else if !done {
+		g.setupToken = crypto.RandomToken()
+	}
 	if !cfg.NoHTTP {
 		if err := g.startHTTP(); err != nil {
 			return nil, err

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"slices"
 	"time"
 
 	"github.com/fedgrid/fedgrid/gateway/api"
@@ -31,7 +32,8 @@ func (g *Gateway) startHTTP() error {
 				return api.Indexing{State: s.State, At: s.At, Error: s.Error}
 			},
 		},
-		Logger: g.log.With("sub", "http"),
+		Logger:     g.log.With("sub", "http"),
+		SetupToken: g.setupToken,
 	})
 	if err != nil {
 		return err
@@ -79,6 +81,27 @@ func (g *Gateway) routes(api http.Handler) http.Handler {
 	mux.Handle("GET /admin", http.RedirectHandler("/admin/", http.StatusMovedPermanently))
 	mux.Handle("GET /{$}", http.RedirectHandler("/admin/", http.StatusFound))
 	mux.Handle("/", api)
-	// CORS for the API when the app is hosted elsewhere (--cors-origin).
-	return cors(g.cfg.CORSOrigins, mux)
+	// CORS for the API when the app is hosted elsewhere (--cors-origin);
+	// any other Host or Origin is refused.
+	return hostGuard(g.httpHosts(), g.cfg.CORSOrigins, cors(g.cfg.CORSOrigins, mux))
+}
+
+// httpHosts are the host names the gateway answers to besides IP addresses
+// and localhost: Config.HTTPHosts and the name in Config.HTTPAddr.
+func (g *Gateway) httpHosts() []string {
+	hosts := slices.Clone(g.cfg.HTTPHosts)
+	if h, _, err := net.SplitHostPort(g.cfg.HTTPAddr); err == nil && h != "" {
+		hosts = append(hosts, h)
+	}
+	return hosts
+}
+
+// SetupToken returns the one-time token POST /api/v1/setup needs while the
+// gateway has no Owner ("" once it has one). It is new at every start until
+// setup is done; the command prints it.
+func (g *Gateway) SetupToken() string {
+	if done, err := g.store.SetupDone(); err != nil || done {
+		return ""
+	}
+	return g.setupToken
 }

@@ -230,6 +230,11 @@ func gatewayCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
+			if tok := gw.SetupToken(); tok != "" && gw.HTTPURL() != "" {
+				// First run, as Jupyter and Grafana do: whoever set up the
+				// gateway reads the token here; a web page elsewhere cannot.
+				fmt.Fprintf(g.stdout, "setup-token %s (first run: create the Owner with it on %s/admin/ or POST /api/v1/setup {\"setup_token\": ...})\n", tok, gw.HTTPURL())
+			}
 			ready(g, gw.ID(), gw.Addrs(), gw.HTTPURL())
 			return serve(cmd.Context(), g, gw)
 		},
@@ -238,6 +243,7 @@ func gatewayCmd(g *globals) *cobra.Command {
 	c.Flags().StringVar(&cfg.HTTPAddr, "http", cfg.HTTPAddr, "HTTP bind address of the admin API and web UI")
 	c.Flags().StringVar(&cfg.Name, "name", cfg.Name, "display name shown to data scientists")
 	addTLSFlags(c, &cfg.TLSCert, &cfg.TLSKey)
+	c.Flags().StringArrayVar(&cfg.HTTPHosts, "http-host", nil, "a host name the HTTP API answers to (besides IP addresses, localhost and the --http host), e.g. gw.example.org behind a proxy; repeatable")
 	c.Flags().StringSliceVar(&cfg.CORSOrigins, "cors-origin", nil, "origins (scheme://host[:port]) whose browser pages may call the HTTP API, e.g. where the admin app is hosted separately; repeatable")
 	c.Flags().DurationVar(&cfg.Lease, "lease", cfg.Lease, "how long a node keeps a job without a heartbeat")
 	c.Flags().IntVar(&cfg.MaxAttempts, "max-attempts", cfg.MaxAttempts, "attempts a job gets before it fails (its retry budget)")

@@ -47,6 +47,9 @@ type Config struct {
 	// the password is checked; a successful login gives its attempt back.
 	LoginMaxFailures int
 	LoginWindow      time.Duration
+	// SetupToken is the one-time token POST /api/v1/setup needs (the gateway
+	// prints it on its first start); empty: setup is refused.
+	SetupToken string
 	// Now is the clock (default time.Now); tests move it.
 	Now func() time.Time
 }
@@ -332,13 +335,21 @@ func (a *API) writeError(w http.ResponseWriter, r *http.Request, err error) {
 // decode reads the request's JSON body into v strictly: one object, no
 // unknown fields, no trailing data, within the size limit.
 func (c *call) decode(v any) error {
-	if ct := c.r.Header.Get("Content-Type"); ct != "" {
-		mt, _, err := mime.ParseMediaType(ct)
-		if err != nil || (mt != "application/json" && !strings.HasSuffix(mt, "+json")) {
-			return errorf(http.StatusUnsupportedMediaType, "unsupported_media_type", "Content-Type must be application/json")
-		}
+	body, err := io.ReadAll(c.r.Body)
+	if err != nil {
+		return jsonDecodeError(err)
 	}
-	return decodeJSON(c.r.Body, v, c.rt.optional)
+	ct := c.r.Header.Get("Content-Type")
+	if ct == "" && c.rt.optional && len(bytes.TrimSpace(body)) == 0 {
+		return nil // no body where none is needed
+	}
+	// A body must say it is JSON: a cross-site form or no-cors fetch (which
+	// needs no preflight) cannot send application/json.
+	mt, _, err := mime.ParseMediaType(ct)
+	if err != nil || (mt != "application/json" && !strings.HasSuffix(mt, "+json")) {
+		return errorf(http.StatusUnsupportedMediaType, "unsupported_media_type", "Content-Type must be application/json")
+	}
+	return decodeJSON(bytes.NewReader(body), v, c.rt.optional)
 }
 
 // decodeJSON reads a request body and decodes it with the strict decoder

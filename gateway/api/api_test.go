@@ -33,6 +33,9 @@ func (h *hookLog) list() []string {
 	return append([]string(nil), h.events...)
 }
 
+// testSetupToken is the test API's one-time setup token.
+const testSetupToken = "test-setup-token"
+
 type env struct {
 	t     testing.TB
 	st    *store.Store
@@ -64,6 +67,7 @@ func newEnv(t testing.TB, mod func(*Config)) *env {
 		},
 		Logger:         slog.New(slog.NewTextHandler(io.Discard, nil)),
 		MaxUploadBytes: 1 << 20,
+		SetupToken:     testSetupToken,
 	}
 	if mod != nil {
 		mod(&cfg)
@@ -178,7 +182,7 @@ func (e *env) upload(token string, fields map[string]string, csv string) resp {
 
 func (e *env) setup() string {
 	e.t.Helper()
-	e.want(e.do("POST", "/api/v1/setup", "", SetupRequest{Email: "owner@example.org", Password: "owner-password", Name: "Olive"}), 201)
+	e.want(e.do("POST", "/api/v1/setup", "", SetupRequest{Email: "owner@example.org", Password: "owner-password", Name: "Olive", SetupToken: testSetupToken}), 201)
 	return e.login("owner@example.org", "owner-password")
 }
 

@@ -2,6 +2,7 @@ package api
 
 import (
 	"bytes"
+	"crypto/subtle"
 	"errors"
 	"fmt"
 	"math"
@@ -27,7 +28,7 @@ func (a *API) routeTable() []*route {
 		{method: get, path: "/healthz", summary: "Liveness", access: accessAnyone, status: 200, resp: HealthResponse{}, handle: a.health},
 		{method: get, path: "/api/v1/status", summary: "Name, peer ID, addresses and whether setup is done", access: accessAnyone, status: 200, resp: StatusResponse{}, handle: a.status},
 		{method: get, path: "/api/v1/openapi.json", summary: "This document", access: accessAnyone, status: 200, resp: map[string]any{}, handle: a.openAPIHandler},
-		{method: post, path: "/api/v1/setup", summary: "Create the Owner account (once)", access: accessAnyone, req: SetupRequest{}, status: 201, resp: UserView{}, handle: a.setup},
+		{method: post, path: "/api/v1/setup", summary: "Create the Owner account (once), with the one-time setup_token the gateway printed on its first start", access: accessAnyone, req: SetupRequest{}, status: 201, resp: UserView{}, handle: a.setup},
 		{method: post, path: "/api/v1/auth/login", summary: "Exchange email and password for a bearer token", access: accessPublic, req: LoginRequest{}, status: 200, resp: LoginResponse{}, handle: a.login},
 		{method: post, path: "/api/v1/auth/logout", summary: "Revoke every token of the caller's account", access: accessUser, status: 204, handle: a.logout},
 		{method: get, path: "/api/v1/auth/me", summary: "The caller's account and permissions", access: accessUser, status: 200, resp: UserView{}, handle: a.me},
@@ -114,6 +115,9 @@ func (a *API) setup(c *call) (any, error) {
 		return nil, err
 	} else if done {
 		return nil, store.ErrSetupDone
+	}
+	if a.cfg.SetupToken == "" || subtle.ConstantTimeCompare([]byte(req.SetupToken), []byte(a.cfg.SetupToken)) != 1 {
+		return nil, errorf(http.StatusForbidden, "bad_setup_token", "setup_token is missing or wrong: give the one-time token this gateway printed on its first start (the setup-token line of its output)")
 	}
 	u, err := a.st.Setup(req.Email, req.Password, req.Name)
 	if err != nil {

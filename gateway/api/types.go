@@ -27,6 +27,9 @@ type SetupRequest struct {
 	Email    string `json:"email" required:"true"`
 	Password string `json:"password" required:"true"`
 	Name     string `json:"name"`
+	// SetupToken is the one-time token the gateway printed on its first
+	// start (setup-token line on stdout).
+	SetupToken string `json:"setup_token" required:"true"`
 }
 
 // LoginRequest is POST /api/v1/auth/login's body.

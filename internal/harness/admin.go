@@ -143,10 +143,11 @@ type User struct {
 	BudgetEpsilon float64 `json:"budget_epsilon"`
 }
 
-// Setup creates the gateway's Owner (POST /api/v1/setup).
-func (a *Admin) Setup(ctx context.Context, email, password, name string) (*User, error) {
+// Setup creates the gateway's Owner (POST /api/v1/setup) with the one-time
+// setup token the gateway printed (Proc.SetupToken).
+func (a *Admin) Setup(ctx context.Context, setupToken, email, password, name string) (*User, error) {
 	var u User
-	err := a.DoJSON(ctx, http.MethodPost, "/api/v1/setup", map[string]string{"email": email, "password": password, "name": name}, &u)
+	err := a.DoJSON(ctx, http.MethodPost, "/api/v1/setup", map[string]string{"email": email, "password": password, "name": name, "setup_token": setupToken}, &u)
 	if err != nil {
 		return nil, err
 	}

@@ -156,6 +156,18 @@ func (p *Proc) Addr() string { return p.Addrs[0] }
 // PID is the process ID.
 func (p *Proc) PID() int { return p.cmd.Process.Pid }
 
+// SetupToken returns the one-time setup token a gateway printed on its first
+// start (its "setup-token TOKEN ..." line, before the ready line), or "".
+func (p *Proc) SetupToken() string {
+	for _, l := range strings.Split(string(p.Stdout()), "\n") {
+		if rest, ok := strings.CutPrefix(l, "setup-token "); ok {
+			tok, _, _ := strings.Cut(rest, " ")
+			return tok
+		}
+	}
+	return ""
+}
+
 // Done is closed once the process has exited.
 func (p *Proc) Done() <-chan struct{} { return p.done }
 

@@ -25,7 +25,7 @@ func (h *Harness) StartSite(ctx context.Context, name, displayName, ownerEmail, 
 		return nil, err
 	}
 	s := &Site{Name: name, Gateway: gw, Admin: NewAdmin(gw.HTTP), h: h, opts: o}
-	if _, err := s.Admin.Setup(ctx, ownerEmail, ownerPassword, "Owner of "+displayName); err != nil {
+	if _, err := s.Admin.Setup(ctx, gw.SetupToken(), ownerEmail, ownerPassword, "Owner of "+displayName); err != nil {
 		return nil, fmt.Errorf("%s: setup: %w", name, err)
 	}
 	if err := s.Admin.Login(ctx, ownerEmail, ownerPassword); err != nil {

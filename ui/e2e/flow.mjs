@@ -54,7 +54,8 @@ function startPeer(name, args) {
       const m = buf.match(/^ready peer=(\S+) addrs=(\S+)(?: http=(\S+))?/m);
       if (m) {
         clearTimeout(timer);
-        resolve({ proc: p, peer: m[1], addrs: m[2].split(','), http: m[3] });
+        const setup = buf.match(/^setup-token (\S+)/m);
+        resolve({ proc: p, peer: m[1], addrs: m[2].split(','), http: m[3], setupToken: setup?.[1] });
       }
     };
     p.stdout.on('data', onData);
@@ -147,6 +148,8 @@ async function main() {
     }
     await page.getByRole('heading', { name: 'Set up this gateway', exact: true }).waitFor();
     await shot('01-setup-1280');
+    if (!gw.setupToken) throw new Error('the fresh gateway printed no setup-token line');
+    await page.getByLabel('Setup token').fill(gw.setupToken);
     await page.getByLabel('Your name').fill('Olivia Owner');
     await page.getByLabel('Email').fill('owner@hospital-a.example');
     await page.getByLabel('Password', { exact: true }).fill('owner password 1');

@@ -8,6 +8,7 @@ export function SetupPage({ status, onDone }: { status: Status; onDone: () => vo
   const [name, setName] = useState('');
   const [password, setPassword] = useState('');
   const [confirm, setConfirm] = useState('');
+  const [setupToken, setSetupToken] = useState(() => new URLSearchParams(window.location.search).get('setup_token') ?? '');
   const [err, setErr] = useState('');
   const [busy, setBusy] = useState(false);
   const submit = async (e: FormEvent) => {
@@ -16,7 +17,7 @@ export function SetupPage({ status, onDone }: { status: Status; onDone: () => vo
     if (password !== confirm) { setErr('The two passwords differ.'); return; }
     setBusy(true);
     try {
-      await api('POST', '/api/v1/setup', { email, password, name });
+      await api('POST', '/api/v1/setup', { email, password, name, setup_token: setupToken.trim() });
       const lr = await api<LoginResponse>('POST', '/api/v1/auth/login', { email, password });
       setToken(lr.token, lr.expires_at);
       notice.ok(`Owner ${email} created; you are logged in.`);
@@ -31,7 +32,9 @@ export function SetupPage({ status, onDone }: { status: Status; onDone: () => vo
     <form onSubmit={submit} aria-labelledby="setup-h">
       <h1 id="setup-h" tabIndex={-1}>Set up this gateway</h1>
       <p>This gateway (<strong>{status.name}</strong>) has no users yet. Create its <strong>Owner</strong>: the one account with every permission. You will then add compliance officers, administrators and data scientists from the Users page.</p>
-      <label>Your name<input name="name" value={name} onChange={(e) => setName(e.target.value)} autoComplete="name" autoFocus /></label>
+      <label>Setup token<input name="setup_token" required value={setupToken} onChange={(e) => setSetupToken(e.target.value)} autoComplete="off" spellCheck={false} autoFocus /></label>
+      <p className="muted small">The gateway printed it on its first start: the <code>setup-token</code> line of its output.</p>
+      <label>Your name<input name="name" value={name} onChange={(e) => setName(e.target.value)} autoComplete="name" /></label>
       <label>Email<input name="email" type="email" required value={email} onChange={(e) => setEmail(e.target.value)} autoComplete="username" /></label>
       <label>Password<input name="password" type="password" required value={password} onChange={(e) => setPassword(e.target.value)} autoComplete="new-password" /></label>
       <label>Repeat the password<input name="confirm" type="password" required value={confirm} onChange={(e) => setConfirm(e.target.value)} autoComplete="new-password" /></label>

@@ -3,12 +3,22 @@ import { api, type Role, type User } from '../api';
 import { useSession } from '../App';
 import { ActionButton, LoadError, Page, fmtEps, useLoad, useNotice } from '../ui';
 
+// Accounts of these roles (and of any role with their powers) are the
+// Owner's to create, change and delete: the gateway answers others with 403.
+const privilegedPerms = ['can_create_users', 'can_edit_roles', 'can_triage_requests', 'can_manage_privacy_budget'];
+const privilegedDefaults = ['Administrator', 'Compliance Officer'];
+
 export function UsersPage() {
-  const { can } = useSession();
+  const { can, me } = useSession();
+  const isOwner = me.role === 'Owner';
   const users = useLoad(() => api<{ users: User[] }>('GET', '/api/v1/users').then((r) => r.users));
   // Roles are listed only with can_edit_roles; without it, offer the default role names.
-  const roles = useLoad(() => (can('can_edit_roles') ? api<{ roles: Role[] }>('GET', '/api/v1/roles').then((r) => r.roles.map((x) => x.name)) : Promise.resolve(['Data Scientist', 'Compliance Officer', 'Administrator'])));
-  const roleNames = (roles.data ?? []).filter((r) => r !== 'Owner');
+  const roles = useLoad(() => (can('can_edit_roles')
+    ? api<{ roles: Role[] }>('GET', '/api/v1/roles').then((r) => r.roles.map((x) => ({ name: x.name, privileged: x.permissions.some((p) => privilegedPerms.includes(p)) })))
+    : Promise.resolve(['Data Scientist', ...privilegedDefaults].map((name) => ({ name, privileged: privilegedDefaults.includes(name) })))));
+  const privileged = new Set((roles.data ?? []).filter((r) => r.privileged).map((r) => r.name));
+  // Only the Owner gives privileged roles.
+  const roleNames = (roles.data ?? []).filter((r) => r.name !== 'Owner' && (isOwner || !r.privileged)).map((r) => r.name);
   return (
     <Page title="Users">
       <CreateUser roles={roleNames} onCreated={users.reload} budget={can('can_manage_privacy_budget')} />
@@ -16,7 +26,8 @@ export function UsersPage() {
       <h2>All users</h2>
       <div className="table-wrap"><table className="users">
         <thead><tr><th>Email / name</th><th>Role</th><th>Budget ε (left)</th><th>Spent / reserved ε</th><th>Peer ID</th><th><span className="sr-only">Actions</span></th></tr></thead>
-        <tbody>{(users.data ?? []).map((u) => <UserRow key={u.id} u={u} roles={roleNames} onChange={users.reload} budget={can('can_manage_privacy_budget')} />)}</tbody>
+        <tbody>{(users.data ?? []).map((u) => <UserRow key={u.id} u={u} roles={roleNames} onChange={users.reload} budget={can('can_manage_privacy_budget')}
+          ownerOnly={!isOwner && u.id !== me.id && (u.role === 'Owner' || privileged.has(u.role))} />)}</tbody>
       </table></div>
     </Page>
   );
@@ -53,7 +64,7 @@ function CreateUser({ roles, onCreated, budget }: { roles: string[]; onCreated: 
   );
 }
 
-function UserRow({ u, roles, onChange, budget }: { u: User; roles: string[]; onChange: () => void; budget: boolean }) {
+function UserRow({ u, roles, onChange, budget, ownerOnly }: { u: User; roles: string[]; onChange: () => void; budget: boolean; ownerOnly: boolean }) {
   const [role, setRole] = useState(u.role);
   const [eps, setEps] = useState(String(u.budget_epsilon));
   const [peer, setPeer] = useState(u.peer_id);
@@ -75,8 +86,9 @@ function UserRow({ u, roles, onChange, budget }: { u: User; roles: string[]; onC
       <td>{fmtEps(u.spent_epsilon)} / {fmtEps(u.reserved_epsilon)}</td>
       <td><input aria-label={`Peer ID of ${u.email}`} className="peer" value={peer} onChange={(e) => setPeer(e.target.value)} spellCheck={false} /></td>
       <td className="actions">
-        <ActionButton run={save} ok={`Saved ${u.email}.`}>Save</ActionButton>
-        {!owner && <ActionButton className="danger" run={async () => { if (!confirm(`Delete ${u.email}?`)) throw new Error('Cancelled.'); await api('DELETE', `/api/v1/users/${u.id}`); onChange(); }} ok={`Deleted ${u.email}.`}>Delete</ActionButton>}
+        {ownerOnly && <span className="muted small">Only the Owner changes this account.</span>}
+        <ActionButton run={save} ok={`Saved ${u.email}.`} disabled={ownerOnly}>Save</ActionButton>
+        {!owner && !ownerOnly && <ActionButton className="danger" run={async () => { if (!confirm(`Delete ${u.email}?`)) throw new Error('Cancelled.'); await api('DELETE', `/api/v1/users/${u.id}`); onChange(); }} ok={`Deleted ${u.email}.`}>Delete</ActionButton>}
       </td>
     </tr>
   );
