@@ -16,7 +16,7 @@ func TestSeparationOfDuties(t *testing.T) {
 	e := newEnv(t, nil)
 	owner := e.setup()
 	adminID, admin := e.newUser(owner, "admin@example.org", store.RoleAdministrator, "", 0)
-	coID, co := e.newUser(owner, "co@example.org", store.RoleComplianceOfficer, "", 0)
+	coID, _ := e.newUser(owner, "co@example.org", store.RoleComplianceOfficer, "", 0)
 	_, co2 := e.newUser(owner, "co2@example.org", store.RoleComplianceOfficer, "", 0)
 
 	// An Administrator: 403 on a Compliance Officer's password, role, peer
@@ -38,7 +38,7 @@ func TestSeparationOfDuties(t *testing.T) {
 	// The Owner can do each.
 	e.want(e.do("PATCH", "/api/v1/users/"+coID, owner, map[string]any{"password": "owner set this one"}), 200)
 	e.want(e.do("POST", "/api/v1/users", owner, CreateUserRequest{Email: "admin2@example.org", Password: "user-password", Role: store.RoleAdministrator}), 201)
-	co = e.login("co@example.org", "owner set this one")
+	co := e.login("co@example.org", "owner set this one")
 
 	// Nobody approves their own budget or release request.
 	budget, err := e.st.CreateRequest(store.NewRequest{Kind: wire.KindBudget, UserID: coID, AmountMicroEps: 1_000_000, Reason: "more"})
