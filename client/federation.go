@@ -85,6 +85,22 @@ type FedState struct {
 	Final    map[string]wire.JobInfo `json:"final,omitempty"`
 }
 
+// ErrRoundFailed: a round could not complete (fewer gateways than needed
+// took part to its end). The state stays running: Federate again retries it.
+var ErrRoundFailed = errors.New("federation round failed")
+
+// joined lists the gateways that joined and were not refused, sorted.
+func (s *FedState) joined() []string {
+	var out []string
+	for gw := range s.Jobs {
+		if _, refused := s.Refused[gw]; !refused {
+			out = append(out, gw)
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
 // FedStateFormat tags a persisted coordinator state.
 const FedStateFormat = "fedgrid.federation/v1"
 
@@ -283,6 +299,9 @@ func (c *Client) Federate(ctx context.Context, s *FedState, run FedRunOptions) (
 			return s, err
 		}
 	}
+	if s.Round > 0 {
+		s.Active = s.joined() // a resumed federation asks every gateway that joined again
+	}
 	if s.Round == 0 {
 		if err := c.fedAwaitApprovals(ctx, s, run); err != nil {
 			if ctx.Err() != nil {
@@ -303,7 +322,14 @@ func (c *Client) Federate(ctx context.Context, s *FedState, run FedRunOptions) (
 			if ctx.Err() != nil {
 				return s, ctx.Err()
 			}
-			return s, c.fedStop(ctx, s, fmt.Errorf("round %d: %w", s.Round+1, err), save)
+			// The gateways keep their part open: the round can be retried
+			// (Federate again, or fedgrid train --resume), with every gateway
+			// that joined, as those lost may be back.
+			err = fmt.Errorf("%w: round %d could not complete: %w", ErrRoundFailed, s.Round+1, err)
+			if serr := save(); serr != nil {
+				return s, errors.Join(err, serr)
+			}
+			return s, err
 		}
 		s.History = append(s.History, *r)
 		s.Round = r.Round

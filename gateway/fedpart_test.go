@@ -549,3 +549,54 @@ func TestFederationPrivateApprovalAndDP(t *testing.T) {
 		}
 	}
 }
+
+// A coordinator stopped after round 2 resumes from its saved state and
+// finishes; the rounds already done are not run again.
+func TestFederationResume(t *testing.T) {
+	if testing.Short() {
+		t.Skip("trains across three gateways")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	defer cancel()
+	train, _, parts := pimaParts(t, 3, false)
+	f := startFederation(t, ctx, parts)
+	_, planJSON := fedPlan(t, "logreg_pima.json", train, 2, adam)
+	s, err := client.NewFederation(f.options(planJSON, 4))
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(t.TempDir(), "fed.json")
+	stopCtx, stop := context.WithCancel(ctx)
+	defer stop()
+	_, err = f.cl.Federate(stopCtx, s, client.FedRunOptions{StatePath: path, Poll: 50 * time.Millisecond,
+		Progress: func(r client.FedRound) {
+			if r.Round == 2 {
+				stop()
+			}
+		}})
+	if !errors.Is(err, context.Canceled) {
+		t.Fatalf("stopped federation: %v", err)
+	}
+	saved, err := client.LoadFederation(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if saved.State != client.FedRunning || saved.Round != 2 || len(saved.History) != 2 {
+		t.Fatalf("saved state %s at round %d with %d rounds of history", saved.State, saved.Round, len(saved.History))
+	}
+	var rounds []int
+	done, err := f.cl.Federate(ctx, saved, client.FedRunOptions{StatePath: path, Poll: 50 * time.Millisecond,
+		Progress: func(r client.FedRound) { rounds = append(rounds, r.Round) }})
+	if err != nil || done.State != client.FedSucceeded {
+		t.Fatalf("resumed federation: %v %s", err, done.Error)
+	}
+	if !slices.Equal(rounds, []int{3, 4}) || len(done.History) != 4 {
+		t.Fatalf("resumed with rounds %v, history %d", rounds, len(done.History))
+	}
+	for i, gw := range f.gws {
+		j, err := gw.Store().Job(gateway.FedJobID(done.Options.ID))
+		if err != nil || j.State != wire.StateSucceeded {
+			t.Fatalf("gateway %d: %+v %v", i, j, err)
+		}
+	}
+}

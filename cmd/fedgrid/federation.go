@@ -138,9 +138,11 @@ func runFederation(ctx context.Context, g *globals, cf *clientFlags, ff *fedFlag
 		}
 	}
 	s, err = cl.Federate(ctx, s, run)
-	if errors.Is(err, context.Canceled) {
+	if errors.Is(err, context.Canceled) || errors.Is(err, client.ErrRoundFailed) {
 		fmt.Fprintf(g.stderr, "stopped after round %d; continue with: fedgrid train --resume %s\n", s.Round, ref)
-		return err
+		if errors.Is(err, context.Canceled) {
+			return err
+		}
 	}
 	if perr := printFederation(g, cf.json, s); perr != nil {
 		return perr
