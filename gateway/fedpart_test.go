@@ -37,11 +37,11 @@ type federation struct {
 	officers []*store.User
 }
 
-func startFederation(t *testing.T, ctx context.Context, parts []*dataset.Table) *federation {
+func startFederation(t testing.TB, ctx context.Context, parts []*dataset.Table) *federation {
 	return startFederationWith(t, ctx, parts, store.VisibilityPublic)
 }
 
-func startFederationWith(t *testing.T, ctx context.Context, parts []*dataset.Table, visibility string) *federation {
+func startFederationWith(t testing.TB, ctx context.Context, parts []*dataset.Table, visibility string) *federation {
 	t.Helper()
 	f := &federation{}
 	tc := testcluster.Start(t, ctx, testcluster.Options{Network: "gwtest", Gateway: func(c *gateway.Config) { c.Name = "hospital-0" }})
@@ -95,7 +95,7 @@ func startFederationWith(t *testing.T, ctx context.Context, parts []*dataset.Tab
 
 // pimaParts splits the diabetes rows into training and held-out rows and
 // deals the training rows into n disjoint parts (label-skewed: sorted by label first).
-func pimaParts(t *testing.T, n int, skewed bool) (train, holdout *dataset.Table, parts []*dataset.Table) {
+func pimaParts(t testing.TB, n int, skewed bool) (train, holdout *dataset.Table, parts []*dataset.Table) {
 	t.Helper()
 	all, err := dataset.ReadCSV(bytes.NewReader(readFile(t, filepath.Join("..", "dataset", "testdata", "pima_diabetes.csv"))), dataset.Limits{})
 	if err != nil {

@@ -1,12 +1,12 @@
 package secagg
 
 import (
+	"crypto/aes"
+	"crypto/cipher"
 	"crypto/hkdf"
 	"crypto/sha256"
 	"encoding/binary"
 	"fmt"
-
-	"golang.org/x/crypto/chacha20"
 )
 
 // Domain-separation labels: every key derived here names its use, so no two
@@ -42,13 +42,17 @@ func deriveKey(secret, context []byte, label string, parts ...string) ([]byte, e
 	return k, nil
 }
 
-// applyMask adds (sign > 0) or subtracts (sign < 0) the ChaCha20 keystream of
-// key, read as little-endian uint32 words, to v mod 2^32.
+// applyMask adds (sign > 0) or subtracts (sign < 0) the AES-256-CTR
+// keystream of key (zero IV: every key is derived for one use), read as
+// little-endian uint32 words, to v mod 2^32. AES-CTR rather than ChaCha20:
+// with AES instructions it expands masks several times faster, and the masks
+// are most of secure aggregation's cost.
 func applyMask(v []uint32, key []byte, sign int) error {
-	c, err := chacha20.NewUnauthenticatedCipher(key, make([]byte, chacha20.NonceSize))
+	block, err := aes.NewCipher(key)
 	if err != nil {
 		return fmt.Errorf("secagg: mask cipher: %w", err)
 	}
+	c := cipher.NewCTR(block, make([]byte, aes.BlockSize))
 	buf := make([]byte, 4*prgChunkWords)
 	for off := 0; off < len(v); off += prgChunkWords {
 		n := min(prgChunkWords, len(v)-off)

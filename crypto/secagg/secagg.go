@@ -18,7 +18,7 @@
 //  2. MaskInput: with U2 the parties whose shares reached u, u sends
 //     y_u = x_u + PRG(b_u) + sum_{v in U2, v > u} PRG(s_uv) - sum_{v < u} PRG(s_uv),
 //     where s_uv is agreed by X25519 from s_u and s_v, stretched by HKDF
-//     and ChaCha20. The pairwise masks cancel in the sum over U2.
+//     and AES-256-CTR. The pairwise masks cancel in the sum over U2.
 //  3. Consistency: U3 is the set whose masked inputs reached the server; each
 //     survivor signs U3, and nobody reveals anything before t signatures on
 //     the same U3 (so the server cannot tell parties different drop sets).

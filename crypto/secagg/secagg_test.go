@@ -36,7 +36,7 @@ type fixture struct {
 	srv     *Server
 }
 
-func newFixture(t *testing.T, n, length int) *fixture {
+func newFixture(t testing.TB, n, length int) *fixture {
 	t.Helper()
 	f := &fixture{kr: keyring{}, parties: map[string]*Party{}}
 	ids := make([]string, n)
