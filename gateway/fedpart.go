@@ -495,6 +495,11 @@ func (g *Gateway) handleFedUpdate(_ context.Context, c caller, req *wire.FedRoun
 		if err != nil {
 			return nil, p2p.Errorf(p2p.CodeConflict, "%v", err)
 		}
+		// Durable before the update leaves: a federation that stops from now
+		// on charges this gateway's reservation (FailFederation).
+		if err := g.store.MarkFederationSent(j.ID, req.Round); err != nil {
+			return nil, service.Wrap(err, "job "+j.ID)
+		}
 		r.masked = in.Words
 		g.log.Info("federation round update sent", "federation", req.Federation, "round", req.Round, "clipped", clipped)
 	}
@@ -551,7 +556,7 @@ func (g *Gateway) handleFedFinish(_ context.Context, c caller, req *wire.FedFini
 	defer g.fed.drop(j.ID)
 	if req.Error != "" || len(req.Weights) == 0 {
 		msg := "the federation stopped: " + truncate(req.Error, 500)
-		if err := g.store.FinishCoordinated(j.ID, nil, nil, msg); err != nil {
+		if err := g.store.FailFederation(j.ID, msg); err != nil {
 			return nil, service.Wrap(err, "job "+j.ID)
 		}
 	} else {

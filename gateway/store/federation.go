@@ -99,3 +99,38 @@ func (s *Store) endFederationTxn(txn *badger.Txn, r *Request, why string) error 
 	j.State, j.Error, j.FinishedAt = wire.StateCancelled, why, s.now().UTC()
 	return s.putJob(txn, &j, old)
 }
+
+// MarkFederationSent records that the gateway released its masked update of
+// round in the federation job jobID.
+func (s *Store) MarkFederationSent(jobID string, round int) error {
+	_, err := s.modifyJob(jobID, func(_ *badger.Txn, j *Job) error {
+		if j.Federation == "" || j.State != wire.StateRunning {
+			return fmt.Errorf("%w: job %s is not a running federation job", ErrConflictState, j.ID)
+		}
+		j.FedSent = max(j.FedSent, round)
+		return nil
+	})
+	return err
+}
+
+// FailFederation ends a running federation job that stopped with msg. Once
+// the gateway released a masked update (FedSent > 0) the federation's
+// aggregates carried its data, so its reservation is charged, not refunded:
+// the privacy was spent whether or not a final model came out.
+func (s *Store) FailFederation(jobID, msg string) error {
+	_, err := s.modifyJob(jobID, func(txn *badger.Txn, j *Job) error {
+		if j.Federation == "" || j.State != wire.StateRunning {
+			return fmt.Errorf("%w: job %s is not a running federation job", ErrConflictState, j.ID)
+		}
+		if j.FedSent > 0 {
+			// Committed here, the reservation is no longer held when the
+			// failure's transition would refund it.
+			if _, err := s.commitJob(txn, j, "", fmt.Sprintf("federation stopped after this gateway released %d rounds' masked updates", j.FedSent)); err != nil {
+				return err
+			}
+		}
+		j.State, j.Error, j.FinishedAt = wire.StateFailed, msg, s.now().UTC()
+		return s.audit(txn, AuditEvent{Action: "job.fail", Target: "job/" + j.ID, Detail: map[string]any{"error": msg, "federation_rounds_released": j.FedSent}})
+	})
+	return err
+}

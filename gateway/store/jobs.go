@@ -68,6 +68,9 @@ type Job struct {
 	// FedRequestID names the officer's approval of the federation
 	// (wire.KindFederation) on review-gated data: no round runs before it.
 	FedRequestID string `json:"fed_request_id,omitempty"`
+	// FedSent is the last round whose masked update this gateway released
+	// (0: none yet): from then on the federation's aggregates carry its data.
+	FedSent int `json:"fed_sent,omitempty"`
 	// Init is set by whoever creates the job. The store keeps the weights
 	// under a key of their own (JobInit reads them): the job record is
 	// rewritten on every heartbeat and must stay small. InitSize is their
