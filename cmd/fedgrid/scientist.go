@@ -240,6 +240,9 @@ func trainCmd(g *globals) *cobra.Command {
 		Short: "submit a plan to train on a dataset you cannot see; with --dataset given more than once, train one model across their gateways",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if ff.resume != "" && (len(refs) > 0 || planFile != "") {
+				return usagef("--resume takes no --dataset or --plan: the federation has them")
+			}
 			if ff.resume != "" || len(refs) > 1 {
 				var planJSON []byte
 				if planFile != "" {
