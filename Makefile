@@ -59,11 +59,13 @@ ui-check: ui ## rebuild ui/dist and fail if it differs from the committed build
 	@git diff --exit-code --stat -- ui/dist || { echo "ui/dist differs from ui/src: run make ui and commit ui/dist"; exit 1; }
 	@out=$$(git status --porcelain --untracked-files=all -- ui/dist); if [ -n "$$out" ]; then echo "ui/dist has uncommitted files: $$out"; exit 1; fi
 
-bench: build ## training speed vs PyTorch, job dispatch, search, budget spends (see BENCHMARKS.md)
+bench: build ## training speed vs PyTorch, job dispatch, search, budget spends, federated rounds (see BENCHMARKS.md)
 	./bench/run.sh
 	$(GO) test -run XXX -bench Dispatch -benchtime 300x -timeout 30m ./gateway/
 	$(GO) test -run XXX -bench Search -benchtime 20x -timeout 30m ./gateway/
 	$(GO) test -run XXX -bench Budget -benchtime 5000x ./gateway/store/
+	$(GO) test -run XXX -bench Round -benchtime 3x ./crypto/secagg/
+	$(GO) test -run XXX -bench FederatedRound -benchtime 2x -timeout 30m ./gateway/
 
 fmt: ## gofmt the tree
 	gofmt -w $$(git ls-files '*.go')

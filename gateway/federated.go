@@ -45,8 +45,8 @@ func (g *Gateway) coordLoop(ctx context.Context) {
 			g.log.Error("list running jobs", "err", err)
 		}
 		for _, j := range running {
-			if !j.Coordinated() {
-				continue
+			if !j.Coordinated() || j.Federation != "" {
+				continue // a federation's rounds are driven by its coordinator (fedpart.go)
 			}
 			if err := g.advance(j); err != nil {
 				g.log.Error("coordinate data-parallel job", "job", j.ID, "err", err)
@@ -87,51 +87,20 @@ func (g *Gateway) advance(p *store.Job) error {
 	if round == 0 {
 		return g.startRound(p, 1, nil)
 	}
-	var models []*plan.Model
-	var weights []float64
-	var lossSum float64
-	for s := 0; s < p.Shards; s++ {
-		c, err := g.store.Job(store.ShardJobID(p.ID, round, s))
-		if errors.Is(err, store.ErrNotFound) {
-			// Shard jobs are created before the round is recorded, so this
-			// cannot happen short of a damaged store.
-			return g.store.FinishCoordinated(p.ID, nil, nil, fmt.Sprintf("shard %d of round %d is missing", s+1, round))
-		}
-		if err != nil {
-			return err
-		}
-		switch c.State {
-		case wire.StateSucceeded:
-		case wire.StateFailed, wire.StateCancelled:
-			return g.store.FinishCoordinated(p.ID, nil, nil, fmt.Sprintf("shard %d of round %d %s: %s", s+1, round, c.State, c.Error))
-		default:
-			return nil // still training
-		}
-		b, err := g.store.Result(c.ID)
-		if err != nil {
-			return err
-		}
-		m, err := plan.ParseModel(b)
-		if err != nil {
-			return fmt.Errorf("shard %d result: %w", s, err)
-		}
-		models = append(models, m)
-		weights = append(weights, float64(max(1, m.Metrics.TrainRows)))
-		if n := len(m.Metrics.TrainLoss); n > 0 {
-			lossSum += m.Metrics.TrainLoss[n-1] * weights[len(weights)-1]
-		}
+	models, done, failed, err := g.roundModels(p, round)
+	if err != nil {
+		return err
 	}
-	params := make([]map[string]plan.Tensor, len(models))
-	var total float64
-	for i, m := range models {
-		params[i] = m.Params
-		total += weights[i]
+	if failed != "" {
+		return g.store.FinishCoordinated(p.ID, nil, nil, failed)
 	}
-	avg, err := plan.Average(params, weights)
+	if !done {
+		return nil // still training
+	}
+	avg, _, loss, err := localUpdate(models)
 	if err != nil {
 		return g.store.FinishCoordinated(p.ID, nil, nil, err.Error())
 	}
-	loss := lossSum / total
 	g.log.Info("data-parallel round done", "job", p.ID, "round", round, "of", p.Rounds, "loss", loss)
 	if round < p.Rounds {
 		if err := g.store.SetProgress(p.ID, wire.Progress{Epoch: round, Epochs: p.Rounds, Loss: loss}); err != nil {

@@ -209,6 +209,7 @@ type Gateway struct {
 	gater     *denyGater
 	metrics   *metrics
 	index     atomic.Pointer[indexTable] // set by the provide loop while it runs
+	fed       fedParts                   // this gateway's rounds in federations (fedpart.go)
 
 	closeOnce sync.Once
 	closeErr  error

@@ -45,7 +45,7 @@ func (c *cluster) startNode(t testing.TB, ctx context.Context) *node.Node {
 	return c.AddNode(t, ctx, nil)
 }
 
-func readFile(t *testing.T, path string) []byte {
+func readFile(t testing.TB, path string) []byte {
 	t.Helper()
 	b, err := os.ReadFile(path)
 	if err != nil {

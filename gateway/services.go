@@ -34,6 +34,7 @@ func (g *Gateway) registerProtocols() {
 	serve(g, wire.Requests(), g.handleRequests)
 	serve(g, wire.Withdraw(), g.handleWithdraw)
 	serve(g, wire.Query(), g.handleQuery)
+	g.registerFedProtocols()
 }
 
 // --- nodes ---------------------------------------------------------------

@@ -188,7 +188,14 @@ type TrainSettings struct {
 	// by rows) after each of Rounds rounds of Epochs local epochs.
 	Workers int `json:"workers,omitempty"`
 	Rounds  int `json:"rounds,omitempty"`
+	// ProximalMu > 0 adds FedProx's proximal term mu/2 ||w - w_0||^2 to the
+	// loss, w_0 being the weights training starts from (a federated round's
+	// global weights): local training stays near the global model.
+	ProximalMu float64 `json:"proximal_mu,omitempty"`
 }
+
+// MaxProximalMu bounds train.proximal_mu.
+const MaxProximalMu = 1e4
 
 // Limits of data-parallel training.
 const (
@@ -322,6 +329,9 @@ func (p *Plan) validateTrain() error {
 	}
 	if t.Workers < 0 || t.Workers > MaxWorkers {
 		return fmt.Errorf("train.workers is %d, must be 0 to %d", t.Workers, MaxWorkers)
+	}
+	if !finite(t.ProximalMu) || t.ProximalMu < 0 || t.ProximalMu > MaxProximalMu {
+		return fmt.Errorf("train.proximal_mu is %v, must be 0 to %g", t.ProximalMu, float64(MaxProximalMu))
 	}
 	if t.Rounds < 0 || t.Rounds > MaxRounds {
 		return fmt.Errorf("train.rounds is %d, must be 0 to %d", t.Rounds, MaxRounds)

@@ -155,6 +155,7 @@ func Train(ctx context.Context, p *Plan, t *dataset.Table, opt TrainOptions) (*M
 	for i := range params {
 		grads[i] = make([]float64, len(params[i]))
 	}
+	prox := newProximal(p.Train.ProximalMu, params)
 	o := newOptimizer(p.Optimizer, params)
 	for _, i := range pr.stats { // batch_norm running statistics are state, not trained
 		o.frozen[i] = true
@@ -191,6 +192,7 @@ func Train(ctx context.Context, p *Plan, t *dataset.Table, opt TrainOptions) (*M
 				if err := dp.step(x, y, d, grads); err != nil {
 					return nil, err
 				}
+				prox.add(params, grads) // data-independent: after clipping and noise
 				o.step(params, grads)
 				m.Metrics.Steps++
 			}
@@ -216,6 +218,7 @@ func Train(ctx context.Context, p *Plan, t *dataset.Table, opt TrainOptions) (*M
 				return nil, errors.New("train: the training loss became infinite or not a number; lower the learning rate or standardize the features")
 			}
 			sum += l * float64(len(rows))
+			prox.add(params, grads)
 			o.step(params, grads)
 			m.Metrics.Steps++
 		}
@@ -467,6 +470,32 @@ func (o *optimizer) step(params, grads [][]float64) {
 				v[j] = b2*v[j] + (1-b2)*gj*gj
 				p[j] -= lr * (m[j] / bc1) / (math.Sqrt(v[j])/sbc2 + eps)
 			}
+		}
+	}
+}
+
+// proximal is FedProx's term mu/2 ||w - w_0||^2, added to the gradients
+// whatever the engine computed them: its gradient is mu (w - w_0).
+type proximal struct {
+	mu     float64
+	anchor [][]float64
+}
+
+func newProximal(mu float64, params [][]float64) *proximal {
+	if mu <= 0 {
+		return nil
+	}
+	return &proximal{mu: mu, anchor: cloneParams(params, nil)}
+}
+
+func (p *proximal) add(params, grads [][]float64) {
+	if p == nil {
+		return
+	}
+	for i, w := range params {
+		a, g := p.anchor[i], grads[i]
+		for k := range w {
+			g[k] += p.mu * (w[k] - a[k])
 		}
 	}
 }

@@ -130,9 +130,9 @@ func Query() Protocol[QueryRequest, QueryResponse] {
 
 // Protocols lists the descriptor of every stream protocol a gateway serves.
 func Protocols() []Descriptor {
-	return []Descriptor{
+	return append([]Descriptor{
 		Catalog().Descriptor, Enroll().Descriptor, Claim().Descriptor, Fetch().Descriptor, Heartbeat().Descriptor,
 		Result().Descriptor, Ping().Descriptor, Submit().Descriptor, Job().Descriptor, Cancel().Descriptor,
 		Model().Descriptor, Request().Descriptor, Requests().Descriptor, Withdraw().Descriptor, Query().Descriptor,
-	}
+	}, FedProtocols()...)
 }

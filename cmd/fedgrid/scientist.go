@@ -231,13 +231,34 @@ func printPreview(g *globals, r client.Result) {
 
 func trainCmd(g *globals) *cobra.Command {
 	var cf clientFlags
-	var ref, planFile string
+	var ff fedFlags
+	var refs []string
+	var planFile string
 	var wait, waitReview bool
 	c := &cobra.Command{
 		Use:   "train",
-		Short: "submit a plan to train on a dataset you cannot see",
+		Short: "submit a plan to train on a dataset you cannot see; with --dataset given more than once, train one model across their gateways",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if ff.resume != "" && (len(refs) > 0 || planFile != "") {
+				return usagef("--resume takes no --dataset or --plan: the federation has them")
+			}
+			if ff.resume != "" || len(refs) > 1 {
+				var planJSON []byte
+				if planFile != "" {
+					var err error
+					if planJSON, err = readLimited(planFile, wire.MaxPlan); err != nil {
+						return fmt.Errorf("read plan: %w", err)
+					}
+				} else if ff.resume == "" {
+					return usagef("--plan PLAN.json is required")
+				}
+				return runFederation(cmd.Context(), g, &cf, &ff, refs, planJSON)
+			}
+			ref := ""
+			if len(refs) == 1 {
+				ref = refs[0]
+			}
 			if ref == "" || planFile == "" {
 				return usagef("--dataset GATEWAY_PEER_ID/DATASET_ID and --plan PLAN.json are required")
 			}
@@ -268,10 +289,11 @@ func trainCmd(g *globals) *cobra.Command {
 		},
 	}
 	cf.add(c, true)
-	c.Flags().StringVar(&ref, "dataset", "", "GATEWAY_PEER_ID/DATASET_ID (from fedgrid search)")
+	c.Flags().StringArrayVar(&refs, "dataset", nil, "GATEWAY_PEER_ID/DATASET_ID (from fedgrid search); more than once: federated training across their gateways")
 	c.Flags().StringVar(&planFile, "plan", "", "plan file (fedgrid.plan/v1 JSON)")
 	c.Flags().BoolVar(&wait, "wait", false, "wait until the job ends, showing progress (on review-gated data: until it is under review)")
 	c.Flags().BoolVar(&waitReview, "wait-review", false, "with --wait, on review-gated data: also wait for the compliance officer's decision")
+	ff.add(c.Flags())
 	return c
 }
 
@@ -354,11 +376,23 @@ func printJob(g *globals, asJSON bool, j *wire.JobInfo) error {
 func jobCmd(g *globals) *cobra.Command {
 	var cf clientFlags
 	var watch, waitReview bool
+	var fedStates string
 	c := &cobra.Command{
 		Use:   "job JOB_REF",
-		Short: "show a job's state (JOB_REF is GATEWAY_PEER_ID/JOB_ID)",
+		Short: "show a job's state (JOB_REF is GATEWAY_PEER_ID/JOB_ID, or fed:ID for a federation)",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if strings.HasPrefix(args[0], fedRefPrefix) {
+				path, err := fedStatePath(fedStates, args[0])
+				if err != nil {
+					return err
+				}
+				s, err := client.LoadFederation(path)
+				if err != nil {
+					return fmt.Errorf("federation %s: %w", args[0], err)
+				}
+				return printFederation(g, cf.json, s)
+			}
 			cl, gw, id, err := cf.openRef(cmd.Context(), g, args[0])
 			if err != nil {
 				return err
@@ -382,6 +416,7 @@ func jobCmd(g *globals) *cobra.Command {
 	cf.add(c, true)
 	c.Flags().BoolVar(&watch, "watch", false, "follow the job until it ends (or is under review), with a progress bar")
 	c.Flags().BoolVar(&waitReview, "wait-review", false, "with --watch: for a job under review, follow it until the compliance officer decides")
+	c.Flags().StringVar(&fedStates, "federations", "", "where federation states are kept (for fed:ID)")
 	c.AddCommand(jobCancelCmd(g))
 	return c
 }
@@ -411,14 +446,17 @@ func jobCancelCmd(g *globals) *cobra.Command {
 
 func resultCmd(g *globals) *cobra.Command {
 	var cf clientFlags
-	var out string
+	var out, fedStates string
 	c := &cobra.Command{
 		Use:   "result JOB_REF",
-		Short: "fetch a job's released model",
+		Short: "fetch a job's released model (JOB_REF may be fed:ID: a federation's model, as a gateway released it)",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if out == "" {
 				return usagef("--out MODEL.json is required")
+			}
+			if strings.HasPrefix(args[0], fedRefPrefix) {
+				return fedResult(cmd.Context(), g, &cf, fedStates, args[0], out)
 			}
 			cl, gw, id, err := cf.openRef(cmd.Context(), g, args[0])
 			if err != nil {
@@ -443,6 +481,7 @@ func resultCmd(g *globals) *cobra.Command {
 	}
 	cf.add(c, true)
 	c.Flags().StringVar(&out, "out", "", "where to write the model")
+	c.Flags().StringVar(&fedStates, "federations", "", "where federation states are kept (for fed:ID)")
 	return c
 }
 

@@ -3,7 +3,11 @@
 // diabetes data, B the breast cancer data), one worker node per gateway, and
 // a data scientist who finds both datasets, trains a logistic regression on
 // each without ever seeing a row, and scores the released models on rows the
-// hospitals never uploaded. `make demo` runs it:
+// hospitals never uploaded. Then both hospitals hold half of the diabetes
+// rows each: the data scientist trains one federated model across both
+// gateways (secure aggregation: neither hospital's update is seen alone) and
+// scores it on the held-out rows beside each hospital's own model. `make
+// demo` runs it:
 //
 //	go run ./examples/demo --bin bin/fedgrid --data examples/data
 //
@@ -13,6 +17,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -48,7 +53,7 @@ func main() { os.Exit(run()) }
 func run() int {
 	bin := flag.String("bin", "bin/fedgrid", "the fedgrid binary (make build)")
 	data := flag.String("data", "examples/data", "directory with pima_diabetes.csv and wdbc_breast_cancer.csv")
-	plans := flag.String("plans", "examples/plans", "directory with logreg_pima.json and logreg_wdbc.json")
+	plans := flag.String("plans", "examples/plans", "directory with logreg_pima.json, logreg_wdbc.json and logreg_pima_federated.json")
 	work := flag.String("work", "", "work directory for peers' data and logs (default: a new temporary directory, removed on success)")
 	holdout := flag.Float64("holdout", 0.2, "fraction of each CSV kept back from upload to score the models")
 	seed := flag.Int64("seed", 1, "seed of the upload/held-out split")
@@ -85,7 +90,11 @@ func run() int {
 		{site: "gateway-a", display: "Hospital A", csv: "pima_diabetes.csv", plan: "logreg_pima.json", name: "pima-diabetes", tags: []string{"medical", "public", "diabetes"}, minAccuracy: 0.74},
 		{site: "gateway-b", display: "Hospital B", csv: "wdbc_breast_cancer.csv", plan: "logreg_wdbc.json", name: "wdbc-breast-cancer", tags: []string{"medical", "public", "oncology"}, minAccuracy: 0.95},
 	}
-	flowErr := flow(ctx, h, say, hospitals, *data, *plans, *holdout, *seed)
+	fed := &federated{}
+	sci, flowErr := flow(ctx, h, say, hospitals, *data, *plans, *holdout, *seed)
+	if flowErr == nil {
+		flowErr = federate(ctx, h, say, sci, hospitals, fed, *plans)
+	}
 
 	say("stopping every peer with SIGTERM; each must exit 0")
 	stopErr := h.Close()
@@ -126,6 +135,17 @@ func run() int {
 			}
 			fmt.Printf("  %-20s %-11s accuracy %.4f on %d rows  (need >= %.2f: %s)\n", hp.name, hp.display, hp.eval.Accuracy, hp.eval.Rows, hp.minAccuracy, verdict)
 		}
+		fmt.Println()
+		fmt.Printf("Diabetes, each hospital holding half of the rows (held-out: the same %d rows):\n", fed.federated.Rows)
+		for i, hp := range hospitals {
+			fmt.Printf("  %-11s own half only             accuracy %.4f\n", hp.display, fed.own[i].Accuracy)
+		}
+		verdict := "ok"
+		if fed.federated.Accuracy < minFederatedAccuracy {
+			verdict = "TOO LOW"
+			failed = true
+		}
+		fmt.Printf("  federated   both halves, %d rounds   accuracy %.4f  (need >= %.2f: %s)\n", fedRounds, fed.federated.Accuracy, minFederatedAccuracy, verdict)
 	}
 	if failed {
 		fmt.Fprintf(os.Stderr, "\nlast lines of each peer's log (all logs in %s):\n%s", h.LogDir(), h.LogTails(15))
@@ -138,7 +158,7 @@ func run() int {
 	return 0
 }
 
-func flow(ctx context.Context, h *harness.Harness, say func(string, ...any), hospitals []*hospital, dataDir, planDir string, holdout float64, seed int64) error {
+func flow(ctx context.Context, h *harness.Harness, say func(string, ...any), hospitals []*hospital, dataDir, planDir string, holdout float64, seed int64) (*harness.Scientist, error) {
 	network := "fedgrid-demo"
 	say("fedgrid demo: every peer is a separate %s process on 127.0.0.1; logs in %s", filepath.Base(h.Bin()), h.LogDir())
 
@@ -146,7 +166,7 @@ func flow(ctx context.Context, h *harness.Harness, say func(string, ...any), hos
 	for _, hp := range hospitals {
 		n, k, err := split(filepath.Join(dataDir, hp.csv), h.Path("data"), holdout, seed, hp)
 		if err != nil {
-			return err
+			return nil, err
 		}
 		say("split %s: %d rows to upload to %s, %d rows held out to score the model later", hp.csv, n, hp.display, k)
 	}
@@ -154,7 +174,7 @@ func flow(ctx context.Context, h *harness.Harness, say func(string, ...any), hos
 	// 2. The network peer: the address everyone bootstraps from, and the DHT.
 	netPeer, err := h.StartNetwork(ctx, "network", harness.PeerOptions{Network: network})
 	if err != nil {
-		return err
+		return nil, err
 	}
 	say("network peer up: %s", netPeer.Addr())
 	peerOpts := harness.PeerOptions{Network: network, Bootstrap: []string{netPeer.Addr()}}
@@ -164,22 +184,22 @@ func flow(ctx context.Context, h *harness.Harness, say func(string, ...any), hos
 	for _, hp := range hospitals {
 		hp.gw, err = h.StartSite(ctx, hp.site, hp.display, "owner@"+hp.site+".example", "owner password "+hp.site, peerOpts)
 		if err != nil {
-			return err
+			return nil, err
 		}
 		say("%s gateway up: peer %s, admin API %s; Owner set up and logged in", hp.display, short(hp.gw.Gateway.PeerID), hp.gw.Gateway.HTTP)
 		csv, err := os.ReadFile(hp.upload)
 		if err != nil {
-			return err
+			return nil, err
 		}
 		ds, err := hp.gw.Admin.UploadCSV(ctx, harness.Upload{Name: hp.name, Tags: hp.tags, Visibility: "public",
 			Description: "demo copy of " + hp.csv + " (see examples/data/README.md)", FileName: hp.csv, CSV: csv})
 		if err != nil {
-			return err
+			return nil, err
 		}
 		say("%s uploaded %q over HTTP: %d rows, %d columns, tags %s", hp.display, ds.Name, ds.Rows, len(ds.Columns), strings.Join(ds.Tags, ","))
 		nd, err := hp.gw.StartNode(ctx, hp.site+"-node")
 		if err != nil {
-			return err
+			return nil, err
 		}
 		say("%s node up and enrolled with a join token: peer %s", hp.display, short(nd.PeerID))
 	}
@@ -187,12 +207,12 @@ func flow(ctx context.Context, h *harness.Harness, say func(string, ...any), hos
 	// 4. The data scientist makes a key; each hospital registers its peer ID.
 	sci, err := h.NewScientist(ctx, h.Path("scientist.key"), network, []string{netPeer.Addr()})
 	if err != nil {
-		return err
+		return nil, err
 	}
 	say("data scientist ran fedgrid keygen: peer ID %s", short(sci.PeerID))
 	for _, hp := range hospitals {
 		if _, err := hp.gw.RegisterScientist(ctx, "scientist@lab.example", "scientist password", "Data Scientist", sci.PeerID); err != nil {
-			return err
+			return nil, err
 		}
 		say("%s admin registered the data scientist (role Data Scientist, bound to that peer ID)", hp.display)
 	}
@@ -203,14 +223,14 @@ func flow(ctx context.Context, h *harness.Harness, say func(string, ...any), hos
 	found, err := sci.WaitSearch(sctx, len(hospitals), 500*time.Millisecond, "medical")
 	scancel()
 	if err != nil {
-		return err
+		return nil, err
 	}
 	if len(found) != len(hospitals) {
-		return fmt.Errorf("search medical found %d datasets, want %d", len(found), len(hospitals))
+		return nil, fmt.Errorf("search medical found %d datasets, want %d", len(found), len(hospitals))
 	}
 	table, err := sci.SearchTable(ctx, "medical")
 	if err != nil {
-		return err
+		return nil, err
 	}
 	fmt.Print(indent(table))
 	for _, hp := range hospitals {
@@ -220,7 +240,7 @@ func flow(ctx context.Context, h *harness.Harness, say func(string, ...any), hos
 			}
 		}
 		if hp.ref == "" {
-			return fmt.Errorf("search medical did not find %s's dataset %q", hp.display, hp.name)
+			return nil, fmt.Errorf("search medical did not find %s's dataset %q", hp.display, hp.name)
 		}
 	}
 
@@ -230,10 +250,10 @@ func flow(ctx context.Context, h *harness.Harness, say func(string, ...any), hos
 		t0 := time.Now()
 		hp.job, err = sci.Train(ctx, hp.ref, filepath.Join(planDir, hp.plan))
 		if err != nil {
-			return err
+			return nil, err
 		}
 		if !hp.job.Succeeded() {
-			return fmt.Errorf("job %s ended %s: %s", hp.job.Ref, hp.job.State, hp.job.Error)
+			return nil, fmt.Errorf("job %s ended %s: %s", hp.job.Ref, hp.job.State, hp.job.Error)
 		}
 		va, _ := hp.job.Metric("validation_accuracy")
 		say("job %s succeeded in %.1fs on %s's node (attempt %d); validation accuracy on the node: %.4f", short(hp.job.Ref), time.Since(t0).Seconds(), hp.display, hp.job.Attempt, va)
@@ -243,19 +263,19 @@ func flow(ctx context.Context, h *harness.Harness, say func(string, ...any), hos
 	for _, hp := range hospitals {
 		hp.model = h.Path("models", hp.name+".model.json")
 		if err := os.MkdirAll(filepath.Dir(hp.model), 0o755); err != nil {
-			return err
+			return nil, err
 		}
 		if err := sci.Result(ctx, hp.job.Ref, hp.model); err != nil {
-			return err
+			return nil, err
 		}
 		say("fedgrid result %s -> %s", short(hp.job.Ref), hp.model)
 		hp.eval, err = h.ModelEval(ctx, hp.model, hp.holdout)
 		if err != nil {
-			return err
+			return nil, err
 		}
 		say("fedgrid model eval on %d held-out rows of %s: accuracy %.4f, loss %.4f, AUC %.4f", hp.eval.Rows, hp.csv, hp.eval.Accuracy, hp.eval.Loss, hp.eval.AUC)
 	}
-	return nil
+	return sci, nil
 }
 
 // split writes the upload and held-out parts of a CSV under dir and returns their row counts.
@@ -305,4 +325,116 @@ func indent(s string) string {
 		b.WriteString("          " + l + "\n")
 	}
 	return b.String()
+}
+
+// The federated part of the demo.
+const (
+	fedRounds            = 10
+	minFederatedAccuracy = 0.74
+)
+
+// federated holds the federated step's evaluations: each hospital's own
+// model on its half, and the federated model over both halves.
+type federated struct {
+	own       []*harness.Evaluation
+	federated *harness.Evaluation
+}
+
+// federate: hospital A and hospital B each upload half of the diabetes
+// rows (A's upload dealt in two); the data scientist trains a model on each
+// half alone and one federated model across both gateways, and scores all
+// three on the held-out diabetes rows.
+func federate(ctx context.Context, h *harness.Harness, say func(string, ...any), sci *harness.Scientist, hospitals []*hospital, fed *federated, planDir string) error {
+	diabetes := hospitals[0]
+	f, err := os.Open(diabetes.upload)
+	if err != nil {
+		return err
+	}
+	t, err := dataset.ReadCSV(f, dataset.Limits{})
+	_ = f.Close()
+	if err != nil {
+		return err
+	}
+	halves := [2][]int{}
+	for i := 0; i < t.NumRows(); i++ {
+		halves[i%2] = append(halves[i%2], i)
+	}
+	planFile := filepath.Join(planDir, "logreg_pima_federated.json")
+	say("federated training: %s and %s each hold half of the %d uploaded diabetes rows", hospitals[0].display, hospitals[1].display, t.NumRows())
+	var refs []string
+	for i, hp := range hospitals {
+		csv, err := t.Select(halves[i]).Bytes()
+		if err != nil {
+			return err
+		}
+		ds, err := hp.gw.Admin.UploadCSV(ctx, harness.Upload{Name: fmt.Sprintf("pima-diabetes-half-%c", 'a'+i), Tags: []string{"medical", "diabetes", "half"}, Visibility: "public",
+			Description: "half of the demo's diabetes rows", FileName: "pima_half.csv", CSV: csv})
+		if err != nil {
+			return err
+		}
+		ref := hp.gw.Gateway.PeerID + "/" + ds.ID
+		refs = append(refs, ref)
+		say("%s uploaded %q: %d rows", hp.display, ds.Name, ds.Rows)
+		// The hospital's own model: its half alone, the same local epochs in all.
+		own, err := sci.Train(ctx, ref, ownPlan(h, planFile))
+		if err != nil {
+			return err
+		}
+		if !own.Succeeded() {
+			return fmt.Errorf("job %s ended %s: %s", own.Ref, own.State, own.Error)
+		}
+		model := h.Path("models", fmt.Sprintf("pima-half-%c.model.json", 'a'+i))
+		if err := sci.Result(ctx, own.Ref, model); err != nil {
+			return err
+		}
+		ev, err := h.ModelEval(ctx, model, diabetes.holdout)
+		if err != nil {
+			return err
+		}
+		fed.own = append(fed.own, ev)
+		say("%s's own model (its half only): held-out accuracy %.4f", hp.display, ev.Accuracy)
+	}
+	dir := h.Path("federations")
+	say("fedgrid train --dataset %s --dataset %s --plan %s --rounds %d", short(refs[0]), short(refs[1]), filepath.Base(planFile), fedRounds)
+	t0 := time.Now()
+	fr, err := sci.TrainFederated(ctx, dir, refs, planFile, "--rounds", fmt.Sprint(fedRounds))
+	if err != nil {
+		return err
+	}
+	if fr.State != "succeeded" {
+		return fmt.Errorf("federation %s ended %s: %s", fr.Ref, fr.State, fr.Error)
+	}
+	last := fr.History[len(fr.History)-1]
+	say("federation %s: %d rounds in %.1fs over %d gateways, %0.f rows in each round's secure sum, final loss %.4f", fr.Ref, fr.CompletedRounds, time.Since(t0).Seconds(), len(last.Participants), last.Rows, last.Loss)
+	model := h.Path("models", "pima-federated.model.json")
+	if err := sci.FederationResult(ctx, dir, fr.Ref, model); err != nil {
+		return err
+	}
+	fed.federated, err = h.ModelEval(ctx, model, diabetes.holdout)
+	if err != nil {
+		return err
+	}
+	say("fedgrid result %s -> %s (signed by a participating gateway): held-out accuracy %.4f", fr.Ref, model, fed.federated.Accuracy)
+	return nil
+}
+
+// ownPlan writes the federated plan with all rounds' epochs for one
+// hospital's own model (same total training as the federation).
+func ownPlan(h *harness.Harness, planFile string) string {
+	out := h.Path("data", "logreg_pima_own.json")
+	b, err := os.ReadFile(planFile)
+	if err != nil {
+		return planFile
+	}
+	var p map[string]any
+	if json.Unmarshal(b, &p) != nil {
+		return planFile
+	}
+	if tr, ok := p["train"].(map[string]any); ok {
+		tr["epochs"] = 5 * fedRounds
+	}
+	if b, err = json.Marshal(p); err != nil || os.WriteFile(out, b, 0o644) != nil {
+		return planFile
+	}
+	return out
 }

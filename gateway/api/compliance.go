@@ -18,7 +18,7 @@ import (
 // requester's history); the decision once taken.
 type RequestView struct {
 	ID    string `json:"id"`
-	Kind  string `json:"kind"`  // release, budget or permission
+	Kind  string `json:"kind"`  // release, budget, permission or federation
 	State string `json:"state"` // pending, approved or denied
 	// Requester.
 	UserID    string `json:"user_id"`
@@ -28,6 +28,9 @@ type RequestView struct {
 	// Reason is the requester's justification (budget and permission requests).
 	Reason  string       `json:"reason,omitempty"`
 	Dataset *DatasetInfo `json:"dataset,omitempty"`
+	// Detail: what a federation request asks (rounds, strategy, the other
+	// gateways by name, epsilon).
+	Detail string `json:"detail,omitempty"`
 
 	// Release requests.
 	JobID           string          `json:"job_id,omitempty"`
@@ -148,7 +151,7 @@ type RuleList struct {
 func (a *API) requestView(sv *service.RequestView, withHistory bool, users map[string]*store.User) RequestView {
 	r := sv.Request
 	v := RequestView{ID: r.ID, Kind: r.Kind, State: r.State, UserID: r.UserID, Requester: r.Requester, Reason: r.Reason,
-		JobID: r.JobID, DP: r.DP, Delta: r.Delta, Guarantee: r.Guarantee, PlanTable: r.PlanTable, Plan: r.Plan, Metrics: r.Metrics, Error: r.Error,
+		JobID: r.JobID, Detail: r.Detail, DP: r.DP, Delta: r.Delta, Guarantee: r.Guarantee, PlanTable: r.PlanTable, Plan: r.Plan, Metrics: r.Metrics, Error: r.Error,
 		Permission: r.Permission, CreatedAt: r.CreatedAt, AutoApprovable: r.Kind == wire.KindRelease && r.DP}
 	user := func(id string) *store.User {
 		if id == "" {
@@ -168,7 +171,7 @@ func (a *API) requestView(sv *service.RequestView, withHistory bool, users map[s
 		v.UserEmail, v.UserRole = u.Email, u.Role
 	}
 	switch r.Kind {
-	case wire.KindRelease:
+	case wire.KindRelease, wire.KindFederation:
 		v.EpsilonMicroEps = r.EpsilonMicroEps
 	case wire.KindBudget:
 		v.EpsilonMicroEps = r.AmountMicroEps

@@ -125,7 +125,7 @@ func (v *RequestView) Info() *wire.RequestInfo {
 	info := &wire.RequestInfo{ID: r.ID, Kind: r.Kind, State: r.State, Dataset: r.DatasetID, Job: r.JobID,
 		Permission: r.Permission, Reason: r.Reason, CreatedAt: r.CreatedAt, DecidedBy: v.DecidedBy}
 	switch r.Kind {
-	case wire.KindRelease:
+	case wire.KindRelease, wire.KindFederation:
 		info.Epsilon = wire.Epsilon(r.EpsilonMicroEps)
 	case wire.KindBudget:
 		info.Epsilon = wire.Epsilon(r.AmountMicroEps)

@@ -60,6 +60,21 @@ type Job struct {
 	Shards   int    `json:"shards,omitempty"`
 	Round    int    `json:"round,omitempty"`
 	Rounds   int    `json:"rounds,omitempty"`
+	// Federation: this job is the gateway's part in a federation across
+	// gateways (that ID), driven round by round by the federation's
+	// coordinator (the requester's client): a coordinated job whose rounds
+	// the gateway's coordinator loop leaves alone. Shards is then at least 1.
+	Federation string `json:"federation,omitempty"`
+	// FedConfig is the federation's settings as the gateway accepted them
+	// (the gateway's own JSON), kept so that a restarted gateway takes part
+	// in the next rounds.
+	FedConfig json.RawMessage `json:"fed_config,omitempty"`
+	// FedRequestID names the officer's approval of the federation
+	// (wire.KindFederation) on review-gated data: no round runs before it.
+	FedRequestID string `json:"fed_request_id,omitempty"`
+	// FedSent is the last round whose masked update this gateway released
+	// (0: none yet): from then on the federation's aggregates carry its data.
+	FedSent int `json:"fed_sent,omitempty"`
 	// Init is set by whoever creates the job. The store keeps the weights
 	// under a key of their own (JobInit reads them): the job record is
 	// rewritten on every heartbeat and must stay small. InitSize is their
@@ -97,7 +112,9 @@ type Job struct {
 }
 
 // Coordinated reports whether the gateway runs this job as rounds of shard jobs.
-func (j *Job) Coordinated() bool { return j.Shards > 1 && j.ParentID == "" }
+func (j *Job) Coordinated() bool {
+	return (j.Shards > 1 || j.Federation != "") && j.ParentID == ""
+}
 
 // ShardJobID is the ID of a coordinated job's shard job: deterministic, so
 // a restarted gateway finds its rounds, and prefixed by the parent's ID, so
@@ -218,7 +235,7 @@ func (j *Job) Terminal() bool {
 
 // CreateJob stores a new job in state queued. An empty ID is assigned;
 // CreatedAt is set to now.
-func (s *Store) CreateJob(j *Job) error { return s.createJob(j, 0) }
+func (s *Store) CreateJob(j *Job) error { return s.createJob(j, 0, nil) }
 
 // CreateJobReserving is CreateJob that also reserves amount micro-epsilon of
 // the job's user's budget on its dataset, in the same transaction, and
@@ -228,10 +245,13 @@ func (s *Store) CreateJobReserving(j *Job, amount int64) error {
 	if amount <= 0 {
 		return invalid("amount", "must be positive")
 	}
-	return s.createJob(j, amount)
+	return s.createJob(j, amount, nil)
 }
 
-func (s *Store) createJob(j *Job, reserve int64) error {
+// createJob stores a new job, reserving reserve micro-epsilon; extra, when
+// set, runs in the same transaction before the job is written (it may set
+// the job's fields).
+func (s *Store) createJob(j *Job, reserve int64, extra func(*badger.Txn) error) error {
 	if j.DatasetID == "" {
 		return invalid("dataset_id", "required")
 	}
@@ -277,6 +297,11 @@ func (s *Store) createJob(j *Job, reserve int64) error {
 				return err
 			}
 			j.ReservationID = res.ID
+		}
+		if extra != nil {
+			if err := extra(txn); err != nil {
+				return err
+			}
 		}
 		if err := s.putJob(txn, j, ""); err != nil {
 			return err

@@ -60,6 +60,9 @@ type Request struct {
 	DatasetID string `json:"dataset_id,omitempty"`
 	// Reason is the requester's justification (budget, permission).
 	Reason string `json:"reason,omitempty"`
+	// Detail says in words what a federation request asks: the rounds, the
+	// strategy, the other gateways by name and the epsilon per round.
+	Detail string `json:"detail,omitempty"`
 
 	// Release.
 	JobID           string          `json:"job_id,omitempty"`
@@ -524,6 +527,12 @@ func (s *Store) Decide(id string, approve bool, reviewer, reason string) (*Reque
 					return err
 				}
 			}
+		case wire.KindFederation:
+			if !approve {
+				if err := s.endFederationTxn(txn, &r, "the compliance officer denied the federation: "+reason); err != nil {
+					return err
+				}
+			}
 		default:
 			return fmt.Errorf("%w: request %s has unknown kind %q", ErrInvalid, r.ID, r.Kind)
 		}
@@ -613,6 +622,11 @@ func (s *Store) withdrawTxn(txn *badger.Txn, r *Request, reviewer, why, reason s
 			j.ReleaseReason += ": " + reason
 		}
 		if err := putJSON(txn, prefixJob+j.ID, &j); err != nil {
+			return err
+		}
+	}
+	if r.Kind == wire.KindFederation {
+		if err := s.endFederationTxn(txn, r, "the federation request was "+why); err != nil {
 			return err
 		}
 	}

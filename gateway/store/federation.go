@@ -1,0 +1,136 @@
+package store
+
+import (
+	"errors"
+	"fmt"
+
+	"github.com/dgraph-io/badger/v4"
+
+	"github.com/fedgrid/fedgrid/wire"
+)
+
+// A request of kind wire.KindFederation asks to take part in a federation across gateways
+// on review-gated data: every round's aggregate leaves the gateway, so the
+// gateway's compliance officer approves the federation (its plan, rounds,
+// strategy, the other gateways and the epsilon per round) before round 1.
+// An approval rule may approve it like a release (DP-SGD plans only).
+// Denied or withdrawn, the federation job is cancelled and its reservation
+// refunded. The final model is released under the usual rules.
+
+// CreateFederationJob stores a gateway's federation job (Federation set),
+// reserving reserve micro-epsilon (0: none), and, when review is set, its
+// approval request, all in one transaction. The request's ID is in
+// j.FedRequestID.
+func (s *Store) CreateFederationJob(j *Job, reserve int64, review bool, detail string) error {
+	if j.Federation == "" {
+		return invalid("federation", "required")
+	}
+	return s.createJob(j, reserve, func(txn *badger.Txn) error {
+		if !review {
+			return nil
+		}
+		now := s.now().UTC()
+		r := &Request{
+			ID: newID(), Kind: wire.KindFederation, State: wire.RequestPending, UserID: j.UserID, Requester: j.Requester, DatasetID: j.DatasetID,
+			JobID: j.ID, EpsilonMicroEps: j.EpsilonMicroEps, Delta: j.Delta, DP: j.DP, Guarantee: guaranteeText(j),
+			PlanTable: j.PlanTable, Plan: j.Plan, ReservationID: j.ReservationID, Detail: detail, CreatedAt: now,
+		}
+		j.FedRequestID = r.ID
+		if j.DP {
+			var d Dataset
+			if err := getJSON(txn, prefixDataset+j.DatasetID, &d); err != nil {
+				return err
+			}
+			rule, err := s.matchRule(txn, j, &d, now)
+			if err != nil {
+				return err
+			}
+			if rule != nil {
+				rule.Used++
+				if err := putJSON(txn, prefixRule+rule.ID, rule); err != nil {
+					return err
+				}
+				reviewer := ReviewerRulePrefix + rule.ID
+				r.State = wire.RequestApproved
+				r.Decision = &Decision{Approved: true, Reviewer: reviewer, RuleID: rule.ID, Reason: "matched approval rule " + rule.ID, At: now}
+				if err := putJSON(txn, prefixRequest+r.ID, r); err != nil {
+					return err
+				}
+				return s.audit(txn, AuditEvent{Actor: reviewer, Action: "request.approve", Target: "request/" + r.ID,
+					Detail: map[string]any{"kind": wire.KindFederation, "job_id": j.ID, "rule_id": rule.ID, "automatic": true, "user_id": j.UserID, "dataset_id": j.DatasetID}})
+			}
+		}
+		if err := putJSON(txn, prefixRequest+r.ID, r); err != nil {
+			return err
+		}
+		return s.audit(txn, AuditEvent{Action: "request.create", Target: "request/" + r.ID,
+			Detail: map[string]any{"kind": wire.KindFederation, "job_id": j.ID, "user_id": j.UserID, "dataset_id": j.DatasetID, "epsilon_micro_eps": j.EpsilonMicroEps, "dp": j.DP}})
+	})
+}
+
+// FederationApproval is the state of a federation job's approval request:
+// "" when the job needs none, else the request's state (pending, approved,
+// denied, withdrawn).
+func (s *Store) FederationApproval(j *Job) (string, error) {
+	if j.FedRequestID == "" {
+		return "", nil
+	}
+	r, err := s.GetRequest(j.FedRequestID)
+	if err != nil {
+		return "", err
+	}
+	return r.State, nil
+}
+
+// endFederationTxn cancels the job of a federation request that was denied
+// or withdrawn; the state change refunds its reservation.
+func (s *Store) endFederationTxn(txn *badger.Txn, r *Request, why string) error {
+	var j Job
+	if err := getJSON(txn, prefixJob+r.JobID, &j); err != nil {
+		if errors.Is(err, ErrNotFound) {
+			return nil
+		}
+		return fmt.Errorf("job %s of request %s: %w", r.JobID, r.ID, err)
+	}
+	if j.Terminal() {
+		return nil
+	}
+	old := j.State
+	j.State, j.Error, j.FinishedAt = wire.StateCancelled, why, s.now().UTC()
+	return s.putJob(txn, &j, old)
+}
+
+// MarkFederationSent records that the gateway released its masked update of
+// round in the federation job jobID.
+func (s *Store) MarkFederationSent(jobID string, round int) error {
+	_, err := s.modifyJob(jobID, func(_ *badger.Txn, j *Job) error {
+		if j.Federation == "" || j.State != wire.StateRunning {
+			return fmt.Errorf("%w: job %s is not a running federation job", ErrConflictState, j.ID)
+		}
+		j.FedSent = max(j.FedSent, round)
+		return nil
+	})
+	return err
+}
+
+// FailFederation ends a running federation job that stopped with msg. Once
+// the gateway released a masked update (FedSent > 0) the federation's
+// aggregates carried its data, so its reservation is charged, not refunded:
+// the privacy was spent whether or not a final model came out.
+func (s *Store) FailFederation(jobID, msg string) error {
+	_, err := s.modifyJob(jobID, func(txn *badger.Txn, j *Job) error {
+		if j.Federation == "" || j.State != wire.StateRunning {
+			return fmt.Errorf("%w: job %s is not a running federation job", ErrConflictState, j.ID)
+		}
+		if j.FedSent > 0 {
+			// Committed here, the reservation is no longer held when the
+			// failure's transition would refund it.
+			if _, err := s.commitJob(txn, j, "", fmt.Sprintf("federation stopped after this gateway released %d rounds' masked updates", j.FedSent)); err != nil {
+				return err
+			}
+		}
+		j.State, j.Error, j.FinishedAt = wire.StateFailed, msg, s.now().UTC()
+		return s.audit(txn, AuditEvent{Action: "job.fail", Target: "job/" + j.ID, Detail: map[string]any{"error": msg, "federation_rounds_released": j.FedSent}})
+	})
+	return err
+}
