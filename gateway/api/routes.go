@@ -653,23 +653,20 @@ func (a *API) listAudit(c *call) (any, error) {
 		}
 		f.Limit = n
 	}
-	es, err := a.st.Audit(f)
+	l, err := a.svc.Audit(c.who, f)
 	if err != nil {
 		return nil, err
 	}
-	if es == nil {
-		es = []*store.AuditEntry{}
-	}
-	return AuditList{Entries: es}, nil
+	return AuditList{Entries: l.Entries, Withheld: l.Withheld}, nil
 }
 
-func (a *API) verifyAudit(*call) (any, error) {
-	n, err := a.st.VerifyAudit()
+func (a *API) verifyAudit(c *call) (any, error) {
+	v, err := a.svc.VerifyAudit(c.who)
 	if errors.Is(err, store.ErrAuditBroken) {
 		return nil, errorf(http.StatusConflict, "audit_broken", "%s", trimStore(err))
 	}
 	if err != nil {
 		return nil, err
 	}
-	return AuditVerifyResponse{OK: true, Entries: n}, nil
+	return AuditVerifyResponse{OK: true, Entries: v.Entries, Withheld: v.Withheld}, nil
 }

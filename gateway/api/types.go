@@ -211,10 +211,16 @@ type LedgerResponse struct {
 // AuditList answers GET /api/v1/audit.
 type AuditList struct {
 	Entries []*store.AuditEntry `json:"entries"`
+	// Withheld: what is withheld from the caller and why (the entries after
+	// the submission of the caller's own job whose outcome is under review).
+	Withheld string `json:"withheld,omitempty"`
 }
 
 // AuditVerifyResponse answers GET /api/v1/audit/verify.
 type AuditVerifyResponse struct {
-	OK      bool `json:"ok"`
-	Entries int  `json:"entries"`
+	OK bool `json:"ok"`
+	// Entries: how many entries were checked, counting only those the
+	// caller may read (the whole chain is checked).
+	Entries  int    `json:"entries"`
+	Withheld string `json:"withheld,omitempty"`
 }

@@ -1,6 +1,7 @@
 package service
 
 import (
+	"fmt"
 	"strings"
 
 	"github.com/fedgrid/fedgrid/gateway/store"
@@ -203,4 +204,101 @@ func requestView(a Actor, r *store.Request) *RequestView {
 		c.Decision = &d
 	}
 	return v
+}
+
+// auditSight is what of the audit log an actor may read. The log records
+// every job's grant, completion or failure, error text and retries, the
+// release request a job's end files, and the times of all of these; and
+// every entry's sequence number and time say when something happened. So
+// for the requester of a job whose outcome is under review, the log ends
+// just before that job was submitted, until an officer decides: whatever
+// came after cannot time or tell the outcome, and that cut depends only on
+// the submission. Once decided, a denied or withdrawn job's outcome stays
+// with the gateway: the entries about it (its own and its shards', its
+// release request's) are withheld, apart from its creation, cancellation
+// and the decision, which its requester knows.
+type auditSight struct {
+	cut     bool            // entries after through are withheld
+	through uint64          // the last entry the actor may read when cut
+	job     string          // the job under review the cut is for
+	targets map[string]bool // entries about these targets are withheld
+	jobs    map[string]bool // so are entries whose detail names these jobs
+}
+
+// auditKept: what a withheld target's entries may still show.
+var auditKept = map[string]bool{"job.create": true, "job.cancel": true, "request.deny": true, "request.withdraw": true}
+
+func (s *Service) auditSight(a Actor) (*auditSight, error) {
+	as := &auditSight{targets: map[string]bool{}, jobs: map[string]bool{}}
+	if a.UserID() == "" {
+		return as, nil
+	}
+	js, err := s.st.Jobs(store.JobFilter{UserID: a.UserID()})
+	if err != nil {
+		return nil, err
+	}
+	var first *store.Job
+	for _, j := range js {
+		if j.ParentID != "" || !underReview(j, s.released(j)) {
+			continue
+		}
+		var c store.Job
+		reviewedView(&c, j)
+		if c.State == wire.StateUnderReview {
+			if first == nil || j.CreatedAt.Before(first.CreatedAt) {
+				first = j
+			}
+			continue
+		}
+		as.jobs[j.ID] = true
+		as.targets["job/"+j.ID] = true
+		if j.RequestID != "" {
+			as.targets["request/"+j.RequestID] = true
+		}
+	}
+	for _, j := range js {
+		if j.ParentID != "" && as.jobs[j.ParentID] {
+			as.jobs[j.ID] = true
+			as.targets["job/"+j.ID] = true
+		}
+	}
+	if first == nil {
+		return as, nil
+	}
+	as.cut, as.job = true, first.ID
+	creates, err := s.st.Audit(store.AuditFilter{Action: "job.create"})
+	if err != nil {
+		return nil, err
+	}
+	for _, e := range creates {
+		if e.Target == "job/"+first.ID {
+			as.through = e.Seq - 1
+			break
+		}
+	}
+	return as, nil // no creation entry found: through 0, nothing shown
+}
+
+// shows reports whether the actor may read e.
+func (as *auditSight) shows(e *store.AuditEntry) bool {
+	if as.cut && e.Seq > as.through {
+		return false
+	}
+	if auditKept[e.Action] {
+		return true
+	}
+	if as.targets[e.Target] {
+		return false
+	}
+	id, _ := e.Detail["job_id"].(string)
+	return id == "" || !as.jobs[id]
+}
+
+// withheld says to the actor what is withheld, "" when nothing.
+func (as *auditSight) withheld() string {
+	if !as.cut {
+		return ""
+	}
+	return fmt.Sprintf("entries after seq %d are withheld from you until a compliance officer decides the outcome of your job %s: "+
+		"they record when and how it ended", as.through, as.job)
 }

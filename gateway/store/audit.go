@@ -89,6 +89,7 @@ func (s *Store) audit(txn *badger.Txn, ev AuditEvent) error {
 // AuditFilter selects audit entries. Zero fields match everything.
 type AuditFilter struct {
 	After  uint64 // entries with Seq > After
+	Upto   uint64 // entries with Seq <= Upto (0: no bound)
 	Limit  int    // at most this many (0: all)
 	Action string // exact action, or a prefix ending in "." (e.g. "budget.")
 	Actor  string
@@ -110,6 +111,9 @@ func (s *Store) Audit(f AuditFilter) ([]*AuditEntry, error) {
 				return err
 			}); err != nil {
 				return err
+			}
+			if f.Upto > 0 && e.Seq > f.Upto {
+				return nil
 			}
 			if f.Actor != "" && e.Actor != f.Actor {
 				continue

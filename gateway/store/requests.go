@@ -188,7 +188,9 @@ func (s *Store) releasePolicyTxn(txn *badger.Txn, j *Job) (*releasePolicy, error
 // of a job whose result was due for review (Review, set at submit) goes
 // through review like a model: a release request carrying the error,
 // the reservation held until the decision (approval charges it as for a
-// model, denial or withdrawal refunds it). Any other failed job is refunded.
+// model, denial or withdrawal refunds it), or an approval rule's decision
+// exactly as for a model (ruleDecides), so that neither the decision nor
+// its timing depends on the outcome. Any other failed job is refunded.
 func (s *Store) decideFailure(txn *badger.Txn, j *Job) error {
 	if !j.Review {
 		return s.refundJob(txn, j, "job "+j.State)
@@ -200,10 +202,14 @@ func (s *Store) decideFailure(txn *badger.Txn, j *Job) error {
 	if !p.review {
 		return s.refundJob(txn, j, "job "+j.State)
 	}
-	r := releaseRequest(j, s.now().UTC())
+	now := s.now().UTC()
+	r := releaseRequest(j, now)
 	r.Metrics, r.Error = nil, j.Error
 	j.RequestID = r.ID
 	j.Release, j.ReleaseReason = wire.ReleasePending, releasePendingReason
+	if decided, err := s.ruleDecides(txn, j, p, r, now); err != nil || decided {
+		return err
+	}
 	if err := putJSON(txn, prefixRequest+r.ID, r); err != nil {
 		return err
 	}
@@ -220,7 +226,7 @@ func (s *Store) decideRelease(txn *badger.Txn, j *Job) error {
 	if err != nil {
 		return err
 	}
-	d, dsErr, o, public, review, why, forbidden := p.d, p.dsErr, p.o, p.public, p.review, p.why, p.forbidden
+	public, review, why := p.public, p.review, p.why
 	now := s.now().UTC()
 	if !review {
 		charged, err := s.commitJob(txn, j, ReviewerOverride, "released without review: "+why)
@@ -244,38 +250,48 @@ func (s *Store) decideRelease(txn *badger.Txn, j *Job) error {
 	r := releaseRequest(j, now)
 	j.RequestID = r.ID
 	j.Release, j.ReleaseReason = wire.ReleasePending, releasePendingReason
-	// An approval rule may decide, unless an override asks for a person, the
-	// user was refused since, or the plan has no formal guarantee.
-	if o.AutoRelease == nil && !forbidden && dsErr == nil && j.DP {
-		rule, err := s.matchRule(txn, j, &d, now)
-		if err != nil {
-			return err
-		}
-		if rule != nil {
-			reviewer := ReviewerRulePrefix + rule.ID
-			charged, err := s.commitJob(txn, j, reviewer, "approved by rule "+rule.ID)
-			if err != nil {
-				return err
-			}
-			rule.Used++
-			if err := putJSON(txn, prefixRule+rule.ID, rule); err != nil {
-				return err
-			}
-			r.State = wire.RequestApproved
-			r.Decision = &Decision{Approved: true, Reviewer: reviewer, RuleID: rule.ID, Reason: "matched approval rule " + rule.ID, ChargedMicroEps: charged, At: now}
-			j.Release, j.ReleaseReason = wire.ReleaseApproved, "approved by approval rule "+rule.ID
-			if err := putJSON(txn, prefixRequest+r.ID, r); err != nil {
-				return err
-			}
-			return s.audit(txn, AuditEvent{Actor: reviewer, Action: "request.approve", Target: "request/" + r.ID,
-				Detail: map[string]any{"kind": wire.KindRelease, "job_id": j.ID, "rule_id": rule.ID, "automatic": true, "charged_micro_eps": charged, "user_id": j.UserID, "dataset_id": j.DatasetID}})
-		}
+	if decided, err := s.ruleDecides(txn, j, p, r, now); err != nil || decided {
+		return err
 	}
 	if err := putJSON(txn, prefixRequest+r.ID, r); err != nil {
 		return err
 	}
 	return s.audit(txn, AuditEvent{Action: "request.create", Target: "request/" + r.ID,
 		Detail: map[string]any{"kind": wire.KindRelease, "job_id": j.ID, "user_id": j.UserID, "dataset_id": j.DatasetID, "epsilon_micro_eps": j.EpsilonMicroEps, "dp": j.DP}})
+}
+
+// ruleDecides lets an approval rule decide the release request r of j's
+// outcome, inside its transaction: unless an override asks for a person,
+// the user was refused since, the dataset is gone or the plan has no
+// formal guarantee. A rule matches on what was known at submit (tags,
+// role, epsilon), never on the outcome: a model and an error it covers are
+// released alike, at the job's end, and charged alike. It reports whether
+// a rule decided (r and j are then stored approved and audited).
+func (s *Store) ruleDecides(txn *badger.Txn, j *Job, p *releasePolicy, r *Request, now time.Time) (bool, error) {
+	if p.o.AutoRelease != nil || p.forbidden || p.dsErr != nil || !j.DP {
+		return false, nil
+	}
+	rule, err := s.matchRule(txn, j, &p.d, now)
+	if err != nil || rule == nil {
+		return false, err
+	}
+	reviewer := ReviewerRulePrefix + rule.ID
+	charged, err := s.commitJob(txn, j, reviewer, "approved by rule "+rule.ID)
+	if err != nil {
+		return false, err
+	}
+	rule.Used++
+	if err := putJSON(txn, prefixRule+rule.ID, rule); err != nil {
+		return false, err
+	}
+	r.State = wire.RequestApproved
+	r.Decision = &Decision{Approved: true, Reviewer: reviewer, RuleID: rule.ID, Reason: "matched approval rule " + rule.ID, ChargedMicroEps: charged, At: now}
+	j.Release, j.ReleaseReason = wire.ReleaseApproved, "approved by approval rule "+rule.ID
+	if err := putJSON(txn, prefixRequest+r.ID, r); err != nil {
+		return false, err
+	}
+	return true, s.audit(txn, AuditEvent{Actor: reviewer, Action: "request.approve", Target: "request/" + r.ID,
+		Detail: map[string]any{"kind": wire.KindRelease, "job_id": j.ID, "rule_id": rule.ID, "automatic": true, "charged_micro_eps": charged, "user_id": j.UserID, "dataset_id": j.DatasetID}})
 }
 
 func releaseRequest(j *Job, now time.Time) *Request {

@@ -651,3 +651,46 @@ func TestFailedOutcomeIsReviewed(t *testing.T) {
 		t.Fatalf("failure not due for review not refunded: %+v", u)
 	}
 }
+
+// TestRuleDecidesWhateverTheOutcome: an approval rule covering a job
+// decides its outcome at the job's end whether it is a model or an error:
+// both released, both charged, both counted against the rule's quota, so
+// neither the decision nor its timing tells the requester how the job
+// ended. A failure no rule covers waits for an officer, like a model.
+func TestRuleDecidesWhateverTheOutcome(t *testing.T) {
+	e := newComplianceEnv(t, 10_000_000)
+	rule, err := e.s.CreateRule(Rule{Tags: []string{"cohort-a"}, MaxEpsilonMicroEps: 1_000_000, Quota: 2}, e.owner.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ok := e.succeed(t, 400_000, true)
+	failed := e.fail(t, 400_000, true)
+	for _, j := range []*Job{ok, failed} {
+		if j.Release != wire.ReleaseApproved || !released(j) {
+			t.Fatalf("job %s (%s): release %q, want approved by the rule at its end", j.ID, j.State, j.Release)
+		}
+		r, err := e.s.GetRequest(j.RequestID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if r.State != wire.RequestApproved || r.Decision == nil || r.Decision.RuleID != rule.ID || r.Decision.ChargedMicroEps != 400_000 {
+			t.Fatalf("job %s (%s): request %+v decision %+v", j.ID, j.State, r, r.Decision)
+		}
+	}
+	if r, _ := e.s.GetRequest(failed.RequestID); r.Error != "loss became +Inf" || r.Metrics != nil {
+		t.Fatalf("released failure's request: error %q metrics %s", r.Error, r.Metrics)
+	}
+	if u := e.user(t); u.SpentMicroEps != 800_000 || u.ReservedMicroEps != 0 {
+		t.Fatalf("a rule charges a failure as a model: %+v", u)
+	}
+	if got, _ := e.s.GetRule(rule.ID); got.Used != 2 {
+		t.Fatalf("rule used %d, want 2", got.Used)
+	}
+	// The quota is spent: the next failure waits for an officer, as a model would.
+	if j := e.fail(t, 400_000, true); j.Release != wire.ReleasePending {
+		t.Fatalf("failure past the rule's quota: %q, want pending", j.Release)
+	}
+	if j := e.succeed(t, 400_000, true); j.Release != wire.ReleasePending {
+		t.Fatalf("model past the rule's quota: %q, want pending", j.Release)
+	}
+}
