@@ -75,8 +75,10 @@ type FedState struct {
 	Approvals     map[string]string `json:"approvals,omitempty"`
 	ApprovalState map[string]string `json:"approval_state,omitempty"`
 	// Active are the gateways still taking part.
-	Active   []string                `json:"active"`
-	Round    int                     `json:"round"` // last completed round
+	Active []string `json:"active"`
+	Round  int      `json:"round"` // last completed round
+	// Attempt is the try of the next round (a failed round is retried with fresh keys).
+	Attempt  int                     `json:"attempt,omitempty"`
 	Weights  map[string]plan.Tensor  `json:"weights"`
 	Velocity map[string]plan.Tensor  `json:"velocity,omitempty"`
 	History  []FedRound              `json:"history"`
@@ -326,13 +328,14 @@ func (c *Client) Federate(ctx context.Context, s *FedState, run FedRunOptions) (
 			// (Federate again, or fedgrid train --resume), with every gateway
 			// that joined, as those lost may be back.
 			err = fmt.Errorf("%w: round %d could not complete: %w", ErrRoundFailed, s.Round+1, err)
+			s.Attempt++
 			if serr := save(); serr != nil {
 				return s, errors.Join(err, serr)
 			}
 			return s, err
 		}
 		s.History = append(s.History, *r)
-		s.Round = r.Round
+		s.Round, s.Attempt = r.Round, 0
 		if err := save(); err != nil {
 			return s, err
 		}
@@ -527,13 +530,13 @@ func (c *Client) fedRound(ctx context.Context, s *FedState, round int, run FedRu
 	if err != nil {
 		return nil, err
 	}
-	params := secagg.Params{Context: wire.FedRoundContext(o.ID, round), Parties: parties, Threshold: threshold, Length: codec.Length(s.Weights)}
+	params := secagg.Params{Context: wire.FedRoundContext(o.ID, round, s.Attempt), Parties: parties, Threshold: threshold, Length: codec.Length(s.Weights)}
 	srv, err := secagg.NewServer(params, p2p.VerifyPeerSignature)
 	if err != nil {
 		return nil, err
 	}
 	var mu sync.Mutex // guards srv
-	rr := wire.FedRoundRequest{Federation: o.ID, Round: round}
+	rr := wire.FedRoundRequest{Federation: o.ID, Round: round, Attempt: s.Attempt}
 	dropped := map[string]error{}
 	note := func(errs map[string]error) {
 		for gw, err := range errs {

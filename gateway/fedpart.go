@@ -44,12 +44,13 @@ type fedConfig struct {
 
 // fedRound is this gateway's state in one round.
 type fedRound struct {
-	params secagg.Params
-	party  *secagg.Party
-	ad     secagg.Advertisement
-	shares []secagg.EncryptedShare
-	global map[string]plan.Tensor
-	masked []uint32
+	attempt int
+	params  secagg.Params
+	party   *secagg.Party
+	ad      secagg.Advertisement
+	shares  []secagg.EncryptedShare
+	global  map[string]plan.Tensor
+	masked  []uint32
 }
 
 // fedParts holds the rounds in progress, by job ID and round.
@@ -252,6 +253,9 @@ func (g *Gateway) fedRoundOf(c caller, req wire.FedRoundRequest) (*store.Job, *f
 		return nil, nil, nil, nil, err
 	}
 	r := g.fed.get(j.ID, req.Round)
+	if r != nil && r.attempt != req.Attempt {
+		return nil, nil, nil, nil, p2p.Errorf(p2p.CodeConflict, "round %d of federation %s is at attempt %d here, not %d", req.Round, req.Federation, r.attempt, req.Attempt)
+	}
 	if r == nil {
 		return nil, nil, nil, nil, p2p.Errorf(p2p.CodeConflict, "this gateway has no keys for round %d of federation %s (it restarted, or the round was never opened): it takes part again from the next round", req.Round, req.Federation)
 	}
@@ -275,12 +279,13 @@ func (g *Gateway) handleFedKeys(_ context.Context, c caller, req *wire.FedKeysRe
 	if req.Round < j.Progress.Epoch {
 		return nil, p2p.Errorf(p2p.CodeConflict, "round %d is over: this gateway is at round %d", req.Round, j.Progress.Epoch)
 	}
-	if r := g.fed.get(j.ID, req.Round); r != nil {
-		if slices.Equal(r.params.Parties, req.Parties) && r.params.Threshold == req.Threshold && r.params.Length == req.Length {
-			return (*wire.FedAdvertisement)(&r.ad), nil // a retry
+	if r := g.fed.get(j.ID, req.Round); r != nil && r.attempt >= req.Attempt {
+		if r.attempt == req.Attempt && slices.Equal(r.params.Parties, req.Parties) && r.params.Threshold == req.Threshold && r.params.Length == req.Length {
+			return (*wire.FedAdvertisement)(&r.ad), nil // a retried request
 		}
-		return nil, p2p.Errorf(p2p.CodeConflict, "round %d of federation %s is already open with other parties", req.Round, req.Federation)
+		return nil, p2p.Errorf(p2p.CodeConflict, "round %d of federation %s is already open (attempt %d) with other parties", req.Round, req.Federation, r.attempt)
 	}
+	// A later attempt of a round starts over with fresh keys.
 	for _, p := range req.Parties {
 		if !slices.ContainsFunc(cfg.Participants, func(q wire.FedParticipant) bool { return q.Gateway == p }) {
 			return nil, p2p.Errorf(p2p.CodeBadRequest, "party %s is not a participant of federation %s", p, req.Federation)
@@ -300,7 +305,7 @@ func (g *Gateway) handleFedKeys(_ context.Context, c caller, req *wire.FedKeysRe
 	if want := codec.Length(init); req.Length != want {
 		return nil, p2p.Errorf(p2p.CodeBadRequest, "the masked vector of this plan has %d words, not %d", want, req.Length)
 	}
-	params := secagg.Params{Context: wire.FedRoundContext(req.Federation, req.Round), Parties: req.Parties, Threshold: req.Threshold, Length: req.Length}
+	params := secagg.Params{Context: wire.FedRoundContext(req.Federation, req.Round, req.Attempt), Parties: req.Parties, Threshold: req.Threshold, Length: req.Length}
 	sk := g.peer.Host.Peerstore().PrivKey(g.peer.ID())
 	if sk == nil {
 		return nil, errors.New("gateway has no private key to sign with")
@@ -313,7 +318,7 @@ func (g *Gateway) handleFedKeys(_ context.Context, c caller, req *wire.FedKeysRe
 	if err != nil {
 		return nil, err
 	}
-	g.fed.put(j.ID, req.Round, &fedRound{params: params, party: party, ad: ad})
+	g.fed.put(j.ID, req.Round, &fedRound{attempt: req.Attempt, params: params, party: party, ad: ad})
 	g.log.Info("federation round opened", "federation", req.Federation, "round", req.Round, "parties", len(req.Parties), "threshold", req.Threshold)
 	return (*wire.FedAdvertisement)(&ad), nil
 }

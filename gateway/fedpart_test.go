@@ -14,10 +14,12 @@ import (
 	"time"
 
 	"github.com/fedgrid/fedgrid/client"
+	"github.com/fedgrid/fedgrid/crypto/secagg"
 	"github.com/fedgrid/fedgrid/dataset"
 	"github.com/fedgrid/fedgrid/gateway"
 	"github.com/fedgrid/fedgrid/gateway/store"
 	"github.com/fedgrid/fedgrid/internal/testcluster"
+	"github.com/fedgrid/fedgrid/internal/wait"
 	"github.com/fedgrid/fedgrid/network"
 	"github.com/fedgrid/fedgrid/node"
 	"github.com/fedgrid/fedgrid/p2p"
@@ -35,6 +37,7 @@ type federation struct {
 	cl       *client.Client
 	sci      []*store.User // the data scientist's account at each gateway
 	officers []*store.User
+	cfgs     []gateway.Config // to restart a gateway on its data
 }
 
 func startFederation(t testing.TB, ctx context.Context, parts []*dataset.Table) *federation {
@@ -44,15 +47,17 @@ func startFederation(t testing.TB, ctx context.Context, parts []*dataset.Table) 
 func startFederationWith(t testing.TB, ctx context.Context, parts []*dataset.Table, visibility string) *federation {
 	t.Helper()
 	f := &federation{}
-	tc := testcluster.Start(t, ctx, testcluster.Options{Network: "gwtest", Gateway: func(c *gateway.Config) { c.Name = "hospital-0" }})
+	var first gateway.Config
+	tc := testcluster.Start(t, ctx, testcluster.Options{Network: "gwtest", Gateway: func(c *gateway.Config) { c.Name = "hospital-0"; first = *c }})
 	f.net = tc.Net
 	sk, _ := p2p.GenerateIdentity()
 	pid, _ := p2p.PeerIDOf(sk)
 	for i, part := range parts {
 		gw := tc.GW
 		if i > 0 {
-			gw = tc.StartGateway(t, ctx, func(c *gateway.Config) { c.Name, c.Lease = fmt.Sprintf("hospital-%d", i), 3*time.Second })
+			gw = tc.StartGateway(t, ctx, func(c *gateway.Config) { c.Name, c.Lease = fmt.Sprintf("hospital-%d", i), 3*time.Second; first = *c })
 		}
+		f.cfgs = append(f.cfgs, first)
 		st := gw.Store()
 		if _, err := st.Setup(fmt.Sprintf("owner%d@example.org", i), "correct horse battery", "Owner"); err != nil {
 			t.Fatal(err)
@@ -597,6 +602,60 @@ func TestFederationResume(t *testing.T) {
 		j, err := gw.Store().Job(gateway.FedJobID(done.Options.ID))
 		if err != nil || j.State != wire.StateSucceeded {
 			t.Fatalf("gateway %d: %+v %v", i, j, err)
+		}
+	}
+}
+
+// A round that cannot complete (a gateway lost while every gateway is
+// required) leaves the federation running at the last completed round;
+// once the gateway is back (restarted on its data, its round keys lost),
+// the resumed federation retries the round with fresh keys and finishes.
+func TestFederationRoundRetried(t *testing.T) {
+	if testing.Short() {
+		t.Skip("trains across three gateways")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	defer cancel()
+	train, _, parts := pimaParts(t, 3, false)
+	f := startFederation(t, ctx, parts)
+	_, planJSON := fedPlan(t, "logreg_pima.json", train, 2, adam)
+	s, err := client.NewFederation(f.options(planJSON, 3)) // all three gateways required
+	if err != nil {
+		t.Fatal(err)
+	}
+	victim := f.gws[1]
+	s, err = f.cl.Federate(ctx, s, client.FedRunOptions{Poll: 50 * time.Millisecond,
+		Stage: func(round int, gw, stage string) {
+			if round == 2 && gw == victim.ID() && stage == "training" {
+				_ = victim.Close()
+			}
+		}})
+	if !errors.Is(err, client.ErrRoundFailed) || !errors.Is(err, secagg.ErrBelowThreshold) {
+		t.Fatalf("round 2 without a required gateway: %v", err)
+	}
+	if s.State != client.FedRunning || s.Round != 1 || s.Attempt != 1 {
+		t.Fatalf("after the failed round: %s at round %d, attempt %d", s.State, s.Round, s.Attempt)
+	}
+	back, err := gateway.Start(ctx, f.cfgs[1])
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = back.Close() })
+	if back.ID() != victim.ID() {
+		t.Fatalf("restarted gateway has another identity")
+	}
+	// The client finds the gateway again once it is back in the DHT.
+	wait.For(t, time.Minute, "the restarted gateway reachable", func() error {
+		_, _, err := f.cl.Dataset(ctx, back.Peer().ID(), f.ds[1].ID)
+		return err
+	})
+	s, err = f.cl.Federate(ctx, s, client.FedRunOptions{Poll: 50 * time.Millisecond})
+	if err != nil || s.State != client.FedSucceeded || s.Round != 3 {
+		t.Fatalf("retried federation: %v, %s at round %d: %s", err, s.State, s.Round, s.Error)
+	}
+	for _, r := range s.History {
+		if len(r.Participants) != 3 {
+			t.Fatalf("round %d summed %d gateways, want 3", r.Round, len(r.Participants))
 		}
 	}
 }

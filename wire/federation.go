@@ -98,6 +98,9 @@ const (
 type FedRoundRequest struct {
 	Federation string `json:"federation"`
 	Round      int    `json:"round"`
+	// Attempt counts the coordinator's tries of this round: a retried round
+	// gets fresh keys (a later attempt replaces the gateway's round state).
+	Attempt int `json:"attempt,omitempty"`
 }
 
 // FedKeysRequest opens a round: its parties (gateway peer IDs, sorted),
@@ -191,8 +194,8 @@ type FedFinishRequest struct {
 
 // FedRoundContext names one round of one federation for secure aggregation:
 // every key, signature and ciphertext of the round is bound to it.
-func FedRoundContext(federation string, round int) []byte {
-	return []byte("fedgrid/federation/v1 " + federation + " round " + strconv.Itoa(round))
+func FedRoundContext(federation string, round, attempt int) []byte {
+	return []byte("fedgrid/federation/v1 " + federation + " round " + strconv.Itoa(round) + " attempt " + strconv.Itoa(attempt))
 }
 
 // Federation protocols: data scientist (the coordinator) -> gateway.
