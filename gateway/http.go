@@ -118,8 +118,12 @@ func (g *Gateway) startMetricsHTTP() error {
 	g.metricsLn = ln
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", g.metrics.handler())
+	hosts := slices.Clone(g.cfg.HTTPHosts)
+	if h, _, err := net.SplitHostPort(g.cfg.MetricsAddr); err == nil && h != "" {
+		hosts = append(hosts, h)
+	}
 	g.metricsSrv = &http.Server{
-		Handler:           mux,
+		Handler:           hostGuard(hosts, nil, mux), // no DNS rebinding either
 		ReadHeaderTimeout: 10 * time.Second,
 		ReadTimeout:       30 * time.Second,
 		WriteTimeout:      30 * time.Second,

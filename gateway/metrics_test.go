@@ -48,6 +48,13 @@ func TestMetricsOnOperatorAddress(t *testing.T) {
 	if code, body := get(gw.MetricsURL() + "/metrics"); code != http.StatusOK || !strings.Contains(body, "fedgrid_jobs_submitted_total") {
 		t.Fatalf("the metrics address: %d %.200s", code, body)
 	}
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, gw.MetricsURL()+"/metrics", nil)
+	req.Host = "rebound.example.org"
+	if res, err := http.DefaultClient.Do(req); err != nil || res.StatusCode != http.StatusForbidden {
+		t.Fatalf("the metrics address answers to a foreign host name: %v %v", res, err)
+	} else {
+		_ = res.Body.Close()
+	}
 	if code, _ := get(gw.MetricsURL() + "/api/v1/status"); code != http.StatusNotFound {
 		t.Fatalf("the metrics address serves the API: %d", code)
 	}
