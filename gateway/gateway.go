@@ -41,9 +41,15 @@ type Config struct {
 	Bootstrap []string
 	HTTPAddr  string // default 127.0.0.1:8420; "" with NoHTTP to disable
 	NoHTTP    bool
-	Name      string // display name; default "fedgrid gateway"
-	PSK       []byte
-	Logger    *slog.Logger
+	// MetricsAddr, when set, is where GET /metrics is served (plain HTTP,
+	// nothing else there), and HTTPAddr serves it no longer. The series time
+	// every job (when it starts and ends, how it ends), which the requester
+	// of a job under review may not learn: give an address only operators
+	// reach whenever HTTPAddr is reachable by anyone else (--metrics-http).
+	MetricsAddr string
+	Name        string // display name; default "fedgrid gateway"
+	PSK         []byte
+	Logger      *slog.Logger
 	// Reach: announced addresses and reachability (relay reservations behind NAT).
 	Reach p2p.Reach
 
@@ -160,6 +166,11 @@ func (c Config) Validate() error {
 	_, err := p2p.ParseAddrInfos(c.Bootstrap)
 	ck.Add("Bootstrap", err)
 	ck.Require(c.NoHTTP || c.HTTPAddr != "", "HTTPAddr", "must not be empty (NoHTTP turns HTTP off)")
+	if c.MetricsAddr != "" {
+		_, port, err := net.SplitHostPort(c.MetricsAddr)
+		ck.Require(err == nil, "MetricsAddr", "must be HOST:PORT, got %q", c.MetricsAddr)
+		ck.Require(c.NoHTTP || port == "0" || c.MetricsAddr != c.HTTPAddr, "MetricsAddr", "must differ from HTTPAddr (%s)", c.HTTPAddr)
+	}
 	ck.Require(len(c.PSK) == 0 || len(c.PSK) == 32, "PSK", "must be 32 bytes, got %d", len(c.PSK))
 	for _, d := range []struct {
 		name string
@@ -192,7 +203,11 @@ type Gateway struct {
 	httpSrv *http.Server
 	httpLn  net.Listener
 	httpErr chan error
-	certs   *webtls.Certs
+
+	metricsLn  net.Listener
+	metricsSrv *http.Server
+	metricsErr chan error
+	certs      *webtls.Certs
 
 	kick      chan struct{} // wake the offer loop
 	provideCh chan struct{} // wake the provide loop
@@ -284,6 +299,14 @@ func Start(ctx context.Context, cfg Config) (_ *Gateway, err error) {
 			return nil, err
 		}
 	}
+	if cfg.MetricsAddr != "" {
+		if err := g.startMetricsHTTP(); err != nil {
+			return nil, err
+		}
+	} else if !cfg.NoHTTP && !loopback(g.httpLn.Addr()) {
+		g.log.Warn("GET /metrics is served on the admin HTTP address, which other hosts can reach: its series time every job, "+
+			"including jobs whose outcome is under review; serve them on an address only operators reach with --metrics-http", "http", g.httpLn.Addr().String())
+	}
 	g.peer.Go(g.offerLoop)
 	g.peer.Go(g.leaseLoop)
 	g.peer.Go(g.provideLoop)
@@ -332,6 +355,15 @@ func (g *Gateway) HTTPURL() string {
 	return "http://" + g.httpLn.Addr().String()
 }
 
+// MetricsURL is the base URL of the operators' metrics address
+// (Config.MetricsAddr), or "" when /metrics is served on HTTPURL.
+func (g *Gateway) MetricsURL() string {
+	if g.metricsLn == nil {
+		return ""
+	}
+	return "http://" + g.metricsLn.Addr().String()
+}
+
 // ReloadTLS reads the HTTPS certificate and key again (on SIGHUP); on an
 // error the one in use stays. Without HTTPS it does nothing.
 func (g *Gateway) ReloadTLS() error {
@@ -359,6 +391,12 @@ func (g *Gateway) Close() error {
 			errs = append(errs, g.httpSrv.Shutdown(ctx))
 			cancel()
 			errs = append(errs, <-g.httpErr)
+		}
+		if g.metricsSrv != nil {
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			errs = append(errs, g.metricsSrv.Shutdown(ctx))
+			cancel()
+			errs = append(errs, <-g.metricsErr)
 		}
 		if g.peer != nil {
 			errs = append(errs, g.peer.Close())

@@ -75,7 +75,9 @@ func (g *Gateway) startHTTP() error {
 // routes adds the gateway's own endpoints in front of the admin API.
 func (g *Gateway) routes(api http.Handler) http.Handler {
 	mux := http.NewServeMux()
-	mux.Handle("GET /metrics", g.metrics.handler())
+	if g.cfg.MetricsAddr == "" {
+		mux.Handle("GET /metrics", g.metrics.handler())
+	}
 	// The admin web app (ui/, embedded in the binary), with SPA fallback.
 	mux.Handle("/admin/", http.StripPrefix("/admin", ui.Handler()))
 	mux.Handle("GET /admin", http.RedirectHandler("/admin/", http.StatusMovedPermanently))
@@ -104,4 +106,43 @@ func (g *Gateway) SetupToken() string {
 		return ""
 	}
 	return g.setupToken
+}
+
+// startMetricsHTTP serves GET /metrics alone on Config.MetricsAddr, an
+// address for operators (see Config.MetricsAddr).
+func (g *Gateway) startMetricsHTTP() error {
+	ln, err := net.Listen("tcp", g.cfg.MetricsAddr)
+	if err != nil {
+		return fmt.Errorf("listen for metrics on %s: %w", g.cfg.MetricsAddr, err)
+	}
+	g.metricsLn = ln
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", g.metrics.handler())
+	hosts := slices.Clone(g.cfg.HTTPHosts)
+	if h, _, err := net.SplitHostPort(g.cfg.MetricsAddr); err == nil && h != "" {
+		hosts = append(hosts, h)
+	}
+	g.metricsSrv = &http.Server{
+		Handler:           hostGuard(hosts, nil, mux), // no DNS rebinding either
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       30 * time.Second,
+		WriteTimeout:      30 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		MaxHeaderBytes:    16 << 10,
+	}
+	g.metricsErr = make(chan error, 1)
+	go func() { // owned by Close: Shutdown ends Serve
+		err := g.metricsSrv.Serve(ln)
+		if errors.Is(err, http.ErrServerClosed) {
+			err = nil
+		}
+		g.metricsErr <- err
+	}()
+	return nil
+}
+
+// loopback reports whether a listener's address is reachable from this host only.
+func loopback(a net.Addr) bool {
+	ta, ok := a.(*net.TCPAddr)
+	return ok && ta.IP.IsLoopback()
 }

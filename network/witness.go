@@ -12,7 +12,11 @@ import (
 )
 
 // serveWitness installs the audit witness protocols: a gateway puts its own
-// signed checkpoints (never another's), anyone reads them.
+// signed checkpoints (never another's), and reads them back with its own
+// key (fedgrid audit verify --data DIR --witness uses the gateway's
+// identity). Nobody else reads them: a checkpoint's sequence number is the
+// audit chain's length, which grows when a job is granted or ends, so it
+// would time the jobs of a requester whose outcome is under review.
 func (n *Network) serveWitness() {
 	p2p.Serve(n.peer, wire.WitnessPut(), nil, n.handleWitnessPut)
 	p2p.Serve(n.peer, wire.WitnessGet(), nil, n.handleWitnessGet)
@@ -38,9 +42,12 @@ func (n *Network) handleWitnessPut(_ context.Context, from peer.ID, cp *wire.Che
 	return &wire.Ack{OK: true}, nil
 }
 
-func (n *Network) handleWitnessGet(_ context.Context, _ peer.ID, req *wire.CheckpointsRequest) (*wire.CheckpointsResponse, error) {
+func (n *Network) handleWitnessGet(_ context.Context, from peer.ID, req *wire.CheckpointsRequest) (*wire.CheckpointsResponse, error) {
 	if _, err := peer.Decode(req.Gateway); err != nil {
 		return nil, p2p.Errorf(p2p.CodeBadRequest, "gateway must be a peer ID: %v", err)
+	}
+	if req.Gateway != from.String() {
+		return nil, p2p.Errorf(p2p.CodeForbidden, "a gateway's checkpoints are read with its own key: fedgrid audit verify --data DIR --witness ADDR")
 	}
 	return &wire.CheckpointsResponse{Checkpoints: n.witness.Get(req.Gateway)}, nil
 }

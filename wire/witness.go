@@ -10,7 +10,7 @@ import (
 // they are not in Protocols).
 const (
 	ProtoWitnessPut = "witness/put" // gateway -> network peer: its latest signed audit checkpoint
-	ProtoWitnessGet = "witness/get" // anyone -> network peer: the checkpoints kept for a gateway
+	ProtoWitnessGet = "witness/get" // a gateway (its own key) -> network peer: the checkpoints kept for it
 )
 
 // WitnessPut: a gateway -> its network peer: its own signed checkpoint

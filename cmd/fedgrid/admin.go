@@ -38,7 +38,8 @@ func auditCmd(g *globals) *cobra.Command {
 				if err != nil {
 					return usagef("--witness: %v", err)
 				}
-				cf.bootstrap = witnesses
+				// The witness answers the gateway's own key alone.
+				cf.bootstrap, cf.key = witnesses, filepath.Join(data, p2p.IdentityFile)
 				cl, err := cf.open(cmd.Context(), g, false)
 				if err != nil {
 					return err

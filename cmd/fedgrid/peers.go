@@ -222,7 +222,7 @@ func gatewayCmd(g *globals) *cobra.Command {
 			cfg.DataDir, cfg.Network, cfg.Listen, cfg.Bootstrap = pf.data, pf.network, pf.listen, pf.bootstrap
 			cfg.PSK, cfg.Logger, cfg.Reach = psk, g.logger(), pf.reach
 			if err := cfg.Validate(); err != nil {
-				return flagErrors(err, map[string]string{"HTTPAddr": "--http", "Name": "--name", "CORSOrigins": "--cors-origin",
+				return flagErrors(err, map[string]string{"HTTPAddr": "--http", "MetricsAddr": "--metrics-http", "Name": "--name", "CORSOrigins": "--cors-origin",
 					"Lease": "--lease", "MaxAttempts": "--max-attempts", "AttemptTimeout": "--attempt-timeout", "JobTimeout": "--job-timeout",
 					"MaxWorkers": "--max-workers", "MaxRounds": "--max-rounds", "WitnessInterval": "--witness-interval"})
 			}
@@ -241,6 +241,7 @@ func gatewayCmd(g *globals) *cobra.Command {
 	}
 	pf.add(c, p2p.DefaultListen+" and "+p2p.DefaultListenQUIC)
 	c.Flags().StringVar(&cfg.HTTPAddr, "http", cfg.HTTPAddr, "HTTP bind address of the admin API and web UI")
+	c.Flags().StringVar(&cfg.MetricsAddr, "metrics-http", "", "serve GET /metrics here (plain HTTP), and no longer on --http: an address only operators reach (its series time every job)")
 	c.Flags().StringVar(&cfg.Name, "name", cfg.Name, "display name shown to data scientists")
 	addTLSFlags(c, &cfg.TLSCert, &cfg.TLSKey)
 	c.Flags().StringArrayVar(&cfg.HTTPHosts, "http-host", nil, "a host name the HTTP API answers to (besides IP addresses, localhost and the --http host), e.g. gw.example.org behind a proxy; repeatable")
