@@ -50,13 +50,14 @@ func run(args []string, stdout, stderr io.Writer) int {
 }
 
 type globals struct {
+	stdin          io.Reader
 	stdout, stderr io.Writer
 	logLevel       string
 	configFile     string
 }
 
 func newRoot(stdout, stderr io.Writer) *cobra.Command {
-	g := &globals{stdout: stdout, stderr: stderr}
+	g := &globals{stdin: os.Stdin, stdout: stdout, stderr: stderr}
 	root := &cobra.Command{
 		Use:           "fedgrid",
 		Short:         "fedgrid: federated learning on data you cannot see",
@@ -76,7 +77,7 @@ func newRoot(stdout, stderr io.Writer) *cobra.Command {
 	root.AddCommand(
 		networkCmd(g), gatewayCmd(g), nodeCmd(g),
 		keygenCmd(g), searchCmd(g), trainCmd(g), jobCmd(g), resultCmd(g), queryCmd(g), requestCmd(g),
-		modelCmd(g), planCmd(g), auditCmd(g), versionCmd(g),
+		modelCmd(g), planCmd(g), auditCmd(g), versionCmd(g), adminCmd(g),
 	)
 	for _, c := range root.Commands() {
 		markUsage(c)
