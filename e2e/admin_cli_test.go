@@ -176,6 +176,44 @@ func TestAdminCLIWalkthrough(t *testing.T) {
 		t.Fatalf("model eval: %+v", ev)
 	}
 
+	// The data scientist lists their jobs on the gateways that know them
+	// (one, found through the network), and re-prints their peer ID.
+	var mine struct {
+		Gateways []struct {
+			Gateway string `json:"gateway"`
+			Jobs    []struct {
+				Ref   string `json:"ref"`
+				State string `json:"state"`
+			} `json:"jobs"`
+			Error string `json:"error"`
+		} `json:"gateways"`
+	}
+	if err := h.RunJSON(ctx, &mine, "jobs", "--network", network, "--bootstrap", netPeer.Addr(), "--key", sci.Key, "--json"); err != nil {
+		t.Fatal(err)
+	}
+	if len(mine.Gateways) != 1 || mine.Gateways[0].Gateway != gw.PeerID || len(mine.Gateways[0].Jobs) != 1 ||
+		mine.Gateways[0].Jobs[0].Ref != job.Ref || mine.Gateways[0].Jobs[0].State != "succeeded" {
+		t.Fatalf("fedgrid jobs: %+v, want job %s succeeded on %s", mine, job.Ref, gw.PeerID)
+	}
+	res, err := h.Run(ctx, "jobs", "--network", network, "--bootstrap", netPeer.Addr(), "--key", sci.Key, "--state", "running")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(string(res.Stdout), job.Ref) {
+		t.Fatalf("jobs --state running lists the succeeded job:\n%s", res.Stdout)
+	}
+	if res, err = h.Run(ctx, "whoami", "--key", sci.Key); err != nil || strings.TrimSpace(string(res.Stdout)) != sci.PeerID {
+		t.Fatalf("whoami: %v %q, want %s", err, res.Stdout, sci.PeerID)
+	}
+	// Progress written to a pipe has no carriage returns.
+	res, err = h.Run(ctx, "search", "medical", "--network", network, "--bootstrap", netPeer.Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(string(res.Stderr), "\r") || !strings.Contains(string(res.Stderr), "searched: ") {
+		t.Fatalf("search progress to a pipe: %q", res.Stderr)
+	}
+
 	// The admin sees the job.
 	var jl struct {
 		Jobs []struct {

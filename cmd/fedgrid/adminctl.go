@@ -55,10 +55,6 @@ $FEDGRID_GATEWAY, else the one you last logged in to. Passwords are read from
 standard input (a prompt without echo on a terminal), never from the command line.
 
 Every command prints a table or text, or with --json the API's JSON answer.`,
-		Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			return usagef("%s needs a subcommand; see fedgrid admin --help", cmd.CommandPath())
-		},
 	}
 	c.PersistentFlags().StringVar(&af.gateway, "gateway", "", "the gateway's HTTP URL (its http= address), e.g. http://127.0.0.1:8420")
 	c.PersistentFlags().BoolVar(&af.json, "json", false, "print the API's JSON answer on stdout")
@@ -70,16 +66,10 @@ Every command prints a table or text, or with --json the API's JSON answer.`,
 	return c
 }
 
-// groupCmd is a command that only holds subcommands.
+// groupCmd is a command that only holds subcommands (strictGroups makes
+// anything else bad usage).
 func groupCmd(use, short string, subs ...*cobra.Command) *cobra.Command {
-	c := &cobra.Command{
-		Use:   use,
-		Short: short,
-		Args:  cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			return usagef("%s needs a subcommand; see %s --help", cmd.CommandPath(), cmd.CommandPath())
-		},
-	}
+	c := &cobra.Command{Use: use, Short: short}
 	c.AddCommand(subs...)
 	return c
 }

@@ -72,15 +72,6 @@ func fmtValue(v any) string {
 	return string(b)
 }
 
-// fmtNumber prints whole numbers without decimals and others with at most
-// four significant decimals.
-func fmtNumber(x float64) string {
-	if x == float64(int64(x)) && x < 1e15 && x > -1e15 {
-		return strconv.FormatInt(int64(x), 10)
-	}
-	return strconv.FormatFloat(x, 'g', 4, 64)
-}
-
 func admJobsCmd(g *globals, af *adminFlags) *cobra.Command {
 	var state, user string
 	list := admLeaf(g, af, "list", "list jobs, newest first (all of them with can_triage_requests, else your own)", cobra.NoArgs, true,

@@ -76,13 +76,43 @@ func newRoot(stdout, stderr io.Writer) *cobra.Command {
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
 	root.AddCommand(
 		networkCmd(g), gatewayCmd(g), nodeCmd(g),
-		keygenCmd(g), searchCmd(g), trainCmd(g), jobCmd(g), resultCmd(g), queryCmd(g), requestCmd(g),
+		keygenCmd(g), whoamiCmd(g), searchCmd(g), jobsCmd(g), trainCmd(g), jobCmd(g), resultCmd(g), queryCmd(g), requestCmd(g),
 		modelCmd(g), planCmd(g), auditCmd(g), versionCmd(g), adminCmd(g),
 	)
+	strictGroups(root)
 	for _, c := range root.Commands() {
 		markUsage(c)
 	}
 	return root
+}
+
+// strictGroups makes an unknown command bad usage (exit 2) like an unknown
+// flag: every command that only holds subcommands refuses other arguments,
+// and a group run without a subcommand says which it has (the root prints its help).
+func strictGroups(c *cobra.Command) {
+	if c.HasSubCommands() && c.Run == nil && c.RunE == nil {
+		c.Args = func(cmd *cobra.Command, args []string) error {
+			if len(args) > 0 {
+				return usagef("unknown command %q for %q; see %s --help", args[0], cmd.CommandPath(), cmd.CommandPath())
+			}
+			return nil
+		}
+		c.RunE = func(cmd *cobra.Command, _ []string) error {
+			if !cmd.HasParent() {
+				return cmd.Help()
+			}
+			var names []string
+			for _, sub := range cmd.Commands() {
+				if sub.IsAvailableCommand() {
+					names = append(names, sub.Name())
+				}
+			}
+			return usagef("%s needs a subcommand: %s", cmd.CommandPath(), strings.Join(names, ", "))
+		}
+	}
+	for _, sub := range c.Commands() {
+		strictGroups(sub)
+	}
 }
 
 // markUsage makes argument-count errors usage errors (exit 2).

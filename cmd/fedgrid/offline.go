@@ -79,8 +79,8 @@ func modelCmd(g *globals) *cobra.Command {
 			if asJSON {
 				return printJSON(g.stdout, ev)
 			}
-			fmt.Fprintf(g.stdout, "rows %d  accuracy %.4f  loss %.4f\n", ev.Rows, ev.Accuracy, ev.Loss)
-			return nil
+			_, err = fmt.Fprintln(g.stdout, evalText(ev))
+			return err
 		},
 	}
 	eval.Flags().StringVar(&modelFile, "model", "", "model file (fedgrid.model/v1)")
@@ -210,11 +210,11 @@ func summarizeMetrics(raw json.RawMessage) string {
 	for _, k := range keys {
 		switch v := m[k].(type) {
 		case float64:
-			parts = append(parts, fmt.Sprintf("%s=%.4f", k, v))
+			parts = append(parts, k+"="+fmtNumber(v))
 		case []any:
 			if len(v) > 0 {
 				if f, ok := v[len(v)-1].(float64); ok {
-					parts = append(parts, fmt.Sprintf("%s(last)=%.4f", k, f))
+					parts = append(parts, k+"(last)="+fmtNumber(f))
 				}
 			}
 		}
