@@ -77,7 +77,7 @@ func newRoot(stdout, stderr io.Writer) *cobra.Command {
 	root.AddCommand(
 		networkCmd(g), gatewayCmd(g), nodeCmd(g),
 		keygenCmd(g), whoamiCmd(g), searchCmd(g), jobsCmd(g), trainCmd(g), jobCmd(g), resultCmd(g), queryCmd(g), requestCmd(g),
-		modelCmd(g), planCmd(g), auditCmd(g), versionCmd(g), adminCmd(g),
+		modelCmd(g), planCmd(g), auditCmd(g), versionCmd(g), adminCmd(g), genDocsCmd(g),
 	)
 	strictGroups(root)
 	for _, c := range root.Commands() {
