@@ -175,7 +175,7 @@ func (g *Gateway) handleResult(_ context.Context, c caller, req *wire.ResultRequ
 		if err := g.store.Fail(req.Job, req.Attempt, from.String(), truncate(req.Error, 2000)); err != nil {
 			return nil, service.Wrap(err, "job "+req.Job)
 		}
-		g.metrics.failed.Inc()
+		g.metrics.jobEnded(wire.StateFailed, j.StartedAt)
 		g.wake(g.coordKick)
 		g.capacity.released(from)
 		g.wake(g.kick)
@@ -210,7 +210,7 @@ func (g *Gateway) handleResult(_ context.Context, c caller, req *wire.ResultRequ
 	if j.ParentID != "" {
 		g.wake(g.coordKick)
 	} else {
-		g.metrics.completed.Inc()
+		g.metrics.jobEnded(wire.StateSucceeded, j.StartedAt)
 	}
 	g.capacity.released(from)
 	g.wake(g.kick)

@@ -53,6 +53,7 @@ type globals struct {
 	stdin          io.Reader
 	stdout, stderr io.Writer
 	logLevel       string
+	logFormat      string
 	configFile     string
 }
 
@@ -64,7 +65,18 @@ func newRoot(stdout, stderr io.Writer) *cobra.Command {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 		PersistentPreRunE: func(cmd *cobra.Command, _ []string) error {
-			return applyEnvAndConfig(cmd, g.configFile)
+			if err := applyEnvAndConfig(cmd, g.configFile); err != nil {
+				return err
+			}
+			switch strings.ToLower(g.logLevel) {
+			case "debug", "info", "warn", "error":
+			default:
+				return usagef("--log-level %q: want debug, info, warn or error", g.logLevel)
+			}
+			if g.logFormat != "text" && g.logFormat != "json" {
+				return usagef("--log-format %q: want text or json", g.logFormat)
+			}
+			return nil
 		},
 	}
 	root.Version = version.Short()
@@ -72,6 +84,7 @@ func newRoot(stdout, stderr io.Writer) *cobra.Command {
 	root.SetOut(stdout)
 	root.SetErr(stderr)
 	root.PersistentFlags().StringVar(&g.logLevel, "log-level", "info", "log level: debug, info, warn, error")
+	root.PersistentFlags().StringVar(&g.logFormat, "log-format", "text", "log format on stderr: text (key=value) or json (one object a line)")
 	root.PersistentFlags().StringVar(&g.configFile, "config", "", "JSON config file whose keys are flag names")
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
 	root.AddCommand(
@@ -136,14 +149,22 @@ func (g *globals) logger() *slog.Logger {
 	if err := lvl.UnmarshalText([]byte(g.logLevel)); err != nil {
 		lvl = slog.LevelInfo
 	}
-	return slog.New(slog.NewTextHandler(g.stderr, &slog.HandlerOptions{Level: lvl}))
+	return slog.New(g.logHandler(lvl))
+}
+
+func (g *globals) logHandler(lvl slog.Level) slog.Handler {
+	opts := &slog.HandlerOptions{Level: lvl}
+	if g.logFormat == "json" {
+		return slog.NewJSONHandler(g.stderr, opts)
+	}
+	return slog.NewTextHandler(g.stderr, opts)
 }
 
 // quietLogger is for one-shot commands: their stderr is for the person
 // running them, so routine peer events stay out unless asked for.
 func (g *globals) quietLogger() *slog.Logger {
 	if g.logLevel == "info" {
-		return slog.New(slog.NewTextHandler(g.stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+		return slog.New(g.logHandler(slog.LevelWarn))
 	}
 	return g.logger()
 }
