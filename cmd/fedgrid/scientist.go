@@ -278,7 +278,7 @@ func trainCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return usageError{err}
 			}
-			planJSON, err := readLimited(planFile, wire.MaxPlan)
+			planJSON, err := readPlanFile(planFile)
 			if err != nil {
 				return fmt.Errorf("read plan: %w", err)
 			}

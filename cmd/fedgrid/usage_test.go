@@ -2,10 +2,12 @@ package main
 
 import (
 	"bytes"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 
+	"github.com/fedgrid/fedgrid/plan"
 	"github.com/fedgrid/fedgrid/wire"
 )
 
@@ -73,6 +75,13 @@ func TestModelEvalTextHasTheJSONFacts(t *testing.T) {
 	out.Reset()
 	if code := run([]string{"model", "eval", "--model", model, "--data", data}, &out, &errOut); code != 0 {
 		t.Fatalf("model eval: %d %s", code, errOut.String())
+	}
+	raw, err := os.ReadFile(model)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if errs, err := plan.CheckSchema(plan.ModelFormat, raw); err != nil || len(errs) > 0 {
+		t.Errorf("the trained model breaks the model schema: %v %v", err, errs)
 	}
 	line := out.String()
 	for _, want := range []string{"rows 768", "task binary", "accuracy 0.", "loss 0.", "auc 0."} {
