@@ -223,6 +223,13 @@ func TestLiveResponsesMatchOpenAPI(t *testing.T) {
 	w.owner = w.tokens[store.RoleOwner]
 	e.want(e.do("GET", "/api/v1/datasets?tag=medical&tag=private", w.owner, nil), 200)
 	e.want(e.do("GET", "/api/v1/jobs?state=queued", w.owner, nil), 200)
+	var first JobList
+	e.want(e.do("GET", "/api/v1/jobs?limit=1", w.owner, nil), 200).decode(t, &first)
+	if first.NextCursor == "" {
+		t.Fatal("?limit=1 of several jobs: no next_cursor")
+	}
+	e.want(e.do("GET", "/api/v1/jobs?limit=1&cursor="+first.NextCursor, w.owner, nil), 200)
+	e.want(e.do("GET", "/api/v1/jobs?limit=0", w.owner, nil), 400)
 	var one JobView
 	e.want(e.do("GET", "/api/v1/jobs/"+j.ID, w.owner, nil), 200).decode(t, &one)
 	if one.AttemptTimeout != 90 {

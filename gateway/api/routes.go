@@ -61,7 +61,7 @@ func (a *API) routeTable() []*route {
 		{method: get, path: "/api/v1/models/{id}", summary: "Get a hosted model's description (never its weights)", access: accessUser, status: 200, resp: store.HostedModel{}, handle: a.getModel},
 		{method: del, path: "/api/v1/models/{id}", summary: "Delete a hosted model (jobs already submitted keep their copy of its weights)", access: accessPerm, perm: store.PermUploadData, status: 204, handle: a.deleteModel},
 
-		{method: get, path: "/api/v1/jobs", summary: "List jobs (all with can_triage_requests, else your own), newest first", access: accessJobOwner, query: []param{{"state", "queued, running, succeeded, failed or cancelled"}, {"user_id", "only this user's jobs"}}, status: 200, resp: JobList{}, handle: a.listJobs},
+		{method: get, path: "/api/v1/jobs", summary: "List jobs (all with can_triage_requests, else your own), newest first", access: accessJobOwner, query: []param{{"state", "queued, running, succeeded, failed or cancelled"}, {"user_id", "only this user's jobs"}, {"limit", "at most this many jobs (1 to 1000; default: all)"}, {"cursor", "the next_cursor of the previous page"}}, status: 200, resp: JobList{}, handle: a.listJobs},
 		{method: get, path: "/api/v1/jobs/{id}", summary: "Get a job", access: accessJobOwner, status: 200, resp: JobView{}, handle: a.getJob},
 		{method: post, path: "/api/v1/jobs/{id}/cancel", summary: "Cancel a queued or running job", access: accessJobOwner, status: 200, resp: JobView{}, handle: a.cancelJob},
 
@@ -568,8 +568,12 @@ func (a *API) listJobs(c *call) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	out := JobList{Jobs: make([]JobView, 0, len(vs))}
-	for _, v := range vs {
+	page, next, err := pageOf(vs, func(v *service.JobView) string { return v.Job.ID }, q)
+	if err != nil {
+		return nil, err
+	}
+	out := JobList{Jobs: make([]JobView, 0, len(page)), NextCursor: next}
+	for _, v := range page {
 		out.Jobs = append(out.Jobs, jobView(v.Job))
 	}
 	return out, nil

@@ -172,6 +172,8 @@ type OverrideList struct {
 // JobList answers GET /api/v1/jobs.
 type JobList struct {
 	Jobs []JobView `json:"jobs"`
+	// NextCursor, when set, fetches the next page (?cursor=) of a list cut by ?limit=.
+	NextCursor string `json:"next_cursor,omitempty" description:"pass as ?cursor= for the next page; absent on the last page"`
 }
 
 // JobView is a job as the API shows it: the stored job with its durations

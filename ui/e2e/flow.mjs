@@ -333,6 +333,10 @@ async function main() {
     await goto('jobs');
     await page.locator(`tr[data-job="${job.id}"]`).waitFor({ timeout: 15000 });
     await page.locator(`tr[data-job="${longJob.id}"]`).waitFor();
+    // The list is paginated by the API (?limit=, next_cursor): two jobs fit on page 1.
+    const pager = page.getByRole('navigation', { name: 'Pages of jobs' });
+    await pager.getByText('Page 1').waitFor();
+    if (await pager.getByRole('button', { name: 'Next page' }).isEnabled()) throw new Error('Next page enabled with two jobs');
     await page.getByLabel('State').selectOption('succeeded');
     await page.locator(`tr[data-job="${longJob.id}"]`).waitFor({ state: 'detached' });
     await page.getByLabel('State').selectOption('');

@@ -4,19 +4,30 @@ import { useSession } from '../App';
 import { ActionButton, LoadError, Page, fmtNumber, fmtTime, useLoad } from '../ui';
 
 const STATES = ['queued', 'running', 'succeeded', 'failed', 'cancelled'];
+/** Jobs per page (the API's ?limit=; next_cursor fetches the next page). */
+const PAGE = 25;
 
 /** Jobs: every job (with can_triage_requests) or the caller's own, filtered by state; a job's detail; cancel. */
 export function JobsPage() {
   const { can } = useSession();
   const [state, setState] = useState('');
   const [open, setOpen] = useState<string | null>(null);
-  const jobs = useLoad(() => api<{ jobs: Job[] }>('GET', `/api/v1/jobs${state ? `?state=${state}` : ''}`).then((r) => r.jobs), [state], 5000);
+  // cursors[i] starts page i+1 (page 0 has none).
+  const [cursors, setCursors] = useState<string[]>([]);
+  const cursor = cursors[cursors.length - 1] ?? '';
+  const list = useLoad(() => {
+    const q = new URLSearchParams({ limit: String(PAGE) });
+    if (state) q.set('state', state);
+    if (cursor) q.set('cursor', cursor);
+    return api<{ jobs: Job[]; next_cursor?: string }>('GET', `/api/v1/jobs?${q}`);
+  }, [state, cursor], 5000);
+  const jobs = { ...list, data: list.data?.jobs };
   return (
     <Page title="Jobs">
       <p className="muted">{can('can_triage_requests') ? 'Every job on this gateway, newest first.' : 'Your jobs, newest first.'}</p>
       <div className="inline-form">
         <label>State
-          <select value={state} onChange={(e) => setState(e.target.value)}>
+          <select value={state} onChange={(e) => { setState(e.target.value); setCursors([]); }}>
             <option value="">any</option>
             {STATES.map((s) => <option key={s} value={s}>{s}</option>)}
           </select>
@@ -39,6 +50,12 @@ export function JobsPage() {
           </tr>
         ))}</tbody>
       </table></div>
+      <nav className="pager" aria-label="Pages of jobs">
+        <button type="button" disabled={!cursors.length} onClick={() => setCursors([])}>First page</button>
+        <button type="button" disabled={!cursors.length} onClick={() => setCursors((c) => c.slice(0, -1))}>Previous page</button>
+        <span>Page {cursors.length + 1}</span>
+        <button type="button" disabled={!list.data?.next_cursor} onClick={() => setCursors((c) => [...c, list.data!.next_cursor!])}>Next page</button>
+      </nav>
       {open && <JobDetail id={open} />}
     </Page>
   );
