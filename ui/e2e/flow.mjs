@@ -258,6 +258,26 @@ async function main() {
     await page.locator('tr[data-user="scientist@lab.example"]').waitFor();
     await shot('03-users-1280');
 
+    // Dataset edit: description, a per-user override and an epsilon cap.
+    await goto('datasets');
+    await page.locator('tr[data-dataset="pima-diabetes"]').getByRole('button', { name: 'pima-diabetes' }).click();
+    const edit = page.getByRole('form', { name: 'Edit pima-diabetes' });
+    await edit.getByLabel('Description').fill('Pima Indians diabetes study, 768 women');
+    await edit.getByRole('button', { name: 'Save dataset' }).click();
+    await okNotice(/Saved pima-diabetes/);
+    const ovf = page.getByRole('form', { name: 'Set an override' });
+    await ovf.getByLabel('User').selectOption({ label: 'scientist@lab.example' });
+    await ovf.getByLabel('May train').selectOption('yes');
+    await ovf.getByRole('button', { name: 'Set override' }).click();
+    await okNotice(/Override saved/);
+    await page.getByRole('table', { name: 'Overrides on pima-diabetes' }).locator('td', { hasText: 'scientist@lab.example' }).waitFor();
+    const capf = page.getByRole('form', { name: 'Set a cap' });
+    await capf.getByLabel('User').selectOption({ label: 'scientist@lab.example' });
+    await capf.getByLabel('Cap ε (empty: no cap)').fill('15');
+    await capf.getByRole('button', { name: 'Set cap' }).click();
+    await okNotice(/Cap saved/);
+    await shot('02b-dataset-edit-1280', true);
+
     // Roles: the permission matrix.
     await goto('roles');
     await page.getByRole('checkbox', { name: 'Compliance Officer: upload data' }).waitFor();

@@ -1,3 +1,4 @@
+import { DatasetEdit } from './DatasetEdit';
 import { useRef, useState, type FormEvent } from 'react';
 import { api, type Dataset } from '../api';
 import { useSession } from '../App';
@@ -80,6 +81,7 @@ function DatasetRow({ d, open, toggle, canWrite, onChange }: { d: Dataset; open:
             <tbody>{d.columns.map((c, i) => <tr key={c.name}><td>{i + 1}</td><td><code>{c.name}</code></td><td>{c.type}</td></tr>)}</tbody></table></div>
           <h3>Synthetic preview</h3>
           <SyntheticPreview d={d} />
+          {canWrite && <DatasetEdit d={d} onChange={onChange} />}
         </td></tr>
       )}
     </>
