@@ -13,6 +13,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/fedgrid/fedgrid/adminclient"
+	"github.com/fedgrid/fedgrid/wire"
 )
 
 // apiJob is a job as the admin API shows it.
@@ -102,7 +103,7 @@ func admJobsCmd(g *globals, af *adminFlags) *cobra.Command {
 				return a.table([]string{"ID", "STATE", "DATASET", "USER", "EPOCH", "CREATED", "ERROR"}, rows)
 			})
 		})
-	list.Flags().StringVar(&state, "state", "", "only jobs in this state: queued, running, succeeded, failed or cancelled")
+	list.Flags().StringVar(&state, "state", "", "only jobs in this state: "+strings.Join(wire.JobStates(), ", "))
 	list.Flags().StringVar(&user, "user", "", "only this user's jobs (ID or email)")
 	jobFields := func(j *apiJob) [][2]string {
 		return [][2]string{{"id", j.ID}, {"state", j.State}, {"dataset", j.DatasetID}, {"user", j.UserID}, {"requester", j.Requester},

@@ -3,7 +3,7 @@ import { api, type Job } from '../api';
 import { useSession } from '../App';
 import { ActionButton, LoadError, Page, fmtNumber, fmtTime, useLoad } from '../ui';
 
-const STATES = ['queued', 'running', 'succeeded', 'failed', 'cancelled'];
+const STATES = ['queued', 'running', 'succeeded', 'failed', 'cancelled', 'under_review', 'denied'];
 /** Jobs per page (the API's ?limit=; next_cursor fetches the next page). */
 const PAGE = 25;
 
