@@ -1,5 +1,6 @@
 # fedgrid — run `make help` for the targets.
 STATICCHECK_VERSION ?= v0.8.2
+REDOCLY_VERSION ?= 2.77.0
 SHELL := /bin/bash
 GO ?= go
 BIN := bin/fedgrid
@@ -17,7 +18,7 @@ export FEDGRID_LOCALNET := $(CURDIR)/bin/localnet
 # Debian's python3 (with python3-pytest, -torch, -numpy, -pandas, -nbconvert), not a pyenv shim.
 PYTHON ?= /usr/bin/python3
 
-.PHONY: help build localnet test test-python test-short demo bench lint fmt vet tidy-check check clean ui ui-check image-context image deploy-check test-netns
+.PHONY: help build localnet test test-python test-short demo bench lint fmt vet tidy-check check clean ui ui-check image-context image deploy-check test-netns docs openapi-lint
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -77,10 +78,17 @@ lint: vet ## go vet + staticcheck + gofmt check
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed: $$out"; exit 1; fi
 	$(GO) run honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION) $(PKGS)
 
+docs: ## regenerate the reference manual's generated files (docs/api, docs/cli)
+	$(GO) run ./cmd/fedgrid gen-docs --dir docs
+
+openapi-lint: ## lint the gateway's OpenAPI document (docs/api/openapi.json) with Redocly CLI, through npx
+	$(GO) run ./cmd/fedgrid gen-docs --check --dir docs
+	npx --yes @redocly/cli@$(REDOCLY_VERSION) lint docs/api/openapi.json
+
 tidy-check: ## go mod tidy leaves no diff
 	$(GO) mod tidy && git diff --exit-code go.mod go.sum
 
-check: lint ui-check tidy-check test ## everything CI runs
+check: lint openapi-lint ui-check tidy-check test ## everything CI runs
 
 # The container image (deploy/Containerfile): a static binary built here and
 # copied in, with the CA certificates and a passwd for the non-root user.

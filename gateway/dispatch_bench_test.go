@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"sort"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -28,17 +29,34 @@ const trivialCSV = "x,y\n0,0\n1,1\n2,1\n-1,0\n3,1\n-2,0\n0.5,1\n-0.5,0\n"
 
 func counterValue(t testing.TB, g interface {
 	Gather() ([]*dto.MetricFamily, error)
-}, name string) float64 {
+}, name string, labels ...string) float64 {
 	mfs, err := g.Gather()
 	if err != nil {
 		t.Fatal(err)
 	}
+	sum := 0.0
 	for _, mf := range mfs {
-		if mf.GetName() == name && len(mf.Metric) > 0 && mf.Metric[0].Counter != nil {
-			return mf.Metric[0].Counter.GetValue()
+		if mf.GetName() != name {
+			continue
+		}
+	metric:
+		for _, m := range mf.Metric {
+			for _, want := range labels {
+				k, v, _ := strings.Cut(want, "=")
+				found := false
+				for _, lp := range m.Label {
+					found = found || (lp.GetName() == k && lp.GetValue() == v)
+				}
+				if !found {
+					continue metric
+				}
+			}
+			if m.Counter != nil {
+				sum += m.Counter.GetValue()
+			}
 		}
 	}
-	return 0
+	return sum
 }
 
 // BenchmarkDispatch measures submit-to-lease latency (p50, p99), throughput
@@ -89,7 +107,7 @@ func benchDispatch(b *testing.B, nodes int) {
 	})
 	gwID := c.gw.Peer().ID()
 	claims0 := counterValue(b, c.gw.Metrics(), "fedgrid_claims_total")
-	done0 := counterValue(b, c.gw.Metrics(), "fedgrid_jobs_completed_total")
+	done0 := counterValue(b, c.gw.Metrics(), "fedgrid_jobs_ended_total", "state=succeeded")
 	b.ResetTimer()
 	start := time.Now()
 	ids := make([]string, b.N)
@@ -118,7 +136,7 @@ func benchDispatch(b *testing.B, nodes int) {
 	// Wait until all are done, watching the completion counter (reading
 	// every job while they run would load the gateway being measured).
 	if _, err := wait.Context(ctx, wait.Is(func() bool {
-		return counterValue(b, c.gw.Metrics(), "fedgrid_jobs_completed_total")-done0 >= float64(b.N)
+		return counterValue(b, c.gw.Metrics(), "fedgrid_jobs_ended_total", "state=succeeded")-done0 >= float64(b.N)
 	})); err != nil {
 		b.Fatalf("benchmark timed out: %v", err)
 	}

@@ -201,7 +201,7 @@ func (g *Gateway) finishFederated(p *store.Job, avg map[string]plan.Tensor, shar
 	if err := g.store.FinishCoordinated(p.ID, signed, metrics, ""); err != nil {
 		return err
 	}
-	g.metrics.completed.Inc()
+	g.metrics.jobEnded(wire.StateSucceeded, p.StartedAt)
 	g.log.Info("data-parallel job succeeded", "job", p.ID, "rounds", p.Rounds, "workers", p.Shards, "loss", loss)
 	return nil
 }

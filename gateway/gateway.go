@@ -263,8 +263,8 @@ func Start(ctx context.Context, cfg Config) (_ *Gateway, err error) {
 				g.wake(g.kick)
 				g.wake(g.coordKick)
 			},
-			JobCancelled: func(*store.Job) {
-				g.metrics.cancelled.Inc() // the store cancelled its shards with it
+			JobCancelled: func(j *store.Job) {
+				g.metrics.jobEnded(wire.StateCancelled, j.StartedAt) // the store cancelled its shards with it
 				g.wake(g.kick)
 			},
 		}})
@@ -272,6 +272,7 @@ func Start(ctx context.Context, cfg Config) (_ *Gateway, err error) {
 		DataDir: cfg.DataDir, Network: cfg.Network, Listen: cfg.Listen, Bootstrap: cfg.Bootstrap,
 		DHTMode: p2p.DHTServer, PSK: cfg.PSK, Logger: cfg.Logger.With("sub", "p2p"), Gater: g.gater,
 		NewHost: cfg.NewHost, Role: p2p.RoleGateway, Reach: cfg.Reach,
+		Metrics: g.metrics.reg,
 	})
 	if err != nil {
 		return nil, err

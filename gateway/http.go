@@ -48,7 +48,7 @@ func (g *Gateway) startHTTP() error {
 		return fmt.Errorf("listen for HTTP on %s: %w", g.cfg.HTTPAddr, err)
 	}
 	g.httpLn = ln
-	handler := g.routes(a.Handler())
+	handler := g.metrics.http.Wrap(g.routes(a.Handler()))
 	if g.certs != nil {
 		ln = tls.NewListener(ln, g.certs.Config())
 		handler = webtls.HSTS(handler)

@@ -41,7 +41,7 @@ func (g *Gateway) leaseLoop(ctx context.Context) {
 			for _, j := range expired {
 				g.metrics.leaseExpiries.Inc()
 				if j.State == wire.StateFailed {
-					g.metrics.failed.Inc()
+					g.metrics.jobEnded(wire.StateFailed, j.StartedAt)
 				}
 				g.log.Warn("lease lost", "job", j.ID, "attempt", j.Attempt, "now", j.State, "error", j.Error)
 			}

@@ -28,6 +28,7 @@ func (g *Gateway) registerProtocols() {
 	serve(g, wire.Ping(), g.handlePing)
 	serve(g, wire.Submit(), g.handleSubmit)
 	serve(g, wire.Job(), g.handleJob)
+	serve(g, wire.Jobs(), g.handleJobs)
 	serve(g, wire.Cancel(), g.handleCancel)
 	serve(g, wire.Model(), g.handleModel)
 	serve(g, wire.Request(), g.handleRequest)
@@ -174,7 +175,7 @@ func (g *Gateway) handleResult(_ context.Context, c caller, req *wire.ResultRequ
 		if err := g.store.Fail(req.Job, req.Attempt, from.String(), truncate(req.Error, 2000)); err != nil {
 			return nil, service.Wrap(err, "job "+req.Job)
 		}
-		g.metrics.failed.Inc()
+		g.metrics.jobEnded(wire.StateFailed, j.StartedAt)
 		g.wake(g.coordKick)
 		g.capacity.released(from)
 		g.wake(g.kick)
@@ -209,7 +210,7 @@ func (g *Gateway) handleResult(_ context.Context, c caller, req *wire.ResultRequ
 	if j.ParentID != "" {
 		g.wake(g.coordKick)
 	} else {
-		g.metrics.completed.Inc()
+		g.metrics.jobEnded(wire.StateSucceeded, j.StartedAt)
 	}
 	g.capacity.released(from)
 	g.wake(g.kick)
@@ -240,6 +241,24 @@ func (g *Gateway) handleJob(_ context.Context, c caller, req *wire.JobRequest) (
 		return nil, err
 	}
 	return v.Info(g.ID()), nil
+}
+
+// handleJobs lists the caller's own jobs, newest first, as handleJob shows
+// each (shards left out, what a result withholds withheld), at most
+// wire.MaxJobsListed.
+func (g *Gateway) handleJobs(_ context.Context, c caller, req *wire.JobsQuery) (*wire.JobList, error) {
+	vs, err := g.svc.Jobs(c.Actor, service.JobFilter{State: req.State, UserID: c.Actor.UserID()})
+	if err != nil {
+		return nil, err
+	}
+	out := &wire.JobList{Jobs: []wire.JobInfo{}}
+	for _, v := range vs {
+		if len(out.Jobs) == wire.MaxJobsListed {
+			break
+		}
+		out.Jobs = append(out.Jobs, *v.Info(g.ID()))
+	}
+	return out, nil
 }
 
 func (g *Gateway) handleCancel(_ context.Context, c caller, req *wire.JobRequest) (*wire.JobInfo, error) {

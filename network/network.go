@@ -27,9 +27,12 @@ import (
 	"sync"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/fedgrid/fedgrid/client"
 	"github.com/fedgrid/fedgrid/internal/config"
 	"github.com/fedgrid/fedgrid/internal/webtls"
+	"github.com/fedgrid/fedgrid/obs"
 	"github.com/fedgrid/fedgrid/p2p"
 	"github.com/fedgrid/fedgrid/wire"
 	"github.com/fedgrid/fedgrid/witness"
@@ -100,12 +103,18 @@ func (c Config) Validate() error {
 	return ck.Err("network config")
 }
 
+// Metrics is the network peer's registry, served at GET /metrics on its
+// HTTP address: build info, HTTP requests, libp2p's series.
+func (n *Network) Metrics() *prometheus.Registry { return n.reg }
+
 // Network is a running network peer.
 type Network struct {
 	cfg     Config
 	peer    *p2p.Peer
 	search  *client.Client
 	slots   chan struct{}
+	reg     *prometheus.Registry
+	httpM   *obs.HTTPMetrics
 	httpSrv *http.Server
 	httpLn  net.Listener
 	httpErr chan error
@@ -126,17 +135,19 @@ func Start(ctx context.Context, cfg Config) (_ *Network, err error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	n := &Network{cfg: cfg, slots: make(chan struct{}, cfg.MaxSearches), log: cfg.Logger}
+	n := &Network{cfg: cfg, slots: make(chan struct{}, cfg.MaxSearches), log: cfg.Logger, reg: obs.NewRegistry("network", p2p.Version)}
+	n.httpM = obs.NewHTTPMetrics(n.reg)
 	defer func() {
 		if err != nil {
 			_ = n.Close()
 		}
 	}()
 	n.peer, err = p2p.New(ctx, p2p.Config{DataDir: cfg.DataDir, Network: cfg.Network, Listen: cfg.Listen, Bootstrap: cfg.Bootstrap, DHTMode: p2p.DHTServer, PSK: cfg.PSK, Logger: cfg.Logger, NewHost: cfg.NewHost,
-		Role: p2p.RoleNetwork, Reach: cfg.Reach})
+		Role: p2p.RoleNetwork, Reach: cfg.Reach, Metrics: n.reg})
 	if err != nil {
 		return nil, err
 	}
+	n.reg.MustRegister(n.peer.Collectors()...) // connections by path, hole punches
 	n.search = client.Attach(n.peer, client.Config{PerGateway: cfg.PerGateway, Logger: cfg.Logger})
 	if cfg.HTTPAddr == "" && (cfg.TLSCert != "" || cfg.TLSKey != "") {
 		return nil, errors.New("--tls-cert and --tls-key need --http")
@@ -156,7 +167,7 @@ func Start(ctx context.Context, cfg Config) (_ *Network, err error) {
 			return nil, fmt.Errorf("listen for HTTP on %s: %w", cfg.HTTPAddr, err)
 		}
 		n.httpLn = ln
-		handler := n.routes()
+		handler := n.httpM.Wrap(n.routes())
 		if n.certs != nil {
 			ln = tls.NewListener(ln, n.certs.Config())
 			handler = webtls.HSTS(handler)
@@ -185,6 +196,7 @@ func (n *Network) routes() http.Handler {
 			"routing_table": n.peer.DHT.RoutingTable().Size(),
 		})
 	})
+	mux.Handle("GET /metrics", obs.Handler(n.reg))
 	mux.HandleFunc("GET /api/v1/search", n.handleSearch)
 	mux.HandleFunc("GET /api/v1/gateways", n.handleGateways)
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {

@@ -22,6 +22,7 @@ import (
 
 	pubsub "github.com/libp2p/go-libp2p-pubsub"
 	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/fedgrid/fedgrid/dataset"
 	"github.com/fedgrid/fedgrid/internal/config"
@@ -61,6 +62,9 @@ type Config struct {
 	Train func(context.Context, *plan.Plan, *dataset.Table, plan.TrainOptions) (*plan.Model, error)
 	// NewHost, when set, builds the libp2p host (tests: mocknet); see p2p.Config.
 	NewHost p2p.HostFactory
+	// Metrics, when set, gets the node's series (fedgrid_node_*) and
+	// libp2p's; the caller serves it (fedgrid node --metrics ADDR).
+	Metrics *prometheus.Registry
 }
 
 // DefaultConfig is a node's configuration before any flag.
@@ -126,6 +130,7 @@ type Node struct {
 	claiming map[string]context.CancelFunc // job -> stop waiting to claim
 	offered  map[string]wire.Offer         // offers heard and not yet known taken
 	pingCh   chan struct{}
+	metrics  *nodeMetrics
 
 	closeOnce sync.Once
 	closeErr  error
@@ -156,16 +161,18 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 		Bootstrap: append(append([]string{}, cfg.Bootstrap...), cfg.Gateway),
 		DHTMode:   p2p.DHTClient, PSK: cfg.PSK, Logger: log, NewHost: cfg.NewHost,
 		Role: p2p.RoleNode, Reach: cfg.Reach,
+		Metrics: registerer(cfg.Metrics),
 	})
 	if err != nil {
 		return nil, err
 	}
-	n := &Node{cfg: cfg, peer: p, gw: gws[0], log: log, slots: make(chan struct{}, cfg.Slots), running: map[string]context.CancelFunc{}, claiming: map[string]context.CancelFunc{}, offered: map[string]wire.Offer{}, pingCh: make(chan struct{}, 1)}
+	n := &Node{cfg: cfg, peer: p, gw: gws[0], log: log, metrics: newNodeMetrics(cfg.Metrics), slots: make(chan struct{}, cfg.Slots), running: map[string]context.CancelFunc{}, claiming: map[string]context.CancelFunc{}, offered: map[string]wire.Offer{}, pingCh: make(chan struct{}, 1)}
 	defer func() {
 		if err != nil {
 			_ = n.Close()
 		}
 	}()
+	n.metrics.register(cfg.Metrics, n)
 	if err := n.enroll(ctx); err != nil {
 		return nil, err
 	}
@@ -571,7 +578,9 @@ func (n *Node) run(ctx context.Context, g *wire.ClaimResponse, progress func(pla
 		}
 	}
 	n.log.Info("training", "job", g.Job, "attempt", g.Attempt, "engine", n.cfg.Engine, "rows", tbl.NumRows())
+	start := time.Now()
 	model, err := n.cfg.Train(ctx, pl, tbl, plan.TrainOptions{Init: init, Progress: progress, Engine: n.cfg.Engine})
+	n.metrics.trained(start, err)
 	if err != nil {
 		return nil, fmt.Errorf("training failed: %w", err)
 	}

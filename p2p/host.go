@@ -31,6 +31,7 @@ import (
 	"github.com/libp2p/go-libp2p/p2p/transport/tcp"
 	ma "github.com/multiformats/go-multiaddr"
 	mh "github.com/multiformats/go-multihash"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/fedgrid/fedgrid/internal/version"
 )
@@ -79,6 +80,10 @@ type Config struct {
 	Gater connmgr.ConnectionGater
 	// Logger; nil discards.
 	Logger *slog.Logger
+	// Metrics, when set, gets libp2p's own series (libp2p_*); nil turns
+	// libp2p's metrics off. (Collectors are the peer's own; the caller
+	// registers them where it serves /metrics.)
+	Metrics prometheus.Registerer
 	// NewHost, when set, builds the libp2p host instead of the default TCP
 	// host (tests put many peers on libp2p's mocknet this way). Listen,
 	// NoListen, PSK, Role and Reach do not apply; the peer owns the host and
@@ -210,7 +215,6 @@ func newHost(cfg Config, sk crypto.PrivKey, log *slog.Logger, bootstrap []peer.A
 		// No SO_REUSEPORT: two peers must never share a port (connections
 		// would be split silently between two peer IDs).
 		libp2p.Transport(tcp.NewTCPTransport, tcp.DisableReuseport()),
-		libp2p.DisableMetrics(),
 		libp2p.ConnectionManager(cm),
 		libp2p.ResourceManager(rm),
 		libp2p.UserAgent("fedgrid/" + version.Short()),
@@ -242,6 +246,11 @@ func newHost(cfg Config, sk crypto.PrivKey, log *slog.Logger, bootstrap []peer.A
 	}
 	if cfg.Gater != nil {
 		opts = append(opts, libp2p.ConnectionGater(cfg.Gater))
+	}
+	if cfg.Metrics != nil {
+		opts = append(opts, libp2p.PrometheusRegisterer(cfg.Metrics))
+	} else {
+		opts = append(opts, libp2p.DisableMetrics())
 	}
 	h, err := libp2p.New(opts...)
 	if err != nil {

@@ -98,6 +98,11 @@ func Job() Protocol[JobRequest, JobInfo] {
 	return define[JobRequest, JobInfo](small(ProtoJob, 10*time.Second, CallerScientist))
 }
 
+// Jobs: data scientist -> gateway: the caller's own jobs, newest first.
+func Jobs() Protocol[JobsQuery, JobList] {
+	return define[JobsQuery, JobList](Descriptor{Name: ProtoJobs, MaxRequest: MaxSmall, MaxResponse: MaxCatalog, Timeout: 10 * time.Second, Caller: CallerScientist})
+}
+
 // Cancel: data scientist -> gateway: cancel one of the caller's jobs.
 func Cancel() Protocol[JobRequest, JobInfo] {
 	return define[JobRequest, JobInfo](small(ProtoCancel, 10*time.Second, CallerScientist))
@@ -132,7 +137,7 @@ func Query() Protocol[QueryRequest, QueryResponse] {
 func Protocols() []Descriptor {
 	return append([]Descriptor{
 		Catalog().Descriptor, Enroll().Descriptor, Claim().Descriptor, Fetch().Descriptor, Heartbeat().Descriptor,
-		Result().Descriptor, Ping().Descriptor, Submit().Descriptor, Job().Descriptor, Cancel().Descriptor,
+		Result().Descriptor, Ping().Descriptor, Submit().Descriptor, Job().Descriptor, Jobs().Descriptor, Cancel().Descriptor,
 		Model().Descriptor, Request().Descriptor, Requests().Descriptor, Withdraw().Descriptor, Query().Descriptor,
 	}, FedProtocols()...)
 }

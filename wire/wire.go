@@ -22,6 +22,7 @@ const (
 	ProtoResult    = "job/result"    // leased node -> gateway: weights and metrics, or a failure
 	ProtoSubmit    = "ds/submit"     // data scientist -> gateway: a plan for a dataset
 	ProtoJob       = "ds/job"        // data scientist -> gateway: job state
+	ProtoJobs      = "ds/jobs"       // data scientist -> gateway: the caller's own jobs
 	ProtoModel     = "ds/model"      // data scientist -> gateway: the released model
 	ProtoCancel    = "ds/cancel"     // data scientist -> gateway: cancel a job
 	ProtoPing      = "node/ping"     // enrolled node -> gateway: alive, free slots
@@ -338,6 +339,19 @@ type RequestCreate struct {
 	Permission string  `json:"permission,omitempty"`
 	Reason     string  `json:"reason"`
 }
+
+// JobsQuery lists the caller's own jobs, newest first; State filters.
+type JobsQuery struct {
+	State string `json:"state,omitempty"`
+}
+
+// JobList answers JobsQuery: at most MaxJobsListed jobs, newest first.
+type JobList struct {
+	Jobs []JobInfo `json:"jobs"`
+}
+
+// MaxJobsListed bounds JobList.
+const MaxJobsListed = 500
 
 // RequestsQuery reads the caller's own requests: one by ID, or all (State filters).
 type RequestsQuery struct {

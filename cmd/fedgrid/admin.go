@@ -59,6 +59,9 @@ func auditCmd(g *globals) *cobra.Command {
 				}
 			}
 			n, err := store.VerifyAuditDirWitnessed(filepath.Join(data, "db"), cps)
+			if errors.Is(err, store.ErrInUse) {
+				return fmt.Errorf("cannot check the audit log of %s while its gateway runs: stop the gateway first, or check the running gateway with fedgrid admin audit verify", data)
+			}
 			if err != nil {
 				return fmt.Errorf("audit log does not verify: %w", err)
 			}

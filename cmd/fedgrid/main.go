@@ -50,20 +50,33 @@ func run(args []string, stdout, stderr io.Writer) int {
 }
 
 type globals struct {
+	stdin          io.Reader
 	stdout, stderr io.Writer
 	logLevel       string
+	logFormat      string
 	configFile     string
 }
 
 func newRoot(stdout, stderr io.Writer) *cobra.Command {
-	g := &globals{stdout: stdout, stderr: stderr}
+	g := &globals{stdin: os.Stdin, stdout: stdout, stderr: stderr}
 	root := &cobra.Command{
 		Use:           "fedgrid",
 		Short:         "fedgrid: federated learning on data you cannot see",
 		SilenceUsage:  true,
 		SilenceErrors: true,
 		PersistentPreRunE: func(cmd *cobra.Command, _ []string) error {
-			return applyEnvAndConfig(cmd, g.configFile)
+			if err := applyEnvAndConfig(cmd, g.configFile); err != nil {
+				return err
+			}
+			switch strings.ToLower(g.logLevel) {
+			case "debug", "info", "warn", "error":
+			default:
+				return usagef("--log-level %q: want debug, info, warn or error", g.logLevel)
+			}
+			if g.logFormat != "text" && g.logFormat != "json" {
+				return usagef("--log-format %q: want text or json", g.logFormat)
+			}
+			return nil
 		},
 	}
 	root.Version = version.Short()
@@ -71,17 +84,48 @@ func newRoot(stdout, stderr io.Writer) *cobra.Command {
 	root.SetOut(stdout)
 	root.SetErr(stderr)
 	root.PersistentFlags().StringVar(&g.logLevel, "log-level", "info", "log level: debug, info, warn, error")
+	root.PersistentFlags().StringVar(&g.logFormat, "log-format", "text", "log format on stderr: text (key=value) or json (one object a line)")
 	root.PersistentFlags().StringVar(&g.configFile, "config", "", "JSON config file whose keys are flag names")
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
 	root.AddCommand(
 		networkCmd(g), gatewayCmd(g), nodeCmd(g),
-		keygenCmd(g), searchCmd(g), trainCmd(g), jobCmd(g), resultCmd(g), queryCmd(g), requestCmd(g),
-		modelCmd(g), planCmd(g), auditCmd(g), versionCmd(g),
+		keygenCmd(g), whoamiCmd(g), searchCmd(g), jobsCmd(g), trainCmd(g), jobCmd(g), resultCmd(g), queryCmd(g), requestCmd(g),
+		modelCmd(g), planCmd(g), auditCmd(g), versionCmd(g), adminCmd(g), genDocsCmd(g),
 	)
+	strictGroups(root)
 	for _, c := range root.Commands() {
 		markUsage(c)
 	}
 	return root
+}
+
+// strictGroups makes an unknown command bad usage (exit 2) like an unknown
+// flag: every command that only holds subcommands refuses other arguments,
+// and a group run without a subcommand says which it has (the root prints its help).
+func strictGroups(c *cobra.Command) {
+	if c.HasSubCommands() && c.Run == nil && c.RunE == nil {
+		c.Args = func(cmd *cobra.Command, args []string) error {
+			if len(args) > 0 {
+				return usagef("unknown command %q for %q; see %s --help", args[0], cmd.CommandPath(), cmd.CommandPath())
+			}
+			return nil
+		}
+		c.RunE = func(cmd *cobra.Command, _ []string) error {
+			if !cmd.HasParent() {
+				return cmd.Help()
+			}
+			var names []string
+			for _, sub := range cmd.Commands() {
+				if sub.IsAvailableCommand() {
+					names = append(names, sub.Name())
+				}
+			}
+			return usagef("%s needs a subcommand: %s", cmd.CommandPath(), strings.Join(names, ", "))
+		}
+	}
+	for _, sub := range c.Commands() {
+		strictGroups(sub)
+	}
 }
 
 // markUsage makes argument-count errors usage errors (exit 2).
@@ -105,14 +149,22 @@ func (g *globals) logger() *slog.Logger {
 	if err := lvl.UnmarshalText([]byte(g.logLevel)); err != nil {
 		lvl = slog.LevelInfo
 	}
-	return slog.New(slog.NewTextHandler(g.stderr, &slog.HandlerOptions{Level: lvl}))
+	return slog.New(g.logHandler(lvl))
+}
+
+func (g *globals) logHandler(lvl slog.Level) slog.Handler {
+	opts := &slog.HandlerOptions{Level: lvl}
+	if g.logFormat == "json" {
+		return slog.NewJSONHandler(g.stderr, opts)
+	}
+	return slog.NewTextHandler(g.stderr, opts)
 }
 
 // quietLogger is for one-shot commands: their stderr is for the person
 // running them, so routine peer events stay out unless asked for.
 func (g *globals) quietLogger() *slog.Logger {
 	if g.logLevel == "info" {
-		return slog.New(slog.NewTextHandler(g.stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+		return slog.New(g.logHandler(slog.LevelWarn))
 	}
 	return g.logger()
 }

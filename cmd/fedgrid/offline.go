@@ -40,8 +40,17 @@ func readModel(path string) (*plan.Model, error) {
 	return m, nil
 }
 
-func readPlan(path string) (*plan.Plan, error) {
+// readPlanFile reads a plan file without its // comments.
+func readPlanFile(path string) ([]byte, error) {
 	b, err := readLimited(path, wire.MaxPlan)
+	if err != nil {
+		return nil, err
+	}
+	return plan.StripComments(b), nil
+}
+
+func readPlan(path string) (*plan.Plan, error) {
+	b, err := readPlanFile(path)
 	if err != nil {
 		return nil, err
 	}
@@ -79,8 +88,8 @@ func modelCmd(g *globals) *cobra.Command {
 			if asJSON {
 				return printJSON(g.stdout, ev)
 			}
-			fmt.Fprintf(g.stdout, "rows %d  accuracy %.4f  loss %.4f\n", ev.Rows, ev.Accuracy, ev.Loss)
-			return nil
+			_, err = fmt.Fprintln(g.stdout, evalText(ev))
+			return err
 		},
 	}
 	eval.Flags().StringVar(&modelFile, "model", "", "model file (fedgrid.model/v1)")
@@ -115,17 +124,42 @@ func modelCmd(g *globals) *cobra.Command {
 func planCmd(g *globals) *cobra.Command {
 	c := &cobra.Command{Use: "plan", Short: "check and run plans locally"}
 	var checkPlan, checkData string
+	var checkJSON bool
 	check := &cobra.Command{
 		Use:   "check",
-		Short: "validate a plan, infer shapes and count parameters",
-		Args:  cobra.NoArgs,
+		Short: "validate a plan against its schema (every mistake, with its JSON path), infer shapes and count parameters",
+		Long: `Validate a plan: first against the plan format's JSON Schema (docs/schemas/
+plan.v1.schema.json), reporting every mistake at once, each with its JSON path
+(e.g. $.train.epochs); then the checks that need the operations' shapes and,
+with --data, the CSV's columns. A valid plan prints its shapes and parameter count.`,
+		Args: cobra.NoArgs,
 		RunE: func(_ *cobra.Command, _ []string) error {
 			if checkPlan == "" {
 				return usagef("--plan PLAN.json is required")
 			}
-			p, err := readPlan(checkPlan)
+			b, err := readPlanFile(checkPlan)
 			if err != nil {
 				return err
+			}
+			mistakes, err := plan.CheckSchema(plan.Format, b)
+			if err != nil {
+				return fmt.Errorf("%s: %w", checkPlan, err)
+			}
+			if len(mistakes) > 0 {
+				if checkJSON {
+					if err := printJSON(g.stdout, map[string]any{"valid": false, "errors": mistakes}); err != nil {
+						return err
+					}
+				} else {
+					for _, m := range mistakes {
+						fmt.Fprintf(g.stderr, "%s: %s\n", checkPlan, m)
+					}
+				}
+				return fmt.Errorf("%s: %d mistakes against the plan schema", checkPlan, len(mistakes))
+			}
+			p, err := plan.Parse(b)
+			if err != nil {
+				return fmt.Errorf("%s: %w", checkPlan, err)
 			}
 			var cols []dataset.Column
 			if checkData != "" {
@@ -139,12 +173,16 @@ func planCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
+			if checkJSON {
+				return printJSON(g.stdout, map[string]any{"valid": true, "errors": []any{}, "report": r})
+			}
 			fmt.Fprint(g.stdout, r.String())
 			return nil
 		},
 	}
 	check.Flags().StringVar(&checkPlan, "plan", "", "plan file")
 	check.Flags().StringVar(&checkData, "data", "", "CSV to check the plan's columns against (optional)")
+	check.Flags().BoolVar(&checkJSON, "json", false, "print one JSON document: valid, errors (path, message) and the report")
 
 	var runPlan, runData, runOut, runEngine string
 	runc := &cobra.Command{
@@ -191,7 +229,7 @@ func planCmd(g *globals) *cobra.Command {
 	runc.Flags().StringVar(&runData, "data", "", "training CSV")
 	runc.Flags().StringVar(&runOut, "out", "", "where to write the model")
 	runc.Flags().StringVar(&runEngine, "engine", string(plan.EngineNative), "gradient engine: native (fast) or gorgonia (autodiff reference)")
-	c.AddCommand(check, runc)
+	c.AddCommand(check, runc, planInitCmd(g))
 	return c
 }
 
@@ -210,11 +248,11 @@ func summarizeMetrics(raw json.RawMessage) string {
 	for _, k := range keys {
 		switch v := m[k].(type) {
 		case float64:
-			parts = append(parts, fmt.Sprintf("%s=%.4f", k, v))
+			parts = append(parts, k+"="+fmtNumber(v))
 		case []any:
 			if len(v) > 0 {
 				if f, ok := v[len(v)-1].(float64); ok {
-					parts = append(parts, fmt.Sprintf("%s(last)=%.4f", k, f))
+					parts = append(parts, k+"(last)="+fmtNumber(f))
 				}
 			}
 		}

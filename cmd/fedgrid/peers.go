@@ -18,6 +18,7 @@ import (
 	"github.com/fedgrid/fedgrid/internal/version"
 	"github.com/fedgrid/fedgrid/network"
 	"github.com/fedgrid/fedgrid/node"
+	"github.com/fedgrid/fedgrid/obs"
 	"github.com/fedgrid/fedgrid/p2p"
 	"github.com/fedgrid/fedgrid/plan"
 )
@@ -103,6 +104,17 @@ func ready(g *globals, id string, addrs []string, httpURL string) {
 	}
 	line += " version=" + version.Short()
 	fmt.Fprintln(g.stdout, line)
+}
+
+// closers close in order and report every error.
+type closers []interface{ Close() error }
+
+func (cs closers) Close() error {
+	var errs []error
+	for _, c := range cs {
+		errs = append(errs, c.Close())
+	}
+	return errors.Join(errs...)
 }
 
 // tlsReloader is a peer whose HTTPS certificate can be read again.
@@ -265,7 +277,7 @@ func addTLSFlags(c *cobra.Command, cert, key *string) {
 func nodeCmd(g *globals) *cobra.Command {
 	var pf peerFlags
 	cfg := node.DefaultConfig()
-	var engine, maxMemory string
+	var engine, maxMemory, metricsAddr string
 	c := &cobra.Command{
 		Use:   "node",
 		Short: "run a worker node enrolled by a gateway",
@@ -286,12 +298,24 @@ func nodeCmd(g *globals) *cobra.Command {
 					return usagef("--max-memory: %v", err)
 				}
 			}
+			if metricsAddr != "" {
+				cfg.Metrics = obs.NewRegistry("node", p2p.Version)
+			}
 			n, err := node.Start(cmd.Context(), cfg)
 			if err != nil {
 				return err
 			}
-			ready(g, n.ID().String(), n.Addrs(), "")
-			return serve(cmd.Context(), g, n)
+			if metricsAddr == "" {
+				ready(g, n.ID().String(), n.Addrs(), "")
+				return serve(cmd.Context(), g, n)
+			}
+			ms, err := obs.Serve(metricsAddr, cfg.Metrics)
+			if err != nil {
+				_ = n.Close()
+				return fmt.Errorf("--metrics %s: %w", metricsAddr, err)
+			}
+			ready(g, n.ID().String(), n.Addrs(), ms.URL())
+			return serve(cmd.Context(), g, closers{n, ms})
 		},
 	}
 	pf.add(c, p2p.DefaultListen+" and "+p2p.DefaultListenQUIC)
@@ -300,5 +324,6 @@ func nodeCmd(g *globals) *cobra.Command {
 	c.Flags().IntVar(&cfg.Slots, "slots", cfg.Slots, "jobs this node runs at once")
 	c.Flags().StringVar(&engine, "engine", string(cfg.Engine), "gradient engine for the jobs it trains: native (fast) or gorgonia (autodiff reference)")
 	c.Flags().StringVar(&maxMemory, "max-memory", "", "memory this node's jobs may use together, e.g. 4GiB (default: the cgroup limit or the physical memory); each slot gets an equal share and the node claims no job that needs more")
+	c.Flags().StringVar(&metricsAddr, "metrics", "", "serve Prometheus metrics at http://ADDR/metrics (HOST:PORT; port 0 picks one, shown as http= in the ready line)")
 	return c
 }

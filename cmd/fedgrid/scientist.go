@@ -145,13 +145,25 @@ never real rows.`,
 			defer cl.Close()
 			var progress func(client.SearchProgress)
 			if !cf.json {
+				var last client.SearchProgress
+				tty := g.stderrIsTerminal()
 				progress = func(p client.SearchProgress) {
-					fmt.Fprintf(g.stderr, "\rsearching: %d gateways found, %d answered, %d unreachable", p.Found, p.Answered, p.Failed)
+					last = p
+					if tty {
+						fmt.Fprintf(g.stderr, "\rsearching: %d gateways found, %d answered, %d unreachable", p.Found, p.Answered, p.Failed)
+					}
 				}
-				fmt.Fprint(g.stderr, "searching...")
+				defer func() {
+					if !tty {
+						fmt.Fprintf(g.stderr, "searched: %d gateways found, %d answered, %d unreachable\n", last.Found, last.Answered, last.Failed)
+					}
+				}()
+				if tty {
+					fmt.Fprint(g.stderr, "searching...")
+				}
 			}
 			res, err := cl.SearchQuery(cmd.Context(), q, progress)
-			if progress != nil {
+			if progress != nil && g.stderrIsTerminal() {
 				fmt.Fprintln(g.stderr)
 			}
 			if err != nil {
@@ -266,7 +278,7 @@ func trainCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return usageError{err}
 			}
-			planJSON, err := readLimited(planFile, wire.MaxPlan)
+			planJSON, err := readPlanFile(planFile)
 			if err != nil {
 				return fmt.Errorf("read plan: %w", err)
 			}
@@ -328,18 +340,40 @@ func waitJob(ctx context.Context, g *globals, asJSON bool, cl *client.Client, gw
 	return fmt.Errorf("job %s %s: %s", j.Ref, j.State, j.ReleaseReason)
 }
 
+// progressPrinter shows a job's progress on stderr: a bar redrawn in place
+// on a terminal; elsewhere (a log file, a pipe) one line per state change
+// and per tenth of the epochs, never a carriage return.
 func progressPrinter(g *globals, quiet bool) func(*wire.JobInfo) {
 	if quiet {
 		return nil
 	}
+	tty := g.stderrIsTerminal()
+	lastState, lastTenth := "", -1
 	return func(j *wire.JobInfo) {
 		if j.State == wire.StateRunning && j.Progress.Epochs > 0 {
-			const width = 30
-			done := width * j.Progress.Epoch / j.Progress.Epochs
-			fmt.Fprintf(g.stderr, "\r[%s%s] epoch %d/%d %s (attempt %d)", strings.Repeat("#", done), strings.Repeat(".", width-done), j.Progress.Epoch, j.Progress.Epochs, lossText(j.Progress), j.Attempt)
+			if tty {
+				const width = 30
+				done := width * j.Progress.Epoch / j.Progress.Epochs
+				fmt.Fprintf(g.stderr, "\r[%s%s] epoch %d/%d %s (attempt %d)", strings.Repeat("#", done), strings.Repeat(".", width-done), j.Progress.Epoch, j.Progress.Epochs, lossText(j.Progress), j.Attempt)
+				lastState = j.State
+				return
+			}
+			tenth := 10 * j.Progress.Epoch / j.Progress.Epochs
+			if tenth != lastTenth || lastState != j.State {
+				fmt.Fprintf(g.stderr, "job %s: epoch %d/%d %s (attempt %d)\n", j.ID, j.Progress.Epoch, j.Progress.Epochs, lossText(j.Progress), j.Attempt)
+				lastTenth = tenth
+			}
+			lastState = j.State
 			return
 		}
-		fmt.Fprintf(g.stderr, "\rjob %s: %s\n", j.ID, j.State)
+		if j.State == lastState && !tty {
+			return
+		}
+		if tty && lastState == wire.StateRunning {
+			fmt.Fprint(g.stderr, "\r")
+		}
+		fmt.Fprintf(g.stderr, "job %s: %s\n", j.ID, j.State)
+		lastState = j.State
 	}
 }
 
@@ -348,7 +382,7 @@ func lossText(p wire.Progress) string {
 	if p.LossWithheld {
 		return "loss withheld until the result is released"
 	}
-	return fmt.Sprintf("loss %.4f", p.Loss)
+	return "loss " + fmtNumber(p.Loss)
 }
 
 func printJob(g *globals, asJSON bool, j *wire.JobInfo) error {

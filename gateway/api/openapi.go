@@ -16,20 +16,39 @@ import (
 // the Go types it names, so the document cannot drift from the handlers.
 func (a *API) openAPI() ([]byte, error) {
 	g := &schemaGen{components: map[string]any{}}
-	g.components["Error"] = g.schema(reflect.TypeOf(Error{}))
+	g.schema(reflect.TypeOf(Error{})) // registers Error and ErrorBody
+	errResp := func(desc string) map[string]any {
+		return map[string]any{"description": desc, "content": map[string]any{"application/json": map[string]any{"schema": map[string]any{"$ref": "#/components/schemas/Error"}}}}
+	}
+	responsesComp := map[string]any{
+		"BadRequest":      errResp("the request is malformed or a field is invalid (the message names the field)"),
+		"Unauthorized":    errResp("no valid bearer token"),
+		"Forbidden":       errResp("the caller's role lacks the permission this operation needs"),
+		"NotFound":        errResp("no such resource (or not one the caller may see)"),
+		"ClientError":     errResp("another client error, e.g. 409 conflict, 413 too large, 415 wrong content type, 429 too many attempts"),
+		"ServerError":     errResp("the gateway failed"),
+		"TooManyRequests": errResp("too many failed logins; Retry-After says when to try again"),
+	}
+	ref := func(name string) map[string]any { return map[string]any{"$ref": "#/components/responses/" + name} }
 	paths := map[string]map[string]any{}
 	pathParam := regexp.MustCompile(`\{([a-z_]+)\}`)
 	for _, rt := range a.routes {
 		op := map[string]any{
 			"summary":     rt.summary,
 			"operationId": operationID(rt),
+			"tags":        []string{operationTag(rt.path)},
 		}
 		var params []any
-		for _, m := range pathParam.FindAllStringSubmatch(rt.path, -1) {
+		pathParams := pathParam.FindAllStringSubmatch(rt.path, -1)
+		for _, m := range pathParams {
 			params = append(params, map[string]any{"name": m[1], "in": "path", "required": true, "schema": map[string]any{"type": "string"}})
 		}
 		for _, q := range rt.query {
-			params = append(params, map[string]any{"name": q.name, "in": "query", "required": false, "description": q.desc, "schema": map[string]any{"type": "string"}})
+			p := map[string]any{"name": q.name, "in": "query", "required": false, "description": q.desc, "schema": querySchema(q.name)}
+			if repeatedParams[q.name] {
+				p["style"], p["explode"] = "form", true
+			}
+			params = append(params, p)
 		}
 		if params != nil {
 			op["parameters"] = params
@@ -50,15 +69,28 @@ func (a *API) openAPI() ([]byte, error) {
 			ok["content"] = map[string]any{"application/json": map[string]any{"schema": g.schema(reflect.TypeOf(rt.resp))}}
 		}
 		responses[strconv.Itoa(rt.status)] = ok
-		errRef := map[string]any{"description": "error", "content": map[string]any{"application/json": map[string]any{"schema": map[string]any{"$ref": "#/components/schemas/Error"}}}}
-		responses["default"] = errRef
-		op["responses"] = responses
+		if rt.req != nil || len(rt.query) > 0 || len(pathParams) > 0 {
+			responses["400"] = ref("BadRequest")
+		}
 		switch rt.access {
 		case accessAnyone, accessPublic:
 			op["security"] = []any{}
 		default:
 			op["security"] = []any{map[string]any{"bearer": []any{}}}
+			responses["401"] = ref("Unauthorized")
+			if rt.access == accessPerm {
+				responses["403"] = ref("Forbidden")
+			}
 		}
+		if len(pathParams) > 0 {
+			responses["404"] = ref("NotFound")
+		}
+		if rt.path == "/api/v1/auth/login" {
+			responses["429"] = ref("TooManyRequests")
+		}
+		responses["4XX"] = ref("ClientError")
+		responses["5XX"] = ref("ServerError")
+		op["responses"] = responses
 		if rt.perm != "" {
 			op["x-fedgrid-permission"] = string(rt.perm)
 		}
@@ -67,17 +99,29 @@ func (a *API) openAPI() ([]byte, error) {
 		}
 		paths[rt.path][strings.ToLower(rt.method)] = op
 	}
+	var tags []any
+	seen := map[string]bool{}
+	for _, rt := range a.routes {
+		if t := operationTag(rt.path); !seen[t] {
+			seen[t] = true
+			tags = append(tags, map[string]any{"name": t, "description": tagDescriptions[t]})
+		}
+	}
 	doc := map[string]any{
 		"openapi": "3.1.0",
 		"info": map[string]any{
 			"title":       "fedgrid gateway admin API",
 			"version":     "v1",
-			"description": `Errors are {"error": {"code", "message"}} with a 4xx/5xx status.`,
+			"description": `The HTTP API of a fedgrid gateway: users, datasets, models, jobs, nodes, the review queue, approval rules, the audit log and settings. Errors are {"error": {"code", "message"}} with a 4xx/5xx status. Epsilon amounts are given in epsilon and, exactly, in micro-epsilon (*_micro_eps); durations are in seconds.`,
+			"license":     map[string]any{"name": "see the repository", "identifier": "LicenseRef-fedgrid"},
 		},
-		"paths": paths,
+		"servers": []any{map[string]any{"url": "/", "description": "the gateway that serves this document (its --http address)"}},
+		"tags":    tags,
+		"paths":   paths,
 		"components": map[string]any{
 			"schemas":         g.components,
-			"securitySchemes": map[string]any{"bearer": map[string]any{"type": "http", "scheme": "bearer"}},
+			"responses":       responsesComp,
+			"securitySchemes": map[string]any{"bearer": map[string]any{"type": "http", "scheme": "bearer", "description": "the token of POST /api/v1/auth/login"}},
 		},
 		"security": []any{map[string]any{"bearer": []any{}}},
 	}
@@ -86,6 +130,53 @@ func (a *API) openAPI() ([]byte, error) {
 		return nil, fmt.Errorf("api: encode OpenAPI document: %w", err)
 	}
 	return b, nil
+}
+
+// repeatedParams are query parameters that may be given several times
+// (?tag=a&tag=b); their schema is an array.
+var repeatedParams = map[string]bool{"tag": true}
+
+// integerParams are query parameters that take a whole number.
+var integerParams = map[string]bool{"after": true, "limit": true, "rows": true}
+
+func querySchema(name string) map[string]any {
+	switch {
+	case repeatedParams[name]:
+		return map[string]any{"type": "array", "items": map[string]any{"type": "string"}}
+	case integerParams[name]:
+		return map[string]any{"type": "integer", "minimum": 0}
+	}
+	return map[string]any{"type": "string"}
+}
+
+// operationTag groups operations by their first path segment after /api/v1.
+func operationTag(path string) string {
+	rest, ok := strings.CutPrefix(path, "/api/v1/")
+	if !ok {
+		return "health"
+	}
+	first, _, _ := strings.Cut(rest, "/")
+	switch first {
+	case "status", "openapi.json", "setup":
+		return "gateway"
+	}
+	return first
+}
+
+var tagDescriptions = map[string]string{
+	"health":   "Liveness",
+	"gateway":  "The gateway itself: status, setup, this document",
+	"auth":     "Logging in and out",
+	"users":    "Accounts, privacy budgets and per-dataset caps",
+	"roles":    "Roles and their permissions",
+	"datasets": "CSV datasets, their tags, visibility and per-user overrides",
+	"models":   "Hosted models that data scientists train further",
+	"jobs":     "Training jobs",
+	"requests": "The review queue: release, budget and permission requests",
+	"rules":    "Approval rules",
+	"nodes":    "Enrolled nodes and join tokens",
+	"audit":    "The audit log and its hash chain",
+	"settings": "White-label settings of the admin app",
 }
 
 func operationID(rt *route) string {
@@ -124,7 +215,7 @@ func (g *schemaGen) schema(t reflect.Type) map[string]any {
 	}
 	switch t.Kind() {
 	case reflect.Pointer:
-		return g.schema(t.Elem())
+		return nullable(g.schema(t.Elem()))
 	case reflect.String:
 		return map[string]any{"type": "string"}
 	case reflect.Bool:
@@ -133,10 +224,13 @@ func (g *schemaGen) schema(t reflect.Type) map[string]any {
 		return map[string]any{"type": "integer"}
 	case reflect.Float32, reflect.Float64:
 		return map[string]any{"type": "number"}
-	case reflect.Slice, reflect.Array:
+	case reflect.Slice:
+		// encoding/json writes a nil slice as null.
+		return map[string]any{"type": []any{"array", "null"}, "items": g.schema(t.Elem())}
+	case reflect.Array:
 		return map[string]any{"type": "array", "items": g.schema(t.Elem())}
 	case reflect.Map:
-		return map[string]any{"type": "object", "additionalProperties": g.schema(t.Elem())}
+		return map[string]any{"type": []any{"object", "null"}, "additionalProperties": g.schema(t.Elem())}
 	case reflect.Interface:
 		return map[string]any{}
 	case reflect.Struct:
@@ -159,24 +253,37 @@ func (g *schemaGen) structSchema(t reflect.Type) map[string]any {
 	// Request bodies require only fields tagged required:"true"; responses
 	// always carry their non-omitempty fields.
 	isRequest := strings.HasSuffix(t.Name(), "Request") || strings.HasSuffix(t.Name(), "Form")
+	// Embedded structs (and pointers to them) are flattened, as
+	// encoding/json does: a field of the outer struct hides one of the same
+	// name inside an embedded one.
 	var walk func(t reflect.Type)
 	walk = func(t reflect.Type) {
+		var embedded []reflect.Type
 		for i := range t.NumField() {
 			f := t.Field(i)
-			if !f.IsExported() {
-				continue
-			}
 			tag := f.Tag.Get("json")
 			if tag == "-" {
 				continue
 			}
 			name, opts, _ := strings.Cut(tag, ",")
-			if f.Anonymous && name == "" && f.Type.Kind() == reflect.Struct {
-				walk(f.Type)
+			if f.Anonymous && name == "" {
+				et := f.Type
+				if et.Kind() == reflect.Pointer {
+					et = et.Elem()
+				}
+				if et.Kind() == reflect.Struct {
+					embedded = append(embedded, et)
+					continue
+				}
+			}
+			if !f.IsExported() {
 				continue
 			}
 			if name == "" {
 				name = f.Name
+			}
+			if _, dup := props[name]; dup {
+				continue
 			}
 			s := g.schema(f.Type)
 			if d := f.Tag.Get("description"); d != "" {
@@ -197,6 +304,9 @@ func (g *schemaGen) structSchema(t reflect.Type) map[string]any {
 				required = append(required, name)
 			}
 		}
+		for _, et := range embedded {
+			walk(et)
+		}
 	}
 	walk(t)
 	s := map[string]any{"type": "object", "properties": props, "additionalProperties": false}
@@ -206,10 +316,45 @@ func (g *schemaGen) structSchema(t reflect.Type) map[string]any {
 	return s
 }
 
+// nullable lets s also be null (a nil pointer).
+func nullable(s map[string]any) map[string]any {
+	with := func(types []any) map[string]any {
+		out := map[string]any{}
+		for k, v := range s {
+			out[k] = v
+		}
+		out["type"] = types
+		return out
+	}
+	switch ty := s["type"].(type) {
+	case string:
+		return with([]any{ty, "null"})
+	case []any:
+		for _, x := range ty {
+			if x == "null" {
+				return s
+			}
+		}
+		return with(append(append([]any{}, ty...), "null"))
+	}
+	if len(s) == 0 {
+		return s // anything, null included
+	}
+	return map[string]any{"anyOf": []any{s, map[string]any{"type": "null"}}}
+}
+
 func withKey(s map[string]any, k string, v any) map[string]any {
 	out := map[string]any{k: v}
 	for kk, vv := range s {
 		out[kk] = vv
 	}
 	return out
+}
+
+// OpenAPIDocument is the document GET /api/v1/openapi.json serves, built
+// without a store: for the reference manual and its linting.
+func OpenAPIDocument() ([]byte, error) {
+	a := &API{}
+	a.routes = a.routeTable()
+	return a.openAPI()
 }

@@ -349,7 +349,7 @@ func TestRoleRouteTable(t *testing.T) {
 		}
 		var jl JobList
 		e.want(e.do("GET", "/api/v1/jobs", tok, nil), 200).decode(t, &jl)
-		sawOther := slices.ContainsFunc(jl.Jobs, func(x *store.Job) bool { return x.ID == j.ID })
+		sawOther := slices.ContainsFunc(jl.Jobs, func(x JobView) bool { return x.ID == j.ID })
 		if sawOther != (want == http.StatusOK) {
 			t.Errorf("job list as %s shows others' job: %v", role, sawOther)
 		}

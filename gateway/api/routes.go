@@ -61,9 +61,9 @@ func (a *API) routeTable() []*route {
 		{method: get, path: "/api/v1/models/{id}", summary: "Get a hosted model's description (never its weights)", access: accessUser, status: 200, resp: store.HostedModel{}, handle: a.getModel},
 		{method: del, path: "/api/v1/models/{id}", summary: "Delete a hosted model (jobs already submitted keep their copy of its weights)", access: accessPerm, perm: store.PermUploadData, status: 204, handle: a.deleteModel},
 
-		{method: get, path: "/api/v1/jobs", summary: "List jobs (all with can_triage_requests, else your own), newest first", access: accessJobOwner, query: []param{{"state", "queued, running, succeeded, failed or cancelled"}, {"user_id", "only this user's jobs"}}, status: 200, resp: JobList{}, handle: a.listJobs},
-		{method: get, path: "/api/v1/jobs/{id}", summary: "Get a job", access: accessJobOwner, status: 200, resp: store.Job{}, handle: a.getJob},
-		{method: post, path: "/api/v1/jobs/{id}/cancel", summary: "Cancel a queued or running job", access: accessJobOwner, status: 200, resp: store.Job{}, handle: a.cancelJob},
+		{method: get, path: "/api/v1/jobs", summary: "List jobs (all with can_triage_requests, else your own), newest first", access: accessJobOwner, query: []param{{"state", "queued, running, succeeded, failed or cancelled"}, {"user_id", "only this user's jobs"}, {"limit", "at most this many jobs (1 to 1000; default: all)"}, {"cursor", "the next_cursor of the previous page"}}, status: 200, resp: JobList{}, handle: a.listJobs},
+		{method: get, path: "/api/v1/jobs/{id}", summary: "Get a job", access: accessJobOwner, status: 200, resp: JobView{}, handle: a.getJob},
+		{method: post, path: "/api/v1/jobs/{id}/cancel", summary: "Cancel a queued or running job", access: accessJobOwner, status: 200, resp: JobView{}, handle: a.cancelJob},
 
 		{method: get, path: "/api/v1/requests", summary: "The review queue and its history, newest first: release, budget and permission requests (all with can_triage_requests, else your own, without reviewer or unreleased metrics); pending ones carry the requester's history", access: accessUser, query: []param{{"state", "pending, approved or denied"}, {"kind", "release, budget or permission"}, {"user", "only this user's requests (user ID)"}, {"dataset", "only requests on this dataset ID"}, {"job", "only the release request of this job ID"}}, status: 200, resp: RequestList{}, handle: a.listRequests},
 		{method: get, path: "/api/v1/requests/{id}", summary: "One request with everything needed to decide it (plan table, metrics, epsilon, guarantee, requester's history); your own, or any with can_triage_requests", access: accessUser, status: 200, resp: RequestView{}, handle: a.getRequest},
@@ -568,9 +568,13 @@ func (a *API) listJobs(c *call) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	out := JobList{Jobs: make([]*store.Job, 0, len(vs))}
-	for _, v := range vs {
-		out.Jobs = append(out.Jobs, v.Job)
+	page, next, err := pageOf(vs, func(v *service.JobView) string { return v.Job.ID }, q)
+	if err != nil {
+		return nil, err
+	}
+	out := JobList{Jobs: make([]JobView, 0, len(page)), NextCursor: next}
+	for _, v := range page {
+		out.Jobs = append(out.Jobs, jobView(v.Job))
 	}
 	return out, nil
 }
@@ -580,7 +584,7 @@ func (a *API) getJob(c *call) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	return v.Job, nil
+	return jobView(v.Job), nil
 }
 
 func (a *API) cancelJob(c *call) (any, error) {
@@ -588,7 +592,7 @@ func (a *API) cancelJob(c *call) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	return v.Job, nil
+	return jobView(v.Job), nil
 }
 
 // ---- nodes

@@ -171,7 +171,21 @@ type OverrideList struct {
 
 // JobList answers GET /api/v1/jobs.
 type JobList struct {
-	Jobs []*store.Job `json:"jobs"`
+	Jobs []JobView `json:"jobs"`
+	// NextCursor, when set, fetches the next page (?cursor=) of a list cut by ?limit=.
+	NextCursor string `json:"next_cursor,omitempty" description:"pass as ?cursor= for the next page; absent on the last page"`
+}
+
+// JobView is a job as the API shows it: the stored job with its durations
+// in seconds (the stored record keeps nanoseconds; the outer field wins
+// when encoded).
+type JobView struct {
+	*store.Job
+	AttemptTimeout float64 `json:"attempt_timeout,omitempty" description:"how long one attempt may take, in seconds (absent: no limit)"`
+}
+
+func jobView(j *store.Job) JobView {
+	return JobView{Job: j, AttemptTimeout: j.AttemptTimeout.Seconds()}
 }
 
 // NodeList answers GET /api/v1/nodes.

@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/dgraph-io/badger/v4"
@@ -205,6 +206,8 @@ func (s *Store) VerifyAudit() (int, error) {
 // refuses a directory that holds no store (rather than creating one), opens
 // the store read-only, and falls back to a normal open only if badger refuses
 // read-only. The store must not be open elsewhere (badger locks its directory).
+//
+// A store a running gateway holds open is ErrInUse: nothing was checked.
 func VerifyAuditDir(dir string) (int, error) {
 	return VerifyAuditDirWitnessed(dir, nil)
 }
@@ -240,6 +243,10 @@ func VerifyAuditDirWitnessed(dir string, cps []Witnessed) (int, error) {
 		}
 	}
 	if err != nil {
+		// badger formats its lock error with %+v, so it can only be recognised by its text.
+		if errors.Is(err, syscall.EWOULDBLOCK) || strings.Contains(err.Error(), "Cannot acquire directory lock") {
+			return 0, fmt.Errorf("%w: %s", ErrInUse, dir)
+		}
 		return 0, fmt.Errorf("store: open %s: %w", dir, err)
 	}
 	s := &Store{db: db, log: logger, now: time.Now}

@@ -240,3 +240,21 @@ func TestAuditDetectsTampering(t *testing.T) {
 		t.Fatalf("VerifyAuditDir created %d files in an empty directory", len(ents))
 	}
 }
+
+// TestVerifyAuditDirInUse: a store a running gateway holds open is reported
+// as in use, not as a broken chain.
+func TestVerifyAuditDirInUse(t *testing.T) {
+	dir := t.TempDir()
+	s := openTest(t, dir)
+	setupTest(t, s)
+	_, err := VerifyAuditDir(dir)
+	if !errors.Is(err, ErrInUse) || errors.Is(err, ErrAuditBroken) {
+		t.Fatalf("VerifyAuditDir of an open store: %v, want ErrInUse", err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := VerifyAuditDir(dir); err != nil {
+		t.Fatalf("after Close: %v", err)
+	}
+}

@@ -25,11 +25,13 @@ import (
 
 // Sentinel errors. Callers test them with errors.Is.
 var (
-	ErrNotFound        = errors.New("store: not found")
-	ErrStale           = errors.New("store: stale attempt")
-	ErrConflictState   = errors.New("store: not allowed in the current state")
-	ErrExists          = errors.New("store: already exists")
-	ErrSetupDone       = errors.New("store: setup already done")
+	ErrNotFound      = errors.New("store: not found")
+	ErrStale         = errors.New("store: stale attempt")
+	ErrConflictState = errors.New("store: not allowed in the current state")
+	ErrExists        = errors.New("store: already exists")
+	ErrSetupDone     = errors.New("store: setup already done")
+	// ErrInUse: another process (a running gateway) has the store open.
+	ErrInUse           = errors.New("store: the database is in use by another process (a running gateway)")
 	ErrSetupRequired   = errors.New("store: setup not done")
 	ErrForbidden       = errors.New("store: permission denied")
 	ErrBadCredentials  = errors.New("store: wrong email or password")

@@ -47,7 +47,16 @@ func ExitCode(err error) int {
 // Result is filled in then too), or another error when it could not be run
 // or ctx ended first (the process is then killed).
 func (h *Harness) Run(ctx context.Context, args ...string) (*Result, error) {
+	return h.RunInput(ctx, "", args...)
+}
+
+// RunInput is Run with stdin as the command's standard input (empty: none),
+// e.g. a password for fedgrid admin login.
+func (h *Harness) RunInput(ctx context.Context, stdin string, args ...string) (*Result, error) {
 	cmd := h.command(ctx, args)
+	if stdin != "" {
+		cmd.Stdin = strings.NewReader(stdin)
+	}
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout = &stdout
 	cmd.Stderr = &stderr

@@ -13,7 +13,12 @@
 import { spawn, execFile } from 'node:child_process';
 import { mkdirSync, writeFileSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { createRequire } from 'node:module';
 import { chromium } from 'playwright-core';
+
+// axe-core (npm), injected into the page, checks every screen for WCAG A/AA
+// violations; serious and critical ones fail the flow.
+const AXE = createRequire(import.meta.url).resolve('axe-core/axe.min.js');
 
 const BIN = must('FEDGRID_BIN');
 const CHROMIUM = must('CHROMIUM');
@@ -86,8 +91,42 @@ async function stopAll() {
 // ---- browser helpers
 
 let page;
+const axeFindings = [];
+const sideways = [];
+// axeCheck runs axe-core on the page as it is and keeps its serious and
+// critical violations (reported together at the end).
+async function axeCheck(name) {
+  if (!(await page.evaluate(() => Boolean(window.axe)))) await page.addScriptTag({ path: AXE });
+  const found = await page.evaluate(async () => {
+    const r = await window.axe.run(document, { resultTypes: ['violations'], runOnly: { type: 'tag', values: ['wcag2a', 'wcag2aa', 'wcag21a', 'wcag21aa', 'best-practice'] } });
+    return r.violations.filter((v) => v.impact === 'serious' || v.impact === 'critical').map((v) => ({
+      id: v.id, impact: v.impact, help: v.help,
+      nodes: v.nodes.slice(0, 3).map((n) => `${n.target.join(' ')}: ${(n.failureSummary || '').split('\n').slice(1, 2).join(' ').trim()}`),
+    }));
+  });
+  if (found.length) axeFindings.push({ page: name, violations: found });
+}
+// noSidewaysScroll: the page is not wider than the viewport.
+async function noSidewaysScroll(name) {
+  const w = await page.evaluate(() => {
+    const vw = window.innerWidth;
+    // The outermost elements that stick out, to say what to fix.
+    const out = [...document.querySelectorAll('body *')].filter((e) => e.getBoundingClientRect().right > vw + 1 && !(e.parentElement && e.parentElement.getBoundingClientRect().right > vw + 1))
+      .slice(0, 4).map((e) => {
+        const chain = [];
+        for (let a = e; a && a !== document.body; a = a.parentElement) {
+          const cs = getComputedStyle(a);
+          chain.push(`${a.tagName.toLowerCase()}${a.className && typeof a.className === 'string' ? '.' + a.className.split(' ').join('.') : ''}[w=${Math.round(a.getBoundingClientRect().width)} ov=${cs.overflowX} d=${cs.display}]`);
+        }
+        return chain.join(' < ');
+      });
+    return { sw: document.documentElement.scrollWidth, vw, out };
+  });
+  if (w.sw > w.vw) sideways.push(`${name}: ${w.sw} px wide in a ${w.vw} px viewport: ${w.out.join(', ')}`);
+}
 async function shot(name, fullPage = false) {
   await page.waitForTimeout(150);
+  await axeCheck(name);
   await page.screenshot({ path: join(OUT, `${name}.png`), fullPage });
   log('screenshot', name);
 }
@@ -133,13 +172,14 @@ async function main() {
       ...(TLS_SPKI ? [`--ignore-certificate-errors-spki-list=${TLS_SPKI}`] : [])],
   });
   try {
-    const ctx = await browser.newContext({ viewport: DESKTOP });
+    // bypassCSP lets the test inject axe-core; the app itself runs under the gateway's CSP.
+    const ctx = await browser.newContext({ viewport: DESKTOP, bypassCSP: true });
     page = await ctx.newPage();
     const consoleErrors = [];
     page.on('console', (m) => { if (m.type() === 'error' && !/Failed to load resource/.test(m.text())) consoleErrors.push(m.text()); });
     page.on('pageerror', (e) => consoleErrors.push(String(e)));
 
-    // 1. A fresh gateway opens on Setup.
+    // 1. A fresh gateway opens on Setup (with the app's favicon).
     const adminResp = await page.goto(`${gw.http}/admin/`);
     if (TLS_CERT) {
       const sec = await adminResp.securityDetails();
@@ -147,6 +187,8 @@ async function main() {
       log('admin app over', sec.protocol, 'certificate', sec.subjectName);
     }
     await page.getByRole('heading', { name: 'Set up this gateway', exact: true }).waitFor();
+    const icon = await page.evaluate(() => document.querySelector('link[rel=icon]')?.href);
+    if (!icon || (await page.evaluate(async (u) => (await fetch(u)).status, icon)) !== 200) throw new Error(`favicon ${icon} does not load`);
     await shot('01-setup-1280');
     if (!gw.setupToken) throw new Error('the fresh gateway printed no setup-token line');
     await page.getByLabel('Setup token').fill(gw.setupToken);
@@ -216,6 +258,26 @@ async function main() {
     await page.locator('tr[data-user="scientist@lab.example"]').waitFor();
     await shot('03-users-1280');
 
+    // Dataset edit: description, a per-user override and an epsilon cap.
+    await goto('datasets');
+    await page.locator('tr[data-dataset="pima-diabetes"]').getByRole('button', { name: 'pima-diabetes' }).click();
+    const edit = page.getByRole('form', { name: 'Edit pima-diabetes' });
+    await edit.getByLabel('Description').fill('Pima Indians diabetes study, 768 women');
+    await edit.getByRole('button', { name: 'Save dataset' }).click();
+    await okNotice(/Saved pima-diabetes/);
+    const ovf = page.getByRole('form', { name: 'Set an override' });
+    await ovf.getByLabel('User').selectOption({ label: 'scientist@lab.example' });
+    await ovf.getByLabel('May train').selectOption('yes');
+    await ovf.getByRole('button', { name: 'Set override' }).click();
+    await okNotice(/Override saved/);
+    await page.getByRole('table', { name: 'Overrides on pima-diabetes' }).locator('td', { hasText: 'scientist@lab.example' }).waitFor();
+    const capf = page.getByRole('form', { name: 'Set a cap' });
+    await capf.getByLabel('User').selectOption({ label: 'scientist@lab.example' });
+    await capf.getByLabel('Cap ε (empty: no cap)').fill('15');
+    await capf.getByRole('button', { name: 'Set cap' }).click();
+    await okNotice(/Cap saved/);
+    await shot('02b-dataset-edit-1280', true);
+
     // Roles: the permission matrix.
     await goto('roles');
     await page.getByRole('checkbox', { name: 'Compliance Officer: upload data' }).waitFor();
@@ -226,7 +288,7 @@ async function main() {
     await page.getByRole('button', { name: 'Issue join token' }).click();
     await okNotice(/Join token issued/);
     const token = (await page.getByTestId('join-token').textContent()).trim();
-    await startPeer('node', ['node', '--data', join(WORK, 'node'), '--network', NETWORK, '--listen', '/ip4/127.0.0.1/tcp/0',
+    const nodePeer = await startPeer('node', ['node', '--data', join(WORK, 'node'), '--network', NETWORK, '--listen', '/ip4/127.0.0.1/tcp/0',
       '--bootstrap', net.addrs[0], '--gateway', gw.addrs[0], '--join-token', token, '--slots', '1']);
     await page.locator('tr[data-node]').first().waitFor({ timeout: 20000 });
     await page.locator('tr[data-node] .badge', { hasText: 'healthy' }).first().waitFor({ timeout: 20000 });
@@ -274,6 +336,45 @@ async function main() {
     // Log out; the officer logs in.
     await page.getByRole('button', { name: 'Log out' }).click();
     await login('officer@hospital-a.example', 'user password 1');
+    // The Review queue link shows the pending release.
+    await page.getByTestId('pending-badge').filter({ hasText: /^[12]$/ }).waitFor({ timeout: 60000 });
+    // A second job, to cancel from the Jobs page (the first one's training is
+    // over: its release waits for review): the node is stopped first,
+    // so that it stays queued.
+    await new Promise((r) => { nodePeer.proc.removeAllListeners('exit'); nodePeer.proc.once('exit', r); nodePeer.proc.kill('SIGTERM'); });
+    // Without DP-SGD, so that it reserves no epsilon (its result would need review all the same).
+    const long = { ...plan, train: { ...plan.train, epochs: 5000 } };
+    delete long.privacy;
+    const longFile = join(WORK, 'long.json');
+    writeFileSync(longFile, JSON.stringify(long));
+    const longJob = JSON.parse((await cli(['train', ...sciArgs, '--dataset', `${gw.peer}/${dsID}`, '--plan', longFile, '--json'], 60000)).stdout);
+
+    // Jobs: both jobs, a filter, a job's detail, and cancelling the long one.
+    await goto('jobs');
+    await page.locator(`tr[data-job="${job.id}"]`).waitFor({ timeout: 15000 });
+    await page.locator(`tr[data-job="${longJob.id}"]`).waitFor();
+    // The list is paginated by the API (?limit=, next_cursor): two jobs fit on page 1.
+    const pager = page.getByRole('navigation', { name: 'Pages of jobs' });
+    await pager.getByText('Page 1').waitFor();
+    if (await pager.getByRole('button', { name: 'Next page' }).isEnabled()) throw new Error('Next page enabled with two jobs');
+    await page.getByLabel('State').selectOption('succeeded');
+    await page.locator(`tr[data-job="${longJob.id}"]`).waitFor({ state: 'detached' });
+    await page.getByLabel('State').selectOption('');
+    await page.locator(`tr[data-job="${job.id}"]`).getByRole('button', { name: job.id }).click();
+    await page.getByRole('heading', { name: `Job ${job.id}` }).waitFor();
+    await shot('13-jobs-1280', true);
+    await page.getByRole('button', { name: `Cancel job ${longJob.id}` }).click();
+    await okNotice(new RegExp(`Job ${longJob.id} cancelled`));
+    await page.locator(`tr[data-job="${longJob.id}"] .badge.s-cancelled`).waitFor();
+    // A notice stays on its page: going elsewhere clears it.
+    await page.waitForTimeout(1600);
+    await goto('models');
+    if (await page.getByTestId('notice-ok').count()) throw new Error('the cancel notice followed to the Models page');
+    await shot('14-models-1280');
+    // An unknown page says so.
+    await goto('no-such-page');
+    await page.getByRole('heading', { name: 'Page not found', exact: true }).waitFor();
+    await shot('15-not-found-1280');
     await goto('dashboard');
     await page.locator('.stat', { hasText: 'succeeded' }).locator('.stat-val', { hasText: '1' }).waitFor({ timeout: 15000 });
     await shot('07-dashboard-officer-1280');
@@ -327,10 +428,12 @@ async function main() {
     await page.locator('.hbar', { hasText: 'scientist@lab.example' }).waitFor().catch(() => log('no epsilon bar yet'));
     await shot('11-dashboard-owner-1280');
 
-    // Phone width: the same pages, with the menu.
+    // Phone width (390 px): every page, none wider than the screen.
     await page.setViewportSize(PHONE);
-    for (const r of ['dashboard', 'users', 'datasets', 'review', 'audit']) {
+    for (const r of ['dashboard', 'review', 'users', 'roles', 'datasets', 'jobs', 'models', 'nodes', 'audit', 'settings', 'no-such-page']) {
       await goto(r);
+      await page.waitForTimeout(300);
+      await noSidewaysScroll(`${r} at 390 px`);
       await shot(`20-${r}-phone`);
     }
     await page.getByRole('button', { name: 'Menu' }).click();
@@ -340,6 +443,11 @@ async function main() {
     await shot('21-menu-phone');
 
     if (consoleErrors.length) throw new Error(`browser console errors: ${consoleErrors.join('\n')}`);
+    const problems = [];
+    if (sideways.length) problems.push(`pages that scroll sideways:\n${sideways.join('\n')}`);
+    if (axeFindings.length) problems.push(`axe-core: serious or critical violations:\n${JSON.stringify(axeFindings, null, 1)}`);
+    if (problems.length) throw new Error(problems.join('\n'));
+    log('axe-core: no serious or critical violation on any screen; no page wider than 390 px');
     await ctx.close();
   } catch (e) {
     if (page) await page.screenshot({ path: join(OUT, 'failure.png') }).catch(() => {});

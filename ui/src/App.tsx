@@ -1,6 +1,6 @@
 import { createContext, useCallback, useContext, useEffect, useState, type ReactElement } from 'react';
 import { api, apiBaseLabel, getToken, onUnauthorized, setToken, type Settings, type Status, type User } from './api';
-import { errorText, useNotice } from './ui';
+import { Page, errorText, useLoad, useNotice } from './ui';
 import { SetupPage, LoginPage } from './pages/Auth';
 import { DashboardPage } from './pages/Dashboard';
 import { ReviewPage } from './pages/Review';
@@ -10,6 +10,8 @@ import { DatasetsPage } from './pages/Datasets';
 import { NodesPage } from './pages/Nodes';
 import { AuditPage } from './pages/Audit';
 import { SettingsPage } from './pages/Settings';
+import { JobsPage } from './pages/Jobs';
+import { ModelsPage } from './pages/Models';
 
 // Routing is by hash (#/users), so the built files work from any static host
 // as well as from the gateway's /admin/.
@@ -36,6 +38,8 @@ const PAGES: { route: string; title: string; perm?: string; el: () => ReactEleme
   { route: 'users', title: 'Users', perm: 'can_create_users', el: () => <UsersPage /> },
   { route: 'roles', title: 'Roles', perm: 'can_edit_roles', el: () => <RolesPage /> },
   { route: 'datasets', title: 'Datasets', el: () => <DatasetsPage /> },
+  { route: 'jobs', title: 'Jobs', el: () => <JobsPage /> },
+  { route: 'models', title: 'Models', el: () => <ModelsPage /> },
   { route: 'nodes', title: 'Nodes', perm: 'can_manage_infrastructure', el: () => <NodesPage /> },
   { route: 'audit', title: 'Audit log', perm: 'can_edit_settings', el: () => <AuditPage /> },
   { route: 'settings', title: 'Settings', el: () => <SettingsPage /> },
@@ -124,8 +128,9 @@ export function App() {
   const perms = new Set(me.permissions ?? []);
   const can = (p: string) => perms.has(p);
   const visible = PAGES.filter((p) => !p.perm || can(p.perm));
-  const current = PAGES.find((p) => p.route === route) ?? PAGES[0];
-  const allowed = !current.perm || can(current.perm);
+  const found = PAGES.find((p) => p.route === route);
+  const current = found ?? (route ? null : PAGES[0]);
+  const allowed = !current?.perm || can(current.perm);
 
   return (
     <SessionCtx.Provider value={{ me, status, settings, reloadSettings, can }}>
@@ -139,7 +144,7 @@ export function App() {
           <div className="nav-brand">{header}</div>
           <ul>
             {visible.map((p) => (
-              <li key={p.route}><a href={`#/${p.route}`} aria-current={p.route === current.route ? 'page' : undefined}>{p.title}</a></li>
+              <li key={p.route}><a href={`#/${p.route}`} aria-current={p.route === current?.route ? 'page' : undefined}>{p.title}{p.route === 'review' && <PendingBadge />}</a></li>
             ))}
           </ul>
           <div className="whoami">
@@ -152,9 +157,26 @@ export function App() {
           </div>
         </nav>
         <main id="main">
-          {allowed ? current.el() : <div className="page"><h1 tabIndex={-1}>{current.title}</h1><p className="error-box" role="alert">Your role ({me.role}) lacks {current.perm}.</p></div>}
+          {!current ? <NotFoundPage route={route} /> : allowed ? current.el() : <div className="page"><h1 tabIndex={-1}>{current.title}</h1><p className="error-box" role="alert">Your role ({me.role}) lacks {current.perm}.</p></div>}
         </main>
       </div>
     </SessionCtx.Provider>
+  );
+}
+
+/** The number of requests waiting for a reviewer, next to Review queue. */
+function PendingBadge() {
+  const pending = useLoad(() => api<{ requests: unknown[] }>('GET', '/api/v1/requests?state=pending').then((r) => r.requests.length), [], 10000);
+  const n = pending.data ?? 0;
+  if (!n) return null;
+  return <span className="nav-badge" data-testid="pending-badge" aria-label={`${n} pending`}>{n}</span>;
+}
+
+function NotFoundPage({ route }: { route: string }) {
+  return (
+    <Page title="Page not found">
+      <p>There is no page <code>#/{route}</code> in this app.</p>
+      <p><a href="#/dashboard">Go to the dashboard</a></p>
+    </Page>
   );
 }

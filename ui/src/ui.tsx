@@ -3,13 +3,30 @@ import { ApiError } from './api';
 
 // ---- notices: every action reports success or failure with the API's own message
 
-export interface Notice { id: number; kind: 'ok' | 'error'; text: string }
+export interface Notice { id: number; kind: 'ok' | 'error'; text: string; at: number }
 interface NoticeApi { ok(text: string): void; error(e: unknown): void }
 const NoticeCtx = createContext<NoticeApi>({ ok() {}, error() {} });
 
+/** A failure as a person reads it: the API's own message, as a sentence; no codes. */
 export function errorText(e: unknown): string {
-  if (e instanceof ApiError) return e.status ? `${e.message} (${e.code}, HTTP ${e.status})` : e.message;
-  return e instanceof Error ? e.message : String(e);
+  let msg = e instanceof Error ? e.message : String(e);
+  if (e instanceof ApiError) {
+    if (e.status === 401 && e.code !== 'invalid_credentials') msg = 'Your session has ended. Please log in again.';
+    else if (e.status === 403) msg = `You are not allowed to do this: ${msg}`;
+    else if (e.status === 429) msg = `${msg}. Wait a moment and try again`;
+    else if (e.status >= 500) msg = `The gateway could not do this (${msg}). Try again; if it persists, check the gateway's log`;
+  }
+  msg = msg.trim();
+  if (!msg) return 'Something went wrong.';
+  msg = msg[0].toUpperCase() + msg.slice(1);
+  return /[.!?]$/.test(msg) ? msg : `${msg}.`;
+}
+
+/** Numbers for people: whole numbers without decimals, others with at most four. */
+export function fmtNumber(x: number): string {
+  if (Number.isInteger(x)) return String(x);
+  if (Math.abs(x) < 0.001) return x.toPrecision(3);
+  return String(Number(x.toFixed(4)));
 }
 
 export function NoticeProvider({ children }: { children: ReactNode }) {
@@ -17,10 +34,17 @@ export function NoticeProvider({ children }: { children: ReactNode }) {
   const next = useRef(1);
   const push = useCallback((kind: Notice['kind'], text: string) => {
     const id = next.current++;
-    setList((l) => [...l.slice(-2), { id, kind, text }]);
+    setList((l) => [...l.slice(-2), { id, kind, text, at: Date.now() }]);
     setTimeout(() => setList((l) => l.filter((n) => n.id !== id)), kind === 'ok' ? 4000 : 20000);
   }, []);
   const apiv = useRef<NoticeApi>({ ok: (t) => push('ok', t), error: (e) => push('error', errorText(e)) });
+  // Notices belong to the page they were made on: moving to another page
+  // clears them, except those of the action that moved (made just before).
+  useEffect(() => {
+    const f = () => setList((l) => l.filter((n) => Date.now() - n.at < 1500));
+    window.addEventListener('hashchange', f);
+    return () => window.removeEventListener('hashchange', f);
+  }, []);
   return (
     <NoticeCtx.Provider value={apiv.current}>
       {children}

@@ -33,7 +33,7 @@ export function AuditPage() {
         <label>Search shown entries<input name="text" value={text} onChange={(e) => setText(e.target.value)} /></label>
       </form>
       <LoadError error={entries.error} />
-      <div className="table-wrap"><table className="audit">
+      <div className="table-wrap" tabIndex={0}><table className="audit">
         <thead><tr><th>Seq</th><th>Time</th><th>Actor</th><th>Action</th><th>Target</th><th>Detail</th><th>Hash</th></tr></thead>
         <tbody>{shown.map((e) => (
           <tr key={e.seq}><td>{e.seq}</td><td>{fmtTime(e.time)}</td><td><code>{short(e.actor) === '—' ? 'system' : short(e.actor)}</code></td><td><code>{e.action}</code></td><td><code>{e.target}</code></td>

@@ -7,10 +7,10 @@ const STATES = ['queued', 'running', 'succeeded', 'failed', 'cancelled'];
 /** A node is healthy when seen within 30 s, stale within 5 min, else offline. */
 export function nodeHealth(n: Node): { label: string; color: string } {
   const age = (Date.now() - new Date(n.last_seen).getTime()) / 1000;
-  if (!n.last_seen || n.last_seen.startsWith('0001-')) return { label: 'never seen', color: '#8a94a6' };
-  if (age < 30) return { label: 'healthy', color: '#1f9d55' };
-  if (age < 300) return { label: 'stale', color: '#c9a227' };
-  return { label: 'offline', color: '#d64545' };
+  if (!n.last_seen || n.last_seen.startsWith('0001-')) return { label: 'never seen', color: '#5f6b7a' };
+  if (age < 30) return { label: 'healthy', color: '#17733f' };
+  if (age < 300) return { label: 'stale', color: '#8a6d00' };
+  return { label: 'offline', color: '#b42f2f' };
 }
 
 /** Buckets jobs by creation time (hours for a day's span, else days), counting each job's current state. */
@@ -84,7 +84,7 @@ export function DashboardPage() {
           <h2>Recent jobs</h2>
           <LoadError error={jobs.error} />
           {!js.length && <p className="muted">No jobs yet.</p>}
-          <div className="table-wrap"><table>
+          <div className="table-wrap" tabIndex={0}><table>
             <thead><tr><th>Job</th><th>State</th><th>User</th><th>Created</th></tr></thead>
             <tbody>{js.slice(0, 8).map((j) => (
               <tr key={j.id}><td><code>{short(j.id)}</code></td><td><span className={`badge s-${j.state}`}>{j.state}</span></td><td>{userName(j.user_id)}</td><td>{fmtTime(j.created_at)}</td></tr>

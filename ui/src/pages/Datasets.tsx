@@ -1,3 +1,4 @@
+import { DatasetEdit } from './DatasetEdit';
 import { useRef, useState, type FormEvent } from 'react';
 import { api, type Dataset } from '../api';
 import { useSession } from '../App';
@@ -13,7 +14,7 @@ export function DatasetsPage() {
       <LoadError error={ds.error} />
       <h2>Datasets on this gateway</h2>
       {ds.data && !ds.data.length && <p className="muted">No datasets yet.</p>}
-      <div className="table-wrap"><table>
+      <div className="table-wrap" tabIndex={0}><table>
         <thead><tr><th>Name</th><th>Tags</th><th>Visibility</th><th>Rows × columns</th><th>Indexing (DHT)</th><th>Uploaded</th><th><span className="sr-only">Actions</span></th></tr></thead>
         <tbody>{(ds.data ?? []).map((d) => (
           <DatasetRow key={d.id} d={d} open={open === d.id} toggle={() => setOpen(open === d.id ? null : d.id)} canWrite={can('can_upload_data')} onChange={ds.reload} />
@@ -76,10 +77,11 @@ function DatasetRow({ d, open, toggle, canWrite, onChange }: { d: Dataset; open:
         <tr className="detail"><td colSpan={7}>
           {d.description && <p>{d.description}</p>}
           <h3>Schema</h3>
-          <div className="table-wrap"><table className="compact"><thead><tr><th>#</th><th>Column</th><th>Type</th></tr></thead>
+          <div className="table-wrap" tabIndex={0}><table className="compact"><thead><tr><th>#</th><th>Column</th><th>Type</th></tr></thead>
             <tbody>{d.columns.map((c, i) => <tr key={c.name}><td>{i + 1}</td><td><code>{c.name}</code></td><td>{c.type}</td></tr>)}</tbody></table></div>
           <h3>Synthetic preview</h3>
           <SyntheticPreview d={d} />
+          {canWrite && <DatasetEdit d={d} onChange={onChange} />}
         </td></tr>
       )}
     </>
@@ -97,7 +99,7 @@ function SyntheticPreview({ d }: { d: Dataset }) {
   return (
     <>
       <p className="muted small">Synthetic rows: each cell drawn on its own from that column's {pv.dp ? `differentially private marginal (ε ${pv.epsilon}, δ ${pv.delta}, spent once per dataset version)` : 'marginal'}; no row is a real row.</p>
-      <div className="table-wrap"><table className="compact" aria-label={`Synthetic preview of ${d.name}`}><thead><tr>{pv.columns.map((c) => <th key={c}>{c}</th>)}</tr></thead>
+      <div className="table-wrap" tabIndex={0}><table className="compact" aria-label={`Synthetic preview of ${d.name}`}><thead><tr>{pv.columns.map((c) => <th key={c}>{c}</th>)}</tr></thead>
         <tbody>{pv.rows.map((r, i) => <tr key={i}>{r.map((v, j) => <td key={j}>{v}</td>)}</tr>)}</tbody></table></div>
     </>
   );

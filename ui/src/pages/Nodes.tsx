@@ -30,7 +30,7 @@ export function NodesPage() {
       <LoadError error={nodes.error} />
       <h2>Enrolled nodes</h2>
       {nodes.data && !nodes.data.length && <p className="muted">No nodes enrolled yet.</p>}
-      <div className="table-wrap"><table>
+      <div className="table-wrap" tabIndex={0}><table>
         <thead><tr><th>Peer ID</th><th>Health</th><th>Slots</th><th>Version</th><th>Enrolled</th><th>Last seen</th><th><span className="sr-only">Actions</span></th></tr></thead>
         <tbody>{(nodes.data ?? []).map((n) => { const h = nodeHealth(n); return (
           <tr key={n.peer_id} data-node={n.peer_id}>

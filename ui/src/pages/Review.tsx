@@ -109,7 +109,7 @@ function RequestDetail({ r, all, dsName, ds, onDecided }: { r: ReviewRequest; al
       </>}
       <h3>Requester's history</h3>
       <LoadError error={history.error} />
-      <div className="table-wrap"><table className="compact">
+      <div className="table-wrap" tabIndex={0}><table className="compact">
         <thead><tr><th>Job</th><th>Dataset</th><th>State</th><th>Release</th><th>Created</th></tr></thead>
         <tbody>{(history.data ?? []).filter((j) => !j.parent_id).slice(0, 10).map((j) => (
           <tr key={j.id}><td><code>{short(j.id)}</code>{j.id === r.job_id && ' (this one)'}</td><td>{dsName(j.dataset_id)}</td><td>{j.state}</td><td>{(j as Job & { release?: string }).release ?? '—'}</td><td>{fmtTime(j.created_at)}</td></tr>
@@ -138,7 +138,7 @@ export function PlanTable({ plan }: { plan: Plan }) {
   return (
     <>
       <p>{plan.model ? <>Trains the hosted model <code>{plan.model}</code>. </> : null}Features: {(plan.features ?? []).map((f) => <code key={f} className="tag">{f}</code>)} → label <code>{plan.label}</code></p>
-      <div className="table-wrap"><table className="compact plan">
+      <div className="table-wrap" tabIndex={0}><table className="compact plan">
         <thead><tr><th>#</th><th>Operation</th><th>Inputs</th><th>Output</th><th>Parameters</th></tr></thead>
         <tbody>
           {(plan.preprocess ?? []).map((p, i) => <tr key={`p${i}`} className="muted"><td>pre</td><td>{p.op}</td><td>{String(p.column ?? 'features')}</td><td>x</td><td></td></tr>)}

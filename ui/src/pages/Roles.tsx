@@ -21,7 +21,7 @@ export function RolesPage() {
     <Page title="Roles">
       <p className="muted">Each row is a role, each column a permission. The Owner role holds every permission and cannot change.</p>
       <LoadError error={roles.error} />
-      <div className="table-wrap"><table className="matrix">
+      <div className="table-wrap" tabIndex={0}><table className="matrix">
         <thead><tr><th>Role</th>{PERMISSIONS.map((p) => <th key={p} scope="col"><span className="vert">{label(p)}</span></th>)}<th><span className="sr-only">Actions</span></th></tr></thead>
         <tbody>{(roles.data ?? []).map((r) => <RoleRow key={r.name + r.permissions.join()} r={r} onChange={roles.reload} />)}</tbody>
       </table></div>

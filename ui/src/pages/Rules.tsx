@@ -29,7 +29,7 @@ export function RulesPanel() {
       <p className="muted">A rule approves DP-SGD releases on datasets carrying every one of its tags, for the given roles, up to its epsilon, at most quota times. Plans without DP-SGD always come to this queue.</p>
       <LoadError error={rules.error} />
       {rules.data && rules.data.length > 0 && (
-        <div className="table-wrap"><table className="compact">
+        <div className="table-wrap" tabIndex={0}><table className="compact">
           <thead><tr><th>Tags</th><th>Roles</th><th>Max ε</th><th>Used / quota</th><th>Expires</th><th>Note</th><th><span className="sr-only">Actions</span></th></tr></thead>
           <tbody>{rules.data.map((r) => (
             <tr key={r.id} className={r.disabled ? 'muted' : ''}>

@@ -24,7 +24,7 @@ export function UsersPage() {
       <CreateUser roles={roleNames} onCreated={users.reload} budget={can('can_manage_privacy_budget')} />
       <LoadError error={users.error} />
       <h2>All users</h2>
-      <div className="table-wrap"><table className="users">
+      <div className="table-wrap" tabIndex={0}><table className="users">
         <thead><tr><th>Email / name</th><th>Role</th><th>Budget ε (left)</th><th>Spent / reserved ε</th><th>Peer ID</th><th><span className="sr-only">Actions</span></th></tr></thead>
         <tbody>{(users.data ?? []).map((u) => <UserRow key={u.id} u={u} roles={roleNames} onChange={users.reload} budget={can('can_manage_privacy_budget')}
           ownerOnly={!isOwner && u.id !== me.id && (u.role === 'Owner' || privileged.has(u.role))} />)}</tbody>
