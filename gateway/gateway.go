@@ -201,15 +201,19 @@ type Gateway struct {
 	offerSeq  int64
 	offerMu   sync.Mutex
 	offered   map[string]*offerState // queued job -> its offers so far
-	capacity  capacity
-	touchMu   sync.Mutex
-	touched   map[peer.ID]time.Time // node -> last stored last-seen
-	servedMu  sync.Mutex
-	served    map[string]time.Time // user -> last grant, for fair offers
-	gater     *denyGater
-	metrics   *metrics
-	index     atomic.Pointer[indexTable] // set by the provide loop while it runs
-	fed       fedParts                   // this gateway's rounds in federations (fedpart.go)
+	// offerSlots bounds the direct offers awaiting an answer; offerBacklog
+	// records that a job waited for one of them.
+	offerSlots   chan struct{}
+	offerBacklog atomic.Bool
+	capacity     capacity
+	touchMu      sync.Mutex
+	touched      map[peer.ID]time.Time // node -> last stored last-seen
+	servedMu     sync.Mutex
+	served       map[string]time.Time // user -> last grant, for fair offers
+	gater        *denyGater
+	metrics      *metrics
+	index        atomic.Pointer[indexTable] // set by the provide loop while it runs
+	fed          fedParts                   // this gateway's rounds in federations (fedpart.go)
 
 	closeOnce sync.Once
 	closeErr  error
@@ -222,7 +226,7 @@ func Start(ctx context.Context, cfg Config) (_ *Gateway, err error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	g := &Gateway{cfg: cfg, log: cfg.Logger, kick: make(chan struct{}, 1), provideCh: make(chan struct{}, 1), coordKick: make(chan struct{}, 1),
+	g := &Gateway{cfg: cfg, log: cfg.Logger, kick: make(chan struct{}, 1), offerSlots: make(chan struct{}, maxOffersInFlight), provideCh: make(chan struct{}, 1), coordKick: make(chan struct{}, 1),
 		tables: newTableCache(cfg.TableCacheBytes)}
 	defer func() {
 		if err != nil {

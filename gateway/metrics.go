@@ -18,6 +18,9 @@ type metrics struct {
 	leaseExpiries prometheus.Counter
 	grants        prometheus.Counter
 	claims        prometheus.Counter
+	directOffers  prometheus.Counter
+	gossipSends   prometheus.Counter
+	nodeRequests  prometheus.Counter
 	dispatch      prometheus.Histogram
 }
 
@@ -35,6 +38,9 @@ func newMetrics(g *Gateway) *metrics {
 	m.leaseExpiries = counter("lease_expiries_total", "Leases lost because a node stopped heartbeating or ran out of time.")
 	m.grants = counter("lease_grants_total", "Leases granted to nodes (one per attempt).")
 	m.claims = counter("claims_total", "Claims received from nodes, granted or not.")
+	m.directOffers = counter("offers_direct_total", "Jobs offered to one node over a direct stream.")
+	m.gossipSends = counter("offer_gossip_sends_total", "Gossiped offers times the nodes subscribed when each was published.")
+	m.nodeRequests = counter("node_requests_total", "Requests received from enrolled nodes (pings, claims, fetches, heartbeats, results).")
 	m.dispatch = prometheus.NewHistogram(prometheus.HistogramOpts{
 		Namespace: "fedgrid", Name: "dispatch_latency_seconds",
 		Help:    "Time from a job entering the queue to a node's lease on it.",
