@@ -68,6 +68,10 @@ type Config struct {
 	OfferTTL      time.Duration // how long one offer is valid; default 30 s
 	Reprovide     time.Duration // re-provide tags; default 1 h (records live 48 h)
 
+	// MaxConns is how many libp2p connections the gateway holds: its
+	// nodes, data scientists and other peers; default 4096.
+	MaxConns int
+
 	MaxAttempts    int           // retry budget per job; default 3
 	AttemptTimeout time.Duration // one attempt; default 1 h
 	JobTimeout     time.Duration // whole job, queue time included; default 24 h
@@ -109,6 +113,7 @@ func DefaultConfig() Config {
 		MaxRounds:       100,
 		TableCacheBytes: 256 << 20,
 		WitnessInterval: 30 * time.Second,
+		MaxConns:        4096,
 	}
 }
 
@@ -141,6 +146,7 @@ func (c *Config) defaults() {
 	setZero(&c.MaxRounds, d.MaxRounds)
 	setZero(&c.TableCacheBytes, d.TableCacheBytes)
 	setZero(&c.WitnessInterval, d.WitnessInterval)
+	setZero(&c.MaxConns, d.MaxConns)
 }
 
 func setZero[T comparable](field *T, def T) {
@@ -260,7 +266,7 @@ func Start(ctx context.Context, cfg Config) (_ *Gateway, err error) {
 	g.peer, err = p2p.New(ctx, p2p.Config{
 		DataDir: cfg.DataDir, Network: cfg.Network, Listen: cfg.Listen, Bootstrap: cfg.Bootstrap,
 		DHTMode: p2p.DHTServer, PSK: cfg.PSK, Logger: cfg.Logger.With("sub", "p2p"), Gater: g.gater,
-		NewHost: cfg.NewHost, Role: p2p.RoleGateway, Reach: cfg.Reach,
+		NewHost: cfg.NewHost, Role: p2p.RoleGateway, Reach: cfg.Reach, MaxConns: cfg.MaxConns,
 	})
 	if err != nil {
 		return nil, err

@@ -21,6 +21,7 @@ type metrics struct {
 	directOffers  prometheus.Counter
 	gossipSends   prometheus.Counter
 	nodeRequests  prometheus.Counter
+	pings         prometheus.Counter
 	dispatch      prometheus.Histogram
 }
 
@@ -40,6 +41,7 @@ func newMetrics(g *Gateway) *metrics {
 	m.claims = counter("claims_total", "Claims received from nodes, granted or not.")
 	m.directOffers = counter("offers_direct_total", "Jobs offered to one node over a direct stream.")
 	m.gossipSends = counter("offer_gossip_sends_total", "Gossiped offers times the nodes subscribed when each was published.")
+	m.pings = counter("node_pings_total", "Pings received from enrolled nodes.")
 	m.nodeRequests = counter("node_requests_total", "Requests received from enrolled nodes (pings, claims, fetches, heartbeats, results).")
 	m.dispatch = prometheus.NewHistogram(prometheus.HistogramOpts{
 		Namespace: "fedgrid", Name: "dispatch_latency_seconds",

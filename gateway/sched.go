@@ -3,6 +3,7 @@ package gateway
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"math/rand/v2"
 	"slices"
 	"sync"
@@ -324,7 +325,7 @@ const maxDirect = 2
 const maxOffersInFlight = 64
 
 // offerTimeout bounds one direct offer, dial included.
-const offerTimeout = 2 * time.Second
+const offerTimeout = 3 * time.Second
 
 // offerDirect offers job to node p over a stream and records the answer: a
 // node that declines or does not answer is passed over, and the job goes to
@@ -346,13 +347,16 @@ func (g *Gateway) offerDirect(ctx context.Context, o wire.DirectOffer, p peer.ID
 	default:
 		g.capacity.answered(p, ans.Free)
 	}
+	// A node that got the offer but was slow to answer (a busy machine) is
+	// not gone: the job goes directly to another node rather than to gossip.
+	unreached := errors.Is(err, p2p.ErrNoStream)
 	g.offerMu.Lock()
 	if st := g.offered[job]; st != nil && st.to == p {
 		st.inFlight = false
 		if !accepted {
 			st.to = "" // offer it again now, to another node
 		}
-		if err != nil {
+		if unreached {
 			st.unreached = append(st.unreached, p)
 		}
 	}
@@ -425,6 +429,7 @@ func (g *Gateway) servedUser(user string) {
 
 func (g *Gateway) handlePing(_ context.Context, c caller, req *wire.PingRequest) (*wire.Ack, error) {
 	from := c.peer
+	g.metrics.pings.Inc()
 	// The scheduler builds one entry per free slot on every offer tick.
 	if req.Slots < 1 || req.Slots > wire.MaxSlots || req.Free < 0 || req.Free > req.Slots {
 		return nil, p2p.Errorf(p2p.CodeBadRequest, "slots must be between 1 and %d and free between 0 and slots, got slots %d free %d", wire.MaxSlots, req.Slots, req.Free)
