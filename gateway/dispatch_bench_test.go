@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime/pprof"
 	"sort"
 	"strconv"
 	"strings"
@@ -67,6 +68,17 @@ func TestBenchGatewayHelper(t *testing.T) {
 		HTTPAddr: "127.0.0.1:0", Name: "bench"}
 	if os.Getenv("FEDGRID_BENCH_LOG") != "" { // debugging a run: the gateway's log on stderr
 		cfg.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
+	if path := os.Getenv("FEDGRID_BENCH_CPUPROFILE"); path != "" { // profiling a run
+		f, err := os.Create(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			t.Fatal(err)
+		}
+		defer pprof.StopCPUProfile()
 	}
 	gw, err := gateway.Start(context.Background(), cfg)
 	if err != nil {
@@ -284,8 +296,12 @@ func benchDispatch(b *testing.B, nodes int) {
 		go func() {
 			defer wg.Done()
 			for i := range next {
-				nd, err := node.Start(ctx, node.Config{DataDir: filepath.Join(dir, fmt.Sprintf("node%d", i)), Network: "gwbench",
-					Listen: []string{loopback}, Gateway: gw.addr, JoinToken: tokens[i]})
+				cfg := node.Config{DataDir: filepath.Join(dir, fmt.Sprintf("node%d", i)), Network: "gwbench",
+					Listen: []string{loopback}, Gateway: gw.addr, JoinToken: tokens[i]}
+				if os.Getenv("FEDGRID_BENCH_LOG") != "" {
+					cfg.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug})).With("node", i)
+				}
+				nd, err := node.Start(ctx, cfg)
 				mu.Lock()
 				if err != nil && startErr == nil {
 					startErr = err
@@ -329,6 +345,17 @@ func benchDispatch(b *testing.B, nodes int) {
 
 	b.Run(fmt.Sprintf("nodes=%d", nodes), func(b *testing.B) {
 		idleRSS := rss(b, gw.cmd.Process.Pid)
+		if path := os.Getenv("FEDGRID_BENCH_NODES_CPUPROFILE"); path != "" && b.N > 1 { // profiling the nodes' side of a burst
+			f, err := os.Create(path)
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer f.Close()
+			if err := pprof.StartCPUProfile(f); err != nil {
+				b.Fatal(err)
+			}
+			defer pprof.StopCPUProfile()
+		}
 		m0, cpu0 := gw.metrics(b), gw.cpu(b)
 		b.ResetTimer()
 		start := time.Now()
@@ -355,12 +382,16 @@ func benchDispatch(b *testing.B, nodes int) {
 		if firstErr != nil {
 			b.Fatal(firstErr)
 		}
-		// Wait for the last result, watching the completion counter.
-		for gw.metrics(b)["fedgrid_jobs_completed_total"]-m0["fedgrid_jobs_completed_total"] < float64(b.N) {
+		// Wait for the last job to end, watching the gateway's counters
+		// (reading every job while they run would load the gateway).
+		ended := func(m map[string]float64) float64 {
+			return m["fedgrid_jobs_completed_total"] + m["fedgrid_jobs_failed_total"] + m["fedgrid_jobs_cancelled_total"]
+		}
+		for ended(gw.metrics(b))-ended(m0) < float64(b.N) {
 			if ctx.Err() != nil {
 				b.Fatal("benchmark timed out")
 			}
-			time.Sleep(10 * time.Millisecond)
+			time.Sleep(20 * time.Millisecond)
 		}
 		elapsed := time.Since(start)
 		b.StopTimer()

@@ -6,6 +6,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/fedgrid/fedgrid/wire"
 )
 
 // metrics are the gateway's Prometheus series, served at GET /metrics.
@@ -53,18 +55,18 @@ func newMetrics(g *Gateway) *metrics {
 		m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: "fedgrid", Name: name, Help: help}, f))
 	}
 	gauge("jobs_queued", "Jobs waiting for a node.", func() float64 {
-		q, err := g.store.QueuedJobs()
+		n, err := g.store.CountJobs(wire.StateQueued)
 		if err != nil {
 			return -1
 		}
-		return float64(len(q))
+		return float64(n)
 	})
 	gauge("jobs_running", "Jobs leased to a node.", func() float64 {
-		r, err := g.store.RunningJobs()
+		n, err := g.store.CountJobs(wire.StateRunning)
 		if err != nil {
 			return -1
 		}
-		return float64(len(r))
+		return float64(n)
 	})
 	gauge("nodes_live", "Enrolled nodes that pinged lately.", func() float64 {
 		_, live := g.capacity.free(g.cfg.Now())

@@ -16,8 +16,11 @@ import (
 	"github.com/fedgrid/fedgrid/wire"
 )
 
-// PingInterval is how often an idle node tells its gateway it is alive.
-const PingInterval = 2 * time.Second
+// PingInterval is how often an idle node tells its gateway it is alive (a
+// node also pings at once when a slot comes free). Every ping is a stream:
+// with a thousand nodes, pings every 2 s cost the gateway more CPU than its
+// jobs did (BENCHMARKS.md, issue 18).
+const PingInterval = 5 * time.Second
 
 // nodeLive is what the gateway knows of a node between its pings.
 type nodeLive struct {
@@ -296,7 +299,7 @@ func (g *Gateway) publishOffers(ctx context.Context) {
 			}
 			p, ok := g.capacity.pick(now, st.unreached, j.MemoryBytes)
 			if ok {
-				st.to, st.at, st.inFlight = p, now, true
+				st.to, st.at, st.inFlight, st.accepted = p, now, true, false
 				o := wire.DirectOffer{Job: j.ID, Expires: expires, Memory: j.MemoryBytes}
 				g.peer.Go(func(ctx context.Context) { g.offerDirect(ctx, o, p) })
 				continue
@@ -310,7 +313,7 @@ func (g *Gateway) publishOffers(ctx context.Context) {
 		}
 		// No node has pinged yet (a restarted gateway), or direct offers
 		// of this job reached no node: gossip it to every node.
-		st.to, st.at, st.open = "", now, true
+		st.to, st.at, st.open, st.accepted = "", now, true, false
 		if !g.gossip(ctx, wire.Offer{Gateway: g.ID(), Job: j.ID, Expires: expires, Free: free, Memory: j.MemoryBytes}) {
 			return
 		}
@@ -324,8 +327,11 @@ const maxDirect = 2
 // maxOffersInFlight bounds the direct offers waiting for an answer.
 const maxOffersInFlight = 64
 
-// offerTimeout bounds one direct offer, dial included.
-const offerTimeout = 3 * time.Second
+// offerTimeout bounds one direct offer, dial included. A node that is gone
+// fails at once (its connection is closed); a node that got the offer may
+// be slow to answer on a busy machine, and offering the job to another node
+// meanwhile would only have both claim it, so the wait is long.
+const offerTimeout = 10 * time.Second
 
 // offerDirect offers job to node p over a stream and records the answer: a
 // node that declines or does not answer is passed over, and the job goes to
@@ -353,7 +359,9 @@ func (g *Gateway) offerDirect(ctx context.Context, o wire.DirectOffer, p peer.ID
 	g.offerMu.Lock()
 	if st := g.offered[job]; st != nil && st.to == p {
 		st.inFlight = false
-		if !accepted {
+		if accepted {
+			st.accepted, st.at = true, time.Now() // its claim is on the way
+		} else {
 			st.to = "" // offer it again now, to another node
 		}
 		if unreached {
@@ -366,9 +374,16 @@ func (g *Gateway) offerDirect(ctx context.Context, o wire.DirectOffer, p peer.ID
 	}
 }
 
-// directWait is how long a node that accepted a direct offer (or was named
-// by a gossiped one) has to claim it before the job is offered again.
+// directWait is how long the nodes that heard a gossiped offer have to
+// claim it before the job is offered again.
 const directWait = 500 * time.Millisecond
+
+// claimWait is how long a node that accepted a direct offer has to claim the
+// job before it is offered again: the node holds a slot for it and claims at
+// once, but a busy machine may take seconds, and offering the job to another
+// node meanwhile would have both claim it. It matches the node's claim
+// timeout.
+const claimWait = 10 * time.Second
 
 // offerState is what the gateway remembers of a queued job's offers.
 type offerState struct {
@@ -376,12 +391,19 @@ type offerState struct {
 	to        peer.ID   // node of the current direct offer, "" when none
 	at        time.Time // when the last offer went out
 	inFlight  bool      // the direct offer to `to` awaits its answer
+	accepted  bool      // `to` accepted the direct offer and is claiming
 	open      bool      // the job was gossiped to every node
 }
 
 // waiting reports whether a node is answering or claiming the job.
 func (st *offerState) waiting(now time.Time) bool {
-	return st.to != "" && (st.inFlight || now.Sub(st.at) < directWait)
+	if st.to == "" {
+		return false
+	}
+	if st.accepted {
+		return now.Sub(st.at) < claimWait
+	}
+	return st.inFlight || now.Sub(st.at) < directWait
 }
 
 // claimedDirect reports whether node p claims job on a direct offer (its

@@ -400,7 +400,7 @@ func (n *Node) pingNow() {
 func (n *Node) jobMemory() int64 { return n.cfg.MaxMemory / int64(n.cfg.Slots) }
 
 // pingInterval matches the gateway's gateway.PingInterval.
-const pingInterval = 2 * time.Second
+const pingInterval = 5 * time.Second
 
 // take waits out a random jitter (dropping the claim if the job is taken
 // meanwhile), claims the job and, if granted, runs it.

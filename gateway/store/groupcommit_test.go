@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"github.com/dgraph-io/badger/v4"
+
+	"github.com/fedgrid/fedgrid/wire"
 )
 
 // TestCommitBatch runs one batch through the committer's logic directly: a
@@ -281,5 +283,31 @@ func TestBurstSurvivesKill(t *testing.T) {
 			t.Logf("killed after %d acknowledged, %d refused: %d spends in the ledger, %d audit entries verified",
 				len(acked), refused, len(inLedger), n)
 		})
+	}
+}
+
+// TestCountJobs: the count from the state index agrees with the jobs listed.
+func TestCountJobs(t *testing.T) {
+	s := openTest(t, t.TempDir())
+	var ids []string
+	for range 3 {
+		j := &Job{DatasetID: "d1", UserID: "u1", Requester: "peer"}
+		if err := s.CreateJob(j); err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, j.ID)
+	}
+	if _, err := s.Grant(ids[0], "node", time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	for state, want := range map[string]int{wire.StateQueued: 2, wire.StateRunning: 1, wire.StateSucceeded: 0} {
+		n, err := s.CountJobs(state)
+		if err != nil || n != want {
+			t.Fatalf("%s: %d jobs (%v), want %d", state, n, err, want)
+		}
+	}
+	running, err := s.RunningJobs()
+	if err != nil || len(running) != 1 || running[0].ID != ids[0] {
+		t.Fatalf("running %v %v", running, err)
 	}
 }
