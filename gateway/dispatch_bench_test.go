@@ -66,8 +66,8 @@ func TestBenchGatewayHelper(t *testing.T) {
 	}
 	cfg := gateway.Config{DataDir: dir, Network: "gwbench", Listen: []string{loopback},
 		HTTPAddr: "127.0.0.1:0", Name: "bench"}
-	if os.Getenv("FEDGRID_BENCH_LOG") != "" { // debugging a run: the gateway's log on stderr
-		cfg.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	if lvl := os.Getenv("FEDGRID_BENCH_LOG"); lvl != "" { // debugging a run: the gateway's log on stderr
+		cfg.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: benchLogLevel(lvl)}))
 	}
 	if path := os.Getenv("FEDGRID_BENCH_CPUPROFILE"); path != "" { // profiling a run
 		f, err := os.Create(path)
@@ -90,6 +90,15 @@ func TestBenchGatewayHelper(t *testing.T) {
 	if err := gw.Close(); err != nil {
 		fmt.Println("ERR", err)
 	}
+}
+
+// benchLogLevel reads FEDGRID_BENCH_LOG: debug, info or warn.
+func benchLogLevel(s string) slog.Level {
+	var l slog.Level
+	if l.UnmarshalText([]byte(s)) != nil {
+		return slog.LevelDebug
+	}
+	return l
 }
 
 // benchGateway is the gateway process of a benchmark.
@@ -298,8 +307,8 @@ func benchDispatch(b *testing.B, nodes int) {
 			for i := range next {
 				cfg := node.Config{DataDir: filepath.Join(dir, fmt.Sprintf("node%d", i)), Network: "gwbench",
 					Listen: []string{loopback}, Gateway: gw.addr, JoinToken: tokens[i]}
-				if os.Getenv("FEDGRID_BENCH_LOG") != "" {
-					cfg.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug})).With("node", i)
+				if lvl := os.Getenv("FEDGRID_BENCH_LOG"); lvl != "" {
+					cfg.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: benchLogLevel(lvl)})).With("node", i)
 				}
 				nd, err := node.Start(ctx, cfg)
 				mu.Lock()

@@ -519,6 +519,7 @@ func (n *Node) keepLease(ctx context.Context, cancel context.CancelFunc, g *wire
 					cancel()
 					return
 				}
+				n.log.Debug("heartbeat not answered", "job", g.Job, "attempt", g.Attempt, "err", err)
 				continue
 			}
 			if resp.Cancelled {
