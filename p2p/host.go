@@ -208,9 +208,11 @@ func newHost(cfg Config, sk crypto.PrivKey, log *slog.Logger, bootstrap []peer.A
 	if err != nil {
 		return nil, nil, fmt.Errorf("connection manager: %w", err)
 	}
-	rm, err := cfg.Role.resourceManager()
+	var rm network.ResourceManager
 	if cfg.MaxConns > 0 {
 		rm, err = maxConnsResourceManager(cfg.MaxConns)
+	} else {
+		rm, err = cfg.Role.resourceManager()
 	}
 	if err != nil {
 		_ = cm.Close()
