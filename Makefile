@@ -63,6 +63,7 @@ ui-check: ui ## rebuild ui/dist and fail if it differs from the committed build
 bench: build ## training speed vs PyTorch, job dispatch, search, budget spends, federated rounds (see BENCHMARKS.md)
 	./bench/run.sh
 	$(GO) test -run XXX -bench Dispatch -benchtime 300x -timeout 30m ./gateway/
+	$(GO) test -run XXX -bench NodeIdleRSS -benchtime 1x -timeout 10m ./gateway/
 	$(GO) test -run XXX -bench Search -benchtime 20x -timeout 30m ./gateway/
 	$(GO) test -run XXX -bench Budget -benchtime 5000x ./gateway/store/
 	$(GO) test -run XXX -bench Round -benchtime 3x ./crypto/secagg/

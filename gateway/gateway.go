@@ -74,6 +74,10 @@ type Config struct {
 	OfferTTL      time.Duration // how long one offer is valid; default 30 s
 	Reprovide     time.Duration // re-provide tags; default 1 h (records live 48 h)
 
+	// MaxConns is how many libp2p connections the gateway holds: its
+	// nodes, data scientists and other peers; default 4096.
+	MaxConns int
+
 	MaxAttempts    int           // retry budget per job; default 3
 	AttemptTimeout time.Duration // one attempt; default 1 h
 	JobTimeout     time.Duration // whole job, queue time included; default 24 h
@@ -115,6 +119,7 @@ func DefaultConfig() Config {
 		MaxRounds:       100,
 		TableCacheBytes: 256 << 20,
 		WitnessInterval: 30 * time.Second,
+		MaxConns:        4096,
 	}
 }
 
@@ -147,6 +152,7 @@ func (c *Config) defaults() {
 	setZero(&c.MaxRounds, d.MaxRounds)
 	setZero(&c.TableCacheBytes, d.TableCacheBytes)
 	setZero(&c.WitnessInterval, d.WitnessInterval)
+	setZero(&c.MaxConns, d.MaxConns)
 }
 
 func setZero[T comparable](field *T, def T) {
@@ -216,15 +222,19 @@ type Gateway struct {
 	offerSeq  int64
 	offerMu   sync.Mutex
 	offered   map[string]*offerState // queued job -> its offers so far
-	capacity  capacity
-	touchMu   sync.Mutex
-	touched   map[peer.ID]time.Time // node -> last stored last-seen
-	servedMu  sync.Mutex
-	served    map[string]time.Time // user -> last grant, for fair offers
-	gater     *denyGater
-	metrics   *metrics
-	index     atomic.Pointer[indexTable] // set by the provide loop while it runs
-	fed       fedParts                   // this gateway's rounds in federations (fedpart.go)
+	// offerSlots bounds the direct offers awaiting an answer; offerBacklog
+	// records that a job waited for one of them.
+	offerSlots   chan struct{}
+	offerBacklog atomic.Bool
+	capacity     capacity
+	touchMu      sync.Mutex
+	touched      map[peer.ID]time.Time // node -> last stored last-seen
+	servedMu     sync.Mutex
+	served       map[string]time.Time // user -> last grant, for fair offers
+	gater        *denyGater
+	metrics      *metrics
+	index        atomic.Pointer[indexTable] // set by the provide loop while it runs
+	fed          fedParts                   // this gateway's rounds in federations (fedpart.go)
 
 	closeOnce sync.Once
 	closeErr  error
@@ -237,7 +247,7 @@ func Start(ctx context.Context, cfg Config) (_ *Gateway, err error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	g := &Gateway{cfg: cfg, log: cfg.Logger, kick: make(chan struct{}, 1), provideCh: make(chan struct{}, 1), coordKick: make(chan struct{}, 1),
+	g := &Gateway{cfg: cfg, log: cfg.Logger, kick: make(chan struct{}, 1), offerSlots: make(chan struct{}, maxOffersInFlight), provideCh: make(chan struct{}, 1), coordKick: make(chan struct{}, 1),
 		tables: newTableCache(cfg.TableCacheBytes)}
 	defer func() {
 		if err != nil {
@@ -271,7 +281,7 @@ func Start(ctx context.Context, cfg Config) (_ *Gateway, err error) {
 	g.peer, err = p2p.New(ctx, p2p.Config{
 		DataDir: cfg.DataDir, Network: cfg.Network, Listen: cfg.Listen, Bootstrap: cfg.Bootstrap,
 		DHTMode: p2p.DHTServer, PSK: cfg.PSK, Logger: cfg.Logger.With("sub", "p2p"), Gater: g.gater,
-		NewHost: cfg.NewHost, Role: p2p.RoleGateway, Reach: cfg.Reach,
+		NewHost: cfg.NewHost, Role: p2p.RoleGateway, Reach: cfg.Reach, MaxConns: cfg.MaxConns,
 		Metrics: g.metrics.reg,
 	})
 	if err != nil {

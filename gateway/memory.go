@@ -8,19 +8,6 @@ import (
 // use memory bytes (0 on either side: not known, so it fits).
 func fits(memory, need int64) bool { return memory == 0 || need == 0 || need <= memory }
 
-// firstFitting returns the index of the first node in ps a job of need bytes
-// fits, or -1.
-func (c *capacity) firstFitting(ps []peer.ID, need int64) int {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	for i, p := range ps {
-		if n := c.nodes[p]; n == nil || fits(n.memory, need) {
-			return i
-		}
-	}
-	return -1
-}
-
 // said records the memory a job may use on node p (from its enrolment),
 // without counting it live.
 func (c *capacity) said(p peer.ID, memory int64) {
@@ -36,7 +23,7 @@ func (c *capacity) said(p peer.ID, memory int64) {
 		n.memory = memory
 		return
 	}
-	c.nodes[p] = &nodeLive{memory: memory}
+	c.nodes[p] = &nodeLive{memory: memory, idx: -1}
 }
 
 // largestMemory returns the most memory a job may use on any node that has

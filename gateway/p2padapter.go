@@ -38,6 +38,7 @@ func serve[Req, Resp any](g *Gateway, d wire.Protocol[Req, Resp], fn handler[Req
 			return nil, g.p2pError(d.Name, err)
 		}
 		if a.Kind == service.Node {
+			g.metrics.nodeRequests.Inc()
 			g.touchNode(from)
 		}
 		resp, err := fn(ctx, caller{Actor: a, peer: from}, req)

@@ -3,6 +3,8 @@ package gateway
 import (
 	"context"
 	"encoding/json"
+	"errors"
+	"math/rand/v2"
 	"slices"
 	"sync"
 	"time"
@@ -14,31 +16,87 @@ import (
 	"github.com/fedgrid/fedgrid/wire"
 )
 
-// PingInterval is how often an idle node tells its gateway it is alive.
-const PingInterval = 2 * time.Second
+// PingInterval is how often an idle node tells its gateway it is alive (a
+// node also pings at once when a slot comes free). Every ping is a stream:
+// with a thousand nodes, pings every 2 s cost the gateway more CPU than its
+// jobs did (BENCHMARKS.md, issue 18).
+const PingInterval = 5 * time.Second
 
 // nodeLive is what the gateway knows of a node between its pings.
 type nodeLive struct {
 	slots, free int
 	seen        time.Time
 	memory      int64 // bytes one job may use there; 0: not said
+	idx         int   // position in capacity.avail; -1 when not there
 }
 
 // capacity tracks the free slots of live nodes, so that the gateway offers
 // no more jobs than there are nodes to run them (and one user's hundred jobs
-// cannot crowd out the next user's one).
+// cannot crowd out the next user's one), and picks the node to offer a job
+// to without looking at every node.
 type capacity struct {
 	mu    sync.Mutex
 	nodes map[peer.ID]*nodeLive
+	// avail holds the nodes with a free slot, for picking at random in
+	// constant time. A node that stopped pinging is dropped from it when a
+	// pick comes across it.
+	avail []peer.ID
 }
 
-func (c *capacity) ping(p peer.ID, slots, free int, memory int64) {
+// live reports whether a node pinged recently enough to be offered work.
+func (n *nodeLive) live(now time.Time) bool { return now.Sub(n.seen) <= 3*PingInterval }
+
+// index keeps c.avail in step with n.free. The caller holds c.mu.
+func (c *capacity) index(p peer.ID, n *nodeLive) {
+	switch {
+	case n.free > 0 && n.idx < 0:
+		n.idx = len(c.avail)
+		c.avail = append(c.avail, p)
+	case n.free <= 0 && n.idx >= 0:
+		c.unlist(n)
+	}
+}
+
+// unlist removes n from c.avail. The caller holds c.mu.
+func (c *capacity) unlist(n *nodeLive) {
+	last := len(c.avail) - 1
+	moved := c.avail[last]
+	c.avail[n.idx] = moved
+	c.nodes[moved].idx = n.idx
+	c.avail = c.avail[:last]
+	n.idx = -1
+}
+
+// ping records a node's ping. It reports whether the node has just become
+// able to take work (it was not live, or had no free slot), which is when
+// the offer loop has something new to do.
+func (c *capacity) ping(p peer.ID, slots, free int, memory int64) (newlyFree bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.nodes == nil {
 		c.nodes = map[peer.ID]*nodeLive{}
 	}
-	c.nodes[p] = &nodeLive{slots: slots, free: max(0, min(free, slots)), seen: time.Now(), memory: max(memory, 0)}
+	now := time.Now()
+	n := c.nodes[p]
+	if n == nil {
+		n = &nodeLive{idx: -1}
+		c.nodes[p] = n
+	}
+	wasFree := n.live(now) && n.free > 0
+	n.slots, n.free, n.seen, n.memory = slots, max(0, min(free, slots)), now, max(memory, 0)
+	c.index(p, n)
+	return n.free > 0 && !wasFree
+}
+
+// answered records a node's free slots as it stated them answering a direct
+// offer (down to 0 when it could not be reached).
+func (c *capacity) answered(p peer.ID, free int) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if n := c.nodes[p]; n != nil {
+		n.free = max(0, min(free, n.slots))
+		c.index(p, n)
+	}
 }
 
 // took records a grant until the node's next ping says otherwise.
@@ -47,6 +105,7 @@ func (c *capacity) took(p peer.ID) {
 	defer c.mu.Unlock()
 	if n := c.nodes[p]; n != nil && n.free > 0 {
 		n.free--
+		c.index(p, n)
 	}
 }
 
@@ -56,29 +115,69 @@ func (c *capacity) released(p peer.ID) {
 	defer c.mu.Unlock()
 	if n := c.nodes[p]; n != nil && n.free < n.slots {
 		n.free++
+		c.index(p, n)
 	}
 }
 
 func (c *capacity) forget(p peer.ID) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	delete(c.nodes, p)
+	if n := c.nodes[p]; n != nil {
+		if n.idx >= 0 {
+			c.unlist(n)
+		}
+		delete(c.nodes, p)
+	}
 }
 
-// freeSlots lists one entry per free slot of live nodes, in a stable order.
-func (c *capacity) freeSlots(now time.Time) []peer.ID {
+// pick chooses a live node with a free slot that a job needing need bytes
+// fits (see fits), not in skip, by the power of two choices: of two such
+// nodes drawn at random, the one with more free slots. It holds one of that
+// node's slots (took) for the offer about to go to it. Its cost does not
+// depend on the number of nodes, unless random draws find no node the job
+// fits (a job only a few large nodes can take): then it looks at each.
+func (c *capacity) pick(now time.Time, skip []peer.ID, need int64) (peer.ID, bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	var out []peer.ID
-	for id, n := range c.nodes {
-		if now.Sub(n.seen) <= 3*PingInterval {
-			for i := 0; i < n.free; i++ {
-				out = append(out, id)
+	var best peer.ID
+	var bestNode *nodeLive
+	seen := 0
+	for draw := 0; draw < 16 && seen < 2 && len(c.avail) > 0; draw++ {
+		p := c.avail[rand.IntN(len(c.avail))]
+		n := c.nodes[p]
+		if !n.live(now) {
+			c.unlist(n) // back on its next ping
+			continue
+		}
+		if slices.Contains(skip, p) || p == best || !fits(n.memory, need) {
+			continue
+		}
+		seen++
+		if bestNode == nil || n.free > bestNode.free {
+			best, bestNode = p, n
+		}
+	}
+	if bestNode == nil {
+		// Few nodes left with a free slot, or few the job fits: look at
+		// each rather than miss one.
+		for i := len(c.avail) - 1; i >= 0; i-- {
+			p := c.avail[i]
+			n := c.nodes[p]
+			if !n.live(now) {
+				c.unlist(n)
+				continue
+			}
+			if !slices.Contains(skip, p) && fits(n.memory, need) && (bestNode == nil || n.free > bestNode.free) {
+				best, bestNode = p, n
 			}
 		}
 	}
-	slices.Sort(out)
-	return out
+	if bestNode == nil {
+		return "", false
+	}
+	bestNode.free--
+	c.index(best, bestNode)
+	return best, true
 }
 
 // free returns the free slots of nodes seen lately and how many such nodes there are.
@@ -86,7 +185,7 @@ func (c *capacity) free(now time.Time) (slots, live int) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	for _, n := range c.nodes {
-		if now.Sub(n.seen) <= 3*PingInterval {
+		if n.live(now) {
 			slots += n.free
 			live++
 		}
@@ -133,8 +232,14 @@ func fairOrder(jobs []store.JobRef, now time.Time, lastServed map[string]time.Ti
 	return out
 }
 
-// publishOffers gossips offers for as many queued jobs, in fair order, as
-// live nodes have free slots.
+// publishOffers offers as many queued jobs, in fair order, as live nodes
+// have free slots. Each job is offered over a direct stream to one node
+// picked among those with a free slot (see capacity.pick); a node that
+// declines (its slot was taken meanwhile) is marked busy and the job goes to
+// another. Only a job whose direct offers reached no node (maxDirect tried),
+// or any job while no node has pinged, is gossiped to every node, again every
+// OfferInterval until taken. The gateway's work per job does not grow with
+// the number of nodes.
 func (g *Gateway) publishOffers(ctx context.Context) {
 	jobs, err := g.store.QueuedRefs()
 	if err != nil {
@@ -143,19 +248,9 @@ func (g *Gateway) publishOffers(ctx context.Context) {
 	}
 	now := g.cfg.Now()
 	free, live := g.capacity.free(now)
-	if live == 0 {
-		free = 1 // nodes that have not pinged yet (a restarted gateway) still hear one offer
-	}
 	g.servedMu.Lock()
 	order := fairOrder(jobs, now, g.served)
 	g.servedMu.Unlock()
-	if len(order) > free {
-		order = order[:free]
-	}
-	// Direct each offer at one free slot, so that one node claims each job
-	// instead of every idle node racing for the same one. A directed offer
-	// is not repeated while its node has directWait to claim; a job that two
-	// directed offers did not place is offered open, to whoever is free.
 	g.offerMu.Lock()
 	defer g.offerMu.Unlock()
 	if g.offered == nil {
@@ -165,22 +260,23 @@ func (g *Gateway) publishOffers(ctx context.Context) {
 	for _, j := range jobs {
 		queued[j.ID] = true
 	}
-	promised := map[peer.ID]int{}
+	// Jobs whose node is answering a direct offer or claiming hold a slot
+	// already counted out of free.
+	promised := 0
 	for id, st := range g.offered {
 		switch {
 		case !queued[id]:
 			delete(g.offered, id)
-		case st.to != "" && now.Sub(st.at) < directWait:
-			promised[st.to]++
+		case st.waiting(now):
+			promised++
 		}
 	}
-	var avail []peer.ID
-	for _, p := range g.capacity.freeSlots(now) {
-		if promised[p] > 0 {
-			promised[p]--
-			continue
-		}
-		avail = append(avail, p)
+	limit := free + promised
+	if live == 0 {
+		limit = 1 // nodes that have not pinged yet (a restarted gateway) still hear one offer
+	}
+	if len(order) > limit {
+		order = order[:limit]
 	}
 	for _, j := range order {
 		st := g.offered[j.ID]
@@ -188,31 +284,139 @@ func (g *Gateway) publishOffers(ctx context.Context) {
 			st = &offerState{}
 			g.offered[j.ID] = st
 		}
-		if st.to != "" && now.Sub(st.at) < directWait {
-			continue // its node is claiming it
+		if st.waiting(now) {
+			continue // its node is answering or claiming it
 		}
-		o := wire.Offer{Gateway: g.ID(), Job: j.ID, Expires: now.Add(g.cfg.OfferTTL), Free: free, Memory: j.MemoryBytes}
-		st.to, st.at = "", now
-		if i := g.capacity.firstFitting(avail, j.MemoryBytes); st.directed < 2 && i >= 0 {
-			st.to, avail = avail[i], slices.Delete(avail, i, i+1)
-			st.directed++
-			o.For = st.to.String()
+		expires := now.Add(g.cfg.OfferTTL)
+		if len(st.unreached) < maxDirect && live > 0 {
+			select {
+			case g.offerSlots <- struct{}{}:
+			default:
+				// As many direct offers in flight as allowed: the next
+				// answer wakes this loop again.
+				g.offerBacklog.Store(true)
+				continue
+			}
+			p, ok := g.capacity.pick(now, st.unreached, j.MemoryBytes)
+			if ok {
+				st.to, st.at, st.inFlight, st.accepted = p, now, true, false
+				o := wire.DirectOffer{Job: j.ID, Expires: expires, Memory: j.MemoryBytes}
+				g.peer.Go(func(ctx context.Context) { g.offerDirect(ctx, o, p) })
+				continue
+			}
+			<-g.offerSlots
+			if !st.open && len(st.unreached) == 0 {
+				// Every free slot is being offered: wait for a node to
+				// answer, finish or ping.
+				continue
+			}
 		}
-		if !g.gossip(ctx, o) {
+		// No node has pinged yet (a restarted gateway), or direct offers
+		// of this job reached no node: gossip it to every node.
+		st.to, st.at, st.open, st.accepted = "", now, true, false
+		if !g.gossip(ctx, wire.Offer{Gateway: g.ID(), Job: j.ID, Expires: expires, Free: free, Memory: j.MemoryBytes}) {
 			return
 		}
 	}
 }
 
-// directWait is how long a node named in a directed offer has to claim it
-// before the job is offered again.
+// maxDirect is how many nodes a direct offer of a job may fail to reach
+// before the job is gossiped.
+const maxDirect = 2
+
+// maxOffersInFlight bounds the direct offers waiting for an answer.
+const maxOffersInFlight = 64
+
+// offerTimeout bounds one direct offer, dial included. A node that is gone
+// fails at once (its connection is closed); a node that got the offer may
+// be slow to answer on a busy machine, and offering the job to another node
+// meanwhile would only have both claim it, so the wait is long.
+const offerTimeout = 10 * time.Second
+
+// offerDirect offers job to node p over a stream and records the answer: a
+// node that declines or does not answer is passed over, and the job goes to
+// the next one (or to gossip) at once.
+func (g *Gateway) offerDirect(ctx context.Context, o wire.DirectOffer, p peer.ID) {
+	job := o.Job
+	g.metrics.directOffers.Inc()
+	octx, cancel := context.WithTimeout(ctx, offerTimeout)
+	ans, err := p2p.Request(octx, g.peer, p, wire.OfferJob(), &o)
+	cancel()
+	<-g.offerSlots
+	accepted := err == nil && ans.Accepted
+	switch {
+	case err != nil:
+		g.capacity.answered(p, 0) // nothing more for it until it pings again
+		if ctx.Err() == nil {
+			g.log.Debug("direct offer not answered", "job", job, "node", p, "err", err)
+		}
+	default:
+		g.capacity.answered(p, ans.Free)
+	}
+	// A node that got the offer but was slow to answer (a busy machine) is
+	// not gone: the job goes directly to another node rather than to gossip.
+	unreached := errors.Is(err, p2p.ErrNoStream)
+	g.offerMu.Lock()
+	if st := g.offered[job]; st != nil && st.to == p {
+		st.inFlight = false
+		if accepted {
+			st.accepted, st.at = true, time.Now() // its claim is on the way
+		} else {
+			st.to = "" // offer it again now, to another node
+		}
+		if unreached {
+			st.unreached = append(st.unreached, p)
+		}
+	}
+	g.offerMu.Unlock()
+	if g.offerBacklog.Swap(false) || !accepted {
+		g.wake(g.kick)
+	}
+}
+
+// directWait is how long the nodes that heard a gossiped offer have to
+// claim it before the job is offered again.
 const directWait = 500 * time.Millisecond
+
+// claimWait is how long a node that accepted a direct offer has to claim the
+// job before it is offered again: the node holds a slot for it and claims at
+// once, but a busy machine may take seconds, and offering the job to another
+// node meanwhile would have both claim it. It matches the node's claim
+// timeout.
+const claimWait = 10 * time.Second
 
 // offerState is what the gateway remembers of a queued job's offers.
 type offerState struct {
-	directed int       // directed offers so far
-	to       peer.ID   // node of the last directed offer, "" after an open one
-	at       time.Time // when the last offer went out
+	unreached []peer.ID // nodes a direct offer of the job did not reach
+	to        peer.ID   // node of the current direct offer, "" when none
+	at        time.Time // when the last offer went out
+	inFlight  bool      // the direct offer to `to` awaits its answer
+	accepted  bool      // `to` accepted the direct offer and is claiming
+	open      bool      // the job was gossiped to every node
+}
+
+// waiting reports whether a node is answering or claiming the job.
+func (st *offerState) waiting(now time.Time) bool {
+	if st.to == "" {
+		return false
+	}
+	if st.accepted {
+		return now.Sub(st.at) < claimWait
+	}
+	return st.inFlight || now.Sub(st.at) < directWait
+}
+
+// claimedDirect reports whether node p claims job on a direct offer (its
+// slot was already counted when it was picked), and whether the job was
+// ever gossiped, so that a grant is announced only where it was offered.
+func (g *Gateway) claimedDirect(job string, p peer.ID) (direct, gossiped bool) {
+	g.offerMu.Lock()
+	defer g.offerMu.Unlock()
+	st := g.offered[job]
+	if st == nil {
+		return false, false
+	}
+	return st.to == p, st.open
 }
 
 // gossip publishes one offer; false if the topic is unusable (shutting down).
@@ -231,6 +435,7 @@ func (g *Gateway) gossip(ctx context.Context, o wire.Offer) bool {
 		}
 		return false
 	}
+	g.metrics.gossipSends.Add(float64(len(g.topic.ListPeers())))
 	return true
 }
 
@@ -246,13 +451,12 @@ func (g *Gateway) servedUser(user string) {
 
 func (g *Gateway) handlePing(_ context.Context, c caller, req *wire.PingRequest) (*wire.Ack, error) {
 	from := c.peer
+	g.metrics.pings.Inc()
 	// The scheduler builds one entry per free slot on every offer tick.
 	if req.Slots < 1 || req.Slots > wire.MaxSlots || req.Free < 0 || req.Free > req.Slots {
 		return nil, p2p.Errorf(p2p.CodeBadRequest, "slots must be between 1 and %d and free between 0 and slots, got slots %d free %d", wire.MaxSlots, req.Slots, req.Free)
 	}
-	_, wasLive := g.capacity.free(time.Now())
-	g.capacity.ping(from, req.Slots, req.Free, req.MaxJobMemory)
-	if req.Free > 0 || wasLive == 0 {
+	if g.capacity.ping(from, req.Slots, req.Free, req.MaxJobMemory) {
 		g.wake(g.kick)
 	}
 	return &wire.Ack{OK: true}, nil

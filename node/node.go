@@ -173,6 +173,7 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 		}
 	}()
 	n.metrics.register(cfg.Metrics, n)
+	p2p.Serve(p, wire.OfferJob(), nil, n.handleOffer)
 	if err := n.enroll(ctx); err != nil {
 		return nil, err
 	}
@@ -310,25 +311,59 @@ func (n *Node) dispatch(ctx context.Context) {
 			n.mu.Unlock()
 			return // no free slot: only eligible nodes claim
 		}
-		cctx, stop := context.WithCancel(ctx)
-		n.claiming[best.Job] = stop
-		delete(n.offered, best.Job)
+		free := best.Free
+		if best.For != "" {
+			free = 1 // directed at this node: claim at once
+		}
+		n.startTake(ctx, best.Job, free)
 		n.mu.Unlock()
-		o := *best
-		n.peer.Go(func(ctx context.Context) {
-			release := sync.OnceFunc(func() {
-				<-n.slots
-				n.pingNow()
-				n.dispatch(ctx)
-			})
-			defer release()
-			free := o.Free
-			if o.For != "" {
-				free = 1 // directed at this node: claim at once
-			}
-			n.take(ctx, cctx, o.Job, free, release)
-		})
 	}
+}
+
+// startTake claims job on a slot the caller has just taken, in a goroutine
+// the peer owns. The caller holds n.mu.
+func (n *Node) startTake(ctx context.Context, job string, free int) {
+	cctx, stop := context.WithCancel(ctx)
+	n.claiming[job] = stop
+	delete(n.offered, job)
+	n.peer.Go(func(ctx context.Context) {
+		release := sync.OnceFunc(func() {
+			<-n.slots
+			n.pingNow()
+			n.dispatch(ctx)
+		})
+		defer release()
+		n.take(ctx, cctx, job, free, release)
+	})
+}
+
+// handleOffer answers the gateway's direct offer of one job: with a free
+// slot, the node holds it for the job, answers that it accepts and claims
+// the job at once; without one it declines, and the gateway asks another
+// node. Only this node's gateway may offer it jobs.
+func (n *Node) handleOffer(_ context.Context, from peer.ID, req *wire.DirectOffer) (*wire.OfferAnswer, error) {
+	if from != n.gw.ID {
+		return nil, p2p.Errorf(p2p.CodeForbidden, "only this node's gateway (%s) offers it jobs", n.gw.ID)
+	}
+	if err := req.Validate(); err != nil {
+		return nil, p2p.Errorf(p2p.CodeBadRequest, "offer refused: %v", err)
+	}
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	free := func() int { return n.cfg.Slots - len(n.slots) }
+	if _, running := n.running[req.Job]; running || n.claiming[req.Job] != nil {
+		return &wire.OfferAnswer{Accepted: true, Free: free()}, nil // already on it
+	}
+	if time.Now().After(req.Expires) || req.Memory > n.jobMemory() {
+		return &wire.OfferAnswer{Free: free()}, nil
+	}
+	select {
+	case n.slots <- struct{}{}:
+	default:
+		return &wire.OfferAnswer{Free: 0}, nil
+	}
+	n.startTake(n.peer.Context(), req.Job, 1)
+	return &wire.OfferAnswer{Accepted: true, Free: free()}, nil
 }
 
 // pings tells the gateway every PingInterval that this node is alive and
@@ -372,7 +407,7 @@ func (n *Node) pingNow() {
 func (n *Node) jobMemory() int64 { return n.cfg.MaxMemory / int64(n.cfg.Slots) }
 
 // pingInterval matches the gateway's gateway.PingInterval.
-const pingInterval = 2 * time.Second
+const pingInterval = 5 * time.Second
 
 // take waits out a random jitter (dropping the claim if the job is taken
 // meanwhile), claims the job and, if granted, runs it.
@@ -491,6 +526,7 @@ func (n *Node) keepLease(ctx context.Context, cancel context.CancelFunc, g *wire
 					cancel()
 					return
 				}
+				n.log.Debug("heartbeat not answered", "job", g.Job, "attempt", g.Attempt, "err", err)
 				continue
 			}
 			if resp.Cancelled {

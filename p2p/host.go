@@ -96,6 +96,12 @@ type Config struct {
 	Role Role
 	// Reach: addresses to announce, reachability, relay service.
 	Reach
+	// MaxConns, when positive, overrides the role's sizing: the resource
+	// manager admits that many connections (inbound and in all), with 16
+	// streams each, and the connection manager trims only above it (a
+	// gateway with a thousand nodes; the gateway role's own sizing admits
+	// about 200 inbound connections).
+	MaxConns int
 }
 
 // Reach is how a peer is reached across networks; the peer commands' flags
@@ -200,11 +206,19 @@ func newHost(cfg Config, sk crypto.PrivKey, log *slog.Logger, bootstrap []peer.A
 		return nil, nil, fmt.Errorf("p2p: private network key must be 32 bytes, got %d", len(cfg.PSK))
 	}
 	sz := cfg.Role.sizing()
+	if cfg.MaxConns > 0 {
+		sz.low, sz.high = cfg.MaxConns/2, cfg.MaxConns
+	}
 	cm, err := cmgr.NewConnManager(sz.low, sz.high, cmgr.WithGracePeriod(time.Minute))
 	if err != nil {
 		return nil, nil, fmt.Errorf("connection manager: %w", err)
 	}
-	rm, err := cfg.Role.resourceManager()
+	var rm network.ResourceManager
+	if cfg.MaxConns > 0 {
+		rm, err = maxConnsResourceManager(cfg.MaxConns)
+	} else {
+		rm, err = cfg.Role.resourceManager()
+	}
 	if err != nil {
 		_ = cm.Close()
 		return nil, nil, fmt.Errorf("resource manager: %w", err)

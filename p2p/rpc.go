@@ -49,6 +49,9 @@ var (
 	ErrTooLarge = errors.New("message over the size limit")
 	// ErrMalformed: a message could not be decoded.
 	ErrMalformed = errors.New("malformed message")
+	// ErrNoStream: Call could not open a stream to the peer (no connection,
+	// or the peer does not speak the protocol): the request was not sent.
+	ErrNoStream = errors.New("cannot open stream")
 )
 
 // Error is an error answered by the remote peer. Code is a stable machine code
@@ -216,7 +219,7 @@ func Call[Req, Resp any](ctx context.Context, h host.Host, to peer.ID, pid proto
 	}
 	s, err := h.NewStream(network.WithAllowLimitedConn(ctx, string(pid)), to, pid)
 	if err != nil {
-		return nil, fmt.Errorf("open %s stream to %s: %w", pid, to.ShortString(), err)
+		return nil, fmt.Errorf("%w: %s to %s: %w", ErrNoStream, pid, to.ShortString(), err)
 	}
 	defer s.Close()
 	if dl, ok := ctx.Deadline(); ok {

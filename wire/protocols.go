@@ -14,6 +14,9 @@ const (
 	// CallerScientist: a peer bound to an account whose role may make data
 	// requests (can_make_data_requests).
 	CallerScientist
+	// CallerGateway: the gateway that enrolled this node (protocols a node
+	// serves).
+	CallerGateway
 )
 
 func (c Caller) String() string {
@@ -24,6 +27,8 @@ func (c Caller) String() string {
 		return "enrolled node"
 	case CallerScientist:
 		return "data scientist"
+	case CallerGateway:
+		return "the node's gateway"
 	}
 	return "nobody"
 }

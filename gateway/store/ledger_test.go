@@ -199,14 +199,19 @@ func TestReservationLifecycleAndCaps(t *testing.T) {
 
 // BenchmarkBudgetSpend64 measures one-step budget spends per second with 64
 // concurrent spenders on one account (the worst case: every spend conflicts).
-func BenchmarkBudgetSpend64(b *testing.B) {
+func BenchmarkBudgetSpend64(b *testing.B) { benchSpend(b, 64) }
+
+// BenchmarkBudgetSpend1 is the peer of BenchmarkBudgetSpend64 in the same
+// run: one spender, so every spend has its own fsync (no group to share it).
+func BenchmarkBudgetSpend1(b *testing.B) { benchSpend(b, 1) }
+
+func benchSpend(b *testing.B, spenders int) {
 	s := openTest(b, b.TempDir())
 	setupTest(b, s)
 	u, err := s.CreateUser(NewUser{Email: "ds@example.org", Password: "password1", BudgetMicroEps: 1 << 50})
 	if err != nil {
 		b.Fatal(err)
 	}
-	const spenders = 64
 	b.ResetTimer()
 	var wg sync.WaitGroup
 	var next atomic.Int64

@@ -97,14 +97,14 @@ type Store struct {
 	// hashes bounds concurrent argon2 evaluations (logins, new passwords).
 	hashes *crypto.HashLimiter
 
-	// wmu serialises this process's read-write transactions. Every audited
-	// write reads and writes the audit head, so concurrent writers would
-	// conflict and retry anyway; queueing them here instead of in a retry
-	// storm is several times faster under contention (see BENCHMARKS.md).
-	// Conflict detection stays on and conflicts are still retried.
-	wmu sync.Mutex
+	// writes carries every read-write transaction to the committer, the
+	// one goroutine that runs them (see update). It is unbuffered: a write
+	// is either taken by the committer, which then answers it, or refused
+	// because the store is closing.
+	writes chan *write
 
 	cancel    context.CancelFunc
+	stopped   <-chan struct{} // closed when Close begins
 	wg        sync.WaitGroup
 	closeOnce sync.Once
 	closeErr  error
@@ -133,21 +133,21 @@ func Open(dir string, logger *slog.Logger) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("store: open %s: %w", dir, err)
 	}
-	s := &Store{db: db, log: logger, now: time.Now,
-		hashes: crypto.NewHashLimiter(MaxConcurrentPasswordHashes, PasswordHashWait)}
-	secret, err := s.loadSecret()
-	if err != nil {
-		_ = db.Close()
-		return nil, err
-	}
-	if s.tokens, err = crypto.NewTokenSigner(secret); err != nil {
-		_ = db.Close()
-		return nil, err
-	}
 	ctx, cancel := context.WithCancel(context.Background())
-	s.cancel = cancel
-	s.wg.Add(1)
+	s := &Store{db: db, log: logger, now: time.Now, writes: make(chan *write), cancel: cancel,
+		hashes: crypto.NewHashLimiter(MaxConcurrentPasswordHashes, PasswordHashWait)}
+	s.stopped = ctx.Done()
+	s.wg.Add(2)
+	go s.commitLoop(ctx)
 	go s.gcLoop(ctx)
+	secret, err := s.loadSecret()
+	if err == nil {
+		s.tokens, err = crypto.NewTokenSigner(secret)
+	}
+	if err != nil {
+		_ = s.Close()
+		return nil, err
+	}
 	return s, nil
 }
 
@@ -201,24 +201,137 @@ func (s *Store) loadSecret() ([]byte, error) {
 	return secret, nil
 }
 
-// update runs fn in a read-write transaction, retrying on badger.ErrConflict
-// with a short jittered backoff. fn must not keep state across calls other than
-// what it resets at its start.
+// ErrClosed is returned by a write to a store that is closing or closed.
+var ErrClosed = errors.New("store: closed")
+
+// maxBatch bounds how many writes share one transaction.
+const maxBatch = 256
+
+// write is one read-write transaction function waiting for the committer.
+type write struct {
+	fn   func(txn *badger.Txn) error
+	done chan error // the outcome, once committed (buffered, 1)
+	err  error      // a failure, held until the batch has committed
+}
+
+// update runs fn in a read-write transaction and returns once that
+// transaction is durable (or failed).
+//
+// Writes are group-committed. One goroutine, the committer, takes every
+// write waiting when it is free, runs them one after the other in a single
+// badger transaction and commits that transaction once, so writes that
+// arrive together share one fsync. A write sees the effects of the writes
+// before it in its batch, as if they had committed one by one in that order;
+// its caller hears back only after the commit that made it durable. A write
+// whose fn fails is answered with its error (once the writes before it are
+// durable) and the others of its batch run again in a fresh transaction without it (badger has no savepoints), so fn
+// may run more than once: it must not keep state across calls other than
+// what it resets at its start. Conflict detection stays on; a commit that
+// conflicts (with a transaction run outside the committer) is retried.
 func (s *Store) update(fn func(txn *badger.Txn) error) error {
-	for attempt := 0; ; attempt++ {
-		s.wmu.Lock()
-		err := s.db.Update(fn)
-		s.wmu.Unlock()
-		if !errors.Is(err, badger.ErrConflict) {
-			return err
-		}
-		if attempt >= maxConflictRetries {
-			return fmt.Errorf("store: gave up after %d conflicting retries: %w", attempt, err)
-		}
-		// Back off between 0 and min(2^attempt, 1000) microseconds.
-		ceiling := min(1<<min(attempt, 10), 1000)
-		time.Sleep(time.Duration(rand.IntN(ceiling)+1) * time.Microsecond)
+	w := &write{fn: fn, done: make(chan error, 1)}
+	select {
+	case s.writes <- w:
+	case <-s.stopped:
+		return ErrClosed
 	}
+	return <-w.done
+}
+
+// commitLoop is the committer: it owns every read-write transaction.
+func (s *Store) commitLoop(ctx context.Context) {
+	defer s.wg.Done()
+	batch := make([]*write, 0, maxBatch)
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case w := <-s.writes:
+			batch = append(batch[:0], w)
+		}
+		// Take every write already waiting: they share this commit.
+	gather:
+		for len(batch) < maxBatch {
+			select {
+			case w := <-s.writes:
+				batch = append(batch, w)
+			default:
+				break gather
+			}
+		}
+		s.commitBatch(batch)
+		clear(batch)
+	}
+}
+
+// commitBatch commits ws in as few transactions as it can and answers each.
+func (s *Store) commitBatch(ws []*write) {
+	var refused []*write
+	defer func() {
+		for _, w := range refused {
+			w.done <- w.err
+		}
+	}()
+	conflicts := 0
+	limit := len(ws) // run at most ws[:limit] in the next transaction
+	for len(ws) > 0 {
+		txn := s.db.NewTransaction(true)
+		in := 0 // ws[:in] have run in txn
+		var failed error
+		for ; in < limit; in++ {
+			if failed = runWrite(ws[in].fn, txn); failed != nil {
+				break
+			}
+		}
+		if failed != nil {
+			// ws[in] may have written part of its work: this transaction
+			// cannot be committed.
+			txn.Discard()
+			if in > 0 && errors.Is(failed, badger.ErrTxnTooBig) {
+				// It did not fit beside ws[:in]: those go first, alone.
+				limit = in
+				continue
+			}
+			// ws[in] fails on its own; the others run again without it.
+			// Its answer waits for their commit: it may rest on their
+			// writes (a budget they exhausted), which must be durable
+			// before a refusal is.
+			ws[in].err = failed
+			refused = append(refused, ws[in])
+			ws = append(ws[:in:in], ws[in+1:]...)
+			limit = len(ws)
+			continue
+		}
+		// ws[:in] commit together, in one fsync.
+		err := txn.Commit()
+		txn.Discard()
+		if errors.Is(err, badger.ErrConflict) && conflicts < maxConflictRetries {
+			conflicts++
+			// Back off between 0 and min(2^n, 1000) microseconds.
+			ceiling := min(1<<min(conflicts, 10), 1000)
+			time.Sleep(time.Duration(rand.IntN(ceiling)+1) * time.Microsecond)
+			continue
+		}
+		if errors.Is(err, badger.ErrConflict) {
+			err = fmt.Errorf("store: gave up after %d conflicting retries: %w", conflicts, err)
+		}
+		for _, w := range ws[:in] {
+			w.done <- err
+		}
+		ws = ws[in:]
+		limit = len(ws)
+	}
+}
+
+// runWrite runs fn in txn; a panic in fn becomes that write's error rather
+// than the committer's end.
+func runWrite(fn func(txn *badger.Txn) error, txn *badger.Txn) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("store: transaction panicked: %v", r)
+		}
+	}()
+	return fn(txn)
 }
 
 func (s *Store) view(fn func(txn *badger.Txn) error) error { return s.db.View(fn) }
