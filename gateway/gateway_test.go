@@ -130,6 +130,14 @@ func TestTrainEndToEnd(t *testing.T) {
 	if err := gateway.VerifyModel(m); err != nil {
 		t.Fatalf("verify: %v", err)
 	}
+	// The job and its signed model name the dataset version trained on.
+	wantHash := store.ContentHash(csv)
+	if j.DatasetVersion != 1 || j.DatasetSHA256 != wantHash {
+		t.Fatalf("job names dataset version %d %q, want 1 %q", j.DatasetVersion, j.DatasetSHA256, wantHash)
+	}
+	if pv := m.Provenance; pv.DatasetVersion != 1 || pv.DatasetSHA256 != wantHash || pv.Dataset != ds.ID {
+		t.Fatalf("model provenance %+v, want dataset %s version 1 %s", pv, ds.ID, wantHash)
+	}
 	ev, err := plan.Evaluate(m, tbl)
 	if err != nil {
 		t.Fatal(err)

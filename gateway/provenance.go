@@ -15,7 +15,8 @@ import (
 // signModel stamps a trained model with its provenance and the gateway's
 // signature over the whole document (signature field empty while signing).
 func (g *Gateway) signModel(m *plan.Model, j *store.Job) ([]byte, error) {
-	m.Provenance = &plan.Provenance{Gateway: g.ID(), Dataset: j.DatasetID, Job: j.ID}
+	m.Provenance = &plan.Provenance{Gateway: g.ID(), Dataset: j.DatasetID, Job: j.ID,
+		DatasetVersion: j.DatasetVersion, DatasetSHA256: j.DatasetSHA256}
 	body, err := m.SigningBytes()
 	if err != nil {
 		return nil, fmt.Errorf("encode model: %w", err)

@@ -44,9 +44,9 @@ func newTableCache(maxBytes int64) *tableCache {
 }
 
 // tableKey names one version of a dataset: a replaced dataset keeps its ID
-// but not its size and creation time.
+// but not its content hash (nor, usually, its size and creation time).
 func tableKey(d *store.Dataset) string {
-	return fmt.Sprintf("%s\x00%d\x00%d\x00%d", d.ID, d.Size, d.Rows, d.CreatedAt.UnixNano())
+	return fmt.Sprintf("%s\x00%s\x00%d\x00%d\x00%d", d.ID, d.SHA256, d.Size, d.Rows, d.CreatedAt.UnixNano())
 }
 
 // table returns the parsed dataset id, from the cache or by reading and

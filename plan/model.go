@@ -42,10 +42,15 @@ type Privacy struct {
 // Provenance says where a model was trained; Signature is the gateway's
 // signature over SigningBytes.
 type Provenance struct {
-	Gateway   string `json:"gateway"`
-	Dataset   string `json:"dataset"`
-	Job       string `json:"job"`
-	Signature string `json:"signature"`
+	Gateway string `json:"gateway"`
+	Dataset string `json:"dataset"`
+	Job     string `json:"job"`
+	// DatasetVersion and DatasetSHA256 name the dataset contents the model
+	// was trained on (absent in models signed before they were recorded;
+	// signed like every other field).
+	DatasetVersion int    `json:"dataset_version,omitempty"`
+	DatasetSHA256  string `json:"dataset_sha256,omitempty"`
+	Signature      string `json:"signature"`
 }
 
 // Model is a trained model, format "fedgrid.model/v1".

@@ -267,18 +267,22 @@ type Progress struct {
 
 // JobInfo is what a data scientist sees of a job.
 type JobInfo struct {
-	ID         string          `json:"id"`
-	Ref        string          `json:"ref"` // GATEWAY_PEER_ID/JOB_ID
-	Gateway    string          `json:"gateway"`
-	Dataset    string          `json:"dataset"`
-	State      string          `json:"state"`
-	Attempt    int             `json:"attempt"`
-	Progress   Progress        `json:"progress"`
-	Metrics    json.RawMessage `json:"metrics,omitempty"`
-	Error      string          `json:"error,omitempty"`
-	CreatedAt  time.Time       `json:"created_at"`
-	StartedAt  *time.Time      `json:"started_at,omitempty"`
-	FinishedAt *time.Time      `json:"finished_at,omitempty"`
+	ID      string `json:"id"`
+	Ref     string `json:"ref"` // GATEWAY_PEER_ID/JOB_ID
+	Gateway string `json:"gateway"`
+	Dataset string `json:"dataset"`
+	State   string `json:"state"`
+	Attempt int    `json:"attempt"`
+	// DatasetVersion and DatasetSHA256 name the dataset contents the job
+	// trains on (empty from gateways that do not record them).
+	DatasetVersion int             `json:"dataset_version,omitempty"`
+	DatasetSHA256  string          `json:"dataset_sha256,omitempty"`
+	Progress       Progress        `json:"progress"`
+	Metrics        json.RawMessage `json:"metrics,omitempty"`
+	Error          string          `json:"error,omitempty"`
+	CreatedAt      time.Time       `json:"created_at"`
+	StartedAt      *time.Time      `json:"started_at,omitempty"`
+	FinishedAt     *time.Time      `json:"finished_at,omitempty"`
 
 	// Review: whether the result needs a compliance officer (private data),
 	// what its release costs and where it stands.

@@ -113,6 +113,9 @@ func modelCmd(g *globals) *cobra.Command {
 				return err
 			}
 			fmt.Fprintf(g.stdout, "signature valid: gateway %s, dataset %s, job %s\n", m.Provenance.Gateway, m.Provenance.Dataset, m.Provenance.Job)
+			if pv := m.Provenance; pv.DatasetVersion > 0 {
+				fmt.Fprintf(g.stdout, "trained on dataset version %d (sha256 %s)\n", pv.DatasetVersion, pv.DatasetSHA256)
+			}
 			return nil
 		},
 	}

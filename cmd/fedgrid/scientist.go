@@ -391,6 +391,9 @@ func printJob(g *globals, asJSON bool, j *wire.JobInfo) error {
 	}
 	tw := tabwriter.NewWriter(g.stdout, 0, 4, 2, ' ', 0)
 	fmt.Fprintf(tw, "job\t%s\nstate\t%s\ndataset\t%s\nattempt\t%d\n", j.Ref, j.State, j.Dataset, j.Attempt)
+	if j.DatasetVersion > 0 {
+		fmt.Fprintf(tw, "dataset version\t%d (sha256 %s)\n", j.DatasetVersion, j.DatasetSHA256)
+	}
 	if j.Progress.Epochs > 0 {
 		fmt.Fprintf(tw, "progress\tepoch %d/%d, %s\n", j.Progress.Epoch, j.Progress.Epochs, lossText(j.Progress))
 	}

@@ -146,6 +146,7 @@ func (v *JobView) Info(gateway string) *wire.JobInfo {
 	j := v.Job
 	info := &wire.JobInfo{
 		ID: j.ID, Ref: gateway + "/" + j.ID, Gateway: gateway, Dataset: j.DatasetID, State: j.State,
+		DatasetVersion: j.DatasetVersion, DatasetSHA256: j.DatasetSHA256,
 		Attempt: j.Attempt, Progress: j.Progress, Metrics: j.Metrics, Error: j.Error, CreatedAt: j.CreatedAt,
 		Review: v.Review, Epsilon: wire.Epsilon(j.EpsilonMicroEps), DP: j.DP,
 		Release: j.Release, ReleaseReason: j.ReleaseReason, Request: j.RequestID,

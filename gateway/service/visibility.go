@@ -137,7 +137,7 @@ const pendingOutcome = "the job trained on review-gated data: its outcome (a mod
 // cancelled. Neither says how the job ended.
 func reviewedView(c *store.Job, j *store.Job) {
 	*c = store.Job{
-		ID: j.ID, DatasetID: j.DatasetID, UserID: j.UserID, Requester: j.Requester, Plan: j.Plan, CreatedAt: j.CreatedAt,
+		ID: j.ID, DatasetID: j.DatasetID, DatasetVersion: j.DatasetVersion, DatasetSHA256: j.DatasetSHA256, UserID: j.UserID, Requester: j.Requester, Plan: j.Plan, CreatedAt: j.CreatedAt,
 		MaxAttempts: j.MaxAttempts, AttemptTimeout: j.AttemptTimeout, Deadline: j.Deadline, QueuedAt: j.CreatedAt,
 		Shards: j.Shards, Rounds: j.Rounds, InitSize: j.InitSize, HostedModel: j.HostedModel,
 		EpsilonMicroEps: j.EpsilonMicroEps, Delta: j.Delta, DP: j.DP, PlanTable: j.PlanTable, Review: j.Review, ReservationID: j.ReservationID,

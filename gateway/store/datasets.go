@@ -1,6 +1,11 @@
 package store
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
 	"slices"
 	"strings"
 	"time"
@@ -28,6 +33,24 @@ type Dataset struct {
 	Size        int64            `json:"size"`
 	CreatedAt   time.Time        `json:"created_at"`
 	CreatedBy   string           `json:"created_by"`
+	// Version counts the dataset's contents: 1 for the first, and one more
+	// each time PutDataset stores different bytes under the same ID.
+	// SHA256 is the hex SHA-256 of the stored CSV bytes of that version.
+	Version int    `json:"version"`
+	SHA256  string `json:"sha256"`
+	// Schema is the record's format (DatasetSchema); 0 marks a record
+	// written before versions existed, which Open migrates.
+	Schema int `json:"schema"`
+}
+
+// DatasetSchema is the format of Dataset records this code writes:
+// 1 added Version, SHA256 and Schema.
+const DatasetSchema = 1
+
+// ContentHash is the hex SHA-256 of a dataset's stored bytes.
+func ContentHash(csv []byte) string {
+	sum := sha256.Sum256(csv)
+	return hex.EncodeToString(sum[:])
 }
 
 // Limits on dataset metadata.
@@ -87,6 +110,8 @@ func validateDataset(d *Dataset) error {
 // PutDataset stores d and its CSV bytes in one transaction. An empty ID is
 // assigned; an existing ID is replaced. Size defaults to len(csv), CreatedAt
 // to now. Tags are normalised (NormalizeTags); visibility defaults to private.
+// SHA256 is set to the bytes' hash and Version to 1 for a new dataset, to the
+// stored version for the same bytes and to one more for different bytes.
 func (s *Store) PutDataset(d *Dataset, csv []byte) error {
 	if err := validateDataset(d); err != nil {
 		return err
@@ -100,7 +125,20 @@ func (s *Store) PutDataset(d *Dataset, csv []byte) error {
 	if d.CreatedAt.IsZero() {
 		d.CreatedAt = s.now().UTC()
 	}
+	d.SHA256 = ContentHash(csv)
+	d.Schema = DatasetSchema
 	return s.update(func(txn *badger.Txn) error {
+		var old Dataset
+		switch err := getJSON(txn, prefixDataset+d.ID, &old); {
+		case errors.Is(err, ErrNotFound):
+			d.Version = 1
+		case err != nil:
+			return err
+		case old.SHA256 == d.SHA256:
+			d.Version = max(old.Version, 1)
+		default:
+			d.Version = max(old.Version, 1) + 1
+		}
 		if err := putJSON(txn, prefixDataset+d.ID, d); err != nil {
 			return err
 		}
@@ -108,8 +146,56 @@ func (s *Store) PutDataset(d *Dataset, csv []byte) error {
 			return err
 		}
 		return s.audit(txn, AuditEvent{Actor: d.CreatedBy, Action: "dataset.put", Target: "dataset/" + d.ID,
-			Detail: map[string]any{"name": d.Name, "visibility": d.Visibility, "tags": d.Tags, "rows": d.Rows, "size": d.Size}})
+			Detail: map[string]any{"name": d.Name, "visibility": d.Visibility, "tags": d.Tags, "rows": d.Rows, "size": d.Size,
+				"version": d.Version, "sha256": d.SHA256}})
 	})
+}
+
+// migrateDatasets brings Dataset records written before DatasetSchema up to
+// it: each old record gets Version 1 and the SHA-256 of its stored bytes.
+// One transaction per dataset, so a large store does not exceed badger's
+// transaction size; an interrupted migration resumes on the next Open.
+func (s *Store) migrateDatasets() error {
+	var ids []string
+	err := s.view(func(txn *badger.Txn) error {
+		return scanJSON(txn, prefixDataset, func(b []byte) error {
+			var d Dataset
+			if err := json.Unmarshal(b, &d); err != nil {
+				return fmt.Errorf("store: decode dataset record: %w", err)
+			}
+			if d.Schema < DatasetSchema {
+				ids = append(ids, d.ID)
+			}
+			return nil
+		})
+	})
+	if err != nil {
+		return err
+	}
+	for _, id := range ids {
+		err := s.update(func(txn *badger.Txn) error {
+			var d Dataset
+			if err := getJSON(txn, prefixDataset+id, &d); err != nil {
+				return err
+			}
+			if d.Schema >= DatasetSchema {
+				return nil
+			}
+			csv, err := getBytes(txn, prefixCSV+id)
+			if err != nil {
+				return fmt.Errorf("dataset %s bytes: %w", id, err)
+			}
+			d.SHA256, d.Schema = ContentHash(csv), DatasetSchema
+			if d.Version == 0 {
+				d.Version = 1
+			}
+			return putJSON(txn, prefixDataset+id, &d)
+		})
+		if err != nil {
+			return fmt.Errorf("store: migrate dataset %s: %w", id, err)
+		}
+	}
+	return nil
 }
 
 // Dataset returns one dataset's description, or ErrNotFound.

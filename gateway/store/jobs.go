@@ -50,6 +50,13 @@ type Job struct {
 	// the dataset's rows); 0 for jobs stored before it was recorded.
 	MemoryBytes int64 `json:"memory_bytes,omitempty"`
 
+	// DatasetVersion and DatasetSHA256 name the dataset's contents when the
+	// job was created (Dataset.Version, Dataset.SHA256): the version its
+	// model was trained on. Empty for jobs stored before versions existed
+	// and for datasets not in this gateway's store.
+	DatasetVersion int    `json:"dataset_version,omitempty"`
+	DatasetSHA256  string `json:"dataset_sha256,omitempty"`
+
 	// Data-parallel training. A coordinated job (Shards > 1, no ParentID) is
 	// never offered: the gateway runs it as rounds of shard jobs (ParentID
 	// set), each training shard Shard of Shards in round Round from Init.
@@ -285,6 +292,13 @@ func (s *Store) createJob(j *Job, reserve int64, extra func(*badger.Txn) error) 
 			}
 		}
 		j.ReservationID = ""
+		var ds Dataset
+		switch err := getJSON(txn, prefixDataset+j.DatasetID, &ds); {
+		case err == nil:
+			j.DatasetVersion, j.DatasetSHA256 = ds.Version, ds.SHA256
+		case !errors.Is(err, ErrNotFound):
+			return err
+		}
 		j.InitSize, j.LegacyInit = len(j.Init), nil
 		if len(j.Init) > 0 {
 			if err := txn.Set([]byte(prefixJobInit+j.ID), j.Init); err != nil {
@@ -307,7 +321,7 @@ func (s *Store) createJob(j *Job, reserve int64, extra func(*badger.Txn) error) 
 			return err
 		}
 		return s.audit(txn, AuditEvent{Actor: j.UserID, Action: "job.create", Target: "job/" + j.ID,
-			Detail: map[string]any{"dataset_id": j.DatasetID, "requester": j.Requester}})
+			Detail: map[string]any{"dataset_id": j.DatasetID, "dataset_version": j.DatasetVersion, "dataset_sha256": j.DatasetSHA256, "requester": j.Requester}})
 	})
 }
 

@@ -144,6 +144,9 @@ func Open(dir string, logger *slog.Logger) (*Store, error) {
 	if err == nil {
 		s.tokens, err = crypto.NewTokenSigner(secret)
 	}
+	if err == nil {
+		err = s.migrateDatasets()
+	}
 	if err != nil {
 		_ = s.Close()
 		return nil, err
