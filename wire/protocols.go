@@ -100,7 +100,7 @@ func Submit() Protocol[SubmitRequest, JobInfo] {
 
 // Job: data scientist -> gateway: one of the caller's jobs.
 func Job() Protocol[JobRequest, JobInfo] {
-	return define[JobRequest, JobInfo](small(ProtoJob, 10*time.Second, CallerScientist))
+	return define[JobRequest, JobInfo](Descriptor{Name: ProtoJob, MaxRequest: MaxSmall, MaxResponse: MaxJobInfo, Timeout: 10 * time.Second, Caller: CallerScientist})
 }
 
 // Jobs: data scientist -> gateway: the caller's own jobs, newest first.
@@ -110,7 +110,7 @@ func Jobs() Protocol[JobsQuery, JobList] {
 
 // Cancel: data scientist -> gateway: cancel one of the caller's jobs.
 func Cancel() Protocol[JobRequest, JobInfo] {
-	return define[JobRequest, JobInfo](small(ProtoCancel, 10*time.Second, CallerScientist))
+	return define[JobRequest, JobInfo](Descriptor{Name: ProtoCancel, MaxRequest: MaxSmall, MaxResponse: MaxJobInfo, Timeout: 10 * time.Second, Caller: CallerScientist})
 }
 
 // Model: data scientist -> gateway: a job's released model.

@@ -42,6 +42,7 @@ const (
 	MaxModel   = 64 << 20  // a trained model
 	MaxShard   = 256 << 20 // a data shard (CSV) sent to a node
 	MaxCatalog = 4 << 20   // one gateway's catalog answer
+	MaxJobInfo = 4 << 20   // one job's view, with per-epoch curves of up to 10,000 epochs
 )
 
 // Catalog query matching modes for CatalogRequest.Match.
