@@ -25,6 +25,7 @@ import (
 	"github.com/fedgrid/fedgrid/dataset"
 	"github.com/fedgrid/fedgrid/gateway"
 	"github.com/fedgrid/fedgrid/gateway/store"
+	"github.com/fedgrid/fedgrid/internal/wait"
 	"github.com/fedgrid/fedgrid/node"
 	"github.com/fedgrid/fedgrid/p2p"
 	"github.com/fedgrid/fedgrid/wire"
@@ -338,17 +339,15 @@ func benchDispatch(b *testing.B, nodes int) {
 	if startErr != nil {
 		b.Fatal(startErr)
 	}
-	for gw.metrics(b)["fedgrid_nodes_live"] < float64(nodes) {
-		if ctx.Err() != nil {
-			b.Fatalf("only %v of %d nodes live", gw.metrics(b)["fedgrid_nodes_live"], nodes)
-		}
-		time.Sleep(100 * time.Millisecond)
+	if _, err := wait.Context(ctx, wait.Is(func() bool { return gw.metrics(b)["fedgrid_nodes_live"] >= float64(nodes) })); err != nil {
+		b.Fatalf("only %v of %d nodes live: %v", gw.metrics(b)["fedgrid_nodes_live"], nodes, err)
 	}
 	b.Logf("%d nodes enrolled and live in %v", nodes, time.Since(started).Round(time.Millisecond))
 	// What the idle fleet costs: CPU of the gateway and of this process (the
 	// nodes and clients) over a few seconds without jobs.
 	gwIdle0, selfIdle0, idleStart := gw.cpu(b), cpuTime(b, os.Getpid()), time.Now()
-	time.Sleep(3 * time.Second) // the measurement window itself
+	// A sleep is the point here: the measurement window itself.
+	time.Sleep(3 * time.Second)
 	idleSecs := time.Since(idleStart).Seconds()
 	gm := gw.metrics(b)
 	b.Logf("idle with %d nodes: gateway %.0f ms CPU/s, nodes %.0f ms CPU/s, gateway RSS %.1f MiB (heap in use %.1f MiB, stacks %.1f MiB, %v goroutines), this process RSS %.0f MiB",
@@ -399,11 +398,8 @@ func benchDispatch(b *testing.B, nodes int) {
 		ended := func(m map[string]float64) float64 {
 			return m["fedgrid_jobs_ended_total"]
 		}
-		for ended(gw.metrics(b))-ended(m0) < float64(b.N) {
-			if ctx.Err() != nil {
-				b.Fatal("benchmark timed out")
-			}
-			time.Sleep(20 * time.Millisecond)
+		if _, err := wait.Context(ctx, wait.Is(func() bool { return ended(gw.metrics(b))-ended(m0) >= float64(b.N) })); err != nil {
+			b.Fatalf("benchmark timed out: %v", err)
 		}
 		elapsed := time.Since(start)
 		b.StopTimer()
@@ -444,19 +440,21 @@ func benchDispatch(b *testing.B, nodes int) {
 			if err != nil {
 				b.Fatal(err)
 			}
-			for {
+			if _, err := wait.Context(ctx, func() error {
 				sj, err := clients[i%submitters].Job(ctx, gwID, j.ID)
 				if err != nil {
 					b.Fatal(err)
 				}
-				if sj.State == wire.StateSucceeded {
-					lat = append(lat, sj.StartedAt.Sub(sj.CreatedAt))
-					break
-				}
-				if wire.Terminal(sj.State) {
+				if wire.Terminal(sj.State) && sj.State != wire.StateSucceeded {
 					b.Fatalf("job %s %s", j.ID, sj.State)
 				}
-				time.Sleep(5 * time.Millisecond)
+				if sj.State != wire.StateSucceeded {
+					return fmt.Errorf("job %s", sj.State)
+				}
+				lat = append(lat, sj.StartedAt.Sub(sj.CreatedAt))
+				return nil
+			}); err != nil {
+				b.Fatal(err)
 			}
 		}
 		b.ReportMetric(pct(lat, 0.5), "p50-ms")
@@ -539,7 +537,8 @@ func BenchmarkNodeIdleRSS(b *testing.B) {
 	}
 	b.StopTimer()
 	// Idle for a while: pings, gossip heartbeats, the GC settling.
-	time.Sleep(10 * time.Second) // the idle period is what is measured
+	// A sleep is the point here: the idle period is what is measured.
+	time.Sleep(10 * time.Second)
 	b.ReportMetric(rss(b, cmd.Process.Pid), "node-idle-rss-MB")
 	b.ReportMetric(rss(b, gw.cmd.Process.Pid), "gw-idle-rss-MB")
 	b.ReportMetric(0, "ns/op")
