@@ -45,9 +45,20 @@ def find_binary(path=None):
 
 def _message(stderr, code):
     lines = [l.strip() for l in stderr.strip().splitlines() if l.strip()]
-    for line in reversed(lines):
-        if line.startswith("fedgrid:"):
-            return line[len("fedgrid:"):].strip()
+    for i in range(len(lines) - 1, -1, -1):
+        if lines[i].startswith("fedgrid:"):
+            msg = lines[i][len("fedgrid:"):].strip()
+            # Lines the CLI printed just before its summary (plan check's
+            # mistakes, one per line, with their JSON paths) belong to it;
+            # log lines (text or JSON) do not.
+            details = []
+            for line in reversed(lines[:i]):
+                if line.startswith("time=") or line.startswith("{") or line.startswith("fedgrid:"):
+                    break
+                details.insert(0, line)
+            if details:
+                msg += ": " + "; ".join(details)
+            return msg
     if lines:
         return lines[-1]
     return "fedgrid exited with status %d" % code
