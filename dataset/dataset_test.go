@@ -2,8 +2,10 @@ package dataset
 
 import (
 	"bytes"
+	"context"
 	"os"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -304,5 +306,33 @@ func TestMemSize(t *testing.T) {
 	// Cells: 4 headers of 16 B, text 1+22+x+yy = 6 B, column a parsed: 2 x 8 B.
 	if got := tb.MemSize(); got != 4*16+6+16 {
 		t.Errorf("MemSize = %d", got)
+	}
+}
+
+func TestTableScanCoversRangeInBatches(t *testing.T) {
+	tbl, err := ReadCSV(strings.NewReader("a,b\n1,x\n2,y\n3,z\n4,w\n5,v\n"), Limits{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var starts []int
+	var got []float64
+	var cats []string
+	err = tbl.Scan(context.Background(), 1, 5, 2, func(b *Batch) error {
+		starts = append(starts, b.Start)
+		if b.Num[1] != nil {
+			t.Errorf("category column b has numbers")
+		}
+		got = append(got, b.Num[0][:b.Len]...)
+		cats = append(cats, b.Raw[1][:b.Len]...)
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(starts, []int{1, 3}) || !slices.Equal(got, []float64{2, 3, 4, 5}) || !slices.Equal(cats, []string{"y", "z", "w", "v"}) {
+		t.Fatalf("starts %v values %v cats %v", starts, got, cats)
+	}
+	if err := tbl.Scan(context.Background(), 0, 6, 2, func(*Batch) error { return nil }); err == nil {
+		t.Fatal("scan past the end was accepted")
 	}
 }

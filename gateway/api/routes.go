@@ -15,6 +15,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 
 	"github.com/fedgrid/fedgrid/dataset"
+	"github.com/fedgrid/fedgrid/gateway/ingest"
 	"github.com/fedgrid/fedgrid/gateway/service"
 	"github.com/fedgrid/fedgrid/gateway/store"
 	"github.com/fedgrid/fedgrid/wire"
@@ -471,10 +472,6 @@ func (a *API) uploadDataset(c *call) (any, error) {
 		return nil, err
 	}
 	csv, fields, fileName := up.file, up.fields, up.fileName
-	tbl, err := dataset.ReadCSV(bytes.NewReader(csv), dataset.Limits{MaxBytes: a.cfg.MaxUploadBytes})
-	if err != nil {
-		return nil, &httpError{status: http.StatusBadRequest, code: "bad_csv", message: "file: " + err.Error()}
-	}
 	name := strings.TrimSpace(fields["name"])
 	if name == "" && fileName != "" {
 		name = strings.TrimSuffix(path.Base(fileName), path.Ext(fileName))
@@ -484,8 +481,12 @@ func (a *API) uploadDataset(c *call) (any, error) {
 		vis = store.VisibilityPrivate
 	}
 	d := &store.Dataset{Name: name, Description: fields["description"], Tags: splitTags(fields["tags"]), Visibility: vis,
-		Columns: tbl.Columns(), Rows: tbl.NumRows(), Size: int64(len(csv)), CreatedBy: c.actor()}
-	if err := a.st.PutDataset(d, csv); err != nil {
+		CreatedBy: c.actor()}
+	if err := ingest.Dataset(c.r.Context(), a.st, d, bytes.NewReader(csv), dataset.Limits{MaxBytes: a.cfg.MaxUploadBytes}); err != nil {
+		var bad *ingest.BadInputError
+		if errors.As(err, &bad) {
+			return nil, &httpError{status: http.StatusBadRequest, code: "bad_csv", message: "file: " + bad.Error()}
+		}
 		return nil, err
 	}
 	if a.cfg.Hooks.DatasetAdded != nil {
