@@ -3,6 +3,9 @@ package dataset
 import (
 	"context"
 	"fmt"
+	"math"
+	"strconv"
+	"strings"
 )
 
 // Batch is a run of consecutive rows of a Source, column by column, in the
@@ -61,4 +64,72 @@ func (t *Table) Scan(ctx context.Context, from, to, batchRows int, fn func(*Batc
 		}
 	}
 	return nil
+}
+
+// AppendNumber appends the canonical text of a number: an integer of
+// magnitude under 1e15 in plain digits ("42", "-7"), anything else in the
+// shortest form that reads back to the same float64 ("0.25", "1e+20").
+// Sources that keep numbers as float64 store a cell's raw text only when it
+// differs from this.
+func AppendNumber(b []byte, v float64) []byte {
+	if v == math.Trunc(v) && math.Abs(v) < 1e15 && !(v == 0 && math.Signbit(v)) {
+		return strconv.AppendInt(b, int64(v), 10)
+	}
+	return strconv.AppendFloat(b, v, 'g', -1, 64)
+}
+
+// FormatNumber is AppendNumber to a string.
+func FormatNumber(v float64) string { return string(AppendNumber(nil, v)) }
+
+// Cell returns the text of row i (counted from the batch's start) of
+// column c: the raw text when the batch carries it, else the canonical
+// text of the number (FormatNumber).
+func (b *Batch) Cell(c, i int) string {
+	if b.Raw[c] != nil {
+		return b.Raw[c][i]
+	}
+	return FormatNumber(b.Num[c][i])
+}
+
+// Collect reads a whole Source into a Table in memory, refusing one whose
+// estimated size (as Table.MemSize counts it) would pass maxBytes (0: no
+// limit). It is for the consumers that still need every row at once; a
+// scan needs only a batch.
+func Collect(ctx context.Context, src Source, maxBytes int64) (*Table, error) {
+	cols := src.Columns()
+	n := src.NumRows()
+	t := &Table{cols: cols, idx: make(map[string]int, len(cols)),
+		raw: make([][]string, len(cols)), num: make([][]float64, len(cols))}
+	for i, c := range cols {
+		t.idx[c.Name] = i
+		t.raw[i] = make([]string, 0, n)
+		if c.Type == TypeNumber {
+			t.num[i] = make([]float64, 0, n)
+		}
+	}
+	var size int64
+	err := src.Scan(ctx, 0, n, 8192, func(b *Batch) error {
+		for c := range cols {
+			for i := 0; i < b.Len; i++ {
+				s := b.Cell(c, i)
+				if b.Raw[c] != nil {
+					s = strings.Clone(s) // a batch's text may live in the source's buffers
+				}
+				t.raw[c] = append(t.raw[c], s)
+				size += int64(len(s)) + 16
+			}
+			if t.num[c] != nil {
+				t.num[c] = append(t.num[c], b.Num[c][:b.Len]...)
+				size += 8 * int64(b.Len)
+			}
+		}
+		if maxBytes > 0 && size > maxBytes {
+			return fmt.Errorf("dataset needs more than %d bytes in memory", maxBytes)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return t, nil
 }

@@ -1,0 +1,578 @@
+package colstore
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+
+	"github.com/apache/arrow-go/v18/arrow"
+	"github.com/apache/arrow-go/v18/arrow/array"
+	"github.com/apache/arrow-go/v18/arrow/ipc"
+	"github.com/apache/arrow-go/v18/arrow/memory"
+
+	"github.com/fedgrid/fedgrid/dataset"
+)
+
+// Options bound and shape an ingest. A zero field takes its default.
+type Options struct {
+	MaxBytes    int64 // source bytes; default: no limit
+	MaxRows     int64 // data rows; default: no limit
+	MaxColumns  int   // default dataset.DefaultMaxColumns
+	DistinctCap int   // distinct values counted per column; default DefaultDistinctCap
+	// ChunkRows is the most rows of a record batch; default: about a
+	// million cells per batch (1024 to 65536 rows).
+	ChunkRows int
+	// ChunkBytes ends a record batch early when its text passes it;
+	// default 64 MiB.
+	ChunkBytes int
+}
+
+// Defaults of Options.
+const (
+	DefaultDistinctCap = 1000
+	DefaultChunkBytes  = 64 << 20
+)
+
+func (o Options) withDefaults(cols int) Options {
+	if o.MaxColumns <= 0 {
+		o.MaxColumns = dataset.DefaultMaxColumns
+	}
+	if o.DistinctCap <= 0 {
+		o.DistinctCap = DefaultDistinctCap
+	}
+	if o.ChunkRows <= 0 && cols > 0 {
+		o.ChunkRows = min(65536, max(1024, (1<<20)/cols))
+	}
+	if o.ChunkBytes <= 0 {
+		o.ChunkBytes = DefaultChunkBytes
+	}
+	return o
+}
+
+// InputError is a document that was refused: malformed CSV or Parquet, or
+// over a limit. Its message names the mistake (with the line and column
+// for CSV, as dataset.ReadCSV words it) and is safe to show the uploader.
+type InputError struct{ Err error }
+
+func (e *InputError) Error() string { return e.Err.Error() }
+func (e *InputError) Unwrap() error { return e.Err }
+
+func bad(format string, args ...any) error { return &InputError{Err: fmt.Errorf(format, args...)} }
+
+// parquetMagic starts (and ends) every Parquet file.
+var parquetMagic = []byte("PAR1")
+
+// tempPrefix starts the name of a version directory being written.
+const tempPrefix = ".tmp-"
+
+// Ingest reads a CSV document (header row first) or a Parquet file (told
+// apart by Parquet's "PAR1" magic) from r and stores it as a version
+// directory in parent, named by the hex SHA-256 of the bytes read. It
+// writes into a temporary directory in parent and renames it at the end,
+// so a crash never leaves a partial version under its final name; when a
+// version with the same hash exists already, it is kept and described.
+//
+// Memory stays bounded: the document is spooled to a file in the
+// temporary directory while it is hashed and typed (a column is "number"
+// iff every cell parses as a finite number, exactly as dataset.ReadCSV
+// types it), then read again to write the typed columns. A refused
+// document is an *InputError.
+func Ingest(ctx context.Context, r io.Reader, parent string, opt Options) (*Meta, string, error) {
+	if err := os.MkdirAll(parent, 0o700); err != nil {
+		return nil, "", err
+	}
+	tmp := filepath.Join(parent, tempPrefix+randomName())
+	if err := os.Mkdir(tmp, 0o700); err != nil {
+		return nil, "", err
+	}
+	done := false
+	defer func() {
+		if !done {
+			_ = os.RemoveAll(tmp)
+		}
+	}()
+	m, err := ingest(ctx, r, tmp, opt)
+	if err != nil {
+		return nil, "", err
+	}
+	dir := filepath.Join(parent, m.SHA256)
+	if existing, err := ReadMeta(dir); err == nil {
+		return existing, dir, nil // the same bytes were stored before; tmp goes
+	}
+	_ = os.RemoveAll(dir) // a directory without a readable meta.json is no version
+	if err := syncDir(tmp); err != nil {
+		return nil, "", err
+	}
+	if err := os.Rename(tmp, dir); err != nil {
+		return nil, "", err
+	}
+	done = true
+	if err := syncDir(parent); err != nil {
+		return nil, "", err
+	}
+	return m, dir, nil
+}
+
+// CleanTemp removes what interrupted ingests left in parent.
+func CleanTemp(parent string) error {
+	ents, err := os.ReadDir(parent)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	for _, e := range ents {
+		if strings.HasPrefix(e.Name(), tempPrefix) {
+			if err := os.RemoveAll(filepath.Join(parent, e.Name())); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+func randomName() string {
+	var b [8]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
+
+func syncDir(dir string) error {
+	f, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	err = f.Sync()
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	return err
+}
+
+// ingest writes the version's files into dir.
+func ingest(ctx context.Context, r io.Reader, dir string, opt Options) (*Meta, error) {
+	spoolPath := filepath.Join(dir, "source")
+	spool, err := os.Create(spoolPath)
+	if err != nil {
+		return nil, err
+	}
+	defer func() {
+		_ = spool.Close()
+		_ = os.Remove(spoolPath)
+	}()
+	br := bufio.NewReaderSize(r, 1<<20)
+	magic, _ := br.Peek(len(parquetMagic))
+	h := sha256.New()
+	sw := bufio.NewWriterSize(spool, 1<<20)
+	lr := &limitReader{r: br, left: opt.MaxBytes, limited: opt.MaxBytes > 0}
+	tee := &teeReader{r: lr, w: sw, h: h}
+
+	var open func() (rowReader, error)
+	m := &Meta{Format: Format}
+	if bytes.Equal(magic, parquetMagic) {
+		m.Source = SourceParquet
+		if _, err := io.Copy(io.Discard, tee); err != nil {
+			if lr.over {
+				return nil, bad("parquet: input is larger than the limit of %d bytes", opt.MaxBytes)
+			}
+			return nil, err
+		}
+		if tee.werr != nil {
+			return nil, tee.werr
+		}
+		if err := sw.Flush(); err != nil {
+			return nil, err
+		}
+		open = func() (rowReader, error) { return openParquet(spool, tee.n) }
+	} else {
+		m.Source = SourceCSV
+		open = func() (rowReader, error) {
+			if _, err := spool.Seek(0, io.SeekStart); err != nil {
+				return nil, err
+			}
+			return newCSVRows(bufio.NewReaderSize(spool, 1<<20), nil, 0), nil
+		}
+	}
+
+	// Pass 1: check every row and type every column.
+	var rr rowReader
+	if m.Source == SourceCSV {
+		rr = newCSVRows(tee, lr, opt.MaxBytes)
+	} else if rr, err = open(); err != nil {
+		return nil, err
+	}
+	header, err := rr.header()
+	if err != nil {
+		return nil, err
+	}
+	opt = opt.withDefaults(len(header))
+	if len(header) > opt.MaxColumns {
+		return nil, bad("%s: line 1: header has %d columns, more than the limit of %d", m.Source, len(header), opt.MaxColumns)
+	}
+	cols, err := checkHeader(header)
+	if err != nil {
+		return nil, err
+	}
+	isNum := make([]bool, len(cols))
+	canon := make([]bool, len(cols))
+	for c := range cols {
+		isNum[c], canon[c] = true, true
+	}
+	var buf []byte
+	for {
+		rec, line, err := rr.next()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			return nil, err
+		}
+		if len(rec) != len(cols) {
+			return nil, bad("csv: line %d: row has %d fields, the header has %d", line, len(rec), len(cols))
+		}
+		if opt.MaxRows > 0 && m.Rows >= opt.MaxRows {
+			return nil, bad("%s: line %d: more than the limit of %d data rows", m.Source, line, opt.MaxRows)
+		}
+		for c, s := range rec {
+			if !validUTF8(s) {
+				return nil, bad("%s: line %d, column %q: value is not valid UTF-8", m.Source, line, cols[c])
+			}
+		}
+		m.Rows++
+		if m.Rows%4096 == 0 {
+			if err := ctx.Err(); err != nil {
+				return nil, err
+			}
+		}
+		for c, s := range rec {
+			if !isNum[c] {
+				continue
+			}
+			v, err := strconv.ParseFloat(strings.TrimSpace(s), 64)
+			if err != nil || math.IsNaN(v) || math.IsInf(v, 0) {
+				isNum[c] = false
+				continue
+			}
+			if canon[c] {
+				buf = dataset.AppendNumber(buf[:0], v)
+				canon[c] = string(buf) == s
+			}
+		}
+	}
+	if m.Source == SourceCSV {
+		if tee.werr != nil {
+			return nil, tee.werr
+		}
+		if err := sw.Flush(); err != nil {
+			return nil, err
+		}
+	}
+	if m.Rows == 0 {
+		return nil, bad("%s: the header is not followed by any data row", m.Source)
+	}
+	m.SHA256, m.Size = hex.EncodeToString(h.Sum(nil)), tee.n
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+
+	// Pass 2: write the typed columns and their statistics.
+	m.Columns = make([]ColumnMeta, len(cols))
+	var fields []arrow.Field
+	for c, name := range cols {
+		cm := ColumnMeta{Column: dataset.Column{Name: name, Type: dataset.TypeCategory}, Field: c, RawField: -1}
+		typ := arrow.DataType(arrow.BinaryTypes.String)
+		if isNum[c] {
+			cm.Type, typ = dataset.TypeNumber, arrow.PrimitiveTypes.Float64
+			cm.Stats.Integral = true
+		}
+		m.Columns[c] = cm
+		fields = append(fields, arrow.Field{Name: name, Type: typ})
+	}
+	for c := range cols {
+		if isNum[c] && !canon[c] {
+			m.Columns[c].RawField = len(fields)
+			fields = append(fields, arrow.Field{Name: cols[c], Type: arrow.BinaryTypes.String})
+		}
+	}
+	if rr, err = open(); err != nil {
+		return nil, err
+	}
+	if _, err := rr.header(); err != nil {
+		return nil, err
+	}
+	if err := writeColumns(ctx, rr, dir, m, arrow.NewSchema(fields, nil), opt); err != nil {
+		return nil, err
+	}
+	if err := writeMeta(dir, m); err != nil {
+		return nil, err
+	}
+	return m, nil
+}
+
+// checkHeader cleans and checks header names as dataset.ReadCSV does.
+func checkHeader(header []string) ([]string, error) {
+	out := make([]string, len(header))
+	seen := make(map[string]int, len(header))
+	for i, h := range header {
+		if i == 0 {
+			h = strings.TrimPrefix(h, "\ufeff")
+		}
+		name := strings.TrimSpace(h)
+		if name == "" {
+			return nil, bad("csv: line 1, column %d: header name is empty", i+1)
+		}
+		if !validUTF8(name) {
+			return nil, bad("csv: line 1, column %d: header name is not valid UTF-8", i+1)
+		}
+		if j, dup := seen[name]; dup {
+			return nil, bad("csv: line 1, column %d: header name %q repeats column %d", i+1, name, j+1)
+		}
+		seen[name] = i
+		out[i] = strings.Clone(name)
+	}
+	return out, nil
+}
+
+// writeColumns reads every row of rr into record batches of dir's data file.
+func writeColumns(ctx context.Context, rr rowReader, dir string, m *Meta, schema *arrow.Schema, opt Options) error {
+	f, err := os.Create(filepath.Join(dir, DataFile))
+	if err != nil {
+		return err
+	}
+	defer func() { _ = f.Close() }()
+	bw := bufio.NewWriterSize(f, 1<<20)
+	mem := memory.NewGoAllocator()
+	w, err := ipc.NewFileWriter(bw, ipc.WithSchema(schema), ipc.WithAllocator(mem))
+	if err != nil {
+		return err
+	}
+	rb := array.NewRecordBuilder(mem, schema)
+	defer rb.Release()
+	stats := make([]*statsBuilder, len(m.Columns))
+	for c := range m.Columns {
+		stats[c] = newStatsBuilder(opt.DistinctCap)
+	}
+	var rows, chunkBytes int
+	var start int64
+	flush := func() error {
+		if rows == 0 {
+			return nil
+		}
+		rec := rb.NewRecordBatch()
+		defer rec.Release()
+		if err := w.Write(rec); err != nil {
+			return err
+		}
+		m.ChunkStarts = append(m.ChunkStarts, start)
+		start += int64(rows)
+		rows, chunkBytes = 0, 0
+		return ctx.Err()
+	}
+	var n int64
+	for {
+		rec, line, err := rr.next()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			return err
+		}
+		if len(rec) != len(m.Columns) {
+			return bad("csv: line %d: row has %d fields, the header has %d", line, len(rec), len(m.Columns))
+		}
+		for c, s := range rec {
+			cm := &m.Columns[c]
+			st := stats[c]
+			if cm.Type == dataset.TypeNumber {
+				v, err := strconv.ParseFloat(strings.TrimSpace(s), 64)
+				if err != nil || math.IsNaN(v) || math.IsInf(v, 0) {
+					return fmt.Errorf("colstore: line %d, column %q changed between two reads of the spooled document", line, cm.Name)
+				}
+				rb.Field(c).(*array.Float64Builder).Append(v)
+				st.number(v, s)
+				if cm.RawField >= 0 {
+					rb.Field(cm.RawField).(*array.StringBuilder).Append(s)
+					chunkBytes += len(s)
+				}
+			} else {
+				rb.Field(c).(*array.StringBuilder).Append(s)
+				chunkBytes += len(s)
+			}
+			st.text(s)
+		}
+		rows++
+		n++
+		if rows >= opt.ChunkRows || chunkBytes >= opt.ChunkBytes {
+			if err := flush(); err != nil {
+				return err
+			}
+		}
+	}
+	if n != m.Rows {
+		return fmt.Errorf("colstore: the spooled document has %d rows, the first read %d", n, m.Rows)
+	}
+	if err := flush(); err != nil {
+		return err
+	}
+	if err := w.Close(); err != nil {
+		return err
+	}
+	if err := bw.Flush(); err != nil {
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		return err
+	}
+	for c := range m.Columns {
+		m.Columns[c].Stats = stats[c].finish(m.Columns[c].Type == dataset.TypeNumber)
+	}
+	return f.Close()
+}
+
+func writeMeta(dir string, m *Meta) error {
+	b, err := json.Marshal(m)
+	if err != nil {
+		return err
+	}
+	f, err := os.Create(filepath.Join(dir, MetaFile))
+	if err != nil {
+		return err
+	}
+	if _, err := f.Write(b); err != nil {
+		_ = f.Close()
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		_ = f.Close()
+		return err
+	}
+	return f.Close()
+}
+
+// statsBuilder accumulates a column's statistics.
+type statsBuilder struct {
+	s        ColumnStats
+	cap      int
+	distinct map[string]int64 // nil once over cap
+}
+
+func newStatsBuilder(capacity int) *statsBuilder {
+	return &statsBuilder{cap: capacity, distinct: map[string]int64{},
+		s: ColumnStats{Min: math.Inf(1), Max: math.Inf(-1), Integral: true}}
+}
+
+func (b *statsBuilder) number(v float64, text string) {
+	s := &b.s
+	s.Min, s.Max = min(s.Min, v), max(s.Max, v)
+	s.Sum += Float(v)
+	s.SumSq += Float(v * v)
+	if v != math.Trunc(v) {
+		s.Integral = false
+	}
+	t := strings.TrimSpace(text)
+	if j := strings.IndexAny(t, "eE"); j >= 0 {
+		t = t[:j]
+	}
+	if _, frac, ok := strings.Cut(t, "."); ok {
+		s.Decimals = max(s.Decimals, min(len(frac), MaxDecimals))
+	}
+}
+
+func (b *statsBuilder) text(v string) {
+	b.s.Count++
+	if b.distinct == nil {
+		return
+	}
+	if n, ok := b.distinct[v]; ok {
+		b.distinct[v] = n + 1
+		return
+	}
+	if len(b.distinct) >= b.cap {
+		b.distinct = nil
+		b.s.DistinctOver = true
+		return
+	}
+	b.distinct[strings.Clone(v)] = 1
+}
+
+func (b *statsBuilder) finish(number bool) ColumnStats {
+	s := b.s
+	if !number {
+		s.Min, s.Max, s.Integral = 0, 0, false
+	}
+	for v, n := range b.distinct {
+		s.Distinct = append(s.Distinct, ValueCount{Value: v, Count: n})
+	}
+	slices.SortFunc(s.Distinct, func(a, b ValueCount) int { return strings.Compare(a.Value, b.Value) })
+	return s
+}
+
+// limitReader reads at most left bytes when limited and records whether
+// the input had more.
+type limitReader struct {
+	r       io.Reader
+	left    int64
+	limited bool
+	over    bool
+}
+
+func (l *limitReader) Read(p []byte) (int, error) {
+	if !l.limited {
+		return l.r.Read(p)
+	}
+	if l.left <= 0 {
+		var b [1]byte
+		n, err := l.r.Read(b[:])
+		if n > 0 {
+			l.over = true
+			return 0, errors.New("input over the size limit")
+		}
+		if err == nil {
+			err = io.EOF
+		}
+		return 0, err
+	}
+	if int64(len(p)) > l.left {
+		p = p[:l.left]
+	}
+	n, err := l.r.Read(p)
+	l.left -= int64(n)
+	return n, err
+}
+
+// teeReader hashes and spools what it reads; a spool write error is kept
+// for the caller and ends the read.
+type teeReader struct {
+	r    io.Reader
+	w    io.Writer
+	h    io.Writer
+	n    int64
+	werr error
+}
+
+func (t *teeReader) Read(p []byte) (int, error) {
+	n, err := t.r.Read(p)
+	if n > 0 {
+		t.n += int64(n)
+		_, _ = t.h.Write(p[:n])
+		if _, werr := t.w.Write(p[:n]); werr != nil {
+			t.werr = werr
+			return n, werr
+		}
+	}
+	return n, err
+}
