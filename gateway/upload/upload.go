@@ -5,7 +5,8 @@
 //
 // Each session is a directory under the root holding meta.json (the
 // Session, with its format version) and data (the bytes received so far).
-// The package is not yet wired to HTTP routes.
+// A finished session keeps only meta.json, recording what its bytes became,
+// until Sweep removes it; so does an abandoned one.
 package upload
 
 import (
@@ -34,21 +35,55 @@ var (
 	ErrTooLarge = errors.New("upload: more bytes than the session allows")
 	ErrBusy     = errors.New("upload: another chunk of this session is being written")
 	ErrShort    = errors.New("upload: fewer bytes than the session's declared size")
+	ErrNoSpace  = errors.New("upload: not enough free disk space")
+	ErrDone     = errors.New("upload: the session is finished")
+	ErrTooMany  = errors.New("upload: too many open sessions")
 )
 
-// Session describes one upload.
+// Session describes one upload. The fields after CreatedAt are the
+// caller's, stored with it (all optional: meta.json files written without
+// them read as empty).
 type Session struct {
 	Schema    int       `json:"schema"`
 	ID        string    `json:"id"`
 	Owner     string    `json:"owner"`
 	Size      int64     `json:"size"` // declared total, 0 if unknown
 	CreatedAt time.Time `json:"created_at"`
+
+	// What the bytes are for: the dataset's format, and either a new
+	// dataset's description or the ID of the dataset they are a new
+	// version of.
+	Format      string   `json:"format,omitempty"`
+	Name        string   `json:"name,omitempty"`
+	Description string   `json:"description,omitempty"`
+	Tags        []string `json:"tags,omitempty"`
+	Visibility  string   `json:"visibility,omitempty"`
+	DatasetID   string   `json:"dataset_id,omitempty"`
+	// SHA256 is the hex SHA-256 the uploader says the bytes have ("" none).
+	SHA256 string `json:"sha256,omitempty"`
+	// Result is set once Finish has turned the bytes into something.
+	Result *Result `json:"result,omitempty"`
+}
+
+// Result is what a finished session's bytes became.
+type Result struct {
+	DatasetID string    `json:"dataset_id"`
+	Version   int       `json:"version"`
+	SHA256    string    `json:"sha256"` // of the uploaded bytes
+	At        time.Time `json:"at"`
 }
 
 // Store holds the sessions under one directory.
 type Store struct {
 	dir     string
 	maxSize int64
+	// MaxOpen bounds the unfinished sessions of one owner (default 16).
+	MaxOpen int
+	// Free reports the bytes free on the store's disk (default: statfs;
+	// tests replace it); a negative answer means unknown and skips the check.
+	Free func() (int64, error)
+	// Now is the clock (default time.Now).
+	Now func() time.Time
 
 	mu   sync.Mutex
 	busy map[string]bool
@@ -62,8 +97,13 @@ func Open(dir string, maxSize int64) (*Store, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("upload: %w", err)
 	}
-	return &Store{dir: dir, maxSize: maxSize, busy: map[string]bool{}}, nil
+	s := &Store{dir: dir, maxSize: maxSize, MaxOpen: 16, Now: time.Now, busy: map[string]bool{}}
+	s.Free = func() (int64, error) { return diskFree(dir) }
+	return s, nil
 }
+
+// MaxSize is the largest session the store accepts.
+func (s *Store) MaxSize() int64 { return s.maxSize }
 
 var validID = regexp.MustCompile(`^[0-9a-f]{16,64}$`)
 
@@ -74,12 +114,50 @@ func (s *Store) path(id, name string) (string, error) {
 	return filepath.Join(s.dir, id, name), nil
 }
 
-// Create starts a session for owner; size is the declared total (0 unknown).
-func (s *Store) Create(owner string, size int64) (*Session, error) {
-	if size < 0 || size > s.maxSize {
-		return nil, fmt.Errorf("%w: declared %d bytes, limit %d", ErrTooLarge, size, s.maxSize)
+// Create starts a session from tmpl: its Owner, declared Size (0 unknown)
+// and the caller's fields; ID, Schema and CreatedAt are set here. A size
+// over the store's limit is ErrTooLarge; more than the free disk space holds
+// beside what the open sessions still await is ErrNoSpace; an owner with
+// MaxOpen unfinished sessions gets ErrTooMany.
+func (s *Store) Create(tmpl Session) (*Session, error) {
+	if tmpl.Size < 0 || tmpl.Size > s.maxSize {
+		return nil, fmt.Errorf("%w: declared %d bytes, limit %d", ErrTooLarge, tmpl.Size, s.maxSize)
 	}
-	sess := &Session{Schema: SessionSchema, ID: crypto.RandomID()[:32], Owner: owner, Size: size, CreatedAt: time.Now().UTC()}
+	// One creation at a time, so two cannot both count the same free space.
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	list, err := s.list()
+	if err != nil {
+		return nil, err
+	}
+	var awaited int64
+	open := 0
+	for _, o := range list {
+		if o.Result != nil {
+			continue
+		}
+		if o.Owner == tmpl.Owner {
+			open++
+		}
+		if o.Size > 0 {
+			got, _ := s.received(o.ID)
+			awaited += max(o.Size-got, 0)
+		}
+	}
+	if s.MaxOpen > 0 && open >= s.MaxOpen {
+		return nil, fmt.Errorf("%w: %d unfinished uploads; finish or cancel one first", ErrTooMany, open)
+	}
+	if s.Free != nil {
+		free, err := s.Free()
+		if err != nil {
+			return nil, fmt.Errorf("upload: free disk space: %w", err)
+		}
+		if free >= 0 && tmpl.Size+awaited > free {
+			return nil, fmt.Errorf("%w: %d bytes declared, %d awaited by other uploads, %d free", ErrNoSpace, tmpl.Size, awaited, free)
+		}
+	}
+	sess := tmpl
+	sess.Schema, sess.ID, sess.CreatedAt, sess.Result = SessionSchema, crypto.RandomID()[:32], s.Now().UTC(), nil
 	dir := filepath.Join(s.dir, sess.ID)
 	if err := os.Mkdir(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("upload: %w", err)
@@ -100,7 +178,35 @@ func (s *Store) Create(owner string, size int64) (*Session, error) {
 	if err := f.Close(); err != nil {
 		return nil, fmt.Errorf("upload: %w", err)
 	}
-	return sess, nil
+	return &sess, nil
+}
+
+// list reads every session's description (unreadable ones are skipped).
+func (s *Store) list() ([]*Session, error) {
+	ents, err := os.ReadDir(s.dir)
+	if err != nil {
+		return nil, fmt.Errorf("upload: %w", err)
+	}
+	var out []*Session
+	for _, e := range ents {
+		if !e.IsDir() || !validID.MatchString(e.Name()) {
+			continue
+		}
+		if sess, err := s.Session(e.Name()); err == nil {
+			out = append(out, sess)
+		}
+	}
+	return out, nil
+}
+
+// received is the size of a session's data file.
+func (s *Store) received(id string) (int64, error) {
+	p, _ := s.path(id, "data")
+	fi, err := os.Stat(p)
+	if err != nil {
+		return 0, fmt.Errorf("upload: %w", err)
+	}
+	return fi.Size(), nil
 }
 
 func writeSynced(path string, b []byte) error {
@@ -144,17 +250,43 @@ func (s *Store) Session(id string) (*Session, error) {
 	return &sess, nil
 }
 
-// Offset is how many bytes session id has received: where the next chunk starts.
+// Offset is how many bytes session id has received: where the next chunk
+// starts (a finished session's size).
 func (s *Store) Offset(id string) (int64, error) {
-	if _, err := s.Session(id); err != nil {
+	sess, err := s.Session(id)
+	if err != nil {
 		return 0, err
 	}
-	p, _ := s.path(id, "data")
-	fi, err := os.Stat(p)
-	if err != nil {
-		return 0, fmt.Errorf("upload: %w", err)
+	if sess.Result != nil {
+		return sess.Size, nil
 	}
-	return fi.Size(), nil
+	return s.received(id)
+}
+
+// Touched is when session id last changed: its last chunk, or its creation
+// or finish.
+func (s *Store) Touched(id string) (time.Time, error) {
+	var last time.Time
+	for _, name := range []string{"meta.json", "data"} {
+		p, err := s.path(id, name)
+		if err != nil {
+			return time.Time{}, err
+		}
+		fi, err := os.Stat(p)
+		if errors.Is(err, os.ErrNotExist) {
+			continue
+		}
+		if err != nil {
+			return time.Time{}, fmt.Errorf("upload: %w", err)
+		}
+		if fi.ModTime().After(last) {
+			last = fi.ModTime()
+		}
+	}
+	if last.IsZero() {
+		return time.Time{}, ErrNotFound
+	}
+	return last, nil
 }
 
 func (s *Store) acquire(id string) error {
@@ -179,14 +311,17 @@ func (s *Store) release(id string) {
 // returned offset (with the error) is where the upload resumes. More than
 // maxChunk bytes in r, or more than the session allows, is ErrTooLarge.
 func (s *Store) Append(id string, offset int64, r io.Reader, maxChunk int64) (int64, error) {
-	sess, err := s.Session(id)
-	if err != nil {
-		return 0, err
-	}
 	if err := s.acquire(id); err != nil {
 		return 0, err
 	}
 	defer s.release(id)
+	sess, err := s.Session(id)
+	if err != nil {
+		return 0, err
+	}
+	if sess.Result != nil {
+		return sess.Size, ErrDone
+	}
 	p, _ := s.path(id, "data")
 	f, err := os.OpenFile(p, os.O_WRONLY, 0)
 	if err != nil {
@@ -227,15 +362,22 @@ func (s *Store) Append(id string, offset int64, r io.Reader, maxChunk int64) (in
 // the path of its bytes, their hex SHA-256 and their size, read streaming.
 // The file stays until Remove.
 func (s *Store) Complete(id string) (path, sha string, size int64, err error) {
-	sess, err := s.Session(id)
-	if err != nil {
-		return "", "", 0, err
-	}
 	if err := s.acquire(id); err != nil {
 		return "", "", 0, err
 	}
 	defer s.release(id)
-	path, _ = s.path(id, "data")
+	sess, err := s.Session(id)
+	if err != nil {
+		return "", "", 0, err
+	}
+	return s.complete(sess)
+}
+
+func (s *Store) complete(sess *Session) (path, sha string, size int64, err error) {
+	if sess.Result != nil {
+		return "", "", 0, ErrDone
+	}
+	path, _ = s.path(sess.ID, "data")
 	f, err := os.Open(path)
 	if err != nil {
 		return "", "", 0, fmt.Errorf("upload: %w", err)
@@ -252,11 +394,106 @@ func (s *Store) Complete(id string) (path, sha string, size int64, err error) {
 	return path, hex.EncodeToString(h.Sum(nil)), size, nil
 }
 
-// Remove deletes session id and its bytes.
+// Finish completes session id (as Complete) and calls use with its bytes'
+// file, hex SHA-256 and size, holding the session so that no chunk, cancel
+// or sweep touches it meanwhile. When use succeeds, its Result is recorded
+// in the session and the bytes are deleted: asking again returns the same
+// Result with ErrDone. When use fails, the session stays as it was.
+func (s *Store) Finish(id string, use func(f *os.File, sha string, size int64) (Result, error)) (*Session, error) {
+	if err := s.acquire(id); err != nil {
+		return nil, err
+	}
+	defer s.release(id)
+	sess, err := s.Session(id)
+	if err != nil {
+		return nil, err
+	}
+	if sess.Result != nil {
+		return sess, ErrDone
+	}
+	path, sha, size, err := s.complete(sess)
+	if err != nil {
+		return nil, err
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("upload: %w", err)
+	}
+	res, err := use(f, sha, size)
+	_ = f.Close()
+	if err != nil {
+		return nil, err
+	}
+	if res.At.IsZero() {
+		res.At = s.Now().UTC()
+	}
+	res.SHA256 = sha
+	sess.Result = &res
+	b, err := json.Marshal(sess)
+	if err != nil {
+		return nil, err
+	}
+	meta, _ := s.path(id, "meta.json")
+	tmp := meta + ".tmp"
+	_ = os.Remove(tmp)
+	if err := writeSynced(tmp, b); err != nil {
+		return nil, err
+	}
+	if err := os.Rename(tmp, meta); err != nil {
+		return nil, fmt.Errorf("upload: %w", err)
+	}
+	if err := os.Remove(path); err != nil {
+		return nil, fmt.Errorf("upload: %w", err)
+	}
+	return sess, nil
+}
+
+// Remove deletes session id and its bytes; a session a chunk or Finish is
+// using is ErrBusy.
 func (s *Store) Remove(id string) error {
 	p, err := s.path(id, "")
 	if err != nil {
 		return err
 	}
+	if err := s.acquire(id); err != nil {
+		return err
+	}
+	defer s.release(id)
+	if _, err := os.Stat(p); errors.Is(err, os.ErrNotExist) {
+		return ErrNotFound
+	}
 	return os.RemoveAll(p)
+}
+
+// Sweep removes the sessions untouched (see Touched) for longer than ttl
+// before now, finished or not, skipping those in use. It returns how many
+// it removed.
+func (s *Store) Sweep(now time.Time, ttl time.Duration) (int, error) {
+	ents, err := os.ReadDir(s.dir)
+	if err != nil {
+		return 0, fmt.Errorf("upload: %w", err)
+	}
+	n := 0
+	var errs []error
+	for _, e := range ents {
+		if !e.IsDir() || !validID.MatchString(e.Name()) {
+			continue
+		}
+		last, err := s.Touched(e.Name())
+		if err != nil && !errors.Is(err, ErrNotFound) {
+			errs = append(errs, err)
+			continue
+		}
+		if err == nil && now.Sub(last) <= ttl {
+			continue
+		}
+		if err := s.Remove(e.Name()); err != nil {
+			if !errors.Is(err, ErrBusy) && !errors.Is(err, ErrNotFound) {
+				errs = append(errs, err)
+			}
+			continue
+		}
+		n++
+	}
+	return n, errors.Join(errs...)
 }
