@@ -25,6 +25,7 @@ import (
 	"github.com/fedgrid/fedgrid/crypto"
 	"github.com/fedgrid/fedgrid/gateway/service"
 	"github.com/fedgrid/fedgrid/gateway/store"
+	"github.com/fedgrid/fedgrid/gateway/upload"
 	"github.com/fedgrid/fedgrid/internal/config"
 	"github.com/fedgrid/fedgrid/internal/webtls"
 	"github.com/fedgrid/fedgrid/p2p"
@@ -98,6 +99,13 @@ type Config struct {
 	AuditLog io.Writer
 	// AuditLogFrom is the sequence number after which AuditLog starts.
 	AuditLogFrom uint64
+
+	// MaxUploadSize bounds one resumable upload (default 1 TiB); an upload
+	// the free disk space cannot hold is refused whatever this says.
+	// UploadTTL is how long an untouched upload session is kept (default
+	// 24 h): the sweep removes older ones, received bytes and all.
+	MaxUploadSize int64
+	UploadTTL     time.Duration
 }
 
 // DefaultConfig is a gateway's configuration before any flag: the HTTP
@@ -120,6 +128,8 @@ func DefaultConfig() Config {
 		TableCacheBytes: 256 << 20,
 		WitnessInterval: 30 * time.Second,
 		MaxConns:        4096,
+		MaxUploadSize:   1 << 40,
+		UploadTTL:       24 * time.Hour,
 	}
 }
 
@@ -153,6 +163,8 @@ func (c *Config) defaults() {
 	setZero(&c.TableCacheBytes, d.TableCacheBytes)
 	setZero(&c.WitnessInterval, d.WitnessInterval)
 	setZero(&c.MaxConns, d.MaxConns)
+	setZero(&c.MaxUploadSize, d.MaxUploadSize)
+	setZero(&c.UploadTTL, d.UploadTTL)
 }
 
 func setZero[T comparable](field *T, def T) {
@@ -190,6 +202,8 @@ func (c Config) Validate() error {
 	ck.Require(c.MaxRounds >= 1 && c.MaxRounds <= plan.MaxRounds, "MaxRounds", "must be 1 to %d, got %d", plan.MaxRounds, c.MaxRounds)
 	ck.Require(c.TableCacheBytes > 0, "TableCacheBytes", "must be positive, got %d", c.TableCacheBytes)
 	ck.Require(c.WitnessInterval > 0, "WitnessInterval", "must be positive, got %s", c.WitnessInterval)
+	ck.Require(c.MaxUploadSize > 0, "MaxUploadSize", "must be positive, got %d", c.MaxUploadSize)
+	ck.Require(c.UploadTTL >= time.Minute, "UploadTTL", "must be at least 1m, got %s", c.UploadTTL)
 	return ck.Err("gateway config")
 }
 
@@ -205,6 +219,8 @@ type Gateway struct {
 	setupToken string
 	// tables caches parsed datasets (DP queries, shards, rounds).
 	tables *tableCache
+	// uploads keeps the resumable upload sessions (DataDir/uploads).
+	uploads *upload.Store
 
 	httpSrv *http.Server
 	httpLn  net.Listener
@@ -263,6 +279,10 @@ func Start(ctx context.Context, cfg Config) (_ *Gateway, err error) {
 		return nil, err
 	}
 	g.gater = newDenyGater(revoked)
+	if g.uploads, err = upload.Open(filepath.Join(cfg.DataDir, "uploads"), cfg.MaxUploadSize); err != nil {
+		return nil, err
+	}
+	g.uploads.Now = cfg.Now
 	g.metrics = newMetrics(g)
 	g.svc = service.New(service.Config{Store: g.store, Logger: cfg.Logger.With("sub", "service"),
 		Jobs:   service.JobPolicy{MaxAttempts: cfg.MaxAttempts, AttemptTimeout: cfg.AttemptTimeout, JobTimeout: cfg.JobTimeout},
@@ -323,6 +343,7 @@ func Start(ctx context.Context, cfg Config) (_ *Gateway, err error) {
 	g.peer.Go(g.provideLoop)
 	g.peer.Go(g.coordLoop)
 	g.peer.Go(g.witnessLoop)
+	g.peer.Go(g.uploadSweepLoop)
 	if cfg.AuditLog != nil {
 		g.peer.Go(g.auditExport)
 	}

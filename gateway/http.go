@@ -34,6 +34,8 @@ func (g *Gateway) startHTTP() error {
 		},
 		Logger:     g.log.With("sub", "http"),
 		SetupToken: g.setupToken,
+		Uploads:    g.uploads,
+		UploadTTL:  g.cfg.UploadTTL,
 	})
 	if err != nil {
 		return err

@@ -51,3 +51,24 @@ func (g *Gateway) leaseLoop(ctx context.Context) {
 		}
 	}
 }
+
+// uploadSweepLoop removes upload sessions untouched for longer than
+// UploadTTL, and their bytes, every tenth of the TTL (at most hourly).
+func (g *Gateway) uploadSweepLoop(ctx context.Context) {
+	t := time.NewTicker(min(g.cfg.UploadTTL/10, time.Hour))
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			n, err := g.uploads.Sweep(g.cfg.Now(), g.cfg.UploadTTL)
+			if err != nil {
+				g.log.Warn("sweep upload sessions", "err", err)
+			}
+			if n > 0 {
+				g.log.Info("expired upload sessions removed", "count", n)
+			}
+		}
+	}
+}

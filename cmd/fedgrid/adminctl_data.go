@@ -137,36 +137,24 @@ func admDatasetsCmd(g *globals, af *adminFlags) *cobra.Command {
 			return a.show(raw, func() error { return a.fields(d.fields()) })
 		})
 
-	var up struct{ name, tags, description, visibility string }
-	upload := admLeaf(g, af, "upload FILE.csv", "upload a CSV dataset", cobra.ExactArgs(1), true,
-		func(ctx context.Context, a *admin, args []string) error {
-			if up.visibility != "" && up.visibility != "public" && up.visibility != "private" {
-				return usagef("--visibility must be public or private")
-			}
-			f, err := os.Open(args[0])
-			if err != nil {
-				return err
-			}
-			defer f.Close()
-			var raw json.RawMessage
-			fields := []adminclient.Field{{Name: "name", Value: up.name}, {Name: "tags", Value: strings.Join(splitTags(up.tags), ",")},
-				{Name: "description", Value: up.description}, {Name: "visibility", Value: up.visibility}}
-			if err := a.cl.Upload(ctx, "/api/v1/datasets", fields, filepath.Base(args[0]), f, &raw); err != nil {
-				return err
-			}
-			var d apiDataset
-			if err := json.Unmarshal(raw, &d); err != nil {
-				return fmt.Errorf("the gateway's answer is not a dataset: %v", err)
-			}
-			return a.show(raw, func() error {
-				fmt.Fprintf(a.g.stdout, "uploaded %s as dataset %s\n", args[0], d.ID)
-				return a.fields(d.fields())
-			})
-		})
+	var up uploadFlags
+	upload := admLeaf(g, af, "upload FILE", "upload a CSV or Parquet file of any size as a dataset (or, with --dataset, as a new version of one); resumable", cobra.ExactArgs(1), true,
+		func(_ context.Context, a *admin, args []string) error { return a.uploadFile(&up, args[0]) })
+	upload.Long = `Upload a CSV or Parquet file of any size as a dataset, through the gateway's
+resumable upload API: the file is sent in chunks from disk (never read whole
+into memory), with a progress line on a terminal (not with --json). A cut
+connection is retried from the bytes the gateway holds. If the command is
+killed, running it again with the same file resumes the upload (its state is
+kept in the user's cache directory until the upload is finished); --restart
+starts over.`
 	upload.Flags().StringVar(&up.name, "name", "", "the dataset's name (default: the file's)")
 	upload.Flags().StringVar(&up.tags, "tags", "", "comma-separated tags announced on the network, e.g. medical,public")
 	upload.Flags().StringVar(&up.description, "description", "", "what the data is")
-	upload.Flags().StringVar(&up.visibility, "visibility", "", "public, or private to have every result reviewed (default public)")
+	upload.Flags().StringVar(&up.visibility, "visibility", "", "public, or private to have every result reviewed (default private)")
+	upload.Flags().StringVar(&up.format, "format", "", "csv or parquet (default: from the file's name and first bytes)")
+	upload.Flags().StringVar(&up.dataset, "dataset", "", "upload the file as a new version of this dataset (ID or name)")
+	upload.Flags().BoolVar(&up.restart, "restart", false, "start the upload over instead of resuming an interrupted one")
+	upload.Flags().StringVar(&up.chunk, "chunk-size", "", "bytes per request (default 8MiB, at most what the gateway allows)")
 
 	var ed struct{ name, tags, description, visibility string }
 	edit := admLeaf(g, af, "edit DATASET", "change a dataset's name, description, tags or visibility", cobra.ExactArgs(1), true,

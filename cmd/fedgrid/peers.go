@@ -212,7 +212,7 @@ func networkCmd(g *globals) *cobra.Command {
 func gatewayCmd(g *globals) *cobra.Command {
 	var pf peerFlags
 	cfg := gateway.DefaultConfig()
-	var auditLog string
+	var auditLog, maxUpload string
 	c := &cobra.Command{
 		Use:   "gateway",
 		Short: "run a data owner's gateway",
@@ -233,8 +233,13 @@ func gatewayCmd(g *globals) *cobra.Command {
 			}
 			cfg.DataDir, cfg.Network, cfg.Listen, cfg.Bootstrap = pf.data, pf.network, pf.listen, pf.bootstrap
 			cfg.PSK, cfg.Logger, cfg.Reach = psk, g.logger(), pf.reach
+			if maxUpload != "" {
+				if cfg.MaxUploadSize, err = node.ParseBytes(maxUpload); err != nil {
+					return usagef("--max-upload-size: %v", err)
+				}
+			}
 			if err := cfg.Validate(); err != nil {
-				return flagErrors(err, map[string]string{"HTTPAddr": "--http", "MetricsAddr": "--metrics-http", "Name": "--name", "CORSOrigins": "--cors-origin",
+				return flagErrors(err, map[string]string{"HTTPAddr": "--http", "MetricsAddr": "--metrics-http", "MaxUploadSize": "--max-upload-size", "UploadTTL": "--upload-ttl", "Name": "--name", "CORSOrigins": "--cors-origin",
 					"Lease": "--lease", "MaxAttempts": "--max-attempts", "AttemptTimeout": "--attempt-timeout", "JobTimeout": "--job-timeout",
 					"MaxWorkers": "--max-workers", "MaxRounds": "--max-rounds", "WitnessInterval": "--witness-interval"})
 			}
@@ -265,6 +270,8 @@ func gatewayCmd(g *globals) *cobra.Command {
 	c.Flags().IntVar(&cfg.MaxWorkers, "max-workers", cfg.MaxWorkers, "largest train.workers a data-parallel plan may ask for")
 	c.Flags().IntVar(&cfg.MaxRounds, "max-rounds", cfg.MaxRounds, "largest train.rounds a data-parallel plan may ask for")
 	c.Flags().DurationVar(&cfg.WitnessInterval, "witness-interval", cfg.WitnessInterval, "how often the audit chain's head is published, signed, to the --bootstrap network peers that witness it")
+	c.Flags().StringVar(&maxUpload, "max-upload-size", "1TiB", "largest resumable upload (fedgrid admin datasets upload); one the free disk space cannot hold is refused anyway")
+	c.Flags().DurationVar(&cfg.UploadTTL, "upload-ttl", cfg.UploadTTL, "how long an unfinished or finished upload session is kept untouched before its bytes are deleted")
 	c.Flags().StringVar(&auditLog, "audit-log", "", "append every audit entry as a JSON line to FILE (resuming after its last line), or - for stdout (the whole log at each start)")
 	return c
 }

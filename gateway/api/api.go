@@ -20,6 +20,7 @@ import (
 
 	"github.com/fedgrid/fedgrid/gateway/service"
 	"github.com/fedgrid/fedgrid/gateway/store"
+	resumable "github.com/fedgrid/fedgrid/gateway/upload"
 	"github.com/fedgrid/fedgrid/wire"
 )
 
@@ -36,6 +37,18 @@ type Config struct {
 	Logger  *slog.Logger    // nil: discard
 	// MaxUploadBytes bounds a dataset upload's CSV (default 64 MiB).
 	MaxUploadBytes int64
+	// Uploads keeps the resumable upload sessions (/api/v1/uploads); nil:
+	// those routes answer 503. Its MaxSize bounds one upload.
+	Uploads *resumable.Store
+	// UploadChunkBytes bounds one chunk of a resumable upload (default 64
+	// MiB); UploadChunkTimeout is how long one chunk may take to arrive
+	// (default 10 min); UploadFinishTimeout bounds checking and ingesting an
+	// upload when it is finished (default 2 h); UploadTTL is how long an
+	// untouched session lives (default 24 h; the gateway's sweep removes it).
+	UploadChunkBytes    int64
+	UploadChunkTimeout  time.Duration
+	UploadFinishTimeout time.Duration
+	UploadTTL           time.Duration
 	// TokenTTL is how long a login token lasts (default 12 h).
 	TokenTTL time.Duration
 	// JoinTokenTTL is how long a node join token lasts unless the request says (default 24 h).
@@ -103,6 +116,7 @@ func New(cfg Config) (*API, error) {
 	if cfg.MaxUploadBytes <= 0 {
 		cfg.MaxUploadBytes = defaultMaxUpload
 	}
+	uploadDefaults(&cfg)
 	if cfg.TokenTTL <= 0 {
 		cfg.TokenTTL = defaultTokenTTL
 	}
@@ -187,10 +201,13 @@ type route struct {
 	req       any
 	optional  bool // the JSON body may be omitted
 	multipart bool
-	query     []param
-	status    int // success status
-	resp      any // zero value of the success body type
-	handle    func(c *call) (any, error)
+	// chunk marks a body of raw bytes (application/offset+octet-stream),
+	// at most Config.UploadChunkBytes.
+	chunk  bool
+	query  []param
+	status int // success status
+	resp   any // zero value of the success body type
+	handle func(c *call) (any, error)
 }
 
 type param struct{ name, desc string }
@@ -230,8 +247,11 @@ func (a *API) dispatch(rs []*route) http.Handler {
 
 func (a *API) serve(rt *route, w http.ResponseWriter, r *http.Request) {
 	limit := int64(maxJSONBody)
-	if rt.multipart {
+	switch {
+	case rt.multipart:
 		limit = a.cfg.MaxUploadBytes + multipartOverhead
+	case rt.chunk:
+		limit = a.cfg.UploadChunkBytes + 1 // one more tells a chunk too long
 	}
 	r.Body = http.MaxBytesReader(w, r.Body, limit)
 	c := &call{a: a, w: w, r: r, rt: rt}

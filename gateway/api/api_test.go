@@ -18,6 +18,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 
 	"github.com/fedgrid/fedgrid/gateway/store"
+	resumable "github.com/fedgrid/fedgrid/gateway/upload"
 	"github.com/fedgrid/fedgrid/wire"
 )
 
@@ -52,10 +53,15 @@ func newEnv(t testing.TB, mod func(*Config)) *env {
 	}
 	t.Cleanup(func() { _ = st.Close() })
 	h := &hookLog{}
+	ups, err := resumable.Open(t.TempDir(), 1<<30)
+	if err != nil {
+		t.Fatal(err)
+	}
 	cfg := Config{
 		Store: st, Name: "test gateway",
-		PeerID: func() string { return "12D3KooWgateway" },
-		Addrs:  func() []string { return []string{"/ip4/127.0.0.1/tcp/4001"} },
+		Uploads: ups,
+		PeerID:  func() string { return "12D3KooWgateway" },
+		Addrs:   func() []string { return []string{"/ip4/127.0.0.1/tcp/4001"} },
 		Hooks: Hooks{
 			DatasetAdded:   func(d *store.Dataset) { h.add("added " + d.ID) },
 			DatasetRemoved: func(d *store.Dataset) { h.add("removed " + d.ID) },
@@ -129,6 +135,20 @@ func (e *env) do(method, path, token string, body any) resp {
 	if rd != nil {
 		req.Header.Set("Content-Type", "application/json")
 	}
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	return e.send(req)
+}
+
+// chunk sends one chunk of a resumable upload at offset.
+func (e *env) chunk(token, id string, offset int64, data []byte) resp {
+	e.t.Helper()
+	req, err := http.NewRequest(http.MethodPatch, fmt.Sprintf("%s/api/v1/uploads/%s?offset=%d", e.srv.URL, id, offset), bytes.NewReader(data))
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	req.Header.Set("Content-Type", "application/offset+octet-stream")
 	if token != "" {
 		req.Header.Set("Authorization", "Bearer "+token)
 	}

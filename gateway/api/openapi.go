@@ -53,6 +53,12 @@ func (a *API) openAPI() ([]byte, error) {
 		if params != nil {
 			op["parameters"] = params
 		}
+		if rt.chunk {
+			op["requestBody"] = map[string]any{
+				"required": true,
+				"content":  map[string]any{"application/offset+octet-stream": map[string]any{"schema": map[string]any{"type": "string", "format": "binary"}}},
+			}
+		}
 		if rt.req != nil {
 			ct := "application/json"
 			if rt.multipart {
@@ -69,7 +75,7 @@ func (a *API) openAPI() ([]byte, error) {
 			ok["content"] = map[string]any{"application/json": map[string]any{"schema": g.schema(reflect.TypeOf(rt.resp))}}
 		}
 		responses[strconv.Itoa(rt.status)] = ok
-		if rt.req != nil || len(rt.query) > 0 || len(pathParams) > 0 {
+		if rt.req != nil || rt.chunk || len(rt.query) > 0 || len(pathParams) > 0 {
 			responses["400"] = ref("BadRequest")
 		}
 		switch rt.access {
@@ -137,7 +143,7 @@ func (a *API) openAPI() ([]byte, error) {
 var repeatedParams = map[string]bool{"tag": true}
 
 // integerParams are query parameters that take a whole number.
-var integerParams = map[string]bool{"after": true, "limit": true, "rows": true}
+var integerParams = map[string]bool{"after": true, "limit": true, "rows": true, "offset": true}
 
 func querySchema(name string) map[string]any {
 	switch {
@@ -170,6 +176,7 @@ var tagDescriptions = map[string]string{
 	"users":    "Accounts, privacy budgets and per-dataset caps",
 	"roles":    "Roles and their permissions",
 	"datasets": "CSV datasets, their tags, visibility and per-user overrides",
+	"uploads":  "Resumable uploads of CSV or Parquet files of any size, chunk by chunk",
 	"models":   "Hosted models that data scientists train further",
 	"jobs":     "Training jobs",
 	"requests": "The review queue: release, budget and permission requests",

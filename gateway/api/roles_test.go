@@ -12,6 +12,7 @@ import (
 	"github.com/fedgrid/fedgrid/wire"
 
 	"github.com/fedgrid/fedgrid/gateway/store"
+	resumable "github.com/fedgrid/fedgrid/gateway/upload"
 )
 
 // contractRoles is CONTRACT.md's role table, written out independently of the
@@ -59,6 +60,11 @@ var contractRoutes = map[string]string{
 	"DELETE /api/v1/datasets/{id}":                  string(store.PermUploadData),
 	"GET /api/v1/datasets/{id}/overrides":           string(store.PermUploadData),
 	"PUT /api/v1/datasets/{id}/overrides/{user_id}": string(store.PermUploadData),
+	"POST /api/v1/uploads":                          string(store.PermUploadData),
+	"GET /api/v1/uploads/{id}":                      string(store.PermUploadData), // own sessions only
+	"PATCH /api/v1/uploads/{id}":                    string(store.PermUploadData),
+	"POST /api/v1/uploads/{id}/finish":              string(store.PermUploadData),
+	"DELETE /api/v1/uploads/{id}":                   string(store.PermUploadData),
 	"GET /api/v1/models":                            anyUser, // descriptions, never weights
 	"POST /api/v1/models":                           string(store.PermUploadData),
 	"GET /api/v1/models/{id}":                       anyUser,
@@ -85,6 +91,9 @@ var contractRoutes = map[string]string{
 }
 
 const secretCell = "SECRET-ROW-7f3a9c"
+
+// walkCSV is what the walk's resumable uploads send.
+const walkCSV = "x,y\n1,2\n3,4\n"
 
 type roleWalk struct {
 	*env
@@ -169,6 +178,23 @@ func (w *roleWalk) fixture(rt *route, caller *store.User) (string, any) {
 	case "PUT /api/v1/datasets/{id}/overrides/{user_id}":
 		yes := true
 		return strings.NewReplacer("{id}", mkDataset().ID, "{user_id}", w.users[store.RoleDataScientist].ID).Replace(p), OverrideRequest{AutoRelease: &yes}
+	case "POST /api/v1/uploads":
+		return p, CreateUploadRequest{Size: int64(len(walkCSV)), Name: w.uniq("up"), Visibility: store.VisibilityPrivate}
+	case "GET /api/v1/uploads/{id}", "PATCH /api/v1/uploads/{id}", "DELETE /api/v1/uploads/{id}", "POST /api/v1/uploads/{id}/finish":
+		owner := "nobody"
+		if caller != nil {
+			owner = caller.ID
+		}
+		sess, err := w.api.cfg.Uploads.Create(resumable.Session{Owner: owner, Size: int64(len(walkCSV)), Format: FormatCSV, Name: w.uniq("up"), Visibility: store.VisibilityPrivate})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if rt.method == http.MethodPost {
+			if _, err := w.api.cfg.Uploads.Append(sess.ID, 0, strings.NewReader(walkCSV), 1<<20); err != nil {
+				t.Fatal(err)
+			}
+		}
+		return strings.Replace(p, "{id}", sess.ID, 1), nil
 	case "GET /api/v1/models/{id}", "DELETE /api/v1/models/{id}":
 		m := &store.HostedModel{Name: w.uniq("model")}
 		if err := w.st.PutHostedModel(m, []byte(tinyModel)); err != nil {
@@ -221,6 +247,10 @@ func (w *roleWalk) fixture(rt *route, caller *store.User) (string, any) {
 
 func (w *roleWalk) call(rt *route, token string, caller *store.User) resp {
 	path, body := w.fixture(rt, caller)
+	if rt.chunk {
+		id := strings.TrimPrefix(path, "/api/v1/uploads/")
+		return w.chunk(token, id, 0, []byte(walkCSV))
+	}
 	if rt.multipart && rt.path == "/api/v1/models" {
 		return w.uploadModel(token, map[string]string{"name": w.uniq("up")}, tinyModel)
 	}

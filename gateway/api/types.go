@@ -119,6 +119,51 @@ type UploadForm struct {
 	Visibility  string `json:"visibility" enum:"public,private"`
 }
 
+// CreateUploadRequest is POST /api/v1/uploads's body.
+type CreateUploadRequest struct {
+	Size   int64  `json:"size" required:"true" description:"the file's size in bytes"`
+	Format string `json:"format" enum:"csv,parquet" description:"default csv"`
+	// A new dataset's description, or the dataset this is a new version of.
+	Name        string   `json:"name" description:"a new dataset's name (required without dataset_id)"`
+	Description string   `json:"description"`
+	Tags        []string `json:"tags"`
+	Visibility  string   `json:"visibility" enum:"public,private" description:"default private"`
+	DatasetID   string   `json:"dataset_id" description:"make the upload a new version of this dataset (its name, tags and visibility stay)"`
+	SHA256      string   `json:"sha256" description:"the file's hex SHA-256; finish refuses other bytes"`
+}
+
+// UploadView is a resumable upload as its owner sees it.
+type UploadView struct {
+	ID     string `json:"id"`
+	Size   int64  `json:"size"`
+	Offset int64  `json:"offset" description:"bytes received: where the next chunk starts"`
+	State  string `json:"state" enum:"receiving,complete,finished" description:"complete: every byte is here, finish it"`
+	Format string `json:"format" enum:"csv,parquet"`
+
+	Name          string        `json:"name,omitempty"`
+	Description   string        `json:"description,omitempty"`
+	Tags          []string      `json:"tags"`
+	Visibility    string        `json:"visibility,omitempty"`
+	DatasetID     string        `json:"dataset_id,omitempty" description:"the dataset this upload is a new version of"`
+	SHA256        string        `json:"sha256,omitempty"`
+	ChunkMaxBytes int64         `json:"chunk_max_bytes" description:"the most bytes one PATCH may carry"`
+	CreatedAt     time.Time     `json:"created_at"`
+	ExpiresAt     time.Time     `json:"expires_at" description:"when the gateway deletes the upload unless it is touched again"`
+	Result        *UploadResult `json:"result,omitempty" description:"once finished: the dataset version it became"`
+}
+
+// UploadResult is the dataset version a finished upload became.
+type UploadResult struct {
+	DatasetID string `json:"dataset_id"`
+	Version   int    `json:"version"`
+	SHA256    string `json:"sha256" description:"of the uploaded bytes"`
+}
+
+// FinishUploadRequest is POST /api/v1/uploads/{id}/finish's optional body.
+type FinishUploadRequest struct {
+	SHA256 string `json:"sha256" description:"the file's hex SHA-256, checked against the bytes received"`
+}
+
 // ModelUploadForm documents POST /api/v1/models's multipart/form-data fields.
 type ModelUploadForm struct {
 	File        string `json:"file" format:"binary" required:"true" description:"the model, a fedgrid.model/v1 JSON document (plan plus weights), at most 16 MiB"`

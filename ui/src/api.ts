@@ -64,7 +64,11 @@ export async function api<T = unknown>(method: string, path: string, body?: unkn
   if (tok) headers.Authorization = `Bearer ${tok}`;
   let payload: BodyInit | undefined;
   if (body instanceof FormData) payload = body;
-  else if (body !== undefined) {
+  else if (body instanceof Blob) {
+    // One chunk of a resumable upload (PATCH /api/v1/uploads/{id}).
+    headers['Content-Type'] = 'application/offset+octet-stream';
+    payload = body;
+  } else if (body !== undefined) {
     headers['Content-Type'] = 'application/json';
     payload = JSON.stringify(body);
   }
@@ -97,6 +101,8 @@ export async function api<T = unknown>(method: string, path: string, body?: unkn
 }
 
 // ---- wire types (gateway/api/types.go, gateway/store)
+
+export interface UploadView { id: string; size: number; offset: number; state: 'receiving' | 'complete' | 'finished'; chunk_max_bytes: number; result?: { dataset_id: string; version: number; sha256: string } }
 
 export interface Status { name: string; peer_id: string; addrs: string[]; setup_done: boolean }
 export interface User {

@@ -1,6 +1,6 @@
 import { DatasetEdit } from './DatasetEdit';
 import { useRef, useState, type FormEvent } from 'react';
-import { api, type Dataset } from '../api';
+import { api, ApiError, type Dataset, type UploadView } from '../api';
 import { useSession } from '../App';
 import { ActionButton, LoadError, Page, fmtTime, useLoad, useNotice } from '../ui';
 
@@ -24,38 +24,95 @@ export function DatasetsPage() {
   );
 }
 
+type Progress = { done: number; total: number; rate: number; note?: string };
+
+function fmtBytes(n: number): string {
+  if (n >= 1 << 30) return `${(n / (1 << 30)).toFixed(2)} GiB`;
+  if (n >= 1 << 20) return `${(n / (1 << 20)).toFixed(1)} MiB`;
+  if (n >= 1 << 10) return `${(n / (1 << 10)).toFixed(1)} KiB`;
+  return `${n} B`;
+}
+
+const chunkBytes = 8 << 20;
+const maxFailures = 8;
+
+// sendFile sends a file through the resumable upload API, slice by slice
+// (the browser reads each slice from disk; the file is never whole in
+// memory), and retries a failed chunk from the offset the gateway reports.
+async function sendFile(file: File, meta: Record<string, unknown>, progress: (p: Progress) => void, cancelled: () => boolean): Promise<Dataset> {
+  const format = /\.(parquet|pq)$/i.test(file.name) ? 'parquet' : 'csv';
+  let up = await api<UploadView>('POST', '/api/v1/uploads', { size: file.size, format, ...meta });
+  const chunk = Math.min(chunkBytes, up.chunk_max_bytes || chunkBytes);
+  const start = performance.now();
+  let off = up.offset;
+  let failures = 0;
+  while (off < file.size) {
+    if (cancelled()) {
+      await api('DELETE', `/api/v1/uploads/${up.id}`).catch(() => undefined);
+      throw new Error('Upload cancelled.');
+    }
+    try {
+      up = await api<UploadView>('PATCH', `/api/v1/uploads/${up.id}?offset=${off}`, file.slice(off, Math.min(off + chunk, file.size)));
+      off = up.offset;
+      failures = 0;
+      progress({ done: off, total: file.size, rate: off / Math.max((performance.now() - start) / 1000, 0.001) });
+    } catch (err) {
+      const code = err instanceof ApiError ? err.code : '';
+      const retry = !(err instanceof ApiError) || err.status === 0 || ['offset_mismatch', 'upload_busy', 'chunk_cut'].includes(code) || [408, 502, 503, 504].includes(err.status);
+      if (!retry || ++failures > maxFailures) throw err;
+      const wait = Math.min(500 * 2 ** (failures - 1), 15000);
+      progress({ done: off, total: file.size, rate: 0, note: `connection lost; retrying in ${(wait / 1000).toFixed(1)} s` });
+      await new Promise((r) => setTimeout(r, wait));
+      try { off = (await api<UploadView>('GET', `/api/v1/uploads/${up.id}`)).offset; } catch { /* the next chunk tries again */ }
+    }
+  }
+  return api<Dataset>('POST', `/api/v1/uploads/${up.id}/finish`);
+}
+
 function Upload({ onDone }: { onDone: () => void }) {
   const notice = useNotice();
   const file = useRef<HTMLInputElement>(null);
+  const cancel = useRef(false);
   const [f, setF] = useState({ name: '', tags: '', description: '', visibility: 'private' });
   const [busy, setBusy] = useState(false);
+  const [prog, setProg] = useState<Progress | null>(null);
   const submit = async (e: FormEvent) => {
     e.preventDefault();
-    const fd = new FormData();
-    if (file.current?.files?.[0]) fd.append('file', file.current.files[0]);
-    if (f.name.trim()) fd.append('name', f.name);
-    fd.append('tags', f.tags);
-    fd.append('description', f.description);
-    fd.append('visibility', f.visibility);
+    const chosen = file.current?.files?.[0];
+    if (!chosen) return;
+    const name = f.name.trim() || chosen.name.replace(/\.[^.]*$/, '');
+    const meta = { name, tags: f.tags.split(',').map((t) => t.trim()).filter(Boolean), description: f.description, visibility: f.visibility };
     setBusy(true);
+    cancel.current = false;
+    setProg({ done: 0, total: chosen.size, rate: 0 });
     try {
-      const d = await api<Dataset>('POST', '/api/v1/datasets', fd);
+      const d = await sendFile(chosen, meta, setProg, () => cancel.current);
       notice.ok(`Uploaded ${d.name}: ${d.rows} rows, ${d.columns.length} columns.`);
       setF({ name: '', tags: '', description: '', visibility: f.visibility });
       if (file.current) file.current.value = '';
       onDone();
-    } catch (err) { notice.error(err); } finally { setBusy(false); }
+    } catch (err) { notice.error(err); } finally { setBusy(false); setProg(null); }
   };
+  const pct = prog ? (100 * prog.done) / Math.max(prog.total, 1) : 0;
   return (
     <form className="card form-grid" onSubmit={submit} aria-label="Upload a dataset">
-      <h2>Upload a CSV</h2>
-      <label className="wide">CSV file (header row, numbers or categories)<input ref={file} name="file" type="file" accept=".csv,text/csv" required /></label>
+      <h2>Upload a dataset</h2>
+      <label className="wide">CSV or Parquet file of any size (header row, numbers or categories)<input ref={file} name="file" type="file" accept=".csv,text/csv,.parquet,.pq" required /></label>
       <label>Name (default: the file name)<input name="name" value={f.name} onChange={(e) => setF({ ...f, name: e.target.value })} /></label>
       <label>Tags (comma-separated)<input name="tags" value={f.tags} onChange={(e) => setF({ ...f, tags: e.target.value })} placeholder="medical, diabetes" /></label>
       <label>Visibility<select name="visibility" value={f.visibility} onChange={(e) => setF({ ...f, visibility: e.target.value })}>
         <option value="private">private (differentially private previews and training)</option><option value="public">public</option></select></label>
       <label className="wide">Description<textarea name="description" rows={2} value={f.description} onChange={(e) => setF({ ...f, description: e.target.value })} /></label>
-      <div className="wide"><button type="submit" className="primary" disabled={busy}>Upload</button></div>
+      {prog && (
+        <div className="wide upload-progress">
+          <progress max={prog.total} value={prog.done} aria-label="Upload progress">{pct.toFixed(0)}%</progress>
+          <span className="small" role="status">{fmtBytes(prog.done)} of {fmtBytes(prog.total)} ({pct.toFixed(1)}%){prog.rate > 0 && `, ${fmtBytes(prog.rate)}/s`}{prog.note && ` — ${prog.note}`}</span>
+        </div>
+      )}
+      <div className="wide">
+        <button type="submit" className="primary" disabled={busy}>Upload</button>
+        {busy && <button type="button" onClick={() => { cancel.current = true; }}>Cancel upload</button>}
+      </div>
     </form>
   );
 }

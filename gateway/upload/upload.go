@@ -1,0 +1,499 @@
+// Package upload keeps resumable upload sessions on disk: a session's bytes
+// are appended in chunks at the offset the session has reached, so an upload
+// cut in the middle resumes where the last stored byte ends, and completing
+// it hashes the file by streaming, never holding it whole in memory.
+//
+// Each session is a directory under the root holding meta.json (the
+// Session, with its format version) and data (the bytes received so far).
+// A finished session keeps only meta.json, recording what its bytes became,
+// until Sweep removes it; so does an abandoned one.
+package upload
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"regexp"
+	"sync"
+	"time"
+
+	"github.com/fedgrid/fedgrid/crypto"
+)
+
+// SessionSchema is the format of meta.json this code writes.
+const SessionSchema = 1
+
+// Errors a caller maps to answers.
+var (
+	ErrNotFound = errors.New("upload: no such session")
+	ErrOffset   = errors.New("upload: offset does not match the bytes received")
+	ErrTooLarge = errors.New("upload: more bytes than the session allows")
+	ErrBusy     = errors.New("upload: another chunk of this session is being written")
+	ErrShort    = errors.New("upload: fewer bytes than the session's declared size")
+	ErrNoSpace  = errors.New("upload: not enough free disk space")
+	ErrDone     = errors.New("upload: the session is finished")
+	ErrTooMany  = errors.New("upload: too many open sessions")
+)
+
+// Session describes one upload. The fields after CreatedAt are the
+// caller's, stored with it (all optional: meta.json files written without
+// them read as empty).
+type Session struct {
+	Schema    int       `json:"schema"`
+	ID        string    `json:"id"`
+	Owner     string    `json:"owner"`
+	Size      int64     `json:"size"` // declared total, 0 if unknown
+	CreatedAt time.Time `json:"created_at"`
+
+	// What the bytes are for: the dataset's format, and either a new
+	// dataset's description or the ID of the dataset they are a new
+	// version of.
+	Format      string   `json:"format,omitempty"`
+	Name        string   `json:"name,omitempty"`
+	Description string   `json:"description,omitempty"`
+	Tags        []string `json:"tags,omitempty"`
+	Visibility  string   `json:"visibility,omitempty"`
+	DatasetID   string   `json:"dataset_id,omitempty"`
+	// SHA256 is the hex SHA-256 the uploader says the bytes have ("" none).
+	SHA256 string `json:"sha256,omitempty"`
+	// Result is set once Finish has turned the bytes into something.
+	Result *Result `json:"result,omitempty"`
+}
+
+// Result is what a finished session's bytes became.
+type Result struct {
+	DatasetID string    `json:"dataset_id"`
+	Version   int       `json:"version"`
+	SHA256    string    `json:"sha256"` // of the uploaded bytes
+	At        time.Time `json:"at"`
+}
+
+// Store holds the sessions under one directory.
+type Store struct {
+	dir     string
+	maxSize int64
+	// MaxOpen bounds the unfinished sessions of one owner (default 16).
+	MaxOpen int
+	// Free reports the bytes free on the store's disk (default: statfs;
+	// tests replace it); a negative answer means unknown and skips the check.
+	Free func() (int64, error)
+	// Now is the clock (default time.Now).
+	Now func() time.Time
+
+	mu   sync.Mutex
+	busy map[string]bool
+}
+
+// Open uses (creating if needed) dir; no session may exceed maxSize bytes.
+func Open(dir string, maxSize int64) (*Store, error) {
+	if maxSize <= 0 {
+		return nil, errors.New("upload: maxSize must be positive")
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("upload: %w", err)
+	}
+	s := &Store{dir: dir, maxSize: maxSize, MaxOpen: 16, Now: time.Now, busy: map[string]bool{}}
+	s.Free = func() (int64, error) { return diskFree(dir) }
+	return s, nil
+}
+
+// MaxSize is the largest session the store accepts.
+func (s *Store) MaxSize() int64 { return s.maxSize }
+
+var validID = regexp.MustCompile(`^[0-9a-f]{16,64}$`)
+
+func (s *Store) path(id, name string) (string, error) {
+	if !validID.MatchString(id) {
+		return "", ErrNotFound
+	}
+	return filepath.Join(s.dir, id, name), nil
+}
+
+// Create starts a session from tmpl: its Owner, declared Size (0 unknown)
+// and the caller's fields; ID, Schema and CreatedAt are set here. A size
+// over the store's limit is ErrTooLarge; more than the free disk space holds
+// beside what the open sessions still await is ErrNoSpace; an owner with
+// MaxOpen unfinished sessions gets ErrTooMany.
+func (s *Store) Create(tmpl Session) (*Session, error) {
+	if tmpl.Size < 0 || tmpl.Size > s.maxSize {
+		return nil, fmt.Errorf("%w: declared %d bytes, limit %d", ErrTooLarge, tmpl.Size, s.maxSize)
+	}
+	// One creation at a time, so two cannot both count the same free space.
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	list, err := s.list()
+	if err != nil {
+		return nil, err
+	}
+	var awaited int64
+	open := 0
+	for _, o := range list {
+		if o.Result != nil {
+			continue
+		}
+		if o.Owner == tmpl.Owner {
+			open++
+		}
+		if o.Size > 0 {
+			got, _ := s.received(o.ID)
+			awaited += max(o.Size-got, 0)
+		}
+	}
+	if s.MaxOpen > 0 && open >= s.MaxOpen {
+		return nil, fmt.Errorf("%w: %d unfinished uploads; finish or cancel one first", ErrTooMany, open)
+	}
+	if s.Free != nil {
+		free, err := s.Free()
+		if err != nil {
+			return nil, fmt.Errorf("upload: free disk space: %w", err)
+		}
+		if free >= 0 && tmpl.Size+awaited > free {
+			return nil, fmt.Errorf("%w: %d bytes declared, %d awaited by other uploads, %d free", ErrNoSpace, tmpl.Size, awaited, free)
+		}
+	}
+	sess := tmpl
+	sess.Schema, sess.ID, sess.CreatedAt, sess.Result = SessionSchema, crypto.RandomID()[:32], s.Now().UTC(), nil
+	dir := filepath.Join(s.dir, sess.ID)
+	if err := os.Mkdir(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("upload: %w", err)
+	}
+	b, err := json.Marshal(sess)
+	if err != nil {
+		return nil, err
+	}
+	if err := writeSynced(filepath.Join(dir, "meta.json"), b); err != nil {
+		_ = os.RemoveAll(dir)
+		return nil, err
+	}
+	f, err := os.OpenFile(filepath.Join(dir, "data"), os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600)
+	if err != nil {
+		_ = os.RemoveAll(dir)
+		return nil, fmt.Errorf("upload: %w", err)
+	}
+	if err := f.Close(); err != nil {
+		return nil, fmt.Errorf("upload: %w", err)
+	}
+	return &sess, nil
+}
+
+// list reads every session's description (unreadable ones are skipped).
+func (s *Store) list() ([]*Session, error) {
+	ents, err := os.ReadDir(s.dir)
+	if err != nil {
+		return nil, fmt.Errorf("upload: %w", err)
+	}
+	var out []*Session
+	for _, e := range ents {
+		if !e.IsDir() || !validID.MatchString(e.Name()) {
+			continue
+		}
+		if sess, err := s.Session(e.Name()); err == nil {
+			out = append(out, sess)
+		}
+	}
+	return out, nil
+}
+
+// received is the size of a session's data file.
+func (s *Store) received(id string) (int64, error) {
+	p, _ := s.path(id, "data")
+	fi, err := os.Stat(p)
+	if err != nil {
+		return 0, fmt.Errorf("upload: %w", err)
+	}
+	return fi.Size(), nil
+}
+
+func writeSynced(path string, b []byte) error {
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600)
+	if err != nil {
+		return fmt.Errorf("upload: %w", err)
+	}
+	_, err = f.Write(b)
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return fmt.Errorf("upload: %w", err)
+	}
+	return nil
+}
+
+// Session returns a session's description, or ErrNotFound.
+func (s *Store) Session(id string) (*Session, error) {
+	p, err := s.path(id, "meta.json")
+	if err != nil {
+		return nil, err
+	}
+	b, err := os.ReadFile(p)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, ErrNotFound
+	}
+	if err != nil {
+		return nil, fmt.Errorf("upload: %w", err)
+	}
+	var sess Session
+	if err := json.Unmarshal(b, &sess); err != nil {
+		return nil, fmt.Errorf("upload: session %s: %w", id, err)
+	}
+	if sess.Schema != SessionSchema {
+		return nil, fmt.Errorf("upload: session %s has format %d, this gateway reads %d", id, sess.Schema, SessionSchema)
+	}
+	return &sess, nil
+}
+
+// Offset is how many bytes session id has received: where the next chunk
+// starts (a finished session's size).
+func (s *Store) Offset(id string) (int64, error) {
+	sess, err := s.Session(id)
+	if err != nil {
+		return 0, err
+	}
+	if sess.Result != nil {
+		return sess.Size, nil
+	}
+	return s.received(id)
+}
+
+// Touched is when session id last changed: its last chunk, or its creation
+// or finish.
+func (s *Store) Touched(id string) (time.Time, error) {
+	var last time.Time
+	for _, name := range []string{"meta.json", "data"} {
+		p, err := s.path(id, name)
+		if err != nil {
+			return time.Time{}, err
+		}
+		fi, err := os.Stat(p)
+		if errors.Is(err, os.ErrNotExist) {
+			continue
+		}
+		if err != nil {
+			return time.Time{}, fmt.Errorf("upload: %w", err)
+		}
+		if fi.ModTime().After(last) {
+			last = fi.ModTime()
+		}
+	}
+	if last.IsZero() {
+		return time.Time{}, ErrNotFound
+	}
+	return last, nil
+}
+
+func (s *Store) acquire(id string) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.busy[id] {
+		return ErrBusy
+	}
+	s.busy[id] = true
+	return nil
+}
+
+func (s *Store) release(id string) {
+	s.mu.Lock()
+	delete(s.busy, id)
+	s.mu.Unlock()
+}
+
+// Append writes at most maxChunk bytes of r to session id, which must have
+// received exactly offset bytes (else ErrOffset). It returns the new offset;
+// when r fails midway, the bytes that arrived are kept and synced, and the
+// returned offset (with the error) is where the upload resumes. More than
+// maxChunk bytes in r, or more than the session allows, is ErrTooLarge.
+func (s *Store) Append(id string, offset int64, r io.Reader, maxChunk int64) (int64, error) {
+	if err := s.acquire(id); err != nil {
+		return 0, err
+	}
+	defer s.release(id)
+	sess, err := s.Session(id)
+	if err != nil {
+		return 0, err
+	}
+	if sess.Result != nil {
+		return sess.Size, ErrDone
+	}
+	p, _ := s.path(id, "data")
+	f, err := os.OpenFile(p, os.O_WRONLY, 0)
+	if err != nil {
+		return 0, fmt.Errorf("upload: %w", err)
+	}
+	defer f.Close()
+	end, err := f.Seek(0, io.SeekEnd)
+	if err != nil {
+		return 0, fmt.Errorf("upload: %w", err)
+	}
+	if end != offset {
+		return end, fmt.Errorf("%w: %d received, chunk starts at %d", ErrOffset, end, offset)
+	}
+	limit := s.maxSize
+	if sess.Size > 0 {
+		limit = sess.Size
+	}
+	room := min(maxChunk, limit-end)
+	n, cerr := io.Copy(f, io.LimitReader(r, room))
+	if serr := f.Sync(); serr != nil && cerr == nil {
+		cerr = fmt.Errorf("upload: %w", serr)
+	}
+	end += n
+	if cerr != nil {
+		return end, cerr
+	}
+	if n == room {
+		// Anything beyond the room is refused; the room's bytes stay.
+		var one [1]byte
+		if k, _ := io.ReadFull(r, one[:]); k > 0 {
+			return end, fmt.Errorf("%w: chunk limit %d bytes, session limit %d", ErrTooLarge, maxChunk, limit)
+		}
+	}
+	return end, nil
+}
+
+// Complete checks that session id received its declared size and returns
+// the path of its bytes, their hex SHA-256 and their size, read streaming.
+// The file stays until Remove.
+func (s *Store) Complete(id string) (path, sha string, size int64, err error) {
+	if err := s.acquire(id); err != nil {
+		return "", "", 0, err
+	}
+	defer s.release(id)
+	sess, err := s.Session(id)
+	if err != nil {
+		return "", "", 0, err
+	}
+	return s.complete(sess)
+}
+
+func (s *Store) complete(sess *Session) (path, sha string, size int64, err error) {
+	if sess.Result != nil {
+		return "", "", 0, ErrDone
+	}
+	path, _ = s.path(sess.ID, "data")
+	f, err := os.Open(path)
+	if err != nil {
+		return "", "", 0, fmt.Errorf("upload: %w", err)
+	}
+	defer f.Close()
+	h := sha256.New()
+	size, err = io.Copy(h, f)
+	if err != nil {
+		return "", "", 0, fmt.Errorf("upload: %w", err)
+	}
+	if sess.Size > 0 && size != sess.Size {
+		return "", "", 0, fmt.Errorf("%w: %d of %d bytes received", ErrShort, size, sess.Size)
+	}
+	return path, hex.EncodeToString(h.Sum(nil)), size, nil
+}
+
+// Finish completes session id (as Complete) and calls use with its bytes'
+// file, hex SHA-256 and size, holding the session so that no chunk, cancel
+// or sweep touches it meanwhile. When use succeeds, its Result is recorded
+// in the session and the bytes are deleted: asking again returns the same
+// Result with ErrDone. When use fails, the session stays as it was.
+func (s *Store) Finish(id string, use func(f *os.File, sha string, size int64) (Result, error)) (*Session, error) {
+	if err := s.acquire(id); err != nil {
+		return nil, err
+	}
+	defer s.release(id)
+	sess, err := s.Session(id)
+	if err != nil {
+		return nil, err
+	}
+	if sess.Result != nil {
+		return sess, ErrDone
+	}
+	path, sha, size, err := s.complete(sess)
+	if err != nil {
+		return nil, err
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("upload: %w", err)
+	}
+	res, err := use(f, sha, size)
+	_ = f.Close()
+	if err != nil {
+		return nil, err
+	}
+	if res.At.IsZero() {
+		res.At = s.Now().UTC()
+	}
+	res.SHA256 = sha
+	sess.Result = &res
+	b, err := json.Marshal(sess)
+	if err != nil {
+		return nil, err
+	}
+	meta, _ := s.path(id, "meta.json")
+	tmp := meta + ".tmp"
+	_ = os.Remove(tmp)
+	if err := writeSynced(tmp, b); err != nil {
+		return nil, err
+	}
+	if err := os.Rename(tmp, meta); err != nil {
+		return nil, fmt.Errorf("upload: %w", err)
+	}
+	if err := os.Remove(path); err != nil {
+		return nil, fmt.Errorf("upload: %w", err)
+	}
+	return sess, nil
+}
+
+// Remove deletes session id and its bytes; a session a chunk or Finish is
+// using is ErrBusy.
+func (s *Store) Remove(id string) error {
+	p, err := s.path(id, "")
+	if err != nil {
+		return err
+	}
+	if err := s.acquire(id); err != nil {
+		return err
+	}
+	defer s.release(id)
+	if _, err := os.Stat(p); errors.Is(err, os.ErrNotExist) {
+		return ErrNotFound
+	}
+	return os.RemoveAll(p)
+}
+
+// Sweep removes the sessions untouched (see Touched) for longer than ttl
+// before now, finished or not, skipping those in use. It returns how many
+// it removed.
+func (s *Store) Sweep(now time.Time, ttl time.Duration) (int, error) {
+	ents, err := os.ReadDir(s.dir)
+	if err != nil {
+		return 0, fmt.Errorf("upload: %w", err)
+	}
+	n := 0
+	var errs []error
+	for _, e := range ents {
+		if !e.IsDir() || !validID.MatchString(e.Name()) {
+			continue
+		}
+		last, err := s.Touched(e.Name())
+		if err != nil && !errors.Is(err, ErrNotFound) {
+			errs = append(errs, err)
+			continue
+		}
+		if err == nil && now.Sub(last) <= ttl {
+			continue
+		}
+		if err := s.Remove(e.Name()); err != nil {
+			if !errors.Is(err, ErrBusy) && !errors.Is(err, ErrNotFound) {
+				errs = append(errs, err)
+			}
+			continue
+		}
+		n++
+	}
+	return n, errors.Join(errs...)
+}
