@@ -23,7 +23,9 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/fedgrid/fedgrid/crypto"
+	"github.com/fedgrid/fedgrid/dataset"
 	"github.com/fedgrid/fedgrid/gateway/service"
+	"github.com/fedgrid/fedgrid/gateway/sources"
 	"github.com/fedgrid/fedgrid/gateway/store"
 	"github.com/fedgrid/fedgrid/gateway/upload"
 	"github.com/fedgrid/fedgrid/internal/config"
@@ -106,6 +108,19 @@ type Config struct {
 	// 24 h): the sweep removes older ones, received bytes and all.
 	MaxUploadSize int64
 	UploadTTL     time.Duration
+	// PGPassFile is where PostgreSQL source passwords are read from, at
+	// each snapshot (libpq's .pgpass format, mode 0600; see docs/sources.md).
+	// "": no passwords (trust or certificate authentication only).
+	PGPassFile string
+	// SourceLimits bound one source snapshot's CSV (zero fields: 64 MiB,
+	// 1,000,000 rows, 1,000 columns).
+	SourceLimits dataset.Limits
+	// SourceTimeout ends a source snapshot's statements on the database;
+	// default 10 min.
+	SourceTimeout time.Duration
+	// SourcePoll is how often scheduled source snapshots are looked for;
+	// default 30 s.
+	SourcePoll time.Duration
 }
 
 // DefaultConfig is a gateway's configuration before any flag: the HTTP
@@ -130,6 +145,8 @@ func DefaultConfig() Config {
 		MaxConns:        4096,
 		MaxUploadSize:   1 << 40,
 		UploadTTL:       24 * time.Hour,
+		SourceTimeout:   10 * time.Minute,
+		SourcePoll:      30 * time.Second,
 	}
 }
 
@@ -165,6 +182,8 @@ func (c *Config) defaults() {
 	setZero(&c.MaxConns, d.MaxConns)
 	setZero(&c.MaxUploadSize, d.MaxUploadSize)
 	setZero(&c.UploadTTL, d.UploadTTL)
+	setZero(&c.SourceTimeout, d.SourceTimeout)
+	setZero(&c.SourcePoll, d.SourcePoll)
 }
 
 func setZero[T comparable](field *T, def T) {
@@ -193,7 +212,7 @@ func (c Config) Validate() error {
 	for _, d := range []struct {
 		name string
 		v    time.Duration
-	}{{"Lease", c.Lease}, {"OfferInterval", c.OfferInterval}, {"OfferTTL", c.OfferTTL}, {"Reprovide", c.Reprovide}, {"AttemptTimeout", c.AttemptTimeout}, {"JobTimeout", c.JobTimeout}} {
+	}{{"SourceTimeout", c.SourceTimeout}, {"SourcePoll", c.SourcePoll}, {"Lease", c.Lease}, {"OfferInterval", c.OfferInterval}, {"OfferTTL", c.OfferTTL}, {"Reprovide", c.Reprovide}, {"AttemptTimeout", c.AttemptTimeout}, {"JobTimeout", c.JobTimeout}} {
 		ck.Require(d.v > 0, d.name, "must be positive, got %s", d.v)
 	}
 	ck.Require(c.Lease <= 0 || c.Lease >= time.Second, "Lease", "must be at least 1s (nodes heartbeat in whole seconds), got %s", c.Lease)
@@ -221,6 +240,8 @@ type Gateway struct {
 	tables *tableCache
 	// uploads keeps the resumable upload sessions (DataDir/uploads).
 	uploads *upload.Store
+	// sources snapshots PostgreSQL sources, on demand and on schedule.
+	sources *sources.Manager
 
 	httpSrv *http.Server
 	httpLn  net.Listener
@@ -320,6 +341,9 @@ func Start(ctx context.Context, cfg Config) (_ *Gateway, err error) {
 		return nil, fmt.Errorf("offer topic scoring: %w", err)
 	}
 	g.registerProtocols()
+	g.sources = sources.New(sources.Config{Store: g.store, Logger: cfg.Logger.With("sub", "sources"), PGPassFile: cfg.PGPassFile,
+		Limits: cfg.SourceLimits, StatementTimeout: cfg.SourceTimeout, Poll: cfg.SourcePoll,
+		Added: func(*store.Dataset) { g.wake(g.provideCh) }})
 	if done, err := g.store.SetupDone(); err != nil {
 		return nil, err
 	} else if !done {
@@ -344,6 +368,7 @@ func Start(ctx context.Context, cfg Config) (_ *Gateway, err error) {
 	g.peer.Go(g.coordLoop)
 	g.peer.Go(g.witnessLoop)
 	g.peer.Go(g.uploadSweepLoop)
+	g.peer.Go(g.sources.Run) // scheduled snapshots; stops with the peer
 	if cfg.AuditLog != nil {
 		g.peer.Go(g.auditExport)
 	}

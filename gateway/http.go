@@ -19,6 +19,7 @@ func (g *Gateway) startHTTP() error {
 	a, err := api.New(api.Config{
 		Store:   g.store,
 		Service: g.svc,
+		Sources: g.sources,
 		Name:    g.cfg.Name,
 		PeerID:  func() string { return g.peer.ID().String() },
 		Addrs:   g.peer.Addrs,

@@ -285,7 +285,8 @@ starts over.`
 	overrides.Flags().StringVar(&train, "train", "", "whether the user may train on the dataset: yes, no or default")
 	overrides.Flags().StringVar(&autoRelease, "auto-release", "", "whether their results skip review: yes, no or default")
 
-	return groupCmd("datasets", "upload, list, change and delete datasets and their per-user overrides", list, show, upload, edit, del, overrides)
+	cmds := append([]*cobra.Command{list, show, upload, edit, del, overrides}, admSourceCmds(g, af)...)
+	return groupCmd("datasets", "upload, list, change and delete datasets and their per-user overrides; register PostgreSQL sources and snapshot them", cmds...)
 }
 
 // changed reports whether the running command's flag was given (on the

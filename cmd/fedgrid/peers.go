@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"strings"
 	"syscall"
 
@@ -238,10 +239,14 @@ func gatewayCmd(g *globals) *cobra.Command {
 					return usagef("--max-upload-size: %v", err)
 				}
 			}
+			if !cmd.Flags().Changed("pgpass") {
+				cfg.PGPassFile = defaultPGPass()
+			}
 			if err := cfg.Validate(); err != nil {
 				return flagErrors(err, map[string]string{"HTTPAddr": "--http", "MetricsAddr": "--metrics-http", "MaxUploadSize": "--max-upload-size", "UploadTTL": "--upload-ttl", "Name": "--name", "CORSOrigins": "--cors-origin",
 					"Lease": "--lease", "MaxAttempts": "--max-attempts", "AttemptTimeout": "--attempt-timeout", "JobTimeout": "--job-timeout",
-					"MaxWorkers": "--max-workers", "MaxRounds": "--max-rounds", "WitnessInterval": "--witness-interval"})
+					"MaxWorkers": "--max-workers", "MaxRounds": "--max-rounds", "WitnessInterval": "--witness-interval",
+					"SourceTimeout": "--source-timeout"})
 			}
 			gw, err := gateway.Start(cmd.Context(), cfg)
 			if err != nil {
@@ -273,7 +278,20 @@ func gatewayCmd(g *globals) *cobra.Command {
 	c.Flags().StringVar(&maxUpload, "max-upload-size", "1TiB", "largest resumable upload (fedgrid admin datasets upload); one the free disk space cannot hold is refused anyway")
 	c.Flags().DurationVar(&cfg.UploadTTL, "upload-ttl", cfg.UploadTTL, "how long an unfinished or finished upload session is kept untouched before its bytes are deleted")
 	c.Flags().StringVar(&auditLog, "audit-log", "", "append every audit entry as a JSON line to FILE (resuming after its last line), or - for stdout (the whole log at each start)")
+	c.Flags().StringVar(&cfg.PGPassFile, "pgpass", "", "password file of PostgreSQL dataset sources (libpq's .pgpass format: HOST:PORT:DATABASE:USER:PASSWORD lines, mode 0600), read at each snapshot (default $PGPASSFILE, else ~/.pgpass)")
+	c.Flags().DurationVar(&cfg.SourceTimeout, "source-timeout", cfg.SourceTimeout, "longest a dataset source snapshot's statement may run on the database")
 	return c
+}
+
+// defaultPGPass is libpq's password file: $PGPASSFILE, else ~/.pgpass.
+func defaultPGPass() string {
+	if p := os.Getenv("PGPASSFILE"); p != "" {
+		return p
+	}
+	if home, err := os.UserHomeDir(); err == nil {
+		return filepath.Join(home, ".pgpass")
+	}
+	return ""
 }
 
 func addTLSFlags(c *cobra.Command, cert, key *string) {

@@ -19,6 +19,7 @@ import (
 	"github.com/fedgrid/fedgrid/internal/strictjson"
 
 	"github.com/fedgrid/fedgrid/gateway/service"
+	"github.com/fedgrid/fedgrid/gateway/sources"
 	"github.com/fedgrid/fedgrid/gateway/store"
 	resumable "github.com/fedgrid/fedgrid/gateway/upload"
 	"github.com/fedgrid/fedgrid/wire"
@@ -35,6 +36,9 @@ type Config struct {
 	Addrs   func() []string // for /api/v1/status; may be nil
 	Hooks   Hooks           // called after commits so the gateway wiring can react
 	Logger  *slog.Logger    // nil: discard
+	// Sources registers and snapshots dataset sources (PostgreSQL); nil:
+	// the source routes answer 503.
+	Sources *sources.Manager
 	// MaxUploadBytes bounds a dataset upload's CSV (default 64 MiB).
 	MaxUploadBytes int64
 	// Uploads keeps the resumable upload sessions (/api/v1/uploads); nil:

@@ -9,6 +9,7 @@ import (
 	"mime/multipart"
 	"net/http"
 	"net/http/httptest"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -17,8 +18,10 @@ import (
 	"github.com/libp2p/go-libp2p/core/crypto"
 	"github.com/libp2p/go-libp2p/core/peer"
 
+	"github.com/fedgrid/fedgrid/gateway/sources"
 	"github.com/fedgrid/fedgrid/gateway/store"
 	resumable "github.com/fedgrid/fedgrid/gateway/upload"
+	"github.com/fedgrid/fedgrid/internal/pgtest"
 	"github.com/fedgrid/fedgrid/wire"
 )
 
@@ -43,6 +46,10 @@ type env struct {
 	srv   *httptest.Server
 	hooks *hookLog
 	api   *API
+	// pgpass is the password file the API's source manager reads; pg is
+	// the PostgreSQL server source tests start on first use (sources_test.go).
+	pgpass string
+	pg     *pgtest.Server
 }
 
 func newEnv(t testing.TB, mod func(*Config)) *env {
@@ -78,13 +85,17 @@ func newEnv(t testing.TB, mod func(*Config)) *env {
 	if mod != nil {
 		mod(&cfg)
 	}
+	pgpass := filepath.Join(t.TempDir(), "pgpass")
+	if cfg.Sources == nil {
+		cfg.Sources = sources.New(sources.Config{Store: st, Logger: cfg.Logger, PGPassFile: pgpass})
+	}
 	a, err := New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
 	srv := httptest.NewServer(a.Handler())
 	t.Cleanup(srv.Close)
-	return &env{t: t, st: st, srv: srv, hooks: h, api: a}
+	return &env{t: t, st: st, srv: srv, hooks: h, api: a, pgpass: pgpass}
 }
 
 type resp struct {

@@ -1,6 +1,7 @@
 package api
 
 import (
+	"context"
 	"fmt"
 	"net/http"
 	"slices"
@@ -11,6 +12,7 @@ import (
 
 	"github.com/fedgrid/fedgrid/wire"
 
+	"github.com/fedgrid/fedgrid/gateway/sources"
 	"github.com/fedgrid/fedgrid/gateway/store"
 	resumable "github.com/fedgrid/fedgrid/gateway/upload"
 )
@@ -65,6 +67,11 @@ var contractRoutes = map[string]string{
 	"PATCH /api/v1/uploads/{id}":                    string(store.PermUploadData),
 	"POST /api/v1/uploads/{id}/finish":              string(store.PermUploadData),
 	"DELETE /api/v1/uploads/{id}":                   string(store.PermUploadData),
+	"GET /api/v1/sources":                           string(store.PermUploadData),
+	"POST /api/v1/sources":                          string(store.PermUploadData),
+	"GET /api/v1/datasets/{id}/source":              string(store.PermUploadData),
+	"PATCH /api/v1/datasets/{id}/source":            string(store.PermUploadData),
+	"POST /api/v1/datasets/{id}/snapshot":           string(store.PermUploadData),
 	"GET /api/v1/models":                            anyUser, // descriptions, never weights
 	"POST /api/v1/models":                           string(store.PermUploadData),
 	"GET /api/v1/models/{id}":                       anyUser,
@@ -195,6 +202,22 @@ func (w *roleWalk) fixture(rt *route, caller *store.User) (string, any) {
 			}
 		}
 		return strings.Replace(p, "{id}", sess.ID, 1), nil
+	case "POST /api/v1/sources":
+		return p, SourceRequest{Kind: store.SourcePostgres, URL: w.pgURL(t), Table: "patients", Name: w.uniq("pg")}
+	case "GET /api/v1/datasets/{id}/source", "PATCH /api/v1/datasets/{id}/source":
+		d := mkDataset()
+		// A stored record is enough here: nothing connects.
+		if err := w.st.PutDatasetSource(&store.DatasetSource{DatasetID: d.ID, Kind: store.SourcePostgres, URL: "postgres://reader@127.0.0.1:1/clinic", Table: "patients"}, ""); err != nil {
+			t.Fatal(err)
+		}
+		hour := int64(3600)
+		return strings.Replace(p, "{id}", d.ID, 1), PatchSourceRequest{IntervalSeconds: &hour}
+	case "POST /api/v1/datasets/{id}/snapshot":
+		d, _, err := w.api.cfg.Sources.Register(context.Background(), sources.Registration{Kind: store.SourcePostgres, URL: w.pgURL(t), Table: "patients", Name: w.uniq("pg")}, "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return strings.Replace(p, "{id}", d.ID, 1), nil
 	case "GET /api/v1/models/{id}", "DELETE /api/v1/models/{id}":
 		m := &store.HostedModel{Name: w.uniq("model")}
 		if err := w.st.PutHostedModel(m, []byte(tinyModel)); err != nil {

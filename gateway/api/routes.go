@@ -17,6 +17,7 @@ import (
 	"github.com/fedgrid/fedgrid/dataset"
 	"github.com/fedgrid/fedgrid/gateway/ingest"
 	"github.com/fedgrid/fedgrid/gateway/service"
+	"github.com/fedgrid/fedgrid/gateway/sources"
 	"github.com/fedgrid/fedgrid/gateway/store"
 	"github.com/fedgrid/fedgrid/wire"
 )
@@ -62,6 +63,11 @@ func (a *API) routeTable() []*route {
 		{method: patch, path: "/api/v1/uploads/{id}", summary: "Append one chunk (application/offset+octet-stream, at most chunk_max_bytes) starting at ?offset=, which must be the bytes received so far (409 offset_mismatch says the right one). A cut chunk keeps what arrived", access: accessPerm, perm: store.PermUploadData, chunk: true, query: []param{{"offset", "required: where this chunk starts, the upload's offset"}}, status: 200, resp: UploadView{}, handle: a.sendChunk},
 		{method: post, path: "/api/v1/uploads/{id}/finish", summary: "Check the upload's size (and SHA-256 when given) and store its bytes as a dataset version; asked again, returns the same dataset", access: accessPerm, perm: store.PermUploadData, req: FinishUploadRequest{}, optional: true, status: 201, resp: store.Dataset{}, handle: a.finishUpload},
 		{method: del, path: "/api/v1/uploads/{id}", summary: "Cancel an upload and delete the bytes it received", access: accessPerm, perm: store.PermUploadData, status: 204, handle: a.cancelUpload},
+		{method: get, path: "/api/v1/sources", summary: "List dataset sources: where the gateway reads datasets itself (URL without password, table or query, schedule, last snapshot and error)", access: accessPerm, perm: store.PermUploadData, status: 200, resp: SourceList{}, handle: a.listSources},
+		{method: post, path: "/api/v1/sources", summary: "Register a PostgreSQL table or read-only query as a dataset: the gateway takes its first snapshot (version 1) now, and later ones on demand or on the schedule", access: accessPerm, perm: store.PermUploadData, req: SourceRequest{}, status: 201, resp: SourceSnapshot{}, handle: a.createSource},
+		{method: get, path: "/api/v1/datasets/{id}/source", summary: "A dataset's source (404 for an uploaded dataset)", access: accessPerm, perm: store.PermUploadData, status: 200, resp: store.DatasetSource{}, handle: a.getSource},
+		{method: patch, path: "/api/v1/datasets/{id}/source", summary: "Change how often the gateway snapshots a dataset's source (0: on demand only)", access: accessPerm, perm: store.PermUploadData, req: PatchSourceRequest{}, status: 200, resp: store.DatasetSource{}, handle: a.patchSource},
+		{method: post, path: "/api/v1/datasets/{id}/snapshot", summary: "Snapshot a dataset's source now: a new version when the data changed, else the same version (502 source_failed: the source could not be read; the source records the error)", access: accessPerm, perm: store.PermUploadData, status: 200, resp: SourceSnapshot{}, handle: a.snapshotSource},
 
 		{method: get, path: "/api/v1/models", summary: "List hosted models (descriptions, never weights), newest first; a plan names one with \"model\": \"<id>\"", access: accessUser, status: 200, resp: ModelList{}, handle: a.listModels},
 		{method: post, path: "/api/v1/models", summary: "Host a model (multipart/form-data: file = a fedgrid.model/v1 JSON document, name, description); data scientists train it by naming its ID in a plan", access: accessPerm, perm: store.PermUploadData, multipart: true, req: ModelUploadForm{}, status: 201, resp: store.HostedModel{}, handle: a.uploadModel},
@@ -680,4 +686,81 @@ func (a *API) verifyAudit(c *call) (any, error) {
 		return nil, err
 	}
 	return AuditVerifyResponse{OK: true, Entries: v.Entries, Withheld: v.Withheld}, nil
+}
+
+// ---- dataset sources
+
+func (a *API) sources() (*sources.Manager, error) {
+	if a.cfg.Sources == nil {
+		return nil, errorf(http.StatusServiceUnavailable, "unavailable", "this server reads no dataset sources")
+	}
+	return a.cfg.Sources, nil
+}
+
+// sourceError maps a failed snapshot onto the contract: the source could
+// not be read (502 source_failed, with the reason), or one is running.
+func sourceError(err error) error {
+	var se *sources.SnapshotError
+	switch {
+	case errors.As(err, &se):
+		return errorf(http.StatusBadGateway, "source_failed", "%s", se.Msg)
+	case errors.Is(err, sources.ErrBusy):
+		return errorf(http.StatusConflict, "conflict", "%s", err.Error())
+	}
+	return err
+}
+
+func (a *API) listSources(*call) (any, error) {
+	srcs, err := a.st.DatasetSources()
+	if err != nil {
+		return nil, err
+	}
+	if srcs == nil {
+		srcs = []*store.DatasetSource{}
+	}
+	return SourceList{Sources: srcs}, nil
+}
+
+func (a *API) createSource(c *call) (any, error) {
+	m, err := a.sources()
+	if err != nil {
+		return nil, err
+	}
+	var req SourceRequest
+	if err := c.decode(&req); err != nil {
+		return nil, err
+	}
+	d, src, err := m.Register(c.r.Context(), sources.Registration{Kind: req.Kind, URL: req.URL, Table: req.Table, Query: req.Query,
+		IntervalSeconds: req.IntervalSeconds, Name: req.Name, Description: req.Description, Tags: req.Tags, Visibility: req.Visibility}, c.actor())
+	if err != nil {
+		return nil, sourceError(err)
+	}
+	return SourceSnapshot{Dataset: d, Source: src}, nil
+}
+
+func (a *API) getSource(c *call) (any, error) {
+	return a.st.DatasetSource(c.r.PathValue("id"))
+}
+
+func (a *API) patchSource(c *call) (any, error) {
+	var req PatchSourceRequest
+	if err := c.decode(&req); err != nil {
+		return nil, err
+	}
+	if req.IntervalSeconds == nil {
+		return nil, badField("interval_seconds", "required")
+	}
+	return a.st.SetSourceInterval(c.r.PathValue("id"), *req.IntervalSeconds, c.actor())
+}
+
+func (a *API) snapshotSource(c *call) (any, error) {
+	m, err := a.sources()
+	if err != nil {
+		return nil, err
+	}
+	d, src, err := m.Snapshot(c.r.Context(), c.r.PathValue("id"), c.actor())
+	if err != nil {
+		return nil, sourceError(err)
+	}
+	return SourceSnapshot{Dataset: d, Source: src}, nil
 }

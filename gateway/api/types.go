@@ -283,3 +283,36 @@ type AuditVerifyResponse struct {
 	Entries  int    `json:"entries"`
 	Withheld string `json:"withheld,omitempty"`
 }
+
+// SourceRequest is POST /api/v1/sources's body: a dataset the gateway
+// reads itself, with its first snapshot taken at once.
+type SourceRequest struct {
+	Kind  string `json:"kind" required:"true" enum:"postgres" description:"where the data lives"`
+	URL   string `json:"url" required:"true" description:"postgres://USER@HOST:PORT/DATABASE, never with a password: the gateway reads it from its password file (--pgpass); allowed settings: sslmode, connect_timeout, application_name"`
+	Table string `json:"table,omitempty" description:"a table or view, TABLE or SCHEMA.TABLE (or give query)"`
+	Query string `json:"query,omitempty" description:"one SELECT, run in a read-only transaction (or give table)"`
+	// IntervalSeconds, when positive, is how often the gateway snapshots the source by itself.
+	IntervalSeconds int64    `json:"interval_seconds,omitempty" description:"snapshot schedule in seconds, 60 to 31622400; 0 or absent: on demand only"`
+	Name            string   `json:"name" required:"true"`
+	Description     string   `json:"description,omitempty"`
+	Tags            []string `json:"tags,omitempty"`
+	Visibility      string   `json:"visibility,omitempty" enum:"public,private" description:"default private"`
+}
+
+// SourceSnapshot answers POST /api/v1/sources and POST
+// /api/v1/datasets/{id}/snapshot: the dataset as stored (its version is
+// new when the source's bytes changed) and the source.
+type SourceSnapshot struct {
+	Dataset *store.Dataset       `json:"dataset"`
+	Source  *store.DatasetSource `json:"source"`
+}
+
+// SourceList answers GET /api/v1/sources.
+type SourceList struct {
+	Sources []*store.DatasetSource `json:"sources"`
+}
+
+// PatchSourceRequest is PATCH /api/v1/datasets/{id}/source's body.
+type PatchSourceRequest struct {
+	IntervalSeconds *int64 `json:"interval_seconds" required:"true" description:"snapshot schedule in seconds, 60 to 31622400; 0: on demand only"`
+}

@@ -320,7 +320,7 @@ func (s *Store) UpdateDataset(id string, upd DatasetUpdate) (*Dataset, error) {
 	return &out, nil
 }
 
-// DeleteDataset removes a dataset, its CSV and its per-user overrides.
+// DeleteDataset removes a dataset, its CSV, its source and its per-user overrides.
 func (s *Store) DeleteDataset(id string) error { return s.DeleteDatasetBy(id, "") }
 
 // DeleteDatasetBy is DeleteDataset with the acting user recorded in the audit log.
@@ -330,7 +330,7 @@ func (s *Store) DeleteDatasetBy(id, actor string) error {
 		if err := getJSON(txn, prefixDataset+id, &d); err != nil {
 			return err
 		}
-		for _, k := range []string{prefixDataset + id, prefixCSV + id} {
+		for _, k := range []string{prefixDataset + id, prefixCSV + id, prefixSource + id} {
 			if err := txn.Delete([]byte(k)); err != nil {
 				return err
 			}

@@ -1,0 +1,285 @@
+package sources_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/fedgrid/fedgrid/dataset"
+	"github.com/fedgrid/fedgrid/gateway/sources"
+	"github.com/fedgrid/fedgrid/gateway/store"
+	"github.com/fedgrid/fedgrid/internal/pgtest"
+)
+
+// reader is the database role the gateway connects as: it may only read.
+const reader = "reader"
+
+type fixture struct {
+	pg   *pgtest.Server
+	st   *store.Store
+	m    *sources.Manager
+	logs *bytes.Buffer
+	pass string
+}
+
+// newFixture starts PostgreSQL with a table of n rows (id, x, y, label)
+// that the reader role may SELECT, and a Manager reading it with the
+// password from a password file.
+func newFixture(t *testing.T, n int, cfg sources.Config) *fixture {
+	t.Helper()
+	pg := pgtest.Start(t)
+	pg.Exec(t, "postgres",
+		"CREATE DATABASE clinic")
+	pg.Exec(t, "clinic",
+		fmt.Sprintf("CREATE ROLE %s LOGIN PASSWORD '%s'", reader, pgtest.Password),
+		"CREATE TABLE patients (id int PRIMARY KEY, x double precision, y double precision, label int)",
+		fmt.Sprintf("INSERT INTO patients SELECT g, g * 0.5, (g %% 7) - 3, g %% 2 FROM generate_series(1, %d) g", n),
+		"GRANT SELECT ON patients TO "+reader)
+	st, err := store.Open(t.TempDir(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = st.Close() })
+	logs := &bytes.Buffer{}
+	cfg.Store = st
+	cfg.Logger = slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	if cfg.PGPassFile == "" {
+		cfg.PGPassFile = pg.PassFile(t, reader)
+	}
+	return &fixture{pg: pg, st: st, m: sources.New(cfg), logs: logs, pass: pgtest.Password}
+}
+
+func (f *fixture) reg(table, query string) sources.Registration {
+	return sources.Registration{Kind: store.SourcePostgres, URL: f.pg.URL(reader, "clinic"), Table: table, Query: query,
+		Name: "patients", Tags: []string{"clinic"}, Visibility: store.VisibilityPublic}
+}
+
+// noSecret fails the test when the password shows in what the gateway
+// keeps or says: the source records, the audit log, the log output.
+func (f *fixture) noSecret(t *testing.T, more ...any) {
+	t.Helper()
+	srcs, err := f.st.DatasetSources()
+	if err != nil {
+		t.Fatal(err)
+	}
+	audit, err := f.st.Audit(store.AuditFilter{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for what, v := range map[string]any{"sources": srcs, "audit": audit, "more": more} {
+		b, err := json.Marshal(v)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if strings.Contains(string(b), f.pass) {
+			t.Errorf("the password appears in the %s: %s", what, b)
+		}
+	}
+	if strings.Contains(f.logs.String(), f.pass) {
+		t.Errorf("the password appears in the log:\n%s", f.logs.String())
+	}
+}
+
+func TestSnapshotVersions(t *testing.T) {
+	f := newFixture(t, 1000, sources.Config{})
+	ctx := context.Background()
+	d, src, err := f.m.Register(ctx, f.reg("patients", ""), "owner")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d.Rows != 1000 || d.Version != 1 || len(d.Columns) != 4 || d.Visibility != store.VisibilityPublic {
+		t.Fatalf("first snapshot: rows %d version %d columns %d visibility %s; want 1000, 1, 4, public", d.Rows, d.Version, len(d.Columns), d.Visibility)
+	}
+	if src.DatasetID != d.ID || src.LastVersion != 1 || src.LastError != "" || strings.Contains(src.URL, ":"+f.pass) {
+		t.Fatalf("source record %+v", src)
+	}
+	csv, err := f.st.DatasetCSV(d.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.HasPrefix(csv, []byte("id,x,y,label\n1,0.5,-2,1\n")) {
+		t.Fatalf("stored CSV starts %q", csv[:min(60, len(csv))])
+	}
+
+	// Nothing changed: the same bytes keep the version.
+	d2, src, err := f.m.Snapshot(ctx, d.ID, "owner")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d2.Version != 1 || d2.SHA256 != d.SHA256 || src.LastVersion != 1 {
+		t.Fatalf("unchanged table: version %d (sha %s), want 1 (%s)", d2.Version, d2.SHA256, d.SHA256)
+	}
+
+	f.pg.Exec(t, "clinic", "INSERT INTO patients SELECT g, g * 0.5, 1, 0 FROM generate_series(1001, 1100) g")
+	d3, src, err := f.m.Snapshot(ctx, d.ID, "owner")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d3.Version != 2 || d3.Rows != 1100 || d3.SHA256 == d.SHA256 || src.LastVersion != 2 {
+		t.Fatalf("after 100 more rows: version %d rows %d; want 2 and 1100", d3.Version, d3.Rows)
+	}
+	if d3.Name != "patients" || d3.CreatedBy != "owner" || !d3.CreatedAt.Equal(d.CreatedAt) {
+		t.Fatalf("a snapshot changed the dataset's description: %+v", d3)
+	}
+	snaps, err := f.st.Audit(store.AuditFilter{Action: "dataset.snapshot"})
+	if err != nil || len(snaps) != 2 {
+		t.Fatalf("audit dataset.snapshot entries: %d, %v; want 2", len(snaps), err)
+	}
+	f.noSecret(t, d3)
+
+	// A query source.
+	q, _, err := f.m.Register(ctx, f.reg("", "SELECT x, label FROM patients WHERE id <= 10 ORDER BY id -- the first ten;\n;"), "owner")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if q.Rows != 10 || len(q.Columns) != 2 {
+		t.Fatalf("query source: rows %d columns %d; want 10 and 2", q.Rows, len(q.Columns))
+	}
+}
+
+// TestRefusals: a source that cannot or must not be read is refused with
+// a message naming the mistake, stores nothing, changes nothing in the
+// database and never shows the password.
+func TestRefusals(t *testing.T) {
+	f := newFixture(t, 50, sources.Config{StatementTimeout: 300 * time.Millisecond})
+	ctx := context.Background()
+	withURL := func(u string) sources.Registration { r := f.reg("patients", ""); r.URL = u; return r }
+	withQuery := func(q string) sources.Registration { return f.reg("", q) }
+	cases := []struct {
+		name string
+		reg  sources.Registration
+		want string // in the error
+	}{
+		{"password in URL", withURL(fmt.Sprintf("postgres://%s:%s@127.0.0.1:%d/clinic", reader, f.pass, f.pg.Port)), "must not carry a password"},
+		{"password setting", withURL(f.pg.URL(reader, "clinic") + "&password=" + f.pass), "not allowed"},
+		{"passfile setting", withURL(f.pg.URL(reader, "clinic") + "&passfile=/etc/shadow"), "not allowed"},
+		{"no user", withURL(fmt.Sprintf("postgres://127.0.0.1:%d/clinic", f.pg.Port)), "names no user"},
+		{"no database", withURL(fmt.Sprintf("postgres://%s@127.0.0.1:%d/", reader, f.pg.Port)), "one database"},
+		{"other scheme", withURL("mysql://reader@127.0.0.1/clinic"), "postgres://"},
+		{"table and query", sources.Registration{Kind: store.SourcePostgres, URL: f.pg.URL(reader, "clinic"), Table: "patients", Query: "SELECT 1", Name: "x"}, "not both"},
+		{"no such table", f.reg("nosuch", ""), "does not exist"},
+		{"not granted", f.reg("pg_authid", ""), "permission denied"},
+		{"two statements", withQuery("SELECT 1; DROP TABLE patients"), "multiple commands"},
+		{"escape the COPY", withQuery("SELECT 1) TO STDOUT; DROP TABLE patients; --"), "syntax error"},
+		{"a write", withQuery("DELETE FROM patients RETURNING id"), "read-only transaction"},
+		{"no columns", withQuery("SELECT"), "returns no columns"},
+		{"statement timeout", withQuery("SELECT pg_sleep(30)"), "statement timeout"},
+		{"wrong user", withURL(f.pg.URL("nobody", "clinic")), "failed"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			_, _, err := f.m.Register(ctx, c.reg, "owner")
+			if err == nil || !strings.Contains(err.Error(), c.want) {
+				t.Fatalf("err = %v; want one containing %q", err, c.want)
+			}
+			if strings.Contains(err.Error(), f.pass) {
+				t.Fatalf("the error shows the password: %v", err)
+			}
+		})
+	}
+	ds, err := f.st.Datasets()
+	if err != nil || len(ds) != 0 {
+		t.Fatalf("refused sources stored %d datasets (%v)", len(ds), err)
+	}
+	f.noSecret(t)
+	// The table is still there, whole.
+	if _, _, err := f.m.Register(ctx, f.reg("patients", ""), "owner"); err != nil {
+		t.Fatalf("after the refusals: %v", err)
+	}
+}
+
+// TestPasswordFile: the password comes from the gateway's password file
+// only; a file others can read is refused like libpq does; the CSV limit holds.
+func TestPasswordFile(t *testing.T) {
+	f := newFixture(t, 200, sources.Config{})
+	ctx := context.Background()
+	t.Setenv("PGPASSWORD", f.pass) // never used: only the password file counts
+
+	none := sources.New(sources.Config{Store: f.st, PGPassFile: filepath.Join(t.TempDir(), "absent")})
+	if _, _, err := none.Register(ctx, f.reg("patients", ""), "owner"); err == nil || !strings.Contains(err.Error(), "password authentication failed") {
+		t.Fatalf("without a password file line: %v; want password authentication failed", err)
+	}
+
+	open := filepath.Join(t.TempDir(), "pgpass")
+	if err := os.WriteFile(open, []byte(fmt.Sprintf("*:*:*:%s:%s\n", reader, f.pass)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	wide := sources.New(sources.Config{Store: f.st, PGPassFile: open})
+	if _, _, err := wide.Register(ctx, f.reg("patients", ""), "owner"); err == nil || !strings.Contains(err.Error(), "0600") {
+		t.Fatalf("with a world-readable password file: %v; want a refusal naming 0600", err)
+	}
+
+	small := sources.New(sources.Config{Store: f.st, PGPassFile: f.pg.PassFile(t, reader), Limits: dataset.Limits{MaxBytes: 1000}})
+	_, _, err := small.Register(ctx, f.reg("patients", ""), "owner")
+	var se *sources.SnapshotError
+	if !errors.As(err, &se) || !strings.Contains(err.Error(), "refused") {
+		t.Fatalf("over the size limit: %v; want a SnapshotError saying the CSV was refused", err)
+	}
+	if ds, _ := f.st.Datasets(); len(ds) != 0 {
+		t.Fatalf("%d datasets stored by refused snapshots", len(ds))
+	}
+	f.noSecret(t)
+}
+
+// TestSchedule: RunDue snapshots the sources whose interval has passed
+// since their last snapshot, and only those; a failure is recorded on the
+// source.
+func TestSchedule(t *testing.T) {
+	f := newFixture(t, 100, sources.Config{})
+	ctx := context.Background()
+	r := f.reg("patients", "")
+	r.IntervalSeconds = 3600
+	d, src, err := f.m.Register(ctx, r, "owner")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := f.m.Register(ctx, f.reg("patients", ""), "owner"); err != nil { // on demand only
+		t.Fatal(err)
+	}
+	f.pg.Exec(t, "clinic", "INSERT INTO patients VALUES (101, 1, 1, 1)")
+	at := src.LastSnapshotAt
+	if n := f.m.RunDue(ctx, at.Add(30*time.Minute)); n != 0 {
+		t.Fatalf("%d snapshots half an hour after the last; want 0", n)
+	}
+	if n := f.m.RunDue(ctx, at.Add(61*time.Minute)); n != 1 {
+		t.Fatalf("%d snapshots an hour after the last; want 1", n)
+	}
+	got, err := f.st.Dataset(d.ID)
+	if err != nil || got.Version != 2 || got.Rows != 101 {
+		t.Fatalf("after the scheduled snapshot: %+v, %v; want version 2 with 101 rows", got, err)
+	}
+	f.pg.Exec(t, "clinic", "REVOKE SELECT ON patients FROM "+reader)
+	src, err = f.st.DatasetSource(d.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := f.m.RunDue(ctx, src.LastSnapshotAt.Add(61*time.Minute)); n != 1 {
+		t.Fatalf("%d snapshots; want 1", n)
+	}
+	src, err = f.st.DatasetSource(d.ID)
+	if err != nil || !strings.Contains(src.LastError, "permission denied") || src.LastVersion != 2 {
+		t.Fatalf("after a failed snapshot the source is %+v (%v); want its error and version 2", src, err)
+	}
+	if got, _ := f.st.Dataset(d.ID); got.Version != 2 {
+		t.Fatalf("a failed snapshot changed the version to %d", got.Version)
+	}
+
+	// Run stops when its context ends.
+	runCtx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() { f.m.Run(runCtx); close(done) }()
+	cancel()
+	select {
+	case <-done:
+	case <-time.After(time.Minute):
+		t.Fatal("Run did not return after its context ended")
+	}
+}
