@@ -78,13 +78,18 @@ type FedState struct {
 	Active []string `json:"active"`
 	Round  int      `json:"round"` // last completed round
 	// Attempt is the try of the next round (a failed round is retried with fresh keys).
-	Attempt  int                     `json:"attempt,omitempty"`
-	Weights  map[string]plan.Tensor  `json:"weights"`
-	Velocity map[string]plan.Tensor  `json:"velocity,omitempty"`
-	History  []FedRound              `json:"history"`
-	State    string                  `json:"state"` // running, succeeded, failed
-	Error    string                  `json:"error,omitempty"`
-	Final    map[string]wire.JobInfo `json:"final,omitempty"`
+	Attempt  int                    `json:"attempt,omitempty"`
+	Weights  map[string]plan.Tensor `json:"weights"`
+	Velocity map[string]plan.Tensor `json:"velocity,omitempty"`
+	History  []FedRound             `json:"history"`
+	// Fit is round 0, when the plan left preprocessing statistics to fit
+	// (plan.FitSpec); Fitted is then the plan with them declared, which
+	// every gateway trains with from round 1 and the model carries.
+	Fit    *FedRound               `json:"fit,omitempty"`
+	Fitted json.RawMessage         `json:"fitted,omitempty"`
+	State  string                  `json:"state"` // running, succeeded, failed
+	Error  string                  `json:"error,omitempty"`
+	Final  map[string]wire.JobInfo `json:"final,omitempty"`
 }
 
 // ErrRoundFailed: a round could not complete (fewer gateways than needed
@@ -190,7 +195,7 @@ func NewFederation(o FedOptions) (*FedState, error) {
 	if err != nil {
 		return nil, fmt.Errorf("plan: %v", err)
 	}
-	if _, err := plan.DeclaredStates(pl); err != nil {
+	if _, err := plan.FitNeeds(pl); err != nil {
 		return nil, fmt.Errorf("plan: %v", err)
 	}
 	w, err := plan.InitialParams(pl)
@@ -238,7 +243,7 @@ func (s *FedState) Save(path string) error {
 // Model builds the federated model from the state's weights (unsigned: each
 // gateway's job holds the same model signed by that gateway).
 func (s *FedState) Model() (*plan.Model, error) {
-	pl, err := plan.Parse(s.Options.Plan)
+	pl, err := plan.Parse(s.plan())
 	if err != nil {
 		return nil, err
 	}
@@ -311,6 +316,23 @@ func (c *Client) Federate(ctx context.Context, s *FedState, run FedRunOptions) (
 			}
 			return s, c.fedStop(ctx, s, err, save)
 		}
+		if err := save(); err != nil {
+			return s, err
+		}
+	}
+	if s.Round == 0 && s.Fitted == nil {
+		if err := c.fedFitRound(ctx, s, run); err != nil {
+			if ctx.Err() != nil {
+				return s, ctx.Err()
+			}
+			err = fmt.Errorf("%w: round 0 (fitting the preprocessing statistics) could not complete: %w", ErrRoundFailed, err)
+			s.Attempt++
+			if serr := save(); serr != nil {
+				return s, errors.Join(err, serr)
+			}
+			return s, err
+		}
+		s.Attempt = 0
 		if err := save(); err != nil {
 			return s, err
 		}
@@ -520,24 +542,67 @@ func (c *Client) fedRound(ctx context.Context, s *FedState, round int, run FedRu
 	start := time.Now()
 	o := s.Options
 	parties := slices.Clone(s.Active)
+	codec, err := plan.NewUpdateCodec(o.MaxRows, o.Clip, max(1, len(parties)))
+	if err != nil {
+		return nil, err
+	}
+	weights, err := json.Marshal(s.Weights)
+	if err != nil {
+		return nil, err
+	}
+	train := func(string) *wire.FedTrainRequest { return &wire.FedTrainRequest{Weights: weights, Plan: s.Fitted} }
+	sum, u3, _, dropped, err := c.secureSum(ctx, s, round, parties, codec.Length(s.Weights), train, run)
+	if err != nil {
+		return nil, err
+	}
+	rows, loss, delta, err := codec.Decode(sum, s.Weights)
+	if err != nil {
+		return nil, err
+	}
+	s.applyStrategy(delta)
+	gone := s.dropOut(dropped)
+	var eps float64
+	for _, e := range s.Epsilon {
+		eps += e * float64(round) / float64(o.Rounds)
+	}
+	return &FedRound{Round: round, Participants: u3, Dropped: gone, Rows: rows, Loss: loss, Seconds: time.Since(start).Seconds(), Epsilon: eps}, nil
+}
+
+// dropOut takes the gateways that failed a round out of the federation and
+// returns them, sorted.
+func (s *FedState) dropOut(dropped map[string]error) []string {
+	s.Active = slices.DeleteFunc(s.Active, func(gw string) bool { _, gone := dropped[gw]; return gone })
+	var gone []string
+	for gw := range dropped {
+		gone = append(gone, gw)
+	}
+	slices.Sort(gone)
+	return gone
+}
+
+// secureSum runs one round of secure aggregation over parties: keys, key
+// shares, each gateway's part (train starts it; its masked vector of length
+// words is then asked for until ready), consistency and unmasking. It
+// returns the sum, the survivors (whose vectors are in it), their last
+// answers, and the gateways that failed, with why.
+func (c *Client) secureSum(ctx context.Context, s *FedState, round int, parties []string, length int, train func(gw string) *wire.FedTrainRequest, run FedRunOptions) (
+	sum []uint32, survivors []string, updates map[string]*wire.FedUpdateResponse, dropped map[string]error, err error) {
+	o := s.Options
 	n := len(parties)
 	if n < o.MinGateways {
-		return nil, fmt.Errorf("%w: %d gateways left, --min-gateways is %d", secagg.ErrBelowThreshold, n, o.MinGateways)
+		return nil, nil, nil, nil, fmt.Errorf("%w: %d gateways left, --min-gateways is %d", secagg.ErrBelowThreshold, n, o.MinGateways)
 	}
 	threshold := max(o.MinGateways, secagg.MinThreshold(n))
 	threshold = min(threshold, n)
-	codec, err := plan.NewUpdateCodec(o.MaxRows, o.Clip, n)
-	if err != nil {
-		return nil, err
-	}
-	params := secagg.Params{Context: wire.FedRoundContext(o.ID, round, s.Attempt), Parties: parties, Threshold: threshold, Length: codec.Length(s.Weights)}
+	params := secagg.Params{Context: wire.FedRoundContext(o.ID, round, s.Attempt), Parties: parties, Threshold: threshold, Length: length}
 	srv, err := secagg.NewServer(params, p2p.VerifyPeerSignature)
 	if err != nil {
-		return nil, err
+		return nil, nil, nil, nil, err
 	}
-	var mu sync.Mutex // guards srv
+	var mu sync.Mutex // guards srv and updates
 	rr := wire.FedRoundRequest{Federation: o.ID, Round: round, Attempt: s.Attempt}
-	dropped := map[string]error{}
+	dropped = map[string]error{}
+	updates = map[string]*wire.FedUpdateResponse{}
 	note := func(errs map[string]error) {
 		for gw, err := range errs {
 			if _, ok := dropped[gw]; !ok {
@@ -547,6 +612,9 @@ func (c *Client) fedRound(ctx context.Context, s *FedState, round int, run FedRu
 	}
 	alive := func(set []string) []string {
 		return slices.DeleteFunc(slices.Clone(set), func(gw string) bool { _, gone := dropped[gw]; return gone })
+	}
+	failed := func(err error) ([]uint32, []string, map[string]*wire.FedUpdateResponse, map[string]error, error) {
+		return nil, nil, nil, dropped, fmt.Errorf("%w (%v)", err, firstErr(dropped))
 	}
 
 	// Keys.
@@ -572,7 +640,7 @@ func (c *Client) fedRound(ctx context.Context, s *FedState, round int, run FedRu
 	}))
 	ads, err := srv.Advertisements()
 	if err != nil {
-		return nil, fmt.Errorf("%w (%v)", err, firstErr(dropped))
+		return failed(err)
 	}
 	wads := make([]wire.FedAdvertisement, len(ads))
 	for i, a := range ads {
@@ -595,11 +663,7 @@ func (c *Client) fedRound(ctx context.Context, s *FedState, round int, run FedRu
 		return srv.AddShares(gw, sh)
 	}))
 
-	// Train, then collect the masked updates.
-	weights, err := json.Marshal(s.Weights)
-	if err != nil {
-		return nil, err
-	}
+	// Each gateway's part, then the masked vectors.
 	u2 := alive(parties)
 	inbox := map[string][]wire.FedShare{}
 	for _, gw := range u2 {
@@ -607,7 +671,7 @@ func (c *Client) fedRound(ctx context.Context, s *FedState, round int, run FedRu
 		sh, err := srv.SharesFor(gw)
 		mu.Unlock()
 		if err != nil {
-			return nil, fmt.Errorf("%w (%v)", err, firstErr(dropped))
+			return failed(err)
 		}
 		for _, e := range sh {
 			inbox[gw] = append(inbox[gw], wire.FedShare(e))
@@ -615,7 +679,9 @@ func (c *Client) fedRound(ctx context.Context, s *FedState, round int, run FedRu
 	}
 	note(eachGateway(u2, func(gw string) error {
 		id, _ := gwID(gw)
-		if _, err := call(ctx, c, id, wire.FedTrain(), &wire.FedTrainRequest{FedRoundRequest: rr, Weights: weights, Shares: inbox[gw]}); err != nil {
+		req := train(gw)
+		req.FedRoundRequest, req.Shares = rr, inbox[gw]
+		if _, err := call(ctx, c, id, wire.FedTrain(), req); err != nil {
 			return err
 		}
 		run.stage(round, gw, "training")
@@ -628,6 +694,9 @@ func (c *Client) fedRound(ctx context.Context, s *FedState, round int, run FedRu
 			if up.Ready {
 				mu.Lock()
 				err := srv.AddMasked(secagg.MaskedInput{Party: gw, Words: up.Words})
+				if err == nil {
+					updates[gw] = up
+				}
 				mu.Unlock()
 				if err == nil {
 					run.stage(round, gw, "update")
@@ -645,13 +714,13 @@ func (c *Client) fedRound(ctx context.Context, s *FedState, round int, run FedRu
 		}
 	}))
 	if ctx.Err() != nil {
-		return nil, ctx.Err()
+		return nil, nil, nil, dropped, ctx.Err()
 	}
 
 	// Unmask.
 	u3, err := srv.Survivors()
 	if err != nil {
-		return nil, fmt.Errorf("%w (%v)", err, firstErr(dropped))
+		return failed(err)
 	}
 	surv := wire.FedSurvivors{FedRoundRequest: rr, Survivors: u3}
 	note(eachGateway(u3, func(gw string) error {
@@ -666,7 +735,7 @@ func (c *Client) fedRound(ctx context.Context, s *FedState, round int, run FedRu
 	}))
 	sigs, err := srv.Consistencies()
 	if err != nil {
-		return nil, fmt.Errorf("%w (%v)", err, firstErr(dropped))
+		return failed(err)
 	}
 	wsigs := make([]wire.FedConsistency, len(sigs))
 	for i, x := range sigs {
@@ -682,27 +751,16 @@ func (c *Client) fedRound(ctx context.Context, s *FedState, round int, run FedRu
 		defer mu.Unlock()
 		return srv.AddReveal(secagg.Reveal(*rv))
 	}))
-	sum, err := srv.Sum()
+	sum, err = srv.Sum()
 	if err != nil {
-		return nil, fmt.Errorf("%w (%v)", err, firstErr(dropped))
+		return failed(err)
 	}
-	rows, loss, delta, err := codec.Decode(sum, s.Weights)
-	if err != nil {
-		return nil, err
+	for gw := range updates {
+		if !slices.Contains(u3, gw) {
+			delete(updates, gw)
+		}
 	}
-	s.applyStrategy(delta)
-	// A gateway that failed this round is out of the federation.
-	s.Active = slices.DeleteFunc(s.Active, func(gw string) bool { _, gone := dropped[gw]; return gone })
-	var gone []string
-	for gw := range dropped {
-		gone = append(gone, gw)
-	}
-	slices.Sort(gone)
-	var eps float64
-	for _, e := range s.Epsilon {
-		eps += e * float64(round) / float64(o.Rounds)
-	}
-	return &FedRound{Round: round, Participants: u3, Dropped: gone, Rows: rows, Loss: loss, Seconds: time.Since(start).Seconds(), Epsilon: eps}, nil
+	return sum, u3, updates, dropped, nil
 }
 
 // applyStrategy moves the global weights by the round's mean change.

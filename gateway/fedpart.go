@@ -51,6 +51,9 @@ type fedRound struct {
 	shares  []secagg.EncryptedShare
 	global  map[string]plan.Tensor
 	masked  []uint32
+	// Round 0 (fedfit.go): the vector to mask and the extremes to release.
+	fit      []uint32
+	extremes *wire.FedExtremes
 }
 
 // fedParts holds the rounds in progress, by job ID and round.
@@ -169,6 +172,7 @@ func fedDetail(req *wire.FedJoinRequest, pl *plan.Plan, j *store.Job) string {
 	for _, p := range req.Participants {
 		fmt.Fprintf(&b, " %q (gateway %s, dataset %s);", p.Name, p.Gateway, p.Dataset)
 	}
+	b.WriteString(fedFitDetail(pl))
 	if j.DP {
 		eps := wire.Epsilon(j.EpsilonMicroEps)
 		fmt.Fprintf(&b, " Privacy: DP-SGD, epsilon %.6g for the whole federation (all rounds composed by the accountant; %.6g per round on average), delta %g.", eps, eps/float64(req.Rounds), j.Delta)
@@ -267,8 +271,8 @@ func (g *Gateway) handleFedKeys(_ context.Context, c caller, req *wire.FedKeysRe
 	if err != nil {
 		return nil, err
 	}
-	if req.Round < 1 || req.Round > j.Rounds {
-		return nil, p2p.Errorf(p2p.CodeBadRequest, "round %d: federation %s has rounds 1 to %d", req.Round, req.Federation, j.Rounds)
+	if req.Round < wire.FitRound || req.Round > j.Rounds {
+		return nil, p2p.Errorf(p2p.CodeBadRequest, "round %d: federation %s has rounds 1 to %d (and 0 to fit its statistics)", req.Round, req.Federation, j.Rounds)
 	}
 	switch approval, err := g.store.FederationApproval(j); {
 	case err != nil:
@@ -302,7 +306,20 @@ func (g *Gateway) handleFedKeys(_ context.Context, c caller, req *wire.FedKeysRe
 	if err != nil {
 		return nil, p2p.Errorf(p2p.CodeBadRequest, "%v", err)
 	}
-	if want := codec.Length(init); req.Length != want {
+	want := codec.Length(init)
+	if req.Round == wire.FitRound {
+		spec, err := fedFitSpec(pl)
+		if err != nil {
+			return nil, err
+		}
+		if spec.Empty() {
+			return nil, p2p.Errorf(p2p.CodeBadRequest, "the federation's plan declares all its statistics: there is no round 0")
+		}
+		if want, err = fedFitLength(spec, len(req.Parties)); err != nil {
+			return nil, err
+		}
+	}
+	if req.Length != want {
 		return nil, p2p.Errorf(p2p.CodeBadRequest, "the masked vector of this plan has %d words, not %d", want, req.Length)
 	}
 	params := secagg.Params{Context: wire.FedRoundContext(req.Federation, req.Round, req.Attempt), Parties: req.Parties, Threshold: req.Threshold, Length: req.Length}
@@ -348,6 +365,15 @@ func (g *Gateway) handleFedShare(_ context.Context, c caller, req *wire.FedShare
 func (g *Gateway) handleFedTrain(_ context.Context, c caller, req *wire.FedTrainRequest) (*wire.Ack, error) {
 	j, _, pl, r, err := g.fedRoundOf(c, req.FedRoundRequest)
 	if err != nil {
+		return nil, err
+	}
+	if req.Round == wire.FitRound {
+		if err := g.fedFitStart(j, pl, r, req.Shares); err != nil {
+			return nil, err
+		}
+		return &wire.Ack{OK: true}, nil
+	}
+	if j, err = g.fedTakeFitted(j, pl, req.Plan); err != nil {
 		return nil, err
 	}
 	var global map[string]plan.Tensor
@@ -461,7 +487,10 @@ func (g *Gateway) handleFedUpdate(_ context.Context, c caller, req *wire.FedRoun
 	masked, global, shares := r.masked, r.global, r.shares
 	g.fed.mu.Unlock()
 	if masked != nil {
-		return &wire.FedUpdateResponse{Ready: true, Party: g.ID(), Words: masked}, nil // a retry
+		return &wire.FedUpdateResponse{Ready: true, Party: g.ID(), Words: masked, Extremes: r.extremes}, nil // a retry
+	}
+	if req.Round == wire.FitRound {
+		return g.fedFitUpdate(r, req)
 	}
 	if global == nil {
 		return nil, p2p.Errorf(p2p.CodeConflict, "round %d has not started training at this gateway", req.Round)

@@ -141,10 +141,32 @@ type FedShareResponse struct {
 
 // FedTrainRequest starts a gateway's local training of the round from
 // Weights (fedgrid.model/v1 "params" JSON), with the shares addressed to it.
+// In round 0 (FitRound) there are no weights: the gateway computes its part
+// of the preprocessing statistics. From round 1 on, a federation whose plan
+// left statistics to fit carries in Plan the plan with the fitted statistics
+// declared; the gateway takes those statistics (and nothing else) into its
+// copy of the plan.
 type FedTrainRequest struct {
 	FedRoundRequest
-	Weights json.RawMessage `json:"weights"`
+	Weights json.RawMessage `json:"weights,omitempty"`
 	Shares  []FedShare      `json:"shares"`
+	Plan    json.RawMessage `json:"plan,omitempty"`
+}
+
+// FitRound is the round that fits a federation's undeclared standardize and
+// min_max statistics before training (plan.FitSpec): the masked vector is
+// the gateway's row count and the sums and sums of squares of the columns
+// to standardize (secagg.Wide fixed point); the minima and maxima of the
+// columns to min_max travel in the clear in FedUpdateResponse.Extremes.
+const FitRound = 0
+
+// FedExtremes are one gateway's minima and maxima of the columns a
+// federation's undeclared min_max op covers (plan.FitSpec.Extremes order):
+// released to the coordinator under the gateway's rules (its officer's
+// approval of the federation on review-gated data).
+type FedExtremes struct {
+	Min []float64 `json:"min"`
+	Max []float64 `json:"max"`
 }
 
 // FedUpdateResponse: Ready false while the gateway's nodes still train
@@ -154,6 +176,8 @@ type FedUpdateResponse struct {
 	Progress Progress `json:"progress"`
 	Party    string   `json:"party,omitempty"`
 	Words    []uint32 `json:"words,omitempty"`
+	// Extremes, in round 0 only: the gateway's minima and maxima to min_max.
+	Extremes *FedExtremes `json:"extremes,omitempty"`
 }
 
 // FedSurvivors names the parties whose masked updates reached the coordinator.

@@ -48,7 +48,9 @@ func (s *Service) JoinFederation(a Actor, f FedJoin) (*store.Job, error) {
 	if err != nil {
 		return nil, Errorf(Invalid, "plan does not fit dataset %q: %v", ds.Name, err)
 	}
-	if _, err := plan.DeclaredStates(pl); err != nil {
+	// Undeclared standardize/min_max statistics are fitted across the
+	// gateways in round 0 (plan.FitSpec), never on this gateway's rows alone.
+	if _, err := plan.FitNeeds(pl); err != nil {
 		return nil, Errorf(Invalid, "plan refused: %v", err)
 	}
 	if pl.Train.Workers > ds.Rows {

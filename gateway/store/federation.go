@@ -1,6 +1,7 @@
 package store
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 
@@ -131,6 +132,23 @@ func (s *Store) FailFederation(jobID, msg string) error {
 		}
 		j.State, j.Error, j.FinishedAt = wire.StateFailed, msg, s.now().UTC()
 		return s.audit(txn, AuditEvent{Action: "job.fail", Target: "job/" + j.ID, Detail: map[string]any{"error": msg, "federation_rounds_released": j.FedSent}})
+	})
+	return err
+}
+
+// SetFederationPlan replaces the plan of a running federation job with
+// fitted (the same plan with the statistics round 0 fitted declared) while
+// its plan is still old: before round 1 trains with it, and only once.
+func (s *Store) SetFederationPlan(jobID string, old, fitted []byte) error {
+	_, err := s.modifyJob(jobID, func(txn *badger.Txn, j *Job) error {
+		if j.Federation == "" || j.State != wire.StateRunning {
+			return fmt.Errorf("%w: job %s is not a running federation job", ErrConflictState, j.ID)
+		}
+		if !bytes.Equal(j.Plan, old) {
+			return fmt.Errorf("%w: the plan of job %s changed meanwhile", ErrConflictState, j.ID)
+		}
+		j.Plan = fitted
+		return s.audit(txn, AuditEvent{Action: "job.plan_fitted", Target: "job/" + j.ID, Detail: map[string]any{"federation": j.Federation}})
 	})
 	return err
 }
