@@ -128,6 +128,9 @@ func runFederation(ctx context.Context, g *globals, cf *clientFlags, ff *fedFlag
 	if !cf.json {
 		run.Progress = func(r client.FedRound) {
 			line := fmt.Sprintf("round %d/%d: %d gateways, %.0f rows, loss %.4f, %.1fs", r.Round, s.Options.Rounds, len(r.Participants), r.Rows, r.Loss, r.Seconds)
+			if r.Round == wire.FitRound {
+				line = fmt.Sprintf("round 0: preprocessing statistics fitted across %d gateways, %.0f rows, %.1fs", len(r.Participants), r.Rows, r.Seconds)
+			}
 			if r.Epsilon > 0 {
 				line += fmt.Sprintf(", epsilon spent %.4g", r.Epsilon)
 			}
@@ -227,7 +230,7 @@ func printFederation(g *globals, asJSON bool, s *client.FedState) error {
 	if asJSON {
 		return printJSON(g.stdout, map[string]any{"federation": ref, "state": s.State, "error": s.Error, "rounds": s.Options.Rounds,
 			"completed_rounds": s.Round, "strategy": s.Options.Strategy, "participants": s.Options.Participants, "active": s.Active,
-			"refused": s.Refused, "jobs": s.Jobs, "epsilon": s.Epsilon, "history": s.History})
+			"refused": s.Refused, "jobs": s.Jobs, "epsilon": s.Epsilon, "history": s.History, "fit": s.Fit})
 	}
 	tw := tabwriter.NewWriter(g.stdout, 0, 4, 2, ' ', 0)
 	fmt.Fprintf(tw, "federation\t%s\nstate\t%s\nrounds\t%d/%d\nstrategy\t%s\n", ref, s.State, s.Round, s.Options.Rounds, s.Options.Strategy.Name)
