@@ -44,6 +44,8 @@ type FedOptions struct {
 	// the updates); Clip bounds one parameter's change in one round (0: 10).
 	MaxRows int
 	Clip    float64
+	// Eval: score a model instead of training one (Client.FedEvaluate).
+	Eval bool `json:"eval,omitempty"`
 }
 
 // FedRound is one completed round as the coordinator saw it.
@@ -420,6 +422,12 @@ func (c *Client) fedFinish(ctx context.Context, gw string, req *wire.FedFinishRe
 	return call(ctx, c, id, wire.FedFinish(), req)
 }
 
+// joinRequest is the request to join the federation with dataset ds.
+func (o FedOptions) joinRequest(ds string) *wire.FedJoinRequest {
+	return &wire.FedJoinRequest{Federation: o.ID, Dataset: ds, Plan: o.Plan, Rounds: o.Rounds, Strategy: o.Strategy,
+		Participants: o.Participants, MinGateways: o.MinGateways, MaxRows: o.MaxRows, Clip: o.Clip, Eval: o.Eval}
+}
+
 // fedJoin asks every participant to join; those that refuse drop out.
 func (c *Client) fedJoin(ctx context.Context, s *FedState) error {
 	o := s.Options
@@ -440,9 +448,7 @@ func (c *Client) fedJoin(ctx context.Context, s *FedState) error {
 				ds = p.Dataset
 			}
 		}
-		req := &wire.FedJoinRequest{Federation: o.ID, Dataset: ds, Plan: o.Plan, Rounds: o.Rounds, Strategy: o.Strategy,
-			Participants: o.Participants, MinGateways: o.MinGateways, MaxRows: o.MaxRows, Clip: o.Clip}
-		resp, err := call(ctx, c, id, wire.FedJoin(), req)
+		resp, err := call(ctx, c, id, wire.FedJoin(), o.joinRequest(ds))
 		if err != nil {
 			return err
 		}
@@ -507,8 +513,7 @@ func (c *Client) fedAwaitApprovals(ctx context.Context, s *FedState, run FedRunO
 					ds = p.Dataset
 				}
 			}
-			resp, err := call(ctx, c, id, wire.FedJoin(), &wire.FedJoinRequest{Federation: o.ID, Dataset: ds, Plan: o.Plan, Rounds: o.Rounds, Strategy: o.Strategy,
-				Participants: o.Participants, MinGateways: o.MinGateways, MaxRows: o.MaxRows, Clip: o.Clip})
+			resp, err := call(ctx, c, id, wire.FedJoin(), o.joinRequest(ds))
 			if err != nil {
 				return err
 			}

@@ -83,12 +83,13 @@ func (g *Gateway) fedFitStart(j *store.Job, pl *plan.Plan, r *fedRound, shares [
 	return nil
 }
 
-// fedFitUpdate masks this gateway's round-0 vector.
+// fedFitUpdate masks the vector this gateway computed itself (round 0's
+// statistics, an evaluation's sums).
 func (g *Gateway) fedFitUpdate(r *fedRound, req *wire.FedRoundRequest) (*wire.FedUpdateResponse, error) {
 	g.fed.mu.Lock()
 	defer g.fed.mu.Unlock()
 	if r.fit == nil {
-		return nil, p2p.Errorf(p2p.CodeConflict, "round 0 has not started at this gateway")
+		return nil, p2p.Errorf(p2p.CodeConflict, "round %d has not started at this gateway", req.Round)
 	}
 	if r.masked == nil {
 		in, err := r.party.MaskInput(r.fit, r.shares)
@@ -96,7 +97,7 @@ func (g *Gateway) fedFitUpdate(r *fedRound, req *wire.FedRoundRequest) (*wire.Fe
 			return nil, p2p.Errorf(p2p.CodeConflict, "%v", err)
 		}
 		r.masked = in.Words
-		g.log.Info("federation round 0 statistics sent", "federation", req.Federation, "extremes", len(r.extremes.Min))
+		g.log.Info("federation sums sent", "federation", req.Federation, "round", req.Round, "extremes", r.extremes != nil)
 	}
 	return &wire.FedUpdateResponse{Ready: true, Party: g.ID(), Words: r.masked, Extremes: r.extremes}, nil
 }

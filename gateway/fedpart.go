@@ -40,6 +40,7 @@ type fedConfig struct {
 	MinGateways  int                   `json:"min_gateways"`
 	MaxRows      int                   `json:"max_rows"`
 	Clip         float64               `json:"clip"`
+	Eval         bool                  `json:"eval,omitempty"`
 }
 
 // fedRound is this gateway's state in one round.
@@ -134,9 +135,12 @@ func (g *Gateway) handleFedJoin(_ context.Context, c caller, req *wire.FedJoinRe
 	if err != nil {
 		return nil, err
 	}
+	detail := func(pl *plan.Plan, j *store.Job) string { return fedDetail(req, pl, j) }
+	if req.Eval {
+		detail = func(pl *plan.Plan, _ *store.Job) string { return fedEvalDetail(req, pl) }
+	}
 	j, err := g.svc.JoinFederation(c.Actor, service.FedJoin{ID: FedJobID(req.Federation), Federation: req.Federation, Dataset: req.Dataset,
-		Plan: req.Plan, Rounds: req.Rounds, Mu: fedProxMu(cfg.Strategy), Config: cfgJSON,
-		Detail: func(pl *plan.Plan, j *store.Job) string { return fedDetail(req, pl, j) }})
+		Plan: req.Plan, Rounds: req.Rounds, Mu: fedProxMu(cfg.Strategy), Config: cfgJSON, Eval: req.Eval, Detail: detail})
 	if err != nil {
 		return nil, err
 	}
@@ -197,6 +201,8 @@ func (g *Gateway) checkFedJoin(req *wire.FedJoinRequest) (*fedConfig, error) {
 		return nil, bad("max rows must be 1 to %d", 1<<30)
 	case !(req.Clip > 0) || req.Clip > 1e6:
 		return nil, bad("clip must be positive and at most 1e6")
+	case req.Eval && req.Rounds != 1:
+		return nil, bad("an evaluation has one round")
 	}
 	switch req.Strategy.Name {
 	case wire.StrategyFedAvg, wire.StrategyFedAvgM:
@@ -227,7 +233,7 @@ func (g *Gateway) checkFedJoin(req *wire.FedJoinRequest) (*fedConfig, error) {
 	if _, err := plan.NewUpdateCodec(req.MaxRows, req.Clip, n); err != nil {
 		return nil, bad("%v", err)
 	}
-	return &fedConfig{Participants: req.Participants, Strategy: req.Strategy, MinGateways: req.MinGateways, MaxRows: req.MaxRows, Clip: req.Clip}, nil
+	return &fedConfig{Participants: req.Participants, Strategy: req.Strategy, MinGateways: req.MinGateways, MaxRows: req.MaxRows, Clip: req.Clip, Eval: req.Eval}, nil
 }
 
 // fedJob returns the caller's running federation job.
@@ -307,6 +313,11 @@ func (g *Gateway) handleFedKeys(_ context.Context, c caller, req *wire.FedKeysRe
 		return nil, p2p.Errorf(p2p.CodeBadRequest, "%v", err)
 	}
 	want := codec.Length(init)
+	if cfg.Eval {
+		if want, err = fedEvalLength(pl, len(req.Parties)); err != nil {
+			return nil, err
+		}
+	}
 	if req.Round == wire.FitRound {
 		spec, err := fedFitSpec(pl)
 		if err != nil {
@@ -363,9 +374,15 @@ func (g *Gateway) handleFedShare(_ context.Context, c caller, req *wire.FedShare
 }
 
 func (g *Gateway) handleFedTrain(_ context.Context, c caller, req *wire.FedTrainRequest) (*wire.Ack, error) {
-	j, _, pl, r, err := g.fedRoundOf(c, req.FedRoundRequest)
+	j, cfg, pl, r, err := g.fedRoundOf(c, req.FedRoundRequest)
 	if err != nil {
 		return nil, err
+	}
+	if cfg.Eval {
+		if err := g.fedEvalStart(j, pl, r, req); err != nil {
+			return nil, err
+		}
+		return &wire.Ack{OK: true}, nil
 	}
 	if req.Round == wire.FitRound {
 		if err := g.fedFitStart(j, pl, r, req.Shares); err != nil {
@@ -489,8 +506,8 @@ func (g *Gateway) handleFedUpdate(_ context.Context, c caller, req *wire.FedRoun
 	if masked != nil {
 		return &wire.FedUpdateResponse{Ready: true, Party: g.ID(), Words: masked, Extremes: r.extremes}, nil // a retry
 	}
-	if req.Round == wire.FitRound {
-		return g.fedFitUpdate(r, req)
+	if req.Round == wire.FitRound || cfg.Eval {
+		return g.fedFitUpdate(r, req) // computed at the gateway itself: only to mask
 	}
 	if global == nil {
 		return nil, p2p.Errorf(p2p.CodeConflict, "round %d has not started training at this gateway", req.Round)
@@ -577,7 +594,7 @@ func (g *Gateway) handleFedReveal(_ context.Context, c caller, req *wire.FedReve
 }
 
 func (g *Gateway) handleFedFinish(_ context.Context, c caller, req *wire.FedFinishRequest) (*wire.JobInfo, error) {
-	j, _, pl, err := g.fedJob(c, req.Federation)
+	j, cfg, pl, err := g.fedJob(c, req.Federation)
 	if err != nil {
 		var pe *p2p.Error
 		if errors.As(err, &pe) && pe.Code == p2p.CodeConflict {
@@ -588,7 +605,11 @@ func (g *Gateway) handleFedFinish(_ context.Context, c caller, req *wire.FedFini
 		return nil, err
 	}
 	defer g.fed.drop(j.ID)
-	if req.Error != "" || len(req.Weights) == 0 {
+	if cfg.Eval && req.Error == "" {
+		if err := g.store.FinishEvaluation(j.ID); err != nil {
+			return nil, service.Wrap(err, "job "+j.ID)
+		}
+	} else if req.Error != "" || len(req.Weights) == 0 {
 		msg := "the federation stopped: " + truncate(req.Error, 500)
 		if err := g.store.FailFederation(j.ID, msg); err != nil {
 			return nil, service.Wrap(err, "job "+j.ID)

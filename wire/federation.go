@@ -71,6 +71,12 @@ type FedJoinRequest struct {
 	// scale of the masked updates (a gateway with more rows weighs as MaxRows).
 	MaxRows int     `json:"max_rows"`
 	Clip    float64 `json:"clip"`
+	// Eval: the federation scores a model instead of training one
+	// (`fedgrid eval`): one round, whose FedTrainRequest carries the
+	// model's weights (Plan is the model's plan with its preprocessing
+	// declared); the gateway scores them on its rows and masks
+	// plan.EvalSums; FedFinish then only ends its part.
+	Eval bool `json:"eval,omitempty"`
 }
 
 // FedJoinResponse is the gateway's part: a job of the caller's that follows

@@ -18,6 +18,10 @@ type FedJoin struct {
 	Rounds                  int
 	// Mu > 0: FedProx, every round's local training carries the proximal term.
 	Mu float64
+	// Eval: the federation scores a model (Plan is its plan with its
+	// preprocessing declared) in one round: nothing trains, nothing is
+	// reserved; the same permission and review apply.
+	Eval bool
 	// Config is the adapter's record of the federation's settings (store.Job.FedConfig).
 	Config json.RawMessage
 	// Detail words the request for the compliance officer, from the checked
@@ -46,7 +50,13 @@ func (s *Service) JoinFederation(a Actor, f FedJoin) (*store.Job, error) {
 	}
 	report, err := plan.Check(pl, ds.Columns)
 	if err != nil {
+		if f.Eval {
+			return nil, Errorf(Invalid, "the model does not fit dataset %q: %v", ds.Name, err)
+		}
 		return nil, Errorf(Invalid, "plan does not fit dataset %q: %v", ds.Name, err)
+	}
+	if f.Eval {
+		return s.joinEvaluation(a, f, ds, dec, pl, report)
 	}
 	// Undeclared standardize/min_max statistics are fitted across the
 	// gateways in round 0 (plan.FitSpec), never on this gateway's rows alone.
@@ -87,6 +97,30 @@ func (s *Service) JoinFederation(a Actor, f FedJoin) (*store.Job, error) {
 			return nil, Errorf(InsufficientBudget, "the federation's %d rounds would cost epsilon %.6g on dataset %q, more than your budget allows; ask for more with fedgrid request budget",
 				f.Rounds, wire.Epsilon(j.EpsilonMicroEps), ds.Name)
 		}
+		return nil, Wrap(err, "job")
+	}
+	return j, nil
+}
+
+// joinEvaluation is JoinFederation for an evaluation: the model's plan
+// must declare all its preprocessing; no epsilon is reserved (only the
+// round's secure sums leave, without noise: on review-gated data the
+// officer's approval of the request covers them).
+func (s *Service) joinEvaluation(a Actor, f FedJoin, ds *store.Dataset, dec store.TrainDecision, pl *plan.Plan, report *plan.Report) (*store.Job, error) {
+	if _, err := plan.DeclaredStates(pl); err != nil {
+		return nil, Errorf(Invalid, "model refused: %v", err)
+	}
+	j := &store.Job{
+		ID: f.ID, DatasetID: ds.ID, UserID: a.User.ID, Requester: a.Peer, Plan: f.Plan,
+		Federation: f.Federation, FedConfig: f.Config, Shards: 1, Rounds: 1, Evaluation: true,
+		MaxAttempts: s.jobs.MaxAttempts, AttemptTimeout: s.jobs.AttemptTimeout, Deadline: s.now().Add(s.jobs.JobTimeout),
+		PlanTable: report.String(), Review: dec.Review,
+	}
+	detail := ""
+	if f.Detail != nil {
+		detail = f.Detail(pl, j)
+	}
+	if err := s.st.CreateFederationJob(j, 0, dec.Review, detail); err != nil {
 		return nil, Wrap(err, "job")
 	}
 	return j, nil

@@ -152,3 +152,17 @@ func (s *Store) SetFederationPlan(jobID string, old, fitted []byte) error {
 	})
 	return err
 }
+
+// FinishEvaluation ends a running evaluation's federation job: succeeded,
+// with no result and nothing to release (what left were the round's secure
+// sums, under the federation's approval).
+func (s *Store) FinishEvaluation(jobID string) error {
+	_, err := s.modifyJob(jobID, func(txn *badger.Txn, j *Job) error {
+		if j.Federation == "" || !j.Evaluation || j.State != wire.StateRunning {
+			return fmt.Errorf("%w: job %s is not a running evaluation", ErrConflictState, j.ID)
+		}
+		j.State, j.FinishedAt = wire.StateSucceeded, s.now().UTC()
+		return s.audit(txn, AuditEvent{Action: "job.complete", Target: "job/" + j.ID, Detail: map[string]any{"evaluation": true, "federation": j.Federation}})
+	})
+	return err
+}

@@ -82,6 +82,10 @@ type Job struct {
 	// FedSent is the last round whose masked update this gateway released
 	// (0: none yet): from then on the federation's aggregates carry its data.
 	FedSent int `json:"fed_sent,omitempty"`
+	// Evaluation: the federation scores a model (`fedgrid eval`): the job
+	// has no result of its own; what left are the round's secure sums,
+	// under the federation's approval. It succeeds with no release.
+	Evaluation bool `json:"evaluation,omitempty"`
 	// Init is set by whoever creates the job. The store keeps the weights
 	// under a key of their own (JobInit reads them): the job record is
 	// rewritten on every heartbeat and must stay small. InitSize is their

@@ -103,6 +103,9 @@ func (s *Store) jobTransition(txn *badger.Txn, j *Job) error {
 	case wire.StateCancelled:
 		return s.refundJob(txn, j, "job "+j.State)
 	case wire.StateSucceeded:
+		if j.Evaluation {
+			return nil // nothing to release: the aggregates left under the federation's approval
+		}
 		return s.decideRelease(txn, j)
 	}
 	return nil

@@ -1,0 +1,103 @@
+package gateway
+
+import (
+	"encoding/json"
+	"fmt"
+	"strings"
+
+	"github.com/fedgrid/fedgrid/crypto/secagg"
+	"github.com/fedgrid/fedgrid/gateway/service"
+	"github.com/fedgrid/fedgrid/gateway/store"
+	"github.com/fedgrid/fedgrid/p2p"
+	"github.com/fedgrid/fedgrid/plan"
+	"github.com/fedgrid/fedgrid/wire"
+)
+
+// Federated evaluation (`fedgrid eval`, wire.FedJoinRequest.Eval): a
+// federation of one round that scores a model instead of training one.
+// The join is checked like a federation's (the requester's permission on
+// the dataset, the model's plan against its schema; on review-gated data an
+// officer's approval before the round opens, the request saying what
+// leaves); nothing is reserved, as no noise is added: what leaves is only
+// this gateway's plan.EvalSums (rows, loss sum, rows right, per-class score
+// histograms) masked for secure aggregation, so that the coordinator reads
+// the totals over all the gateways and never this gateway's figures.
+
+// fedEvalLength is the masked vector's length of an evaluation.
+func fedEvalLength(pl *plan.Plan, parties int) (int, error) {
+	n, err := plan.EvalValues(pl)
+	if err != nil {
+		return 0, p2p.Errorf(p2p.CodeBadRequest, "plan: %v", err)
+	}
+	w, err := secagg.NewWide(parties)
+	if err != nil {
+		return 0, p2p.Errorf(p2p.CodeBadRequest, "%v", err)
+	}
+	return w.Length(n), nil
+}
+
+// fedEvalStart scores the model's weights on this gateway's rows.
+func (g *Gateway) fedEvalStart(j *store.Job, pl *plan.Plan, r *fedRound, req *wire.FedTrainRequest) error {
+	var params map[string]plan.Tensor
+	if err := json.Unmarshal(req.Weights, &params); err != nil {
+		return p2p.Errorf(p2p.CodeBadRequest, "weights: %v", err)
+	}
+	init, err := plan.InitialParams(pl)
+	if err != nil {
+		return err
+	}
+	if err := sameShapes(params, init); err != nil {
+		return p2p.Errorf(p2p.CodeBadRequest, "weights: %v", err)
+	}
+	states, err := plan.DeclaredStates(pl)
+	if err != nil {
+		return p2p.Errorf(p2p.CodeBadRequest, "plan: %v", err)
+	}
+	m := &plan.Model{Format: plan.ModelFormat, Plan: pl, Params: params, Preprocess: states}
+	if err := m.Validate(); err != nil {
+		return p2p.Errorf(p2p.CodeBadRequest, "model: %v", err)
+	}
+	_, table, err := g.tables.table(g.store, j.DatasetID)
+	if err != nil {
+		return service.Wrap(err, "dataset "+j.DatasetID)
+	}
+	sums, err := plan.EvalSums(m, table)
+	if err != nil {
+		// Its errors name columns and rules, never a value of the data.
+		return p2p.Errorf(p2p.CodeConflict, "scoring at this gateway: %v", err)
+	}
+	w, err := secagg.NewWide(len(r.params.Parties))
+	if err != nil {
+		return err
+	}
+	words := make([]uint32, w.Length(len(sums)))
+	if c := w.Encode(words, sums); c > 0 {
+		return p2p.Errorf(p2p.CodeConflict, "scoring at this gateway: the loss sum is too large for secure aggregation")
+	}
+	g.fed.mu.Lock()
+	defer g.fed.mu.Unlock()
+	if r.fit == nil {
+		r.fit = words
+		r.shares = make([]secagg.EncryptedShare, len(req.Shares))
+		for i, s := range req.Shares {
+			r.shares[i] = secagg.EncryptedShare(s)
+		}
+	}
+	g.log.Info("federated evaluation scored", "federation", j.Federation, "job", j.ID)
+	return nil
+}
+
+// fedEvalDetail is what the officer reads of an evaluation.
+func fedEvalDetail(req *wire.FedJoinRequest, pl *plan.Plan) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "Federated evaluation %s of a model (plan %q) on this dataset: nothing trains. Only the securely aggregated sums over all the gateways leave, never this gateway's own: row count, loss sum, rows predicted right", req.Federation, pl.Name)
+	if n, err := plan.EvalValues(pl); err == nil && n > 3 {
+		fmt.Fprintf(&b, ", and per class a histogram of the model's scores over %d bins (for the AUC)", plan.EvalBins)
+	}
+	b.WriteString(". Participants:")
+	for _, p := range req.Participants {
+		fmt.Fprintf(&b, " %q (gateway %s, dataset %s);", p.Name, p.Gateway, p.Dataset)
+	}
+	b.WriteString(" Privacy: NO FORMAL GUARANTEE (exact sums, no noise; no epsilon is spent).")
+	return b.String()
+}
