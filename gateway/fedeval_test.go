@@ -161,5 +161,3 @@ func TestFederatedEvaluation(t *testing.T) {
 		}
 	})
 }
-
-func gw0(f *federation) *gateway.Gateway { return f.gws[0] }
