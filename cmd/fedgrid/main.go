@@ -89,7 +89,7 @@ func newRoot(stdout, stderr io.Writer) *cobra.Command {
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
 	root.AddCommand(
 		networkCmd(g), gatewayCmd(g), nodeCmd(g),
-		keygenCmd(g), whoamiCmd(g), searchCmd(g), jobsCmd(g), trainCmd(g), jobCmd(g), resultCmd(g), queryCmd(g), requestCmd(g),
+		keygenCmd(g), whoamiCmd(g), searchCmd(g), jobsCmd(g), trainCmd(g), evalCmd(g), jobCmd(g), resultCmd(g), queryCmd(g), requestCmd(g),
 		modelCmd(g), planCmd(g), auditCmd(g), versionCmd(g), adminCmd(g), genDocsCmd(g),
 	)
 	strictGroups(root)
