@@ -141,8 +141,9 @@ class Client:
         training is federated across their gateways, ``rounds`` rounds (default
         the plan's ``train.rounds``) with ``strategy`` (fedavg, fedprox or
         fedavgm) and at least ``min_gateways`` per round; this client's
-        ``fedgrid`` process coordinates it, so the plan must declare its
-        preprocessing statistics. It needs a fedgrid binary whose ``train``
+        ``fedgrid`` process coordinates it. Preprocessing statistics the plan
+        does not declare are fitted across the gateways in a round 0 (binaries
+        before that refuse such plans). It needs a fedgrid binary whose ``train``
         takes ``--dataset`` more than once; the job is then a
         :class:`FederatedJob` (reference ``fed:ID``).
 
@@ -287,6 +288,46 @@ class Client:
             os.close(fd)
             model.save(path)
         return run(self.binary, ["model", "eval", "--model", model.path, "--data", str(csv_path), "--json"], timeout=self.timeout)
+
+    def can_evaluate_federated(self):
+        """Whether the fedgrid binary scores models across gateways (``fedgrid eval``)."""
+        return self._supports("eval", "--model string")
+
+    def evaluate_federated(self, model, datasets, min_gateways=None, timeout=None):
+        """``fedgrid eval``: score ``model`` (a :class:`Model`, a dict or a
+        path) on the rows of ``datasets`` (two or more :class:`Dataset` or
+        references, on different gateways). Each gateway applies its rules
+        (permission, the model against its schema, its officer's approval on
+        review-gated data) and only secure sums over all of them leave.
+        Returns a dict: ``rows``, ``task``, ``loss``, ``accuracy`` and
+        ``correct`` (classification), ``auc`` with ``auc_error`` (binary: from
+        score histograms of ``bins`` bins, within ``auc_error`` of the exact
+        AUC), ``gateways`` whose rows are in the figures, ``refused``.
+        A refusal raises :class:`FedgridError` with the gateways' reasons.
+        """
+        if isinstance(datasets, (str, Dataset)):
+            datasets = [datasets]
+        refs = [d.ref if isinstance(d, Dataset) else str(d) for d in datasets]
+        if len(refs) < 2:
+            raise ValueError("evaluate_federated: give datasets on at least two gateways (for a CSV of your own: evaluate)")
+        if not self.can_evaluate_federated():
+            raise FedgridError("federated evaluation needs a fedgrid binary with the eval command; %s has none (update fedgrid)" % self.binary)
+        model = load_model(model)
+        tmp = None
+        if model.path is None:
+            fd, tmp = tempfile.mkstemp(prefix="fedgrid-model-", suffix=".json")
+            os.close(fd)
+            model.save(tmp)
+        try:
+            args = ["eval", "--model", model.path or tmp]
+            for r in refs:
+                args += ["--dataset", r]
+            if min_gateways is not None:
+                args += ["--min-gateways", str(min_gateways)]
+            return self.run(*args, timeout=timeout or self.timeout)
+        finally:
+            if tmp:
+                os.unlink(tmp)
 
 
 class Dataset:

@@ -95,7 +95,7 @@ def test_several_datasets(fg, localnet):
     assert sorted(d.gateway_name for d in found) == ["Hospital A", "Hospital B"]
     with open(LOGREG) as f:
         plan = json.load(f)
-    # Declared statistics: a federation cannot fit them on one hospital's rows.
+    # Declared statistics (undeclared ones would be fitted across the hospitals in round 0).
     plan["preprocess"] = [{"op": "min_max", "min": [0, 0, 0, 0, 0, 0, 0, 20], "max": [17, 200, 130, 100, 850, 70, 2.5, 90]}]
     plan["train"] = {"epochs": 5, "batch_size": 32, "seed": 7}
     if not fg.can_federate():
@@ -115,6 +115,14 @@ def test_several_datasets(fg, localnet):
         got = m.evaluate(list(csv.DictReader(f)))
     want = fg.evaluate(m, holdout)
     assert abs(got["loss"] - want["loss"]) < 1e-9 and want["accuracy"] > 0.6
+    if fg.can_evaluate_federated():
+        # Scored on both hospitals' rows: only the sums over both leave.
+        ev = fg.evaluate_federated(m, found)
+        assert ev["rows"] == 614 and len(ev["gateways"]) == 2 and ev["task"] == "binary"
+        assert ev["correct"] == round(ev["accuracy"] * 614) and ev["accuracy"] > 0.6
+        assert 0 < ev["auc_error"] < 0.01 and 0.5 < ev["auc"] <= 1
+        with pytest.raises(ValueError, match="two gateways"):
+            fg.evaluate_federated(m, found[0])
     # datasets of different schemas: the CLI's refusal, as an exception
     with pytest.raises(fedgrid.FedgridError, match="schema"):
         fg.train([found[0], next(d for d in fg.search("oncology"))], plan, rounds=2)
