@@ -374,7 +374,7 @@ func (c *Client) Federate(ctx context.Context, s *FedState, run FedRunOptions) (
 	s.Final = map[string]wire.JobInfo{}
 	var mu sync.Mutex
 	errs := eachGateway(s.Active, func(gw string) error {
-		info, err := c.fedFinish(ctx, gw, &wire.FedFinishRequest{Federation: s.Options.ID, Rounds: s.Round, Weights: weights})
+		info, err := c.fedFinish(ctx, gw, &wire.FedFinishRequest{Federation: s.Options.ID, Rounds: s.Round, Weights: weights, Plan: s.Fitted})
 		if err == nil {
 			mu.Lock()
 			s.Final[gw] = *info

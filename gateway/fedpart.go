@@ -615,6 +615,12 @@ func (g *Gateway) handleFedFinish(_ context.Context, c caller, req *wire.FedFini
 			return nil, service.Wrap(err, "job "+j.ID)
 		}
 	} else {
+		if j, err = g.fedTakeFitted(j, pl, req.Plan); err != nil {
+			return nil, err
+		}
+		if pl, err = plan.Parse(j.Plan); err != nil {
+			return nil, fmt.Errorf("federation %s: stored plan: %w", req.Federation, err)
+		}
 		var w map[string]plan.Tensor
 		if err := json.Unmarshal(req.Weights, &w); err != nil {
 			return nil, p2p.Errorf(p2p.CodeBadRequest, "weights: %v", err)

@@ -220,6 +220,9 @@ type FedFinishRequest struct {
 	Rounds     int             `json:"rounds"`
 	Weights    json.RawMessage `json:"weights,omitempty"`
 	Error      string          `json:"error,omitempty"`
+	// Plan: the plan with round 0's fitted statistics, as in FedTrainRequest
+	// (for a gateway that took part in no round since).
+	Plan json.RawMessage `json:"plan,omitempty"`
 }
 
 // FedRoundContext names one round of one federation for secure aggregation:
