@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"math"
 	"os"
 	"path/filepath"
 	"slices"
@@ -205,6 +206,20 @@ func TestFederatedTrainingAcrossOrganisations(t *testing.T) {
 			ev, err := f.h.ModelEval(ctx, model, f.holdout)
 			if err != nil {
 				t.Fatal(err)
+			}
+			// fedgrid eval scores it on the three gateways' rows, of which only
+			// secure sums leave: the figures of all the training rows pooled.
+			fe, err := f.sci.EvalFederated(ctx, model, f.refs)
+			if err != nil {
+				t.Fatal(err)
+			}
+			pooled, err := f.h.ModelEval(ctx, model, f.trainCSV)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if fe.Rows != pooled.Rows || fe.Accuracy != pooled.Accuracy || len(fe.Gateways) != 3 ||
+				math.Abs(fe.Loss-pooled.Loss) > 1e-6 || math.Abs(fe.AUC-pooled.AUC) > fe.AUCError {
+				t.Fatalf("fedgrid eval: %+v; pooled rows: %+v", fe, pooled)
 			}
 			central := f.central(t, ctx, centralPlan)
 			t.Logf("%s: held-out accuracy central %.4f, federated (3 gateways x %d rounds x %d epochs) %.4f", tc.plan, central, rounds, local, ev.Accuracy)

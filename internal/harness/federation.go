@@ -55,3 +55,35 @@ func (s *Scientist) FederationResult(ctx context.Context, federationsDir, ref, m
 	_, err := s.h.Run(ctx, s.args([]string{"result"}, true, "--out", modelFile, "--federations", federationsDir, ref)...)
 	return err
 }
+
+// FedEvaluation is what `fedgrid eval --json` prints: a model's figures
+// over several gateways' rows, from their secure sums.
+type FedEvaluation struct {
+	Federation string            `json:"federation"`
+	Rows       int               `json:"rows"`
+	Task       string            `json:"task"`
+	Loss       float64           `json:"loss"`
+	Correct    int               `json:"correct"`
+	Accuracy   float64           `json:"accuracy"`
+	AUC        float64           `json:"auc"`
+	AUCError   float64           `json:"auc_error"`
+	Bins       int               `json:"bins"`
+	Gateways   []string          `json:"gateways"`
+	Refused    map[string]string `json:"refused"`
+}
+
+// EvalFederated runs `fedgrid eval --json` on the datasets refs; extra flags are appended.
+func (s *Scientist) EvalFederated(ctx context.Context, modelFile string, refs []string, extra ...string) (*FedEvaluation, error) {
+	rest := []string{"--model", modelFile, "--json"}
+	for _, r := range refs {
+		rest = append(rest, "--dataset", r)
+	}
+	var ev FedEvaluation
+	if err := s.h.RunJSON(ctx, &ev, s.args([]string{"eval"}, true, append(rest, extra...)...)...); err != nil {
+		return nil, err
+	}
+	if ev.Rows == 0 {
+		return nil, errors.New("fedgrid eval --json: no rows evaluated")
+	}
+	return &ev, nil
+}
