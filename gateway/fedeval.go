@@ -66,22 +66,8 @@ func (g *Gateway) fedEvalStart(j *store.Job, pl *plan.Plan, r *fedRound, req *wi
 		// Its errors name columns and rules, never a value of the data.
 		return p2p.Errorf(p2p.CodeConflict, "scoring at this gateway: %v", err)
 	}
-	w, err := secagg.NewWide(len(r.params.Parties))
-	if err != nil {
+	if err := g.fedKeepSums(r, sums, nil, req.Shares, "scoring at this gateway: %d sums are too large for secure aggregation"); err != nil {
 		return err
-	}
-	words := make([]uint32, w.Length(len(sums)))
-	if c := w.Encode(words, sums); c > 0 {
-		return p2p.Errorf(p2p.CodeConflict, "scoring at this gateway: the loss sum is too large for secure aggregation")
-	}
-	g.fed.mu.Lock()
-	defer g.fed.mu.Unlock()
-	if r.fit == nil {
-		r.fit = words
-		r.shares = make([]secagg.EncryptedShare, len(req.Shares))
-		for i, s := range req.Shares {
-			r.shares[i] = secagg.EncryptedShare(s)
-		}
 	}
 	g.log.Info("federated evaluation scored", "federation", j.Federation, "job", j.ID)
 	return nil

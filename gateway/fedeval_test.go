@@ -87,24 +87,13 @@ func TestFederatedEvaluation(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer st.SetOverride(store.Override{DatasetID: f.ds[0].ID, UserID: f.sci[0].ID}, "test")
-		waiting := make(chan map[string]string, 100)
-		run := run
-		run.Waiting = func(p map[string]string) { waiting <- p }
-		done := make(chan error, 1)
 		var res *client.EvalResult
-		go func() {
-			var err error
+		pending, wait := awaitOfficers(t, ctx, func(waiting func(map[string]string)) (err error) {
+			run := run
+			run.Waiting = waiting
 			res, err = f.cl.FedEvaluate(ctx, client.EvalOptions{Model: m, Participants: participants}, run)
-			done <- err
-		}()
-		var pending map[string]string
-		select {
-		case pending = <-waiting:
-		case err := <-done:
-			t.Fatalf("the evaluation ended before the officer decided: %v", err)
-		case <-ctx.Done():
-			t.Fatal(ctx.Err())
-		}
+			return err
+		})
 		r, err := st.GetRequest(pending[f.gws[0].ID()])
 		if err != nil || len(pending) != 1 {
 			t.Fatalf("pending %v: %v", pending, err)
@@ -112,21 +101,13 @@ func TestFederatedEvaluation(t *testing.T) {
 		if r.Kind != wire.KindFederation || !strings.Contains(r.Detail, "Federated evaluation") || !strings.Contains(r.Detail, "histogram of the model's scores over 1000 bins") {
 			t.Fatalf("request %s: %s", r.Kind, r.Detail)
 		}
-		j, _ := st.Job(gateway.FedJobID(strings.TrimPrefix(r.JobID, "fed-")))
-		if j != nil && j.State != wire.StateRunning {
-			t.Fatalf("job %s before approval", j.State)
+		if j, err := st.Job(r.JobID); err != nil || j.State != wire.StateRunning || !j.Evaluation {
+			t.Fatalf("the evaluation's job before approval: %+v, %v", j, err)
 		}
 		if _, err := st.Decide(r.ID, true, f.officers[0].ID, "figures may leave"); err != nil {
 			t.Fatal(err)
 		}
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Fatal(err)
-			}
-		case <-ctx.Done():
-			t.Fatal(ctx.Err())
-		}
+		wait()
 		if res.Accuracy != want.Accuracy || len(res.Gateways) != 3 {
 			t.Fatalf("after approval: accuracy %v from %d gateways", res.Accuracy, len(res.Gateways))
 		}

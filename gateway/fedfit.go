@@ -63,18 +63,26 @@ func (g *Gateway) fedFitStart(j *store.Job, pl *plan.Plan, r *fedRound, shares [
 		// The reason names no value of the data.
 		return p2p.Errorf(p2p.CodeConflict, "round 0 at this gateway: %v", err)
 	}
+	return g.fedKeepSums(r, sums, &wire.FedExtremes{Min: lo, Max: hi}, shares, "round 0 at this gateway: %d statistics are too large for secure aggregation; declare them in the plan")
+}
+
+// fedKeepSums keeps, for masking, sums computed at this gateway itself
+// (round 0's statistics, an evaluation's figures) in the wide fixed point,
+// with what else leaves beside them and the round's shares for this
+// gateway; tooLarge words the refusal of values beyond its range (%d: how many).
+func (g *Gateway) fedKeepSums(r *fedRound, sums []float64, extremes *wire.FedExtremes, shares []wire.FedShare, tooLarge string) error {
 	w, err := secagg.NewWide(len(r.params.Parties))
 	if err != nil {
 		return err
 	}
 	words := make([]uint32, w.Length(len(sums)))
 	if c := w.Encode(words, sums); c > 0 {
-		return p2p.Errorf(p2p.CodeConflict, "round 0 at this gateway: %d statistics are too large for secure aggregation; declare them in the plan", c)
+		return p2p.Errorf(p2p.CodeConflict, tooLarge, c)
 	}
 	g.fed.mu.Lock()
 	defer g.fed.mu.Unlock()
 	if r.fit == nil {
-		r.fit, r.extremes = words, &wire.FedExtremes{Min: lo, Max: hi}
+		r.fit, r.extremes = words, extremes
 		r.shares = make([]secagg.EncryptedShare, len(shares))
 		for i, s := range shares {
 			r.shares[i] = secagg.EncryptedShare(s)

@@ -168,21 +168,10 @@ func TestFederationFitsMinMaxAfterApproval(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	waiting := make(chan map[string]string, 100)
-	done := make(chan error, 1)
-	go func() {
-		var err error
-		s, err = f.cl.Federate(ctx, s, client.FedRunOptions{Poll: 50 * time.Millisecond, Waiting: func(p map[string]string) { waiting <- p }})
-		done <- err
-	}()
-	var pending map[string]string
-	select {
-	case pending = <-waiting:
-	case err := <-done:
-		t.Fatalf("federation ended before any approval: %v", err)
-	case <-ctx.Done():
-		t.Fatal(ctx.Err())
-	}
+	pending, wait := awaitOfficers(t, ctx, func(waiting func(map[string]string)) (err error) {
+		s, err = f.cl.Federate(ctx, s, client.FedRunOptions{Poll: 50 * time.Millisecond, Waiting: waiting})
+		return err
+	})
 	for i, gw := range f.gws {
 		r, err := gw.Store().GetRequest(pending[gw.ID()])
 		if err != nil {
@@ -199,14 +188,7 @@ func TestFederationFitsMinMaxAfterApproval(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Fatal(err)
-		}
-	case <-ctx.Done():
-		t.Fatal(ctx.Err())
-	}
+	wait()
 	m, err := s.Model()
 	if err != nil {
 		t.Fatal(err)
@@ -215,4 +197,33 @@ func TestFederationFitsMinMaxAfterApproval(t *testing.T) {
 		t.Fatalf("fitted min/max %v %v, pooled %v %v", m.Preprocess[0].Min, m.Preprocess[0].Max, pooled[0].Min, pooled[0].Max)
 	}
 	sameStates(t, "the coordinator's model", m.Preprocess, pooled, 1e-9)
+}
+
+// awaitOfficers runs fn (a federation or an evaluation, given the Waiting
+// hook to pass on) in the background and returns the approvals it first
+// waits for, and a function that waits for fn to end and fails on its error.
+func awaitOfficers(t *testing.T, ctx context.Context, fn func(waiting func(map[string]string)) error) (map[string]string, func()) {
+	t.Helper()
+	waiting := make(chan map[string]string, 100)
+	done := make(chan error, 1)
+	go func() { done <- fn(func(p map[string]string) { waiting <- p }) }()
+	select {
+	case pending := <-waiting:
+		return pending, func() {
+			t.Helper()
+			select {
+			case err := <-done:
+				if err != nil {
+					t.Fatal(err)
+				}
+			case <-ctx.Done():
+				t.Fatal(ctx.Err())
+			}
+		}
+	case err := <-done:
+		t.Fatalf("ended before any approval: %v", err)
+	case <-ctx.Done():
+		t.Fatal(ctx.Err())
+	}
+	return nil, nil
 }

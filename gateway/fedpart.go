@@ -52,7 +52,8 @@ type fedRound struct {
 	shares  []secagg.EncryptedShare
 	global  map[string]plan.Tensor
 	masked  []uint32
-	// Round 0 (fedfit.go): the vector to mask and the extremes to release.
+	// Sums computed at the gateway itself (round 0, an evaluation: fedKeepSums)
+	// and, in round 0, the extremes released beside them.
 	fit      []uint32
 	extremes *wire.FedExtremes
 }

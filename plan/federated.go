@@ -28,18 +28,21 @@ func Declare(p *Plan, t *dataset.Table) (*Plan, []PreprocessState, error) {
 		rows[i] = i
 	}
 	states := fitPreprocess(p, x, pr.inputs, rows)
+	return declareStates(p, states, pr.inputs), states, nil
+}
+
+// declareStates returns a copy of p whose standardize and min_max ops
+// declare the statistics of states (one per op, as fitPreprocess makes
+// them) for the columns they cover.
+func declareStates(p *Plan, states []PreprocessState, width int) *Plan {
 	q := p.clone()
-	si := 0
 	for i, pp := range q.Preprocess {
-		if pp.Op == "one_hot" {
-			si++
+		if pp.Op != "standardize" && pp.Op != "min_max" {
 			continue
 		}
-		st := states[si]
-		si++
-		cover := scaledColumns(p, pp, pr.inputs)
+		st := states[i]
 		var a, b []float64
-		for j, c := range cover {
+		for j, c := range scaledColumns(p, pp, width) {
 			if !c {
 				continue
 			}
@@ -55,7 +58,7 @@ func Declare(p *Plan, t *dataset.Table) (*Plan, []PreprocessState, error) {
 			q.Preprocess[i].Min, q.Preprocess[i].Max = a, b
 		}
 	}
-	return q, states, nil
+	return q
 }
 
 // clone deep-copies the parts of a plan that Declare changes.

@@ -41,53 +41,17 @@ func ModelPlan(m *Model) (*Plan, error) {
 	if err != nil {
 		return nil, err
 	}
-	q := m.Plan.clone()
-	for i, pp := range q.Preprocess {
-		if pp.Op != "standardize" && pp.Op != "min_max" {
-			continue
-		}
-		st := m.Preprocess[i]
-		var a, b []float64
-		for j, c := range scaledColumns(m.Plan, pp, pr.inputs) {
-			if !c {
-				continue
-			}
-			if pp.Op == "standardize" {
-				a, b = append(a, st.Mean[j]), append(b, st.Std[j])
-			} else {
-				a, b = append(a, st.Min[j]), append(b, st.Max[j])
-			}
-		}
-		if pp.Op == "standardize" {
-			q.Preprocess[i].Mean, q.Preprocess[i].Std = a, b
-		} else {
-			q.Preprocess[i].Min, q.Preprocess[i].Max = a, b
-		}
-	}
-	return q, nil
+	return declareStates(m.Plan, m.Preprocess, pr.inputs), nil
 }
 
 // EvalSums is one gateway's part of an evaluation on its rows t:
 // [rows, loss sum, rows right, (binary) positives' histogram, negatives' histogram].
 func EvalSums(m *Model, t *dataset.Table) ([]float64, error) {
-	pr, err := m.compile()
-	if err != nil {
-		return nil, err
-	}
-	if _, ok := t.Column(m.Plan.Label); !ok {
-		return nil, fmt.Errorf("label: column %q is not in the data set", m.Plan.Label)
-	}
-	x, err := m.inputs(pr, t)
-	if err != nil {
-		return nil, err
-	}
-	y, err := labels(m.Plan, pr, t, nil)
+	pr, loss, score, y, err := m.score(t)
 	if err != nil {
 		return nil, err
 	}
 	n := t.NumRows()
-	vals := pr.forward(m.paramList(pr), x, n)
-	loss, score := pr.rowLosses(vals, y, n)
 	out := make([]float64, 3)
 	if pr.task == TaskBinary {
 		out = make([]float64, 3+2*EvalBins)

@@ -223,24 +223,31 @@ type Evaluation struct {
 // Evaluate computes the model's mean loss, accuracy and (binary) AUC on t,
 // which must carry the label column.
 func Evaluate(m *Model, t *dataset.Table) (*Evaluation, error) {
-	pr, err := m.compile()
+	pr, loss, score, y, err := m.score(t)
 	if err != nil {
 		return nil, err
 	}
+	l, acc, auc := pr.summarize(loss, score, y)
+	return &Evaluation{Rows: t.NumRows(), Task: pr.task, Accuracy: acc, Loss: l, AUC: auc}, nil
+}
+
+// score runs the model on a labelled table: each row's loss and score
+// (rowLosses) and its label.
+func (m *Model) score(t *dataset.Table) (pr *program, loss, score, y []float64, err error) {
+	if pr, err = m.compile(); err != nil {
+		return nil, nil, nil, nil, err
+	}
 	if _, ok := t.Column(m.Plan.Label); !ok {
-		return nil, fmt.Errorf("label: column %q is not in the data set", m.Plan.Label)
+		return nil, nil, nil, nil, fmt.Errorf("label: column %q is not in the data set", m.Plan.Label)
 	}
 	x, err := m.inputs(pr, t)
 	if err != nil {
-		return nil, err
+		return nil, nil, nil, nil, err
 	}
-	y, err := labels(m.Plan, pr, t, nil)
-	if err != nil {
-		return nil, err
+	if y, err = labels(m.Plan, pr, t, nil); err != nil {
+		return nil, nil, nil, nil, err
 	}
 	n := t.NumRows()
-	vals := pr.forward(m.paramList(pr), x, n)
-	loss, score := pr.rowLosses(vals, y, n)
-	l, acc, auc := pr.summarize(loss, score, y)
-	return &Evaluation{Rows: n, Task: pr.task, Accuracy: acc, Loss: l, AUC: auc}, nil
+	loss, score = pr.rowLosses(pr.forward(m.paramList(pr), x, n), y, n)
+	return pr, loss, score, y, nil
 }
