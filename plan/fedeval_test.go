@@ -4,9 +4,6 @@ import (
 	"context"
 	"math"
 	"testing"
-
-	"github.com/fedgrid/fedgrid/crypto/secagg"
-	"github.com/fedgrid/fedgrid/dataset"
 )
 
 // A model scored on three gateways' rows through the wide secure sum: the
@@ -28,38 +25,15 @@ func TestEvalFromSumsEqualsPooled(t *testing.T) {
 	if spec, _ := FitNeeds(mp); !spec.Empty() {
 		t.Fatal("the model's plan leaves statistics to fit")
 	}
-	var parts []*dataset.Table
-	for k := range 3 {
-		var rows []int
-		for r := k; r < test.NumRows(); r += 3 {
-			rows = append(rows, r)
-		}
-		parts = append(parts, test.Select(rows))
-	}
-	nv, err := EvalValues(mp)
-	if err != nil {
-		t.Fatal(err)
-	}
-	wide, _ := secagg.NewWide(len(parts))
-	sum := make([]uint32, wide.Length(nv))
-	for _, part := range parts {
+	parts := deal(test, 3)
+	wide, sums := wideSum(t, len(parts), func(k int) []float64 {
 		// Each gateway scores the model rebuilt from the declared plan, as a gateway does.
-		s, err := EvalSums(&Model{Format: ModelFormat, Plan: mp, Params: m.Params, Preprocess: mustStates(t, mp)}, part)
+		s, err := EvalSums(&Model{Format: ModelFormat, Plan: mp, Params: m.Params, Preprocess: mustStates(t, mp)}, parts[k])
 		if err != nil {
 			t.Fatal(err)
 		}
-		words := make([]uint32, len(sum))
-		if c := wide.Encode(words, s); c != 0 {
-			t.Fatalf("%d clipped", c)
-		}
-		for i, w := range words {
-			sum[i] += w
-		}
-	}
-	sums := make([]float64, nv)
-	if err := wide.Decode(sums, sum); err != nil {
-		t.Fatal(err)
-	}
+		return s
+	})
 	got, err := EvalFromSums(mp, sums)
 	if err != nil {
 		t.Fatal(err)

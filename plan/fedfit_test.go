@@ -16,14 +16,7 @@ import (
 // undeclared and declared steps.
 func TestFitPlanEqualsPooled(t *testing.T) {
 	all := loadTable(t, "pima_diabetes.csv")
-	var parts []*dataset.Table
-	for k := range 3 {
-		var rows []int
-		for r := k; r < all.NumRows(); r += 3 {
-			rows = append(rows, r)
-		}
-		parts = append(parts, all.Select(rows))
-	}
+	parts := deal(all, 3)
 	cases := map[string][]PreprocessOp{
 		"standardize":              {{Op: "standardize"}},
 		"min_max":                  {{Op: "min_max"}},
@@ -45,23 +38,11 @@ func TestFitPlanEqualsPooled(t *testing.T) {
 			if spec.Empty() {
 				t.Fatal("nothing to fit")
 			}
-			wide, err := secagg.NewWide(len(parts))
-			if err != nil {
-				t.Fatal(err)
-			}
-			sum := make([]uint32, wide.Length(spec.SumValues()))
 			var lo, hi []float64
-			for _, part := range parts {
-				s, l, h, err := LocalFit(p, spec, part)
+			wide, sums := wideSum(t, len(parts), func(k int) []float64 {
+				s, l, h, err := LocalFit(p, spec, parts[k])
 				if err != nil {
 					t.Fatal(err)
-				}
-				words := make([]uint32, len(sum))
-				if c := wide.Encode(words, s); c != 0 {
-					t.Fatalf("%d values clipped", c)
-				}
-				for i, w := range words {
-					sum[i] += w
 				}
 				if lo == nil {
 					lo, hi = l, h
@@ -69,11 +50,8 @@ func TestFitPlanEqualsPooled(t *testing.T) {
 				for k := range l {
 					lo[k], hi[k] = min(lo[k], l[k]), max(hi[k], h[k])
 				}
-			}
-			sums := make([]float64, spec.SumValues())
-			if err := wide.Decode(sums, sum); err != nil {
-				t.Fatal(err)
-			}
+				return s
+			})
 			if sums[0] != float64(all.NumRows()) {
 				t.Fatalf("summed %v rows, want %d", sums[0], all.NumRows())
 			}
@@ -166,4 +144,48 @@ func TestTakeFittedRefuses(t *testing.T) {
 	if _, err := TakeFitted(p, short); err == nil {
 		t.Fatal("a fitted plan with too few statistics was taken")
 	}
+}
+
+// deal deals t's rows into n parts, round robin.
+func deal(t *dataset.Table, n int) []*dataset.Table {
+	idx := make([][]int, n)
+	for r := range t.NumRows() {
+		idx[r%n] = append(idx[r%n], r)
+	}
+	parts := make([]*dataset.Table, n)
+	for k, rows := range idx {
+		parts[k] = t.Select(rows)
+	}
+	return parts
+}
+
+// wideSum adds the n parties' values (party k's from part(k)) as secure
+// aggregation does: each encoded in the wide fixed point, the words summed
+// mod 2^32, the total decoded.
+func wideSum(t *testing.T, n int, part func(k int) []float64) (secagg.Wide, []float64) {
+	t.Helper()
+	wide, err := secagg.NewWide(n)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var sum []uint32
+	var values int
+	for k := range n {
+		x := part(k)
+		words := make([]uint32, wide.Length(len(x)))
+		if c := wide.Encode(words, x); c != 0 {
+			t.Fatalf("party %d: %d values clipped", k, c)
+		}
+		if sum == nil {
+			sum, values = make([]uint32, len(words)), len(x)
+		}
+		for i, w := range words {
+			sum[i] += w
+		}
+	}
+	out := make([]float64, values)
+	if err := wide.Decode(out, sum); err != nil {
+		t.Fatal(err)
+	}
+	return wide, out
 }
