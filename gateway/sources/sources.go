@@ -181,6 +181,14 @@ func (m *Manager) Snapshot(ctx context.Context, datasetID, actor string) (*store
 		msg = snapErr.Error()
 	}
 	src, err = m.cfg.Store.RecordSnapshot(datasetID, d.Version, msg, actor)
+	if errors.Is(err, store.ErrNotFound) && snapErr == nil {
+		// The dataset (and its source) was deleted while the snapshot ran,
+		// which stored it again: delete it once more.
+		if derr := m.cfg.Store.DeleteDatasetBy(datasetID, actor); derr != nil && !errors.Is(derr, store.ErrNotFound) {
+			err = errors.Join(err, derr)
+		}
+		return nil, nil, fmt.Errorf("dataset %s was deleted during its snapshot: %w", datasetID, err)
+	}
 	if err != nil {
 		return nil, nil, errors.Join(snapErr, err)
 	}
