@@ -342,7 +342,7 @@ func Start(ctx context.Context, cfg Config) (_ *Gateway, err error) {
 	}
 	g.registerProtocols()
 	g.sources = sources.New(sources.Config{Store: g.store, Logger: cfg.Logger.With("sub", "sources"), PGPassFile: cfg.PGPassFile,
-		Limits: cfg.SourceLimits, StatementTimeout: cfg.SourceTimeout, Poll: cfg.SourcePoll,
+		Limits: cfg.SourceLimits, StatementTimeout: cfg.SourceTimeout, Poll: cfg.SourcePoll, Now: cfg.Now,
 		Added: func(*store.Dataset) { g.wake(g.provideCh) }})
 	if done, err := g.store.SetupDone(); err != nil {
 		return nil, err
@@ -435,6 +435,9 @@ func (g *Gateway) Metrics() *prometheus.Registry { return g.metrics.reg }
 
 // Store gives tests and the CLI's offline commands access to the state.
 func (g *Gateway) Store() *store.Store { return g.store }
+
+// Sources registers and snapshots the gateway's dataset sources.
+func (g *Gateway) Sources() *sources.Manager { return g.sources }
 
 // Peer is the gateway's libp2p peer.
 func (g *Gateway) Peer() *p2p.Peer { return g.peer }

@@ -47,6 +47,8 @@ type Config struct {
 	Poll time.Duration
 	// Added is called after a snapshot stored a new dataset or version.
 	Added func(*store.Dataset)
+	// Now is the schedule's clock (default time.Now).
+	Now func() time.Time
 }
 
 // Manager registers sources and takes their snapshots. At most one
@@ -79,6 +81,9 @@ func New(cfg Config) *Manager {
 	if cfg.Poll <= 0 {
 		cfg.Poll = 30 * time.Second
 	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
 	return &Manager{cfg: cfg, log: cfg.Logger, busy: map[string]bool{}}
 }
 
@@ -110,7 +115,7 @@ func (m *Manager) Register(ctx context.Context, r Registration, actor string) (*
 	if err := m.snapshot(ctx, src, d); err != nil {
 		return nil, nil, err
 	}
-	src.DatasetID, src.LastVersion, src.LastSnapshotAt = d.ID, d.Version, time.Now().UTC()
+	src.DatasetID, src.LastVersion, src.LastSnapshotAt = d.ID, d.Version, m.cfg.Now().UTC()
 	if err := m.cfg.Store.PutDatasetSource(src, actor); err != nil {
 		if derr := m.cfg.Store.DeleteDatasetBy(d.ID, actor); derr != nil {
 			m.log.Error("remove a dataset whose source could not be stored", "dataset", d.ID, "err", derr)
@@ -181,6 +186,14 @@ func (m *Manager) Snapshot(ctx context.Context, datasetID, actor string) (*store
 		msg = snapErr.Error()
 	}
 	src, err = m.cfg.Store.RecordSnapshot(datasetID, d.Version, msg, actor)
+	if errors.Is(err, store.ErrNotFound) && snapErr == nil {
+		// The dataset (and its source) was deleted while the snapshot ran,
+		// which stored it again: delete it once more.
+		if derr := m.cfg.Store.DeleteDatasetBy(datasetID, actor); derr != nil && !errors.Is(derr, store.ErrNotFound) {
+			err = errors.Join(err, derr)
+		}
+		return nil, nil, fmt.Errorf("dataset %s was deleted during its snapshot: %w", datasetID, err)
+	}
 	if err != nil {
 		return nil, nil, errors.Join(snapErr, err)
 	}
@@ -300,7 +313,7 @@ func (m *Manager) Run(ctx context.Context) {
 	tick := time.NewTicker(m.cfg.Poll)
 	defer tick.Stop()
 	for {
-		m.RunDue(ctx, time.Now())
+		m.RunDue(ctx, m.cfg.Now())
 		select {
 		case <-ctx.Done():
 			return

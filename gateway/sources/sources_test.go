@@ -13,10 +13,13 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
+
 	"github.com/fedgrid/fedgrid/dataset"
 	"github.com/fedgrid/fedgrid/gateway/sources"
 	"github.com/fedgrid/fedgrid/gateway/store"
 	"github.com/fedgrid/fedgrid/internal/pgtest"
+	"github.com/fedgrid/fedgrid/internal/wait"
 )
 
 // reader is the database role the gateway connects as: it may only read.
@@ -149,8 +152,11 @@ func TestSnapshotVersions(t *testing.T) {
 // a message naming the mistake, stores nothing, changes nothing in the
 // database and never shows the password.
 func TestRefusals(t *testing.T) {
-	f := newFixture(t, 50, sources.Config{StatementTimeout: 300 * time.Millisecond})
+	f := newFixture(t, 50, sources.Config{})
 	ctx := context.Background()
+	// Only the timeout case runs with a short statement timeout: on a busy
+	// machine the other cases' statements may take longer than it.
+	short := sources.New(sources.Config{Store: f.st, PGPassFile: f.pg.PassFile(t, reader), StatementTimeout: 300 * time.Millisecond})
 	withURL := func(u string) sources.Registration { r := f.reg("patients", ""); r.URL = u; return r }
 	withQuery := func(q string) sources.Registration { return f.reg("", q) }
 	cases := []struct {
@@ -176,7 +182,11 @@ func TestRefusals(t *testing.T) {
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			_, _, err := f.m.Register(ctx, c.reg, "owner")
+			m := f.m
+			if c.name == "statement timeout" {
+				m = short
+			}
+			_, _, err := m.Register(ctx, c.reg, "owner")
 			if err == nil || !strings.Contains(err.Error(), c.want) {
 				t.Fatalf("err = %v; want one containing %q", err, c.want)
 			}
@@ -281,5 +291,61 @@ func TestSchedule(t *testing.T) {
 	case <-done:
 	case <-time.After(time.Minute):
 		t.Fatal("Run did not return after its context ended")
+	}
+}
+
+// TestDeleteDuringSnapshot: a dataset deleted while its snapshot runs
+// stays deleted (the snapshot's store would otherwise bring it back).
+func TestDeleteDuringSnapshot(t *testing.T) {
+	f := newFixture(t, 100, sources.Config{})
+	ctx := context.Background()
+	d, _, err := f.m.Register(ctx, f.reg("", "SELECT p.id, p.x FROM patients p, (SELECT pg_sleep(0.01)) s"), "owner")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The next snapshot waits on a lock the test holds, so that the
+	// dataset can be deleted while it runs.
+	conn, err := pgx.Connect(ctx, f.pg.SocketDSN("clinic"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	tx, err := conn.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tx.Exec(ctx, "LOCK TABLE patients IN ACCESS EXCLUSIVE MODE"); err != nil {
+		t.Fatal(err)
+	}
+	// Watched from another connection: inside the locking transaction
+	// pg_stat_activity would show the same snapshot at every read.
+	watch, err := pgx.Connect(ctx, f.pg.SocketDSN("clinic"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer watch.Close(ctx)
+	done := make(chan error, 1)
+	go func() { _, _, err := f.m.Snapshot(ctx, d.ID, "owner"); done <- err }()
+	wait.For(t, time.Minute, "the snapshot waiting on the lock", func() error {
+		var n int
+		if err := watch.QueryRow(ctx, "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND application_name = 'fedgrid'").Scan(&n); err != nil {
+			return err
+		}
+		if n == 0 {
+			return errors.New("no fedgrid session waits on a lock")
+		}
+		return nil
+	})
+	if err := f.st.DeleteDataset(d.ID); err != nil {
+		t.Fatal(err)
+	}
+	if err := tx.Rollback(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-done; err == nil || !strings.Contains(err.Error(), "deleted during its snapshot") {
+		t.Fatalf("snapshot of a dataset deleted meanwhile: %v", err)
+	}
+	if _, err := f.st.Dataset(d.ID); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("the deleted dataset is back: %v", err)
 	}
 }
