@@ -46,6 +46,11 @@ type FedOptions struct {
 	Clip    float64
 	// Eval: score a model instead of training one (Client.FedEvaluate).
 	Eval bool `json:"eval,omitempty"`
+	// PlainUpdates turns secure aggregation off for the training rounds:
+	// each gateway's update reaches the coordinator unmasked. Only gateways
+	// whose owners allow plain updates take part; their officers' requests
+	// say so.
+	PlainUpdates bool `json:",omitempty"`
 }
 
 // FedRound is one completed round as the coordinator saw it.
@@ -367,14 +372,11 @@ func (c *Client) Federate(ctx context.Context, s *FedState, run FedRunOptions) (
 			run.Progress(*r)
 		}
 	}
-	weights, err := json.Marshal(s.Weights)
-	if err != nil {
-		return s, err
-	}
+	weights := wire.PackFloats(plan.Flatten(s.Weights))
 	s.Final = map[string]wire.JobInfo{}
 	var mu sync.Mutex
 	errs := eachGateway(s.Active, func(gw string) error {
-		info, err := c.fedFinish(ctx, gw, &wire.FedFinishRequest{Federation: s.Options.ID, Rounds: s.Round, Weights: weights, Plan: s.Fitted})
+		info, err := c.fedFinish(ctx, gw, &wire.FedFinishRequest{Federation: s.Options.ID, Rounds: s.Round, Vector: weights, Plan: s.Fitted})
 		if err == nil {
 			mu.Lock()
 			s.Final[gw] = *info
@@ -425,7 +427,7 @@ func (c *Client) fedFinish(ctx context.Context, gw string, req *wire.FedFinishRe
 // joinRequest is the request to join the federation with dataset ds.
 func (o FedOptions) joinRequest(ds string) *wire.FedJoinRequest {
 	return &wire.FedJoinRequest{Federation: o.ID, Dataset: ds, Plan: o.Plan, Rounds: o.Rounds, Strategy: o.Strategy,
-		Participants: o.Participants, MinGateways: o.MinGateways, MaxRows: o.MaxRows, Clip: o.Clip, Eval: o.Eval}
+		Participants: o.Participants, MinGateways: o.MinGateways, MaxRows: o.MaxRows, Clip: o.Clip, Eval: o.Eval, PlainUpdates: o.PlainUpdates}
 }
 
 // fedJoin asks every participant to join; those that refuse drop out.
@@ -551,16 +553,20 @@ func (c *Client) fedRound(ctx context.Context, s *FedState, round int, run FedRu
 	if err != nil {
 		return nil, err
 	}
-	weights, err := json.Marshal(s.Weights)
-	if err != nil {
-		return nil, err
+	weights := wire.PackFloats(plan.Flatten(s.Weights))
+	train := func(string) *wire.FedTrainRequest { return &wire.FedTrainRequest{Vector: weights, Plan: s.Fitted} }
+	var rows, loss float64
+	var delta map[string]plan.Tensor
+	var u3 []string
+	var dropped map[string]error
+	if o.PlainUpdates {
+		rows, loss, delta, u3, dropped, err = c.plainSum(ctx, s, round, parties, codec, train, run)
+	} else {
+		var sum []uint32
+		if sum, u3, _, dropped, err = c.secureSum(ctx, s, round, parties, codec.Length(s.Weights), train, run); err == nil {
+			rows, loss, delta, err = codec.Decode(sum, s.Weights)
+		}
 	}
-	train := func(string) *wire.FedTrainRequest { return &wire.FedTrainRequest{Weights: weights, Plan: s.Fitted} }
-	sum, u3, _, dropped, err := c.secureSum(ctx, s, round, parties, codec.Length(s.Weights), train, run)
-	if err != nil {
-		return nil, err
-	}
-	rows, loss, delta, err := codec.Decode(sum, s.Weights)
 	if err != nil {
 		return nil, err
 	}
@@ -571,6 +577,87 @@ func (c *Client) fedRound(ctx context.Context, s *FedState, round int, run FedRu
 		eps += e * float64(round) / float64(o.Rounds)
 	}
 	return &FedRound{Round: round, Participants: u3, Dropped: gone, Rows: rows, Loss: loss, Seconds: time.Since(start).Seconds(), Epsilon: eps}, nil
+}
+
+// plainSum runs one training round with plain updates: every gateway
+// trains and answers with its update unmasked (plan.UpdateCodec.Values);
+// the coordinator checks and sums them and decodes the sum.
+func (c *Client) plainSum(ctx context.Context, s *FedState, round int, parties []string, codec *plan.UpdateCodec, train func(gw string) *wire.FedTrainRequest, run FedRunOptions) (
+	rows, loss float64, delta map[string]plan.Tensor, survivors []string, dropped map[string]error, err error) {
+	o := s.Options
+	if len(parties) < o.MinGateways {
+		return 0, 0, nil, nil, nil, fmt.Errorf("%w: %d gateways left, --min-gateways is %d", secagg.ErrBelowThreshold, len(parties), o.MinGateways)
+	}
+	length := codec.Length(s.Weights)
+	rr := wire.FedRoundRequest{Federation: o.ID, Round: round, Attempt: s.Attempt}
+	var mu sync.Mutex
+	sum := make([]float64, length)
+	dropped = eachGateway(parties, func(gw string) error {
+		req := train(gw)
+		req.FedRoundRequest = rr
+		up, err := c.fedTrain(ctx, gw, req, round, run)
+		if err != nil {
+			return err
+		}
+		vals, err := wire.UnpackFloats(up.Plain, length)
+		if err != nil {
+			return fmt.Errorf("plain update: %w", err)
+		}
+		if err := codec.CheckValues(vals, s.Weights); err != nil {
+			return fmt.Errorf("plain update: %w", err)
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		for i, v := range vals {
+			sum[i] += v
+		}
+		survivors = append(survivors, gw)
+		run.stage(round, gw, "update")
+		return nil
+	})
+	if ctx.Err() != nil {
+		return 0, 0, nil, nil, dropped, ctx.Err()
+	}
+	if len(survivors) < o.MinGateways {
+		return 0, 0, nil, nil, dropped, fmt.Errorf("%w: %d gateways sent updates, --min-gateways is %d (%v)", secagg.ErrBelowThreshold, len(survivors), o.MinGateways, firstErr(dropped))
+	}
+	slices.Sort(survivors)
+	rows, loss, delta, err = codec.DecodeValues(sum, s.Weights)
+	return rows, loss, delta, survivors, dropped, err
+}
+
+// fedTrain sends a gateway its part of the round and asks for its answer
+// until it is ready.
+func (c *Client) fedTrain(ctx context.Context, gw string, req *wire.FedTrainRequest, round int, run FedRunOptions) (*wire.FedUpdateResponse, error) {
+	id, err := gwID(gw)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := call(ctx, c, id, wire.FedTrain(), req); err != nil {
+		return nil, err
+	}
+	run.stage(round, gw, "training")
+	deadline := time.Now().Add(run.UpdateTimeout)
+	for {
+		up, err := call(ctx, c, id, wire.FedUpdate(), &req.FedRoundRequest)
+		if err != nil {
+			return nil, err
+		}
+		if up.Ready {
+			if up.Party != gw {
+				return nil, fmt.Errorf("gateway %s answered in the name of %s", gw, up.Party)
+			}
+			return up, nil
+		}
+		if time.Now().After(deadline) {
+			return nil, fmt.Errorf("no update within %s", run.UpdateTimeout)
+		}
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(run.Poll):
+		}
+	}
 }
 
 // dropOut takes the gateways that failed a round out of the federation and
@@ -683,40 +770,28 @@ func (c *Client) secureSum(ctx context.Context, s *FedState, round int, parties 
 		}
 	}
 	note(eachGateway(u2, func(gw string) error {
-		id, _ := gwID(gw)
 		req := train(gw)
 		req.FedRoundRequest, req.Shares = rr, inbox[gw]
-		if _, err := call(ctx, c, id, wire.FedTrain(), req); err != nil {
+		up, err := c.fedTrain(ctx, gw, req, round, run)
+		if err != nil {
 			return err
 		}
-		run.stage(round, gw, "training")
-		deadline := time.Now().Add(run.UpdateTimeout)
-		for {
-			up, err := call(ctx, c, id, wire.FedUpdate(), &rr)
-			if err != nil {
-				return err
-			}
-			if up.Ready {
-				mu.Lock()
-				err := srv.AddMasked(secagg.MaskedInput{Party: gw, Words: up.Words})
-				if err == nil {
-					updates[gw] = up
-				}
-				mu.Unlock()
-				if err == nil {
-					run.stage(round, gw, "update")
-				}
-				return err
-			}
-			if time.Now().After(deadline) {
-				return fmt.Errorf("no update within %s", run.UpdateTimeout)
-			}
-			select {
-			case <-ctx.Done():
-				return ctx.Err()
-			case <-time.After(run.Poll):
+		words := up.Words
+		if len(up.Packed) > 0 || len(words) == 0 {
+			if words, err = wire.UnpackWords(up.Packed, length); err != nil {
+				return fmt.Errorf("masked vector: %w", err)
 			}
 		}
+		mu.Lock()
+		err = srv.AddMasked(secagg.MaskedInput{Party: gw, Words: words})
+		if err == nil {
+			updates[gw] = up
+		}
+		mu.Unlock()
+		if err == nil {
+			run.stage(round, gw, "update")
+		}
+		return err
 	}))
 	if ctx.Err() != nil {
 		return nil, nil, nil, dropped, ctx.Err()

@@ -41,9 +41,13 @@ type fedConfig struct {
 	MaxRows      int                   `json:"max_rows"`
 	Clip         float64               `json:"clip"`
 	Eval         bool                  `json:"eval,omitempty"`
+	// Plain: the federation asked for plain updates (no secure aggregation
+	// of its training rounds) and this gateway's owner allowed them.
+	Plain bool `json:"plain,omitempty"`
 }
 
-// fedRound is this gateway's state in one round.
+// fedRound is this gateway's state in one round. With plain updates there
+// is no party (nor keys): the round opens with its weights.
 type fedRound struct {
 	attempt int
 	params  secagg.Params
@@ -52,6 +56,7 @@ type fedRound struct {
 	shares  []secagg.EncryptedShare
 	global  map[string]plan.Tensor
 	masked  []uint32
+	plain   []byte // the plain update, once sent (a federation with plain updates)
 	// Sums computed at the gateway itself (round 0, an evaluation: fedKeepSums)
 	// and, in round 0, the extremes released beside them.
 	fit      []uint32
@@ -173,7 +178,11 @@ func fedDetail(req *wire.FedJoinRequest, pl *plan.Plan, j *store.Job) string {
 	if req.Strategy.Name == wire.StrategyFedProx {
 		fmt.Fprintf(&b, " (mu %g)", req.Strategy.Mu)
 	}
-	b.WriteString(". Each round, only the securely aggregated sum of the gateways' updates leaves (row count, loss and weight changes). Participants:")
+	if req.PlainUpdates {
+		b.WriteString(". SECURE AGGREGATION IS OFF (plain updates): each round, this gateway's own update (row count, loss and weight changes) leaves unmasked, and the coordinator reads it on its own. Participants:")
+	} else {
+		b.WriteString(". Each round, only the securely aggregated sum of the gateways' updates leaves (row count, loss and weight changes). Participants:")
+	}
 	for _, p := range req.Participants {
 		fmt.Fprintf(&b, " %q (gateway %s, dataset %s);", p.Name, p.Gateway, p.Dataset)
 	}
@@ -234,7 +243,28 @@ func (g *Gateway) checkFedJoin(req *wire.FedJoinRequest) (*fedConfig, error) {
 	if _, err := plan.NewUpdateCodec(req.MaxRows, req.Clip, n); err != nil {
 		return nil, bad("%v", err)
 	}
-	return &fedConfig{Participants: req.Participants, Strategy: req.Strategy, MinGateways: req.MinGateways, MaxRows: req.MaxRows, Clip: req.Clip, Eval: req.Eval}, nil
+	if req.PlainUpdates {
+		if req.Eval {
+			return nil, bad("an evaluation always uses secure aggregation")
+		}
+		if err := g.plainAllowed(); err != nil {
+			return nil, err
+		}
+	}
+	return &fedConfig{Participants: req.Participants, Strategy: req.Strategy, MinGateways: req.MinGateways, MaxRows: req.MaxRows, Clip: req.Clip, Eval: req.Eval, Plain: req.PlainUpdates}, nil
+}
+
+// plainAllowed refuses plain (unmasked) updates unless this gateway's owner
+// allows them in its federation settings.
+func (g *Gateway) plainAllowed() error {
+	set, err := g.store.FederationSettings()
+	if err != nil {
+		return err
+	}
+	if !set.AllowPlainUpdates {
+		return p2p.Errorf(p2p.CodeForbidden, "this gateway takes part in federations with secure aggregation only: its owner does not allow plain (unmasked) updates (federation settings, allow_plain_updates)")
+	}
+	return nil
 }
 
 // fedJob returns the caller's running federation job.
@@ -263,14 +293,41 @@ func (g *Gateway) fedRoundOf(c caller, req wire.FedRoundRequest) (*store.Job, *f
 	if err != nil {
 		return nil, nil, nil, nil, err
 	}
-	r := g.fed.get(j.ID, req.Round)
-	if r != nil && r.attempt != req.Attempt {
-		return nil, nil, nil, nil, p2p.Errorf(p2p.CodeConflict, "round %d of federation %s is at attempt %d here, not %d", req.Round, req.Federation, r.attempt, req.Attempt)
-	}
-	if r == nil {
-		return nil, nil, nil, nil, p2p.Errorf(p2p.CodeConflict, "this gateway has no keys for round %d of federation %s (it restarted, or the round was never opened): it takes part again from the next round", req.Round, req.Federation)
+	r, err := g.fedRoundIn(j, req)
+	if err != nil {
+		return nil, nil, nil, nil, err
 	}
 	return j, cfg, pl, r, nil
+}
+
+// fedRoundIn returns the state of a round of job j this gateway opened.
+func (g *Gateway) fedRoundIn(j *store.Job, req wire.FedRoundRequest) (*fedRound, error) {
+	r := g.fed.get(j.ID, req.Round)
+	if r != nil && r.attempt != req.Attempt {
+		return nil, p2p.Errorf(p2p.CodeConflict, "round %d of federation %s is at attempt %d here, not %d", req.Round, req.Federation, r.attempt, req.Attempt)
+	}
+	if r == nil {
+		return nil, p2p.Errorf(p2p.CodeConflict, "this gateway has no keys for round %d of federation %s (it restarted, or the round was never opened): it takes part again from the next round", req.Round, req.Federation)
+	}
+	return r, nil
+}
+
+// fedMayOpen checks that a round may open here: in range, approved by the
+// officer (on review-gated data), not over.
+func (g *Gateway) fedMayOpen(j *store.Job, req wire.FedRoundRequest) error {
+	if req.Round < wire.FitRound || req.Round > j.Rounds {
+		return p2p.Errorf(p2p.CodeBadRequest, "round %d: federation %s has rounds 1 to %d (and 0 to fit its statistics)", req.Round, req.Federation, j.Rounds)
+	}
+	switch approval, err := g.store.FederationApproval(j); {
+	case err != nil:
+		return service.Wrap(err, "approval of job "+j.ID)
+	case approval != "" && approval != wire.RequestApproved:
+		return p2p.Errorf(p2p.CodeForbidden, "no round of federation %s runs here before this gateway's compliance officer approves it (request %s is %s)", req.Federation, j.FedRequestID, approval)
+	}
+	if req.Round < j.Progress.Epoch {
+		return p2p.Errorf(p2p.CodeConflict, "round %d is over: this gateway is at round %d", req.Round, j.Progress.Epoch)
+	}
+	return nil
 }
 
 func (g *Gateway) handleFedKeys(_ context.Context, c caller, req *wire.FedKeysRequest) (*wire.FedAdvertisement, error) {
@@ -278,17 +335,11 @@ func (g *Gateway) handleFedKeys(_ context.Context, c caller, req *wire.FedKeysRe
 	if err != nil {
 		return nil, err
 	}
-	if req.Round < wire.FitRound || req.Round > j.Rounds {
-		return nil, p2p.Errorf(p2p.CodeBadRequest, "round %d: federation %s has rounds 1 to %d (and 0 to fit its statistics)", req.Round, req.Federation, j.Rounds)
+	if cfg.Plain && req.Round != wire.FitRound {
+		return nil, p2p.Errorf(p2p.CodeConflict, "federation %s runs with plain updates: its training rounds have no keys", req.Federation)
 	}
-	switch approval, err := g.store.FederationApproval(j); {
-	case err != nil:
-		return nil, service.Wrap(err, "approval of job "+j.ID)
-	case approval != "" && approval != wire.RequestApproved:
-		return nil, p2p.Errorf(p2p.CodeForbidden, "no round of federation %s runs here before this gateway's compliance officer approves it (request %s is %s)", req.Federation, j.FedRequestID, approval)
-	}
-	if req.Round < j.Progress.Epoch {
-		return nil, p2p.Errorf(p2p.CodeConflict, "round %d is over: this gateway is at round %d", req.Round, j.Progress.Epoch)
+	if err := g.fedMayOpen(j, req.FedRoundRequest); err != nil {
+		return nil, err
 	}
 	if r := g.fed.get(j.ID, req.Round); r != nil && r.attempt >= req.Attempt {
 		if r.attempt == req.Attempt && slices.Equal(r.params.Parties, req.Parties) && r.params.Threshold == req.Threshold && r.params.Length == req.Length {
@@ -357,6 +408,9 @@ func (g *Gateway) handleFedShare(_ context.Context, c caller, req *wire.FedShare
 	if err != nil {
 		return nil, err
 	}
+	if r.party == nil {
+		return nil, p2p.Errorf(p2p.CodeConflict, "federation %s runs with plain updates: its training rounds have no keys", req.Federation)
+	}
 	ads := make([]secagg.Advertisement, len(req.Ads))
 	for i, a := range req.Ads {
 		ads[i] = secagg.Advertisement(a)
@@ -375,7 +429,16 @@ func (g *Gateway) handleFedShare(_ context.Context, c caller, req *wire.FedShare
 }
 
 func (g *Gateway) handleFedTrain(_ context.Context, c caller, req *wire.FedTrainRequest) (*wire.Ack, error) {
-	j, cfg, pl, r, err := g.fedRoundOf(c, req.FedRoundRequest)
+	j, cfg, pl, err := g.fedJob(c, req.Federation)
+	if err != nil {
+		return nil, err
+	}
+	var r *fedRound
+	if cfg.Plain && req.Round != wire.FitRound {
+		r, err = g.openPlainRound(j, req.FedRoundRequest)
+	} else {
+		r, err = g.fedRoundIn(j, req.FedRoundRequest)
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -394,16 +457,9 @@ func (g *Gateway) handleFedTrain(_ context.Context, c caller, req *wire.FedTrain
 	if j, err = g.fedTakeFitted(j, pl, req.Plan); err != nil {
 		return nil, err
 	}
-	var global map[string]plan.Tensor
-	if err := json.Unmarshal(req.Weights, &global); err != nil {
-		return nil, p2p.Errorf(p2p.CodeBadRequest, "weights: %v", err)
-	}
-	init, err := plan.InitialParams(pl)
+	global, err := fedWeights(pl, req.Vector, req.Weights)
 	if err != nil {
 		return nil, err
-	}
-	if err := sameShapes(global, init); err != nil {
-		return nil, p2p.Errorf(p2p.CodeBadRequest, "weights: %v", err)
 	}
 	g.fed.mu.Lock()
 	if r.global == nil {
@@ -418,6 +474,61 @@ func (g *Gateway) handleFedTrain(_ context.Context, c caller, req *wire.FedTrain
 		return nil, err
 	}
 	return &wire.Ack{OK: true}, nil
+}
+
+// openPlainRound opens (or finds again) a round of a federation with plain
+// updates: there are no keys, the weights open it. The owner's permission
+// is checked again, so that withdrawing it stops the next round.
+func (g *Gateway) openPlainRound(j *store.Job, req wire.FedRoundRequest) (*fedRound, error) {
+	if err := g.plainAllowed(); err != nil {
+		return nil, err
+	}
+	g.fed.mu.Lock()
+	r := g.fed.rounds[fedKey(j.ID, req.Round)]
+	g.fed.mu.Unlock()
+	switch {
+	case r != nil && r.attempt == req.Attempt:
+		return r, nil // a retried request
+	case r != nil && r.attempt > req.Attempt:
+		return nil, p2p.Errorf(p2p.CodeConflict, "round %d of federation %s is at attempt %d here, not %d", req.Round, req.Federation, r.attempt, req.Attempt)
+	}
+	if err := g.fedMayOpen(j, req); err != nil {
+		return nil, err
+	}
+	r = &fedRound{attempt: req.Attempt}
+	g.fed.put(j.ID, req.Round, r)
+	g.log.Info("federation round opened", "federation", req.Federation, "round", req.Round, "plain", true)
+	return r, nil
+}
+
+// fedWeights reads the global weights of a request: a packed vector, or
+// (from earlier coordinators) the params JSON; shaped as the plan's, finite.
+func fedWeights(pl *plan.Plan, vector []byte, weights json.RawMessage) (map[string]plan.Tensor, error) {
+	init, err := plan.InitialParams(pl)
+	if err != nil {
+		return nil, err
+	}
+	var global map[string]plan.Tensor
+	switch {
+	case len(vector) > 0 && len(weights) > 0:
+		return nil, p2p.Errorf(p2p.CodeBadRequest, "weights: give either a vector or the params JSON, not both")
+	case len(vector) > 0:
+		v, err := wire.UnpackFloats(vector, plan.ParamCount(init))
+		if err != nil {
+			return nil, p2p.Errorf(p2p.CodeBadRequest, "weights: %v", err)
+		}
+		if global, err = plan.Unflatten(v, init); err != nil {
+			return nil, p2p.Errorf(p2p.CodeBadRequest, "weights: %v", err)
+		}
+	default:
+		if err := json.Unmarshal(weights, &global); err != nil {
+			return nil, p2p.Errorf(p2p.CodeBadRequest, "weights: %v", err)
+		}
+	}
+	if err := sameShapes(global, init); err != nil {
+		return nil, p2p.Errorf(p2p.CodeBadRequest, "weights: %v", err)
+	}
+	return global, nil
 }
 
 // sameShapes checks that got has exactly the parameters of want, shaped alike, with finite values.
@@ -502,10 +613,13 @@ func (g *Gateway) handleFedUpdate(_ context.Context, c caller, req *wire.FedRoun
 		return nil, err
 	}
 	g.fed.mu.Lock()
-	masked, global, shares := r.masked, r.global, r.shares
+	masked, plainSent, global, shares := r.masked, r.plain, r.global, r.shares
 	g.fed.mu.Unlock()
 	if masked != nil {
-		return &wire.FedUpdateResponse{Ready: true, Party: g.ID(), Words: masked, Extremes: r.extremes}, nil // a retry
+		return fedUpdateResponse(g.ID(), masked, nil, r.extremes), nil // a retry
+	}
+	if plainSent != nil {
+		return fedUpdateResponse(g.ID(), nil, plainSent, nil), nil // a retry
 	}
 	if req.Round == wire.FitRound || cfg.Eval {
 		return g.fedFitUpdate(r, req) // computed at the gateway itself: only to mask
@@ -532,6 +646,9 @@ func (g *Gateway) handleFedUpdate(_ context.Context, c caller, req *wire.FedRoun
 	if err != nil {
 		return nil, p2p.Errorf(p2p.CodeConflict, "local training: %v", err)
 	}
+	if cfg.Plain {
+		return g.sendPlainUpdate(j, cfg, req, r, rows, loss, local, global)
+	}
 	codec, err := plan.NewUpdateCodec(cfg.MaxRows, cfg.Clip, len(r.params.Parties))
 	if err != nil {
 		return nil, err
@@ -555,13 +672,51 @@ func (g *Gateway) handleFedUpdate(_ context.Context, c caller, req *wire.FedRoun
 		r.masked = in.Words
 		g.log.Info("federation round update sent", "federation", req.Federation, "round", req.Round, "clipped", clipped)
 	}
-	return &wire.FedUpdateResponse{Ready: true, Party: g.ID(), Words: r.masked}, nil
+	return fedUpdateResponse(g.ID(), r.masked, nil, nil), nil
+}
+
+// sendPlainUpdate answers with this gateway's update unmasked (a
+// federation with plain updates, allowed by the owner).
+func (g *Gateway) sendPlainUpdate(j *store.Job, cfg *fedConfig, req *wire.FedRoundRequest, r *fedRound, rows int, loss float64, local, global map[string]plan.Tensor) (*wire.FedUpdateResponse, error) {
+	if err := g.plainAllowed(); err != nil {
+		return nil, err
+	}
+	codec, err := plan.NewUpdateCodec(cfg.MaxRows, cfg.Clip, len(cfg.Participants))
+	if err != nil {
+		return nil, err
+	}
+	vals, err := codec.Values(rows, loss, local, global)
+	if err != nil {
+		return nil, err
+	}
+	g.fed.mu.Lock()
+	defer g.fed.mu.Unlock()
+	if r.plain == nil {
+		if err := g.store.MarkFederationSent(j.ID, req.Round); err != nil {
+			return nil, service.Wrap(err, "job "+j.ID)
+		}
+		r.plain = wire.PackFloats(vals)
+		g.log.Info("federation round plain update sent", "federation", req.Federation, "round", req.Round)
+	}
+	return fedUpdateResponse(g.ID(), nil, r.plain, nil), nil
+}
+
+// fedUpdateResponse answers a ready update: masked words, packed (with
+// round 0's extremes), or a plain update.
+func fedUpdateResponse(self string, masked []uint32, plain []byte, extremes *wire.FedExtremes) *wire.FedUpdateResponse {
+	if plain != nil {
+		return &wire.FedUpdateResponse{Ready: true, Party: self, Plain: plain}
+	}
+	return &wire.FedUpdateResponse{Ready: true, Party: self, Packed: wire.PackWords(masked), Extremes: extremes}
 }
 
 func (g *Gateway) handleFedConfirm(_ context.Context, c caller, req *wire.FedSurvivors) (*wire.FedConsistency, error) {
 	_, _, _, r, err := g.fedRoundOf(c, req.FedRoundRequest)
 	if err != nil {
 		return nil, err
+	}
+	if r.party == nil {
+		return nil, p2p.Errorf(p2p.CodeConflict, "federation %s runs with plain updates: nothing to confirm", req.Federation)
 	}
 	g.fed.mu.Lock()
 	defer g.fed.mu.Unlock()
@@ -577,6 +732,9 @@ func (g *Gateway) handleFedReveal(_ context.Context, c caller, req *wire.FedReve
 	j, _, _, r, err := g.fedRoundOf(c, req.FedRoundRequest)
 	if err != nil {
 		return nil, err
+	}
+	if r.party == nil {
+		return nil, p2p.Errorf(p2p.CodeConflict, "federation %s runs with plain updates: nothing to reveal", req.Federation)
 	}
 	sigs := make([]secagg.Consistency, len(req.Sigs))
 	for i, s := range req.Sigs {
@@ -610,7 +768,7 @@ func (g *Gateway) handleFedFinish(_ context.Context, c caller, req *wire.FedFini
 		if err := g.store.FinishEvaluation(j.ID); err != nil {
 			return nil, service.Wrap(err, "job "+j.ID)
 		}
-	} else if req.Error != "" || len(req.Weights) == 0 {
+	} else if req.Error != "" || len(req.Weights) == 0 && len(req.Vector) == 0 {
 		msg := "the federation stopped: " + truncate(req.Error, 500)
 		if err := g.store.FailFederation(j.ID, msg); err != nil {
 			return nil, service.Wrap(err, "job "+j.ID)
@@ -622,16 +780,9 @@ func (g *Gateway) handleFedFinish(_ context.Context, c caller, req *wire.FedFini
 		if pl, err = plan.Parse(j.Plan); err != nil {
 			return nil, fmt.Errorf("federation %s: stored plan: %w", req.Federation, err)
 		}
-		var w map[string]plan.Tensor
-		if err := json.Unmarshal(req.Weights, &w); err != nil {
-			return nil, p2p.Errorf(p2p.CodeBadRequest, "weights: %v", err)
-		}
-		init, err := plan.InitialParams(pl)
+		w, err := fedWeights(pl, req.Vector, req.Weights)
 		if err != nil {
 			return nil, err
-		}
-		if err := sameShapes(w, init); err != nil {
-			return nil, p2p.Errorf(p2p.CodeBadRequest, "weights: %v", err)
 		}
 		states, err := plan.DeclaredStates(pl)
 		if err != nil {

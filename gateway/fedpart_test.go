@@ -659,3 +659,91 @@ func TestFederationRoundRetried(t *testing.T) {
 		}
 	}
 }
+
+// Plain updates (secure aggregation off): a gateway whose owner does not
+// allow them refuses to join; each officer's request says that secure
+// aggregation is off; and one round gives the aggregate of a secure round
+// over the same gateways from the same weights, to quantisation error.
+func TestFederationPlainUpdates(t *testing.T) {
+	if testing.Short() {
+		t.Skip("trains across three gateways")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	defer cancel()
+	train, _, parts := pimaParts(t, 3, false)
+	f := startFederationWith(t, ctx, parts, store.VisibilityPrivate)
+	for i := range 2 {
+		if _, err := f.gws[i].Store().PutFederationSettings(store.FederationSettings{AllowPlainUpdates: true}, "test"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	_, planJSON := fedPlan(t, "logreg_pima.json", train, 2, adam)
+	// Every officer approves, after checking what the request says.
+	approveAll := func(plain bool) func(map[string]string) {
+		return func(pending map[string]string) {
+			for i, gw := range f.gws {
+				id, ok := pending[gw.ID()]
+				if !ok {
+					continue
+				}
+				r, err := gw.Store().GetRequest(id)
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				if off := strings.Contains(r.Detail, "SECURE AGGREGATION IS OFF"); off != plain {
+					t.Errorf("gateway %d: the officer's request for a federation with plain updates %v says: %s", i, plain, r.Detail)
+				}
+				if r.State == wire.RequestPending {
+					if _, err := gw.Store().Decide(id, true, f.officers[i].ID, "fine"); err != nil {
+						t.Error(err)
+					}
+				}
+			}
+		}
+	}
+	run := func(o client.FedOptions) *client.FedState {
+		t.Helper()
+		s, err := client.NewFederation(o)
+		if err != nil {
+			t.Fatal(err)
+		}
+		s, err = f.cl.Federate(ctx, s, client.FedRunOptions{Poll: 20 * time.Millisecond, Waiting: approveAll(o.PlainUpdates)})
+		if err != nil || s.State != client.FedSucceeded {
+			t.Fatalf("federation (plain %v): %v %s", o.PlainUpdates, err, s.Error)
+		}
+		return s
+	}
+	o := f.options(planJSON, 1)
+	o.PlainUpdates, o.MinGateways = true, 2
+	plainS := run(o)
+	why, refused := plainS.Refused[f.gws[2].ID()]
+	if !refused || !strings.Contains(why, "secure aggregation only") {
+		t.Fatalf("the gateway that does not allow plain updates was not refused for it: %v", plainS.Refused)
+	}
+	if len(plainS.History) != 1 || len(plainS.History[0].Participants) != 2 {
+		t.Fatalf("plain round: %+v", plainS.History)
+	}
+	o = f.options(planJSON, 1)
+	o.Participants, o.MinGateways = o.Participants[:2], 2
+	secureS := run(o)
+	ps, ss := plainS.History[0], secureS.History[0]
+	if ps.Rows != ss.Rows || ps.Rows != float64(parts[0].NumRows()+parts[1].NumRows()) || math.Abs(ps.Loss-ss.Loss) > 1e-4 {
+		t.Fatalf("plain round: %v rows, loss %v; secure: %v rows, loss %v", ps.Rows, ps.Loss, ss.Rows, ss.Loss)
+	}
+	q, err := secagg.NewQuantizer(float64(o.MaxRows)*10, 2) // the default clip
+	if err != nil {
+		t.Fatal(err)
+	}
+	tol := q.Error(2) / ss.Rows
+	worst := 0.0
+	for name, w := range secureS.Weights {
+		for i, v := range w.Data {
+			worst = max(worst, math.Abs(v-plainS.Weights[name].Data[i]))
+		}
+	}
+	t.Logf("largest difference between the plain and the secure aggregate: %.3g (quantisation error bound %.3g)", worst, tol)
+	if worst > tol {
+		t.Fatalf("plain and secure aggregates differ by %g, more than the quantisation error %g", worst, tol)
+	}
+}

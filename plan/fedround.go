@@ -110,30 +110,50 @@ func NewUpdateCodec(maxRows int, clip float64, parties int) (*UpdateCodec, error
 // Length is the vector length for params.
 func (c *UpdateCodec) Length(params map[string]Tensor) int { return 2 + ParamCount(params) }
 
-// Encode packs a gateway's update: its rows (capped at MaxRows), its mean
-// training loss and its local weights against the round's global weights.
-// It returns the vector and how many values were clipped.
-func (c *UpdateCodec) Encode(rows int, loss float64, local, global map[string]Tensor) ([]uint32, int, error) {
+// Values is a gateway's update as reals, before quantisation: its rows
+// (capped at MaxRows), rows times its training loss (at most MaxFedLoss),
+// then rows times the change of each parameter (clipped to Clip), in
+// ParamOrder. Summed over the gateways, it is what DecodeValues reads.
+// The secure update (Encode) quantises these values; a federation with
+// plain updates sends them as they are.
+func (c *UpdateCodec) Values(rows int, loss float64, local, global map[string]Tensor) ([]float64, error) {
 	if len(local) != len(global) {
-		return nil, 0, errors.New("update: the local model's parameters differ from the global ones")
+		return nil, errors.New("update: the local model's parameters differ from the global ones")
 	}
 	n := float64(min(max(rows, 0), c.maxRows))
-	out := make([]uint32, c.Length(global))
-	clipped := c.rows.Encode(out[:1], []float64{n})
-	clipped += c.loss.Encode(out[1:2], []float64{n * min(loss, MaxFedLoss)})
-	vals := make([]float64, 0, len(out)-2)
+	if math.IsNaN(loss) {
+		loss = 0 // as the quantiser encodes a NaN
+	}
+	out := make([]float64, 2, c.Length(global))
+	out[0], out[1] = n, n*max(-MaxFedLoss, min(loss, MaxFedLoss))
 	for _, name := range ParamOrder(global) {
 		g, l := global[name], local[name]
 		if len(l.Data) != len(g.Data) {
-			return nil, 0, fmt.Errorf("update: parameter %q has %d values, the global model %d", name, len(l.Data), len(g.Data))
+			return nil, fmt.Errorf("update: parameter %q has %d values, the global model %d", name, len(l.Data), len(g.Data))
 		}
 		for i := range g.Data {
 			d := l.Data[i] - g.Data[i]
-			d = max(-c.clip, min(c.clip, d))
-			vals = append(vals, n*d)
+			if math.IsNaN(d) {
+				d = 0
+			}
+			out = append(out, n*max(-c.clip, min(c.clip, d)))
 		}
 	}
-	clipped += c.delta.Encode(out[2:], vals)
+	return out, nil
+}
+
+// Encode packs a gateway's update (Values) into words for secure
+// aggregation. It returns the vector and how many values were clipped by
+// the quantiser.
+func (c *UpdateCodec) Encode(rows int, loss float64, local, global map[string]Tensor) ([]uint32, int, error) {
+	vals, err := c.Values(rows, loss, local, global)
+	if err != nil {
+		return nil, 0, err
+	}
+	out := make([]uint32, len(vals))
+	clipped := c.rows.Encode(out[:1], vals[:1])
+	clipped += c.loss.Encode(out[1:2], vals[1:2])
+	clipped += c.delta.Encode(out[2:], vals[2:])
 	return out, clipped, nil
 }
 
@@ -143,25 +163,83 @@ func (c *UpdateCodec) Decode(sum []uint32, global map[string]Tensor) (rows float
 	if len(sum) != c.Length(global) {
 		return 0, 0, nil, fmt.Errorf("update sum has %d words, want %d", len(sum), c.Length(global))
 	}
-	head := make([]float64, 2)
-	c.rows.Decode(head[:1], sum[:1])
-	c.loss.Decode(head[1:], sum[1:2])
-	rows = math.Round(head[0])
+	vals := make([]float64, len(sum))
+	c.rows.Decode(vals[:1], sum[:1])
+	c.loss.Decode(vals[1:2], sum[1:2])
+	c.delta.Decode(vals[2:], sum[2:])
+	vals[0] = math.Round(vals[0])
+	return c.DecodeValues(vals, global)
+}
+
+// CheckValues checks one gateway's plain update (Values) as the
+// coordinator receives it: the length of the plan's, every value finite
+// and within what Values can produce.
+func (c *UpdateCodec) CheckValues(vals []float64, global map[string]Tensor) error {
+	if len(vals) != c.Length(global) {
+		return fmt.Errorf("update of %d values, want %d", len(vals), c.Length(global))
+	}
+	n := vals[0]
+	if !(n >= 0 && n <= float64(c.maxRows)) || n != math.Trunc(n) {
+		return fmt.Errorf("update row count %v is not a whole number from 0 to %d", n, c.maxRows)
+	}
+	if !(math.Abs(vals[1]) <= n*MaxFedLoss) {
+		return errors.New("update loss is out of range")
+	}
+	for _, v := range vals[2:] {
+		if !(math.Abs(v) <= n*c.clip) {
+			return errors.New("update has a change that is not finite or over the clip bound")
+		}
+	}
+	return nil
+}
+
+// DecodeValues reads a sum of updates as reals (summed Values): the total
+// rows, the row-weighted mean loss and the row-weighted mean change of each
+// parameter (shaped like global).
+func (c *UpdateCodec) DecodeValues(sum []float64, global map[string]Tensor) (rows float64, loss float64, delta map[string]Tensor, err error) {
+	if len(sum) != c.Length(global) {
+		return 0, 0, nil, fmt.Errorf("update sum has %d values, want %d", len(sum), c.Length(global))
+	}
+	rows = sum[0]
 	if rows < 1 {
 		return 0, 0, nil, errors.New("update sum has no rows")
 	}
-	vals := make([]float64, len(sum)-2)
-	c.delta.Decode(vals, sum[2:])
 	delta = make(map[string]Tensor, len(global))
-	off := 0
+	off := 2
 	for _, name := range ParamOrder(global) {
 		g := global[name]
 		d := make([]float64, len(g.Data))
 		for i := range d {
-			d[i] = vals[off+i] / rows
+			d[i] = sum[off+i] / rows
 		}
 		off += len(d)
 		delta[name] = Tensor{Shape: slices.Clone(g.Shape), Data: d}
 	}
-	return rows, head[1] / rows, delta, nil
+	return rows, sum[1] / rows, delta, nil
+}
+
+// Flatten returns the values of params in ParamOrder, each row-major: the
+// layout of a weights vector on the wire.
+func Flatten(params map[string]Tensor) []float64 {
+	out := make([]float64, 0, ParamCount(params))
+	for _, name := range ParamOrder(params) {
+		out = append(out, params[name].Data...)
+	}
+	return out
+}
+
+// Unflatten shapes v (Flatten's layout) as the parameters of like. The
+// tensors share v's storage; v must not be changed afterwards.
+func Unflatten(v []float64, like map[string]Tensor) (map[string]Tensor, error) {
+	if n := ParamCount(like); len(v) != n {
+		return nil, fmt.Errorf("weights vector of %d values, the plan has %d", len(v), n)
+	}
+	out := make(map[string]Tensor, len(like))
+	off := 0
+	for _, name := range ParamOrder(like) {
+		n := len(like[name].Data)
+		out[name] = Tensor{Shape: slices.Clone(like[name].Shape), Data: v[off : off+n : off+n]}
+		off += n
+	}
+	return out, nil
 }

@@ -3,6 +3,7 @@ package plan
 import (
 	"math"
 	"os"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -80,5 +81,88 @@ func TestDeclaredStates(t *testing.T) {
 	}
 	if len(init) != 2 || ParamCount(init) != 9 {
 		t.Fatalf("initial params %+v", init)
+	}
+}
+
+// The plain sum of Values decodes to what the quantised sum decodes to,
+// within the quantisation error; CheckValues refuses what Values cannot produce.
+func TestUpdateCodecValues(t *testing.T) {
+	global := map[string]Tensor{"w": {Shape: []int{3}, Data: []float64{0.5, -1, 2}}, "b": {Shape: []int{1}, Data: []float64{0.1}}}
+	c, err := NewUpdateCodec(1000, 10, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	locals := []map[string]Tensor{
+		{"w": {Shape: []int{3}, Data: []float64{0.6, -1.2, 30}}, "b": {Shape: []int{1}, Data: []float64{0}}},
+		{"w": {Shape: []int{3}, Data: []float64{0.4, -0.9, 1.5}}, "b": {Shape: []int{1}, Data: []float64{0.3}}},
+	}
+	words := make([]uint32, c.Length(global))
+	vals := make([]float64, c.Length(global))
+	for i, l := range locals {
+		v, err := c.Values(300+100*i, 0.5, l, global)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := c.CheckValues(v, global); err != nil {
+			t.Fatal(err)
+		}
+		x, _, err := c.Encode(300+100*i, 0.5, l, global)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for j := range v {
+			vals[j] += v[j]
+			words[j] += x[j]
+		}
+	}
+	r1, l1, d1, err := c.Decode(words, global)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r2, l2, d2, err := c.DecodeValues(vals, global)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tol := c.delta.Error(2) / r2
+	if r1 != r2 || math.Abs(l1-l2) > 1e-6 {
+		t.Fatalf("rows/loss %v %v, plain %v %v", r1, l1, r2, l2)
+	}
+	for name, d := range d1 {
+		for i := range d.Data {
+			if math.Abs(d.Data[i]-d2[name].Data[i]) > tol {
+				t.Fatalf("%s[%d]: quantised %v, plain %v (tolerance %v)", name, i, d.Data[i], d2[name].Data[i], tol)
+			}
+		}
+	}
+	for _, bad := range [][]float64{
+		{1001, 0, 0, 0, 0, 0},        // more rows than MaxRows
+		{10.5, 0, 0, 0, 0, 0},        // not a whole row count
+		{10, 0, 0, 101, 0, 0},        // a change over rows * clip
+		{10, 0, 0, math.NaN(), 0, 0}, // not finite
+		{10, 0, 0, 0},                // too short
+	} {
+		if err := c.CheckValues(bad, global); err == nil {
+			t.Errorf("CheckValues(%v) accepted", bad)
+		}
+	}
+}
+
+func TestFlatten(t *testing.T) {
+	p := map[string]Tensor{"w": {Shape: []int{2, 2}, Data: []float64{1, 2, 3, 4}}, "b": {Shape: []int{2}, Data: []float64{5, 6}}}
+	v := Flatten(p)
+	if want := []float64{5, 6, 1, 2, 3, 4}; !slices.Equal(v, want) {
+		t.Fatalf("Flatten %v, want %v (b before w)", v, want)
+	}
+	q, err := Unflatten(v, p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, x := range p {
+		if !slices.Equal(q[name].Shape, x.Shape) || !slices.Equal(q[name].Data, x.Data) {
+			t.Fatalf("%s: %v, want %v", name, q[name], x)
+		}
+	}
+	if _, err := Unflatten(v[1:], p); err == nil {
+		t.Fatal("a short vector was shaped")
 	}
 }

@@ -77,6 +77,13 @@ type FedJoinRequest struct {
 	// declared); the gateway scores them on its rows and masks
 	// plan.EvalSums; FedFinish then only ends its part.
 	Eval bool `json:"eval,omitempty"`
+	// PlainUpdates asks for a federation without secure aggregation of its
+	// training rounds: each gateway's update of each round (rows, loss,
+	// weight changes) leaves unmasked and the coordinator reads it on its
+	// own. A gateway takes part only if its owner allows plain updates in
+	// its federation settings, and its officer's request says so. Round 0
+	// (fitting statistics) stays secure; an evaluation cannot be plain.
+	PlainUpdates bool `json:"plain_updates,omitempty"`
 }
 
 // FedJoinResponse is the gateway's part: a job of the caller's that follows
@@ -145,8 +152,12 @@ type FedShareResponse struct {
 	Shares []FedShare `json:"shares"`
 }
 
-// FedTrainRequest starts a gateway's local training of the round from
-// Weights (fedgrid.model/v1 "params" JSON), with the shares addressed to it.
+// FedTrainRequest starts a gateway's local training of the round from the
+// global weights, with the shares addressed to it (none with plain
+// updates). The weights are either Vector (PackFloats of every parameter,
+// flattened row-major in plan.ParamOrder, shaped as the plan's params) or
+// Weights (fedgrid.model/v1 "params" JSON, as earlier coordinators and
+// evaluations send them).
 // In round 0 (FitRound) there are no weights: the gateway computes its part
 // of the preprocessing statistics. From round 1 on, a federation whose plan
 // left statistics to fit carries in Plan the plan with the fitted statistics
@@ -155,6 +166,7 @@ type FedShareResponse struct {
 type FedTrainRequest struct {
 	FedRoundRequest
 	Weights json.RawMessage `json:"weights,omitempty"`
+	Vector  []byte          `json:"vector,omitempty"`
 	Shares  []FedShare      `json:"shares"`
 	Plan    json.RawMessage `json:"plan,omitempty"`
 }
@@ -176,12 +188,16 @@ type FedExtremes struct {
 }
 
 // FedUpdateResponse: Ready false while the gateway's nodes still train
-// (Progress says how far); then the masked update (secagg.MaskedInput).
+// (Progress says how far); then the masked update (secagg.MaskedInput) as
+// Packed (PackWords; earlier gateways send Words), or, in a federation with
+// plain updates, Plain: the update unmasked (PackFloats of plan.UpdateCodec.Values).
 type FedUpdateResponse struct {
 	Ready    bool     `json:"ready"`
 	Progress Progress `json:"progress"`
 	Party    string   `json:"party,omitempty"`
 	Words    []uint32 `json:"words,omitempty"`
+	Packed   []byte   `json:"packed,omitempty"`
+	Plain    []byte   `json:"plain,omitempty"`
 	// Extremes, in round 0 only: the gateway's minima and maxima to min_max.
 	Extremes *FedExtremes `json:"extremes,omitempty"`
 }
@@ -219,6 +235,7 @@ type FedFinishRequest struct {
 	Federation string          `json:"federation"`
 	Rounds     int             `json:"rounds"`
 	Weights    json.RawMessage `json:"weights,omitempty"`
+	Vector     []byte          `json:"vector,omitempty"` // the weights as in FedTrainRequest
 	Error      string          `json:"error,omitempty"`
 	// Plan: the plan with round 0's fitted statistics, as in FedTrainRequest
 	// (for a gateway that took part in no round since).

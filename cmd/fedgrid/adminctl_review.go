@@ -620,5 +620,35 @@ func admSettingsCmd(g *globals, af *adminFlags) *cobra.Command {
 	set.Flags().StringVar(&ns.Name, "name", "", "the app's name")
 	set.Flags().StringVar(&ns.LogoURL, "logo-url", "", "the logo's URL (https: or data:)")
 	set.Flags().StringVar(&ns.Color, "color", "", "the accent colour, #rrggbb")
-	return groupCmd("settings", "the admin app's white-label settings", show, set)
+	return groupCmd("settings", "the admin app's white-label settings; the federation rules", show, set, admFedSettingsCmd(g, af))
+}
+
+// admFedSettingsCmd shows or changes the gateway's federation rules.
+func admFedSettingsCmd(g *globals, af *adminFlags) *cobra.Command {
+	type fedSettings struct {
+		Schema            int  `json:"schema"`
+		AllowPlainUpdates bool `json:"allow_plain_updates"`
+	}
+	var allow bool
+	c := admLeaf(g, af, "federation", "show or change the federation rules: whether a federation may run here without secure aggregation", cobra.NoArgs, true,
+		func(ctx context.Context, a *admin, _ []string) error {
+			var s fedSettings
+			var raw json.RawMessage
+			var err error
+			if a.changed("allow-plain-updates") {
+				raw, err = a.call(ctx, http.MethodPut, "/api/v1/settings/federation", nil, fedSettings{AllowPlainUpdates: allow}, &s)
+			} else {
+				raw, err = a.call(ctx, http.MethodGet, "/api/v1/settings/federation", nil, nil, &s)
+			}
+			if err != nil {
+				return err
+			}
+			plain := "no: every federation here uses secure aggregation"
+			if s.AllowPlainUpdates {
+				plain = "yes: a federation that asks for it receives this gateway's updates unmasked"
+			}
+			return a.show(raw, func() error { return a.fields([][2]string{{"plain updates allowed", plain}}) })
+		})
+	c.Flags().BoolVar(&allow, "allow-plain-updates", false, "let federations that ask for it (fedgrid train --secure-aggregation=false) run here with plain, unmasked updates")
+	return c
 }

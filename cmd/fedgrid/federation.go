@@ -39,12 +39,14 @@ type fedFlags struct {
 	maxRows     int
 	resume      string
 	dir         string
+	secure      bool
 }
 
 func (ff *fedFlags) add(c interface {
 	IntVar(*int, string, int, string)
 	Float64Var(*float64, string, float64, string)
 	StringVar(*string, string, string, string)
+	BoolVar(*bool, string, bool, string)
 }) {
 	c.IntVar(&ff.rounds, "rounds", 0, "federated rounds (default: the plan's train.rounds)")
 	c.IntVar(&ff.minGateways, "min-gateways", 0, "the fewest gateways a round needs (default: all; at least a majority)")
@@ -55,6 +57,7 @@ func (ff *fedFlags) add(c interface {
 	c.Float64Var(&ff.clip, "clip", 10, "largest change of one parameter in one round (fixes the secure-aggregation scale)")
 	c.IntVar(&ff.maxRows, "max-rows", 0, "bound on one gateway's rows (default: the largest dataset's rows in the catalogs)")
 	c.StringVar(&ff.resume, "resume", "", "continue the federation fed:ID from its last completed round")
+	c.BoolVar(&ff.secure, "secure-aggregation", true, "mask every gateway's update so that only their sum is read; false sends plain updates (only to gateways whose owners allow it; their officers see it)")
 	c.StringVar(&ff.dir, "federations", "", "where federation states are kept (default: the user config directory's fedgrid/federations)")
 }
 
@@ -122,7 +125,7 @@ func runFederation(ctx context.Context, g *globals, cf *clientFlags, ff *fedFlag
 	}
 	ref := fedRefPrefix + s.Options.ID
 	if !cf.json {
-		fmt.Fprintf(g.stderr, "federation %s: %d gateways, %d rounds, strategy %s (state in %s)\n", ref, len(s.Options.Participants), s.Options.Rounds, s.Options.Strategy.Name, path)
+		fmt.Fprintf(g.stderr, "federation %s: %d gateways, %d rounds, strategy %s%s (state in %s)\n", ref, len(s.Options.Participants), s.Options.Rounds, s.Options.Strategy.Name, plainNote(s), path)
 	}
 	run := client.FedRunOptions{StatePath: path}
 	if !cf.json {
@@ -176,7 +179,7 @@ func fedOptions(ctx context.Context, cl *client.Client, ff *fedFlags, refs []str
 		return client.FedOptions{}, usagef("plan: %v", err)
 	}
 	o := client.FedOptions{Plan: planJSON, Rounds: ff.rounds, MinGateways: ff.minGateways, Clip: ff.clip, MaxRows: ff.maxRows,
-		Strategy: wire.FedStrategy{Name: ff.strategy, Mu: ff.mu, Momentum: ff.momentum, ServerLR: ff.serverLR}}
+		Strategy: wire.FedStrategy{Name: ff.strategy, Mu: ff.mu, Momentum: ff.momentum, ServerLR: ff.serverLR}, PlainUpdates: !ff.secure}
 	if o.Rounds == 0 {
 		o.Rounds = pl.Train.Rounds
 	}
@@ -224,16 +227,24 @@ func sameSchema(a, b *wire.CatalogEntry) error {
 	return nil
 }
 
+// plainNote marks a federation without secure aggregation.
+func plainNote(s *client.FedState) string {
+	if s.Options.PlainUpdates {
+		return ", secure aggregation OFF (plain updates)"
+	}
+	return ""
+}
+
 // printFederation shows a federation's state (without its weights).
 func printFederation(g *globals, asJSON bool, s *client.FedState) error {
 	ref := fedRefPrefix + s.Options.ID
 	if asJSON {
 		return printJSON(g.stdout, map[string]any{"federation": ref, "state": s.State, "error": s.Error, "rounds": s.Options.Rounds,
 			"completed_rounds": s.Round, "strategy": s.Options.Strategy, "participants": s.Options.Participants, "active": s.Active,
-			"refused": s.Refused, "jobs": s.Jobs, "epsilon": s.Epsilon, "history": s.History, "fit": s.Fit})
+			"refused": s.Refused, "jobs": s.Jobs, "epsilon": s.Epsilon, "history": s.History, "fit": s.Fit, "secure_aggregation": !s.Options.PlainUpdates})
 	}
 	tw := tabwriter.NewWriter(g.stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintf(tw, "federation\t%s\nstate\t%s\nrounds\t%d/%d\nstrategy\t%s\n", ref, s.State, s.Round, s.Options.Rounds, s.Options.Strategy.Name)
+	fmt.Fprintf(tw, "federation\t%s\nstate\t%s\nrounds\t%d/%d\nstrategy\t%s%s\n", ref, s.State, s.Round, s.Options.Rounds, s.Options.Strategy.Name, plainNote(s))
 	for _, p := range s.Options.Participants {
 		status := "in"
 		if why, ok := s.Refused[p.Gateway]; ok {

@@ -43,4 +43,16 @@ func TestFederationUsage(t *testing.T) {
 			t.Errorf("fedgrid job fed:abc does not show %q:\n%s", want, out.String())
 		}
 	}
+	if strings.Contains(out.String(), "secure aggregation OFF") {
+		t.Errorf("a federation with secure aggregation shows it off:\n%s", out.String())
+	}
+	// A federation with plain updates says so.
+	plain := strings.Replace(strings.Replace(state, `"Rounds":3`, `"Rounds":3,"PlainUpdates":true`, 1), `"ID":"abc"`, `"ID":"plain"`, 1)
+	if err := os.WriteFile(filepath.Join(dir, "plain.json"), []byte(plain), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	out.Reset()
+	if code := run([]string{"job", "fed:plain", "--federations", dir}, &out, &errOut); code != 0 || !strings.Contains(out.String(), "secure aggregation OFF") {
+		t.Fatalf("job fed:plain: exit %d, %q: %s", code, out.String(), errOut.String())
+	}
 }

@@ -95,6 +95,8 @@ var contractRoutes = map[string]string{
 	"GET /api/v1/audit/verify":                      string(store.PermEditSettings),
 	"GET /api/v1/settings":                          anyone,
 	"PUT /api/v1/settings":                          string(store.PermEditSettings),
+	"GET /api/v1/settings/federation":               string(store.PermEditSettings),
+	"PUT /api/v1/settings/federation":               string(store.PermEditSettings),
 }
 
 const secretCell = "SECRET-ROW-7f3a9c"
@@ -155,6 +157,8 @@ func (w *roleWalk) fixture(rt *route, caller *store.User) (string, any) {
 	switch key {
 	case "PUT /api/v1/settings":
 		return p, store.Settings{Name: "Hospital A", Color: "#123456"}
+	case "PUT /api/v1/settings/federation":
+		return p, store.FederationSettings{}
 	case "POST /api/v1/setup":
 		return p, SetupRequest{Email: "again@example.org", Password: "password1"}
 	case "POST /api/v1/auth/login":

@@ -97,6 +97,8 @@ func (a *API) routeTable() []*route {
 		{method: get, path: "/api/v1/audit/verify", summary: "Check the audit hash chain (409 audit_broken names the first bad entry)", access: accessPerm, perm: store.PermEditSettings, status: 200, resp: AuditVerifyResponse{}, handle: a.verifyAudit},
 		{method: get, path: "/api/v1/settings", summary: "White-label settings of the admin app (name, logo, colour)", access: accessPublic, status: 200, resp: store.Settings{}, handle: a.getSettings},
 		{method: put, path: "/api/v1/settings", summary: "Change the white-label settings", access: accessPerm, perm: store.PermEditSettings, req: store.Settings{}, status: 200, resp: store.Settings{}, handle: a.putSettings},
+		{method: get, path: "/api/v1/settings/federation", summary: "This gateway's rules for federations across gateways (whether a federation may run here without secure aggregation)", access: accessPerm, perm: store.PermEditSettings, status: 200, resp: store.FederationSettings{}, handle: a.getFedSettings},
+		{method: put, path: "/api/v1/settings/federation", summary: "Change the federation rules (allow_plain_updates: let a federation that asks for it receive this gateway's updates unmasked; off by default)", access: accessPerm, perm: store.PermEditSettings, req: store.FederationSettings{}, status: 200, resp: store.FederationSettings{}, handle: a.putFedSettings},
 	}
 }
 

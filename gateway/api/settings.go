@@ -15,3 +15,17 @@ func (a *API) putSettings(c *call) (any, error) {
 	}
 	return a.st.PutSettings(req, c.actor())
 }
+
+// The federation rules (GET and PUT /api/v1/settings/federation): whether a
+// federation may run at this gateway without secure aggregation. Reading
+// and changing them needs can_edit_settings.
+
+func (a *API) getFedSettings(*call) (any, error) { return a.st.FederationSettings() }
+
+func (a *API) putFedSettings(c *call) (any, error) {
+	var req store.FederationSettings
+	if err := c.decode(&req); err != nil {
+		return nil, err
+	}
+	return a.st.PutFederationSettings(req, c.actor())
+}

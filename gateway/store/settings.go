@@ -70,3 +70,45 @@ func (s *Store) PutSettings(set Settings, actor string) (Settings, error) {
 	})
 	return set, err
 }
+
+// FederationSettings are the owner's rules for this gateway's part in
+// federations across gateways.
+type FederationSettings struct {
+	// Schema is the record's format (FederationSettingsSchema).
+	Schema int `json:"schema"`
+	// AllowPlainUpdates lets a federation that asks for it run here without
+	// secure aggregation: this gateway's update of each round (row count,
+	// loss, weight changes) then leaves unmasked, readable by the
+	// coordinator on its own. Off unless the owner turns it on.
+	AllowPlainUpdates bool `json:"allow_plain_updates"`
+}
+
+// FederationSettingsSchema is the format of the FederationSettings record.
+const FederationSettingsSchema = 1
+
+const keyFedSettings = "fedsettings"
+
+// FederationSettings returns the federation settings (plain updates not
+// allowed when never set).
+func (s *Store) FederationSettings() (FederationSettings, error) {
+	out := FederationSettings{Schema: FederationSettingsSchema}
+	err := s.view(func(txn *badger.Txn) error { return getJSON(txn, keyFedSettings, &out) })
+	if errors.Is(err, ErrNotFound) {
+		err = nil
+	}
+	return out, err
+}
+
+// PutFederationSettings replaces the federation settings, audited as
+// settings.federation.
+func (s *Store) PutFederationSettings(set FederationSettings, actor string) (FederationSettings, error) {
+	set.Schema = FederationSettingsSchema
+	err := s.update(func(txn *badger.Txn) error {
+		if err := putJSON(txn, keyFedSettings, set); err != nil {
+			return err
+		}
+		return s.audit(txn, AuditEvent{Actor: actor, Action: "settings.federation", Target: "settings",
+			Detail: map[string]any{"allow_plain_updates": set.AllowPlainUpdates}})
+	})
+	return set, err
+}
