@@ -81,7 +81,7 @@ func Decode(b []byte, v any) error {
 	}
 	dec := json.NewDecoder(bytes.NewReader(b))
 	dec.UseNumber()
-	if err := walk(dec, rv.Type().Elem(), "", true); err != nil {
+	if err := (&walker{dec: dec, b: b}).walk(rv.Type().Elem(), "", true); err != nil {
 		return err
 	}
 	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
@@ -97,14 +97,55 @@ func Decode(b []byte, v any) error {
 
 var rawMessage = reflect.TypeFor[json.RawMessage]()
 
+// walker reads the values of b through dec, token by token.
+type walker struct {
+	dec *json.Decoder
+	b   []byte
+}
+
+// next returns the first byte of the next value (past white space and the
+// separators the decoder has not consumed yet), or 0 at the end.
+func (w *walker) next() byte {
+	for _, c := range w.b[min(int(w.dec.InputOffset()), len(w.b)):] {
+		switch c {
+		case ' ', '\t', '\n', '\r', ',', ':':
+			continue
+		}
+		return c
+	}
+	return 0
+}
+
 // walk reads one value from dec, checking it against type t (nil: any).
-func walk(dec *json.Decoder, t reflect.Type, path string, top bool) error {
+// An array with no object inside (no '{' byte: numbers, strings, nested
+// arrays of them) holds nothing to check: it is read as one value, not
+// token by token, which makes large weight arrays cheap.
+func (w *walker) walk(t reflect.Type, path string, top bool) error {
+	dec := w.dec
 	for t != nil && t.Kind() == reflect.Pointer {
 		t = t.Elem()
 	}
 	if t == rawMessage || (t != nil && t.Kind() == reflect.Interface) {
 		t = nil
 	}
+	if !top && w.next() == '[' {
+		var raw json.RawMessage
+		if err := dec.Decode(&raw); err != nil {
+			return syntaxError(truncated(err))
+		}
+		if bytes.IndexByte(raw, '{') < 0 {
+			return nil
+		}
+		sub := json.NewDecoder(bytes.NewReader(raw))
+		sub.UseNumber()
+		return (&walker{dec: sub, b: raw}).value(t, path, false)
+	}
+	return w.value(t, path, top)
+}
+
+// value reads one value token by token (t as walk leaves it).
+func (w *walker) value(t reflect.Type, path string, top bool) error {
+	dec := w.dec
 	tok, err := dec.Token()
 	if err != nil {
 		if !top {
@@ -154,7 +195,7 @@ func walk(dec *json.Decoder, t reflect.Type, path string, top bool) error {
 				}
 				vt = ft
 			}
-			if err := walk(dec, vt, at, false); err != nil {
+			if err := w.walk(vt, at, false); err != nil {
 				return err
 			}
 		}
@@ -164,7 +205,7 @@ func walk(dec *json.Decoder, t reflect.Type, path string, top bool) error {
 			elem = t.Elem()
 		}
 		for i := 0; dec.More(); i++ {
-			if err := walk(dec, elem, path+"["+strconv.Itoa(i)+"]", false); err != nil {
+			if err := w.walk(elem, path+"["+strconv.Itoa(i)+"]", false); err != nil {
 				return err
 			}
 		}

@@ -91,3 +91,34 @@ func TestDecodeAccepts(t *testing.T) {
 		t.Fatalf("scalar: %v %v", n, err)
 	}
 }
+
+// Arrays read whole (no object inside) and arrays of objects walked token
+// by token are refused and accepted alike.
+func TestDecodeArrays(t *testing.T) {
+	var d doc
+	in := `{"layers":[{"op":"a","x":[1,2.5,-3e2],"in":["{","b"]},{"op":"b","x":[]}],"any":[[1,[2]],[{"k":1}]],"raw":[1,2,3]}`
+	if err := Decode([]byte(in), &d); err != nil {
+		t.Fatal(err)
+	}
+	if len(d.Layers) != 2 || d.Layers[0].X[2] != -300 || d.Layers[0].In[0] != "{" {
+		t.Fatalf("decoded %+v", d)
+	}
+	for _, c := range []struct {
+		in   string
+		kind Kind
+		path string
+	}{
+		{`{"any":[[1,[2]],[{"k":1,"k":2}]]}`, Duplicate, "any[1][0].k"},
+		{`{"layers":[{"op":"a","x":[1,"two"]}]}`, WrongType, "layers.x"},
+		{`{"layers":[{"op":"a","x":[1,2}]}`, Syntax, ""},
+		{`{"layers":[{"op":"a","x":[1,2`, Syntax, ""},
+		{`{"ptr":[1,2]}`, WrongType, "ptr"},
+	} {
+		var d doc
+		err := Decode([]byte(c.in), &d)
+		var e *Error
+		if !errors.As(err, &e) || e.Kind != c.kind || e.Path != c.path {
+			t.Errorf("Decode(%s) = %v (%+v), want kind %d at %q", c.in, err, e, c.kind, c.path)
+		}
+	}
+}
