@@ -63,10 +63,46 @@ type fedRound struct {
 	extremes *wire.FedExtremes
 }
 
-// fedParts holds the rounds in progress, by job ID and round.
+// fedParts holds the rounds in progress, by job ID and round, and the
+// shard models of those rounds as handleResult parsed them (by shard job
+// ID), so that the round's update does not parse them again from the store.
 type fedParts struct {
 	mu     sync.Mutex
 	rounds map[string]*fedRound
+	shards map[string]shardModel
+}
+
+// shardModel is a federation shard job's stored result, parsed.
+type shardModel struct {
+	parent string
+	round  int
+	model  *plan.Model
+}
+
+// keepShard remembers the parsed result of shard job id of a federation job.
+func (f *fedParts) keepShard(id, parent string, round int, m *plan.Model) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.shards == nil {
+		f.shards = map[string]shardModel{}
+	}
+	f.shards[id] = shardModel{parent: parent, round: round, model: m}
+}
+
+// shard returns the parsed result of shard job id, or nil.
+func (f *fedParts) shard(id string) *plan.Model {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.shards[id].model
+}
+
+// forgetShards drops the shard models of job's rounds before round (all: round < 0).
+func (f *fedParts) forgetShards(job string, round int) {
+	for id, s := range f.shards {
+		if s.parent == job && (round < 0 || s.round < round) {
+			delete(f.shards, id)
+		}
+	}
 }
 
 func fedKey(job string, round int) string { return job + "/" + strconv.Itoa(round) }
@@ -91,6 +127,7 @@ func (f *fedParts) put(job string, round int, r *fedRound) {
 			delete(f.rounds, k)
 		}
 	}
+	f.forgetShards(job, round-1)
 	f.rounds[fedKey(job, round)] = r
 }
 
@@ -103,6 +140,7 @@ func (f *fedParts) drop(job string) {
 			delete(f.rounds, k)
 		}
 	}
+	f.forgetShards(job, -1)
 }
 
 // registerFedProtocols installs the federation protocols (wire.FedProtocols).
@@ -568,6 +606,10 @@ func (g *Gateway) roundModels(p *store.Job, round int) (models []*plan.Model, do
 			return nil, false, fmt.Sprintf("shard %d of round %d %s: %s", s+1, round, c.State, c.Error), nil
 		default:
 			return nil, false, "", nil
+		}
+		if m := g.fed.shard(c.ID); m != nil {
+			models = append(models, m)
+			continue
 		}
 		b, err := g.store.Result(c.ID)
 		if err != nil {

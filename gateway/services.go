@@ -216,6 +216,9 @@ func (g *Gateway) handleResult(_ context.Context, c caller, req *wire.ResultRequ
 		return nil, service.Wrap(err, "job "+req.Job)
 	}
 	if j.ParentID != "" {
+		if parent, err := g.store.Job(j.ParentID); err == nil && parent.Federation != "" {
+			g.fed.keepShard(j.ID, j.ParentID, j.Round, m) // read by the round's update
+		}
 		g.wake(g.coordKick)
 	} else {
 		g.metrics.jobEnded(wire.StateSucceeded, j.StartedAt)
