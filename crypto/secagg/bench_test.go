@@ -41,6 +41,27 @@ func BenchmarkRound(b *testing.B) {
 	}
 }
 
+// BenchmarkRoundGraph compares, at 100 parties, secure aggregation with
+// every party masking and sharing with every other (degree 0) against
+// SecAgg+ with a random graph of degree DegreeFor(100) = 16: per-party work
+// and the server's, as in BenchmarkRound.
+func BenchmarkRoundGraph(b *testing.B) {
+	const n, length = 100, 10_000
+	x := randomInputs(partyIDs(n), length, 1)
+	for _, degree := range []int{0, DegreeFor(n)} {
+		b.Run(fmt.Sprintf("parties=%d/params=%d/degree=%d", n, length, degree), func(b *testing.B) {
+			var party, server float64
+			for b.Loop() {
+				p, s := benchGraphRound(b, n, length, degree, x)
+				party += p
+				server += s
+			}
+			b.ReportMetric(party/float64(b.N)/float64(n), "party-ns")
+			b.ReportMetric(server/float64(b.N), "server-ns")
+		})
+	}
+}
+
 func partyIDs(n int) []string {
 	ids := make([]string, n)
 	for i := range ids {
@@ -52,8 +73,14 @@ func partyIDs(n int) []string {
 // benchRound plays one round without dropouts and returns the nanoseconds
 // spent in the parties' steps and in the server's.
 func benchRound(b *testing.B, n, length int, x map[string][]uint32) (party, server float64) {
+	return benchGraphRound(b, n, length, 0, x)
+}
+
+// benchGraphRound is benchRound with SecAgg+ of the given degree (0: every
+// party with every other).
+func benchGraphRound(b *testing.B, n, length, degree int, x map[string][]uint32) (party, server float64) {
 	b.StopTimer()
-	f := newFixture(b, n, length)
+	f := newGraphFixture(b, n, length, degree)
 	b.StartTimer()
 	clock := func(acc *float64, fn func()) {
 		t0 := nowNanos()

@@ -20,6 +20,7 @@ type Party struct {
 	idx    int
 	signer Signer
 	verify VerifyFunc
+	g      graph
 
 	encKey, maskKey *ecdh.PrivateKey
 	seed            []byte
@@ -56,7 +57,7 @@ func NewParty(p Params, self string, signer Signer, verify VerifyFunc) (*Party, 
 	if _, err := rand.Read(seed); err != nil {
 		return nil, fmt.Errorf("secagg: seed: %w", err)
 	}
-	return &Party{p: p, self: self, idx: idx, signer: signer, verify: verify, encKey: enc, maskKey: mask, seed: seed}, nil
+	return &Party{p: p, self: self, idx: idx, signer: signer, verify: verify, g: newGraph(p), encKey: enc, maskKey: mask, seed: seed}, nil
 }
 
 func (c *Party) next(step int, name string) error {
@@ -126,7 +127,7 @@ func shareAD(p Params, from, to string) []byte {
 }
 
 // ShareKeys checks the round's advertisements (U1) and returns this party's
-// encrypted shares for each other party in U1.
+// encrypted shares for each other party in U1 (each neighbour, with a Degree).
 func (c *Party) ShareKeys(ads []Advertisement) ([]EncryptedShare, error) {
 	if err := c.next(1, "share keys"); err != nil {
 		return nil, err
@@ -141,11 +142,11 @@ func (c *Party) ShareKeys(ads []Advertisement) ([]EncryptedShare, error) {
 	}
 	c.ads = u1
 	n := len(c.p.Parties)
-	seedShares, err := split(c.seed, c.p.Threshold, n)
+	seedShares, err := split(c.seed, c.p.shareThreshold(), n)
 	if err != nil {
 		return nil, err
 	}
-	keyShares, err := split(c.maskKey.Bytes(), c.p.Threshold, n)
+	keyShares, err := split(c.maskKey.Bytes(), c.p.shareThreshold(), n)
 	if err != nil {
 		return nil, err
 	}
@@ -153,10 +154,10 @@ func (c *Party) ShareKeys(ads []Advertisement) ([]EncryptedShare, error) {
 	var out []EncryptedShare
 	for _, v := range c.p.Parties {
 		a, ok := u1[v]
-		if !ok || v == c.self {
+		j := c.p.index(v)
+		if !ok || v == c.self || !c.g.adjacent(c.idx, j) {
 			continue
 		}
-		j := c.p.index(v)
 		key, err := shareKey(c.p, c.encKey, a.EncKey, c.self, v)
 		if err != nil {
 			return nil, err
@@ -199,7 +200,7 @@ func (c *Party) MaskInput(x []uint32, in []EncryptedShare) (MaskedInput, error) 
 	}
 	for _, s := range in {
 		a, ok := c.ads[s.From]
-		if !ok || s.To != c.self || s.From == c.self {
+		if !ok || s.To != c.self || s.From == c.self || !c.g.adjacent(c.idx, c.p.index(s.From)) {
 			return MaskedInput{}, fmt.Errorf("secagg: a share from %s to %s does not belong here", s.From, s.To)
 		}
 		if _, dup := c.held[s.From]; dup {
@@ -223,8 +224,8 @@ func (c *Party) MaskInput(x []uint32, in []EncryptedShare) (MaskedInput, error) 
 		c.u2 = append(c.u2, v)
 	}
 	slices.Sort(c.u2)
-	if len(c.u2) < c.p.Threshold {
-		return MaskedInput{}, fmt.Errorf("%w: shares from %d parties, threshold %d", ErrBelowThreshold, len(c.u2), c.p.Threshold)
+	if t := c.p.shareThreshold(); len(c.u2) < t {
+		return MaskedInput{}, fmt.Errorf("%w: shares from %d parties, threshold %d", ErrBelowThreshold, len(c.u2), t)
 	}
 	y := slices.Clone(x)
 	self, err := deriveKey(c.seed, c.p.Context, labelSelfMask)
@@ -254,7 +255,14 @@ func (c *Party) MaskInput(x []uint32, in []EncryptedShare) (MaskedInput, error) 
 }
 
 func (c *Party) checkSurvivors(u3 []string) error {
-	if err := checkSubset(u3, c.u2); err != nil {
+	known := c.u2 // every survivor shared with this party
+	if c.p.Degree > 0 {
+		known = known[:0:0] // only neighbours did: every survivor sent keys
+		for v := range c.ads {
+			known = append(known, v)
+		}
+	}
+	if err := checkSubset(u3, known); err != nil {
 		return err
 	}
 	if !slices.Contains(u3, c.self) {

@@ -69,6 +69,13 @@ type Params struct {
 	Threshold int
 	// Length is the number of words of every vector.
 	Length int
+	// Degree, when not 0, runs SecAgg+ (graph.go): masks and shares only
+	// between the neighbours of a random Degree-regular graph derived from
+	// Context; NeighbourThreshold (0: a majority of Degree+1) is then the
+	// shares that rebuild one party's secrets. Threshold stays the fewest
+	// parties that must survive to the end.
+	Degree             int
+	NeighbourThreshold int
 }
 
 // Validate checks the parameters. The threshold must be a majority (more
@@ -93,7 +100,7 @@ func (p Params) Validate() error {
 			return errors.New("secagg: party IDs must be non-empty and distinct")
 		}
 	}
-	return nil
+	return p.validateGraph()
 }
 
 // MinThreshold is the smallest valid threshold for n parties.

@@ -38,6 +38,13 @@ type fixture struct {
 
 func newFixture(t testing.TB, n, length int) *fixture {
 	t.Helper()
+	return newGraphFixture(t, n, length, 0)
+}
+
+// newGraphFixture is a round of SecAgg+ with the given degree (0: every
+// party with every other).
+func newGraphFixture(t testing.TB, n, length, degree int) *fixture {
+	t.Helper()
 	f := &fixture{kr: keyring{}, parties: map[string]*Party{}}
 	ids := make([]string, n)
 	signers := map[string]edSigner{}
@@ -50,7 +57,7 @@ func newFixture(t testing.TB, n, length int) *fixture {
 		f.kr[ids[i]] = pub
 		signers[ids[i]] = edSigner(priv)
 	}
-	f.p = Params{Context: []byte("test federation/round 1"), Parties: ids, Threshold: MinThreshold(n), Length: length}
+	f.p = Params{Context: []byte("test federation/round 1"), Parties: ids, Threshold: MinThreshold(n), Length: length, Degree: degree}
 	for _, id := range ids {
 		c, err := NewParty(f.p, id, signers[id], f.kr.verify)
 		if err != nil {

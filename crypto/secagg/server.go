@@ -16,6 +16,7 @@ import (
 type Server struct {
 	p      Params
 	verify VerifyFunc
+	g      graph
 
 	ads     map[string]Advertisement
 	u1      []string
@@ -35,7 +36,7 @@ func NewServer(p Params, verify VerifyFunc) (*Server, error) {
 	if verify == nil {
 		return nil, errors.New("secagg: the server needs a verifier")
 	}
-	return &Server{p: p, verify: verify, ads: map[string]Advertisement{}, shares: map[string][]EncryptedShare{},
+	return &Server{p: p, verify: verify, g: newGraph(p), ads: map[string]Advertisement{}, shares: map[string][]EncryptedShare{},
 		masked: map[string][]uint32{}, sigs: map[string]Consistency{}, reveals: map[string]Reveal{}}, nil
 }
 
@@ -73,7 +74,8 @@ func (s *Server) Advertisements() ([]Advertisement, error) {
 	return out, nil
 }
 
-// AddShares takes a party's encrypted shares: exactly one for each other party in U1.
+// AddShares takes a party's encrypted shares: exactly one for each other
+// party in U1 (each neighbour in U1, with a Degree).
 func (s *Server) AddShares(from string, in []EncryptedShare) error {
 	if s.u1 == nil || s.u2 != nil {
 		return errors.New("secagg: shares out of order")
@@ -92,7 +94,8 @@ func (s *Server) AddShares(from string, in []EncryptedShare) error {
 		to = append(to, e.To)
 	}
 	sort.Strings(to)
-	want := slices.DeleteFunc(slices.Clone(s.u1), func(u string) bool { return u == from })
+	fi := s.p.index(from)
+	want := slices.DeleteFunc(slices.Clone(s.u1), func(u string) bool { return u == from || !s.g.adjacent(fi, s.p.index(u)) })
 	if !slices.Equal(to, want) {
 		return fmt.Errorf("secagg: %s did not send exactly one share to each other party", from)
 	}
@@ -212,7 +215,11 @@ func (s *Server) AddReveal(r Reveal) error {
 	if !slices.Contains(s.u3, r.Party) {
 		return fmt.Errorf("secagg: reveal from %s, who is not a survivor", r.Party)
 	}
+	ri := s.p.index(r.Party)
 	for v, b := range r.Seeds {
+		if v != r.Party && !s.g.adjacent(ri, s.p.index(v)) {
+			return fmt.Errorf("secagg: %s revealed a share of %s, who is not its neighbour", r.Party, v)
+		}
 		if !slices.Contains(s.u3, v) {
 			return fmt.Errorf("secagg: %s revealed a self-mask share of %s, who is not a survivor", r.Party, v)
 		}
@@ -221,6 +228,9 @@ func (s *Server) AddReveal(r Reveal) error {
 		}
 	}
 	for v, b := range r.MaskKeys {
+		if v == r.Party || !s.g.adjacent(ri, s.p.index(v)) {
+			return fmt.Errorf("secagg: %s revealed a mask-key share of %s, who is not its neighbour", r.Party, v)
+		}
 		if !slices.Contains(s.u2, v) || slices.Contains(s.u3, v) {
 			return fmt.Errorf("secagg: %s revealed a mask-key share of %s, who did not drop out", r.Party, v)
 		}
@@ -269,7 +279,7 @@ func (s *Server) Sum() ([]uint32, error) {
 		for i, w := range s.masked[u] {
 			sum[i] += w
 		}
-		seed, err := combine(s.gather(u, true), s.p.Threshold, 32)
+		seed, err := combine(s.gather(u, true), s.p.shareThreshold(), 32)
 		if err != nil {
 			return nil, fmt.Errorf("secagg: self-mask of %s: %w", u, err)
 		}
@@ -282,7 +292,7 @@ func (s *Server) Sum() ([]uint32, error) {
 		}
 	}
 	for _, v := range s.Dropped() {
-		raw, err := combine(s.gather(v, false), s.p.Threshold, 32)
+		raw, err := combine(s.gather(v, false), s.p.shareThreshold(), 32)
 		if err != nil {
 			return nil, fmt.Errorf("secagg: mask key of %s: %w", v, err)
 		}
@@ -293,7 +303,11 @@ func (s *Server) Sum() ([]uint32, error) {
 		if !bytes.Equal(priv.PublicKey().Bytes(), s.ads[v].MaskKey) {
 			return nil, fmt.Errorf("secagg: mask key of %s: %w", v, errInconsistentShares)
 		}
+		vi := s.p.index(v)
 		for _, u := range s.u3 {
+			if !s.g.adjacent(vi, s.p.index(u)) {
+				continue // no mask between them
+			}
 			key, err := pairKey(s.p, priv, s.ads[u].MaskKey, v, u)
 			if err != nil {
 				return nil, err

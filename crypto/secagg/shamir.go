@@ -96,7 +96,7 @@ var errInconsistentShares = errors.New("secagg: the revealed shares are inconsis
 // than t were revealed.
 func combine(shares []share, t, out int) ([]byte, error) {
 	if len(shares) < t {
-		return nil, fmt.Errorf("secagg: %d shares, need %d", len(shares), t)
+		return nil, fmt.Errorf("%w: %d shares, need %d", ErrBelowThreshold, len(shares), t)
 	}
 	seen := make(map[int]bool, len(shares))
 	for _, s := range shares {
