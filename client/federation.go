@@ -686,7 +686,8 @@ func (c *Client) secureSum(ctx context.Context, s *FedState, round int, parties 
 	}
 	threshold := max(o.MinGateways, secagg.MinThreshold(n))
 	threshold = min(threshold, n)
-	params := secagg.Params{Context: wire.FedRoundContext(o.ID, round, s.Attempt), Parties: parties, Threshold: threshold, Length: length}
+	// SecAgg+ once the round is large enough for a log-degree graph to save work.
+	params := secagg.Params{Context: wire.FedRoundContext(o.ID, round, s.Attempt), Parties: parties, Threshold: threshold, Length: length, Degree: secagg.DegreeFor(n)}
 	srv, err := secagg.NewServer(params, p2p.VerifyPeerSignature)
 	if err != nil {
 		return nil, nil, nil, nil, err
@@ -715,7 +716,7 @@ func (c *Client) secureSum(ctx context.Context, s *FedState, round int, parties 
 		if err != nil {
 			return err
 		}
-		ad, err := call(ctx, c, id, wire.FedKeys(), &wire.FedKeysRequest{FedRoundRequest: rr, Parties: parties, Threshold: threshold, Length: params.Length})
+		ad, err := call(ctx, c, id, wire.FedKeys(), &wire.FedKeysRequest{FedRoundRequest: rr, Parties: parties, Threshold: threshold, Length: params.Length, Degree: params.Degree})
 		if err != nil {
 			return err
 		}

@@ -380,7 +380,7 @@ func (g *Gateway) handleFedKeys(_ context.Context, c caller, req *wire.FedKeysRe
 		return nil, err
 	}
 	if r := g.fed.get(j.ID, req.Round); r != nil && r.attempt >= req.Attempt {
-		if r.attempt == req.Attempt && slices.Equal(r.params.Parties, req.Parties) && r.params.Threshold == req.Threshold && r.params.Length == req.Length {
+		if r.attempt == req.Attempt && slices.Equal(r.params.Parties, req.Parties) && r.params.Threshold == req.Threshold && r.params.Length == req.Length && r.params.Degree == req.Degree {
 			return (*wire.FedAdvertisement)(&r.ad), nil // a retried request
 		}
 		return nil, p2p.Errorf(p2p.CodeConflict, "round %d of federation %s is already open (attempt %d) with other parties", req.Round, req.Federation, r.attempt)
@@ -423,7 +423,7 @@ func (g *Gateway) handleFedKeys(_ context.Context, c caller, req *wire.FedKeysRe
 	if req.Length != want {
 		return nil, p2p.Errorf(p2p.CodeBadRequest, "the masked vector of this plan has %d words, not %d", want, req.Length)
 	}
-	params := secagg.Params{Context: wire.FedRoundContext(req.Federation, req.Round, req.Attempt), Parties: req.Parties, Threshold: req.Threshold, Length: req.Length}
+	params := secagg.Params{Context: wire.FedRoundContext(req.Federation, req.Round, req.Attempt), Parties: req.Parties, Threshold: req.Threshold, Length: req.Length, Degree: req.Degree}
 	sk := g.peer.Host.Peerstore().PrivKey(g.peer.ID())
 	if sk == nil {
 		return nil, errors.New("gateway has no private key to sign with")

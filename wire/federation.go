@@ -123,6 +123,10 @@ type FedKeysRequest struct {
 	Parties   []string `json:"parties"`
 	Threshold int      `json:"threshold"`
 	Length    int      `json:"length"`
+	// Degree, when not 0, runs SecAgg+: masks and shares only between the
+	// neighbours of a random Degree-regular graph drawn from the round's
+	// context (secagg.Params.Degree; the client uses secagg.DegreeFor).
+	Degree int `json:"degree,omitempty"`
 }
 
 // FedAdvertisement is a gateway's two public keys for one round, signed

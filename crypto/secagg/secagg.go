@@ -31,6 +31,10 @@
 // distributed: the self-mask alone makes it so even if every pairwise mask
 // were known. Reals travel as fixed point (Quantizer).
 //
+// With Params.Degree set, a round runs SecAgg+ (Bell et al., CCS 2020;
+// graph.go): steps 1, 2 and 4 involve only each party's neighbours in a
+// random regular graph of that degree.
+//
 // Threat model as in the paper's semi-honest-server-with-signatures setting:
 // the server may be curious and may lie about who dropped, but fewer than t
 // parties collude with it. Shamir arithmetic uses math/big, which is not
