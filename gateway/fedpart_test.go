@@ -746,4 +746,20 @@ func TestFederationPlainUpdates(t *testing.T) {
 	if worst > tol {
 		t.Fatalf("plain and secure aggregates differ by %g, more than the quantisation error %g", worst, tol)
 	}
+	// An owner who withdraws the permission stops the next round at that gateway.
+	o = f.options(planJSON, 2)
+	o.Participants, o.MinGateways, o.PlainUpdates = o.Participants[:2], 2, true
+	s, err := client.NewFederation(o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	withdraw := func(r client.FedRound) {
+		if _, err := f.gws[1].Store().PutFederationSettings(store.FederationSettings{}, "test"); err != nil {
+			t.Error(err)
+		}
+	}
+	s, err = f.cl.Federate(ctx, s, client.FedRunOptions{Poll: 20 * time.Millisecond, Waiting: approveAll(true), Progress: withdraw})
+	if !errors.Is(err, client.ErrRoundFailed) || s.Round != 1 || !strings.Contains(err.Error(), "secure aggregation only") {
+		t.Fatalf("after the owner withdrew plain updates: round %d, %v; want round 2 refused", s.Round, err)
+	}
 }
