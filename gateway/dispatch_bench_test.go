@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"runtime/pprof"
 	"sort"
 	"strconv"
@@ -81,6 +82,11 @@ func TestBenchGatewayHelper(t *testing.T) {
 		}
 		defer pprof.StopCPUProfile()
 	}
+	if dir := os.Getenv("FEDGRID_BENCH_PROFILES"); dir != "" { // contention profiles, written when the gateway stops
+		runtime.SetMutexProfileFraction(5)
+		runtime.SetBlockProfileRate(int(100 * time.Microsecond))
+		defer writeProfiles(t, dir, "gateway")
+	}
 	gw, err := gateway.Start(context.Background(), cfg)
 	if err != nil {
 		fmt.Println("ERR", err)
@@ -90,6 +96,22 @@ func TestBenchGatewayHelper(t *testing.T) {
 	_, _ = io.Copy(io.Discard, os.Stdin)
 	if err := gw.Close(); err != nil {
 		fmt.Println("ERR", err)
+	}
+}
+
+// writeProfiles writes the mutex, block, heap and goroutine profiles of
+// this process to dir/<name>-<profile>.pprof.
+func writeProfiles(t testing.TB, dir, name string) {
+	for _, prof := range []string{"mutex", "block", "heap", "goroutine"} {
+		f, err := os.Create(filepath.Join(dir, name+"-"+prof+".pprof"))
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		if err := pprof.Lookup(prof).WriteTo(f, 0); err != nil {
+			t.Error(err)
+		}
+		_ = f.Close()
 	}
 }
 
@@ -346,8 +368,21 @@ func benchDispatch(b *testing.B, nodes int) {
 	// What the idle fleet costs: CPU of the gateway and of this process (the
 	// nodes and clients) over a few seconds without jobs.
 	gwIdle0, selfIdle0, idleStart := gw.cpu(b), cpuTime(b, os.Getpid()), time.Now()
+	var idleProfile *os.File
+	if path := os.Getenv("FEDGRID_BENCH_IDLE_CPUPROFILE"); path != "" { // profiling the idle nodes
+		if idleProfile, err = os.Create(path); err != nil {
+			b.Fatal(err)
+		}
+		if err := pprof.StartCPUProfile(idleProfile); err != nil {
+			b.Fatal(err)
+		}
+	}
 	// A sleep is the point here: the measurement window itself.
 	time.Sleep(3 * time.Second)
+	if idleProfile != nil {
+		pprof.StopCPUProfile()
+		_ = idleProfile.Close()
+	}
 	idleSecs := time.Since(idleStart).Seconds()
 	gm := gw.metrics(b)
 	b.Logf("idle with %d nodes: gateway %.0f ms CPU/s, nodes %.0f ms CPU/s, gateway RSS %.1f MiB (heap in use %.1f MiB, stacks %.1f MiB, %v goroutines), this process RSS %.0f MiB",
