@@ -9,13 +9,16 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
+	"os/signal"
 	"path/filepath"
 	"runtime"
+	"runtime/debug"
 	"runtime/pprof"
 	"sort"
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -86,6 +89,24 @@ func TestBenchGatewayHelper(t *testing.T) {
 		runtime.SetMutexProfileFraction(5)
 		runtime.SetBlockProfileRate(int(100 * time.Microsecond))
 		defer writeProfiles(t, dir, "gateway")
+		// SIGUSR1: the profiles now, as "gateway-idle-*" (the benchmark
+		// sends it at the end of the idle window).
+		sig := make(chan os.Signal, 1)
+		signal.Notify(sig, syscall.SIGUSR1)
+		defer signal.Stop(sig)
+		go func() {
+			for range sig {
+				writeProfiles(t, dir, "gateway-idle")
+			}
+		}()
+	}
+	if v := os.Getenv("FEDGRID_BENCH_GOGC"); v != "" { // experiments with the gateway's GC
+		n, _ := strconv.Atoi(v)
+		debug.SetGCPercent(n)
+	}
+	if v := os.Getenv("FEDGRID_BENCH_MEMLIMIT_MB"); v != "" {
+		n, _ := strconv.Atoi(v)
+		debug.SetMemoryLimit(int64(n) << 20)
 	}
 	gw, err := gateway.Start(context.Background(), cfg)
 	if err != nil {
@@ -382,6 +403,9 @@ func benchDispatch(b *testing.B, nodes int) {
 	if idleProfile != nil {
 		pprof.StopCPUProfile()
 		_ = idleProfile.Close()
+	}
+	if os.Getenv("FEDGRID_BENCH_PROFILES") != "" {
+		_ = gw.cmd.Process.Signal(syscall.SIGUSR1)
 	}
 	idleSecs := time.Since(idleStart).Seconds()
 	gm := gw.metrics(b)
