@@ -9,12 +9,16 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
+	"os/signal"
 	"path/filepath"
+	"runtime"
+	"runtime/debug"
 	"runtime/pprof"
 	"sort"
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -81,6 +85,29 @@ func TestBenchGatewayHelper(t *testing.T) {
 		}
 		defer pprof.StopCPUProfile()
 	}
+	if dir := os.Getenv("FEDGRID_BENCH_PROFILES"); dir != "" { // contention profiles, written when the gateway stops
+		runtime.SetMutexProfileFraction(5)
+		runtime.SetBlockProfileRate(int(100 * time.Microsecond))
+		defer writeProfiles(t, dir, "gateway")
+		// SIGUSR1: the profiles now, as "gateway-idle-*" (the benchmark
+		// sends it at the end of the idle window).
+		sig := make(chan os.Signal, 1)
+		signal.Notify(sig, syscall.SIGUSR1)
+		defer signal.Stop(sig)
+		go func() {
+			for range sig {
+				writeProfiles(t, dir, "gateway-idle")
+			}
+		}()
+	}
+	if v := os.Getenv("FEDGRID_BENCH_GOGC"); v != "" { // experiments with the gateway's GC
+		n, _ := strconv.Atoi(v)
+		debug.SetGCPercent(n)
+	}
+	if v := os.Getenv("FEDGRID_BENCH_MEMLIMIT_MB"); v != "" {
+		n, _ := strconv.Atoi(v)
+		debug.SetMemoryLimit(int64(n) << 20)
+	}
 	gw, err := gateway.Start(context.Background(), cfg)
 	if err != nil {
 		fmt.Println("ERR", err)
@@ -90,6 +117,22 @@ func TestBenchGatewayHelper(t *testing.T) {
 	_, _ = io.Copy(io.Discard, os.Stdin)
 	if err := gw.Close(); err != nil {
 		fmt.Println("ERR", err)
+	}
+}
+
+// writeProfiles writes the mutex, block, heap and goroutine profiles of
+// this process to dir/<name>-<profile>.pprof.
+func writeProfiles(t testing.TB, dir, name string) {
+	for _, prof := range []string{"mutex", "block", "heap", "goroutine"} {
+		f, err := os.Create(filepath.Join(dir, name+"-"+prof+".pprof"))
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		if err := pprof.Lookup(prof).WriteTo(f, 0); err != nil {
+			t.Error(err)
+		}
+		_ = f.Close()
 	}
 }
 
@@ -230,18 +273,25 @@ func cpuTime(b *testing.B, pid int) time.Duration {
 }
 
 // rss is a process's resident set size in MiB.
-func rss(b *testing.B, pid int) float64 {
+func rss(b *testing.B, pid int) float64 { return procStatus(b, pid, "VmRSS") }
+
+// procStatus reads a size field of /proc/PID/status in MiB: VmRSS, or its
+// parts RssAnon (heap, stacks: the process's own) and RssFile (mapped
+// files, mostly the binary's text, shared by every process of the same
+// binary: the benchmark's gateway and node processes are all this test
+// binary, 60+ MB).
+func procStatus(b *testing.B, pid int, field string) float64 {
 	raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
 	if err != nil {
 		b.Fatal(err)
 	}
 	for _, line := range strings.Split(string(raw), "\n") {
-		if v, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+		if v, ok := strings.CutPrefix(line, field+":"); ok {
 			kb, _ := strconv.ParseFloat(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 64)
 			return kb / 1024
 		}
 	}
-	b.Fatal("no VmRSS")
+	b.Fatalf("no %s", field)
 	return 0
 }
 
@@ -346,8 +396,24 @@ func benchDispatch(b *testing.B, nodes int) {
 	// What the idle fleet costs: CPU of the gateway and of this process (the
 	// nodes and clients) over a few seconds without jobs.
 	gwIdle0, selfIdle0, idleStart := gw.cpu(b), cpuTime(b, os.Getpid()), time.Now()
+	var idleProfile *os.File
+	if path := os.Getenv("FEDGRID_BENCH_IDLE_CPUPROFILE"); path != "" { // profiling the idle nodes
+		if idleProfile, err = os.Create(path); err != nil {
+			b.Fatal(err)
+		}
+		if err := pprof.StartCPUProfile(idleProfile); err != nil {
+			b.Fatal(err)
+		}
+	}
 	// A sleep is the point here: the measurement window itself.
 	time.Sleep(3 * time.Second)
+	if idleProfile != nil {
+		pprof.StopCPUProfile()
+		_ = idleProfile.Close()
+	}
+	if os.Getenv("FEDGRID_BENCH_PROFILES") != "" {
+		_ = gw.cmd.Process.Signal(syscall.SIGUSR1)
+	}
 	idleSecs := time.Since(idleStart).Seconds()
 	gm := gw.metrics(b)
 	b.Logf("idle with %d nodes: gateway %.0f ms CPU/s, nodes %.0f ms CPU/s, gateway RSS %.1f MiB (heap in use %.1f MiB, stacks %.1f MiB, %v goroutines), this process RSS %.0f MiB",
@@ -355,7 +421,7 @@ func benchDispatch(b *testing.B, nodes int) {
 		rss(b, gw.cmd.Process.Pid), gm["go_memstats_heap_inuse_bytes"]/(1<<20), gm["go_memstats_stack_inuse_bytes"]/(1<<20), gm["go_goroutines"], rss(b, os.Getpid()))
 
 	b.Run(fmt.Sprintf("nodes=%d", nodes), func(b *testing.B) {
-		idleRSS := rss(b, gw.cmd.Process.Pid)
+		idleRSS, idleAnon := rss(b, gw.cmd.Process.Pid), procStatus(b, gw.cmd.Process.Pid, "RssAnon")
 		if path := os.Getenv("FEDGRID_BENCH_NODES_CPUPROFILE"); path != "" && b.N > 1 { // profiling the nodes' side of a burst
 			f, err := os.Create(path)
 			if err != nil {
@@ -430,6 +496,7 @@ func benchDispatch(b *testing.B, nodes int) {
 		b.ReportMetric(delta("fedgrid_lease_expiries_total"), "lease-expiries/job")
 		b.ReportMetric(float64((cpu1-cpu0).Microseconds())/1000/float64(b.N), "gw-cpu-ms/job")
 		b.ReportMetric(idleRSS, "gw-idle-rss-MB")
+		b.ReportMetric(idleAnon, "gw-idle-anon-MB")
 		b.ReportMetric(burstRSS, "gw-rss-MB")
 		b.ReportMetric(pct(lat, 0.5), "burst-p50-ms")
 
@@ -540,6 +607,8 @@ func BenchmarkNodeIdleRSS(b *testing.B) {
 	// A sleep is the point here: the idle period is what is measured.
 	time.Sleep(10 * time.Second)
 	b.ReportMetric(rss(b, cmd.Process.Pid), "node-idle-rss-MB")
+	b.ReportMetric(procStatus(b, cmd.Process.Pid, "RssAnon"), "node-idle-anon-MB")
+	b.ReportMetric(procStatus(b, cmd.Process.Pid, "RssFile"), "node-idle-file-MB")
 	b.ReportMetric(rss(b, gw.cmd.Process.Pid), "gw-idle-rss-MB")
 	b.ReportMetric(0, "ns/op")
 }

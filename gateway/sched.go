@@ -17,17 +17,32 @@ import (
 )
 
 // PingInterval is how often an idle node tells its gateway it is alive (a
-// node also pings at once when a slot comes free). Every ping is a stream:
-// with a thousand nodes, pings every 2 s cost the gateway more CPU than its
-// jobs did (BENCHMARKS.md, issue 18).
+// node also pings at once when a slot comes free) while the gateway has at
+// most PingInterval x MaxPingRate nodes. Every ping is a stream: with a
+// thousand nodes, pings every 2 s cost the gateway more CPU than its jobs
+// did (BENCHMARKS.md, issue 18).
 const PingInterval = 5 * time.Second
+
+// MaxPingRate bounds the idle pings a gateway asks for a second: with more
+// than PingInterval x MaxPingRate nodes (250), each answer asks for the
+// next ping later, up to MaxPingInterval (as Nomad spaces its clients'
+// heartbeats), so the gateway's work for an idle fleet stops growing with
+// it. A node that stops pinging counts as gone after three of its
+// intervals; one that disconnects fails its next offer at once.
+const MaxPingRate = 50
+
+// MaxPingInterval is the longest interval between an idle node's pings. The
+// admin app calls a node healthy if seen within 30 s: with touchEvery, a
+// stored last-seen is then never older than that.
+const MaxPingInterval = 15 * time.Second
 
 // nodeLive is what the gateway knows of a node between its pings.
 type nodeLive struct {
 	slots, free int
 	seen        time.Time
-	memory      int64 // bytes one job may use there; 0: not said
-	idx         int   // position in capacity.avail; -1 when not there
+	every       time.Duration // the ping interval the node was last asked for
+	memory      int64         // bytes one job may use there; 0: not said
+	idx         int           // position in capacity.avail; -1 when not there
 }
 
 // capacity tracks the free slots of live nodes, so that the gateway offers
@@ -43,8 +58,19 @@ type capacity struct {
 	avail []peer.ID
 }
 
-// live reports whether a node pinged recently enough to be offered work.
-func (n *nodeLive) live(now time.Time) bool { return now.Sub(n.seen) <= 3*PingInterval }
+// live reports whether a node pinged recently enough to be offered work:
+// within three of the intervals it was asked to ping at.
+func (n *nodeLive) live(now time.Time) bool {
+	return !n.seen.IsZero() && now.Sub(n.seen) <= 3*max(n.every, PingInterval)
+}
+
+// pingEvery is the idle ping interval for a gateway with nodes nodes:
+// PingInterval, or longer so that nodes/interval stays within MaxPingRate,
+// at most MaxPingInterval.
+func pingEvery(nodes int) time.Duration {
+	every := time.Duration((nodes+MaxPingRate-1)/MaxPingRate) * time.Second // whole seconds, as the answer says
+	return min(max(every, PingInterval), MaxPingInterval)
+}
 
 // index keeps c.avail in step with n.free. The caller holds c.mu.
 func (c *capacity) index(p peer.ID, n *nodeLive) {
@@ -70,7 +96,8 @@ func (c *capacity) unlist(n *nodeLive) {
 // ping records a node's ping. It reports whether the node has just become
 // able to take work (it was not live, or had no free slot), which is when
 // the offer loop has something new to do.
-func (c *capacity) ping(p peer.ID, slots, free int, memory int64) (newlyFree bool) {
+// It also returns the interval at which the node is to ping next.
+func (c *capacity) ping(p peer.ID, slots, free int, memory int64) (newlyFree bool, every time.Duration) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.nodes == nil {
@@ -84,8 +111,9 @@ func (c *capacity) ping(p peer.ID, slots, free int, memory int64) (newlyFree boo
 	}
 	wasFree := n.live(now) && n.free > 0
 	n.slots, n.free, n.seen, n.memory = slots, max(0, min(free, slots)), now, max(memory, 0)
+	n.every = pingEvery(len(c.nodes))
 	c.index(p, n)
-	return n.free > 0 && !wasFree
+	return n.free > 0 && !wasFree, n.every
 }
 
 // answered records a node's free slots as it stated them answering a direct
@@ -449,15 +477,20 @@ func (g *Gateway) servedUser(user string) {
 	g.served[user] = g.cfg.Now()
 }
 
-func (g *Gateway) handlePing(_ context.Context, c caller, req *wire.PingRequest) (*wire.Ack, error) {
+func (g *Gateway) handlePing(_ context.Context, c caller, req *wire.PingRequest) (*wire.PingResponse, error) {
 	from := c.peer
 	g.metrics.pings.Inc()
 	// The scheduler builds one entry per free slot on every offer tick.
 	if req.Slots < 1 || req.Slots > wire.MaxSlots || req.Free < 0 || req.Free > req.Slots {
 		return nil, p2p.Errorf(p2p.CodeBadRequest, "slots must be between 1 and %d and free between 0 and slots, got slots %d free %d", wire.MaxSlots, req.Slots, req.Free)
 	}
-	if g.capacity.ping(from, req.Slots, req.Free, req.MaxJobMemory) {
+	newlyFree, every := g.capacity.ping(from, req.Slots, req.Free, req.MaxJobMemory)
+	if newlyFree {
 		g.wake(g.kick)
 	}
-	return &wire.Ack{OK: true}, nil
+	resp := &wire.PingResponse{OK: true}
+	if every != PingInterval { // left out at the default: what older nodes read
+		resp.NextPing = int(every / time.Second)
+	}
+	return resp, nil
 }

@@ -20,8 +20,8 @@ func TestCapacityPick(t *testing.T) {
 		ids[i] = peer.ID(fmt.Sprintf("node-%04d", i))
 		free := i % 3 // 0, 1 or 2 free slots of 2
 		c.ping(ids[i], 2, free, 0)
-		if i%10 == 9 { // a tenth stopped pinging
-			c.nodes[ids[i]].seen = now.Add(-4 * PingInterval)
+		if i%10 == 9 { // a tenth stopped pinging: nothing for four of their intervals
+			c.nodes[ids[i]].seen = now.Add(-4 * c.nodes[ids[i]].every)
 			continue
 		}
 		want += free
@@ -70,10 +70,10 @@ func TestCapacityPick(t *testing.T) {
 		t.Fatalf("after a decline: picked %s", p)
 	}
 	// A ping after the decline makes it free again, and says so.
-	if !c.ping(ids[4], 2, 1, 0) {
+	if newlyFree, _ := c.ping(ids[4], 2, 1, 0); !newlyFree {
 		t.Fatal("a node coming free was not reported")
 	}
-	if c.ping(ids[4], 2, 1, 0) {
+	if newlyFree, _ := c.ping(ids[4], 2, 1, 0); newlyFree {
 		t.Fatal("a node already free was reported again")
 	}
 	// A job needs more memory than the node allows one job: not picked; one
@@ -88,5 +88,41 @@ func TestCapacityPick(t *testing.T) {
 	c.forget(ids[4])
 	if p, ok := c.pick(now, skip, 0); ok {
 		t.Fatalf("after forgetting the node: picked %s", p)
+	}
+}
+
+// TestPingEvery: a gateway asks for pings every PingInterval up to
+// PingInterval x MaxPingRate nodes, then spaces them so that it hears at
+// most MaxPingRate a second, up to MaxPingInterval; a node that skipped
+// three of its intervals is no longer live.
+func TestPingEvery(t *testing.T) {
+	for _, tc := range []struct {
+		nodes int
+		want  time.Duration
+	}{{0, PingInterval}, {1, PingInterval}, {250, PingInterval}, {251, 6 * time.Second}, {500, 10 * time.Second}, {1000, MaxPingInterval}, {100000, MaxPingInterval}} {
+		if got := pingEvery(tc.nodes); got != tc.want {
+			t.Errorf("%d nodes: every %v, want %v", tc.nodes, got, tc.want)
+		}
+		if rate := float64(tc.nodes) / pingEvery(tc.nodes).Seconds(); tc.want < MaxPingInterval && rate > MaxPingRate {
+			t.Errorf("%d nodes: %.0f pings/s", tc.nodes, rate)
+		}
+	}
+	var c capacity
+	var every time.Duration
+	for i := range 600 {
+		_, every = c.ping(peer.ID(fmt.Sprintf("node-%04d", i)), 1, 1, 0)
+	}
+	if every != 12*time.Second {
+		t.Fatalf("600th node asked to ping every %v, want 12s", every)
+	}
+	n := c.nodes[peer.ID("node-0599")]
+	if now := n.seen.Add(3 * every); !n.live(now) {
+		t.Fatal("a node three of its intervals after its ping is not live")
+	}
+	if now := n.seen.Add(3*every + time.Second); n.live(now) {
+		t.Fatal("a node that missed three of its intervals is live")
+	}
+	if p, ok := c.pick(n.seen.Add(time.Hour), nil, 0); ok {
+		t.Fatalf("picked %s, silent for an hour", p)
 	}
 }

@@ -3,7 +3,10 @@ package gateway_test
 import (
 	"context"
 	"fmt"
+	"os"
 	"sort"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -19,8 +22,21 @@ import (
 // lookup, dial and catalog answer of every provider) and recall (the share
 // of the gateways holding a matching dataset that the search returned).
 // make bench runs it; BENCHMARKS.md has the figures.
+//
+// FEDGRID_BENCH_GATEWAYS selects the sizes (default "10,50,100,300").
 func BenchmarkSearch(b *testing.B) {
-	for _, n := range []int{10, 50, 100} {
+	sizes := []int{10, 50, 100, 300}
+	if env := os.Getenv("FEDGRID_BENCH_GATEWAYS"); env != "" {
+		sizes = sizes[:0]
+		for _, f := range strings.Split(env, ",") {
+			n, err := strconv.Atoi(f)
+			if err != nil || n < 1 {
+				b.Fatalf("FEDGRID_BENCH_GATEWAYS=%q: want gateway counts separated by commas", env)
+			}
+			sizes = append(sizes, n)
+		}
+	}
+	for _, n := range sizes {
 		b.Run(fmt.Sprintf("gateways=%d", n), func(b *testing.B) { benchSearch(b, n) })
 	}
 }

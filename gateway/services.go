@@ -92,10 +92,11 @@ func (g *Gateway) touchNode(p peer.ID) {
 }
 
 // touchEvery bounds how stale a node's stored last-seen time may be (the
-// admin app calls a node healthy if seen within 30 s). Every touch is a
-// durable write, and every read waits for the write being synced: with a
-// thousand nodes, touches every 5 s were 200 writes a second.
-const touchEvery = 20 * time.Second
+// admin app calls a node healthy if seen within 30 s): with pings at most
+// MaxPingInterval apart, a stored last-seen is at most about 15 s old. Every
+// touch is a durable write: with a thousand nodes, touches every 5 s were
+// 200 writes a second; with their pings spaced by MaxPingRate, about 70.
+const touchEvery = MaxPingInterval - time.Second
 
 func (g *Gateway) handleClaim(_ context.Context, c caller, req *wire.ClaimRequest) (*wire.ClaimResponse, error) {
 	g.metrics.claims.Inc()
@@ -131,30 +132,36 @@ func (g *Gateway) leased(from peer.ID, jobID string, attempt int) (*store.Job, e
 	if err != nil {
 		return nil, service.Wrap(err, "job "+jobID)
 	}
-	if j.State != wire.StateRunning || j.Attempt != attempt || j.Node != from.String() {
-		return nil, p2p.Errorf(p2p.CodeStale, "job %s attempt %d is not leased to you (current attempt %d, state %s)", jobID, attempt, j.Attempt, j.State)
+	if err := checkLease(j, from, attempt); err != nil {
+		return nil, err
 	}
 	return j, nil
 }
 
+// checkLease refuses a job whose current lease is not from's for attempt.
+func checkLease(j *store.Job, from peer.ID, attempt int) error {
+	if j.State != wire.StateRunning || j.Attempt != attempt || j.Node != from.String() {
+		return p2p.Errorf(p2p.CodeStale, "job %s attempt %d is not leased to you (current attempt %d, state %s)", j.ID, attempt, j.Attempt, j.State)
+	}
+	return nil
+}
+
 func (g *Gateway) handleFetch(_ context.Context, c caller, req *wire.FetchRequest) (*wire.FetchResponse, error) {
-	j, err := g.leased(c.peer, req.Job, req.Attempt)
+	in, err := g.store.JobInputs(req.Job) // job, rows and weights in one read
 	if err != nil {
+		return nil, service.Wrap(err, "")
+	}
+	j := in.Job
+	if err := checkLease(j, c.peer, req.Attempt); err != nil {
 		return nil, err
 	}
-	var csv []byte
+	csv := in.CSV
 	if j.ParentID != "" {
 		if csv, err = g.shardCSV(j); err != nil {
 			return nil, fmt.Errorf("cut shard: %w", err)
 		}
-	} else if csv, err = g.store.DatasetCSV(j.DatasetID); err != nil {
-		return nil, service.Wrap(err, "dataset "+j.DatasetID)
 	}
-	init, err := g.store.JobInit(j.ID)
-	if err != nil {
-		return nil, service.Wrap(err, "initial weights of job "+j.ID)
-	}
-	return &wire.FetchResponse{Job: j.ID, Attempt: j.Attempt, Dataset: j.DatasetID, Plan: j.Plan, CSV: csv, Init: init}, nil
+	return &wire.FetchResponse{Job: j.ID, Attempt: j.Attempt, Dataset: j.DatasetID, Plan: j.Plan, CSV: csv, Init: in.Init}, nil
 }
 
 func (g *Gateway) handleHeartbeat(_ context.Context, c caller, req *wire.HeartbeatRequest) (*wire.HeartbeatResponse, error) {

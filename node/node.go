@@ -368,8 +368,11 @@ func (n *Node) handleOffer(_ context.Context, from peer.ID, req *wire.DirectOffe
 
 // pings tells the gateway every PingInterval that this node is alive and
 // how many slots are free, so that it offers only what can run.
+// The gateway may ask for a longer interval (wire.PingResponse.NextPing)
+// when it has many nodes.
 func (n *Node) pings(ctx context.Context) {
-	t := time.NewTicker(pingInterval)
+	every := pingInterval
+	t := time.NewTicker(every)
 	defer t.Stop()
 	for {
 		select {
@@ -383,8 +386,15 @@ func (n *Node) pings(ctx context.Context) {
 		}
 		n.mu.Unlock()
 		req := &wire.PingRequest{Slots: n.cfg.Slots, Free: n.cfg.Slots - len(n.slots), Running: running, Version: p2p.Version, MaxJobMemory: n.jobMemory()}
-		if _, err := p2p.Request(ctx, n.peer, n.gw.ID, wire.Ping(), req); err != nil && ctx.Err() == nil {
+		resp, err := p2p.Request(ctx, n.peer, n.gw.ID, wire.Ping(), req)
+		if err != nil && ctx.Err() == nil {
 			n.log.Debug("ping gateway", "err", err)
+		}
+		if err == nil {
+			if next := nextPing(resp.NextPing); next != every {
+				every = next
+				t.Reset(every)
+			}
 		}
 		select {
 		case <-ctx.Done():
@@ -408,6 +418,20 @@ func (n *Node) jobMemory() int64 { return n.cfg.MaxMemory / int64(n.cfg.Slots) }
 
 // pingInterval matches the gateway's gateway.PingInterval.
 const pingInterval = 5 * time.Second
+
+// maxPingInterval bounds the interval a gateway may ask for (its own bound
+// is gateway.MaxPingInterval).
+const maxPingInterval = time.Minute
+
+// nextPing is the idle ping interval a gateway's answer asks for: its
+// NextPing seconds within [pingInterval, maxPingInterval], or pingInterval
+// when it names none.
+func nextPing(seconds int) time.Duration {
+	if seconds <= 0 {
+		return pingInterval
+	}
+	return min(max(time.Duration(seconds)*time.Second, pingInterval), maxPingInterval)
+}
 
 // take waits out a random jitter (dropping the claim if the job is taken
 // meanwhile), claims the job and, if granted, runs it.

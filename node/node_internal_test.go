@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"testing"
+	"time"
 
 	"github.com/fedgrid/fedgrid/p2p"
 )
@@ -32,6 +33,19 @@ func TestConnectionLost(t *testing.T) {
 	} {
 		if got := connectionLost(err); got != want {
 			t.Errorf("connectionLost(%v) = %v, want %v", err, got, want)
+		}
+	}
+}
+
+// TestNextPing: the interval a gateway's ping answer asks for is kept within
+// [pingInterval, maxPingInterval]; none named is the default.
+func TestNextPing(t *testing.T) {
+	for _, tc := range []struct {
+		seconds int
+		want    time.Duration
+	}{{0, pingInterval}, {-3, pingInterval}, {1, pingInterval}, {5, pingInterval}, {15, 15 * time.Second}, {60, time.Minute}, {86400, maxPingInterval}} {
+		if got := nextPing(tc.seconds); got != tc.want {
+			t.Errorf("next_ping %d: %v, want %v", tc.seconds, got, tc.want)
 		}
 	}
 }

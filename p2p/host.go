@@ -316,7 +316,10 @@ func start(cfg Config, h host.Host, log *slog.Logger, bootstrap []peer.AddrInfo,
 		// go to every subscribed peer.
 		pubsub.WithFloodPublish(true),
 		pubsub.WithPeerScore(scoreParams(), scoreThresholds),
-		pubsub.WithPeerScoreInspect(pubsub.PeerScoreInspectFn(p.inspectScores), 500*time.Millisecond),
+		// Scores are copied out for Score every few seconds: at every
+		// 500 ms, a gateway with a thousand nodes scored each of them twice
+		// a second for nothing but this copy.
+		pubsub.WithPeerScoreInspect(pubsub.PeerScoreInspectFn(p.inspectScores), scoreInspectEvery),
 	)
 	if err != nil {
 		return nil, fmt.Errorf("start gossipsub: %w", err)

@@ -52,7 +52,12 @@ func OfferTopicScore() *pubsub.TopicScoreParams {
 	}
 }
 
-// Score returns the last gossipsub score seen for p (0 if none yet).
+// scoreInspectEvery is how often the scores that Score reports are copied
+// out of gossipsub.
+const scoreInspectEvery = 5 * time.Second
+
+// Score returns the gossipsub score of p as of at most scoreInspectEvery
+// ago (0 if none yet).
 func (p *Peer) Score(id peer.ID) float64 {
 	p.scoreMu.Lock()
 	defer p.scoreMu.Unlock()

@@ -89,8 +89,8 @@ func Result() Protocol[ResultRequest, Ack] {
 }
 
 // Ping: enrolled node -> gateway: alive, free slots.
-func Ping() Protocol[PingRequest, Ack] {
-	return define[PingRequest, Ack](small(ProtoPing, 10*time.Second, CallerNode))
+func Ping() Protocol[PingRequest, PingResponse] {
+	return define[PingRequest, PingResponse](small(ProtoPing, 10*time.Second, CallerNode))
 }
 
 // Submit: data scientist -> gateway: a plan for a dataset.

@@ -175,6 +175,16 @@ type PingRequest struct {
 	MaxJobMemory int64 `json:"max_job_memory,omitempty"`
 }
 
+// PingResponse answers a ping.
+type PingResponse struct {
+	OK bool `json:"ok"`
+	// NextPing is in how many seconds the gateway wants the node's next
+	// ping when it is idle; 0 (left out): the default, 5 s. A gateway with
+	// many nodes spaces their pings out so that it hears a bounded number
+	// a second (gateway.MaxPingRate).
+	NextPing int `json:"next_ping,omitempty"`
+}
+
 // Validate checks an offer's fields before a node acts on it.
 func (o *Offer) Validate() error {
 	if o.Gateway == "" || o.Job == "" || len(o.Job) > 128 {

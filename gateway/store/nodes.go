@@ -68,7 +68,7 @@ func (s *Store) RedeemJoinToken(token, peerID string, slots int, version string)
 		slots = 1
 	}
 	var n Node
-	err := s.update(func(txn *badger.Txn) error {
+	err := s.updateThen(func(txn *badger.Txn) error {
 		var jt joinToken
 		if err := getJSON(txn, joinKey(token), &jt); err != nil {
 			if errors.Is(err, ErrNotFound) {
@@ -93,7 +93,7 @@ func (s *Store) RedeemJoinToken(token, peerID string, slots int, version string)
 			return err
 		}
 		return s.audit(txn, AuditEvent{Actor: peerID, Action: "node.enrol", Target: "node/" + peerID, Detail: map[string]any{"slots": slots, "version": version}})
-	})
+	}, func() { s.setEnrolled(peerID, true) })
 	if err != nil {
 		return nil, err
 	}
@@ -148,7 +148,7 @@ func (s *Store) RemoveNode(peerID string) error { return s.RemoveNodeBy(peerID, 
 
 // RemoveNodeBy is RemoveNode with the acting user recorded in the audit log.
 func (s *Store) RemoveNodeBy(peerID, actor string) error {
-	return s.update(func(txn *badger.Txn) error {
+	return s.updateThen(func(txn *badger.Txn) error {
 		if ok, err := exists(txn, prefixNode+peerID); err != nil {
 			return err
 		} else if !ok {
@@ -163,7 +163,50 @@ func (s *Store) RemoveNodeBy(peerID, actor string) error {
 			return err
 		}
 		return s.audit(txn, AuditEvent{Actor: actor, Action: "node.remove", Target: "node/" + peerID})
+	}, func() { s.setEnrolled(peerID, false) })
+}
+
+// Enrolled reports whether peerID is an enrolled node. It reads the
+// in-memory mirror of the stored nodes, not a transaction: it answers at
+// once even while a commit is being synced.
+func (s *Store) Enrolled(peerID string) bool {
+	s.enrolledMu.RLock()
+	defer s.enrolledMu.RUnlock()
+	_, ok := s.enrolled[peerID]
+	return ok
+}
+
+func (s *Store) setEnrolled(peerID string, on bool) {
+	s.enrolledMu.Lock()
+	defer s.enrolledMu.Unlock()
+	if on {
+		s.enrolled[peerID] = struct{}{}
+	} else {
+		delete(s.enrolled, peerID)
+	}
+}
+
+// loadEnrolled fills the in-memory set of enrolled nodes from the store.
+func (s *Store) loadEnrolled() error {
+	set := map[string]struct{}{}
+	err := s.view(func(txn *badger.Txn) error {
+		opts := badger.DefaultIteratorOptions
+		opts.PrefetchValues = false
+		opts.Prefix = []byte(prefixNode)
+		it := txn.NewIterator(opts)
+		defer it.Close()
+		for it.Rewind(); it.Valid(); it.Next() {
+			set[string(it.Item().Key()[len(prefixNode):])] = struct{}{}
+		}
+		return nil
 	})
+	if err != nil {
+		return fmt.Errorf("store: list nodes: %w", err)
+	}
+	s.enrolledMu.Lock()
+	s.enrolled = set
+	s.enrolledMu.Unlock()
+	return nil
 }
 
 // RevokedNodes lists the peer IDs of removed nodes, which stay refused.

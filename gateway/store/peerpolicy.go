@@ -24,10 +24,8 @@ func (s *Store) AuthorizeCaller(peerID string, who wire.Caller) (*User, error) {
 	case wire.CallerAnyone:
 		return nil, nil
 	case wire.CallerNode:
-		if _, err := s.Node(peerID); errors.Is(err, ErrNotFound) {
+		if !s.Enrolled(peerID) { // from memory: no read waits for a commit
 			return nil, fmt.Errorf("%w: %s is not an enrolled node", ErrUnknownPeer, peerID)
-		} else if err != nil {
-			return nil, err
 		}
 		return nil, nil
 	case wire.CallerScientist:

@@ -103,6 +103,15 @@ type Store struct {
 	// because the store is closing.
 	writes chan *write
 
+	// enrolled holds the peer IDs of the enrolled nodes (the keys under
+	// prefixNode), so that the check of every request a node makes reads
+	// no badger transaction: a read waits for the commit in flight, and a
+	// thousand nodes' pings would wait for every fsync. The committer
+	// changes it right after the commit that enrolled or removed a node,
+	// in commit order (see updateThen).
+	enrolledMu sync.RWMutex
+	enrolled   map[string]struct{}
+
 	cancel    context.CancelFunc
 	stopped   <-chan struct{} // closed when Close begins
 	wg        sync.WaitGroup
@@ -134,7 +143,7 @@ func Open(dir string, logger *slog.Logger) (*Store, error) {
 		return nil, fmt.Errorf("store: open %s: %w", dir, err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	s := &Store{db: db, log: logger, now: time.Now, writes: make(chan *write), cancel: cancel,
+	s := &Store{db: db, log: logger, now: time.Now, writes: make(chan *write), cancel: cancel, enrolled: map[string]struct{}{},
 		hashes: crypto.NewHashLimiter(MaxConcurrentPasswordHashes, PasswordHashWait)}
 	s.stopped = ctx.Done()
 	s.wg.Add(2)
@@ -146,6 +155,9 @@ func Open(dir string, logger *slog.Logger) (*Store, error) {
 	}
 	if err == nil {
 		err = s.migrateDatasets()
+	}
+	if err == nil {
+		err = s.loadEnrolled()
 	}
 	if err != nil {
 		_ = s.Close()
@@ -212,9 +224,10 @@ const maxBatch = 256
 
 // write is one read-write transaction function waiting for the committer.
 type write struct {
-	fn   func(txn *badger.Txn) error
-	done chan error // the outcome, once committed (buffered, 1)
-	err  error      // a failure, held until the batch has committed
+	fn    func(txn *badger.Txn) error
+	after func()     // run by the committer once the write is durable; may be nil
+	done  chan error // the outcome, once committed (buffered, 1)
+	err   error      // a failure, held until the batch has committed
 }
 
 // update runs fn in a read-write transaction and returns once that
@@ -231,8 +244,14 @@ type write struct {
 // may run more than once: it must not keep state across calls other than
 // what it resets at its start. Conflict detection stays on; a commit that
 // conflicts (with a transaction run outside the committer) is retried.
-func (s *Store) update(fn func(txn *badger.Txn) error) error {
-	w := &write{fn: fn, done: make(chan error, 1)}
+func (s *Store) update(fn func(txn *badger.Txn) error) error { return s.updateThen(fn, nil) }
+
+// updateThen is update, and after a successful write the committer calls
+// after (when not nil) once the write is durable and before the next batch
+// runs: in-memory state that mirrors stored state changes in commit order.
+// after must be quick and must not write to the store.
+func (s *Store) updateThen(fn func(txn *badger.Txn) error, after func()) error {
+	w := &write{fn: fn, after: after, done: make(chan error, 1)}
 	select {
 	case s.writes <- w:
 	case <-s.stopped:
@@ -319,6 +338,9 @@ func (s *Store) commitBatch(ws []*write) {
 			err = fmt.Errorf("store: gave up after %d conflicting retries: %w", conflicts, err)
 		}
 		for _, w := range ws[:in] {
+			if err == nil && w.after != nil {
+				w.after()
+			}
 			w.done <- err
 		}
 		ws = ws[in:]

@@ -619,3 +619,62 @@ func TestGrantFitting(t *testing.T) {
 		t.Fatalf("grant to a node allowing 4 GiB: %+v %v", g, err)
 	}
 }
+
+// TestHeartbeatWritesOnlyWhenNeeded: a heartbeat without new progress while
+// the stored lease has at least half its length left stores nothing; new
+// progress, or a lease past its half, is stored and extends the lease; a
+// stale attempt is refused on either path.
+func TestHeartbeatWritesOnlyWhenNeeded(t *testing.T) {
+	s := openTest(t, t.TempDir())
+	j := &Job{DatasetID: "d1", UserID: "u1"}
+	if err := s.CreateJob(j); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	s.now = func() time.Time { return start }
+	g, err := s.Grant(j.ID, "n1", time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := wire.Progress{Epoch: 1, Epochs: 3, Loss: 0.5}
+	stored := func() *Job {
+		t.Helper()
+		got, err := s.Job(j.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return got
+	}
+	// New progress: stored, lease extended.
+	s.now = func() time.Time { return start.Add(10 * time.Second) }
+	if _, err := s.Heartbeat(j.ID, 1, "n1", p, time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	first := stored()
+	if first.Progress != p || !first.LeaseExpires.After(g.LeaseExpires) {
+		t.Fatalf("heartbeat with progress not stored: %+v", first)
+	}
+	// Same progress, 50 s of the 60 s lease left: nothing stored.
+	s.now = func() time.Time { return start.Add(20 * time.Second) }
+	if got, err := s.Heartbeat(j.ID, 1, "n1", p, time.Minute); err != nil || got.Progress != p {
+		t.Fatalf("idle heartbeat: %+v %v", got, err)
+	}
+	if got := stored(); !got.LeaseExpires.Equal(first.LeaseExpires) {
+		t.Fatalf("idle heartbeat wrote the lease: %v, was %v", got.LeaseExpires, first.LeaseExpires)
+	}
+	// Less than half the lease left: extended.
+	s.now = func() time.Time { return start.Add(45 * time.Second) }
+	if _, err := s.Heartbeat(j.ID, 1, "n1", p, time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	if got := stored(); !got.LeaseExpires.Equal(start.Add(45 * time.Second).Add(time.Minute).UTC()) {
+		t.Fatalf("lease not extended past its half: %v", got.LeaseExpires)
+	}
+	// Another node, or another attempt, is refused on the quiet path too.
+	if _, err := s.Heartbeat(j.ID, 1, "n2", p, time.Minute); !errors.Is(err, ErrStale) {
+		t.Fatalf("other node: %v", err)
+	}
+	if _, err := s.Heartbeat(j.ID, 2, "n1", p, time.Minute); !errors.Is(err, ErrStale) {
+		t.Fatalf("other attempt: %v", err)
+	}
+}
