@@ -400,9 +400,22 @@ func writeColumns(ctx context.Context, rr rowReader, dir string, m *Meta, schema
 	}
 	var rows, chunkBytes int
 	var start int64
+	// Numbers are gathered per column and appended to the builders in bulk.
+	nums := make([][]float64, len(m.Columns))
+	for c := range m.Columns {
+		if m.Columns[c].Type == dataset.TypeNumber {
+			nums[c] = make([]float64, 0, opt.ChunkRows)
+		}
+	}
 	flush := func() error {
 		if rows == 0 {
 			return nil
+		}
+		for c := range nums {
+			if nums[c] != nil {
+				rb.Field(c).(*array.Float64Builder).AppendValues(nums[c], nil)
+				nums[c] = nums[c][:0]
+			}
 		}
 		rec := rb.NewRecordBatch()
 		defer rec.Release()
@@ -434,7 +447,7 @@ func writeColumns(ctx context.Context, rr rowReader, dir string, m *Meta, schema
 				if err != nil || math.IsNaN(v) || math.IsInf(v, 0) {
 					return fmt.Errorf("colstore: line %d, column %q changed between two reads of the spooled document", line, cm.Name)
 				}
-				rb.Field(c).(*array.Float64Builder).Append(v)
+				nums[c] = append(nums[c], v)
 				st.number(v, s)
 				if cm.RawField >= 0 {
 					rb.Field(cm.RawField).(*array.StringBuilder).Append(s)
@@ -515,13 +528,26 @@ func (b *statsBuilder) number(v float64, text string) {
 	if v != math.Trunc(v) {
 		s.Integral = false
 	}
-	t := strings.TrimSpace(text)
-	if j := strings.IndexAny(t, "eE"); j >= 0 {
-		t = t[:j]
+	if d := decimals(text); d > s.Decimals {
+		s.Decimals = d
 	}
-	if _, frac, ok := strings.Cut(t, "."); ok {
-		s.Decimals = max(s.Decimals, min(len(frac), MaxDecimals))
+}
+
+// decimals counts the digits after the decimal point of a number's text,
+// before any exponent, at most MaxDecimals.
+func decimals(text string) int {
+	dot := strings.IndexByte(text, '.')
+	if dot < 0 {
+		return 0
 	}
+	n := 0
+	for _, ch := range []byte(text[dot+1:]) {
+		if ch < '0' || ch > '9' {
+			break
+		}
+		n++
+	}
+	return min(n, MaxDecimals)
 }
 
 func (b *statsBuilder) text(v string) {
