@@ -18,7 +18,7 @@ export FEDGRID_LOCALNET := $(CURDIR)/bin/localnet
 # Debian's python3 (with python3-pytest, -torch, -numpy, -pandas, -nbconvert), not a pyenv shim.
 PYTHON ?= /usr/bin/python3
 
-.PHONY: help build localnet test test-python test-short demo bench lint fmt vet tidy-check check clean ui ui-check image-context image deploy-check test-netns docs openapi-lint
+.PHONY: help build localnet test test-python test-short demo bench bench-ingest lint fmt vet tidy-check check clean ui ui-check image-context image deploy-check test-netns docs openapi-lint
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -69,6 +69,12 @@ bench: build ## training speed vs PyTorch, job dispatch, search, budget spends, 
 	$(GO) test -run XXX -bench 'Round$$' -benchtime 3x ./crypto/secagg/
 	$(GO) test -run XXX -bench RoundGraph -benchtime 1x ./crypto/secagg/
 	$(GO) test -run XXX -bench FederatedRound -benchtime 1x -timeout 60m ./gateway/
+	@$(MAKE) --no-print-directory bench-ingest
+
+bench-ingest: ## ingest a generated 1 GB CSV (5M x 20) from a file: MB/s vs a raw read, peak RSS (BENCHMARKS.md)
+	@mkdir -p bin
+	$(GO) build -o bin/ingestbench ./bench/ingestbench
+	bin/ingestbench -rows $${INGEST_ROWS:-5000000} -cols 20
 
 fmt: ## gofmt the tree
 	gofmt -w $$(git ls-files '*.go')

@@ -2,7 +2,9 @@ package dataset
 
 import (
 	"context"
+	"encoding/csv"
 	"fmt"
+	"io"
 	"math"
 	"strconv"
 	"strings"
@@ -132,4 +134,34 @@ func Collect(ctx context.Context, src Source, maxBytes int64) (*Table, error) {
 		return nil, err
 	}
 	return t, nil
+}
+
+// WriteSourceCSV writes a Source as CSV: the header, then every row's
+// cells (Batch.Cell), read batch by batch.
+func WriteSourceCSV(ctx context.Context, src Source, w io.Writer) error {
+	cols := src.Columns()
+	cw := csv.NewWriter(w)
+	rec := make([]string, len(cols))
+	for c, col := range cols {
+		rec[c] = col.Name
+	}
+	if err := cw.Write(rec); err != nil {
+		return err
+	}
+	err := src.Scan(ctx, 0, src.NumRows(), 4096, func(b *Batch) error {
+		for i := 0; i < b.Len; i++ {
+			for c := range cols {
+				rec[c] = b.Cell(c, i)
+			}
+			if err := cw.Write(rec); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	cw.Flush()
+	return cw.Error()
 }

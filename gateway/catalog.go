@@ -1,7 +1,6 @@
 package gateway
 
 import (
-	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -201,15 +200,15 @@ func (g *Gateway) summary(d *store.Dataset) (*marginals, error) {
 	ver := summaryVersion(d)
 	b, err := g.store.CatalogSummary(d.ID, ver)
 	if errors.Is(err, store.ErrNotFound) {
-		csv, err := g.store.DatasetCSV(d.ID)
+		v, err := g.store.OpenVersion(d)
 		if err != nil {
 			return nil, err
 		}
-		tbl, err := dataset.ReadCSV(bytes.NewReader(csv), dataset.Limits{})
+		m, err := computeMarginals(context.Background(), v, d.Visibility != store.VisibilityPublic, newRand())
+		_ = v.Close()
 		if err != nil {
 			return nil, fmt.Errorf("read dataset %s: %w", d.ID, err)
 		}
-		m := computeMarginals(tbl, d.Visibility != store.VisibilityPublic, newRand())
 		m.Version = ver
 		nb, err := json.Marshal(m)
 		if err != nil {
@@ -309,11 +308,14 @@ var privateEdges = func() []float64 {
 	return append(out, pos...)
 }()
 
-// computeMarginals summarises tbl. With private set the budget
-// (PreviewEpsilon, PreviewDelta) is split evenly over the columns; each row
-// adds one to one count per column (add/remove-one-row neighbours).
-func computeMarginals(tbl *dataset.Table, private bool, r *rand.Rand) *marginals {
-	cols := tbl.Columns()
+// computeMarginals summarises src, read as a scan (twice when it has
+// number columns and is public: ranges first, then histograms). With
+// private set the budget (PreviewEpsilon, PreviewDelta) is split evenly
+// over the columns; each row adds one to one count per column
+// (add/remove-one-row neighbours). Noise is drawn after the counting,
+// column by column in column order.
+func computeMarginals(ctx context.Context, src dataset.Source, private bool, r *rand.Rand) (*marginals, error) {
+	cols := src.Columns()
 	m := &marginals{DP: private}
 	if private {
 		m.Epsilon, m.Delta = PreviewEpsilon, PreviewDelta
@@ -326,46 +328,131 @@ func computeMarginals(tbl *dataset.Table, private bool, r *rand.Rand) *marginals
 			numberCols++
 		}
 	}
-	for _, c := range cols {
+	acc := make([]columnAcc, len(cols))
+	for i, c := range cols {
+		acc[i] = columnAcc{number: c.Type == dataset.TypeNumber, lo: math.Inf(1), hi: math.Inf(-1), integer: true}
+		if !acc[i].number {
+			acc[i].counts = map[string]float64{}
+		} else if private {
+			acc[i].bins = make([]float64, len(privateEdges)-1)
+		}
+	}
+	n := src.NumRows()
+	if !private && numberCols > 0 {
+		// Public number columns: their ranges, which set the bins.
+		err := src.Scan(ctx, 0, n, 1<<14, func(b *dataset.Batch) error {
+			for c := range acc {
+				if acc[c].number {
+					acc[c].ranges(b, c)
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			return nil, err
+		}
+		for c := range acc {
+			if a := &acc[c]; a.number && n > 0 {
+				a.edges = publicEdges(a.lo, a.hi)
+				a.bins = make([]float64, len(a.edges)-1)
+			}
+		}
+	}
+	err := src.Scan(ctx, 0, n, 1<<14, func(b *dataset.Batch) error {
+		for c := range acc {
+			acc[c].count(b, c, private)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	for i, c := range cols {
 		cs := columnSum{Name: c.Name, Type: c.Type}
-		if c.Type == dataset.TypeNumber {
-			vals, _ := tbl.Numeric(c.Name)
-			raw, _ := tbl.Category(c.Name)
-			if private {
-				privateNumber(&cs, vals, epsCol, numberCols, r)
-			} else {
-				publicNumber(&cs, vals, raw)
-			}
-		} else {
-			raw, _ := tbl.Category(c.Name)
-			if private {
-				privateCategory(&cs, raw, epsCol, deltaCol, r)
-			} else {
-				publicCategory(&cs, raw)
-			}
+		a := &acc[i]
+		switch {
+		case a.number && private:
+			privateNumber(&cs, a.frac, n, a.bins, numberCols, epsCol, r)
+		case a.number:
+			publicNumber(&cs, a, n)
+		case private:
+			privateCategory(&cs, a.counts, epsCol, deltaCol, r)
+		default:
+			publicCategory(&cs, a.counts)
 		}
 		m.Columns = append(m.Columns, cs)
 	}
-	return m
+	return m, nil
+}
+
+// columnAcc counts one column during computeMarginals' scans.
+type columnAcc struct {
+	number bool
+	// Number columns: the range, whether all are whole and the most
+	// decimals (public), the fractional values (private), the bins.
+	lo, hi   float64
+	integer  bool
+	decimals int
+	frac     int
+	edges    []float64
+	bins     []float64
+	// Category columns: every value's count.
+	counts map[string]float64
+}
+
+func (a *columnAcc) ranges(b *dataset.Batch, c int) {
+	for i, v := range b.Num[c][:b.Len] {
+		a.lo, a.hi = min(a.lo, v), max(a.hi, v)
+		if v != math.Trunc(v) {
+			a.integer = false
+		}
+		s := strings.TrimSpace(b.Cell(c, i))
+		if j := strings.IndexAny(s, "eE"); j >= 0 {
+			s = s[:j]
+		}
+		if _, frac, ok := strings.Cut(s, "."); ok {
+			a.decimals = max(a.decimals, min(len(frac), 6))
+		}
+	}
+}
+
+func (a *columnAcc) count(b *dataset.Batch, c int, private bool) {
+	if !a.number {
+		for _, v := range b.Raw[c][:b.Len] {
+			if n, ok := a.counts[v]; ok {
+				a.counts[v] = n + 1
+			} else {
+				a.counts[strings.Clone(v)] = 1 // a batch's text may live in the source's buffers
+			}
+		}
+		return
+	}
+	if private {
+		for _, v := range b.Num[c][:b.Len] {
+			if v != math.Trunc(v) {
+				a.frac++
+			}
+			a.bins[binOf(privateEdges, v)]++
+		}
+		return
+	}
+	if a.edges == nil {
+		return
+	}
+	for _, v := range b.Num[c][:b.Len] {
+		a.bins[binOf(a.edges, v)]++
+	}
 }
 
 // privateNumber: a quarter of the column's epsilon decides whether to
 // print whole numbers (a noised count of fractional values under a tenth of
-// the rows), the rest noises a histogram over privateEdges. Bins whose
-// noised count stays under the level that noise alone reaches in any empty
-// bin of the dataset once in a thousand summaries are dropped, so that empty
-// ranges do not show up.
-func privateNumber(cs *columnSum, vals []float64, eps float64, numberCols int, r *rand.Rand) {
+// the rows), the rest noises a histogram over privateEdges (counts, of n
+// rows). Bins whose noised count stays under the level that noise alone
+// reaches in any empty bin of the dataset once in a thousand summaries are
+// dropped, so that empty ranges do not show up.
+func privateNumber(cs *columnSum, frac, n int, counts []float64, numberCols int, eps float64, r *rand.Rand) {
 	epsInt, epsHist := eps/4, eps*3/4
-	frac := 0
-	counts := make([]float64, len(privateEdges)-1)
-	for _, v := range vals {
-		if v != math.Trunc(v) {
-			frac++
-		}
-		counts[binOf(privateEdges, v)]++
-	}
-	cs.Integer = float64(frac)+discreteLaplace(r, epsInt) < math.Max(1, 0.1*float64(len(vals)))
+	cs.Integer = float64(frac)+discreteLaplace(r, epsInt) < math.Max(1, 0.1*float64(n))
 	cs.Decimals = -1
 	// P(noise >= floor) <= exp(-epsHist*floor) for one empty bin.
 	floor := math.Ceil(math.Log(float64(numberCols*len(counts))/0.001) / epsHist)
@@ -388,35 +475,30 @@ func binOf(edges []float64, v float64) int {
 	return min(max(i, 0), len(edges)-2)
 }
 
-// publicNumber: ten equal-width bins over [min, max], exact counts.
-func publicNumber(cs *columnSum, vals []float64, raw []string) {
-	lo, hi := slices.Min(vals), slices.Max(vals)
-	cs.Integer = true
-	for i, v := range vals {
-		if v != math.Trunc(v) {
-			cs.Integer = false
-		}
-		s := strings.TrimSpace(raw[i])
-		if j := strings.IndexAny(s, "eE"); j >= 0 {
-			s = s[:j]
-		}
-		if _, frac, ok := strings.Cut(s, "."); ok {
-			cs.Decimals = max(cs.Decimals, min(len(frac), 6))
-		}
-	}
+// publicEdges are ten equal-width bins over [lo, hi], or the one bin
+// [lo, hi] when they are equal.
+func publicEdges(lo, hi float64) []float64 {
 	if lo == hi {
-		cs.Edges, cs.Counts = []float64{lo, hi}, []float64{float64(len(vals))}
-		return
+		return []float64{lo, hi}
 	}
 	const n = 10
-	cs.Edges = make([]float64, n+1)
-	for i := range cs.Edges {
-		cs.Edges[i] = lo + (hi-lo)*float64(i)/n
+	edges := make([]float64, n+1)
+	for i := range edges {
+		edges[i] = lo + (hi-lo)*float64(i)/n
 	}
-	cs.Edges[n] = hi
-	cs.Counts = make([]float64, n)
-	for _, v := range vals {
-		cs.Counts[binOf(cs.Edges, v)]++
+	edges[n] = hi
+	return edges
+}
+
+// publicNumber: ten equal-width bins over [min, max], exact counts.
+func publicNumber(cs *columnSum, a *columnAcc, n int) {
+	cs.Integer, cs.Decimals = a.integer, a.decimals
+	if n == 0 {
+		return
+	}
+	cs.Edges, cs.Counts = a.edges, a.bins
+	if a.lo == a.hi {
+		cs.Counts = []float64{float64(n)}
 	}
 }
 
@@ -424,11 +506,7 @@ func publicNumber(cs *columnSum, vals []float64, raw []string) {
 // threshold that a value held by one row passes with probability under
 // delta (Laplace partition selection), so rare values, names and IDs never
 // appear.
-func privateCategory(cs *columnSum, raw []string, eps, delta float64, r *rand.Rand) {
-	counts := map[string]float64{}
-	for _, v := range raw {
-		counts[v]++
-	}
+func privateCategory(cs *columnSum, counts map[string]float64, eps, delta float64, r *rand.Rand) {
 	threshold := 1 + math.Ceil(math.Log(1/delta)/eps)
 	keys := sortedKeys(counts)
 	for _, v := range keys {
@@ -440,11 +518,7 @@ func privateCategory(cs *columnSum, raw []string, eps, delta float64, r *rand.Ra
 }
 
 // publicCategory: exact counts of the 100 most frequent values.
-func publicCategory(cs *columnSum, raw []string) {
-	counts := map[string]float64{}
-	for _, v := range raw {
-		counts[v]++
-	}
+func publicCategory(cs *columnSum, counts map[string]float64) {
 	keys := sortedKeys(counts)
 	slices.SortStableFunc(keys, func(a, b string) int { return int(counts[b] - counts[a]) })
 	if len(keys) > 100 {

@@ -2,12 +2,17 @@ package gateway
 
 import (
 	"bytes"
+	"context"
+	"encoding/json"
 	"fmt"
 	"math"
+	"math/rand/v2"
+	"reflect"
 	"strings"
 	"testing"
 
 	"github.com/fedgrid/fedgrid/dataset"
+	"github.com/fedgrid/fedgrid/gateway/store"
 )
 
 // TestDiscreteLaplace: the noise has the distribution's mean and variance
@@ -54,10 +59,10 @@ func TestPrivateMarginals(t *testing.T) {
 	tbl := table(t, "id,colour,height", 3000, func(i int) string {
 		return fmt.Sprintf("u%d,%s,%d", i, []string{"red", "blue", "green"}[i%3], 150+i%50)
 	})
-	exact := computeMarginals(tbl, false, newRand())
+	exact := marginalsOf(t, tbl, false)
 	noisy, spurious, leaked := 0, 0, 0
 	for trial := range 50 {
-		m := computeMarginals(tbl, true, newRand())
+		m := marginalsOf(t, tbl, true)
 		if !m.DP || m.Epsilon != PreviewEpsilon {
 			t.Fatalf("not marked DP: %+v", m)
 		}
@@ -121,6 +126,61 @@ func TestBinOf(t *testing.T) {
 	for v, want := range map[float64]int{-3: 0, 0: 0, 0.5: 0, 1: 1, 1.5: 1, 2: 2, 4.9: 2, 5: 2, 9: 2} {
 		if got := binOf(edges, v); got != want {
 			t.Errorf("binOf(%v) = %d, want %d", v, got, want)
+		}
+	}
+}
+
+func marginalsOf(t *testing.T, src dataset.Source, private bool) *marginals {
+	t.Helper()
+	m, err := computeMarginals(context.Background(), src, private, newRand())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m
+}
+
+// The summary of a stored version (a scan of its columns, across record
+// batches) is the summary of the same data parsed whole: exact for public
+// data, and the same noise from the same generator for private data.
+func TestMarginalsOfStoredVersionMatchTable(t *testing.T) {
+	tbl := table(t, "id,colour,height,score,code", 70_000, func(i int) string {
+		return fmt.Sprintf("u%d,%s,%d,%.3f,%s", i%900, []string{"red", "blue", "green"}[i%3], 150+i%50, float64(i%1000)/7, []string{"1.0", " 2", "3e1"}[i%3])
+	})
+	st, err := store.Open(t.TempDir(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	csv, err := tbl.Bytes()
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := &store.Dataset{Name: "m"}
+	if err := st.PutDataset(d, csv); err != nil {
+		t.Fatal(err)
+	}
+	_, v, err := st.OpenDataset(d.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer v.Close()
+	for _, private := range []bool{false, true} {
+		seeded := func() *rand.Rand { return rand.New(rand.NewChaCha8([32]byte{7})) }
+		want, err := computeMarginals(context.Background(), tbl, private, seeded())
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := computeMarginals(context.Background(), v, private, seeded())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !reflect.DeepEqual(got, want) {
+			gb, _ := json.Marshal(got)
+			wb, _ := json.Marshal(want)
+			t.Fatalf("private %v: stored version gives\n%s\nthe table\n%s", private, gb, wb)
+		}
+		if !private && (want.Columns[4].Decimals != 1 || want.Columns[2].Counts[0] == 0) {
+			t.Fatalf("public summary %+v", want.Columns)
 		}
 	}
 }

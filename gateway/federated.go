@@ -1,14 +1,18 @@
 package gateway
 
 import (
+	"bytes"
 	"context"
+	"encoding/csv"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"math/rand/v2"
 	"time"
 
 	"github.com/fedgrid/fedgrid/dataset"
+	"github.com/fedgrid/fedgrid/dataset/colstore"
 	"github.com/fedgrid/fedgrid/gateway/store"
 	"github.com/fedgrid/fedgrid/plan"
 	"github.com/fedgrid/fedgrid/wire"
@@ -206,8 +210,11 @@ func (g *Gateway) finishFederated(p *store.Job, avg map[string]plan.Tensor, shar
 	return nil
 }
 
-// shardCSV returns the rows of a shard job's shard.
-func (g *Gateway) shardCSV(j *store.Job) ([]byte, error) {
+// shardCSV returns the rows of a shard job's shard as CSV, read from the
+// dataset version its parent job was created on: the shard's rows are
+// gathered from the stored columns (each record batch read once), no table
+// is loaded.
+func (g *Gateway) shardCSV(ctx context.Context, j *store.Job) ([]byte, error) {
 	parent, err := g.store.Job(j.ParentID)
 	if err != nil {
 		return nil, err
@@ -216,13 +223,47 @@ func (g *Gateway) shardCSV(j *store.Job) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	_, t, err := g.tables.table(g.store, j.DatasetID)
+	v, err := g.store.OpenDatasetVersion(j.DatasetID, parent.DatasetSHA256)
 	if err != nil {
 		return nil, err
 	}
-	rows := shardRows(t.NumRows(), parent.Shards, pl.Train.Seed)
+	defer func() { _ = v.Close() }()
+	rows := shardRows(v.NumRows(), parent.Shards, pl.Train.Seed)
 	if j.Shard < 0 || j.Shard >= len(rows) {
 		return nil, fmt.Errorf("shard %d out of range", j.Shard)
 	}
-	return t.Select(rows[j.Shard]).Bytes()
+	var b bytes.Buffer
+	if err := writeRowsCSV(ctx, v, rows[j.Shard], &b); err != nil {
+		return nil, err
+	}
+	return b.Bytes(), nil
+}
+
+// writeRowsCSV writes the header and the given rows of v, in that order.
+func writeRowsCSV(ctx context.Context, v *colstore.Version, rows []int, w io.Writer) error {
+	cols := v.Columns()
+	cw := csv.NewWriter(w)
+	rec := make([]string, len(cols))
+	for c, col := range cols {
+		rec[c] = col.Name
+	}
+	if err := cw.Write(rec); err != nil {
+		return err
+	}
+	err := v.ScanRows(ctx, rows, 1<<16, func(b *dataset.Batch) error {
+		for i := range b.Len {
+			for c := range cols {
+				rec[c] = b.Cell(c, i)
+			}
+			if err := cw.Write(rec); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	cw.Flush()
+	return cw.Error()
 }

@@ -112,8 +112,8 @@ type Config struct {
 	// each snapshot (libpq's .pgpass format, mode 0600; see docs/sources.md).
 	// "": no passwords (trust or certificate authentication only).
 	PGPassFile string
-	// SourceLimits bound one source snapshot's CSV (zero fields: 64 MiB,
-	// 1,000,000 rows, 1,000 columns).
+	// SourceLimits bound one source snapshot's CSV (zero fields: no byte
+	// or row limit, 1,000 columns; see ingest.Dataset).
 	SourceLimits dataset.Limits
 	// SourceTimeout ends a source snapshot's statements on the database;
 	// default 10 min.

@@ -99,7 +99,7 @@ func checkQuery(req *wire.QueryRequest) (mechanism, error) {
 	return bad("mechanism must be laplace or gaussian, got %q", req.Mechanism)
 }
 
-func (g *Gateway) handleQuery(_ context.Context, c caller, req *wire.QueryRequest) (*wire.QueryResponse, error) {
+func (g *Gateway) handleQuery(ctx context.Context, c caller, req *wire.QueryRequest) (*wire.QueryResponse, error) {
 	u := c.User
 	mech, err := checkQuery(req)
 	if err != nil {
@@ -117,15 +117,11 @@ func (g *Gateway) handleQuery(_ context.Context, c caller, req *wire.QueryReques
 		}
 		return nil, err
 	}
-	_, tbl, err := g.tables.table(g.store, ds.ID)
+	acc, err := g.scanQuery(ctx, ds.ID, req)
 	if err != nil {
-		return nil, service.Wrap(err, "dataset "+ds.ID)
+		return nil, err
 	}
-	vals, err := tbl.Numeric(req.Column)
-	if err != nil {
-		return nil, p2p.Errorf(p2p.CodeBadRequest, "column %q: %v", req.Column, err)
-	}
-	resp, err := answer(mech, req, vals)
+	resp, err := acc.answer(mech)
 	if err != nil {
 		return nil, fmt.Errorf("noise: %w", err)
 	}
@@ -151,6 +147,31 @@ func (g *Gateway) handleQuery(_ context.Context, c caller, req *wire.QueryReques
 	return resp, nil
 }
 
+// scanQuery computes a query's exact statistic with one scan of the
+// column in the dataset's stored version: no table is loaded.
+func (g *Gateway) scanQuery(ctx context.Context, id string, req *wire.QueryRequest) (*queryAcc, error) {
+	_, v, err := g.store.OpenDataset(id)
+	if err != nil {
+		return nil, service.Wrap(err, "dataset "+id)
+	}
+	defer func() { _ = v.Close() }()
+	col := slices.IndexFunc(v.Columns(), func(c dataset.Column) bool { return c.Name == req.Column })
+	if col < 0 || v.Columns()[col].Type != dataset.TypeNumber {
+		// No value or row: the message may reach someone who may not see the data.
+		return nil, p2p.Errorf(p2p.CodeBadRequest, "column %q: column %q is not numeric (it holds text)", req.Column, req.Column)
+	}
+	acc := newQueryAcc(req)
+	err = v.Scan(ctx, 0, v.NumRows(), 1<<16, func(b *dataset.Batch) error {
+		acc.add(b.Num[col][:b.Len])
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("read dataset %s: %w", id, err)
+	}
+	g.tables.scans.Add(1)
+	return acc, nil
+}
+
 // queryAllowed checks, from the dataset's description and the ledger alone,
 // that u may query the column of ds at the request's epsilon (the dataset
 // policy is service.DatasetForQuery's).
@@ -173,52 +194,84 @@ func (g *Gateway) queryAllowed(u *store.User, ds *store.Dataset, req *wire.Query
 
 // answer computes the noisy statistic of vals (n = len(vals) is public).
 func answer(m mechanism, req *wire.QueryRequest, vals []float64) (*wire.QueryResponse, error) {
-	lo, hi, eps := req.Lower, req.Upper, req.Epsilon
-	n := len(vals)
-	resp := &wire.QueryResponse{Stat: req.Stat, Column: req.Column, Mechanism: m.name, Delta: m.delta, Rows: n}
+	a := newQueryAcc(req)
+	a.add(vals)
+	return a.answer(m)
+}
+
+// queryAcc accumulates a query's exact statistic over a column's values,
+// given in row order a run at a time, so a query reads the dataset as a
+// scan. The sums are taken in row order, as over the whole column at once.
+type queryAcc struct {
+	req    *wire.QueryRequest
+	n, c   int
+	s      float64
+	counts []float64
+	width  float64
+}
+
+func newQueryAcc(req *wire.QueryRequest) *queryAcc {
+	a := &queryAcc{req: req}
+	if req.Stat == wire.StatHistogram {
+		a.counts = make([]float64, req.Bins)
+		a.width = (req.Upper - req.Lower) / float64(req.Bins)
+	}
+	return a
+}
+
+func (a *queryAcc) add(vals []float64) {
+	lo, hi := a.req.Lower, a.req.Upper
 	clamp := func(v float64) float64 { return min(max(v, lo), hi) }
+	a.n += len(vals)
+	switch a.req.Stat {
+	case wire.StatCount:
+		// Rows whose value lies within [lower, upper].
+		for _, v := range vals {
+			if v >= lo && v <= hi {
+				a.c++
+			}
+		}
+	case wire.StatSum, wire.StatMean:
+		for _, v := range vals {
+			a.s += clamp(v)
+		}
+	case wire.StatHistogram:
+		b := len(a.counts)
+		for _, v := range vals {
+			i := int((clamp(v) - lo) / a.width)
+			a.counts[min(max(i, 0), b-1)]++
+		}
+	}
+}
+
+// answer noises the statistic (n, the row count, is public).
+func (a *queryAcc) answer(m mechanism) (*wire.QueryResponse, error) {
+	req := a.req
+	lo, hi, eps := req.Lower, req.Upper, req.Epsilon
+	n := a.n
+	resp := &wire.QueryResponse{Stat: req.Stat, Column: req.Column, Mechanism: m.name, Delta: m.delta, Rows: n}
 	var err error
 	switch req.Stat {
 	case wire.StatCount:
-		// Rows whose value lies within [lower, upper]: one row replaced moves it by 1.
-		c := 0
-		for _, v := range vals {
-			if v >= lo && v <= hi {
-				c++
-			}
-		}
-		resp.Value, resp.Scale, resp.CI95, err = m.add(float64(c), 1, 1, eps)
+		// One row replaced moves the count by 1.
+		resp.Value, resp.Scale, resp.CI95, err = m.add(float64(a.c), 1, 1, eps)
 	case wire.StatSum:
-		var s float64
-		for _, v := range vals {
-			s += clamp(v)
-		}
-		resp.Value, resp.Scale, resp.CI95, err = m.add(s, 1, hi-lo, eps)
+		resp.Value, resp.Scale, resp.CI95, err = m.add(a.s, 1, hi-lo, eps)
 	case wire.StatMean:
 		if n == 0 {
 			return nil, errors.New("the dataset has no rows")
 		}
-		var s float64
-		for _, v := range vals {
-			s += clamp(v)
-		}
-		resp.Value, resp.Scale, resp.CI95, err = m.add(s/float64(n), 1, (hi-lo)/float64(n), eps)
+		resp.Value, resp.Scale, resp.CI95, err = m.add(a.s/float64(n), 1, (hi-lo)/float64(n), eps)
 	case wire.StatHistogram:
 		b := req.Bins
-		counts := make([]float64, b)
-		width := (hi - lo) / float64(b)
-		for _, v := range vals {
-			i := int((clamp(v) - lo) / width)
-			counts[min(max(i, 0), b-1)]++
-		}
 		resp.Edges = make([]float64, b+1)
 		for i := range resp.Edges {
-			resp.Edges[i] = lo + float64(i)*width
+			resp.Edges[i] = lo + float64(i)*a.width
 		}
 		resp.Edges[b] = hi
 		// One row replaced moves two bins by one each.
 		resp.Counts = make([]float64, b)
-		for i, c := range counts {
+		for i, c := range a.counts {
 			var ci [2]float64
 			if resp.Counts[i], resp.Scale, ci, err = m.add(c, 2, 1, eps); err != nil {
 				return nil, err

@@ -21,8 +21,8 @@ import (
 // or without budget are refused, and audited, before the dataset is read: no
 // parse (the gateway's parse counter stays 0) and little allocation (Go's
 // cumulative allocation over the 20 stays under 4 CSV sizes; the 20 parses
-// they once made allocated far more). Allowed queries parse the dataset once
-// and share it. A data-parallel plan beyond the gateway's --max-workers or
+// they once made allocated far more). Allowed queries scan the stored
+// column, each once, and load no table. A data-parallel plan beyond the gateway's --max-workers or
 // --max-rounds is refused at submit.
 func TestQueryChecksBeforeWork(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
@@ -89,17 +89,22 @@ func TestQueryChecksBeforeWork(t *testing.T) {
 		t.Fatalf("%d refused queries audited (%v), want 20", len(refused), err)
 	}
 
-	// With budget, queries parse the dataset once and share the table.
+	// With budget, each query scans the stored column; none loads the table.
 	if _, err := st.GrantBudget(e.users[0].ID, 2_000_000, "", "test"); err != nil {
 		t.Fatal(err)
 	}
+	scans := e.gw.DatasetScans()
 	for range 2 {
-		if _, err := cl.Query(ctx, gwID, wire.QueryRequest{Dataset: d.ID, Stat: wire.StatMean, Column: "age", Epsilon: 1, Lower: 0, Upper: 100}); err != nil {
+		resp, err := cl.Query(ctx, gwID, wire.QueryRequest{Dataset: d.ID, Stat: wire.StatMean, Column: "age", Epsilon: 1, Lower: 0, Upper: 100})
+		if err != nil {
 			t.Fatal(err)
 		}
+		if resp.Rows != tbl.NumRows() {
+			t.Fatalf("query over %d rows, want %d", resp.Rows, tbl.NumRows())
+		}
 	}
-	if n := e.gw.DatasetParses() - parses; n != 1 {
-		t.Fatalf("two answered queries parsed the dataset %d times, want 1", n)
+	if n, s := e.gw.DatasetParses()-parses, e.gw.DatasetScans()-scans; n != 0 || s != 2 {
+		t.Fatalf("two answered queries loaded the table %d times and scanned %d times, want 0 and 2", n, s)
 	}
 }
 

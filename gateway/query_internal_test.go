@@ -1,10 +1,16 @@
 package gateway
 
 import (
+	"context"
+	"fmt"
 	"math"
 	"math/rand/v2"
+	"slices"
+	"strings"
 	"testing"
 
+	"github.com/fedgrid/fedgrid/dataset"
+	"github.com/fedgrid/fedgrid/gateway/store"
 	"github.com/fedgrid/fedgrid/wire"
 )
 
@@ -55,5 +61,45 @@ func TestQueryNoiseCalibration(t *testing.T) {
 			t.Fatalf("%s: 95%% interval covered the truth %.3f of the time", mech.name, frac)
 		}
 		t.Logf("%s: rms %.4f promised %.4f, coverage %.3f", mech.name, rms, scale, float64(covered)/n)
+	}
+}
+
+// A query's exact statistic accumulated over a stored version's batches
+// equals the one over the whole column at once (the same additions in the
+// same order), for every statistic.
+func TestQueryScanMatchesWholeColumn(t *testing.T) {
+	st, err := store.Open(t.TempDir(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	rng := rand.New(rand.NewPCG(3, 4))
+	var b strings.Builder
+	b.WriteString("x,name\n")
+	vals := make([]float64, 70_000) // more than one record batch
+	for i := range vals {
+		vals[i] = math.Round((rng.NormFloat64()*30+40)*1000) / 1000
+		fmt.Fprintf(&b, "%s,n%d\n", dataset.FormatNumber(vals[i]), i%7)
+	}
+	d := &store.Dataset{Name: "x"}
+	if err := st.PutDataset(d, []byte(b.String())); err != nil {
+		t.Fatal(err)
+	}
+	g := &Gateway{store: st, tables: newTableCache(1 << 20)}
+	for _, stat := range []string{wire.StatCount, wire.StatSum, wire.StatMean, wire.StatHistogram} {
+		req := &wire.QueryRequest{Stat: stat, Column: "x", Epsilon: 1, Lower: 0, Upper: 100, Bins: 7}
+		got, err := g.scanQuery(context.Background(), d.ID, req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := newQueryAcc(req)
+		want.add(vals)
+		if got.n != want.n || got.c != want.c || got.s != want.s || !slices.Equal(got.counts, want.counts) {
+			t.Fatalf("%s: scan %+v, whole column %+v", stat, got, want)
+		}
+	}
+	_, err = g.scanQuery(context.Background(), d.ID, &wire.QueryRequest{Stat: wire.StatSum, Column: "name", Epsilon: 1, Upper: 1})
+	if err == nil || !strings.Contains(err.Error(), "not numeric") {
+		t.Fatalf("text column: %v", err)
 	}
 }

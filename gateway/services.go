@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -9,6 +10,7 @@ import (
 
 	"github.com/libp2p/go-libp2p/core/peer"
 
+	"github.com/fedgrid/fedgrid/dataset"
 	"github.com/fedgrid/fedgrid/gateway/service"
 	"github.com/fedgrid/fedgrid/gateway/store"
 	"github.com/fedgrid/fedgrid/p2p"
@@ -146,8 +148,8 @@ func checkLease(j *store.Job, from peer.ID, attempt int) error {
 	return nil
 }
 
-func (g *Gateway) handleFetch(_ context.Context, c caller, req *wire.FetchRequest) (*wire.FetchResponse, error) {
-	in, err := g.store.JobInputs(req.Job) // job, rows and weights in one read
+func (g *Gateway) handleFetch(ctx context.Context, c caller, req *wire.FetchRequest) (*wire.FetchResponse, error) {
+	in, err := g.store.JobInputs(req.Job) // job and weights in one read
 	if err != nil {
 		return nil, service.Wrap(err, "")
 	}
@@ -155,11 +157,13 @@ func (g *Gateway) handleFetch(_ context.Context, c caller, req *wire.FetchReques
 	if err := checkLease(j, c.peer, req.Attempt); err != nil {
 		return nil, err
 	}
-	csv := in.CSV
+	var csv []byte
 	if j.ParentID != "" {
-		if csv, err = g.shardCSV(j); err != nil {
+		if csv, err = g.shardCSV(ctx, j); err != nil {
 			return nil, fmt.Errorf("cut shard: %w", err)
 		}
+	} else if csv, err = g.jobCSV(ctx, j); err != nil {
+		return nil, service.Wrap(err, "dataset "+j.DatasetID)
 	}
 	return &wire.FetchResponse{Job: j.ID, Attempt: j.Attempt, Dataset: j.DatasetID, Plan: j.Plan, CSV: csv, Init: in.Init}, nil
 }
@@ -293,4 +297,18 @@ func (g *Gateway) handleModel(_ context.Context, c caller, req *wire.JobRequest)
 		return nil, err
 	}
 	return &wire.ModelResponse{Model: b}, nil
+}
+
+// jobCSV returns the dataset version a job was created on, as CSV.
+func (g *Gateway) jobCSV(ctx context.Context, j *store.Job) ([]byte, error) {
+	v, err := g.store.OpenDatasetVersion(j.DatasetID, j.DatasetSHA256)
+	if err != nil {
+		return nil, err
+	}
+	defer func() { _ = v.Close() }()
+	var b bytes.Buffer
+	if err := dataset.WriteSourceCSV(ctx, v, &b); err != nil {
+		return nil, err
+	}
+	return b.Bytes(), nil
 }

@@ -1,8 +1,8 @@
 package gateway
 
 import (
-	"bytes"
 	"container/list"
+	"context"
 	"fmt"
 	"sync"
 	"sync/atomic"
@@ -12,7 +12,7 @@ import (
 	"github.com/fedgrid/fedgrid/wire"
 )
 
-// tableCache keeps parsed datasets, keyed by dataset version, in bounded
+// tableCache keeps datasets read whole, keyed by dataset version, in bounded
 // memory (least recently used out first, by dataset.Table.MemSize), so that
 // DP queries, shard fetches and data-parallel rounds parse a dataset once
 // however often they read it. Concurrent loads of one version share one
@@ -24,7 +24,8 @@ type tableCache struct {
 	lru    *list.List // of *tableEntry, most recent first
 	byKey  map[string]*list.Element
 	loads  map[string]*tableLoad
-	parses atomic.Int64 // CSV parses, for tests and metrics
+	parses atomic.Int64 // tables loaded whole, for tests and metrics
+	scans  atomic.Int64 // streamed reads that loaded no table (DP queries)
 }
 
 type tableEntry struct {
@@ -83,23 +84,29 @@ func (c *tableCache) table(st *store.Store, id string) (*store.Dataset, *dataset
 	return d, l.t, l.err
 }
 
-// parse reads and parses the dataset's CSV; it refuses one whose version
-// changed between the two reads.
+// parse reads the dataset's stored version whole into a table; it refuses
+// one whose version changed between the two reads, and one that would need
+// more than maxTableBytes of memory (the consumers that need a whole table
+// are cut for datasets that fit in memory; scans serve the others).
 func (c *tableCache) parse(st *store.Store, want *store.Dataset) (*dataset.Table, error) {
-	d, csv, err := st.DatasetWithCSV(want.ID)
+	d, v, err := st.OpenDataset(want.ID)
 	if err != nil {
 		return nil, err
 	}
+	defer func() { _ = v.Close() }()
 	if tableKey(d) != tableKey(want) {
 		return nil, fmt.Errorf("dataset %s changed while it was read; try again", want.ID)
 	}
 	c.parses.Add(1)
-	t, err := dataset.ReadCSV(bytes.NewReader(csv), dataset.Limits{MaxBytes: wire.MaxShard})
+	t, err := dataset.Collect(context.Background(), v, maxTableBytes)
 	if err != nil {
 		return nil, fmt.Errorf("read dataset %s: %w", d.ID, err)
 	}
 	return t, nil
 }
+
+// maxTableBytes bounds a table read whole (dataset.Table.MemSize).
+const maxTableBytes = 4 * wire.MaxShard
 
 // add caches t under key (c.mu held), evicting the least recently used
 // tables to stay within max; a table larger than max is not kept.
@@ -119,7 +126,12 @@ func (c *tableCache) add(key string, t *dataset.Table) {
 	c.used += size
 }
 
-// DatasetParses returns how many times this gateway has parsed a dataset's
-// CSV for DP queries, shard fetches and data-parallel rounds (each version
-// once while it stays cached).
+// DatasetParses returns how many times this gateway has read a dataset
+// whole into memory for data-parallel rounds (each version once while it
+// stays cached). DP queries and shard fetches scan the stored columns
+// instead (DatasetScans).
 func (g *Gateway) DatasetParses() int64 { return g.tables.parses.Load() }
+
+// DatasetScans returns how many DP queries read a dataset as a streamed
+// scan of its stored columns.
+func (g *Gateway) DatasetScans() int64 { return g.tables.scans.Load() }

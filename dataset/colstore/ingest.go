@@ -80,50 +80,82 @@ const tempPrefix = ".tmp-"
 
 // Ingest reads a CSV document (header row first) or a Parquet file (told
 // apart by Parquet's "PAR1" magic) from r and stores it as a version
-// directory in parent, named by the hex SHA-256 of the bytes read. It
-// writes into a temporary directory in parent and renames it at the end,
-// so a crash never leaves a partial version under its final name; when a
-// version with the same hash exists already, it is kept and described.
+// directory in parent, named by the hex SHA-256 of the bytes read, whose
+// path it returns. It is IngestTemp then Commit.
+func Ingest(ctx context.Context, r io.Reader, parent string, opt Options) (*Meta, string, error) {
+	p, err := IngestTemp(ctx, r, parent, opt)
+	if err != nil {
+		return nil, "", err
+	}
+	dir, _, err := p.Commit()
+	if err != nil {
+		p.Discard()
+		return nil, "", err
+	}
+	return p.Meta, dir, nil
+}
+
+// Pending is an ingested version not yet under its final name.
+type Pending struct {
+	Meta   *Meta
+	tmp    string
+	parent string
+}
+
+// IngestTemp ingests r into a temporary directory of parent (see Ingest):
+// nothing is visible under a version's name until Commit, and Discard
+// removes it. A crash leaves only a temporary directory, which CleanTemp
+// removes.
 //
 // Memory stays bounded: the document is spooled to a file in the
 // temporary directory while it is hashed and typed (a column is "number"
 // iff every cell parses as a finite number, exactly as dataset.ReadCSV
 // types it), then read again to write the typed columns. A refused
 // document is an *InputError.
-func Ingest(ctx context.Context, r io.Reader, parent string, opt Options) (*Meta, string, error) {
+func IngestTemp(ctx context.Context, r io.Reader, parent string, opt Options) (*Pending, error) {
 	if err := os.MkdirAll(parent, 0o700); err != nil {
-		return nil, "", err
+		return nil, err
 	}
 	tmp := filepath.Join(parent, tempPrefix+randomName())
 	if err := os.Mkdir(tmp, 0o700); err != nil {
-		return nil, "", err
+		return nil, err
 	}
-	done := false
-	defer func() {
-		if !done {
-			_ = os.RemoveAll(tmp)
-		}
-	}()
 	m, err := ingest(ctx, r, tmp, opt)
 	if err != nil {
-		return nil, "", err
+		_ = os.RemoveAll(tmp)
+		return nil, err
 	}
-	dir := filepath.Join(parent, m.SHA256)
-	if existing, err := ReadMeta(dir); err == nil {
-		return existing, dir, nil // the same bytes were stored before; tmp goes
+	if err := syncDir(tmp); err != nil {
+		_ = os.RemoveAll(tmp)
+		return nil, err
+	}
+	return &Pending{Meta: m, tmp: tmp, parent: parent}, nil
+}
+
+// Commit renames the version to its final name, parent/SHA256, and
+// returns that path. When a version with that hash is there already it is
+// kept (existed is true; p.Meta becomes its description) and the new copy
+// removed.
+func (p *Pending) Commit() (dir string, existed bool, err error) {
+	dir = filepath.Join(p.parent, p.Meta.SHA256)
+	if m, err := ReadMeta(dir); err == nil {
+		_ = os.RemoveAll(p.tmp)
+		p.Meta = m
+		return dir, true, nil
 	}
 	_ = os.RemoveAll(dir) // a directory without a readable meta.json is no version
-	if err := syncDir(tmp); err != nil {
-		return nil, "", err
+	if err := os.Rename(p.tmp, dir); err != nil {
+		return "", false, err
 	}
-	if err := os.Rename(tmp, dir); err != nil {
-		return nil, "", err
+	p.tmp = ""
+	return dir, false, syncDir(p.parent)
+}
+
+// Discard removes an uncommitted version.
+func (p *Pending) Discard() {
+	if p.tmp != "" {
+		_ = os.RemoveAll(p.tmp)
 	}
-	done = true
-	if err := syncDir(parent); err != nil {
-		return nil, "", err
-	}
-	return m, dir, nil
 }
 
 // CleanTemp removes what interrupted ingests left in parent.
@@ -368,9 +400,22 @@ func writeColumns(ctx context.Context, rr rowReader, dir string, m *Meta, schema
 	}
 	var rows, chunkBytes int
 	var start int64
+	// Numbers are gathered per column and appended to the builders in bulk.
+	nums := make([][]float64, len(m.Columns))
+	for c := range m.Columns {
+		if m.Columns[c].Type == dataset.TypeNumber {
+			nums[c] = make([]float64, 0, opt.ChunkRows)
+		}
+	}
 	flush := func() error {
 		if rows == 0 {
 			return nil
+		}
+		for c := range nums {
+			if nums[c] != nil {
+				rb.Field(c).(*array.Float64Builder).AppendValues(nums[c], nil)
+				nums[c] = nums[c][:0]
+			}
 		}
 		rec := rb.NewRecordBatch()
 		defer rec.Release()
@@ -402,7 +447,7 @@ func writeColumns(ctx context.Context, rr rowReader, dir string, m *Meta, schema
 				if err != nil || math.IsNaN(v) || math.IsInf(v, 0) {
 					return fmt.Errorf("colstore: line %d, column %q changed between two reads of the spooled document", line, cm.Name)
 				}
-				rb.Field(c).(*array.Float64Builder).Append(v)
+				nums[c] = append(nums[c], v)
 				st.number(v, s)
 				if cm.RawField >= 0 {
 					rb.Field(cm.RawField).(*array.StringBuilder).Append(s)
@@ -483,13 +528,26 @@ func (b *statsBuilder) number(v float64, text string) {
 	if v != math.Trunc(v) {
 		s.Integral = false
 	}
-	t := strings.TrimSpace(text)
-	if j := strings.IndexAny(t, "eE"); j >= 0 {
-		t = t[:j]
+	if d := decimals(text); d > s.Decimals {
+		s.Decimals = d
 	}
-	if _, frac, ok := strings.Cut(t, "."); ok {
-		s.Decimals = max(s.Decimals, min(len(frac), MaxDecimals))
+}
+
+// decimals counts the digits after the decimal point of a number's text,
+// before any exponent, at most MaxDecimals.
+func decimals(text string) int {
+	dot := strings.IndexByte(text, '.')
+	if dot < 0 {
+		return 0
 	}
+	n := 0
+	for _, ch := range []byte(text[dot+1:]) {
+		if ch < '0' || ch > '9' {
+			break
+		}
+		n++
+	}
+	return min(n, MaxDecimals)
 }
 
 func (b *statsBuilder) text(v string) {

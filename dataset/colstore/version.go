@@ -184,9 +184,10 @@ func (v *Version) Scan(ctx context.Context, from, to, batchRows int, fn func(*da
 // ScanRows calls fn with batches of at most batchRows rows holding the
 // given rows, in the given order (repeats allowed): batch.Start counts
 // positions in rows, not rows of the version. The batch's slices are its
-// own (copied from the record batches), valid during fn. Reading is
-// cheapest when rows are sorted: each record batch is read once per run
-// of rows that fall in it.
+// own (copied from the record batches), valid during fn. Each batch reads
+// the record batches its rows fall in once, in file order, whatever the
+// order of its rows: a shuffled list read in batches as large as the list
+// reads the file once.
 func (v *Version) ScanRows(ctx context.Context, rows []int, batchRows int, fn func(*dataset.Batch) error) error {
 	if batchRows < 1 {
 		return fmt.Errorf("scan batch of %d rows: must be at least 1", batchRows)
@@ -197,65 +198,82 @@ func (v *Version) ScanRows(ctx context.Context, rows []int, batchRows int, fn fu
 			return fmt.Errorf("scan row %d of a table of %d rows", r, n)
 		}
 	}
+	size := min(batchRows, len(rows))
 	out := &dataset.Batch{Num: make([][]float64, len(v.cols)), Raw: make([][]string, len(v.cols))}
 	for c, col := range v.meta.Columns {
 		if col.Type == dataset.TypeNumber {
-			out.Num[c] = make([]float64, 0, batchRows)
+			out.Num[c] = make([]float64, size)
 		}
 		if col.Type != dataset.TypeNumber || col.RawField >= 0 {
-			out.Raw[c] = make([]string, 0, batchRows)
+			out.Raw[c] = make([]string, size)
 		}
 	}
-	var (
-		cur  = -1
-		rec  arrow.RecordBatch
-		view chunkView
-	)
+	order := make([]int, size) // positions of the batch, by row
+	for start := 0; start < len(rows); start += batchRows {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		batch := rows[start:min(start+batchRows, len(rows))]
+		order = order[:len(batch)]
+		for i := range order {
+			order[i] = i
+		}
+		sorted := sort.SliceIsSorted(batch, func(i, j int) bool { return batch[i] < batch[j] })
+		if !sorted {
+			sort.Slice(order, func(i, j int) bool { return batch[order[i]] < batch[order[j]] })
+		}
+		if err := v.gather(batch, order, out); err != nil {
+			return err
+		}
+		out.Start, out.Len = start, len(batch)
+		for c := range out.Num {
+			if out.Num[c] != nil {
+				out.Num[c] = out.Num[c][:len(batch)]
+			}
+			if out.Raw[c] != nil {
+				out.Raw[c] = out.Raw[c][:len(batch)]
+			}
+		}
+		if err := fn(out); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// gather copies batch[order[k]] for k in order (rows ascending) into
+// position order[k] of out, reading each record batch once.
+func (v *Version) gather(batch, order []int, out *dataset.Batch) error {
+	cur := -1
+	var rec arrow.RecordBatch
+	var view chunkView
 	defer func() {
 		if rec != nil {
 			rec.Release()
 		}
 	}()
-	for start := 0; start < len(rows); start += batchRows {
-		if err := ctx.Err(); err != nil {
-			return err
+	for _, pos := range order {
+		r := batch[pos]
+		if ci := v.chunkOf(int64(r)); ci != cur {
+			if rec != nil {
+				rec.Release()
+				rec = nil
+			}
+			var err error
+			if rec, err = v.chunk(ci); err != nil {
+				return err
+			}
+			cur, view = ci, v.view(rec)
 		}
-		end := min(start+batchRows, len(rows))
-		for c := range out.Num {
+		i := r - int(v.meta.ChunkStarts[cur])
+		for c := range v.cols {
 			if out.Num[c] != nil {
-				out.Num[c] = out.Num[c][:0]
+				out.Num[c][pos] = view.num[c][i]
 			}
 			if out.Raw[c] != nil {
-				out.Raw[c] = out.Raw[c][:0]
+				// Cloned: the record batch is released before fn runs.
+				out.Raw[c][pos] = cloneString(view.raw[c].Value(i))
 			}
-		}
-		for _, r := range rows[start:end] {
-			if ci := v.chunkOf(int64(r)); ci != cur {
-				if rec != nil {
-					rec.Release()
-					rec = nil
-				}
-				var err error
-				if rec, err = v.chunk(ci); err != nil {
-					return err
-				}
-				cur, view = ci, v.view(rec)
-			}
-			i := r - int(v.meta.ChunkStarts[cur])
-			for c := range v.cols {
-				if out.Num[c] != nil {
-					out.Num[c] = append(out.Num[c], view.num[c][i])
-				}
-				if out.Raw[c] != nil {
-					// A string of the record batch: cloned, since
-					// the batch is released before fn returns.
-					out.Raw[c] = append(out.Raw[c], cloneString(view.raw[c].Value(i)))
-				}
-			}
-		}
-		out.Start, out.Len = start, end-start
-		if err := fn(out); err != nil {
-			return err
 		}
 	}
 	return nil

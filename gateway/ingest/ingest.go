@@ -5,12 +5,12 @@
 package ingest
 
 import (
-	"bytes"
 	"context"
-	"fmt"
+	"errors"
 	"io"
 
 	"github.com/fedgrid/fedgrid/dataset"
+	"github.com/fedgrid/fedgrid/dataset/colstore"
 	"github.com/fedgrid/fedgrid/gateway/store"
 )
 
@@ -21,31 +21,26 @@ type BadInputError struct{ Err error }
 func (e *BadInputError) Error() string { return e.Err.Error() }
 func (e *BadInputError) Unwrap() error { return e.Err }
 
-// Dataset reads a CSV document from r (within lim) and stores it as d's
-// contents: a new dataset when d.ID is empty, else a new version of d.ID.
+// Dataset reads a CSV document or a Parquet file (told apart by Parquet's
+// "PAR1" magic) from r, streaming, and stores it as d's contents: a new
+// dataset when d.ID is empty, else a new version of d.ID. The document is
+// never whole in memory: it becomes a columnar version on the gateway's
+// disk (dataset/colstore).
+//
+// lim bounds the document: lim.MaxBytes and lim.MaxRows apply when set
+// (zero means no limit here, unlike dataset.ReadCSV: a transport bounds
+// what it carries), lim.MaxColumns defaults to dataset.DefaultMaxColumns.
 // On return d holds what was stored (ID, columns, rows, size, version,
 // hash). A refused document is a *BadInputError.
 func Dataset(ctx context.Context, st *store.Store, d *store.Dataset, r io.Reader, lim dataset.Limits) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	// For now the document is read whole and parsed in memory; the storage
-	// behind PutDataset keeps the CSV bytes.
-	buf, err := io.ReadAll(io.LimitReader(r, limitOrDefault(lim)+1))
-	if err != nil {
-		return fmt.Errorf("read dataset: %w", err)
+	opt := colstore.Options{MaxBytes: lim.MaxBytes, MaxRows: int64(lim.MaxRows), MaxColumns: lim.MaxColumns}
+	err := st.PutDatasetFrom(ctx, d, r, opt)
+	var in *colstore.InputError
+	if errors.As(err, &in) {
+		return &BadInputError{Err: in.Err}
 	}
-	tbl, err := dataset.ReadCSV(bytes.NewReader(buf), lim)
-	if err != nil {
-		return &BadInputError{Err: err}
-	}
-	d.Columns, d.Rows, d.Size = tbl.Columns(), tbl.NumRows(), int64(len(buf))
-	return st.PutDataset(d, buf)
-}
-
-func limitOrDefault(lim dataset.Limits) int64 {
-	if lim.MaxBytes > 0 {
-		return lim.MaxBytes
-	}
-	return dataset.DefaultMaxBytes
+	return err
 }

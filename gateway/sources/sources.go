@@ -36,8 +36,8 @@ type Config struct {
 	// HOST:PORT:DATABASE:USER:PASSWORD a line, mode 0600) PostgreSQL
 	// passwords are read from at each snapshot. "": no passwords.
 	PGPassFile string
-	// Limits bound one snapshot's CSV (zero fields: dataset's defaults,
-	// 64 MiB and 1,000,000 rows).
+	// Limits bound one snapshot's CSV (zero fields: what ingest.Dataset
+	// takes, no byte or row limit and 1,000 columns).
 	Limits dataset.Limits
 	// StatementTimeout ends a snapshot's statements on the database
 	// (default 10 min); the whole snapshot gets one more minute.

@@ -1,11 +1,16 @@
 package store
 
 import (
+	"bytes"
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"time"
@@ -13,6 +18,7 @@ import (
 	"github.com/dgraph-io/badger/v4"
 
 	"github.com/fedgrid/fedgrid/dataset"
+	"github.com/fedgrid/fedgrid/dataset/colstore"
 )
 
 // Dataset visibilities.
@@ -21,7 +27,8 @@ const (
 	VisibilityPrivate = "private"
 )
 
-// Dataset describes an uploaded CSV. The bytes are kept apart (DatasetCSV).
+// Dataset describes a dataset and its current version. The contents are
+// kept apart, as a columnar version directory (OpenVersion).
 type Dataset struct {
 	ID          string           `json:"id"`
 	Name        string           `json:"name"`
@@ -35,17 +42,29 @@ type Dataset struct {
 	CreatedBy   string           `json:"created_by"`
 	// Version counts the dataset's contents: 1 for the first, and one more
 	// each time PutDataset stores different bytes under the same ID.
-	// SHA256 is the hex SHA-256 of the stored CSV bytes of that version.
+	// SHA256 is the hex SHA-256 of the version's source bytes (the CSV or
+	// Parquet document as it was read).
 	Version int    `json:"version"`
 	SHA256  string `json:"sha256"`
 	// Schema is the record's format (DatasetSchema); 0 marks a record
 	// written before versions existed, which Open migrates.
 	Schema int `json:"schema"`
+	// Storage says where the contents are: StorageColumns for a colstore
+	// version directory (VersionDir(ID, SHA256)); empty in records written
+	// before schema 2, whose CSV bytes were in badger and which Open
+	// converts. Source is the format the version was read from ("csv" or
+	// "parquet").
+	Storage string `json:"storage,omitempty"`
+	Source  string `json:"source,omitempty"`
 }
 
 // DatasetSchema is the format of Dataset records this code writes:
-// 1 added Version, SHA256 and Schema.
-const DatasetSchema = 1
+// 1 added Version, SHA256 and Schema; 2 moved the contents out of badger
+// into columnar version directories (Storage, Source).
+const DatasetSchema = 2
+
+// StorageColumns marks a dataset whose contents are a colstore version.
+const StorageColumns = "columns"
 
 // ContentHash is the hex SHA-256 of a dataset's stored bytes.
 func ContentHash(csv []byte) string {
@@ -107,27 +126,45 @@ func validateDataset(d *Dataset) error {
 	return nil
 }
 
-// PutDataset stores d and its CSV bytes in one transaction. An empty ID is
-// assigned; an existing ID is replaced. Size defaults to len(csv), CreatedAt
-// to now. Tags are normalised (NormalizeTags); visibility defaults to private.
-// SHA256 is set to the bytes' hash and Version to 1 for a new dataset, to the
-// stored version for the same bytes and to one more for different bytes.
+// PutDataset stores csv as d's contents: PutDatasetFrom with default
+// options.
 func (s *Store) PutDataset(d *Dataset, csv []byte) error {
+	return s.PutDatasetFrom(context.Background(), d, bytes.NewReader(csv), colstore.Options{})
+}
+
+// PutDatasetFrom reads a CSV or Parquet document from r, streaming, into a
+// columnar version of d (a new dataset when d.ID is empty, else a new
+// version of d.ID) and stores d pointing at it. Columns, Rows, Size,
+// SHA256, Source and Storage come from the document; CreatedAt defaults to
+// now. Tags are normalised (NormalizeTags); visibility defaults to private.
+// Version is 1 for a new dataset, the stored version for the same bytes and
+// one more for different bytes. A refused document is a
+// *colstore.InputError. Files of versions no longer needed are removed.
+func (s *Store) PutDatasetFrom(ctx context.Context, d *Dataset, r io.Reader, opt colstore.Options) error {
 	if err := validateDataset(d); err != nil {
 		return err
 	}
 	if d.ID == "" {
 		d.ID = newID()
 	}
-	if d.Size == 0 {
-		d.Size = int64(len(csv))
+	p, err := colstore.IngestTemp(ctx, r, s.datasetDir(d.ID), opt)
+	if err != nil {
+		return err
 	}
+	m := p.Meta
+	d.Columns, d.Rows, d.Size = m.DatasetColumns(), int(m.Rows), m.Size
+	d.SHA256, d.Source, d.Storage, d.Schema = m.SHA256, m.Source, StorageColumns, DatasetSchema
 	if d.CreatedAt.IsZero() {
 		d.CreatedAt = s.now().UTC()
 	}
-	d.SHA256 = ContentHash(csv)
-	d.Schema = DatasetSchema
-	return s.update(func(txn *badger.Txn) error {
+	s.filesMu.Lock()
+	defer s.filesMu.Unlock()
+	dir, existed, err := p.Commit()
+	if err != nil {
+		p.Discard()
+		return err
+	}
+	err = s.update(func(txn *badger.Txn) error {
 		var old Dataset
 		switch err := getJSON(txn, prefixDataset+d.ID, &old); {
 		case errors.Is(err, ErrNotFound):
@@ -142,19 +179,196 @@ func (s *Store) PutDataset(d *Dataset, csv []byte) error {
 		if err := putJSON(txn, prefixDataset+d.ID, d); err != nil {
 			return err
 		}
-		if err := txn.Set([]byte(prefixCSV+d.ID), csv); err != nil {
-			return err
-		}
 		return s.audit(txn, AuditEvent{Actor: d.CreatedBy, Action: "dataset.put", Target: "dataset/" + d.ID,
 			Detail: map[string]any{"name": d.Name, "visibility": d.Visibility, "tags": d.Tags, "rows": d.Rows, "size": d.Size,
 				"version": d.Version, "sha256": d.SHA256}})
 	})
+	if err != nil {
+		if !existed {
+			_ = os.RemoveAll(dir)
+		}
+		return err
+	}
+	if err := s.removeUnusedVersions(d.ID); err != nil {
+		s.log.Warn("remove unused dataset versions", "dataset", d.ID, "err", err)
+	}
+	return nil
+}
+
+// DatasetsDir is the directory of the datasets' version directories:
+// DIR/ID/SHA256 (see dataset/colstore).
+func (s *Store) DatasetsDir() string { return s.colDir }
+
+func (s *Store) datasetDir(id string) string { return filepath.Join(s.colDir, id) }
+
+// VersionDir is where the version of dataset id with the given content
+// hash is kept.
+func (s *Store) VersionDir(id, sha256 string) string { return filepath.Join(s.colDir, id, sha256) }
+
+// ErrNotConverted is a dataset whose record is older than columnar
+// storage and whose CSV could not be converted when the store was opened.
+var ErrNotConverted = errors.New("store: the dataset is in the old format and could not be converted; upload it again")
+
+// OpenVersion opens the contents of d (as read from the store) for
+// reading; the caller closes it. ErrNotFound when the version's files are
+// gone (the dataset was deleted or replaced since d was read).
+func (s *Store) OpenVersion(d *Dataset) (*colstore.Version, error) {
+	if d.Storage != StorageColumns {
+		return nil, ErrNotConverted
+	}
+	v, err := colstore.Open(s.VersionDir(d.ID, d.SHA256))
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, fmt.Errorf("dataset %s version %d: %w", d.ID, d.Version, ErrNotFound)
+	}
+	return v, err
+}
+
+// OpenDataset returns a dataset's description and its current version,
+// opened for reading; the caller closes it.
+func (s *Store) OpenDataset(id string) (*Dataset, *colstore.Version, error) {
+	for try := 0; ; try++ {
+		d, err := s.Dataset(id)
+		if err != nil {
+			return nil, nil, err
+		}
+		v, err := s.OpenVersion(d)
+		if errors.Is(err, ErrNotFound) && try < 3 {
+			continue // replaced between the two reads: read the record again
+		}
+		if err != nil {
+			return nil, nil, err
+		}
+		return d, v, nil
+	}
+}
+
+// OpenDatasetVersion opens the version of dataset id with the given
+// content hash (a job's DatasetSHA256), or its current version when sha256
+// is empty (a job created before versions). ErrNotFound when its files are
+// gone.
+func (s *Store) OpenDatasetVersion(id, sha256 string) (*colstore.Version, error) {
+	if sha256 == "" {
+		_, v, err := s.OpenDataset(id)
+		return v, err
+	}
+	d, err := s.Dataset(id)
+	if err != nil {
+		return nil, err
+	}
+	if d.SHA256 == sha256 {
+		return s.OpenVersion(d)
+	}
+	v, err := colstore.Open(s.VersionDir(id, sha256))
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, fmt.Errorf("dataset %s version %s: %w", id, sha256, ErrNotFound)
+	}
+	return v, err
+}
+
+// removeUnusedVersions removes the version directories of dataset id that
+// neither its record nor any job names (all of them when the dataset is
+// gone). Jobs keep the version they were created on: its files stay while
+// the job record exists.
+func (s *Store) removeUnusedVersions(id string) error {
+	keep := map[string]bool{}
+	d, err := s.Dataset(id)
+	switch {
+	case errors.Is(err, ErrNotFound):
+	case err != nil:
+		return err
+	default:
+		keep[d.SHA256] = true
+		refs, err := s.jobVersionRefs()
+		if err != nil {
+			return err
+		}
+		for sha := range refs[id] {
+			keep[sha] = true
+		}
+	}
+	dir := s.datasetDir(id)
+	ents, err := os.ReadDir(dir)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	left := 0
+	for _, e := range ents {
+		if keep[e.Name()] || strings.HasPrefix(e.Name(), ".") { // .tmp-*: an ingest under way
+			left++
+			continue
+		}
+		if err := os.RemoveAll(filepath.Join(dir, e.Name())); err != nil {
+			return err
+		}
+	}
+	if left == 0 {
+		return os.Remove(dir)
+	}
+	return nil
+}
+
+// jobVersionRefs maps dataset ID to the content hashes jobs name.
+func (s *Store) jobVersionRefs() (map[string]map[string]bool, error) {
+	refs := map[string]map[string]bool{}
+	err := s.view(func(txn *badger.Txn) error {
+		return scanJSON(txn, prefixJob, func(b []byte) error {
+			var j struct {
+				DatasetID     string `json:"dataset_id"`
+				DatasetSHA256 string `json:"dataset_sha256"`
+			}
+			if err := json.Unmarshal(b, &j); err != nil {
+				return fmt.Errorf("store: decode job record: %w", err)
+			}
+			if j.DatasetSHA256 != "" {
+				if refs[j.DatasetID] == nil {
+					refs[j.DatasetID] = map[string]bool{}
+				}
+				refs[j.DatasetID][j.DatasetSHA256] = true
+			}
+			return nil
+		})
+	})
+	return refs, err
+}
+
+// cleanDatasetFiles removes, when the store opens, what interrupted
+// ingests left and the version directories nothing names.
+func (s *Store) cleanDatasetFiles() error {
+	ents, err := os.ReadDir(s.colDir)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	s.filesMu.Lock()
+	defer s.filesMu.Unlock()
+	for _, e := range ents {
+		if !e.IsDir() {
+			continue
+		}
+		if err := colstore.CleanTemp(s.datasetDir(e.Name())); err != nil {
+			return err
+		}
+		if err := s.removeUnusedVersions(e.Name()); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // migrateDatasets brings Dataset records written before DatasetSchema up to
-// it: each old record gets Version 1 and the SHA-256 of its stored bytes.
-// One transaction per dataset, so a large store does not exceed badger's
-// transaction size; an interrupted migration resumes on the next Open.
+// it: a record without a version gets version 1; CSV bytes kept in badger
+// (schema < 2) are converted into a columnar version (whose hash is the
+// SHA-256 of the same bytes) and removed from badger. One dataset at a
+// time, each record rewritten in its own transaction, so a large store
+// does not exceed badger's transaction size and an interrupted migration
+// resumes on the next Open. A CSV that cannot be converted (which the
+// checks at upload made rare) is left as it was and logged; reading it
+// gives ErrNotConverted.
 func (s *Store) migrateDatasets() error {
 	var ids []string
 	err := s.view(func(txn *badger.Txn) error {
@@ -173,29 +387,49 @@ func (s *Store) migrateDatasets() error {
 		return err
 	}
 	for _, id := range ids {
-		err := s.update(func(txn *badger.Txn) error {
-			var d Dataset
-			if err := getJSON(txn, prefixDataset+id, &d); err != nil {
-				return err
-			}
-			if d.Schema >= DatasetSchema {
-				return nil
-			}
-			csv, err := getBytes(txn, prefixCSV+id)
-			if err != nil {
-				return fmt.Errorf("dataset %s bytes: %w", id, err)
-			}
-			d.SHA256, d.Schema = ContentHash(csv), DatasetSchema
-			if d.Version == 0 {
-				d.Version = 1
-			}
-			return putJSON(txn, prefixDataset+id, &d)
-		})
-		if err != nil {
+		if err := s.migrateDataset(id); err != nil {
 			return fmt.Errorf("store: migrate dataset %s: %w", id, err)
 		}
 	}
 	return nil
+}
+
+func (s *Store) migrateDataset(id string) error {
+	var csv []byte
+	err := s.view(func(txn *badger.Txn) error {
+		var err error
+		csv, err = getBytes(txn, prefixCSV+id)
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("bytes: %w", err)
+	}
+	m, _, err := colstore.Ingest(context.Background(), bytes.NewReader(csv), s.datasetDir(id), colstore.Options{})
+	var in *colstore.InputError
+	if errors.As(err, &in) {
+		s.log.Warn("dataset not converted to columnar storage; it stays unreadable until uploaded again", "dataset", id, "err", err)
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	return s.update(func(txn *badger.Txn) error {
+		var d Dataset
+		if err := getJSON(txn, prefixDataset+id, &d); err != nil {
+			return err
+		}
+		if d.Schema >= DatasetSchema {
+			return nil
+		}
+		if d.Version == 0 {
+			d.Version = 1
+		}
+		d.SHA256, d.Source, d.Storage, d.Schema = m.SHA256, m.Source, StorageColumns, DatasetSchema
+		if err := putJSON(txn, prefixDataset+id, &d); err != nil {
+			return err
+		}
+		return txn.Delete([]byte(prefixCSV + id))
+	})
 }
 
 // Dataset returns one dataset's description, or ErrNotFound.
@@ -208,33 +442,26 @@ func (s *Store) Dataset(id string) (*Dataset, error) {
 	return &d, nil
 }
 
-// DatasetWithCSV returns a dataset's description and CSV bytes, read in one
-// transaction so that they belong together, or ErrNotFound.
+// DatasetWithCSV returns a dataset's description and its current version
+// written as CSV (the header, then every row's cells as stored), or
+// ErrNotFound. It holds the whole document in memory: for small datasets
+// and tests; readers of any size use OpenDataset.
 func (s *Store) DatasetWithCSV(id string) (*Dataset, []byte, error) {
-	var d Dataset
-	var b []byte
-	err := s.view(func(txn *badger.Txn) error {
-		if err := getJSON(txn, prefixDataset+id, &d); err != nil {
-			return err
-		}
-		var err error
-		b, err = getBytes(txn, prefixCSV+id)
-		return err
-	})
+	d, v, err := s.OpenDataset(id)
 	if err != nil {
 		return nil, nil, err
 	}
-	return &d, b, nil
+	defer v.Close()
+	var b bytes.Buffer
+	if err := dataset.WriteSourceCSV(context.Background(), v, &b); err != nil {
+		return nil, nil, err
+	}
+	return d, b.Bytes(), nil
 }
 
-// DatasetCSV returns a dataset's CSV bytes, or ErrNotFound.
+// DatasetCSV is DatasetWithCSV without the description.
 func (s *Store) DatasetCSV(id string) ([]byte, error) {
-	var b []byte
-	err := s.view(func(txn *badger.Txn) error {
-		var err error
-		b, err = getBytes(txn, prefixCSV+id)
-		return err
-	})
+	_, b, err := s.DatasetWithCSV(id)
 	return b, err
 }
 
@@ -320,12 +547,12 @@ func (s *Store) UpdateDataset(id string, upd DatasetUpdate) (*Dataset, error) {
 	return &out, nil
 }
 
-// DeleteDataset removes a dataset, its CSV, its source and its per-user overrides.
+// DeleteDataset removes a dataset, its files, its source and its per-user overrides.
 func (s *Store) DeleteDataset(id string) error { return s.DeleteDatasetBy(id, "") }
 
 // DeleteDatasetBy is DeleteDataset with the acting user recorded in the audit log.
 func (s *Store) DeleteDatasetBy(id, actor string) error {
-	return s.update(func(txn *badger.Txn) error {
+	err := s.update(func(txn *badger.Txn) error {
 		var d Dataset
 		if err := getJSON(txn, prefixDataset+id, &d); err != nil {
 			return err
@@ -340,6 +567,15 @@ func (s *Store) DeleteDatasetBy(id, actor string) error {
 		}
 		return s.audit(txn, AuditEvent{Actor: actor, Action: "dataset.delete", Target: "dataset/" + id, Detail: map[string]any{"name": d.Name}})
 	})
+	if err != nil {
+		return err
+	}
+	s.filesMu.Lock()
+	defer s.filesMu.Unlock()
+	if err := s.removeUnusedVersions(id); err != nil {
+		s.log.Warn("remove files of a deleted dataset", "dataset", id, "err", err)
+	}
+	return nil
 }
 
 func deletePrefix(txn *badger.Txn, prefix string) error {

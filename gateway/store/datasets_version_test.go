@@ -1,11 +1,18 @@
 package store
 
 import (
+	"bytes"
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
+	"os"
+	"path/filepath"
 	"testing"
 
 	"github.com/dgraph-io/badger/v4"
+
+	"github.com/fedgrid/fedgrid/dataset"
 )
 
 // A data directory written before dataset versions existed opens: its
@@ -42,9 +49,10 @@ func TestOldDatasetRecordsMigrate(t *testing.T) {
 	}
 	sum := sha256.Sum256(csv)
 	want := hex.EncodeToString(sum[:])
-	if d.Version != 1 || d.SHA256 != want || d.Schema != DatasetSchema || d.Name != "old" || d.Rows != 2 {
+	if d.Version != 1 || d.SHA256 != want || d.Schema != DatasetSchema || d.Name != "old" || d.Rows != 2 || d.Storage != StorageColumns {
 		t.Fatalf("migrated record %+v, want version 1, sha256 %s, schema %d", d, want, DatasetSchema)
 	}
+	checkConverted(t, s, "ds1", csv)
 
 	// A job names the version it was created on.
 	j1 := &Job{DatasetID: "ds1", UserID: "u1"}
@@ -92,5 +100,169 @@ func TestOldDatasetRecordsMigrate(t *testing.T) {
 	}
 	if d, err := s.Dataset("ds1"); err != nil || d.Version != 2 || d.Schema != DatasetSchema {
 		t.Fatalf("reopened dataset %+v, %v", d, err)
+	}
+}
+
+// checkConverted fails unless dataset id's contents are a columnar version
+// holding csv's cells and its CSV bytes are gone from badger.
+func checkConverted(t *testing.T, s *Store, id string, csv []byte) {
+	t.Helper()
+	err := s.view(func(txn *badger.Txn) error {
+		_, err := getBytes(txn, prefixCSV+id)
+		return err
+	})
+	if !errors.Is(err, ErrNotFound) {
+		t.Fatalf("CSV bytes of %s still in badger: %v", id, err)
+	}
+	d, v, err := s.OpenDataset(id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer v.Close()
+	want, err := dataset.ReadCSV(bytes.NewReader(csv), dataset.Limits{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := dataset.Collect(context.Background(), v, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	gb, _ := got.Bytes()
+	wb, _ := want.Bytes()
+	if string(gb) != string(wb) || v.Meta().SHA256 != d.SHA256 || filepath.Dir(v.Dir()) != filepath.Join(s.DatasetsDir(), id) {
+		t.Fatalf("converted %s reads %q (hash %s, in %s), want %q (hash %s)", id, gb, v.Meta().SHA256, v.Dir(), wb, d.SHA256)
+	}
+}
+
+// A data directory written by the commit before columnar storage (schema
+// 1: version and hash in the record, the CSV bytes in badger) opens: the
+// bytes become a columnar version with the same hash, and jobs keep naming
+// their version.
+func TestSchema1DatasetsConvertToColumns(t *testing.T) {
+	dir := t.TempDir()
+	csv := []byte("age,city\n31,Lyon\n52,\"Saint-Denis, Réunion\"\n 7,Oslo\n")
+	sum := sha256.Sum256(csv)
+	hash := hex.EncodeToString(sum[:])
+	rec := `{"id":"ds2","name":"two","description":"","tags":[],"visibility":"private",` +
+		`"columns":[{"name":"age","type":"number"},{"name":"city","type":"category"}],"rows":3,"size":60,` +
+		`"created_at":"2026-11-20T10:00:00Z","created_by":"u1","version":3,"sha256":"` + hash + `","schema":1}`
+	job := `{"id":"j1","dataset_id":"ds2","user_id":"u1","state":"done","dataset_version":3,"dataset_sha256":"` + hash + `"}`
+	db, err := badger.Open(badgerOptions(dir, testLogger(t)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = db.Update(func(txn *badger.Txn) error {
+		for k, v := range map[string][]byte{prefixDataset + "ds2": []byte(rec), prefixCSV + "ds2": csv, prefixJob + "j1": []byte(job)} {
+			if err := txn.Set([]byte(k), v); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	s := openTest(t, dir)
+	d, err := s.Dataset("ds2")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d.Version != 3 || d.SHA256 != hash || d.Schema != DatasetSchema || d.Source != "csv" {
+		t.Fatalf("converted record %+v", d)
+	}
+	checkConverted(t, s, "ds2", csv)
+	// A new version keeps the old one's files, which job j1 names.
+	d.Size = 0
+	if err := s.PutDataset(d, []byte("age,city\n1,Nice\n")); err != nil {
+		t.Fatal(err)
+	}
+	if d.Version != 4 {
+		t.Fatalf("new version %d", d.Version)
+	}
+	if _, err := os.Stat(s.VersionDir("ds2", hash)); err != nil {
+		t.Fatalf("the version job j1 names is gone: %v", err)
+	}
+	// Reopening changes nothing.
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s = openTest(t, dir)
+	if d, err := s.Dataset("ds2"); err != nil || d.Version != 4 || d.Rows != 1 {
+		t.Fatalf("reopened %+v %v", d, err)
+	}
+	if _, err := os.Stat(s.VersionDir("ds2", hash)); err != nil {
+		t.Fatalf("the version job j1 names is gone after a reopen: %v", err)
+	}
+}
+
+// Version files: a replaced version nothing names is removed, a deleted
+// dataset's files go, and what a crash leaves (a half-written ingest, a
+// version never recorded) is removed when the store opens.
+func TestDatasetVersionFiles(t *testing.T) {
+	dir := t.TempDir()
+	s := openTest(t, dir)
+	d := &Dataset{Name: "d"}
+	if err := s.PutDataset(d, []byte("a\n1\n")); err != nil {
+		t.Fatal(err)
+	}
+	v1 := s.VersionDir(d.ID, d.SHA256)
+	if err := s.PutDataset(d, []byte("a\n1\n2\n")); err != nil {
+		t.Fatal(err)
+	}
+	v2 := s.VersionDir(d.ID, d.SHA256)
+	if _, err := os.Stat(v1); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("replaced version nothing names: %v", err)
+	}
+	j := &Job{DatasetID: d.ID, UserID: "u"}
+	if err := s.CreateJob(j); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.PutDataset(d, []byte("a\n3\n")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(v2); err != nil || j.DatasetSHA256 != filepath.Base(v2) {
+		t.Fatalf("the version a job names: %v", err)
+	}
+	if err := s.DeleteDataset(d.ID); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(filepath.Join(s.DatasetsDir(), d.ID)); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("files of a deleted dataset: %v", err)
+	}
+	if _, _, err := s.OpenDataset(d.ID); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("open a deleted dataset: %v", err)
+	}
+
+	e := &Dataset{Name: "e"}
+	if err := s.PutDataset(e, []byte("b\nx\n")); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	leftovers := []string{
+		filepath.Join(s.DatasetsDir(), e.ID, ".tmp-crashed"),
+		filepath.Join(s.DatasetsDir(), e.ID, "0123abcd"),
+		filepath.Join(s.DatasetsDir(), "never-recorded", "0123abcd"),
+	}
+	for _, p := range leftovers {
+		if err := os.MkdirAll(p, 0o700); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s = openTest(t, dir)
+	for _, p := range leftovers {
+		if _, err := os.Stat(p); !errors.Is(err, os.ErrNotExist) {
+			t.Fatalf("%s survived a reopen: %v", p, err)
+		}
+	}
+	if _, v, err := s.OpenDataset(e.ID); err != nil {
+		t.Fatal(err)
+	} else {
+		_ = v.Close()
 	}
 }

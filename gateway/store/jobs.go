@@ -374,13 +374,12 @@ func jobInit(txn *badger.Txn, id string, j *Job) (json.RawMessage, error) {
 // its initial weights (nil: from scratch).
 type JobInputs struct {
 	Job  *Job
-	CSV  []byte
 	Init json.RawMessage
 }
 
-// JobInputs reads a job and its inputs in one transaction (every read
+// JobInputs reads a job and its starting weights in one transaction (every read
 // transaction waits for the commit in flight: one wait, not three).
-// ErrNotFound names the job or the dataset missing.
+// ErrNotFound names the job missing. The rows are on disk (OpenDatasetVersion).
 func (s *Store) JobInputs(id string) (*JobInputs, error) {
 	var in JobInputs
 	err := s.view(func(txn *badger.Txn) error {
@@ -389,13 +388,6 @@ func (s *Store) JobInputs(id string) (*JobInputs, error) {
 			return fmt.Errorf("job %s: %w", id, err)
 		}
 		in.Job = &j
-		if j.ParentID == "" {
-			csv, err := getBytes(txn, prefixCSV+j.DatasetID)
-			if err != nil {
-				return fmt.Errorf("dataset %s: %w", j.DatasetID, err)
-			}
-			in.CSV = csv
-		}
 		init, err := jobInit(txn, id, &j)
 		if err != nil {
 			return fmt.Errorf("initial weights of job %s: %w", id, err)

@@ -15,6 +15,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"path/filepath"
 	"sync"
 	"time"
 
@@ -90,10 +91,15 @@ const maxConflictRetries = 10000
 
 // Store is the gateway's durable state. It is safe for concurrent use.
 type Store struct {
-	db     *badger.DB
-	log    *slog.Logger
-	tokens *crypto.TokenSigner
-	now    func() time.Time
+	db  *badger.DB
+	log *slog.Logger
+	// colDir holds the datasets' columnar versions (DatasetsDir); filesMu
+	// orders making a version visible and recording it against removing
+	// the versions nothing records.
+	colDir  string
+	filesMu sync.Mutex
+	tokens  *crypto.TokenSigner
+	now     func() time.Time
 	// hashes bounds concurrent argon2 evaluations (logins, new passwords).
 	hashes *crypto.HashLimiter
 
@@ -143,7 +149,7 @@ func Open(dir string, logger *slog.Logger) (*Store, error) {
 		return nil, fmt.Errorf("store: open %s: %w", dir, err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	s := &Store{db: db, log: logger, now: time.Now, writes: make(chan *write), cancel: cancel, enrolled: map[string]struct{}{},
+	s := &Store{db: db, log: logger, colDir: filepath.Join(dir, "datasets"), now: time.Now, writes: make(chan *write), cancel: cancel, enrolled: map[string]struct{}{},
 		hashes: crypto.NewHashLimiter(MaxConcurrentPasswordHashes, PasswordHashWait)}
 	s.stopped = ctx.Done()
 	s.wg.Add(2)
@@ -155,6 +161,9 @@ func Open(dir string, logger *slog.Logger) (*Store, error) {
 	}
 	if err == nil {
 		err = s.migrateDatasets()
+	}
+	if err == nil {
+		err = s.cleanDatasetFiles()
 	}
 	if err == nil {
 		err = s.loadEnrolled()
