@@ -369,8 +369,7 @@ func jobInit(txn *badger.Txn, id string, j *Job) (json.RawMessage, error) {
 	return j.LegacyInit, nil
 }
 
-// JobInputs is what a node fetches for a job: the job, the bytes of its
-// dataset (nil for a shard of a federated job, which the caller cuts) and
+// JobInputs is what a node fetches for a job from the store: the job and
 // its initial weights (nil: from scratch).
 type JobInputs struct {
 	Job  *Job
