@@ -2,6 +2,7 @@ package sources
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -12,6 +13,7 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/fedgrid/fedgrid/gateway/ingest"
 	"github.com/fedgrid/fedgrid/gateway/store"
 )
 
@@ -170,4 +172,30 @@ func fileFormat(f io.ReaderAt, size int64) (string, error) {
 		return FileParquet, nil
 	}
 	return FileCSV, nil
+}
+
+// snapshotFile reads a file source's file, as it is now, into d through
+// ingest, streaming from the file. Its size is not bounded by
+// Config.Limits' bytes (the file is already on this host), only its rows
+// and columns are.
+func (m *Manager) snapshotFile(ctx context.Context, src *store.DatasetSource, d *store.Dataset) error {
+	f, format, size, err := OpenFile(src.URL, m.cfg.FileDirs)
+	if err != nil {
+		var ie *store.InvalidError
+		if errors.As(err, &ie) {
+			return err
+		}
+		return &SnapshotError{Msg: err.Error()}
+	}
+	defer f.Close()
+	lim := m.cfg.Limits
+	lim.MaxBytes = max(size, 1)
+	if err := ingest.Dataset(ctx, m.cfg.Store, d, f, lim); err != nil {
+		var bad *ingest.BadInputError
+		if errors.As(err, &bad) {
+			return &SnapshotError{Msg: fmt.Sprintf("the %s file was refused: %s", format, bad.Error())}
+		}
+		return err
+	}
+	return nil
 }
