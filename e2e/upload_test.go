@@ -113,7 +113,7 @@ func (p *cutProxy) serve() {
 				n, err := client.Read(buf)
 				if n > 0 {
 					p.mu.Lock()
-					k, cut := int64(n), false
+					k, cut, cutCh := int64(n), false, p.cut
 					if p.budget >= 0 {
 						k = min(k, p.budget)
 						p.budget -= k
@@ -131,7 +131,7 @@ func (p *cutProxy) serve() {
 						if !hang.Load() {
 							_ = client.Close()
 						}
-						close(p.cut)
+						close(cutCh)
 						return
 					}
 				}
