@@ -74,7 +74,7 @@ func TestLoginFloodBounded(t *testing.T) {
 }
 
 // vmHWM is the peak resident set of process pid, in bytes.
-func vmHWM(t *testing.T, pid int) int64 {
+func vmHWM(t testing.TB, pid int) int64 {
 	t.Helper()
 	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/status")
 	if err != nil {

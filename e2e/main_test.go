@@ -40,7 +40,7 @@ func TestMain(m *testing.M) {
 
 // fedgridBin returns the binary under test, building it once if
 // FEDGRID_BIN is not set. It skips the test under -short.
-func fedgridBin(t *testing.T) string {
+func fedgridBin(t testing.TB) string {
 	t.Helper()
 	if testing.Short() {
 		t.Skip("multi-process test: skipped with -short")
@@ -107,7 +107,7 @@ func testContext(t *testing.T, d time.Duration) context.Context {
 }
 
 // networkName is a fresh network name, so that concurrent runs never meet.
-func networkName(t *testing.T) string {
+func networkName(t testing.TB) string {
 	t.Helper()
 	b := make([]byte, 4)
 	if _, err := rand.Read(b); err != nil {

@@ -113,7 +113,7 @@ func (p *cutProxy) serve() {
 				n, err := client.Read(buf)
 				if n > 0 {
 					p.mu.Lock()
-					k, cut := int64(n), false
+					k, cut, cutCh := int64(n), false, p.cut
 					if p.budget >= 0 {
 						k = min(k, p.budget)
 						p.budget -= k
@@ -131,7 +131,7 @@ func (p *cutProxy) serve() {
 						if !hang.Load() {
 							_ = client.Close()
 						}
-						close(p.cut)
+						close(cutCh)
 						return
 					}
 				}
@@ -186,7 +186,7 @@ type uploadedDataset struct {
 // middle of a chunk (the CLI asks the gateway's offset and goes on by
 // itself); and once killed (SIGKILL) in the middle, then run again, when it
 // resumes from its state file. All three datasets have the same content
-// hash, and the interrupted ones each stored their bytes once.
+// hash, and so has the same file registered as a file:// source.
 func TestCutUploadResumesEndToEnd(t *testing.T) {
 	dir := t.TempDir()
 	h, err := harness.New(harness.Config{Bin: fedgridBin(t), Dir: dir,
@@ -205,7 +205,11 @@ func TestCutUploadResumesEndToEnd(t *testing.T) {
 	})
 	ctx := testContext(t, 4*time.Minute)
 	adm := adminCLI{t: t, h: h}
-	gw, err := h.StartGateway(ctx, "gateway", "Uploads", harness.PeerOptions{Network: networkName(t)})
+	exports := filepath.Join(dir, "exports")
+	if err := os.Mkdir(exports, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	gw, err := h.StartGateway(ctx, "gateway", "Uploads", harness.PeerOptions{Network: networkName(t), Extra: []string{"--source-dir", exports}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -218,7 +222,7 @@ func TestCutUploadResumesEndToEnd(t *testing.T) {
 	proxy := newCutProxy(t, gwURL.Host)
 	adm.run(ctx, password+"\n", "login", "--gateway", proxy.URL(), "--email", email)
 
-	file := filepath.Join(dir, "table.csv")
+	file := filepath.Join(exports, "table.csv")
 	const rows = 400_000
 	size := writeUploadCSV(t, file, rows)
 	const chunk = 1 << 20
@@ -293,6 +297,20 @@ func TestCutUploadResumesEndToEnd(t *testing.T) {
 	if whole.ID == dropped.ID || dropped.ID == resumed.ID {
 		t.Errorf("dataset IDs %s %s %s: want three datasets", whole.ID, dropped.ID, resumed.ID)
 	}
+	// The same file registered where it lies (a file:// source under the
+	// gateway's --source-dir) has the same content hash; a file elsewhere
+	// is refused.
+	var reg struct {
+		Dataset uploadedDataset `json:"dataset"`
+	}
+	adm.json(ctx, &reg, "datasets", "register", "file://"+file, "--name", "from-file")
+	if reg.Dataset.SHA256 != whole.SHA256 || reg.Dataset.Rows != whole.Rows {
+		t.Errorf("file source: %+v, upload %+v", reg.Dataset, whole)
+	}
+	if msg := adm.fails(ctx, 1, "", "datasets", "register", "file:///etc/passwd", "--name", "nope"); !strings.Contains(msg, "not under a directory") {
+		t.Errorf("register a file outside --source-dir: %q", msg)
+	}
+
 	// Nothing is left to resume: the state file went with the finish.
 	states, err := filepath.Glob(filepath.Join(dir, "cache", "fedgrid", "uploads", "*.json"))
 	if err != nil || len(states) != 0 {

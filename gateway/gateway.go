@@ -108,6 +108,12 @@ type Config struct {
 	// 24 h): the sweep removes older ones, received bytes and all.
 	MaxUploadSize int64
 	UploadTTL     time.Duration
+	// SourceDirs are the directories whose CSV or Parquet files an Owner or
+	// uploader may register as dataset sources (file:///path; --source-dir).
+	// Each must be an absolute path to a directory; none: file sources are
+	// refused. A file is read only when it lies under one of them, as named
+	// and with every link resolved.
+	SourceDirs []string
 	// PGPassFile is where PostgreSQL source passwords are read from, at
 	// each snapshot (libpq's .pgpass format, mode 0600; see docs/sources.md).
 	// "": no passwords (trust or certificate authentication only).
@@ -222,6 +228,9 @@ func (c Config) Validate() error {
 	ck.Require(c.TableCacheBytes > 0, "TableCacheBytes", "must be positive, got %d", c.TableCacheBytes)
 	ck.Require(c.WitnessInterval > 0, "WitnessInterval", "must be positive, got %s", c.WitnessInterval)
 	ck.Require(c.MaxUploadSize > 0, "MaxUploadSize", "must be positive, got %d", c.MaxUploadSize)
+	if _, err := sources.AllowedDirs(c.SourceDirs); err != nil {
+		ck.Add("SourceDirs", err)
+	}
 	ck.Require(c.UploadTTL >= time.Minute, "UploadTTL", "must be at least 1m, got %s", c.UploadTTL)
 	return ck.Err("gateway config")
 }
@@ -341,7 +350,11 @@ func Start(ctx context.Context, cfg Config) (_ *Gateway, err error) {
 		return nil, fmt.Errorf("offer topic scoring: %w", err)
 	}
 	g.registerProtocols()
-	g.sources = sources.New(sources.Config{Store: g.store, Logger: cfg.Logger.With("sub", "sources"), PGPassFile: cfg.PGPassFile,
+	fileDirs, err := sources.AllowedDirs(cfg.SourceDirs)
+	if err != nil {
+		return nil, err
+	}
+	g.sources = sources.New(sources.Config{Store: g.store, Logger: cfg.Logger.With("sub", "sources"), PGPassFile: cfg.PGPassFile, FileDirs: fileDirs,
 		Limits: cfg.SourceLimits, StatementTimeout: cfg.SourceTimeout, Poll: cfg.SourcePoll, Now: cfg.Now,
 		Added: func(*store.Dataset) { g.wake(g.provideCh) }})
 	if done, err := g.store.SetupDone(); err != nil {

@@ -286,7 +286,7 @@ starts over.`
 	overrides.Flags().StringVar(&autoRelease, "auto-release", "", "whether their results skip review: yes, no or default")
 
 	cmds := append([]*cobra.Command{list, show, upload, edit, del, overrides}, admSourceCmds(g, af)...)
-	return groupCmd("datasets", "upload, list, change and delete datasets and their per-user overrides; register PostgreSQL sources and snapshot them", cmds...)
+	return groupCmd("datasets", "upload, list, change and delete datasets and their per-user overrides; register PostgreSQL or file sources and snapshot them", cmds...)
 }
 
 // changed reports whether the running command's flag was given (on the

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -27,6 +28,9 @@ type apiSource struct {
 }
 
 func (s *apiSource) what() string {
+	if s.Kind == "file" {
+		return "the whole file"
+	}
 	if s.Table != "" {
 		return "table " + s.Table
 	}
@@ -90,11 +94,18 @@ func admSourceCmds(g *globals, af *adminFlags) []*cobra.Command {
 		table, query, name, tags, description, visibility, every string
 		timeout                                                  time.Duration
 	}
-	register := admSlowLeaf(g, af, "register postgres://USER@HOST:PORT/DATABASE",
-		"register a PostgreSQL table (--table) or read-only query (--query) as a dataset; the gateway takes its first snapshot now "+
-			"(the password comes from the gateway's --pgpass file, never from the URL)", cobra.ExactArgs(1), &reg.timeout,
+	register := admSlowLeaf(g, af, "register postgres://USER@HOST:PORT/DATABASE | file:///PATH",
+		"register a PostgreSQL table (--table) or read-only query (--query), or a CSV or Parquet file on the gateway's host "+
+			"(under a directory its --source-dir allows), as a dataset; the gateway takes its first snapshot now "+
+			"(a database password comes from the gateway's --pgpass file, never from the URL)", cobra.ExactArgs(1), &reg.timeout,
 		func(ctx context.Context, a *admin, args []string) error {
-			if (reg.table == "") == (reg.query == "") {
+			kind := "postgres"
+			if strings.HasPrefix(args[0], "file:") {
+				kind = "file"
+				if reg.table != "" || reg.query != "" {
+					return usagef("a file source has no --table or --query")
+				}
+			} else if (reg.table == "") == (reg.query == "") {
 				return usagef("give --table or --query (one of them)")
 			}
 			if reg.name == "" {
@@ -104,7 +115,7 @@ func admSourceCmds(g *globals, af *adminFlags) []*cobra.Command {
 			if err != nil {
 				return err
 			}
-			body := map[string]any{"kind": "postgres", "url": args[0], "table": reg.table, "query": reg.query, "name": reg.name,
+			body := map[string]any{"kind": kind, "url": args[0], "table": reg.table, "query": reg.query, "name": reg.name,
 				"description": reg.description, "tags": splitTags(reg.tags), "visibility": reg.visibility, "interval_seconds": every}
 			var out struct {
 				Dataset apiDataset `json:"dataset"`

@@ -246,7 +246,7 @@ func gatewayCmd(g *globals) *cobra.Command {
 				return flagErrors(err, map[string]string{"HTTPAddr": "--http", "MetricsAddr": "--metrics-http", "MaxUploadSize": "--max-upload-size", "UploadTTL": "--upload-ttl", "Name": "--name", "CORSOrigins": "--cors-origin",
 					"Lease": "--lease", "MaxAttempts": "--max-attempts", "AttemptTimeout": "--attempt-timeout", "JobTimeout": "--job-timeout",
 					"MaxWorkers": "--max-workers", "MaxRounds": "--max-rounds", "WitnessInterval": "--witness-interval",
-					"SourceTimeout": "--source-timeout"})
+					"SourceTimeout": "--source-timeout", "SourceDirs": "--source-dir"})
 			}
 			gw, err := gateway.Start(cmd.Context(), cfg)
 			if err != nil {
@@ -278,6 +278,7 @@ func gatewayCmd(g *globals) *cobra.Command {
 	c.Flags().StringVar(&maxUpload, "max-upload-size", "1TiB", "largest resumable upload (fedgrid admin datasets upload); one the free disk space cannot hold is refused anyway")
 	c.Flags().DurationVar(&cfg.UploadTTL, "upload-ttl", cfg.UploadTTL, "how long an unfinished or finished upload session is kept untouched before its bytes are deleted")
 	c.Flags().StringVar(&auditLog, "audit-log", "", "append every audit entry as a JSON line to FILE (resuming after its last line), or - for stdout (the whole log at each start)")
+	c.Flags().StringArrayVar(&cfg.SourceDirs, "source-dir", nil, "a directory (absolute path) whose CSV or Parquet files may be registered as dataset sources (fedgrid admin datasets register file:///DIR/FILE.csv); files elsewhere, or reached through a link that leads out, are refused; repeatable; none: no file sources")
 	c.Flags().StringVar(&cfg.PGPassFile, "pgpass", "", "password file of PostgreSQL dataset sources (libpq's .pgpass format: HOST:PORT:DATABASE:USER:PASSWORD lines, mode 0600), read at each snapshot (default $PGPASSFILE, else ~/.pgpass)")
 	c.Flags().DurationVar(&cfg.SourceTimeout, "source-timeout", cfg.SourceTimeout, "longest a dataset source snapshot's statement may run on the database")
 	return c

@@ -287,10 +287,10 @@ type AuditVerifyResponse struct {
 // SourceRequest is POST /api/v1/sources's body: a dataset the gateway
 // reads itself, with its first snapshot taken at once.
 type SourceRequest struct {
-	Kind  string `json:"kind" required:"true" enum:"postgres" description:"where the data lives"`
-	URL   string `json:"url" required:"true" description:"postgres://USER@HOST:PORT/DATABASE, never with a password: the gateway reads it from its password file (--pgpass); allowed settings: sslmode, connect_timeout, application_name"`
-	Table string `json:"table,omitempty" description:"a table or view, TABLE or SCHEMA.TABLE (or give query)"`
-	Query string `json:"query,omitempty" description:"one SELECT, run in a read-only transaction (or give table)"`
+	Kind  string `json:"kind" required:"true" enum:"postgres,file" description:"where the data lives: a PostgreSQL database, or a CSV or Parquet file on the gateway's host"`
+	URL   string `json:"url" required:"true" description:"postgres://USER@HOST:PORT/DATABASE, never with a password: the gateway reads it from its password file (--pgpass); allowed settings: sslmode, connect_timeout, application_name. Or file:///ABSOLUTE/PATH under a directory the gateway's operator allowed (--source-dir)"`
+	Table string `json:"table,omitempty" description:"postgres: a table or view, TABLE or SCHEMA.TABLE (or give query)"`
+	Query string `json:"query,omitempty" description:"postgres: one SELECT, run in a read-only transaction (or give table)"`
 	// IntervalSeconds, when positive, is how often the gateway snapshots the source by itself.
 	IntervalSeconds int64    `json:"interval_seconds,omitempty" description:"snapshot schedule in seconds, 60 to 31622400; 0 or absent: on demand only"`
 	Name            string   `json:"name" required:"true"`

@@ -205,8 +205,9 @@ func (a *API) sendChunk(c *call) (any, error) {
 	// One chunk has this long to arrive, however slow the link; the
 	// server's own read timeout is for ordinary requests.
 	rc := http.NewResponseController(c.w)
-	if err := rc.SetReadDeadline(a.cfg.Now().Add(a.cfg.UploadChunkTimeout)); err != nil {
-		a.log.Debug("chunk read deadline", "err", err)
+	deadline := a.cfg.Now().Add(a.cfg.UploadChunkTimeout)
+	if err := errors.Join(rc.SetReadDeadline(deadline), rc.SetWriteDeadline(deadline.Add(time.Minute))); err != nil {
+		a.log.Debug("chunk deadlines", "err", err)
 	}
 	end, err := ups.Append(sess.ID, offset, c.r.Body, a.cfg.UploadChunkBytes)
 	c.w.Header().Set("Upload-Offset", strconv.FormatInt(end, 10))

@@ -45,6 +45,10 @@ type Config struct {
 	// Poll is how often Run looks for scheduled snapshots that are due
 	// (default 30 s).
 	Poll time.Duration
+	// FileDirs are the directories whose files (CSV or Parquet, named by
+	// file:///path) may be registered as sources (AllowedDirs); none: file
+	// sources are refused.
+	FileDirs Dirs
 	// Added is called after a snapshot stored a new dataset or version.
 	Added func(*store.Dataset)
 	// Now is the schedule's clock (default time.Now).
@@ -147,7 +151,9 @@ func (m *Manager) check(src *store.DatasetSource) error {
 			}
 		}
 	case store.SourceFile:
-		return invalidf("kind", "file sources are not supported by this gateway")
+		if _, err := FilePath(src.URL, m.cfg.FileDirs); err != nil {
+			return err
+		}
 	}
 	return src.Validate()
 }
@@ -215,6 +221,9 @@ var errStopped = errors.New("snapshot stopped reading")
 // the table is never whole in this process on its way. Errors are
 // *SnapshotError (or the store's) with any password removed.
 func (m *Manager) snapshot(ctx context.Context, src *store.DatasetSource, d *store.Dataset) error {
+	if src.Kind == store.SourceFile {
+		return m.snapshotFile(ctx, src, d)
+	}
 	if src.Kind != store.SourcePostgres {
 		return invalidf("kind", "%s sources are not supported by this gateway", src.Kind)
 	}
