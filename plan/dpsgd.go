@@ -27,6 +27,7 @@ type dpState struct {
 	stepsPerEpoch int
 	rng           *rand.Rand
 	one           [][]float64 // one row's gradient
+	x, y          []float64   // every row's inputs and label
 }
 
 func newDPState(p *Plan, pr *program, params [][]float64, rows []int, skip []bool, kind Engine) (*dpState, error) {

@@ -230,6 +230,14 @@ func labels(p *Plan, pr *program, t *dataset.Table, skip []bool) ([]float64, err
 	if err != nil {
 		return nil, fmt.Errorf("label: %w", err)
 	}
+	if err := checkLabels(p, pr, y, skip); err != nil {
+		return nil, err
+	}
+	return y, nil
+}
+
+// checkLabels is labels' rule over y, rows numbered from 0 in skip.
+func checkLabels(p *Plan, pr *program, y []float64, skip []bool) error {
 	for r, v := range y {
 		if labelOK(pr, v) {
 			continue
@@ -238,15 +246,20 @@ func labels(p *Plan, pr *program, t *dataset.Table, skip []bool) ([]float64, err
 			skip[r], y[r] = true, 0
 			continue
 		}
-		switch pr.lossOp {
-		case "cross_entropy":
-			return nil, fmt.Errorf("label %q holds values that are not integers from 0 to %d; cross_entropy over %d classes needs them", p.Label, pr.outputs-1, pr.outputs)
-		case "bce", "bce_logits":
-			return nil, fmt.Errorf("label %q holds values other than 0 and 1; %s needs a 0/1 label", p.Label, pr.lossOp)
-		}
-		return nil, fmt.Errorf("label %q holds values that are not finite numbers", p.Label)
+		return labelError(p, pr)
 	}
-	return y, nil
+	return nil
+}
+
+// labelError says which rule the label column breaks, with no value.
+func labelError(p *Plan, pr *program) error {
+	switch pr.lossOp {
+	case "cross_entropy":
+		return fmt.Errorf("label %q holds values that are not integers from 0 to %d; cross_entropy over %d classes needs them", p.Label, pr.outputs-1, pr.outputs)
+	case "bce", "bce_logits":
+		return fmt.Errorf("label %q holds values other than 0 and 1; %s needs a 0/1 label", p.Label, pr.lossOp)
+	}
+	return fmt.Errorf("label %q holds values that are not finite numbers", p.Label)
 }
 
 // labelOK reports whether v is a label the plan's loss can take.

@@ -33,6 +33,14 @@ type TrainOptions struct {
 	// EngineNative64, or EngineGorgonia (the reference the native engines
 	// are tested against).
 	Engine Engine
+	// MaxMemory, when > 0, is the memory (bytes, as TrainMemory counts)
+	// the run may use: a run whose data does not fit streams it from the
+	// source through a bounded buffer instead (TrainSource).
+	MaxMemory int64
+	// BufferRows, when > 0, makes TrainSource stream with a shuffle buffer
+	// of this many rows whatever the memory; 0 sizes the buffer from
+	// MaxMemory (at most DefaultStreamBuffer bytes).
+	BufferRows int
 }
 
 // Engine names a gradient engine.
@@ -93,22 +101,44 @@ func Train(ctx context.Context, p *Plan, t *dataset.Table, opt TrainOptions) (*M
 	if t == nil {
 		return nil, errors.New("train: no data")
 	}
-	if _, err := Check(p, t.Columns()); err != nil {
+	return TrainSource(ctx, p, t, opt)
+}
+
+// TrainSource is Train over any dataset.Source. When the whole run fits in
+// opt.MaxMemory (or no limit is given) it reads every row into memory and
+// trains exactly as Train does on a table; otherwise, and whenever
+// opt.BufferRows is set, it streams: see trainStream. DP-SGD samples any
+// training row at every step, so a private run always reads every row.
+func TrainSource(ctx context.Context, p *Plan, src dataset.Source, opt TrainOptions) (*Model, error) {
+	if src == nil {
+		return nil, errors.New("train: no data")
+	}
+	if _, err := Check(p, src.Columns()); err != nil {
 		return nil, err
 	}
-	if err := p.CheckWork(t.NumRows()); err != nil {
+	n := src.NumRows()
+	if err := p.CheckWork(n); err != nil {
 		return nil, err
 	}
 	pr, err := compile(p)
 	if err != nil {
 		return nil, err
 	}
-	n := t.NumRows()
+	rd, err := newInputReader(p, pr, src.Columns())
+	if err != nil {
+		return nil, err
+	}
+	if need := saturate(pr.memory(p, n)); opt.BufferRows > 0 || (opt.MaxMemory > 0 && need > opt.MaxMemory) {
+		if p.Privacy != nil {
+			return nil, fmt.Errorf("train: DP-SGD samples any training row at every step, so it reads every row into memory: that needs about %s, more than the %s allowed", FormatBytes(need), FormatBytes(opt.MaxMemory))
+		}
+		return trainStream(ctx, p, pr, src, rd, opt)
+	}
 	trainRows, valRows := dataset.SplitIndices(n, p.Train.ValidationFraction, p.Train.Seed)
 	if len(trainRows) == 0 {
 		return nil, errors.New("train: no training rows left after the validation split")
 	}
-	x, err := rawInputs(p, t, pr.inputs)
+	x, y, err := loadInputs(ctx, src, rd)
 	if err != nil {
 		return nil, err
 	}
@@ -118,8 +148,7 @@ func Train(ctx context.Context, p *Plan, t *dataset.Table, opt TrainOptions) (*M
 	if p.Privacy != nil {
 		skip = make([]bool, n)
 	}
-	y, err := labels(p, pr, t, skip)
-	if err != nil {
+	if err := checkLabels(p, pr, y, skip); err != nil {
 		return nil, err
 	}
 	states := fitPreprocess(p, x, pr.inputs, trainRows)
@@ -131,8 +160,7 @@ func Train(ctx context.Context, p *Plan, t *dataset.Table, opt TrainOptions) (*M
 			skip[i/pr.inputs] = true
 			continue
 		}
-		// No row number: the requester may not see the data.
-		return nil, fmt.Errorf("train: input column %q is not finite after preprocessing in some rows", pr.inputNames[i%pr.inputs])
+		return nil, notFiniteError(pr, i%pr.inputs)
 	}
 	for r, s := range skip {
 		if s {
@@ -140,11 +168,83 @@ func Train(ctx context.Context, p *Plan, t *dataset.Table, opt TrainOptions) (*M
 		}
 	}
 
+	mf := &memFeeder{x: x, y: y, d: pr.inputs, order: slices.Clone(trainRows),
+		rng: rand.New(rand.NewPCG(uint64(p.Train.Seed), 0x73687566666c65))} // "shuffle"
+	if len(valRows) > 0 {
+		mf.valX, mf.valY = gather(x, y, valRows, pr.inputs, nil, nil)
+	}
+	var dp func(params [][]float64, eng Engine) (*dpState, error)
+	if p.Privacy != nil {
+		dp = func(params [][]float64, eng Engine) (*dpState, error) {
+			s, err := newDPState(p, pr, params, trainRows, skip, eng)
+			if err == nil {
+				s.x, s.y = x, y
+			}
+			return s, err
+		}
+	}
+	m := &Model{Format: ModelFormat, Preprocess: states}
+	m.Metrics.TrainRows, m.Metrics.ValidationRows = len(trainRows), len(valRows)
+	return train(ctx, p, pr, opt, mf, m, dp)
+}
+
+// feeder gives the trainer its data: the mini-batches of each epoch and
+// the validation rows.
+type feeder interface {
+	// batches calls step with every mini-batch of one epoch, of at most
+	// bs rows; it returns the rows it fed.
+	batches(ctx context.Context, bs int, step func(xb, yb []float64, rows int) error) (int, error)
+	// validate returns every validation row's loss and score under params,
+	// and the rows' labels (all empty without validation rows).
+	validate(ctx context.Context, pr *program, params [][]float64) (loss, score, y []float64, err error)
+}
+
+// memFeeder feeds rows held in memory: each epoch is a seeded shuffle of
+// every training row, cut into batches.
+type memFeeder struct {
+	x, y       []float64
+	d          int
+	order      []int
+	rng        *rand.Rand
+	xb, yb     []float64
+	valX, valY []float64
+}
+
+func (f *memFeeder) batches(ctx context.Context, bs int, step func(xb, yb []float64, rows int) error) (int, error) {
+	f.rng.Shuffle(len(f.order), func(i, j int) { f.order[i], f.order[j] = f.order[j], f.order[i] })
+	for start := 0; start < len(f.order); start += bs {
+		if err := ctx.Err(); err != nil {
+			return 0, err
+		}
+		rows := f.order[start:min(start+bs, len(f.order))]
+		f.xb, f.yb = gather(f.x, f.y, rows, f.d, f.xb, f.yb)
+		if err := step(f.xb, f.yb, len(rows)); err != nil {
+			return 0, err
+		}
+	}
+	return len(f.order), nil
+}
+
+func (f *memFeeder) validate(_ context.Context, pr *program, params [][]float64) (loss, score, y []float64, err error) {
+	n := len(f.valY)
+	if n == 0 {
+		return nil, nil, nil, nil
+	}
+	vals := pr.forward(params, f.valX, n)
+	loss, score = pr.rowLosses(vals, f.valY, n)
+	return loss, score, f.valY, nil
+}
+
+// train runs the epochs of p over what feed gives: the engine's gradients,
+// the plan's optimizer, validation and early stopping after each epoch. m
+// comes with its preprocessing and row counts; dp, when set, makes the
+// DP-SGD state (whose steps replace the feed's batches).
+func train(ctx context.Context, p *Plan, pr *program, opt TrainOptions, feed feeder, m *Model, dp func([][]float64, Engine) (*dpState, error)) (*Model, error) {
 	params, err := initParams(p, pr, opt.Init)
 	if err != nil {
 		return nil, err
 	}
-	bs := min(p.Train.BatchSize, len(trainRows))
+	bs := min(p.Train.BatchSize, m.Metrics.TrainRows)
 	eng, err := newEngine(opt.Engine, pr, params, bs)
 	if err != nil {
 		return nil, err
@@ -160,78 +260,75 @@ func Train(ctx context.Context, p *Plan, t *dataset.Table, opt TrainOptions) (*M
 	for _, i := range pr.stats { // batch_norm running statistics are state, not trained
 		o.frozen[i] = true
 	}
-	rng := rand.New(rand.NewPCG(uint64(p.Train.Seed), 0x73687566666c65)) // "shuffle"
-	drop := rand.New(rand.NewPCG(uint64(p.Train.Seed), 0x64726f70))      // "drop": dropout seeds
+	drop := rand.New(rand.NewPCG(uint64(p.Train.Seed), 0x64726f70)) // "drop": dropout seeds
 
 	d := pr.inputs
-	xb := make([]float64, bs*d)
-	yb := make([]float64, bs)
-	var valX, valY []float64
-	if len(valRows) > 0 {
-		valX, valY = gather(x, y, valRows, d, nil, nil)
-	}
-	m := &Model{Format: ModelFormat, Preprocess: states}
-	m.Metrics.TrainRows, m.Metrics.ValidationRows = len(trainRows), len(valRows)
-	order := slices.Clone(trainRows)
 	var best [][]float64
 	bestLoss, bestEpoch, stale := math.Inf(1), 0, 0
-	var dp *dpState
-	if p.Privacy != nil {
-		if dp, err = newDPState(p, pr, params, trainRows, skip, opt.Engine); err != nil {
+	var dps *dpState
+	if dp != nil {
+		if dps, err = dp(params, opt.Engine); err != nil {
 			return nil, err
 		}
-		defer dp.eng.close()
+		defer dps.eng.close()
+	}
+	var sum float64
+	step := func(xb, yb []float64, rows int) error {
+		if pr.hasBatchNorm && rows < 2 {
+			return nil // batch statistics need two rows; a last batch of one is left out
+		}
+		pr.seed = drop.Uint64()
+		l, err := eng.step(xb, yb, rows, grads)
+		if err != nil {
+			return err
+		}
+		if !finite(l) {
+			// Neither the epoch nor the value: both say something about the data.
+			return errors.New("train: the training loss became infinite or not a number; lower the learning rate or standardize the features")
+		}
+		sum += l * float64(rows)
+		prox.add(params, grads)
+		o.step(params, grads)
+		m.Metrics.Steps++
+		return nil
+	}
+	validate := func() (loss, acc, auc float64, err error) {
+		vl, vs, vy, err := feed.validate(ctx, pr, params)
+		if err != nil {
+			return 0, 0, 0, err
+		}
+		loss, acc, auc = pr.summarize(vl, vs, vy)
+		return loss, acc, auc, nil
 	}
 	for epoch := 1; epoch <= p.Train.Epochs; epoch++ {
-		var sum float64
-		if dp != nil {
-			for s := 0; s < dp.stepsPerEpoch; s++ {
+		sum = 0
+		fed := 0
+		if dps != nil {
+			for s := 0; s < dps.stepsPerEpoch; s++ {
 				if err := ctx.Err(); err != nil {
 					return nil, err
 				}
-				if err := dp.step(x, y, d, grads); err != nil {
+				if err := dps.step(dps.x, dps.y, d, grads); err != nil {
 					return nil, err
 				}
 				prox.add(params, grads) // data-independent: after clipping and noise
 				o.step(params, grads)
 				m.Metrics.Steps++
 			}
-			order = order[:0] // no data-dependent loss leaves a private run
-		}
-		rng.Shuffle(len(order), func(i, j int) { order[i], order[j] = order[j], order[i] })
-		for start := 0; start < len(order); start += bs {
-			if err := ctx.Err(); err != nil {
-				return nil, err
-			}
-			rows := order[start:min(start+bs, len(order))]
-			if pr.hasBatchNorm && len(rows) < 2 {
-				continue // batch statistics need two rows; a last batch of one is left out
-			}
-			pr.seed = drop.Uint64()
-			xb, yb = gather(x, y, rows, d, xb, yb)
-			l, err := eng.step(xb, yb, len(rows), grads)
-			if err != nil {
-				return nil, err
-			}
-			if !finite(l) {
-				// Neither the epoch nor the value: both say something about the data.
-				return nil, errors.New("train: the training loss became infinite or not a number; lower the learning rate or standardize the features")
-			}
-			sum += l * float64(len(rows))
-			prox.add(params, grads)
-			o.step(params, grads)
-			m.Metrics.Steps++
+			// no data-dependent loss leaves a private run
+		} else if fed, err = feed.batches(ctx, bs, step); err != nil {
+			return nil, err
 		}
 		pg := Progress{Epoch: epoch, Epochs: p.Train.Epochs}
-		if dp == nil {
-			pg.Loss = sum / float64(len(order))
+		if dps == nil {
+			pg.Loss = sum / float64(fed)
 			m.Metrics.TrainLoss = append(m.Metrics.TrainLoss, pg.Loss)
 		}
 		m.Metrics.Epochs = epoch
-		if len(valRows) > 0 {
-			vals := pr.forward(params, valX, len(valRows))
-			loss, score := pr.rowLosses(vals, valY, len(valRows))
-			pg.ValidationLoss, pg.ValidationAccuracy, pg.ValidationAUC = pr.summarize(loss, score, valY)
+		if m.Metrics.ValidationRows > 0 {
+			if pg.ValidationLoss, pg.ValidationAccuracy, pg.ValidationAUC, err = validate(); err != nil {
+				return nil, err
+			}
 			if !finite(pg.ValidationLoss) {
 				return nil, errors.New("train: the validation loss became infinite or not a number; lower the learning rate")
 			}
@@ -259,9 +356,9 @@ func Train(ctx context.Context, p *Plan, t *dataset.Table, opt TrainOptions) (*M
 	}
 	if best != nil && bestEpoch != m.Metrics.Epochs {
 		params = best
-		vals := pr.forward(params, valX, len(valRows))
-		loss, score := pr.rowLosses(vals, valY, len(valRows))
-		m.Metrics.ValidationLoss, m.Metrics.ValidationAccuracy, m.Metrics.ValidationAUC = pr.summarize(loss, score, valY)
+		if m.Metrics.ValidationLoss, m.Metrics.ValidationAccuracy, m.Metrics.ValidationAUC, err = validate(); err != nil {
+			return nil, err
+		}
 	}
 	if pr.task == TaskRegression {
 		m.Metrics.ValidationAccuracy = 0
@@ -271,8 +368,8 @@ func Train(ctx context.Context, p *Plan, t *dataset.Table, opt TrainOptions) (*M
 		return nil, err
 	}
 	m.Plan = plan
-	if dp != nil {
-		eps, err := p.Epsilon(len(trainRows))
+	if dps != nil {
+		eps, err := p.Epsilon(m.Metrics.TrainRows)
 		if err != nil {
 			return nil, err
 		}
@@ -305,6 +402,12 @@ func cloneParams(src, dst [][]float64) [][]float64 {
 		dst[i] = append(dst[i][:0], src[i]...)
 	}
 	return dst
+}
+
+// notFiniteError names the input column, never a row or value: the
+// requester may not see the data.
+func notFiniteError(pr *program, col int) error {
+	return fmt.Errorf("train: input column %q is not finite after preprocessing in some rows", pr.inputNames[col])
 }
 
 // gather copies the listed rows of x and y into xb, yb (grown as needed).
