@@ -8,7 +8,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"math/rand/v2"
 	"time"
 
 	"github.com/fedgrid/fedgrid/dataset"
@@ -28,16 +27,6 @@ import (
 //
 // The coordinator keeps no state of its own: everything is in the store
 // (shard jobs have deterministic IDs), so a restarted gateway carries on.
-
-// shardRows deals n rows into k shards after a seeded shuffle.
-func shardRows(n, k int, seed int64) [][]int {
-	perm := rand.New(rand.NewPCG(uint64(seed), 0x5eed)).Perm(n)
-	out := make([][]int, k)
-	for i, r := range perm {
-		out[i%k] = append(out[i%k], r)
-	}
-	return out
-}
 
 // coordLoop advances every running coordinated job.
 func (g *Gateway) coordLoop(ctx context.Context) {
@@ -228,12 +217,18 @@ func (g *Gateway) shardCSV(ctx context.Context, j *store.Job) ([]byte, error) {
 		return nil, err
 	}
 	defer func() { _ = v.Close() }()
-	rows := shardRows(v.NumRows(), parent.Shards, pl.Train.Seed)
-	if j.Shard < 0 || j.Shard >= len(rows) {
-		return nil, fmt.Errorf("shard %d out of range", j.Shard)
+	ranges, err := shardRanges(newShardSpec(v.NumRows(), parent.Shards, j.Shard, pl.Train.Seed))
+	if err != nil {
+		return nil, err
+	}
+	var rows []int
+	for _, r := range ranges {
+		for i := r[0]; i < r[1]; i++ {
+			rows = append(rows, i)
+		}
 	}
 	var b bytes.Buffer
-	if err := writeRowsCSV(ctx, v, rows[j.Shard], &b); err != nil {
+	if err := writeRowsCSV(ctx, v, rows, &b); err != nil {
 		return nil, err
 	}
 	return b.Bytes(), nil

@@ -27,6 +27,7 @@ type metrics struct {
 	directOffers  prometheus.Counter
 	gossipSends   prometheus.Counter
 	nodeRequests  prometheus.Counter
+	dataStreams   prometheus.Counter
 	pings         prometheus.Counter
 	dispatch      prometheus.Histogram
 	now           func() time.Time
@@ -61,6 +62,7 @@ func newMetrics(g *Gateway) *metrics {
 	m.gossipSends = counter("offer_gossip_sends_total", "Gossiped offers times the nodes subscribed when each was published.")
 	m.pings = counter("node_pings_total", "Pings received from enrolled nodes.")
 	m.nodeRequests = counter("node_requests_total", "Requests received from enrolled nodes (pings, claims, fetches, heartbeats, results).")
+	m.dataStreams = counter("job_data_streams_total", "Job data streams (job/data) started: a node's shard cache did not hold the rows.")
 	m.dispatch = prometheus.NewHistogram(prometheus.HistogramOpts{
 		Namespace: obs.Namespace, Name: "dispatch_latency_seconds",
 		Help:    "Time from a job entering the queue to a node's lease on it.",

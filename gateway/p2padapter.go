@@ -3,6 +3,7 @@ package gateway
 import (
 	"context"
 	"errors"
+	"io"
 
 	"github.com/libp2p/go-libp2p/core/peer"
 
@@ -46,6 +47,29 @@ func serve[Req, Resp any](g *Gateway, d wire.Protocol[Req, Resp], fn handler[Req
 			return nil, g.p2pError(d.Name, err)
 		}
 		return resp, nil
+	})
+}
+
+// serveStream is serve for a protocol whose response is a stream of frames.
+func serveStream[Req any](g *Gateway, d wire.Protocol[Req, wire.Frames], fn func(ctx context.Context, c caller, req *Req) (func(context.Context, io.Writer) error, error)) {
+	allow := func(from peer.ID) error {
+		_, err := g.svc.PeerActor(from.String(), d.Descriptor)
+		return g.p2pError(d.Name, err)
+	}
+	p2p.ServeStream(g.peer, d, allow, func(ctx context.Context, from peer.ID, req *Req) (func(context.Context, io.Writer) error, error) {
+		a, err := g.svc.PeerActor(from.String(), d.Descriptor)
+		if err != nil {
+			return nil, g.p2pError(d.Name, err)
+		}
+		if a.Kind == service.Node {
+			g.metrics.nodeRequests.Inc()
+			g.touchNode(from)
+		}
+		w, err := fn(ctx, caller{Actor: a, peer: from}, req)
+		if err != nil {
+			return nil, g.p2pError(d.Name, err)
+		}
+		return w, nil
 	})
 }
 

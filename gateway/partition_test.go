@@ -53,14 +53,14 @@ func TestPartitionedNodeLosesLease(t *testing.T) {
 	var startOnce sync.Once
 	nodeA := c.AddNode(t, ctx, func(cfg *node.Config) {
 		cfg.Logger = logA.Logger()
-		cfg.Train = func(ctx context.Context, p *plan.Plan, tbl *dataset.Table, o plan.TrainOptions) (*plan.Model, error) {
+		cfg.Train = func(ctx context.Context, p *plan.Plan, tbl dataset.Source, o plan.TrainOptions) (*plan.Model, error) {
 			startOnce.Do(func() { close(started) })
 			select {
 			case <-release:
 			case <-ctx.Done():
 				return nil, ctx.Err()
 			}
-			return plan.Train(ctx, p, tbl, o)
+			return plan.TrainSource(ctx, p, tbl, o)
 		}
 	})
 	defer close(release)

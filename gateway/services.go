@@ -25,6 +25,8 @@ func (g *Gateway) registerProtocols() {
 	serve(g, wire.Enroll(), g.handleEnroll)
 	serve(g, wire.Claim(), g.handleClaim)
 	serve(g, wire.Fetch(), g.handleFetch)
+	serve(g, wire.Open(), g.handleOpen)
+	serveStream(g, wire.Data(), g.handleData)
 	serve(g, wire.Heartbeat(), g.handleHeartbeat)
 	serve(g, wire.Result(), g.handleResult)
 	serve(g, wire.Ping(), g.handlePing)

@@ -11,6 +11,7 @@ import (
 // nodeMetrics are a node's own series; nil when the node has no registry.
 type nodeMetrics struct {
 	training *prometheus.HistogramVec // outcome: succeeded, failed
+	cache    *prometheus.CounterVec   // result: hit, miss
 }
 
 func registerer(reg *prometheus.Registry) prometheus.Registerer {
@@ -31,7 +32,11 @@ func newNodeMetrics(reg *prometheus.Registry) *nodeMetrics {
 	}, []string{"outcome"})}
 	m.training.WithLabelValues("succeeded")
 	m.training.WithLabelValues("failed")
-	reg.MustRegister(m.training)
+	m.cache = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: obs.Namespace, Name: "node_shard_cache_total",
+		Help: "Jobs whose rows the shard cache held (hit) or that fetched them (miss)."}, []string{"result"})
+	m.cache.WithLabelValues("hit")
+	m.cache.WithLabelValues("miss")
+	reg.MustRegister(m.training, m.cache)
 	return m
 }
 
@@ -60,4 +65,15 @@ func (m *nodeMetrics) trained(start time.Time, err error) {
 		outcome = "failed"
 	}
 	m.training.WithLabelValues(outcome).Observe(time.Since(start).Seconds())
+}
+
+func (m *nodeMetrics) cached(hit bool) {
+	if m == nil {
+		return
+	}
+	result := "miss"
+	if hit {
+		result = "hit"
+	}
+	m.cache.WithLabelValues(result).Inc()
 }

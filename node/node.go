@@ -15,6 +15,8 @@ import (
 	"math/rand/v2"
 	"net"
 	"os"
+	"path/filepath"
+	"slices"
 	"sync"
 	"time"
 
@@ -25,6 +27,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/fedgrid/fedgrid/dataset"
+	"github.com/fedgrid/fedgrid/dataset/frames"
 	"github.com/fedgrid/fedgrid/internal/config"
 	"github.com/fedgrid/fedgrid/p2p"
 	"github.com/fedgrid/fedgrid/plan"
@@ -57,9 +60,12 @@ type Config struct {
 	// Engine computes the gradients of every job this node trains:
 	// plan.EngineNative (the default) or plan.EngineGorgonia.
 	Engine plan.Engine
-	// Train runs a job's training; default plan.Train. Tests wrap it, for
-	// example to hold a job on one node while they cut its link.
-	Train func(context.Context, *plan.Plan, *dataset.Table, plan.TrainOptions) (*plan.Model, error)
+	// Train runs a job's training; default plan.TrainSource. Tests wrap it,
+	// for example to hold a job on one node while they cut its link.
+	Train func(context.Context, *plan.Plan, dataset.Source, plan.TrainOptions) (*plan.Model, error)
+	// CacheSize bounds the shard cache (DataDir/shards): the rows of past
+	// jobs, kept for later jobs on the same rows; default DefaultCacheSize.
+	CacheSize int64
 	// NewHost, when set, builds the libp2p host (tests: mocknet); see p2p.Config.
 	NewHost p2p.HostFactory
 	// Metrics, when set, gets the node's series (fedgrid_node_*) and
@@ -88,7 +94,10 @@ func (c *Config) defaults() {
 		c.Engine = d.Engine
 	}
 	if c.Train == nil {
-		c.Train = plan.Train
+		c.Train = plan.TrainSource
+	}
+	if c.CacheSize == 0 {
+		c.CacheSize = DefaultCacheSize
 	}
 }
 
@@ -110,6 +119,7 @@ func (c Config) Validate() error {
 	ck.Add("Bootstrap", err)
 	ck.Require(c.Slots >= 1 && c.Slots <= wire.MaxSlots, "Slots", "must be between 1 and %d, got %d", wire.MaxSlots, c.Slots)
 	ck.Require(c.MaxJitter >= 0, "MaxJitter", "must not be negative, got %s", c.MaxJitter)
+	ck.Require(c.CacheSize >= 0, "CacheSize", "must not be negative, got %d", c.CacheSize)
 	_, err = plan.ParseEngine(string(c.Engine))
 	ck.Require(err == nil, "Engine", "must be native or gorgonia, got %q", c.Engine)
 	ck.Require(len(c.PSK) == 0 || len(c.PSK) == 32, "PSK", "must be 32 bytes, got %d", len(c.PSK))
@@ -131,6 +141,7 @@ type Node struct {
 	offered  map[string]wire.Offer         // offers heard and not yet known taken
 	pingCh   chan struct{}
 	metrics  *nodeMetrics
+	cache    *shardCache
 
 	closeOnce sync.Once
 	closeErr  error
@@ -152,6 +163,10 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
+	cache, err := openShardCache(filepath.Join(cfg.DataDir, "shards"), cfg.CacheSize, log)
+	if err != nil {
+		return nil, err
+	}
 	gws, err := p2p.ParseAddrInfos([]string{cfg.Gateway})
 	if err != nil {
 		return nil, err
@@ -166,7 +181,7 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 	if err != nil {
 		return nil, err
 	}
-	n := &Node{cfg: cfg, peer: p, gw: gws[0], log: log, metrics: newNodeMetrics(cfg.Metrics), slots: make(chan struct{}, cfg.Slots), running: map[string]context.CancelFunc{}, claiming: map[string]context.CancelFunc{}, offered: map[string]wire.Offer{}, pingCh: make(chan struct{}, 1)}
+	n := &Node{cfg: cfg, peer: p, gw: gws[0], log: log, metrics: newNodeMetrics(cfg.Metrics), slots: make(chan struct{}, cfg.Slots), running: map[string]context.CancelFunc{}, claiming: map[string]context.CancelFunc{}, offered: map[string]wire.Offer{}, pingCh: make(chan struct{}, 1), cache: cache}
 	defer func() {
 		if err != nil {
 			_ = n.Close()
@@ -598,26 +613,91 @@ func (n *Node) sendResult(ctx context.Context, req *wire.ResultRequest) {
 // deadline is longer).
 const resultTryTimeout = 60 * time.Second
 
-// run fetches and trains; progress reports each epoch.
+// run fetches and trains; progress reports each epoch. From a gateway that
+// serves job/open the rows come from the shard cache or, when it lacks
+// them, as a stream (job/data) written to the cache; from an older gateway
+// they come with the plan as CSV (job/fetch).
 func (n *Node) run(ctx context.Context, g *wire.ClaimResponse, progress func(plan.Progress)) (json.RawMessage, error) {
-	var f *wire.FetchResponse
+	if ok, _ := n.peer.Host.Peerstore().SupportsProtocols(n.gw.ID, n.peer.Protocol(wire.ProtoOpen)); len(ok) == 0 {
+		return n.runFetched(ctx, g, progress)
+	}
+	o, err := retryFetch(ctx, func() (*wire.OpenResponse, error) {
+		return p2p.Request(ctx, n.peer, n.gw.ID, wire.Open(), &wire.FetchRequest{Job: g.Job, Attempt: g.Attempt})
+	})
+	if err != nil {
+		return nil, err
+	}
+	pl, err := plan.Parse(o.Plan)
+	if err != nil {
+		return nil, fmt.Errorf("plan refused by node: %w", err)
+	}
+	if _, err := plan.Check(pl, o.Data.Columns); err != nil {
+		return nil, fmt.Errorf("plan does not fit the data: %w", err)
+	}
+	src, err := n.cache.open(o.Data.Key)
+	if err != nil {
+		return nil, fmt.Errorf("shard cache: %w", err)
+	}
+	if src != nil {
+		n.log.Info("data from the shard cache", "job", g.Job, "key", o.Data.Key[:12], "rows", src.NumRows())
+		n.metrics.cached(true)
+	} else {
+		n.metrics.cached(false)
+		start := time.Now()
+		src, err = retryFetch(ctx, func() (*frames.File, error) {
+			rc, err := p2p.OpenStream(ctx, n.peer, n.gw.ID, wire.Data(), &wire.DataRequest{Job: g.Job, Attempt: g.Attempt, Key: o.Data.Key})
+			if err != nil {
+				return nil, err
+			}
+			defer rc.Close()
+			return n.cache.fill(o.Data.Key, rc, o.Data)
+		})
+		if err != nil {
+			return nil, err
+		}
+		n.log.Info("data received", "job", g.Job, "key", o.Data.Key[:12], "rows", src.NumRows(), "seconds", time.Since(start).Seconds())
+	}
+	defer src.Close()
+	if src.NumRows() != o.Data.Rows || !slices.Equal(src.Columns(), o.Data.Columns) {
+		return nil, fmt.Errorf("data shard refused by node: %d rows and columns %v, job/open said %d rows", src.NumRows(), src.Columns(), o.Data.Rows)
+	}
+	return n.train(ctx, g, pl, o.Init, src, progress)
+}
+
+// retryFetch calls fetch up to three times while it fails for want of a
+// connection (a dropped stream, a restarting gateway). Such a failure in
+// the end is errNoFetch (the job is given back); any other is reported.
+func retryFetch[T any](ctx context.Context, fetch func() (T, error)) (T, error) {
+	var v T
 	var err error
 	for try := 1; ; try++ {
-		f, err = p2p.Request(ctx, n.peer, n.gw.ID, wire.Fetch(), &wire.FetchRequest{Job: g.Job, Attempt: g.Attempt})
+		v, err = fetch()
 		if err == nil || !connectionLost(err) || try == 3 {
 			break
 		}
-		select { // a dropped stream or a restarting gateway: try again
+		select {
 		case <-ctx.Done():
-			return nil, ctx.Err()
+			return v, ctx.Err()
 		case <-time.After(time.Duration(try) * time.Second):
 		}
 	}
 	if err != nil && connectionLost(err) {
-		return nil, fmt.Errorf("%w: %w", errNoFetch, err)
+		return v, fmt.Errorf("%w: %w", errNoFetch, err)
 	} else if err != nil {
 		// The gateway's answer, a timeout or a malformed response: report it.
-		return nil, fmt.Errorf("fetch plan and data: %w", err)
+		return v, fmt.Errorf("fetch plan and data: %w", err)
+	}
+	return v, nil
+}
+
+// runFetched is run against a gateway of an earlier release: the plan and
+// the rows (CSV) in one answer.
+func (n *Node) runFetched(ctx context.Context, g *wire.ClaimResponse, progress func(plan.Progress)) (json.RawMessage, error) {
+	f, err := retryFetch(ctx, func() (*wire.FetchResponse, error) {
+		return p2p.Request(ctx, n.peer, n.gw.ID, wire.Fetch(), &wire.FetchRequest{Job: g.Job, Attempt: g.Attempt})
+	})
+	if err != nil {
+		return nil, err
 	}
 	// The node re-checks what the gateway validated.
 	pl, err := plan.Parse(f.Plan)
@@ -631,15 +711,20 @@ func (n *Node) run(ctx context.Context, g *wire.ClaimResponse, progress func(pla
 	if _, err := plan.Check(pl, tbl.Columns()); err != nil {
 		return nil, fmt.Errorf("plan does not fit the data: %w", err)
 	}
+	return n.train(ctx, g, pl, f.Init, tbl, progress)
+}
+
+// train runs the plan over src within the node's memory for one job.
+func (n *Node) train(ctx context.Context, g *wire.ClaimResponse, pl *plan.Plan, initJSON json.RawMessage, src dataset.Source, progress func(plan.Progress)) (json.RawMessage, error) {
 	var init map[string]plan.Tensor
-	if len(f.Init) > 0 {
-		if err := json.Unmarshal(f.Init, &init); err != nil {
+	if len(initJSON) > 0 {
+		if err := json.Unmarshal(initJSON, &init); err != nil {
 			return nil, fmt.Errorf("starting weights refused by node: %w", err)
 		}
 	}
-	n.log.Info("training", "job", g.Job, "attempt", g.Attempt, "engine", n.cfg.Engine, "rows", tbl.NumRows())
+	n.log.Info("training", "job", g.Job, "attempt", g.Attempt, "engine", n.cfg.Engine, "rows", src.NumRows())
 	start := time.Now()
-	model, err := n.cfg.Train(ctx, pl, tbl, plan.TrainOptions{Init: init, Progress: progress, Engine: n.cfg.Engine})
+	model, err := n.cfg.Train(ctx, pl, src, plan.TrainOptions{Init: init, Progress: progress, Engine: n.cfg.Engine, MaxMemory: n.jobMemory()})
 	n.metrics.trained(start, err)
 	if err != nil {
 		return nil, fmt.Errorf("training failed: %w", err)

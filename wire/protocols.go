@@ -46,6 +46,9 @@ type Descriptor struct {
 	// CheckFirst: the caller is checked before the request is read, so that
 	// a peer not allowed to send a large request never has it held in memory.
 	CheckFirst bool
+	// Idle, for a protocol whose response is a stream of frames, is the
+	// longest wait for the next bytes; MaxResponse then bounds one frame.
+	Idle time.Duration
 }
 
 // Protocol is a Descriptor with its request and response types: a server
@@ -76,6 +79,19 @@ func Claim() Protocol[ClaimRequest, ClaimResponse] {
 // Fetch: leased node -> gateway: the plan and the data shard.
 func Fetch() Protocol[FetchRequest, FetchResponse] {
 	return define[FetchRequest, FetchResponse](Descriptor{Name: ProtoFetch, MaxRequest: MaxSmall, MaxResponse: MaxShard, Timeout: 5 * time.Minute, Caller: CallerNode})
+}
+
+// Open: leased node -> gateway: the plan, the starting weights and a
+// description of the data (whose key a node's shard cache may hold).
+func Open() Protocol[FetchRequest, OpenResponse] {
+	return define[FetchRequest, OpenResponse](Descriptor{Name: ProtoOpen, MaxRequest: MaxSmall, MaxResponse: MaxPlan + MaxModel, Timeout: 2 * time.Minute, Caller: CallerNode})
+}
+
+// Data: leased node -> gateway: the rows job/open described, as a stream of
+// frames (dataset/frames) of at most MaxFrame bytes each, no more than
+// Idle apart, within Timeout in all.
+func Data() Protocol[DataRequest, Frames] {
+	return define[DataRequest, Frames](Descriptor{Name: ProtoData, MaxRequest: MaxSmall, MaxResponse: MaxFrame, Timeout: 2 * time.Hour, Idle: time.Minute, Caller: CallerNode})
 }
 
 // Heartbeat: leased node -> gateway: progress and lease renewal.
@@ -141,7 +157,7 @@ func Query() Protocol[QueryRequest, QueryResponse] {
 // Protocols lists the descriptor of every stream protocol a gateway serves.
 func Protocols() []Descriptor {
 	return append([]Descriptor{
-		Catalog().Descriptor, Enroll().Descriptor, Claim().Descriptor, Fetch().Descriptor, Heartbeat().Descriptor,
+		Catalog().Descriptor, Enroll().Descriptor, Claim().Descriptor, Fetch().Descriptor, Open().Descriptor, Data().Descriptor, Heartbeat().Descriptor,
 		Result().Descriptor, Ping().Descriptor, Submit().Descriptor, Job().Descriptor, Jobs().Descriptor, Cancel().Descriptor,
 		Model().Descriptor, Request().Descriptor, Requests().Descriptor, Withdraw().Descriptor, Query().Descriptor,
 	}, FedProtocols()...)

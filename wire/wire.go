@@ -17,7 +17,9 @@ const (
 	ProtoCatalog   = "catalog"       // anyone -> gateway: datasets with tags
 	ProtoEnroll    = "node/enroll"   // node -> gateway: join with a token
 	ProtoClaim     = "job/claim"     // enrolled node -> gateway: ask for a lease
-	ProtoFetch     = "job/fetch"     // leased node -> gateway: plan and data shard
+	ProtoFetch     = "job/fetch"     // leased node -> gateway: plan and data shard (nodes of earlier releases)
+	ProtoOpen      = "job/open"      // leased node -> gateway: plan, starting weights, what the data is
+	ProtoData      = "job/data"      // leased node -> gateway: the data as a stream of frames
 	ProtoHeartbeat = "job/heartbeat" // leased node -> gateway: progress, lease renewal
 	ProtoResult    = "job/result"    // leased node -> gateway: weights and metrics, or a failure
 	ProtoSubmit    = "ds/submit"     // data scientist -> gateway: a plan for a dataset
@@ -41,6 +43,7 @@ const (
 	MaxPlan    = 1 << 20   // a plan
 	MaxModel   = 64 << 20  // a trained model
 	MaxShard   = 256 << 20 // a data shard (CSV) sent to a node
+	MaxFrame   = 4 << 20   // one frame of a data stream (job/data)
 	MaxCatalog = 4 << 20   // one gateway's catalog answer
 	MaxJobInfo = 4 << 20   // one job's view, with per-epoch curves of up to 10,000 epochs
 )
@@ -225,6 +228,73 @@ type FetchResponse struct {
 	// parameters (fedgrid.model/v1 "params" JSON).
 	Init json.RawMessage `json:"init,omitempty"`
 }
+
+// OpenResponse is what a leased attempt needs but its rows: the plan, the
+// starting weights and a description of the rows, whose Key tells a node
+// whether its shard cache already holds them (job/data sends them).
+type OpenResponse struct {
+	Job     string          `json:"job"`
+	Attempt int             `json:"attempt"`
+	Dataset string          `json:"dataset"`
+	Plan    json.RawMessage `json:"plan"`
+	// Init, for a shard of data-parallel training, holds the round's starting
+	// parameters (fedgrid.model/v1 "params" JSON).
+	Init json.RawMessage `json:"init,omitempty"`
+	Data DataSpec        `json:"data"`
+}
+
+// DataSpec describes the rows a job trains on.
+type DataSpec struct {
+	// Key names these rows: the hex SHA-256 of the dataset version's content
+	// hash, its row count, the shard definition and the columns. Equal keys
+	// are equal rows: a node caches shards by it.
+	Key     string           `json:"key"`
+	Version int              `json:"version,omitempty"`
+	SHA256  string           `json:"sha256"` // the dataset version's content hash
+	Rows    int              `json:"rows"`   // rows sent (the shard's)
+	Columns []dataset.Column `json:"columns"`
+	// Shard, for a shard job of data-parallel training, says which rows of
+	// the dataset it has; nil: every row.
+	Shard *ShardSpec `json:"shard,omitempty"`
+}
+
+// ShardSpec defines a shard of a data-parallel job: the dataset's rows are
+// cut into blocks of BlockRows consecutive rows, the blocks put in a seeded
+// random order (Seed) and dealt in turn to Shards shards; shard Index has
+// its blocks' rows in row order.
+type ShardSpec struct {
+	DatasetRows int   `json:"dataset_rows"`
+	Shards      int   `json:"shards"`
+	Index       int   `json:"index"`
+	Seed        int64 `json:"seed"`
+	BlockRows   int   `json:"block_rows"`
+}
+
+// ValidKey reports whether k has the form of a DataSpec.Key (so a node may
+// name a file by it).
+func ValidKey(k string) bool {
+	if len(k) != 64 {
+		return false
+	}
+	for _, c := range k {
+		if (c < '0' || c > '9') && (c < 'a' || c > 'f') {
+			return false
+		}
+	}
+	return true
+}
+
+// DataRequest asks for the rows of a leased attempt that job/open
+// described with Key.
+type DataRequest struct {
+	Job     string `json:"job"`
+	Attempt int    `json:"attempt"`
+	Key     string `json:"key"`
+}
+
+// Frames marks a response that is a stream of frames (package
+// dataset/frames) after an empty envelope, not one message.
+type Frames struct{}
 
 // HeartbeatRequest renews a lease and reports progress.
 type HeartbeatRequest struct {

@@ -247,3 +247,15 @@ func (f *File) Scan(ctx context.Context, from, to, batchRows int, fn func(*datas
 
 // Close closes the file.
 func (f *File) Close() error { return f.f.Close() }
+
+// Verify reads every batch frame and checks its checksum and contents.
+func (f *File) Verify() error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for i := range f.frames {
+		if err := f.load(i); err != nil {
+			return err
+		}
+	}
+	return nil
+}

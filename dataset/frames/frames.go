@@ -74,6 +74,9 @@ type Writer struct {
 	rows      int
 	batches   int
 	buf       []byte
+	body      []byte
+	pend      dataset.Batch // rows not yet in a frame
+	pendBytes int
 }
 
 // NewWriter writes h's frame to w. maxFrame bounds every frame's payload
@@ -136,8 +139,10 @@ func uvarintLen(v uint64) int {
 	return n
 }
 
-// Write writes b's rows as batch frames of at most DefaultChunkRows rows
-// each, fewer where the frame limit needs it.
+// Write adds b's rows to the stream. Rows are written in batch frames of
+// DefaultChunkRows rows, whatever the batches given (fewer only where the
+// frame limit needs it, and in the last frame), so that a reader of the
+// file reads whole chunks.
 func (w *Writer) Write(b *dataset.Batch) error {
 	if len(b.Num) < len(w.h.Columns) || len(b.Raw) < len(w.h.Columns) {
 		return fmt.Errorf("frames: batch has %d columns, the header %d", min(len(b.Num), len(b.Raw)), len(w.h.Columns))
@@ -150,30 +155,56 @@ func (w *Writer) Write(b *dataset.Batch) error {
 			return fmt.Errorf("frames: category column %q: batch has %d cells for %d rows", col.Name, len(b.Raw[c]), b.Len)
 		}
 	}
-	for i := 0; i < b.Len; {
-		size, j := 1+binary.MaxVarintLen64, i
-		for j < b.Len && j-i < w.chunkRows {
-			r := w.rowBytes(b, j)
-			if size+r > w.maxFrame {
-				break
+	if len(w.pend.Num) != len(w.h.Columns) {
+		w.pend.Num, w.pend.Raw = make([][]float64, len(w.h.Columns)), make([][]string, len(w.h.Columns))
+		w.pendBytes = 1 + binary.MaxVarintLen64
+	}
+	for i := 0; i < b.Len; i++ {
+		r := w.rowBytes(b, i)
+		if 1+binary.MaxVarintLen64+r > w.maxFrame {
+			return fmt.Errorf("frames: row %d is %d bytes, over the frame limit of %d", b.Start+i, r, w.maxFrame)
+		}
+		if w.pendBytes+r > w.maxFrame {
+			if err := w.flush(); err != nil {
+				return err
 			}
-			size += r
-			j++
 		}
-		if j == i {
-			return fmt.Errorf("frames: row %d is %d bytes, over the frame limit of %d", b.Start+i, w.rowBytes(b, i), w.maxFrame)
+		for c, col := range w.h.Columns {
+			if col.Type == dataset.TypeNumber {
+				w.pend.Num[c] = append(w.pend.Num[c], b.Num[c][i])
+			} else {
+				w.pend.Raw[c] = append(w.pend.Raw[c], b.Raw[c][i])
+			}
 		}
-		if err := w.batch(b, i, j); err != nil {
-			return err
+		w.pend.Len++
+		w.pendBytes += r
+		if w.pend.Len == w.chunkRows {
+			if err := w.flush(); err != nil {
+				return err
+			}
 		}
-		i = j
 	}
 	return nil
 }
 
+// flush writes the pending rows as one batch frame.
+func (w *Writer) flush() error {
+	if w.pend.Len == 0 {
+		return nil
+	}
+	if err := w.batch(&w.pend, 0, w.pend.Len); err != nil {
+		return err
+	}
+	for c := range w.pend.Num {
+		w.pend.Num[c], w.pend.Raw[c] = w.pend.Num[c][:0], w.pend.Raw[c][:0]
+	}
+	w.pend.Len = 0
+	w.pendBytes = 1 + binary.MaxVarintLen64
+	return nil
+}
+
 func (w *Writer) batch(b *dataset.Batch, from, to int) error {
-	body := make([]byte, 0, 64)
-	body = binary.AppendUvarint(body, uint64(to-from))
+	body := binary.AppendUvarint(w.body[:0], uint64(to-from))
 	for c, col := range w.h.Columns {
 		if col.Type == dataset.TypeNumber {
 			for _, v := range b.Num[c][from:to] {
@@ -186,6 +217,7 @@ func (w *Writer) batch(b *dataset.Batch, from, to int) error {
 			body = append(body, s...)
 		}
 	}
+	w.body = body
 	if err := w.frame(KindBatch, body); err != nil {
 		return err
 	}
@@ -196,6 +228,9 @@ func (w *Writer) batch(b *dataset.Batch, from, to int) error {
 
 // Close writes the end frame; the rows written must be the header's.
 func (w *Writer) Close() error {
+	if err := w.flush(); err != nil {
+		return err
+	}
 	if w.rows != w.h.Rows {
 		return fmt.Errorf("frames: %d rows written, the header says %d", w.rows, w.h.Rows)
 	}
@@ -235,6 +270,7 @@ type Reader struct {
 	batches int
 	done    bool
 	frame   []byte // the last frame as read, prefix and checksum included
+	hdr     []byte // the header frame as read
 	batch   dataset.Batch
 }
 
@@ -259,8 +295,12 @@ func NewReader(r io.Reader, lim Limits) (*Reader, error) {
 		return nil, err
 	}
 	fr.h = h
+	fr.hdr = append([]byte(nil), fr.frame...)
 	return fr, nil
 }
+
+// HeaderFrame is the header frame exactly as read.
+func (r *Reader) HeaderFrame() []byte { return r.hdr }
 
 // ParseHeader decodes and checks a header frame's body.
 func ParseHeader(body []byte, lim Limits) (Header, error) {

@@ -119,8 +119,8 @@ func TestRoundTrip(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer f.Close()
-	if f.ChunkRows() != 700 { // the rows of each batch written
-		t.Errorf("chunk rows %d, want 700", f.ChunkRows())
+	if f.ChunkRows() != DefaultChunkRows { // whatever the batches written (700 rows)
+		t.Errorf("chunk rows %d, want %d", f.ChunkRows(), DefaultChunkRows)
 	}
 	for _, c := range [][3]int{{0, 5000, 333}, {1000, 1024, 5}, {1023, 3100, 4096}, {4999, 5000, 1}, {7, 7, 1}} {
 		if got, want := collect(t, f, c[0], c[1], c[2]), collect(t, tab, c[0], c[1], c[2]); !slices.EqualFunc(got, want, slices.Equal) {
