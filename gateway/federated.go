@@ -130,7 +130,7 @@ func (g *Gateway) startRound(p *store.Job, round int, init map[string]plan.Tenso
 	for s := 0; s < p.Shards; s++ {
 		c := &store.Job{
 			ID: store.ShardJobID(p.ID, round, s), DatasetID: p.DatasetID, UserID: p.UserID, Requester: p.Requester,
-			Plan: planJSON, Init: initJSON, ParentID: p.ID, Shard: s, Round: round, MemoryBytes: p.MemoryBytes,
+			Plan: planJSON, Init: initJSON, ParentID: p.ID, Shard: s, Round: round, MemoryBytes: p.MemoryBytes, StreamMemoryBytes: p.StreamMemoryBytes,
 			MaxAttempts: g.cfg.MaxAttempts, AttemptTimeout: g.cfg.AttemptTimeout, Deadline: p.Deadline,
 		}
 		if err := g.store.CreateJob(c); errors.Is(err, store.ErrConflictState) {

@@ -325,10 +325,10 @@ func (g *Gateway) publishOffers(ctx context.Context) {
 				g.offerBacklog.Store(true)
 				continue
 			}
-			p, ok := g.capacity.pick(now, st.unreached, j.MemoryBytes)
+			p, ok := g.capacity.pick(now, st.unreached, j.MemoryNeed(true))
 			if ok {
 				st.to, st.at, st.inFlight, st.accepted = p, now, true, false
-				o := wire.DirectOffer{Job: j.ID, Expires: expires, Memory: j.MemoryBytes}
+				o := wire.DirectOffer{Job: j.ID, Expires: expires, Memory: j.MemoryBytes, StreamMemory: j.StreamMemoryBytes}
 				g.peer.Go(func(ctx context.Context) { g.offerDirect(ctx, o, p) })
 				continue
 			}
@@ -342,7 +342,7 @@ func (g *Gateway) publishOffers(ctx context.Context) {
 		// No node has pinged yet (a restarted gateway), or direct offers
 		// of this job reached no node: gossip it to every node.
 		st.to, st.at, st.open, st.accepted = "", now, true, false
-		if !g.gossip(ctx, wire.Offer{Gateway: g.ID(), Job: j.ID, Expires: expires, Free: free, Memory: j.MemoryBytes}) {
+		if !g.gossip(ctx, wire.Offer{Gateway: g.ID(), Job: j.ID, Expires: expires, Free: free, Memory: j.MemoryBytes, StreamMemory: j.StreamMemoryBytes}) {
 			return
 		}
 	}

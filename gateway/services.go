@@ -105,7 +105,7 @@ const touchEvery = MaxPingInterval - time.Second
 func (g *Gateway) handleClaim(_ context.Context, c caller, req *wire.ClaimRequest) (*wire.ClaimResponse, error) {
 	g.metrics.claims.Inc()
 	from := c.peer
-	j, err := g.store.GrantFitting(req.Job, from.String(), g.cfg.Lease, req.MaxJobMemory)
+	j, err := g.store.GrantFitting(req.Job, from.String(), g.cfg.Lease, req.MaxJobMemory, req.Streams)
 	if err != nil {
 		if errors.Is(err, store.ErrNoFit) {
 			return nil, p2p.Errorf(p2p.CodeConflict, "job %s needs more memory than this node allows one job (%s)", req.Job, plan.FormatBytes(req.MaxJobMemory))

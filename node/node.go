@@ -304,7 +304,7 @@ func (n *Node) dispatch(ctx context.Context) {
 			if _, busy := n.claiming[id]; busy {
 				continue
 			}
-			if o.Memory > n.jobMemory() {
+			if memoryNeed(o.Memory, o.StreamMemory) > n.jobMemory() {
 				delete(n.offered, id) // it does not fit: never claim it
 				continue
 			}
@@ -369,7 +369,7 @@ func (n *Node) handleOffer(_ context.Context, from peer.ID, req *wire.DirectOffe
 	if _, running := n.running[req.Job]; running || n.claiming[req.Job] != nil {
 		return &wire.OfferAnswer{Accepted: true, Free: free()}, nil // already on it
 	}
-	if time.Now().After(req.Expires) || req.Memory > n.jobMemory() {
+	if time.Now().After(req.Expires) || memoryNeed(req.Memory, req.StreamMemory) > n.jobMemory() {
 		return &wire.OfferAnswer{Free: free()}, nil
 	}
 	select {
@@ -428,6 +428,15 @@ func (n *Node) pingNow() {
 	}
 }
 
+// memoryNeed is what an offered job needs on this node, which streams rows
+// it cannot hold: the stream bound when the gateway gives one.
+func memoryNeed(memory, stream int64) int64 {
+	if stream > 0 {
+		return stream
+	}
+	return memory
+}
+
 // jobMemory is the bytes one job may use: MaxMemory over the slots.
 func (n *Node) jobMemory() int64 { return n.cfg.MaxMemory / int64(n.cfg.Slots) }
 
@@ -473,7 +482,7 @@ func (n *Node) take(ctx, claimCtx context.Context, job string, free int, release
 	// gossips that offer before it answers the very claim it granted, and a
 	// node that dropped its own grant left the job leased to nobody until the
 	// lease expired. The gateway's answer (grant or conflict) decides.
-	grant, err := p2p.Request(ctx, n.peer, n.gw.ID, wire.Claim(), &wire.ClaimRequest{Job: job, MaxJobMemory: n.jobMemory()})
+	grant, err := p2p.Request(ctx, n.peer, n.gw.ID, wire.Claim(), &wire.ClaimRequest{Job: job, MaxJobMemory: n.jobMemory(), Streams: true})
 	if err != nil {
 		n.log.Debug("claim not granted", "job", job, "err", err)
 		return

@@ -24,6 +24,8 @@ type DirectOffer struct {
 	// Memory bounds the bytes the job needs (0: unknown), as in Offer: a
 	// node whose jobs may use less declines.
 	Memory int64 `json:"memory,omitempty"`
+	// StreamMemory as in Offer.
+	StreamMemory int64 `json:"stream_memory,omitempty"`
 }
 
 // Validate checks a direct offer's fields before a node acts on it.

@@ -162,6 +162,9 @@ type Offer struct {
 	// Memory is an upper bound of the bytes the job needs (0: unknown): a
 	// node whose MaxJobMemory is less does not claim it.
 	Memory int64 `json:"memory,omitempty"`
+	// StreamMemory is the bound for a node that streams the rows through a
+	// bounded buffer (0: unknown; then Memory applies).
+	StreamMemory int64 `json:"stream_memory,omitempty"`
 }
 
 // PingRequest tells the gateway that a node is alive and how busy it is.
@@ -201,6 +204,9 @@ type ClaimRequest struct {
 	Job string `json:"job"`
 	// MaxJobMemory as in PingRequest: the gateway grants no job that needs more.
 	MaxJobMemory int64 `json:"max_job_memory,omitempty"`
+	// Streams: the node streams rows it cannot hold (job/data) and so
+	// needs the job's stream memory, not its in-memory bound.
+	Streams bool `json:"streams,omitempty"`
 }
 
 // ClaimResponse grants a lease; Attempt is the fencing token every later

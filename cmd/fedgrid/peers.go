@@ -303,7 +303,7 @@ func addTLSFlags(c *cobra.Command, cert, key *string) {
 func nodeCmd(g *globals) *cobra.Command {
 	var pf peerFlags
 	cfg := node.DefaultConfig()
-	var engine, maxMemory, metricsAddr string
+	var engine, maxMemory, cacheSize, metricsAddr string
 	c := &cobra.Command{
 		Use:   "node",
 		Short: "run a worker node enrolled by a gateway",
@@ -322,6 +322,11 @@ func nodeCmd(g *globals) *cobra.Command {
 			if maxMemory != "" {
 				if cfg.MaxMemory, err = node.ParseBytes(maxMemory); err != nil {
 					return usagef("--max-memory: %v", err)
+				}
+			}
+			if cacheSize != "" {
+				if cfg.CacheSize, err = node.ParseBytes(cacheSize); err != nil {
+					return usagef("--cache-size: %v", err)
 				}
 			}
 			if metricsAddr != "" {
@@ -350,6 +355,7 @@ func nodeCmd(g *globals) *cobra.Command {
 	c.Flags().IntVar(&cfg.Slots, "slots", cfg.Slots, "jobs this node runs at once")
 	c.Flags().StringVar(&engine, "engine", string(cfg.Engine), "gradient engine for the jobs it trains: native (fast) or gorgonia (autodiff reference)")
 	c.Flags().StringVar(&maxMemory, "max-memory", "", "memory this node's jobs may use together, e.g. 4GiB (default: the cgroup limit or the physical memory); each slot gets an equal share and the node claims no job that needs more")
+	c.Flags().StringVar(&cacheSize, "cache-size", "", "disk the shard cache (DATA/shards: the rows of past jobs, for later jobs on the same dataset version and shard) may use, e.g. 20GiB (default 8GiB); the least recently used shards go first")
 	c.Flags().StringVar(&metricsAddr, "metrics", "", "serve Prometheus metrics at http://ADDR/metrics (HOST:PORT; port 0 picks one, shown as http= in the ready line)")
 	return c
 }

@@ -17,25 +17,31 @@ type SubmitLimits struct {
 
 // checkLimits refuses a plan beyond the gateway's workers and rounds, or
 // whose training needs more memory than any node may give one job; it
-// returns the memory training pl on rows rows needs (plan.TrainMemory).
-func (s *Service) checkLimits(pl *plan.Plan, rows int) (int64, error) {
+// returns the memory training pl on rows rows needs with every row in
+// memory (plan.TrainMemory) and streamed, whichever is less
+// (plan.NeedMemory).
+func (s *Service) checkLimits(pl *plan.Plan, rows int) (need, least int64, err error) {
 	l := s.limits
 	if l.MaxWorkers > 0 && pl.Train.Workers > l.MaxWorkers {
-		return 0, FieldError("train.workers", "plan refused: train.workers is %d, more than this gateway allows (%d)", pl.Train.Workers, l.MaxWorkers)
+		return 0, 0, FieldError("train.workers", "plan refused: train.workers is %d, more than this gateway allows (%d)", pl.Train.Workers, l.MaxWorkers)
 	}
 	if l.MaxRounds > 0 && pl.Train.Rounds > l.MaxRounds {
-		return 0, FieldError("train.rounds", "plan refused: train.rounds is %d, more than this gateway allows (%d)", pl.Train.Rounds, l.MaxRounds)
+		return 0, 0, FieldError("train.rounds", "plan refused: train.rounds is %d, more than this gateway allows (%d)", pl.Train.Rounds, l.MaxRounds)
 	}
-	need, err := plan.TrainMemory(pl, rows)
+	need, err = plan.TrainMemory(pl, rows)
 	if err != nil {
-		return 0, Errorf(Invalid, "plan refused: %v", err)
+		return 0, 0, Errorf(Invalid, "plan refused: %v", err)
+	}
+	least, err = plan.NeedMemory(pl, rows)
+	if err != nil {
+		return 0, 0, Errorf(Invalid, "plan refused: %v", err)
 	}
 	if l.NodeMemory == nil {
-		return need, nil
+		return need, least, nil
 	}
-	if top, known := l.NodeMemory(); known && need > top {
-		return 0, Errorf(Invalid, "plan refused: training it needs about %s (%d bytes: values and gradients of every op at the batch size, the parameters and the data), more than any node of this gateway may use (%s); lower train.batch_size or the widths",
-			plan.FormatBytes(need), need, plan.FormatBytes(top))
+	if top, known := l.NodeMemory(); known && least > top {
+		return 0, 0, Errorf(Invalid, "plan refused: training it needs about %s (%d bytes: values and gradients of every op at the batch size, the parameters and the data, or its streaming buffer), more than any node of this gateway may use (%s); lower train.batch_size or the widths",
+			plan.FormatBytes(least), least, plan.FormatBytes(top))
 	}
-	return need, nil
+	return need, least, nil
 }

@@ -63,13 +63,13 @@ func (s *Service) Submit(a Actor, datasetID string, planJSON json.RawMessage) (*
 	if err != nil {
 		return nil, Errorf(Invalid, "plan does not fit dataset %q: %v", ds.Name, err)
 	}
-	need, err := s.checkLimits(pl, ds.Rows)
+	need, least, err := s.checkLimits(pl, ds.Rows)
 	if err != nil {
 		return nil, err
 	}
 	j := &store.Job{
-		MemoryBytes: need,
-		DatasetID:   ds.ID, UserID: u.ID, Requester: a.Peer, Plan: planJSON, Init: init, HostedModel: hostedID,
+		MemoryBytes: need, StreamMemoryBytes: least,
+		DatasetID: ds.ID, UserID: u.ID, Requester: a.Peer, Plan: planJSON, Init: init, HostedModel: hostedID,
 		MaxAttempts: s.jobs.MaxAttempts, AttemptTimeout: s.jobs.AttemptTimeout, Deadline: s.now().Add(s.jobs.JobTimeout),
 		PlanTable: report.String(), Review: dec.Review,
 	}

@@ -49,6 +49,10 @@ type Job struct {
 	// MemoryBytes bounds what training the job needs (plan.TrainMemory on
 	// the dataset's rows); 0 for jobs stored before it was recorded.
 	MemoryBytes int64 `json:"memory_bytes,omitempty"`
+	// StreamMemoryBytes bounds what training the job needs on a node that
+	// streams the rows through a bounded buffer (plan.NeedMemory; at most
+	// MemoryBytes); 0: not known (jobs created before it was).
+	StreamMemoryBytes int64 `json:"stream_memory_bytes,omitempty"`
 
 	// DatasetVersion and DatasetSHA256 name the dataset's contents when the
 	// job was created (Dataset.Version, Dataset.SHA256): the version its
@@ -176,7 +180,7 @@ func (s *Store) putJob(txn *badger.Txn, j *Job, oldState string) error {
 		}
 	}
 	if oldState != j.State {
-		ref, err := json.Marshal(JobRef{ID: j.ID, UserID: j.UserID, DatasetID: j.DatasetID, QueuedAt: j.QueuedAt, NotBefore: j.NotBefore, MemoryBytes: j.MemoryBytes})
+		ref, err := json.Marshal(JobRef{ID: j.ID, UserID: j.UserID, DatasetID: j.DatasetID, QueuedAt: j.QueuedAt, NotBefore: j.NotBefore, MemoryBytes: j.MemoryBytes, StreamMemoryBytes: j.StreamMemoryBytes})
 		if err != nil {
 			return err
 		}
@@ -197,6 +201,8 @@ type JobRef struct {
 	NotBefore time.Time `json:"not_before,omitzero"`
 	// MemoryBytes is the job's (0 in index entries written before it was).
 	MemoryBytes int64 `json:"memory_bytes,omitempty"`
+	// StreamMemoryBytes is the job's (0 when not known).
+	StreamMemoryBytes int64 `json:"stream_memory_bytes,omitempty"`
 }
 
 // QueuedRefs lists the queued jobs, oldest first, from the state index alone.
@@ -496,22 +502,23 @@ func (s *Store) modifyJob(id string, fn func(txn *badger.Txn, j *Job) error) (*J
 // Grant leases a queued job to node for lease, in one transaction: the job
 // becomes running with Attempt incremented. Any other state: ErrConflictState.
 func (s *Store) Grant(jobID, node string, lease time.Duration) (*Job, error) {
-	return s.GrantFitting(jobID, node, lease, 0)
+	return s.GrantFitting(jobID, node, lease, 0, false)
 }
 
 // ErrNoFit: the job needs more memory than the claiming node allows one job.
 var ErrNoFit = errors.New("store: the job needs more memory than the node allows one job")
 
 // GrantFitting is Grant for a node whose jobs may use memory bytes each (0:
-// not said): a queued job whose MemoryBytes is more is refused with ErrNoFit.
-func (s *Store) GrantFitting(jobID, node string, lease time.Duration, memory int64) (*Job, error) {
+// not said): a queued job whose MemoryBytes is more is refused with ErrNoFit
+// (its StreamMemoryBytes, when known, for a node that streams).
+func (s *Store) GrantFitting(jobID, node string, lease time.Duration, memory int64, streams bool) (*Job, error) {
 	j, err := s.modifyJob(jobID, func(txn *badger.Txn, j *Job) error {
 		now := s.now().UTC()
 		if j.State != wire.StateQueued || j.Coordinated() {
 			return fmt.Errorf("%w: job %s is %s", ErrConflictState, j.ID, j.State)
 		}
-		if memory > 0 && j.MemoryBytes > memory {
-			return fmt.Errorf("%w: it needs %d bytes, the node allows %d", ErrNoFit, j.MemoryBytes, memory)
+		if need := j.MemoryNeed(streams); memory > 0 && need > memory {
+			return fmt.Errorf("%w: it needs %d bytes, the node allows %d", ErrNoFit, need, memory)
 		}
 		if now.Before(j.NotBefore) {
 			return fmt.Errorf("%w: job %s is backing off until %s", ErrConflictState, j.ID, j.NotBefore.Format(time.RFC3339Nano))
@@ -763,4 +770,21 @@ func (s *Store) FinishCoordinated(jobID string, model []byte, metrics json.RawMe
 		return s.audit(txn, AuditEvent{Action: "job.complete", Target: "job/" + j.ID, Detail: map[string]any{"rounds": j.Rounds}})
 	})
 	return err
+}
+
+// MemoryNeed is the memory the job needs on a node: StreamMemoryBytes
+// when the node streams and it is known, else MemoryBytes.
+func (j *Job) MemoryNeed(streams bool) int64 {
+	if streams && j.StreamMemoryBytes > 0 {
+		return j.StreamMemoryBytes
+	}
+	return j.MemoryBytes
+}
+
+// MemoryNeed is Job.MemoryNeed for an index entry.
+func (r *JobRef) MemoryNeed(streams bool) int64 {
+	if streams && r.StreamMemoryBytes > 0 {
+		return r.StreamMemoryBytes
+	}
+	return r.MemoryBytes
 }

@@ -612,11 +612,26 @@ func TestGrantFitting(t *testing.T) {
 	if refs, err := s.QueuedRefs(); err != nil || len(refs) != 1 || refs[0].MemoryBytes != 2<<30 {
 		t.Fatalf("queued refs %+v %v", refs, err)
 	}
-	if _, err := s.GrantFitting(j.ID, "small", time.Minute, 1<<30); !errors.Is(err, ErrNoFit) {
+	if _, err := s.GrantFitting(j.ID, "small", time.Minute, 1<<30, false); !errors.Is(err, ErrNoFit) {
 		t.Fatalf("grant to a node allowing 1 GiB: %v, want ErrNoFit", err)
 	}
-	if g, err := s.GrantFitting(j.ID, "big", time.Minute, 4<<30); err != nil || g.Node != "big" {
+	if g, err := s.GrantFitting(j.ID, "big", time.Minute, 4<<30, false); err != nil || g.Node != "big" {
 		t.Fatalf("grant to a node allowing 4 GiB: %+v %v", g, err)
+	}
+	// Streamed, the job needs 256 MiB: a streaming node of 1 GiB gets it, a
+	// node that reads every row into memory does not.
+	st := &Job{DatasetID: "d1", UserID: "u1", Requester: "peer", MemoryBytes: 2 << 30, StreamMemoryBytes: 256 << 20}
+	if err := s.CreateJob(st); err != nil {
+		t.Fatal(err)
+	}
+	if refs, err := s.QueuedRefs(); err != nil || len(refs) != 1 || refs[0].MemoryNeed(true) != 256<<20 || refs[0].MemoryNeed(false) != 2<<30 {
+		t.Fatalf("queued refs %+v %v", refs, err)
+	}
+	if _, err := s.GrantFitting(st.ID, "small", time.Minute, 1<<30, false); !errors.Is(err, ErrNoFit) {
+		t.Fatalf("grant to a node allowing 1 GiB that does not stream: %v, want ErrNoFit", err)
+	}
+	if g, err := s.GrantFitting(st.ID, "small", time.Minute, 1<<30, true); err != nil || g.Node != "small" {
+		t.Fatalf("grant to a streaming node allowing 1 GiB: %+v %v", g, err)
 	}
 }
 
