@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"runtime/debug"
 	"strings"
 	"syscall"
 
@@ -323,6 +324,12 @@ func nodeCmd(g *globals) *cobra.Command {
 				if cfg.MaxMemory, err = node.ParseBytes(maxMemory); err != nil {
 					return usagef("--max-memory: %v", err)
 				}
+				// The Go runtime collects garbage before the heap passes
+				// the limit (unless GOMEMLIMIT says otherwise), so that
+				// the process stays within what it was given.
+				if os.Getenv("GOMEMLIMIT") == "" {
+					debug.SetMemoryLimit(cfg.MaxMemory)
+				}
 			}
 			if cacheSize != "" {
 				if cfg.CacheSize, err = node.ParseBytes(cacheSize); err != nil {
@@ -354,7 +361,7 @@ func nodeCmd(g *globals) *cobra.Command {
 	c.Flags().StringVar(&cfg.JoinToken, "join-token", "", "single-use join token from the gateway's admin (not needed once enrolled)")
 	c.Flags().IntVar(&cfg.Slots, "slots", cfg.Slots, "jobs this node runs at once")
 	c.Flags().StringVar(&engine, "engine", string(cfg.Engine), "gradient engine for the jobs it trains: native (fast) or gorgonia (autodiff reference)")
-	c.Flags().StringVar(&maxMemory, "max-memory", "", "memory this node's jobs may use together, e.g. 4GiB (default: the cgroup limit or the physical memory); each slot gets an equal share and the node claims no job that needs more")
+	c.Flags().StringVar(&maxMemory, "max-memory", "", "memory this node's jobs may use together, e.g. 4GiB (default: the cgroup limit or the physical memory); each slot gets an equal share, the node claims no job that needs more and streams the rows of a job that cannot hold them; also the Go runtime's memory limit unless GOMEMLIMIT is set")
 	c.Flags().StringVar(&cacheSize, "cache-size", "", "disk the shard cache (DATA/shards: the rows of past jobs, for later jobs on the same dataset version and shard) may use, e.g. 20GiB (default 8GiB); the least recently used shards go first")
 	c.Flags().StringVar(&metricsAddr, "metrics", "", "serve Prometheus metrics at http://ADDR/metrics (HOST:PORT; port 0 picks one, shown as http= in the ready line)")
 	return c

@@ -1,0 +1,374 @@
+package gateway
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"math"
+	"math/rand/v2"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime/debug"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/fedgrid/fedgrid/client"
+	"github.com/fedgrid/fedgrid/dataset"
+	"github.com/fedgrid/fedgrid/dataset/colstore"
+	"github.com/fedgrid/fedgrid/gateway/store"
+	"github.com/fedgrid/fedgrid/node"
+	"github.com/fedgrid/fedgrid/p2p"
+	"github.com/fedgrid/fedgrid/plan"
+	"github.com/fedgrid/fedgrid/wire"
+)
+
+// Acceptance 2 of issue 19: a logistic regression and an MLP train through
+// a real node (a child process) on a generated dataset of about 1 GB (5M
+// rows x 20 features + a label, FEDGRID_BENCH_STREAM_ROWS to change the
+// rows). The node allows its jobs 256 MiB (--max-memory), so it streams:
+// job/data into its shard cache, then training from a bounded buffer. The
+// same plans then train in this process on the rows already in memory
+// (plan.TrainSource without a limit: the path of fedgrid plan run). It
+// reports the node's peak RSS per plan (VmHWM, reset between plans), the
+// transfer, and the mean time of epochs 2.. of each run and their ratio.
+//
+// The gateway stores the generated CSV as its columnar version
+// (store.PutDatasetFrom, as an upload does) and serves job/data from it.
+
+const benchStreamNodeEnv = "FEDGRID_BENCH_STREAM_NODE"
+
+const benchFeatures = 20
+
+// genCSV writes rows rows of benchFeatures standard normal features
+// (rounded to six decimals, written as dataset.AppendNumber spells them)
+// and a 0/1 label drawn from a logistic model of them.
+func genCSV(path string, rows int, seed uint64) error {
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	w := bufio.NewWriterSize(f, 1<<20)
+	rng := rand.New(rand.NewPCG(seed, 0x67656e))
+	var wts [benchFeatures]float64
+	for j := range wts {
+		wts[j] = float64(j%5-2) * 0.4
+	}
+	for j := range benchFeatures {
+		fmt.Fprintf(w, "f%02d,", j)
+	}
+	w.WriteString("label\n")
+	buf := make([]byte, 0, 256)
+	for range rows {
+		buf = buf[:0]
+		z := 0.0
+		for j := range benchFeatures {
+			v := math.Round(rng.NormFloat64()*1e6) / 1e6
+			z += wts[j] * v
+			buf = dataset.AppendNumber(buf, v)
+			buf = append(buf, ',')
+		}
+		if rng.Float64() < 1/(1+math.Exp(-z)) {
+			buf = append(buf, '1', '\n')
+		} else {
+			buf = append(buf, '0', '\n')
+		}
+		if _, err := w.Write(buf); err != nil {
+			f.Close()
+			return err
+		}
+	}
+	if err := w.Flush(); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
+}
+
+// TestBenchStreamNodeHelper is not a test on its own: BenchmarkStreamTraining
+// runs it in a child process, a node ("<data dir> <gateway multiaddr>
+// <join token> <max memory bytes>") that prints "TRAIN <unix ns>" when a
+// job's training starts and "EPOCH <n> <unix ns>" after each epoch, until
+// its standard input is closed.
+func TestBenchStreamNodeHelper(t *testing.T) {
+	f := strings.Fields(os.Getenv(benchStreamNodeEnv))
+	if len(f) != 4 {
+		t.Skip("helper process for BenchmarkStreamTraining")
+	}
+	maxMem, _ := strconv.ParseInt(f[3], 10, 64)
+	debug.SetMemoryLimit(maxMem) // as fedgrid node --max-memory does
+	out := bufio.NewWriter(os.Stdout)
+	say := func(format string, args ...any) {
+		fmt.Fprintf(out, format+"\n", args...)
+		out.Flush()
+	}
+	train := func(ctx context.Context, p *plan.Plan, src dataset.Source, o plan.TrainOptions) (*plan.Model, error) {
+		say("TRAIN %d", time.Now().UnixNano())
+		prog := o.Progress
+		o.Progress = func(pg plan.Progress) {
+			say("EPOCH %d %d", pg.Epoch, time.Now().UnixNano())
+			prog(pg)
+		}
+		return plan.TrainSource(ctx, p, src, o)
+	}
+	nd, err := node.Start(context.Background(), node.Config{DataDir: f[0], Network: "strbench", Listen: []string{"/ip4/127.0.0.1/tcp/0"},
+		Gateway: f[1], JoinToken: f[2], MaxMemory: maxMem, Train: train})
+	if err != nil {
+		say("ERR %v", err)
+		os.Exit(2)
+	}
+	say("READY")
+	_, _ = io.Copy(io.Discard, os.Stdin)
+	if err := nd.Close(); err != nil {
+		say("ERR %v", err)
+	}
+}
+
+func benchPlan(name string, hidden int) []byte {
+	feats := make([]string, benchFeatures)
+	for j := range feats {
+		feats[j] = fmt.Sprintf("f%02d", j)
+	}
+	p := map[string]any{
+		"format": "fedgrid.plan/v1", "name": name, "features": feats, "label": "label",
+		"preprocess": []map[string]any{{"op": "standardize"}},
+		"loss":       map[string]any{"op": "bce_logits", "in": []string{"z", "y"}},
+		"optimizer":  map[string]any{"name": "adam", "learning_rate": 0.005},
+		"train":      map[string]any{"epochs": 3, "batch_size": 256, "seed": 7, "validation_fraction": 0.2},
+	}
+	if hidden == 0 {
+		p["params"] = map[string]any{"w": map[string]any{"shape": []int{benchFeatures, 1}}, "b": map[string]any{"shape": []int{1}}}
+		p["forward"] = []map[string]any{
+			{"op": "matmul", "in": []string{"x", "w"}, "out": "z"}, {"op": "add", "in": []string{"z", "b"}, "out": "z"}}
+	} else {
+		p["params"] = map[string]any{"w1": map[string]any{"shape": []int{benchFeatures, hidden}}, "b1": map[string]any{"shape": []int{hidden}},
+			"w2": map[string]any{"shape": []int{hidden, 1}}, "b2": map[string]any{"shape": []int{1}}}
+		p["forward"] = []map[string]any{
+			{"op": "matmul", "in": []string{"x", "w1"}, "out": "h"}, {"op": "add", "in": []string{"h", "b1"}, "out": "h"},
+			{"op": "relu", "in": []string{"h"}, "out": "h"},
+			{"op": "matmul", "in": []string{"h", "w2"}, "out": "z"}, {"op": "add", "in": []string{"z", "b2"}, "out": "z"}}
+	}
+	b, _ := json.Marshal(p)
+	return b
+}
+
+// steadyEpoch is the mean time of epochs 2.. from the instants each epoch
+// ended; first is epoch 1 (with the statistics pass when streamed).
+func steadyEpoch(ends []time.Time, start time.Time) (first, steady time.Duration) {
+	if len(ends) < 2 {
+		return ends[0].Sub(start), ends[0].Sub(start)
+	}
+	return ends[0].Sub(start), ends[len(ends)-1].Sub(ends[0]) / time.Duration(len(ends)-1)
+}
+
+func procStatus(b *testing.B, pid int, key string) float64 {
+	raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		b.Fatal(err)
+	}
+	for _, line := range strings.Split(string(raw), "\n") {
+		if v, ok := strings.CutPrefix(line, key+":"); ok {
+			kb, _ := strconv.ParseFloat(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 64)
+			return kb / 1024
+		}
+	}
+	b.Fatalf("no %s", key)
+	return 0
+}
+
+func BenchmarkStreamTraining(b *testing.B) {
+	rows := 5_000_000
+	if env := os.Getenv("FEDGRID_BENCH_STREAM_ROWS"); env != "" {
+		n, err := strconv.Atoi(env)
+		if err != nil || n < 1000 {
+			b.Fatalf("FEDGRID_BENCH_STREAM_ROWS=%q: want a number of rows >= 1000", env)
+		}
+		rows = n
+	}
+	const maxMem = 256 << 20
+	ctx, cancel := context.WithTimeout(context.Background(), 40*time.Minute)
+	defer cancel()
+	dir := b.TempDir()
+	csvPath := filepath.Join(dir, "generated.csv")
+	t0 := time.Now()
+	if err := genCSV(csvPath, rows, 1); err != nil {
+		b.Fatal(err)
+	}
+	st, _ := os.Stat(csvPath)
+	b.Logf("generated %d rows, %.0f MB in %.1f s", rows, float64(st.Size())/1e6, time.Since(t0).Seconds())
+	g, err := Start(ctx, Config{DataDir: filepath.Join(dir, "gw"), Network: "strbench", Listen: []string{"/ip4/127.0.0.1/tcp/0"}})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer g.Close()
+	if _, err := g.store.Setup("owner@example.org", "correct horse battery", "Owner"); err != nil {
+		b.Fatal(err)
+	}
+	in, err := os.Open(csvPath)
+	if err != nil {
+		b.Fatal(err)
+	}
+	t0 = time.Now()
+	ds := &store.Dataset{Name: "generated", Tags: []string{"bench"}, Visibility: "public"}
+	err = g.store.PutDatasetFrom(ctx, ds, in, colstore.Options{})
+	in.Close()
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Logf("stored as the gateway's columnar version in %.1f s", time.Since(t0).Seconds())
+	_, src, err := g.store.OpenDataset(ds.ID)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer src.Close()
+	if src.NumRows() != rows {
+		b.Fatalf("version has %d rows, want %d", src.NumRows(), rows)
+	}
+	sk, _ := p2p.GenerateIdentity()
+	pid, _ := p2p.PeerIDOf(sk)
+	if _, err := g.store.CreateUser(store.NewUser{Email: "ds@example.org", Password: "a long password", Name: "DS", Role: store.RoleDataScientist, PeerID: pid.String()}); err != nil {
+		b.Fatal(err)
+	}
+	tok, _, err := g.store.CreateJoinToken(time.Hour)
+	if err != nil {
+		b.Fatal(err)
+	}
+	cmd := exec.Command(os.Args[0], "-test.run=^TestBenchStreamNodeHelper$", "-test.count=1")
+	cmd.Env = append(os.Environ(), fmt.Sprintf("%s=%s %s %s %d", benchStreamNodeEnv, filepath.Join(dir, "node"), g.Addrs()[0], tok, maxMem))
+	cmd.Stderr = os.Stderr
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		b.Fatal(err)
+	}
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		b.Fatal(err)
+	}
+	defer func() { _ = stdin.Close(); _ = cmd.Wait() }()
+	lines := make(chan string, 64)
+	sc := bufio.NewScanner(out)
+	for sc.Scan() && sc.Text() != "READY" {
+		if strings.HasPrefix(sc.Text(), "ERR") {
+			b.Fatalf("node: %s", sc.Text())
+		}
+	}
+	go func() { // ends when the child's stdout closes
+		defer close(lines)
+		for sc.Scan() {
+			lines <- sc.Text()
+		}
+	}()
+	cl, err := client.New(ctx, client.Config{Network: "strbench", Bootstrap: []string{g.Addrs()[0]}, Identity: sk})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer cl.Close()
+
+	type result struct {
+		fetch          time.Duration
+		first, steady  time.Duration
+		peakMB         float64
+		valAcc, memAcc float64
+		memFirst       time.Duration
+		memSteady      time.Duration
+	}
+	plans := []struct {
+		name string
+		json []byte
+	}{{"logreg", benchPlan("logreg", 0)}, {"mlp-20-64-1", benchPlan("mlp", 64)}}
+	res := make([]result, len(plans))
+	b.ResetTimer()
+	for i, pl := range plans {
+		// Reset the node's peak RSS (VmHWM) to its current RSS.
+		if err := os.WriteFile(fmt.Sprintf("/proc/%d/clear_refs", cmd.Process.Pid), []byte("5"), 0); err != nil {
+			b.Fatal(err)
+		}
+		submitted := time.Now()
+		j, err := cl.Submit(ctx, g.peer.ID(), ds.ID, pl.json)
+		if err != nil {
+			b.Fatal(err)
+		}
+		var trainStart time.Time
+		var ends []time.Time
+		for len(ends) < 3 {
+			select {
+			case l, ok := <-lines:
+				if !ok {
+					b.Fatal("the node exited")
+				}
+				f := strings.Fields(l)
+				ns, _ := strconv.ParseInt(f[len(f)-1], 10, 64)
+				switch f[0] {
+				case "TRAIN":
+					trainStart = time.Unix(0, ns)
+				case "EPOCH":
+					ends = append(ends, time.Unix(0, ns))
+				}
+			case <-ctx.Done():
+				b.Fatal(ctx.Err())
+			}
+		}
+		done, err := cl.Wait(ctx, g.peer.ID(), j.ID, nil)
+		if err != nil || done.State != wire.StateSucceeded {
+			b.Fatalf("%s: %+v %v", pl.name, done, err)
+		}
+		res[i].peakMB = procStatus(b, cmd.Process.Pid, "VmHWM")
+		res[i].fetch = trainStart.Sub(submitted)
+		res[i].first, res[i].steady = steadyEpoch(ends, trainStart)
+		if mb, err := cl.Model(ctx, g.peer.ID(), j.ID); err == nil {
+			if m, err := plan.ParseModel(mb); err == nil {
+				res[i].valAcc = m.Metrics.ValidationAccuracy
+			}
+		}
+	}
+	b.StopTimer()
+	_ = stdin.Close()
+	// The same plans on the rows in memory, in this process, one after
+	// the other with the node idle.
+	for i, pl := range plans {
+		p, err := plan.Parse(pl.json)
+		if err != nil {
+			b.Fatal(err)
+		}
+		var start time.Time
+		var ends []time.Time
+		m, err := plan.TrainSource(ctx, p, &startTimer{Source: src, start: &start}, plan.TrainOptions{Progress: func(plan.Progress) { ends = append(ends, time.Now()) }})
+		if err != nil {
+			b.Fatal(err)
+		}
+		res[i].memFirst, res[i].memSteady = steadyEpoch(ends, start)
+		res[i].memAcc = m.Metrics.ValidationAccuracy
+	}
+	for i, pl := range plans {
+		r := res[i]
+		b.Logf("%s: node peak RSS %.0f MB (--max-memory %d MiB); job start to training %.1f s; streamed epoch 1 %.2f s, epochs 2-3 %.2f s; in memory epoch 1 %.2f s, epochs 2-3 %.2f s; ratio %.2f; validation accuracy %.4f streamed, %.4f in memory",
+			pl.name, r.peakMB, maxMem>>20, r.fetch.Seconds(), r.first.Seconds(), r.steady.Seconds(), r.memFirst.Seconds(), r.memSteady.Seconds(),
+			r.steady.Seconds()/r.memSteady.Seconds(), r.valAcc, r.memAcc)
+		b.ReportMetric(r.peakMB, pl.name+"-node-peak-rss-MB")
+		b.ReportMetric(r.steady.Seconds(), pl.name+"-stream-epoch-s")
+		b.ReportMetric(r.memSteady.Seconds(), pl.name+"-memory-epoch-s")
+		b.ReportMetric(r.steady.Seconds()/r.memSteady.Seconds(), pl.name+"-ratio")
+	}
+	b.ReportMetric(res[0].fetch.Seconds(), "first-job-fetch-s")
+	b.ReportMetric(0, "ns/op")
+}
+
+// startTimer marks when TrainSource finished reading every row: the
+// in-memory run's training starts there.
+type startTimer struct {
+	dataset.Source
+	start *time.Time
+}
+
+func (s *startTimer) Scan(ctx context.Context, from, to, batchRows int, fn func(*dataset.Batch) error) error {
+	err := s.Source.Scan(ctx, from, to, batchRows, fn)
+	*s.start = time.Now()
+	return err
+}
