@@ -100,7 +100,7 @@ func TestBenchStreamNodeHelper(t *testing.T) {
 		t.Skip("helper process for BenchmarkStreamTraining")
 	}
 	maxMem, _ := strconv.ParseInt(f[3], 10, 64)
-	debug.SetMemoryLimit(maxMem) // as fedgrid node --max-memory does
+	debug.SetMemoryLimit(node.RuntimeMemoryLimit(maxMem)) // as fedgrid node --max-memory does
 	out := bufio.NewWriter(os.Stdout)
 	say := func(format string, args ...any) {
 		fmt.Fprintf(out, format+"\n", args...)

@@ -28,6 +28,11 @@ func DefaultMaxMemory() (int64, error) {
 	return min(phys, cg), nil
 }
 
+// RuntimeMemoryLimit is the Go runtime's memory limit for a node given
+// maxMemory: 90% of it, the rest left for what the runtime does not count
+// (the binary's code and data, mapped file pages).
+func RuntimeMemoryLimit(maxMemory int64) int64 { return maxMemory / 10 * 9 }
+
 // physicalMemory reads MemTotal from a meminfo file.
 func physicalMemory(path string) (int64, error) {
 	b, err := os.ReadFile(path)

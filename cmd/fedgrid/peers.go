@@ -324,11 +324,11 @@ func nodeCmd(g *globals) *cobra.Command {
 				if cfg.MaxMemory, err = node.ParseBytes(maxMemory); err != nil {
 					return usagef("--max-memory: %v", err)
 				}
-				// The Go runtime collects garbage before the heap passes
+				// The Go runtime collects garbage before its memory passes
 				// the limit (unless GOMEMLIMIT says otherwise), so that
 				// the process stays within what it was given.
 				if os.Getenv("GOMEMLIMIT") == "" {
-					debug.SetMemoryLimit(cfg.MaxMemory)
+					debug.SetMemoryLimit(node.RuntimeMemoryLimit(cfg.MaxMemory))
 				}
 			}
 			if cacheSize != "" {
