@@ -3,7 +3,6 @@ package plan
 import (
 	"context"
 	"fmt"
-	"strconv"
 
 	"github.com/fedgrid/fedgrid/dataset"
 )
@@ -71,22 +70,15 @@ func newInputReader(p *Plan, pr *program, cols []dataset.Column) (*inputReader, 
 }
 
 // read fills x (b.Len rows of width values, zeroed first) and y from b.
-// A one_hot cell is its text; a source that keeps only the number of a
-// numeric column gives the shortest text that reads back as that number.
+// A one_hot cell is its text (dataset.Batch.Cell: for a source that keeps
+// only the number of a numeric cell, its canonical spelling).
 func (r *inputReader) read(b *dataset.Batch, x, y []float64) error {
 	w := r.width
 	clear(x[:b.Len*w])
 	for _, f := range r.feats {
 		if f.hot != nil {
-			raw, num := b.Raw[f.col], b.Num[f.col]
 			for i := 0; i < b.Len; i++ {
-				var cell string
-				if raw != nil {
-					cell = raw[i]
-				} else {
-					cell = strconv.FormatFloat(num[i], 'g', -1, 64)
-				}
-				if k, ok := f.hot[cell]; ok {
+				if k, ok := f.hot[b.Cell(f.col, i)]; ok {
 					x[i*w+f.at+k] = 1
 				}
 			}

@@ -231,3 +231,47 @@ func TestTrainSourceStreamsUnderMemoryLimit(t *testing.T) {
 		t.Errorf("a limit too small even to stream: %v", err)
 	}
 }
+
+// numbersOnly is a source that, like a columnar version, gives number
+// columns without their text.
+type numbersOnly struct{ *dataset.Table }
+
+func (s numbersOnly) Scan(ctx context.Context, from, to, batchRows int, fn func(*dataset.Batch) error) error {
+	return s.Table.Scan(ctx, from, to, batchRows, func(b *dataset.Batch) error {
+		c := *b
+		c.Raw = slices.Clone(b.Raw)
+		for i := range c.Raw {
+			if c.Num[i] != nil {
+				c.Raw[i] = nil
+			}
+		}
+		return fn(&c)
+	})
+}
+
+// A one_hot over a number column reads the cells' canonical text from a
+// source that keeps only numbers: the same model as from the table.
+func TestOneHotFromNumbersOnlySource(t *testing.T) {
+	p := loadPlan(t, "logreg_pima.json")
+	p.Preprocess = append([]PreprocessOp{{Op: "one_hot", Column: "pregnant", Categories: []string{"0", "1", "2", "3"}}}, p.Preprocess...)
+	p.Params["w"] = ParamDef{Shape: []int{len(p.Features) + 3, 1}, Init: "zeros"}
+	tab := loadTable(t, "pima_diabetes.csv")
+	want, err := TrainSource(context.Background(), p, tab, TrainOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := TrainSource(context.Background(), p, numbersOnly{tab}, TrainOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(got.Params["w"].Data, want.Params["w"].Data) {
+		t.Fatal("one_hot over a numbers-only source trains another model")
+	}
+	var hot float64
+	for _, v := range want.Params["w"].Data[:4] {
+		hot += math.Abs(v)
+	}
+	if hot == 0 {
+		t.Fatal("the one_hot columns were all zero")
+	}
+}
