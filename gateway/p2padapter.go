@@ -29,48 +29,47 @@ type handler[Req, Resp any] func(ctx context.Context, c caller, req *Req) (*Resp
 // serve registers protocol d. A descriptor that checks its caller first
 // gets the policy run before the request is read as well.
 func serve[Req, Resp any](g *Gateway, d wire.Protocol[Req, Resp], fn handler[Req, Resp]) {
-	allow := func(from peer.ID) error {
-		_, err := g.svc.PeerActor(from.String(), d.Descriptor)
-		return g.p2pError(d.Name, err)
-	}
-	p2p.Serve(g.peer, d, allow, func(ctx context.Context, from peer.ID, req *Req) (*Resp, error) {
-		a, err := g.svc.PeerActor(from.String(), d.Descriptor)
+	p2p.Serve(g.peer, d, g.allow(d.Descriptor), func(ctx context.Context, from peer.ID, req *Req) (*Resp, error) {
+		c, err := g.caller(d.Descriptor, from)
 		if err != nil {
-			return nil, g.p2pError(d.Name, err)
+			return nil, err
 		}
-		if a.Kind == service.Node {
-			g.metrics.nodeRequests.Inc()
-			g.touchNode(from)
-		}
-		resp, err := fn(ctx, caller{Actor: a, peer: from}, req)
-		if err != nil {
-			return nil, g.p2pError(d.Name, err)
-		}
-		return resp, nil
+		resp, err := fn(ctx, c, req)
+		return resp, g.p2pError(d.Name, err)
 	})
 }
 
 // serveStream is serve for a protocol whose response is a stream of frames.
 func serveStream[Req any](g *Gateway, d wire.Protocol[Req, wire.Frames], fn func(ctx context.Context, c caller, req *Req) (func(context.Context, io.Writer) error, error)) {
-	allow := func(from peer.ID) error {
-		_, err := g.svc.PeerActor(from.String(), d.Descriptor)
+	p2p.ServeStream(g.peer, d, g.allow(d.Descriptor), func(ctx context.Context, from peer.ID, req *Req) (func(context.Context, io.Writer) error, error) {
+		c, err := g.caller(d.Descriptor, from)
+		if err != nil {
+			return nil, err
+		}
+		w, err := fn(ctx, c, req)
+		return w, g.p2pError(d.Name, err)
+	})
+}
+
+// allow is the caller policy of protocol d, run before a request is read.
+func (g *Gateway) allow(d wire.Descriptor) func(peer.ID) error {
+	return func(from peer.ID) error {
+		_, err := g.svc.PeerActor(from.String(), d)
 		return g.p2pError(d.Name, err)
 	}
-	p2p.ServeStream(g.peer, d, allow, func(ctx context.Context, from peer.ID, req *Req) (func(context.Context, io.Writer) error, error) {
-		a, err := g.svc.PeerActor(from.String(), d.Descriptor)
-		if err != nil {
-			return nil, g.p2pError(d.Name, err)
-		}
-		if a.Kind == service.Node {
-			g.metrics.nodeRequests.Inc()
-			g.touchNode(from)
-		}
-		w, err := fn(ctx, caller{Actor: a, peer: from}, req)
-		if err != nil {
-			return nil, g.p2pError(d.Name, err)
-		}
-		return w, nil
-	})
+}
+
+// caller resolves and authorises the peer of a request of protocol d.
+func (g *Gateway) caller(d wire.Descriptor, from peer.ID) (caller, error) {
+	a, err := g.svc.PeerActor(from.String(), d)
+	if err != nil {
+		return caller{}, g.p2pError(d.Name, err)
+	}
+	if a.Kind == service.Node {
+		g.metrics.nodeRequests.Inc()
+		g.touchNode(from)
+	}
+	return caller{Actor: a, peer: from}, nil
 }
 
 // p2pCode is the one map from a service error kind to a p2p code; false
