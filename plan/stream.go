@@ -91,7 +91,6 @@ type streamPlan struct {
 	train, val  []block
 	trainRows   int
 	valRows     int
-	bufferRows  int
 	fixed, perR float64 // bytes besides the buffer; bytes per buffered row
 }
 
