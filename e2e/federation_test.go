@@ -200,8 +200,13 @@ func TestFederatedTrainingAcrossOrganisations(t *testing.T) {
 			if err := f.sci.FederationResult(ctx, f.fedDir, fed.Ref, model); err != nil {
 				t.Fatal(err)
 			}
-			if _, err := f.h.Run(ctx, "model", "verify", "--model", model); err != nil {
-				t.Fatalf("the federated model's signature: %v", err)
+			res, err := f.h.Run(ctx, "model", "verify", model)
+			if err != nil {
+				t.Fatalf("the federated model's provenance: %v", err)
+			}
+			// Every round's three receipts, signed by the gateways' peer keys.
+			if want := fmt.Sprintf("%d rounds, %d receipts verified", rounds, 3*rounds); !strings.Contains(string(res.Stdout), want) {
+				t.Fatalf("fedgrid model verify says %q, want %q", res.Stdout, want)
 			}
 			ev, err := f.h.ModelEval(ctx, model, f.holdout)
 			if err != nil {

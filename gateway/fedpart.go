@@ -15,6 +15,7 @@ import (
 
 	"github.com/libp2p/go-libp2p/core/peer"
 
+	"github.com/fedgrid/fedgrid/crypto/receipt"
 	"github.com/fedgrid/fedgrid/crypto/secagg"
 	"github.com/fedgrid/fedgrid/gateway/service"
 	"github.com/fedgrid/fedgrid/gateway/store"
@@ -55,8 +56,12 @@ type fedRound struct {
 	ad      secagg.Advertisement
 	shares  []secagg.EncryptedShare
 	global  map[string]plan.Tensor
+	start   string // plan.WeightsSHA256(global)
 	masked  []uint32
 	plain   []byte // the plain update, once sent (a federation with plain updates)
+	// receipt is this gateway's signed receipt of a training round, made
+	// with its update (masked or plain) and sent with it.
+	receipt *receipt.Receipt
 	// Sums computed at the gateway itself (round 0, an evaluation: fedKeepSums)
 	// and, in round 0, the extremes released beside them.
 	fit      []uint32
@@ -501,7 +506,7 @@ func (g *Gateway) handleFedTrain(_ context.Context, c caller, req *wire.FedTrain
 	}
 	g.fed.mu.Lock()
 	if r.global == nil {
-		r.global = global
+		r.global, r.start = global, plan.WeightsSHA256(global)
 		r.shares = make([]secagg.EncryptedShare, len(req.Shares))
 		for i, s := range req.Shares {
 			r.shares[i] = secagg.EncryptedShare(s)
@@ -658,10 +663,10 @@ func (g *Gateway) handleFedUpdate(_ context.Context, c caller, req *wire.FedRoun
 	masked, plainSent, global, shares := r.masked, r.plain, r.global, r.shares
 	g.fed.mu.Unlock()
 	if masked != nil {
-		return fedUpdateResponse(g.ID(), masked, nil, r.extremes), nil // a retry
+		return fedUpdateResponse(g.ID(), masked, nil, r.extremes, r.receipt), nil // a retry
 	}
 	if plainSent != nil {
-		return fedUpdateResponse(g.ID(), nil, plainSent, nil), nil // a retry
+		return fedUpdateResponse(g.ID(), nil, plainSent, nil, r.receipt), nil // a retry
 	}
 	if req.Round == wire.FitRound || cfg.Eval {
 		return g.fedFitUpdate(r, req) // computed at the gateway itself: only to mask
@@ -706,15 +711,19 @@ func (g *Gateway) handleFedUpdate(_ context.Context, c caller, req *wire.FedRoun
 		if err != nil {
 			return nil, p2p.Errorf(p2p.CodeConflict, "%v", err)
 		}
+		rc, err := g.fedReceipt(req, r.start, receipt.UpdateSHA256(in.Words))
+		if err != nil {
+			return nil, err
+		}
 		// Durable before the update leaves: a federation that stops from now
 		// on charges this gateway's reservation (FailFederation).
 		if err := g.store.MarkFederationSent(j.ID, req.Round); err != nil {
 			return nil, service.Wrap(err, "job "+j.ID)
 		}
-		r.masked = in.Words
+		r.masked, r.receipt = in.Words, rc
 		g.log.Info("federation round update sent", "federation", req.Federation, "round", req.Round, "clipped", clipped)
 	}
-	return fedUpdateResponse(g.ID(), r.masked, nil, nil), nil
+	return fedUpdateResponse(g.ID(), r.masked, nil, nil, r.receipt), nil
 }
 
 // sendPlainUpdate answers with this gateway's update unmasked (a
@@ -734,22 +743,43 @@ func (g *Gateway) sendPlainUpdate(j *store.Job, cfg *fedConfig, req *wire.FedRou
 	g.fed.mu.Lock()
 	defer g.fed.mu.Unlock()
 	if r.plain == nil {
+		plain := wire.PackFloats(vals)
+		rc, err := g.fedReceipt(req, r.start, receipt.BytesSHA256(plain))
+		if err != nil {
+			return nil, err
+		}
 		if err := g.store.MarkFederationSent(j.ID, req.Round); err != nil {
 			return nil, service.Wrap(err, "job "+j.ID)
 		}
-		r.plain = wire.PackFloats(vals)
+		r.plain, r.receipt = plain, rc
 		g.log.Info("federation round plain update sent", "federation", req.Federation, "round", req.Round)
 	}
-	return fedUpdateResponse(g.ID(), nil, r.plain, nil), nil
+	return fedUpdateResponse(g.ID(), nil, r.plain, nil, r.receipt), nil
 }
 
 // fedUpdateResponse answers a ready update: masked words, packed (with
 // round 0's extremes), or a plain update.
-func fedUpdateResponse(self string, masked []uint32, plain []byte, extremes *wire.FedExtremes) *wire.FedUpdateResponse {
+func fedUpdateResponse(self string, masked []uint32, plain []byte, extremes *wire.FedExtremes, rc *receipt.Receipt) *wire.FedUpdateResponse {
 	if plain != nil {
-		return &wire.FedUpdateResponse{Ready: true, Party: self, Plain: plain}
+		return &wire.FedUpdateResponse{Ready: true, Party: self, Plain: plain, Receipt: rc}
 	}
-	return &wire.FedUpdateResponse{Ready: true, Party: self, Packed: wire.PackWords(masked), Extremes: extremes}
+	return &wire.FedUpdateResponse{Ready: true, Party: self, Packed: wire.PackWords(masked), Extremes: extremes, Receipt: rc}
+}
+
+// fedReceipt signs this gateway's receipt of a training round: the weights
+// it started from (start, their SHA-256) and the update it sends (update,
+// the SHA-256 of its bytes as sent).
+func (g *Gateway) fedReceipt(req *wire.FedRoundRequest, start, update string) (*receipt.Receipt, error) {
+	sk := g.peer.Host.Peerstore().PrivKey(g.peer.ID())
+	if sk == nil {
+		return nil, errors.New("gateway has no private key to sign with")
+	}
+	rc := &receipt.Receipt{Federation: req.Federation, Round: req.Round, Attempt: req.Attempt, Gateway: g.ID(),
+		StartSHA256: start, UpdateSHA256: update, Time: g.cfg.Now().UTC()}
+	if err := rc.Sign(sk); err != nil {
+		return nil, err
+	}
+	return rc, nil
 }
 
 func (g *Gateway) handleFedConfirm(_ context.Context, c caller, req *wire.FedSurvivors) (*wire.FedConsistency, error) {
@@ -826,11 +856,17 @@ func (g *Gateway) handleFedFinish(_ context.Context, c caller, req *wire.FedFini
 		if err != nil {
 			return nil, err
 		}
+		if req.Provenance != nil {
+			if err := checkFedProvenance(req, pl, w); err != nil {
+				return nil, err
+			}
+		}
 		states, err := plan.DeclaredStates(pl)
 		if err != nil {
 			return nil, err
 		}
-		m := &plan.Model{Format: plan.ModelFormat, Plan: pl, Params: w, Preprocess: states}
+		m := &plan.Model{Format: plan.ModelFormat, Plan: pl, Params: w, Preprocess: states,
+			Provenance: &plan.Provenance{Federation: req.Provenance}}
 		m.Metrics.Epochs = pl.Train.Epochs * max(1, min(req.Rounds, j.Rounds))
 		if j.DP {
 			m.Privacy = &plan.Privacy{Epsilon: wire.Epsilon(j.EpsilonMicroEps), Delta: j.Delta}
@@ -856,4 +892,20 @@ func (g *Gateway) handleFedFinish(_ context.Context, c caller, req *wire.FedFini
 	}
 	g.log.Info("federation finished", "federation", req.Federation, "state", done.State)
 	return g.svc.View(c.Actor, done).Info(g.ID()), nil
+}
+
+// checkFedProvenance checks the record a final model is to carry: every
+// receipt and the chain of weights from the plan's initial weights to w.
+func checkFedProvenance(req *wire.FedFinishRequest, pl *plan.Plan, w map[string]plan.Tensor) error {
+	if req.Provenance.ID != req.Federation {
+		return p2p.Errorf(p2p.CodeBadRequest, "provenance is of federation %q, not %q", req.Provenance.ID, req.Federation)
+	}
+	init, err := plan.InitialParams(pl)
+	if err != nil {
+		return err
+	}
+	if err := receipt.Verify(req.Provenance, plan.WeightsSHA256(init), plan.WeightsSHA256(w), p2p.VerifyPeerSignature); err != nil {
+		return p2p.Errorf(p2p.CodeBadRequest, "%v", err)
+	}
+	return nil
 }

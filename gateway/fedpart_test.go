@@ -236,6 +236,22 @@ func TestFederationAcrossGateways(t *testing.T) {
 		if err := gateway.VerifyModel(m); err != nil || m.Provenance.Gateway != gw.ID() {
 			t.Fatalf("gateway %d: model provenance: %v", i, err)
 		}
+		// The federation record: three gateways, one receipt each per round,
+		// the chain from the plan's initial weights to the final ones.
+		fp := m.Provenance.Federation
+		if fp == nil || fp.ID != s.Options.ID || len(fp.Gateways) != 3 || len(fp.Rounds) != rounds || fp.Count() != 3*rounds {
+			t.Fatalf("gateway %d: federation provenance %+v", i, fp)
+		}
+		for _, r := range fp.Rounds {
+			for _, rc := range r.Receipts {
+				if rc.StartSHA256 != r.StartSHA256 || rc.UpdateSHA256 == "" || rc.Time.IsZero() {
+					t.Fatalf("gateway %d: round %d receipt %+v", i, r.Round, rc)
+				}
+			}
+		}
+		if fp.Rounds[rounds-1].ResultSHA256 != plan.WeightsSHA256(fed.Params) {
+			t.Fatalf("gateway %d: the last round's result is not the federated weights", i)
+		}
 		for name, p := range fed.Params {
 			if !slices.Equal(p.Data, m.Params[name].Data) {
 				t.Fatalf("gateway %d holds other weights for %s", i, name)
@@ -323,6 +339,15 @@ func TestFederationGatewayLost(t *testing.T) {
 			}
 			if !slices.Contains(r3.Dropped, victim.ID()) || slices.Contains(s.Active, victim.ID()) {
 				t.Fatalf("the lost gateway is not reported dropped: %+v, active %v", r3, s.Active)
+			}
+			// One receipt per gateway in the sum: the victim's too when its update was in it.
+			if len(r3.Receipts) != len(want) {
+				t.Fatalf("round 3 has %d receipts for %d gateways summed", len(r3.Receipts), len(want))
+			}
+			for i, rc := range r3.Receipts {
+				if rc.Gateway != want[i] {
+					t.Fatalf("round 3 receipt %d is %s's, want %s's", i, rc.Gateway, want[i])
+				}
 			}
 			for _, gw := range []*gateway.Gateway{f.gws[0], f.gws[2]} {
 				localOf(gw)
