@@ -174,6 +174,9 @@ func (g *Gateway) handleFedJoin(_ context.Context, c caller, req *wire.FedJoinRe
 		if existing.UserID != u.ID || existing.Federation != req.Federation {
 			return nil, p2p.Errorf(p2p.CodeConflict, "federation ID %s is taken at this gateway", req.Federation)
 		}
+		if !existing.Terminal() {
+			g.fedHeard(existing)
+		}
 		return g.fedJoinResponse(c, existing) // a retried join, or a look at the approval
 	}
 	cfg, err := g.checkFedJoin(req)
@@ -316,9 +319,13 @@ func (g *Gateway) fedJob(c caller, federation string) (*store.Job, *fedConfig, *
 	if err != nil || j.UserID != c.User.ID || j.Federation != federation {
 		return nil, nil, nil, p2p.Errorf(p2p.CodeNotFound, "federation %s not found at this gateway", federation)
 	}
+	if j.State == wire.StateCancelled && j.Error != "" {
+		return nil, nil, nil, p2p.Errorf(p2p.CodeConflict, "this gateway's part in federation %s is cancelled: %s", federation, truncate(j.Error, 300))
+	}
 	if j.State != wire.StateRunning {
 		return nil, nil, nil, p2p.Errorf(p2p.CodeConflict, "this gateway's part in federation %s is %s", federation, j.State)
 	}
+	g.fedHeard(j)
 	var cfg fedConfig
 	if err := json.Unmarshal(j.FedConfig, &cfg); err != nil {
 		return nil, nil, nil, fmt.Errorf("federation %s: stored settings: %w", federation, err)
@@ -836,6 +843,7 @@ func (g *Gateway) handleFedFinish(_ context.Context, c caller, req *wire.FedFini
 		return nil, err
 	}
 	defer g.fed.drop(j.ID)
+	defer g.fedSeen.forget(j.ID)
 	if cfg.Eval && req.Error == "" {
 		if err := g.store.FinishEvaluation(j.ID); err != nil {
 			return nil, service.Wrap(err, "job "+j.ID)

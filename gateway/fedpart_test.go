@@ -45,17 +45,26 @@ func startFederation(t testing.TB, ctx context.Context, parts []*dataset.Table) 
 }
 
 func startFederationWith(t testing.TB, ctx context.Context, parts []*dataset.Table, visibility string) *federation {
+	return startFederationCfg(t, ctx, parts, visibility, func(*gateway.Config) {})
+}
+
+// startFederationCfg is startFederationWith with cfg applied to every gateway's config.
+func startFederationCfg(t testing.TB, ctx context.Context, parts []*dataset.Table, visibility string, cfg func(*gateway.Config)) *federation {
 	t.Helper()
 	f := &federation{}
 	var first gateway.Config
-	tc := testcluster.Start(t, ctx, testcluster.Options{Network: "gwtest", Gateway: func(c *gateway.Config) { c.Name = "hospital-0"; first = *c }})
+	tc := testcluster.Start(t, ctx, testcluster.Options{Network: "gwtest", Gateway: func(c *gateway.Config) { c.Name = "hospital-0"; cfg(c); first = *c }})
 	f.net = tc.Net
 	sk, _ := p2p.GenerateIdentity()
 	pid, _ := p2p.PeerIDOf(sk)
 	for i, part := range parts {
 		gw := tc.GW
 		if i > 0 {
-			gw = tc.StartGateway(t, ctx, func(c *gateway.Config) { c.Name, c.Lease = fmt.Sprintf("hospital-%d", i), 3*time.Second; first = *c })
+			gw = tc.StartGateway(t, ctx, func(c *gateway.Config) {
+				c.Name, c.Lease = fmt.Sprintf("hospital-%d", i), 3*time.Second
+				cfg(c)
+				first = *c
+			})
 		}
 		f.cfgs = append(f.cfgs, first)
 		st := gw.Store()
@@ -786,5 +795,121 @@ func TestFederationPlainUpdates(t *testing.T) {
 	s, err = f.cl.Federate(ctx, s, client.FedRunOptions{Poll: 20 * time.Millisecond, Waiting: approveAll(true), Progress: withdraw})
 	if !errors.Is(err, client.ErrRoundFailed) || s.Round != 1 || !strings.Contains(err.Error(), "secure aggregation only") {
 		t.Fatalf("after the owner withdrew plain updates: round %d, %v; want round 2 refused", s.Round, err)
+	}
+}
+
+// A coordinator that never comes back: each gateway's part expires after
+// FederationTimeout without a call. One federation stops while waiting for
+// the officers (refunded, approval requests withdrawn), one after a round
+// whose masked updates left (charged); both audited.
+func TestFederationCoordinatorGone(t *testing.T) {
+	if testing.Short() {
+		t.Skip("trains across two gateways")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	defer cancel()
+	train, _, parts := pimaParts(t, 2, false)
+	const timeout = 5 * time.Second // calls come every 50 ms while the coordinator runs
+	f := startFederationCfg(t, ctx, parts, store.VisibilityPrivate, func(c *gateway.Config) { c.FederationTimeout = timeout })
+	p, _ := fedPlan(t, "logreg_pima.json", train, 1, plan.Optimizer{Name: "sgd", LearningRate: 0.1})
+	p.Privacy = &plan.PrivacyPlan{DPSGD: &plan.DPSGD{NoiseMultiplier: 1.1, MaxGradNorm: 1}, Delta: 1e-5}
+	planJSON, err := json.Marshal(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ledger := func(i int) (spent, reserved int64) {
+		u, err := f.gws[i].Store().User(f.sci[i].ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return u.SpentMicroEps, u.ReservedMicroEps
+	}
+	// run starts a federation and stops its coordinator (as a killed
+	// client would: no fed/finish) once stop says so.
+	run := func(stop func(waiting bool, r *client.FedRound) bool, approve bool) *client.FedState {
+		s, err := client.NewFederation(f.options(planJSON, 3))
+		if err != nil {
+			t.Fatal(err)
+		}
+		cctx, quit := context.WithCancel(ctx)
+		defer quit()
+		_, _ = f.cl.Federate(cctx, s, client.FedRunOptions{Poll: 50 * time.Millisecond,
+			Waiting: func(pending map[string]string) {
+				if stop(true, nil) {
+					quit()
+					return
+				}
+				if approve {
+					for i, gw := range f.gws {
+						if id, ok := pending[gw.ID()]; ok {
+							if _, err := gw.Store().Decide(id, true, f.officers[i].ID, "go ahead"); err != nil {
+								t.Error(err)
+							}
+						}
+					}
+				}
+			},
+			Progress: func(r client.FedRound) {
+				if stop(false, &r) {
+					quit()
+				}
+			}})
+		return s
+	}
+	expired := func(s *client.FedState) []*store.Job {
+		jobID := gateway.FedJobID(s.Options.ID)
+		var out []*store.Job
+		for i, gw := range f.gws {
+			wait.For(t, time.Minute, fmt.Sprintf("gateway %d's part expired", i), func() error {
+				j, err := gw.Store().Job(jobID)
+				if err != nil {
+					return err
+				}
+				if j.State != wire.StateCancelled {
+					return fmt.Errorf("job is %s", j.State)
+				}
+				out = append(out, j)
+				return nil
+			})
+		}
+		for i, j := range out {
+			if !strings.Contains(j.Error, "not heard from for "+timeout.String()) {
+				t.Fatalf("gateway %d: expired job's error %q", i, j.Error)
+			}
+			if !j.FinishedAt.After(j.FedLastHeard().Add(timeout)) {
+				t.Fatalf("gateway %d: expired at %s, last heard %s", i, j.FinishedAt, j.FedLastHeard())
+			}
+			entries, err := f.gws[i].Store().Audit(store.AuditFilter{Action: "federation.expire"})
+			if err != nil || !slices.ContainsFunc(entries, func(e *store.AuditEntry) bool { return e.Target == "job/"+j.ID }) {
+				t.Fatalf("gateway %d: no federation.expire audit entry for %s (%v)", i, j.ID, err)
+			}
+		}
+		return out
+	}
+
+	// Gone while the officers decide.
+	s := run(func(waiting bool, _ *client.FedRound) bool { return waiting }, false)
+	for i, j := range expired(s) {
+		if sp, res := ledger(i); sp != 0 || res != 0 {
+			t.Fatalf("gateway %d: spent %d, reserved %d after the expiry; want the reservation refunded", i, sp, res)
+		}
+		if r, err := f.gws[i].Store().GetRequest(j.FedRequestID); err != nil || r.State != wire.RequestWithdrawn {
+			t.Fatalf("gateway %d: approval request %+v %v", i, r, err)
+		}
+	}
+
+	// Gone after round 1: every gateway's masked update left, so the
+	// federation's epsilon is spent.
+	s = run(func(_ bool, r *client.FedRound) bool { return r != nil && r.Round == 1 }, true)
+	if s.Round != 1 {
+		t.Fatalf("the coordinator stopped at round %d", s.Round)
+	}
+	for i, j := range expired(s) {
+		if j.FedSent != 1 {
+			t.Fatalf("gateway %d released %d rounds", i, j.FedSent)
+		}
+		if sp, res := ledger(i); sp != j.EpsilonMicroEps || res != 0 || sp == 0 {
+			t.Fatalf("gateway %d: spent %d, reserved %d after the expiry; want %d charged", i, sp, res, j.EpsilonMicroEps)
+		}
 	}
 }

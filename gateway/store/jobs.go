@@ -86,6 +86,10 @@ type Job struct {
 	// has no result of its own; what left are the round's secure sums,
 	// under the federation's approval. It succeeds with no release.
 	Evaluation bool `json:"evaluation,omitempty"`
+	// FedHeardAt is when the federation's coordinator was last heard from,
+	// as last stored (the gateway stores it at most about once a minute);
+	// zero before the first call after the join (FedLastHeard).
+	FedHeardAt time.Time `json:"fed_heard_at,omitzero"`
 	// Init is set by whoever creates the job. The store keeps the weights
 	// under a key of their own (JobInit reads them): the job record is
 	// rewritten on every heartbeat and must stay small. InitSize is their
