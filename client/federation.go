@@ -145,6 +145,14 @@ type FedRunOptions struct {
 	// Waiting, when set, is called before round 1 while gateways' compliance
 	// officers have not yet approved the federation (gateway -> request ID).
 	Waiting func(pending map[string]string)
+	// Retry, when set, is called before a failed round is tried again.
+	Retry func(round, attempt int, cause error)
+	// Retries is how often a round that could not complete is tried again
+	// at once, with fresh keys, before Federate returns ErrRoundFailed
+	// (0: 2; negative: never). RetryWait is the pause before each retry
+	// (default 5 s): time for a restarted gateway to come back.
+	Retries   int
+	RetryWait time.Duration
 	// Stage, when set, is called as each gateway passes a stage of a round:
 	// "keys" (its keys arrived), "training" (it took the weights and its
 	// shares and trains), "update" (its masked update arrived).
@@ -303,6 +311,15 @@ func (c *Client) Federate(ctx context.Context, s *FedState, run FedRunOptions) (
 	if run.Poll <= 0 {
 		run.Poll = 250 * time.Millisecond
 	}
+	switch {
+	case run.Retries == 0:
+		run.Retries = 2
+	case run.Retries < 0:
+		run.Retries = 0
+	}
+	if run.RetryWait <= 0 {
+		run.RetryWait = 5 * time.Second
+	}
 	save := func() error {
 		if run.StatePath == "" {
 			return nil
@@ -311,6 +328,12 @@ func (c *Client) Federate(ctx context.Context, s *FedState, run FedRunOptions) (
 	}
 	if s.State != FedRunning {
 		return s, nil
+	}
+	if s.Round > 0 || len(s.Active) > 0 {
+		// Resumed: the gateways may hold keys of an attempt of the next
+		// round whose other half (the keys and shares collected here) died
+		// with the previous run. A fresh attempt starts that round over.
+		s.Attempt++
 	}
 	if s.Round == 0 && len(s.Active) == 0 {
 		if err := c.fedJoin(ctx, s); err != nil {
@@ -351,6 +374,7 @@ func (c *Client) Federate(ctx context.Context, s *FedState, run FedRunOptions) (
 			return s, err
 		}
 	}
+	retries := 0
 	for s.Round < s.Options.Rounds {
 		if err := ctx.Err(); err != nil {
 			return s, err // stopped: resume later from s.Round
@@ -360,16 +384,30 @@ func (c *Client) Federate(ctx context.Context, s *FedState, run FedRunOptions) (
 			if ctx.Err() != nil {
 				return s, ctx.Err()
 			}
-			// The gateways keep their part open: the round can be retried
-			// (Federate again, or fedgrid train --resume), with every gateway
-			// that joined, as those lost may be back.
+			// The gateways keep their part open: the round is tried again
+			// with fresh keys (a new attempt): at once up to run.Retries
+			// times, then by Federate again or fedgrid train --resume, with
+			// every gateway that joined, as those lost may be back.
 			err = fmt.Errorf("%w: round %d could not complete: %w", ErrRoundFailed, s.Round+1, err)
 			s.Attempt++
 			if serr := save(); serr != nil {
 				return s, errors.Join(err, serr)
 			}
-			return s, err
+			if retries >= run.Retries {
+				return s, err
+			}
+			retries++
+			if run.Retry != nil {
+				run.Retry(s.Round+1, s.Attempt, err)
+			}
+			select {
+			case <-ctx.Done():
+				return s, ctx.Err()
+			case <-time.After(run.RetryWait):
+			}
+			continue
 		}
+		retries = 0
 		s.History = append(s.History, *r)
 		s.Round, s.Attempt = r.Round, 0
 		if err := save(); err != nil {
@@ -751,9 +789,14 @@ func (c *Client) fedTrain(ctx context.Context, gw string, req *wire.FedTrainRequ
 }
 
 // dropOut takes the gateways that failed a round out of the federation and
-// returns them, sorted.
+// returns them, sorted. One that restarted and lost its round keys
+// (wire.CodeRoundLost) stays in: it is back, and takes part in the next
+// round with fresh keys.
 func (s *FedState) dropOut(dropped map[string]error) []string {
-	s.Active = slices.DeleteFunc(s.Active, func(gw string) bool { _, gone := dropped[gw]; return gone })
+	s.Active = slices.DeleteFunc(s.Active, func(gw string) bool {
+		err, gone := dropped[gw]
+		return gone && !p2p.IsCode(err, wire.CodeRoundLost)
+	})
 	var gone []string
 	for gw := range dropped {
 		gone = append(gone, gw)

@@ -30,9 +30,11 @@ import (
 // run on this gateway's nodes as the shard jobs of a coordinated job (one
 // per round, from the round's global weights), and what leaves is only the
 // masked update of package crypto/secagg, whose sum alone the coordinator
-// can read. The per-round secure-aggregation keys live in memory only: a
-// restarted gateway misses the round it was in and takes part again from
-// the next one.
+// can read. The per-round secure-aggregation keys live in memory only and
+// are made once per round attempt (store.OpenFederationRound records that,
+// not the keys): a restarted gateway refuses to go on with the attempt it
+// was in (wire.CodeRoundLost), and takes part in the coordinator's next
+// attempt with fresh keys. docs/INTERNALS.md says why they are not stored.
 
 // fedConfig is what the gateway keeps of an accepted join (store.Job.FedConfig).
 type fedConfig struct {
@@ -357,7 +359,10 @@ func (g *Gateway) fedRoundIn(j *store.Job, req wire.FedRoundRequest) (*fedRound,
 		return nil, p2p.Errorf(p2p.CodeConflict, "round %d of federation %s is at attempt %d here, not %d", req.Round, req.Federation, r.attempt, req.Attempt)
 	}
 	if r == nil {
-		return nil, p2p.Errorf(p2p.CodeConflict, "this gateway has no keys for round %d of federation %s (it restarted, or the round was never opened): it takes part again from the next round", req.Round, req.Federation)
+		if k := j.FedKeys; k != nil && (k.Round > req.Round || k.Round == req.Round && k.Attempt >= req.Attempt) {
+			return nil, roundLost(&req)
+		}
+		return nil, p2p.Errorf(p2p.CodeConflict, "round %d (attempt %d) of federation %s was never opened at this gateway", req.Round, req.Attempt, req.Federation)
 	}
 	return r, nil
 }
@@ -436,6 +441,14 @@ func (g *Gateway) handleFedKeys(_ context.Context, c caller, req *wire.FedKeysRe
 		return nil, p2p.Errorf(p2p.CodeBadRequest, "the masked vector of this plan has %d words, not %d", want, req.Length)
 	}
 	params := secagg.Params{Context: wire.FedRoundContext(req.Federation, req.Round, req.Attempt), Parties: req.Parties, Threshold: req.Threshold, Length: req.Length, Degree: req.Degree}
+	// Durable before any key leaves: keys are made once per attempt, so a
+	// restart cannot make a second set for an attempt the others already
+	// hold this gateway's first set for.
+	if err := g.store.OpenFederationRound(j.ID, req.Round, req.Attempt); errors.Is(err, store.ErrRoundKeysLost) {
+		return nil, roundLost(&req.FedRoundRequest)
+	} else if err != nil {
+		return nil, service.Wrap(err, "job "+j.ID)
+	}
 	sk := g.peer.Host.Peerstore().PrivKey(g.peer.ID())
 	if sk == nil {
 		return nil, errors.New("gateway has no private key to sign with")
@@ -451,6 +464,13 @@ func (g *Gateway) handleFedKeys(_ context.Context, c caller, req *wire.FedKeysRe
 	g.fed.put(j.ID, req.Round, &fedRound{attempt: req.Attempt, params: params, party: party, ad: ad})
 	g.log.Info("federation round opened", "federation", req.Federation, "round", req.Round, "parties", len(req.Parties), "threshold", req.Threshold)
 	return (*wire.FedAdvertisement)(&ad), nil
+}
+
+// roundLost is the answer of a gateway that made its keys for this round's
+// attempt before it restarted: they are gone, and none are made again for
+// the same attempt.
+func roundLost(req *wire.FedRoundRequest) error {
+	return p2p.Errorf(wire.CodeRoundLost, "this gateway restarted during round %d (attempt %d) of federation %s and its keys for it, which are never stored, are gone: retry the round (a new attempt makes fresh keys)", req.Round, req.Attempt, req.Federation)
 }
 
 func (g *Gateway) handleFedShare(_ context.Context, c caller, req *wire.FedShareRequest) (*wire.FedShareResponse, error) {

@@ -658,7 +658,7 @@ func TestFederationRoundRetried(t *testing.T) {
 		t.Fatal(err)
 	}
 	victim := f.gws[1]
-	s, err = f.cl.Federate(ctx, s, client.FedRunOptions{Poll: 50 * time.Millisecond,
+	s, err = f.cl.Federate(ctx, s, client.FedRunOptions{Poll: 50 * time.Millisecond, Retries: -1,
 		Stage: func(round int, gw, stage string) {
 			if round == 2 && gw == victim.ID() && stage == "training" {
 				_ = victim.Close()
@@ -792,7 +792,7 @@ func TestFederationPlainUpdates(t *testing.T) {
 			t.Error(err)
 		}
 	}
-	s, err = f.cl.Federate(ctx, s, client.FedRunOptions{Poll: 20 * time.Millisecond, Waiting: approveAll(true), Progress: withdraw})
+	s, err = f.cl.Federate(ctx, s, client.FedRunOptions{Poll: 20 * time.Millisecond, Waiting: approveAll(true), Progress: withdraw, Retries: -1})
 	if !errors.Is(err, client.ErrRoundFailed) || s.Round != 1 || !strings.Contains(err.Error(), "secure aggregation only") {
 		t.Fatalf("after the owner withdrew plain updates: round %d, %v; want round 2 refused", s.Round, err)
 	}
@@ -911,5 +911,95 @@ func TestFederationCoordinatorGone(t *testing.T) {
 		if sp, res := ledger(i); sp != j.EpsilonMicroEps || res != 0 || sp == 0 {
 			t.Fatalf("gateway %d: spent %d, reserved %d after the expiry; want %d charged", i, sp, res, j.EpsilonMicroEps)
 		}
+	}
+}
+
+// A gateway restarted in the middle of round 2 (on its data, with its peer
+// key) lost its round keys, which are never stored. It refuses to go on with
+// that attempt of the round (wire.CodeRoundLost) rather than make a second
+// set of keys for it. When every gateway is required the coordinator tries
+// the round again at once, with fresh keys, and the restarted gateway takes
+// part; with two of three required the round completes without it and it is
+// back in round 3. Either way the federation finishes with all three.
+func TestFederationGatewayRestartedMidRound(t *testing.T) {
+	if testing.Short() {
+		t.Skip("trains across three gateways")
+	}
+	for _, tc := range []struct {
+		stage string
+		min   int
+	}{{"training", 3}, {"update", 3}, {"training", 2}} {
+		t.Run(fmt.Sprintf("after %s, %d required", tc.stage, tc.min), func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+			defer cancel()
+			train, _, parts := pimaParts(t, 3, false)
+			f := startFederation(t, ctx, parts)
+			_, planJSON := fedPlan(t, "logreg_pima.json", train, 2, adam)
+			o := f.options(planJSON, 3)
+			o.MinGateways = tc.min
+			s, err := client.NewFederation(o)
+			if err != nil {
+				t.Fatal(err)
+			}
+			victim := f.gws[1]
+			restarted := false
+			var back *gateway.Gateway
+			var retried []string
+			s, err = f.cl.Federate(ctx, s, client.FedRunOptions{Poll: 50 * time.Millisecond, RetryWait: 50 * time.Millisecond,
+				Retry: func(round, attempt int, cause error) {
+					retried = append(retried, fmt.Sprintf("%d/%d: %v", round, attempt, cause))
+				},
+				Stage: func(round int, gw, stage string) {
+					if round != 2 || gw != victim.ID() || stage != tc.stage || restarted {
+						return
+					}
+					restarted = true
+					if err := victim.Close(); err != nil {
+						t.Error(err)
+					}
+					var err error
+					if back, err = gateway.Start(ctx, f.cfgs[1]); err != nil {
+						t.Error(err)
+						return
+					}
+					t.Cleanup(func() { _ = back.Close() })
+					if back.ID() != victim.ID() {
+						t.Error("the restarted gateway has another identity")
+					}
+					wait.For(t, time.Minute, "the restarted gateway reachable", func() error {
+						_, _, err := f.cl.Dataset(ctx, back.Peer().ID(), f.ds[1].ID)
+						return err
+					})
+				}})
+			if err != nil || s.State != client.FedSucceeded || s.Round != 3 {
+				t.Fatalf("federation: %v, %s at round %d: %s", err, s.State, s.Round, s.Error)
+			}
+			if !restarted {
+				t.Fatal("the gateway was never restarted")
+			}
+			r2, r3 := s.History[1], s.History[2]
+			t.Logf("round 2: summed %d, dropped %v; retries %q", len(r2.Participants), r2.Dropped, retried)
+			if tc.min == 3 {
+				// The first attempt could not complete; the retry did, with all three.
+				if len(retried) != 1 || !strings.Contains(retried[0], "2/1: ") || len(r2.Participants) != 3 {
+					t.Fatalf("round 2: retries %q, summed %v", retried, r2.Participants)
+				}
+			} else if len(retried) != 0 || len(r2.Participants) != 2 || !slices.Contains(r2.Dropped, victim.ID()) {
+				t.Fatalf("round 2: retries %q, summed %v, dropped %v", retried, r2.Participants, r2.Dropped)
+			}
+			if len(r3.Participants) != 3 || !slices.Contains(s.Active, victim.ID()) {
+				t.Fatalf("round 3 summed %v (active %v): the restarted gateway is not back", r3.Participants, s.Active)
+			}
+			// What the restarted gateway stored: the last round and attempt it made keys for, never the keys.
+			j, err := back.Store().Job(gateway.FedJobID(s.Options.ID))
+			if err != nil || j.State != wire.StateSucceeded || j.FedKeys == nil || *j.FedKeys != (store.FedRoundMark{Round: 3}) {
+				t.Fatalf("restarted gateway's part: %+v %v", j, err)
+			}
+			for _, r := range s.History {
+				if len(r.Receipts) != len(r.Participants) {
+					t.Fatalf("round %d: %d receipts for %d gateways", r.Round, len(r.Receipts), len(r.Participants))
+				}
+			}
+		})
 	}
 }

@@ -25,6 +25,12 @@ const (
 	ProtoFedFinish  = "fed/finish"  // the final weights (or the reason it stopped): the gateway's part ends
 )
 
+// CodeRoundLost is the p2p error code of a gateway that made its keys for
+// a round's attempt and no longer holds them (it restarted: round keys are
+// never stored). It is alive: the coordinator retries the round with a new
+// attempt, in which the gateway makes fresh keys.
+const CodeRoundLost = "round_lost"
+
 // Federation limits.
 const (
 	MaxFedParticipants = 100

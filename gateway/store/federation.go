@@ -270,3 +270,24 @@ func (s *Store) ExpireFederation(jobID string, cutoff time.Time, why string) (*J
 	}
 	return &out, nil
 }
+
+// ErrRoundKeysLost: the gateway already made keys for that round and
+// attempt of a federation (before a restart, as it holds none now).
+var ErrRoundKeysLost = errors.New("store: this round's keys were made before and are lost")
+
+// OpenFederationRound records, before the gateway hands out its keys for a
+// round's attempt, that it made them. A round and attempt not after the
+// last recorded one is ErrRoundKeysLost: keys are made once per attempt.
+func (s *Store) OpenFederationRound(jobID string, round, attempt int) error {
+	_, err := s.modifyJob(jobID, func(_ *badger.Txn, j *Job) error {
+		if j.Federation == "" || j.State != wire.StateRunning {
+			return fmt.Errorf("%w: job %s is not a running federation job", ErrConflictState, j.ID)
+		}
+		if k := j.FedKeys; k != nil && (round < k.Round || round == k.Round && attempt <= k.Attempt) {
+			return fmt.Errorf("%w: round %d attempt %d (last made: round %d attempt %d)", ErrRoundKeysLost, round, attempt, k.Round, k.Attempt)
+		}
+		j.FedKeys = &FedRoundMark{Round: round, Attempt: attempt}
+		return nil
+	})
+	return err
+}

@@ -186,3 +186,37 @@ func TestFederationExpire(t *testing.T) {
 		t.Fatalf("audit entry %+v", e)
 	}
 }
+
+// Keys are made once per round attempt: an attempt not after the last
+// recorded one is refused, a later attempt or round is taken.
+func TestOpenFederationRound(t *testing.T) {
+	s := openTest(t, t.TempDir())
+	owner := setupTest(t, s)
+	u, err := s.CreateUser(NewUser{Email: "ds@example.org", Password: "password1", Actor: owner.ID})
+	if err != nil {
+		t.Fatal(err)
+	}
+	j := &Job{ID: "fed-x", DatasetID: "d", UserID: u.ID, Federation: "x", Shards: 1, Rounds: 5}
+	if err := s.CreateFederationJob(j, 0, false, ""); err != nil {
+		t.Fatal(err)
+	}
+	for _, step := range []struct {
+		round, attempt int
+		lost           bool
+	}{{1, 0, false}, {1, 0, true}, {1, 1, false}, {1, 0, true}, {2, 0, false}, {1, 2, true}, {2, 0, true}, {2, 3, false}, {3, 0, false}} {
+		err := s.OpenFederationRound(j.ID, step.round, step.attempt)
+		if lost := errors.Is(err, ErrRoundKeysLost); lost != step.lost || (err != nil && !lost) {
+			t.Fatalf("round %d attempt %d: %v (want lost %v)", step.round, step.attempt, err, step.lost)
+		}
+	}
+	got, _ := s.Job(j.ID)
+	if got.FedKeys == nil || *got.FedKeys != (FedRoundMark{Round: 3}) {
+		t.Fatalf("recorded %+v", got.FedKeys)
+	}
+	if err := s.FailFederation(j.ID, "stop"); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.OpenFederationRound(j.ID, 4, 0); !errors.Is(err, ErrConflictState) {
+		t.Fatalf("a finished federation opened a round: %v", err)
+	}
+}
