@@ -15,6 +15,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 
 	"github.com/fedgrid/fedgrid/crypto"
+	"github.com/fedgrid/fedgrid/crypto/receipt"
 	"github.com/fedgrid/fedgrid/crypto/secagg"
 	"github.com/fedgrid/fedgrid/p2p"
 	"github.com/fedgrid/fedgrid/plan"
@@ -64,6 +65,12 @@ type FedRound struct {
 	// Epsilon is the privacy spent so far, summed over the gateways' datasets
 	// (each gateway's own budget pays for its own dataset).
 	Epsilon float64 `json:"epsilon,omitempty"`
+	// StartSHA256 and ResultSHA256 hash the global weights before and after
+	// the round (plan.WeightsSHA256); Receipts are the signed receipts of the
+	// gateways in the sum. Empty in states saved before receipts existed.
+	StartSHA256  string            `json:"start_sha256,omitempty"`
+	ResultSHA256 string            `json:"result_sha256,omitempty"`
+	Receipts     []receipt.Receipt `json:"receipts,omitempty"`
 }
 
 // FedState is the coordinator's state, persisted after every round so that
@@ -138,6 +145,14 @@ type FedRunOptions struct {
 	// Waiting, when set, is called before round 1 while gateways' compliance
 	// officers have not yet approved the federation (gateway -> request ID).
 	Waiting func(pending map[string]string)
+	// Retry, when set, is called before a failed round is tried again.
+	Retry func(round, attempt int, cause error)
+	// Retries is how often a round that could not complete is tried again
+	// at once, with fresh keys, before Federate returns ErrRoundFailed
+	// (0: 2; negative: never). RetryWait is the pause before each retry
+	// (default 5 s): time for a restarted gateway to come back.
+	Retries   int
+	RetryWait time.Duration
 	// Stage, when set, is called as each gateway passes a stage of a round:
 	// "keys" (its keys arrived), "training" (it took the weights and its
 	// shares and trains), "update" (its masked update arrived).
@@ -296,6 +311,15 @@ func (c *Client) Federate(ctx context.Context, s *FedState, run FedRunOptions) (
 	if run.Poll <= 0 {
 		run.Poll = 250 * time.Millisecond
 	}
+	switch {
+	case run.Retries == 0:
+		run.Retries = 2
+	case run.Retries < 0:
+		run.Retries = 0
+	}
+	if run.RetryWait <= 0 {
+		run.RetryWait = 5 * time.Second
+	}
 	save := func() error {
 		if run.StatePath == "" {
 			return nil
@@ -304,6 +328,12 @@ func (c *Client) Federate(ctx context.Context, s *FedState, run FedRunOptions) (
 	}
 	if s.State != FedRunning {
 		return s, nil
+	}
+	if s.Round > 0 || len(s.Active) > 0 {
+		// Resumed: the gateways may hold keys of an attempt of the next
+		// round whose other half (the keys and shares collected here) died
+		// with the previous run. A fresh attempt starts that round over.
+		s.Attempt++
 	}
 	if s.Round == 0 && len(s.Active) == 0 {
 		if err := c.fedJoin(ctx, s); err != nil {
@@ -344,6 +374,7 @@ func (c *Client) Federate(ctx context.Context, s *FedState, run FedRunOptions) (
 			return s, err
 		}
 	}
+	retries := 0
 	for s.Round < s.Options.Rounds {
 		if err := ctx.Err(); err != nil {
 			return s, err // stopped: resume later from s.Round
@@ -353,16 +384,30 @@ func (c *Client) Federate(ctx context.Context, s *FedState, run FedRunOptions) (
 			if ctx.Err() != nil {
 				return s, ctx.Err()
 			}
-			// The gateways keep their part open: the round can be retried
-			// (Federate again, or fedgrid train --resume), with every gateway
-			// that joined, as those lost may be back.
+			// The gateways keep their part open: the round is tried again
+			// with fresh keys (a new attempt): at once up to run.Retries
+			// times, then by Federate again or fedgrid train --resume, with
+			// every gateway that joined, as those lost may be back.
 			err = fmt.Errorf("%w: round %d could not complete: %w", ErrRoundFailed, s.Round+1, err)
 			s.Attempt++
 			if serr := save(); serr != nil {
 				return s, errors.Join(err, serr)
 			}
-			return s, err
+			if retries >= run.Retries {
+				return s, err
+			}
+			retries++
+			if run.Retry != nil {
+				run.Retry(s.Round+1, s.Attempt, err)
+			}
+			select {
+			case <-ctx.Done():
+				return s, ctx.Err()
+			case <-time.After(run.RetryWait):
+			}
+			continue
 		}
+		retries = 0
 		s.History = append(s.History, *r)
 		s.Round, s.Attempt = r.Round, 0
 		if err := save(); err != nil {
@@ -375,8 +420,9 @@ func (c *Client) Federate(ctx context.Context, s *FedState, run FedRunOptions) (
 	weights := wire.PackFloats(plan.Flatten(s.Weights))
 	s.Final = map[string]wire.JobInfo{}
 	var mu sync.Mutex
+	prov := s.Provenance()
 	errs := eachGateway(s.Active, func(gw string) error {
-		info, err := c.fedFinish(ctx, gw, &wire.FedFinishRequest{Federation: s.Options.ID, Rounds: s.Round, Vector: weights, Plan: s.Fitted})
+		info, err := c.fedFinish(ctx, gw, &wire.FedFinishRequest{Federation: s.Options.ID, Rounds: s.Round, Vector: weights, Plan: s.Fitted, Provenance: prov})
 		if err == nil {
 			mu.Lock()
 			s.Final[gw] = *info
@@ -389,6 +435,62 @@ func (c *Client) Federate(ctx context.Context, s *FedState, run FedRunOptions) (
 		s.Error = fmt.Sprintf("%d gateways did not take the final model: %v", len(errs), firstErr(errs))
 	}
 	return s, save()
+}
+
+// Provenance is the record the released model carries: the gateways whose
+// updates were summed in some round, by name, and every round's hashes and
+// receipts. Nil when a round has no receipts (run before they existed).
+func (s *FedState) Provenance() *receipt.Federation {
+	if len(s.History) == 0 {
+		return nil
+	}
+	f := &receipt.Federation{ID: s.Options.ID}
+	in := map[string]bool{}
+	for _, r := range s.History {
+		if r.StartSHA256 == "" || len(r.Receipts) != len(r.Participants) {
+			return nil
+		}
+		for _, p := range r.Participants {
+			in[p] = true
+		}
+		f.Rounds = append(f.Rounds, receipt.Round{Round: r.Round, StartSHA256: r.StartSHA256, ResultSHA256: r.ResultSHA256,
+			Participants: slices.Clone(r.Participants), Receipts: slices.Clone(r.Receipts)})
+	}
+	for _, p := range s.Options.Participants {
+		if in[p.Gateway] {
+			f.Gateways = append(f.Gateways, receipt.Gateway{PeerID: p.Gateway, Name: p.Name, Dataset: p.Dataset})
+		}
+	}
+	return f
+}
+
+// updateSHA256 hashes an update as it was sent: a plain update's bytes, a
+// masked update's words (packed, or in JSON from an earlier gateway).
+func updateSHA256(up *wire.FedUpdateResponse) string {
+	switch {
+	case len(up.Plain) > 0:
+		return receipt.BytesSHA256(up.Plain)
+	case len(up.Packed) > 0:
+		return receipt.BytesSHA256(up.Packed)
+	}
+	return receipt.UpdateSHA256(up.Words)
+}
+
+// checkReceipt checks a gateway's receipt of the round against what the
+// coordinator sent it (the start weights' hash) and received (the update).
+func checkReceipt(up *wire.FedUpdateResponse, gw string, rr wire.FedRoundRequest, start string) error {
+	rc := up.Receipt
+	switch {
+	case rc == nil:
+		return errors.New("its update came without a signed receipt")
+	case rc.Gateway != gw || rc.Federation != rr.Federation || rc.Round != rr.Round || rc.Attempt != rr.Attempt:
+		return fmt.Errorf("its receipt names gateway %s, federation %s, round %d, attempt %d", rc.Gateway, rc.Federation, rc.Round, rc.Attempt)
+	case rc.StartSHA256 != start:
+		return errors.New("its receipt names other start weights than those sent to it")
+	case rc.UpdateSHA256 != updateSHA256(up):
+		return errors.New("its receipt names another update than the one it sent")
+	}
+	return rc.VerifySignature(p2p.VerifyPeerSignature)
 }
 
 func firstErr(errs map[string]error) error {
@@ -559,11 +661,26 @@ func (c *Client) fedRound(ctx context.Context, s *FedState, round int, run FedRu
 	var delta map[string]plan.Tensor
 	var u3 []string
 	var dropped map[string]error
+	// Each gateway's update comes with its signed receipt of the weights it
+	// started from and of the update it sent: checked before it is summed.
+	rr := wire.FedRoundRequest{Federation: o.ID, Round: round, Attempt: s.Attempt}
+	startSHA := plan.WeightsSHA256(s.Weights)
+	var rmu sync.Mutex
+	receipts := map[string]receipt.Receipt{}
+	accept := func(gw string, up *wire.FedUpdateResponse) error {
+		if err := checkReceipt(up, gw, rr, startSHA); err != nil {
+			return err
+		}
+		rmu.Lock()
+		receipts[gw] = *up.Receipt
+		rmu.Unlock()
+		return nil
+	}
 	if o.PlainUpdates {
-		rows, loss, delta, u3, dropped, err = c.plainSum(ctx, s, round, parties, codec, train, run)
+		rows, loss, delta, u3, dropped, err = c.plainSum(ctx, s, round, parties, codec, train, accept, run)
 	} else {
 		var sum []uint32
-		if sum, u3, _, dropped, err = c.secureSum(ctx, s, round, parties, codec.Length(s.Weights), train, run); err == nil {
+		if sum, u3, _, dropped, err = c.secureSum(ctx, s, round, parties, codec.Length(s.Weights), train, accept, run); err == nil {
 			rows, loss, delta, err = codec.Decode(sum, s.Weights)
 		}
 	}
@@ -576,13 +693,19 @@ func (c *Client) fedRound(ctx context.Context, s *FedState, round int, run FedRu
 	for _, e := range s.Epsilon {
 		eps += e * float64(round) / float64(o.Rounds)
 	}
-	return &FedRound{Round: round, Participants: u3, Dropped: gone, Rows: rows, Loss: loss, Seconds: time.Since(start).Seconds(), Epsilon: eps}, nil
+	rcs := make([]receipt.Receipt, 0, len(u3))
+	for _, gw := range u3 {
+		rcs = append(rcs, receipts[gw])
+	}
+	return &FedRound{Round: round, Participants: u3, Dropped: gone, Rows: rows, Loss: loss, Seconds: time.Since(start).Seconds(), Epsilon: eps,
+		StartSHA256: startSHA, ResultSHA256: plan.WeightsSHA256(s.Weights), Receipts: rcs}, nil
 }
 
 // plainSum runs one training round with plain updates: every gateway
 // trains and answers with its update unmasked (plan.UpdateCodec.Values);
 // the coordinator checks and sums them and decodes the sum.
-func (c *Client) plainSum(ctx context.Context, s *FedState, round int, parties []string, codec *plan.UpdateCodec, train func(gw string) *wire.FedTrainRequest, run FedRunOptions) (
+func (c *Client) plainSum(ctx context.Context, s *FedState, round int, parties []string, codec *plan.UpdateCodec, train func(gw string) *wire.FedTrainRequest,
+	accept func(gw string, up *wire.FedUpdateResponse) error, run FedRunOptions) (
 	rows, loss float64, delta map[string]plan.Tensor, survivors []string, dropped map[string]error, err error) {
 	o := s.Options
 	if len(parties) < o.MinGateways {
@@ -595,7 +718,7 @@ func (c *Client) plainSum(ctx context.Context, s *FedState, round int, parties [
 	dropped = eachGateway(parties, func(gw string) error {
 		req := train(gw)
 		req.FedRoundRequest = rr
-		up, err := c.fedTrain(ctx, gw, req, round, run)
+		up, err := c.fedTrain(ctx, gw, req, round, accept, run)
 		if err != nil {
 			return err
 		}
@@ -627,8 +750,8 @@ func (c *Client) plainSum(ctx context.Context, s *FedState, round int, parties [
 }
 
 // fedTrain sends a gateway its part of the round and asks for its answer
-// until it is ready.
-func (c *Client) fedTrain(ctx context.Context, gw string, req *wire.FedTrainRequest, round int, run FedRunOptions) (*wire.FedUpdateResponse, error) {
+// until it is ready; accept, when set, checks the ready answer.
+func (c *Client) fedTrain(ctx context.Context, gw string, req *wire.FedTrainRequest, round int, accept func(gw string, up *wire.FedUpdateResponse) error, run FedRunOptions) (*wire.FedUpdateResponse, error) {
 	id, err := gwID(gw)
 	if err != nil {
 		return nil, err
@@ -647,6 +770,11 @@ func (c *Client) fedTrain(ctx context.Context, gw string, req *wire.FedTrainRequ
 			if up.Party != gw {
 				return nil, fmt.Errorf("gateway %s answered in the name of %s", gw, up.Party)
 			}
+			if accept != nil {
+				if err := accept(gw, up); err != nil {
+					return nil, err
+				}
+			}
 			return up, nil
 		}
 		if time.Now().After(deadline) {
@@ -661,9 +789,14 @@ func (c *Client) fedTrain(ctx context.Context, gw string, req *wire.FedTrainRequ
 }
 
 // dropOut takes the gateways that failed a round out of the federation and
-// returns them, sorted.
+// returns them, sorted. One that restarted and lost its round keys
+// (wire.CodeRoundLost) stays in: it is back, and takes part in the next
+// round with fresh keys.
 func (s *FedState) dropOut(dropped map[string]error) []string {
-	s.Active = slices.DeleteFunc(s.Active, func(gw string) bool { _, gone := dropped[gw]; return gone })
+	s.Active = slices.DeleteFunc(s.Active, func(gw string) bool {
+		err, gone := dropped[gw]
+		return gone && !p2p.IsCode(err, wire.CodeRoundLost)
+	})
 	var gone []string
 	for gw := range dropped {
 		gone = append(gone, gw)
@@ -676,8 +809,11 @@ func (s *FedState) dropOut(dropped map[string]error) []string {
 // shares, each gateway's part (train starts it; its masked vector of length
 // words is then asked for until ready), consistency and unmasking. It
 // returns the sum, the survivors (whose vectors are in it), their last
-// answers, and the gateways that failed, with why.
-func (c *Client) secureSum(ctx context.Context, s *FedState, round int, parties []string, length int, train func(gw string) *wire.FedTrainRequest, run FedRunOptions) (
+// answers, and the gateways that failed, with why. accept, when set, checks
+// a gateway's ready answer before its vector is taken: one it refuses drops
+// that gateway out.
+func (c *Client) secureSum(ctx context.Context, s *FedState, round int, parties []string, length int, train func(gw string) *wire.FedTrainRequest,
+	accept func(gw string, up *wire.FedUpdateResponse) error, run FedRunOptions) (
 	sum []uint32, survivors []string, updates map[string]*wire.FedUpdateResponse, dropped map[string]error, err error) {
 	o := s.Options
 	n := len(parties)
@@ -773,7 +909,7 @@ func (c *Client) secureSum(ctx context.Context, s *FedState, round int, parties 
 	note(eachGateway(u2, func(gw string) error {
 		req := train(gw)
 		req.FedRoundRequest, req.Shares = rr, inbox[gw]
-		up, err := c.fedTrain(ctx, gw, req, round, run)
+		up, err := c.fedTrain(ctx, gw, req, round, accept, run)
 		if err != nil {
 			return err
 		}

@@ -92,7 +92,7 @@ func (c *Client) FedEvaluate(ctx context.Context, o EvalOptions, run FedRunOptio
 		return res, c.fedStop(ctx, s, err, none)
 	}
 	train := func(string) *wire.FedTrainRequest { return &wire.FedTrainRequest{Weights: weights} }
-	sum, u3, _, dropped, err := c.secureSum(ctx, s, 1, parties, wide.Length(nv), train, run)
+	sum, u3, _, dropped, err := c.secureSum(ctx, s, 1, parties, wide.Length(nv), train, nil, run)
 	if err != nil {
 		return res, c.fedStop(context.WithoutCancel(ctx), s, err, none)
 	}

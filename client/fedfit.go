@@ -43,7 +43,7 @@ func (c *Client) fedFitRound(ctx context.Context, s *FedState, run FedRunOptions
 		return err
 	}
 	train := func(string) *wire.FedTrainRequest { return &wire.FedTrainRequest{} }
-	sum, u3, updates, dropped, err := c.secureSum(ctx, s, wire.FitRound, parties, wide.Length(spec.SumValues()), train, run)
+	sum, u3, updates, dropped, err := c.secureSum(ctx, s, wire.FitRound, parties, wide.Length(spec.SumValues()), train, nil, run)
 	if err != nil {
 		return err
 	}

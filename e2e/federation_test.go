@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/fedgrid/fedgrid/client"
 	"github.com/fedgrid/fedgrid/dataset"
 	"github.com/fedgrid/fedgrid/internal/harness"
 	"github.com/fedgrid/fedgrid/plan"
@@ -200,8 +201,13 @@ func TestFederatedTrainingAcrossOrganisations(t *testing.T) {
 			if err := f.sci.FederationResult(ctx, f.fedDir, fed.Ref, model); err != nil {
 				t.Fatal(err)
 			}
-			if _, err := f.h.Run(ctx, "model", "verify", "--model", model); err != nil {
-				t.Fatalf("the federated model's signature: %v", err)
+			res, err := f.h.Run(ctx, "model", "verify", model)
+			if err != nil {
+				t.Fatalf("the federated model's provenance: %v", err)
+			}
+			// Every round's three receipts, signed by the gateways' peer keys.
+			if want := fmt.Sprintf("%d rounds, %d receipts verified", rounds, 3*rounds); !strings.Contains(string(res.Stdout), want) {
+				t.Fatalf("fedgrid model verify says %q, want %q", res.Stdout, want)
 			}
 			ev, err := f.h.ModelEval(ctx, model, f.holdout)
 			if err != nil {
@@ -326,5 +332,88 @@ func TestFederationSurvivesKilledGateway(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// `fedgrid train --resume fed:ID` after the client was killed (kill -9)
+// mid-federation continues from the last completed round: the rounds done
+// are not run again, the federation completes, and the released model's
+// receipts chain holds across the two runs.
+func TestFederationResumeAfterClientKilled(t *testing.T) {
+	if testing.Short() {
+		t.Skip("three gateways, real processes")
+	}
+	ctx := testContext(t, 5*time.Minute)
+	f := startFedSetup(t, ctx)
+	const rounds = 5
+	fedPlan, _ := f.writePlans(t, "logreg_pima.json", 2, rounds)
+	p, err := f.sci.StartFederated(f.fedDir, f.refs, fedPlan, "--rounds", fmt.Sprint(rounds))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Kill it once its saved state says round 2 is done.
+	var saved *client.FedState
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	for saved == nil {
+		paths, _ := filepath.Glob(filepath.Join(f.fedDir, "*.json"))
+		for _, path := range paths {
+			if s, err := client.LoadFederation(path); err == nil && s.Round >= 2 {
+				p.Kill()
+				saved = s
+			}
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatalf("no round 2 in the saved state: %v; train's stderr:\n%s", ctx.Err(), p.Tail(20))
+		case <-p.Done():
+			if saved == nil {
+				t.Fatalf("train exited before round 2 (%s):\n%s", p.State(), p.Tail(20))
+			}
+		case <-tick.C:
+		}
+	}
+	<-p.Done()
+	ref := "fed:" + saved.Options.ID
+	// The state on disk after the kill (it may have saved one more round before dying).
+	killed, err := client.LoadFederation(filepath.Join(f.fedDir, saved.Options.ID+".json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("client killed after round %d of %d", killed.Round, rounds)
+	if killed.State != client.FedRunning || killed.Round >= rounds {
+		t.Fatalf("killed too late to test a resume: %s at round %d", killed.State, killed.Round)
+	}
+	fed, err := f.sci.ResumeFederated(ctx, f.fedDir, ref)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fed.State != "succeeded" || fed.CompletedRounds != rounds || len(fed.History) != rounds {
+		t.Fatalf("resumed federation %s: %s after %d rounds (%d in history): %s", ref, fed.State, fed.CompletedRounds, len(fed.History), fed.Error)
+	}
+	for i, r := range fed.History {
+		if r.Round != i+1 || len(r.Participants) != 3 {
+			t.Fatalf("history entry %d: round %d with %d gateways", i, r.Round, len(r.Participants))
+		}
+		if i < killed.Round && r.Loss != killed.History[i].Loss {
+			t.Fatalf("round %d was run again: loss %v, before the kill %v", r.Round, r.Loss, killed.History[i].Loss)
+		}
+	}
+	for _, site := range f.sites {
+		j, err := f.sci.Job(ctx, site.Gateway.PeerID+"/"+fed.Jobs[site.Gateway.PeerID])
+		if err != nil || j.State != "succeeded" {
+			t.Fatalf("%s: %+v %v", site.Name, j, err)
+		}
+	}
+	model := f.h.Path("resumed.model.json")
+	if err := f.sci.FederationResult(ctx, f.fedDir, ref, model); err != nil {
+		t.Fatal(err)
+	}
+	res, err := f.h.Run(ctx, "model", "verify", model)
+	if err != nil {
+		t.Fatalf("the resumed federation's model: %v", err)
+	}
+	if want := fmt.Sprintf("%d rounds, %d receipts verified", rounds, 3*rounds); !strings.Contains(string(res.Stdout), want) {
+		t.Fatalf("fedgrid model verify says %q, want %q", res.Stdout, want)
 	}
 }

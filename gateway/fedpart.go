@@ -15,6 +15,7 @@ import (
 
 	"github.com/libp2p/go-libp2p/core/peer"
 
+	"github.com/fedgrid/fedgrid/crypto/receipt"
 	"github.com/fedgrid/fedgrid/crypto/secagg"
 	"github.com/fedgrid/fedgrid/gateway/service"
 	"github.com/fedgrid/fedgrid/gateway/store"
@@ -29,9 +30,11 @@ import (
 // run on this gateway's nodes as the shard jobs of a coordinated job (one
 // per round, from the round's global weights), and what leaves is only the
 // masked update of package crypto/secagg, whose sum alone the coordinator
-// can read. The per-round secure-aggregation keys live in memory only: a
-// restarted gateway misses the round it was in and takes part again from
-// the next one.
+// can read. The per-round secure-aggregation keys live in memory only and
+// are made once per round attempt (store.OpenFederationRound records that,
+// not the keys): a restarted gateway refuses to go on with the attempt it
+// was in (wire.CodeRoundLost), and takes part in the coordinator's next
+// attempt with fresh keys. docs/INTERNALS.md says why they are not stored.
 
 // fedConfig is what the gateway keeps of an accepted join (store.Job.FedConfig).
 type fedConfig struct {
@@ -55,8 +58,12 @@ type fedRound struct {
 	ad      secagg.Advertisement
 	shares  []secagg.EncryptedShare
 	global  map[string]plan.Tensor
+	start   string // plan.WeightsSHA256(global)
 	masked  []uint32
 	plain   []byte // the plain update, once sent (a federation with plain updates)
+	// receipt is this gateway's signed receipt of a training round, made
+	// with its update (masked or plain) and sent with it.
+	receipt *receipt.Receipt
 	// Sums computed at the gateway itself (round 0, an evaluation: fedKeepSums)
 	// and, in round 0, the extremes released beside them.
 	fit      []uint32
@@ -168,6 +175,9 @@ func (g *Gateway) handleFedJoin(_ context.Context, c caller, req *wire.FedJoinRe
 	if existing, err := g.store.Job(FedJobID(req.Federation)); err == nil {
 		if existing.UserID != u.ID || existing.Federation != req.Federation {
 			return nil, p2p.Errorf(p2p.CodeConflict, "federation ID %s is taken at this gateway", req.Federation)
+		}
+		if !existing.Terminal() {
+			g.fedHeard(existing)
 		}
 		return g.fedJoinResponse(c, existing) // a retried join, or a look at the approval
 	}
@@ -311,9 +321,13 @@ func (g *Gateway) fedJob(c caller, federation string) (*store.Job, *fedConfig, *
 	if err != nil || j.UserID != c.User.ID || j.Federation != federation {
 		return nil, nil, nil, p2p.Errorf(p2p.CodeNotFound, "federation %s not found at this gateway", federation)
 	}
+	if j.State == wire.StateCancelled && j.Error != "" {
+		return nil, nil, nil, p2p.Errorf(p2p.CodeConflict, "this gateway's part in federation %s is cancelled: %s", federation, truncate(j.Error, 300))
+	}
 	if j.State != wire.StateRunning {
 		return nil, nil, nil, p2p.Errorf(p2p.CodeConflict, "this gateway's part in federation %s is %s", federation, j.State)
 	}
+	g.fedHeard(j)
 	var cfg fedConfig
 	if err := json.Unmarshal(j.FedConfig, &cfg); err != nil {
 		return nil, nil, nil, fmt.Errorf("federation %s: stored settings: %w", federation, err)
@@ -345,7 +359,10 @@ func (g *Gateway) fedRoundIn(j *store.Job, req wire.FedRoundRequest) (*fedRound,
 		return nil, p2p.Errorf(p2p.CodeConflict, "round %d of federation %s is at attempt %d here, not %d", req.Round, req.Federation, r.attempt, req.Attempt)
 	}
 	if r == nil {
-		return nil, p2p.Errorf(p2p.CodeConflict, "this gateway has no keys for round %d of federation %s (it restarted, or the round was never opened): it takes part again from the next round", req.Round, req.Federation)
+		if k := j.FedKeys; k != nil && (k.Round > req.Round || k.Round == req.Round && k.Attempt >= req.Attempt) {
+			return nil, roundLost(&req)
+		}
+		return nil, p2p.Errorf(p2p.CodeConflict, "round %d (attempt %d) of federation %s was never opened at this gateway", req.Round, req.Attempt, req.Federation)
 	}
 	return r, nil
 }
@@ -424,6 +441,14 @@ func (g *Gateway) handleFedKeys(_ context.Context, c caller, req *wire.FedKeysRe
 		return nil, p2p.Errorf(p2p.CodeBadRequest, "the masked vector of this plan has %d words, not %d", want, req.Length)
 	}
 	params := secagg.Params{Context: wire.FedRoundContext(req.Federation, req.Round, req.Attempt), Parties: req.Parties, Threshold: req.Threshold, Length: req.Length, Degree: req.Degree}
+	// Durable before any key leaves: keys are made once per attempt, so a
+	// restart cannot make a second set for an attempt the others already
+	// hold this gateway's first set for.
+	if err := g.store.OpenFederationRound(j.ID, req.Round, req.Attempt); errors.Is(err, store.ErrRoundKeysLost) {
+		return nil, roundLost(&req.FedRoundRequest)
+	} else if err != nil {
+		return nil, service.Wrap(err, "job "+j.ID)
+	}
 	sk := g.peer.Host.Peerstore().PrivKey(g.peer.ID())
 	if sk == nil {
 		return nil, errors.New("gateway has no private key to sign with")
@@ -439,6 +464,13 @@ func (g *Gateway) handleFedKeys(_ context.Context, c caller, req *wire.FedKeysRe
 	g.fed.put(j.ID, req.Round, &fedRound{attempt: req.Attempt, params: params, party: party, ad: ad})
 	g.log.Info("federation round opened", "federation", req.Federation, "round", req.Round, "parties", len(req.Parties), "threshold", req.Threshold)
 	return (*wire.FedAdvertisement)(&ad), nil
+}
+
+// roundLost is the answer of a gateway that made its keys for this round's
+// attempt before it restarted: they are gone, and none are made again for
+// the same attempt.
+func roundLost(req *wire.FedRoundRequest) error {
+	return p2p.Errorf(wire.CodeRoundLost, "this gateway restarted during round %d (attempt %d) of federation %s and its keys for it, which are never stored, are gone: retry the round (a new attempt makes fresh keys)", req.Round, req.Attempt, req.Federation)
 }
 
 func (g *Gateway) handleFedShare(_ context.Context, c caller, req *wire.FedShareRequest) (*wire.FedShareResponse, error) {
@@ -501,7 +533,7 @@ func (g *Gateway) handleFedTrain(_ context.Context, c caller, req *wire.FedTrain
 	}
 	g.fed.mu.Lock()
 	if r.global == nil {
-		r.global = global
+		r.global, r.start = global, plan.WeightsSHA256(global)
 		r.shares = make([]secagg.EncryptedShare, len(req.Shares))
 		for i, s := range req.Shares {
 			r.shares[i] = secagg.EncryptedShare(s)
@@ -658,10 +690,10 @@ func (g *Gateway) handleFedUpdate(_ context.Context, c caller, req *wire.FedRoun
 	masked, plainSent, global, shares := r.masked, r.plain, r.global, r.shares
 	g.fed.mu.Unlock()
 	if masked != nil {
-		return fedUpdateResponse(g.ID(), masked, nil, r.extremes), nil // a retry
+		return fedUpdateResponse(g.ID(), masked, nil, r.extremes, r.receipt), nil // a retry
 	}
 	if plainSent != nil {
-		return fedUpdateResponse(g.ID(), nil, plainSent, nil), nil // a retry
+		return fedUpdateResponse(g.ID(), nil, plainSent, nil, r.receipt), nil // a retry
 	}
 	if req.Round == wire.FitRound || cfg.Eval {
 		return g.fedFitUpdate(r, req) // computed at the gateway itself: only to mask
@@ -706,15 +738,19 @@ func (g *Gateway) handleFedUpdate(_ context.Context, c caller, req *wire.FedRoun
 		if err != nil {
 			return nil, p2p.Errorf(p2p.CodeConflict, "%v", err)
 		}
+		rc, err := g.fedReceipt(req, r.start, receipt.UpdateSHA256(in.Words))
+		if err != nil {
+			return nil, err
+		}
 		// Durable before the update leaves: a federation that stops from now
 		// on charges this gateway's reservation (FailFederation).
 		if err := g.store.MarkFederationSent(j.ID, req.Round); err != nil {
 			return nil, service.Wrap(err, "job "+j.ID)
 		}
-		r.masked = in.Words
+		r.masked, r.receipt = in.Words, rc
 		g.log.Info("federation round update sent", "federation", req.Federation, "round", req.Round, "clipped", clipped)
 	}
-	return fedUpdateResponse(g.ID(), r.masked, nil, nil), nil
+	return fedUpdateResponse(g.ID(), r.masked, nil, nil, r.receipt), nil
 }
 
 // sendPlainUpdate answers with this gateway's update unmasked (a
@@ -734,22 +770,43 @@ func (g *Gateway) sendPlainUpdate(j *store.Job, cfg *fedConfig, req *wire.FedRou
 	g.fed.mu.Lock()
 	defer g.fed.mu.Unlock()
 	if r.plain == nil {
+		plain := wire.PackFloats(vals)
+		rc, err := g.fedReceipt(req, r.start, receipt.BytesSHA256(plain))
+		if err != nil {
+			return nil, err
+		}
 		if err := g.store.MarkFederationSent(j.ID, req.Round); err != nil {
 			return nil, service.Wrap(err, "job "+j.ID)
 		}
-		r.plain = wire.PackFloats(vals)
+		r.plain, r.receipt = plain, rc
 		g.log.Info("federation round plain update sent", "federation", req.Federation, "round", req.Round)
 	}
-	return fedUpdateResponse(g.ID(), nil, r.plain, nil), nil
+	return fedUpdateResponse(g.ID(), nil, r.plain, nil, r.receipt), nil
 }
 
 // fedUpdateResponse answers a ready update: masked words, packed (with
 // round 0's extremes), or a plain update.
-func fedUpdateResponse(self string, masked []uint32, plain []byte, extremes *wire.FedExtremes) *wire.FedUpdateResponse {
+func fedUpdateResponse(self string, masked []uint32, plain []byte, extremes *wire.FedExtremes, rc *receipt.Receipt) *wire.FedUpdateResponse {
 	if plain != nil {
-		return &wire.FedUpdateResponse{Ready: true, Party: self, Plain: plain}
+		return &wire.FedUpdateResponse{Ready: true, Party: self, Plain: plain, Receipt: rc}
 	}
-	return &wire.FedUpdateResponse{Ready: true, Party: self, Packed: wire.PackWords(masked), Extremes: extremes}
+	return &wire.FedUpdateResponse{Ready: true, Party: self, Packed: wire.PackWords(masked), Extremes: extremes, Receipt: rc}
+}
+
+// fedReceipt signs this gateway's receipt of a training round: the weights
+// it started from (start, their SHA-256) and the update it sends (update,
+// the SHA-256 of its bytes as sent).
+func (g *Gateway) fedReceipt(req *wire.FedRoundRequest, start, update string) (*receipt.Receipt, error) {
+	sk := g.peer.Host.Peerstore().PrivKey(g.peer.ID())
+	if sk == nil {
+		return nil, errors.New("gateway has no private key to sign with")
+	}
+	rc := &receipt.Receipt{Federation: req.Federation, Round: req.Round, Attempt: req.Attempt, Gateway: g.ID(),
+		StartSHA256: start, UpdateSHA256: update, Time: g.cfg.Now().UTC()}
+	if err := rc.Sign(sk); err != nil {
+		return nil, err
+	}
+	return rc, nil
 }
 
 func (g *Gateway) handleFedConfirm(_ context.Context, c caller, req *wire.FedSurvivors) (*wire.FedConsistency, error) {
@@ -806,6 +863,7 @@ func (g *Gateway) handleFedFinish(_ context.Context, c caller, req *wire.FedFini
 		return nil, err
 	}
 	defer g.fed.drop(j.ID)
+	defer g.fedSeen.forget(j.ID)
 	if cfg.Eval && req.Error == "" {
 		if err := g.store.FinishEvaluation(j.ID); err != nil {
 			return nil, service.Wrap(err, "job "+j.ID)
@@ -826,11 +884,17 @@ func (g *Gateway) handleFedFinish(_ context.Context, c caller, req *wire.FedFini
 		if err != nil {
 			return nil, err
 		}
+		if req.Provenance != nil {
+			if err := checkFedProvenance(req, pl, w); err != nil {
+				return nil, err
+			}
+		}
 		states, err := plan.DeclaredStates(pl)
 		if err != nil {
 			return nil, err
 		}
-		m := &plan.Model{Format: plan.ModelFormat, Plan: pl, Params: w, Preprocess: states}
+		m := &plan.Model{Format: plan.ModelFormat, Plan: pl, Params: w, Preprocess: states,
+			Provenance: &plan.Provenance{Federation: req.Provenance}}
 		m.Metrics.Epochs = pl.Train.Epochs * max(1, min(req.Rounds, j.Rounds))
 		if j.DP {
 			m.Privacy = &plan.Privacy{Epsilon: wire.Epsilon(j.EpsilonMicroEps), Delta: j.Delta}
@@ -856,4 +920,20 @@ func (g *Gateway) handleFedFinish(_ context.Context, c caller, req *wire.FedFini
 	}
 	g.log.Info("federation finished", "federation", req.Federation, "state", done.State)
 	return g.svc.View(c.Actor, done).Info(g.ID()), nil
+}
+
+// checkFedProvenance checks the record a final model is to carry: every
+// receipt and the chain of weights from the plan's initial weights to w.
+func checkFedProvenance(req *wire.FedFinishRequest, pl *plan.Plan, w map[string]plan.Tensor) error {
+	if req.Provenance.ID != req.Federation {
+		return p2p.Errorf(p2p.CodeBadRequest, "provenance is of federation %q, not %q", req.Provenance.ID, req.Federation)
+	}
+	init, err := plan.InitialParams(pl)
+	if err != nil {
+		return err
+	}
+	if err := receipt.Verify(req.Provenance, plan.WeightsSHA256(init), plan.WeightsSHA256(w), p2p.VerifyPeerSignature); err != nil {
+		return p2p.Errorf(p2p.CodeBadRequest, "%v", err)
+	}
+	return nil
 }

@@ -45,17 +45,26 @@ func startFederation(t testing.TB, ctx context.Context, parts []*dataset.Table) 
 }
 
 func startFederationWith(t testing.TB, ctx context.Context, parts []*dataset.Table, visibility string) *federation {
+	return startFederationCfg(t, ctx, parts, visibility, func(*gateway.Config) {})
+}
+
+// startFederationCfg is startFederationWith with cfg applied to every gateway's config.
+func startFederationCfg(t testing.TB, ctx context.Context, parts []*dataset.Table, visibility string, cfg func(*gateway.Config)) *federation {
 	t.Helper()
 	f := &federation{}
 	var first gateway.Config
-	tc := testcluster.Start(t, ctx, testcluster.Options{Network: "gwtest", Gateway: func(c *gateway.Config) { c.Name = "hospital-0"; first = *c }})
+	tc := testcluster.Start(t, ctx, testcluster.Options{Network: "gwtest", Gateway: func(c *gateway.Config) { c.Name = "hospital-0"; cfg(c); first = *c }})
 	f.net = tc.Net
 	sk, _ := p2p.GenerateIdentity()
 	pid, _ := p2p.PeerIDOf(sk)
 	for i, part := range parts {
 		gw := tc.GW
 		if i > 0 {
-			gw = tc.StartGateway(t, ctx, func(c *gateway.Config) { c.Name, c.Lease = fmt.Sprintf("hospital-%d", i), 3*time.Second; first = *c })
+			gw = tc.StartGateway(t, ctx, func(c *gateway.Config) {
+				c.Name, c.Lease = fmt.Sprintf("hospital-%d", i), 3*time.Second
+				cfg(c)
+				first = *c
+			})
 		}
 		f.cfgs = append(f.cfgs, first)
 		st := gw.Store()
@@ -236,6 +245,22 @@ func TestFederationAcrossGateways(t *testing.T) {
 		if err := gateway.VerifyModel(m); err != nil || m.Provenance.Gateway != gw.ID() {
 			t.Fatalf("gateway %d: model provenance: %v", i, err)
 		}
+		// The federation record: three gateways, one receipt each per round,
+		// the chain from the plan's initial weights to the final ones.
+		fp := m.Provenance.Federation
+		if fp == nil || fp.ID != s.Options.ID || len(fp.Gateways) != 3 || len(fp.Rounds) != rounds || fp.Count() != 3*rounds {
+			t.Fatalf("gateway %d: federation provenance %+v", i, fp)
+		}
+		for _, r := range fp.Rounds {
+			for _, rc := range r.Receipts {
+				if rc.StartSHA256 != r.StartSHA256 || rc.UpdateSHA256 == "" || rc.Time.IsZero() {
+					t.Fatalf("gateway %d: round %d receipt %+v", i, r.Round, rc)
+				}
+			}
+		}
+		if fp.Rounds[rounds-1].ResultSHA256 != plan.WeightsSHA256(fed.Params) {
+			t.Fatalf("gateway %d: the last round's result is not the federated weights", i)
+		}
 		for name, p := range fed.Params {
 			if !slices.Equal(p.Data, m.Params[name].Data) {
 				t.Fatalf("gateway %d holds other weights for %s", i, name)
@@ -323,6 +348,15 @@ func TestFederationGatewayLost(t *testing.T) {
 			}
 			if !slices.Contains(r3.Dropped, victim.ID()) || slices.Contains(s.Active, victim.ID()) {
 				t.Fatalf("the lost gateway is not reported dropped: %+v, active %v", r3, s.Active)
+			}
+			// One receipt per gateway in the sum: the victim's too when its update was in it.
+			if len(r3.Receipts) != len(want) {
+				t.Fatalf("round 3 has %d receipts for %d gateways summed", len(r3.Receipts), len(want))
+			}
+			for i, rc := range r3.Receipts {
+				if rc.Gateway != want[i] {
+					t.Fatalf("round 3 receipt %d is %s's, want %s's", i, rc.Gateway, want[i])
+				}
 			}
 			for _, gw := range []*gateway.Gateway{f.gws[0], f.gws[2]} {
 				localOf(gw)
@@ -624,7 +658,7 @@ func TestFederationRoundRetried(t *testing.T) {
 		t.Fatal(err)
 	}
 	victim := f.gws[1]
-	s, err = f.cl.Federate(ctx, s, client.FedRunOptions{Poll: 50 * time.Millisecond,
+	s, err = f.cl.Federate(ctx, s, client.FedRunOptions{Poll: 50 * time.Millisecond, Retries: -1,
 		Stage: func(round int, gw, stage string) {
 			if round == 2 && gw == victim.ID() && stage == "training" {
 				_ = victim.Close()
@@ -758,8 +792,214 @@ func TestFederationPlainUpdates(t *testing.T) {
 			t.Error(err)
 		}
 	}
-	s, err = f.cl.Federate(ctx, s, client.FedRunOptions{Poll: 20 * time.Millisecond, Waiting: approveAll(true), Progress: withdraw})
+	s, err = f.cl.Federate(ctx, s, client.FedRunOptions{Poll: 20 * time.Millisecond, Waiting: approveAll(true), Progress: withdraw, Retries: -1})
 	if !errors.Is(err, client.ErrRoundFailed) || s.Round != 1 || !strings.Contains(err.Error(), "secure aggregation only") {
 		t.Fatalf("after the owner withdrew plain updates: round %d, %v; want round 2 refused", s.Round, err)
+	}
+}
+
+// A coordinator that never comes back: each gateway's part expires after
+// FederationTimeout without a call. One federation stops while waiting for
+// the officers (refunded, approval requests withdrawn), one after a round
+// whose masked updates left (charged); both audited.
+func TestFederationCoordinatorGone(t *testing.T) {
+	if testing.Short() {
+		t.Skip("trains across two gateways")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	defer cancel()
+	train, _, parts := pimaParts(t, 2, false)
+	const timeout = 5 * time.Second // calls come every 50 ms while the coordinator runs
+	f := startFederationCfg(t, ctx, parts, store.VisibilityPrivate, func(c *gateway.Config) { c.FederationTimeout = timeout })
+	p, _ := fedPlan(t, "logreg_pima.json", train, 1, plan.Optimizer{Name: "sgd", LearningRate: 0.1})
+	p.Privacy = &plan.PrivacyPlan{DPSGD: &plan.DPSGD{NoiseMultiplier: 1.1, MaxGradNorm: 1}, Delta: 1e-5}
+	planJSON, err := json.Marshal(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ledger := func(i int) (spent, reserved int64) {
+		u, err := f.gws[i].Store().User(f.sci[i].ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return u.SpentMicroEps, u.ReservedMicroEps
+	}
+	// run starts a federation and stops its coordinator (as a killed
+	// client would: no fed/finish) once stop says so.
+	run := func(stop func(waiting bool, r *client.FedRound) bool, approve bool) *client.FedState {
+		s, err := client.NewFederation(f.options(planJSON, 3))
+		if err != nil {
+			t.Fatal(err)
+		}
+		cctx, quit := context.WithCancel(ctx)
+		defer quit()
+		_, _ = f.cl.Federate(cctx, s, client.FedRunOptions{Poll: 50 * time.Millisecond,
+			Waiting: func(pending map[string]string) {
+				if stop(true, nil) {
+					quit()
+					return
+				}
+				if approve {
+					for i, gw := range f.gws {
+						if id, ok := pending[gw.ID()]; ok {
+							if _, err := gw.Store().Decide(id, true, f.officers[i].ID, "go ahead"); err != nil {
+								t.Error(err)
+							}
+						}
+					}
+				}
+			},
+			Progress: func(r client.FedRound) {
+				if stop(false, &r) {
+					quit()
+				}
+			}})
+		return s
+	}
+	expired := func(s *client.FedState) []*store.Job {
+		jobID := gateway.FedJobID(s.Options.ID)
+		var out []*store.Job
+		for i, gw := range f.gws {
+			wait.For(t, time.Minute, fmt.Sprintf("gateway %d's part expired", i), func() error {
+				j, err := gw.Store().Job(jobID)
+				if err != nil {
+					return err
+				}
+				if j.State != wire.StateCancelled {
+					return fmt.Errorf("job is %s", j.State)
+				}
+				out = append(out, j)
+				return nil
+			})
+		}
+		for i, j := range out {
+			if !strings.Contains(j.Error, "not heard from for "+timeout.String()) {
+				t.Fatalf("gateway %d: expired job's error %q", i, j.Error)
+			}
+			if !j.FinishedAt.After(j.FedLastHeard().Add(timeout)) {
+				t.Fatalf("gateway %d: expired at %s, last heard %s", i, j.FinishedAt, j.FedLastHeard())
+			}
+			entries, err := f.gws[i].Store().Audit(store.AuditFilter{Action: "federation.expire"})
+			if err != nil || !slices.ContainsFunc(entries, func(e *store.AuditEntry) bool { return e.Target == "job/"+j.ID }) {
+				t.Fatalf("gateway %d: no federation.expire audit entry for %s (%v)", i, j.ID, err)
+			}
+		}
+		return out
+	}
+
+	// Gone while the officers decide.
+	s := run(func(waiting bool, _ *client.FedRound) bool { return waiting }, false)
+	for i, j := range expired(s) {
+		if sp, res := ledger(i); sp != 0 || res != 0 {
+			t.Fatalf("gateway %d: spent %d, reserved %d after the expiry; want the reservation refunded", i, sp, res)
+		}
+		if r, err := f.gws[i].Store().GetRequest(j.FedRequestID); err != nil || r.State != wire.RequestWithdrawn {
+			t.Fatalf("gateway %d: approval request %+v %v", i, r, err)
+		}
+	}
+
+	// Gone after round 1: every gateway's masked update left, so the
+	// federation's epsilon is spent.
+	s = run(func(_ bool, r *client.FedRound) bool { return r != nil && r.Round == 1 }, true)
+	if s.Round != 1 {
+		t.Fatalf("the coordinator stopped at round %d", s.Round)
+	}
+	for i, j := range expired(s) {
+		if j.FedSent != 1 {
+			t.Fatalf("gateway %d released %d rounds", i, j.FedSent)
+		}
+		if sp, res := ledger(i); sp != j.EpsilonMicroEps || res != 0 || sp == 0 {
+			t.Fatalf("gateway %d: spent %d, reserved %d after the expiry; want %d charged", i, sp, res, j.EpsilonMicroEps)
+		}
+	}
+}
+
+// A gateway restarted in the middle of round 2 (on its data, with its peer
+// key) lost its round keys, which are never stored. It refuses to go on with
+// that attempt of the round (wire.CodeRoundLost) rather than make a second
+// set of keys for it. When every gateway is required the coordinator tries
+// the round again at once, with fresh keys, and the restarted gateway takes
+// part; with two of three required the round completes without it and it is
+// back in round 3. Either way the federation finishes with all three.
+func TestFederationGatewayRestartedMidRound(t *testing.T) {
+	if testing.Short() {
+		t.Skip("trains across three gateways")
+	}
+	for _, tc := range []struct {
+		stage string
+		min   int
+	}{{"training", 3}, {"update", 3}, {"training", 2}} {
+		t.Run(fmt.Sprintf("after %s, %d required", tc.stage, tc.min), func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+			defer cancel()
+			train, _, parts := pimaParts(t, 3, false)
+			f := startFederation(t, ctx, parts)
+			_, planJSON := fedPlan(t, "logreg_pima.json", train, 2, adam)
+			o := f.options(planJSON, 3)
+			o.MinGateways = tc.min
+			s, err := client.NewFederation(o)
+			if err != nil {
+				t.Fatal(err)
+			}
+			victim := f.gws[1]
+			restarted := false
+			var back *gateway.Gateway
+			var retried []string
+			s, err = f.cl.Federate(ctx, s, client.FedRunOptions{Poll: 50 * time.Millisecond, RetryWait: 50 * time.Millisecond,
+				Retry: func(round, attempt int, cause error) {
+					retried = append(retried, fmt.Sprintf("%d/%d: %v", round, attempt, cause))
+				},
+				Stage: func(round int, gw, stage string) {
+					if round != 2 || gw != victim.ID() || stage != tc.stage || restarted {
+						return
+					}
+					restarted = true
+					if err := victim.Close(); err != nil {
+						t.Error(err)
+					}
+					var err error
+					if back, err = gateway.Start(ctx, f.cfgs[1]); err != nil {
+						t.Error(err)
+						return
+					}
+					t.Cleanup(func() { _ = back.Close() })
+					if back.ID() != victim.ID() {
+						t.Error("the restarted gateway has another identity")
+					}
+					wait.For(t, time.Minute, "the restarted gateway reachable", func() error {
+						_, _, err := f.cl.Dataset(ctx, back.Peer().ID(), f.ds[1].ID)
+						return err
+					})
+				}})
+			if err != nil || s.State != client.FedSucceeded || s.Round != 3 {
+				t.Fatalf("federation: %v, %s at round %d: %s", err, s.State, s.Round, s.Error)
+			}
+			if !restarted {
+				t.Fatal("the gateway was never restarted")
+			}
+			r2, r3 := s.History[1], s.History[2]
+			t.Logf("round 2: summed %d, dropped %v; retries %q", len(r2.Participants), r2.Dropped, retried)
+			if tc.min == 3 {
+				// The first attempt could not complete; the retry did, with all three.
+				if len(retried) != 1 || !strings.Contains(retried[0], "2/1: ") || len(r2.Participants) != 3 {
+					t.Fatalf("round 2: retries %q, summed %v", retried, r2.Participants)
+				}
+			} else if len(retried) != 0 || len(r2.Participants) != 2 || !slices.Contains(r2.Dropped, victim.ID()) {
+				t.Fatalf("round 2: retries %q, summed %v, dropped %v", retried, r2.Participants, r2.Dropped)
+			}
+			if len(r3.Participants) != 3 || !slices.Contains(s.Active, victim.ID()) {
+				t.Fatalf("round 3 summed %v (active %v): the restarted gateway is not back", r3.Participants, s.Active)
+			}
+			// What the restarted gateway stored: the last round and attempt it made keys for, never the keys.
+			j, err := back.Store().Job(gateway.FedJobID(s.Options.ID))
+			if err != nil || j.State != wire.StateSucceeded || j.FedKeys == nil || *j.FedKeys != (store.FedRoundMark{Round: 3}) {
+				t.Fatalf("restarted gateway's part: %+v %v", j, err)
+			}
+			for _, r := range s.History {
+				if len(r.Receipts) != len(r.Participants) {
+					t.Fatalf("round %d: %d receipts for %d gateways", r.Round, len(r.Receipts), len(r.Participants))
+				}
+			}
+		})
 	}
 }

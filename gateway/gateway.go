@@ -90,6 +90,11 @@ type Config struct {
 	// plan.MaxRounds).
 	MaxWorkers int
 	MaxRounds  int
+	// FederationTimeout: the gateway's part in a federation whose
+	// coordinator (the data scientist's client) has not been heard from for
+	// this long expires: its jobs are cancelled, its epsilon reservation
+	// refunded, or charged if a masked update already left; default 24 h.
+	FederationTimeout time.Duration
 	// TableCacheBytes bounds the parsed datasets kept in memory for DP
 	// queries and shard fetches (default 256 MiB).
 	TableCacheBytes int64
@@ -144,15 +149,16 @@ func DefaultConfig() Config {
 		AttemptTimeout: time.Hour,
 		JobTimeout:     24 * time.Hour,
 
-		MaxWorkers:      8,
-		MaxRounds:       100,
-		TableCacheBytes: 256 << 20,
-		WitnessInterval: 30 * time.Second,
-		MaxConns:        4096,
-		MaxUploadSize:   1 << 40,
-		UploadTTL:       24 * time.Hour,
-		SourceTimeout:   10 * time.Minute,
-		SourcePoll:      30 * time.Second,
+		MaxWorkers:        8,
+		MaxRounds:         100,
+		FederationTimeout: 24 * time.Hour,
+		TableCacheBytes:   256 << 20,
+		WitnessInterval:   30 * time.Second,
+		MaxConns:          4096,
+		MaxUploadSize:     1 << 40,
+		UploadTTL:         24 * time.Hour,
+		SourceTimeout:     10 * time.Minute,
+		SourcePoll:        30 * time.Second,
 	}
 }
 
@@ -183,6 +189,7 @@ func (c *Config) defaults() {
 	setZero(&c.JobTimeout, d.JobTimeout)
 	setZero(&c.MaxWorkers, d.MaxWorkers)
 	setZero(&c.MaxRounds, d.MaxRounds)
+	setZero(&c.FederationTimeout, d.FederationTimeout)
 	setZero(&c.TableCacheBytes, d.TableCacheBytes)
 	setZero(&c.WitnessInterval, d.WitnessInterval)
 	setZero(&c.MaxConns, d.MaxConns)
@@ -218,7 +225,7 @@ func (c Config) Validate() error {
 	for _, d := range []struct {
 		name string
 		v    time.Duration
-	}{{"SourceTimeout", c.SourceTimeout}, {"SourcePoll", c.SourcePoll}, {"Lease", c.Lease}, {"OfferInterval", c.OfferInterval}, {"OfferTTL", c.OfferTTL}, {"Reprovide", c.Reprovide}, {"AttemptTimeout", c.AttemptTimeout}, {"JobTimeout", c.JobTimeout}} {
+	}{{"SourceTimeout", c.SourceTimeout}, {"SourcePoll", c.SourcePoll}, {"Lease", c.Lease}, {"OfferInterval", c.OfferInterval}, {"OfferTTL", c.OfferTTL}, {"Reprovide", c.Reprovide}, {"AttemptTimeout", c.AttemptTimeout}, {"JobTimeout", c.JobTimeout}, {"FederationTimeout", c.FederationTimeout}} {
 		ck.Require(d.v > 0, d.name, "must be positive, got %s", d.v)
 	}
 	ck.Require(c.Lease <= 0 || c.Lease >= time.Second, "Lease", "must be at least 1s (nodes heartbeat in whole seconds), got %s", c.Lease)
@@ -281,6 +288,7 @@ type Gateway struct {
 	metrics      *metrics
 	index        atomic.Pointer[indexTable] // set by the provide loop while it runs
 	fed          fedParts                   // this gateway's rounds in federations (fedpart.go)
+	fedSeen      fedSeen                    // when each federation's coordinator was last heard (fedexpiry.go)
 
 	closeOnce sync.Once
 	closeErr  error
@@ -380,6 +388,7 @@ func Start(ctx context.Context, cfg Config) (_ *Gateway, err error) {
 	g.peer.Go(g.provideLoop)
 	g.peer.Go(g.coordLoop)
 	g.peer.Go(g.witnessLoop)
+	g.peer.Go(g.fedExpiryLoop)
 	g.peer.Go(g.uploadSweepLoop)
 	g.peer.Go(g.sources.Run) // scheduled snapshots; stops with the peer
 	if cfg.AuditLog != nil {

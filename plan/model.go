@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"slices"
 
+	"github.com/fedgrid/fedgrid/crypto/receipt"
 	"github.com/fedgrid/fedgrid/dataset"
 )
 
@@ -50,7 +51,12 @@ type Provenance struct {
 	// signed like every other field).
 	DatasetVersion int    `json:"dataset_version,omitempty"`
 	DatasetSHA256  string `json:"dataset_sha256,omitempty"`
-	Signature      string `json:"signature"`
+	// Federation, in a model trained across gateways: the participating
+	// gateways and every round's signed receipts (package crypto/receipt).
+	// Absent in other models and in federated models released before
+	// receipts; signed like every other field.
+	Federation *receipt.Federation `json:"federation,omitempty"`
+	Signature  string              `json:"signature"`
 }
 
 // Model is a trained model, format "fedgrid.model/v1".

@@ -4,6 +4,8 @@ import (
 	"encoding/json"
 	"strconv"
 	"time"
+
+	"github.com/fedgrid/fedgrid/crypto/receipt"
 )
 
 // Federated training across gateways. The data scientist's client
@@ -22,6 +24,12 @@ const (
 	ProtoFedReveal  = "fed/reveal"  // the survivors and their signatures -> shares for unmasking
 	ProtoFedFinish  = "fed/finish"  // the final weights (or the reason it stopped): the gateway's part ends
 )
+
+// CodeRoundLost is the p2p error code of a gateway that made its keys for
+// a round's attempt and no longer holds them (it restarted: round keys are
+// never stored). It is alive: the coordinator retries the round with a new
+// attempt, in which the gateway makes fresh keys.
+const CodeRoundLost = "round_lost"
 
 // Federation limits.
 const (
@@ -204,6 +212,9 @@ type FedUpdateResponse struct {
 	Plain    []byte   `json:"plain,omitempty"`
 	// Extremes, in round 0 only: the gateway's minima and maxima to min_max.
 	Extremes *FedExtremes `json:"extremes,omitempty"`
+	// Receipt is the gateway's signed receipt of the round: the hashes of
+	// the weights it started from and of Words (package crypto/receipt).
+	Receipt *receipt.Receipt `json:"receipt,omitempty"`
 }
 
 // FedSurvivors names the parties whose masked updates reached the coordinator.
@@ -244,6 +255,10 @@ type FedFinishRequest struct {
 	// Plan: the plan with round 0's fitted statistics, as in FedTrainRequest
 	// (for a gateway that took part in no round since).
 	Plan json.RawMessage `json:"plan,omitempty"`
+	// Provenance, with the final weights: the gateways and every round's
+	// receipts. The gateway checks it and signs it into the model it
+	// stores (plan.Provenance.Federation).
+	Provenance *receipt.Federation `json:"provenance,omitempty"`
 }
 
 // FedRoundContext names one round of one federation for secure aggregation:

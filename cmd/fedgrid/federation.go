@@ -142,6 +142,9 @@ func runFederation(ctx context.Context, g *globals, cf *clientFlags, ff *fedFlag
 			}
 			fmt.Fprintln(g.stderr, line)
 		}
+		run.Retry = func(round, attempt int, cause error) {
+			fmt.Fprintf(g.stderr, "round %d failed, trying again with fresh keys (attempt %d): %v\n", round, attempt+1, cause)
+		}
 	}
 	s, err = cl.Federate(ctx, s, run)
 	if errors.Is(err, context.Canceled) || errors.Is(err, client.ErrRoundFailed) {

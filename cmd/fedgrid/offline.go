@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
+	"slices"
 	"sort"
 	"strings"
 
@@ -98,28 +99,54 @@ func modelCmd(g *globals) *cobra.Command {
 
 	var verifyFile string
 	verify := &cobra.Command{
-		Use:   "verify",
-		Short: "check a model's provenance signature against its gateway's key",
-		Args:  cobra.NoArgs,
-		RunE: func(_ *cobra.Command, _ []string) error {
+		Use:   "verify [MODEL.json]",
+		Short: "check a model's provenance: its gateway's signature and, for a federated model, every round's receipts",
+		Long: `Check a released model: the signature of the gateway that released it (over the
+whole document) and, in a model trained across gateways, its federation record:
+every receipt's signature by its gateway's peer key, that each round lists one
+receipt per gateway whose update was summed, that rounds come in order, that
+round 1 started from the plan's initial weights, each later round from the
+previous round's result, and that the model's weights are the last round's
+result. Every problem found is named; exit 1 if there is any.`,
+		Args: cobra.MaximumNArgs(1),
+		RunE: func(_ *cobra.Command, args []string) error {
+			if len(args) == 1 {
+				if verifyFile != "" && verifyFile != args[0] {
+					return usagef("give the model once: as an argument or with --model")
+				}
+				verifyFile = args[0]
+			}
 			if verifyFile == "" {
-				return usagef("--model MODEL.json is required")
+				return usagef("a model file is required: fedgrid model verify MODEL.json")
 			}
 			m, err := readModel(verifyFile)
 			if err != nil {
 				return err
 			}
 			if err := gateway.VerifyModel(m); err != nil {
-				return err
+				return fmt.Errorf("%s does not verify: %w", verifyFile, err)
 			}
-			fmt.Fprintf(g.stdout, "signature valid: gateway %s, dataset %s, job %s\n", m.Provenance.Gateway, m.Provenance.Dataset, m.Provenance.Job)
-			if pv := m.Provenance; pv.DatasetVersion > 0 {
+			pv := m.Provenance
+			fmt.Fprintf(g.stdout, "signature valid: gateway %s, dataset %s, job %s\n", pv.Gateway, pv.Dataset, pv.Job)
+			if pv.DatasetVersion > 0 {
 				fmt.Fprintf(g.stdout, "trained on dataset version %d (sha256 %s)\n", pv.DatasetVersion, pv.DatasetSHA256)
+			}
+			if f := pv.Federation; f != nil {
+				fmt.Fprintf(g.stdout, "federation %s: %d rounds, %d receipts verified; weights chain from the plan's initial weights to the final weights holds\n", f.ID, len(f.Rounds), f.Count())
+				for _, gw := range f.Gateways {
+					n := 0
+					for _, r := range f.Rounds {
+						if slices.Contains(r.Participants, gw.PeerID) {
+							n++
+						}
+					}
+					fmt.Fprintf(g.stdout, "  gateway %s (%s): in %d of %d rounds\n", gw.Name, gw.PeerID, n, len(f.Rounds))
+				}
 			}
 			return nil
 		},
 	}
-	verify.Flags().StringVar(&verifyFile, "model", "", "model file")
+	verify.Flags().StringVar(&verifyFile, "model", "", "model file (or give it as the argument)")
 	c.AddCommand(eval, verify)
 	return c
 }

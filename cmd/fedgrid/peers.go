@@ -247,7 +247,7 @@ func gatewayCmd(g *globals) *cobra.Command {
 				return flagErrors(err, map[string]string{"HTTPAddr": "--http", "MetricsAddr": "--metrics-http", "MaxUploadSize": "--max-upload-size", "UploadTTL": "--upload-ttl", "Name": "--name", "CORSOrigins": "--cors-origin",
 					"Lease": "--lease", "MaxAttempts": "--max-attempts", "AttemptTimeout": "--attempt-timeout", "JobTimeout": "--job-timeout",
 					"MaxWorkers": "--max-workers", "MaxRounds": "--max-rounds", "WitnessInterval": "--witness-interval",
-					"SourceTimeout": "--source-timeout", "SourceDirs": "--source-dir"})
+					"SourceTimeout": "--source-timeout", "SourceDirs": "--source-dir", "FederationTimeout": "--federation-timeout"})
 			}
 			gw, err := gateway.Start(cmd.Context(), cfg)
 			if err != nil {
@@ -275,6 +275,7 @@ func gatewayCmd(g *globals) *cobra.Command {
 	c.Flags().DurationVar(&cfg.JobTimeout, "job-timeout", cfg.JobTimeout, "longest a job may take, queueing included")
 	c.Flags().IntVar(&cfg.MaxWorkers, "max-workers", cfg.MaxWorkers, "largest train.workers a data-parallel plan may ask for")
 	c.Flags().IntVar(&cfg.MaxRounds, "max-rounds", cfg.MaxRounds, "largest train.rounds a data-parallel plan may ask for")
+	c.Flags().DurationVar(&cfg.FederationTimeout, "federation-timeout", cfg.FederationTimeout, "a federation's part here expires (its jobs cancelled, its epsilon refunded, or charged once an update left) when its coordinator is not heard from for this long")
 	c.Flags().DurationVar(&cfg.WitnessInterval, "witness-interval", cfg.WitnessInterval, "how often the audit chain's head is published, signed, to the --bootstrap network peers that witness it")
 	c.Flags().StringVar(&maxUpload, "max-upload-size", "1TiB", "largest resumable upload (fedgrid admin datasets upload); one the free disk space cannot hold is refused anyway")
 	c.Flags().DurationVar(&cfg.UploadTTL, "upload-ttl", cfg.UploadTTL, "how long an unfinished or finished upload session is kept untouched before its bytes are deleted")

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/dgraph-io/badger/v4"
 
@@ -153,6 +154,30 @@ func (s *Store) SetFederationPlan(jobID string, old, fitted []byte) error {
 	return err
 }
 
+// FedLastHeard is when the job's federation coordinator was last heard
+// from, as stored: its last recorded call, or the join.
+func (j *Job) FedLastHeard() time.Time {
+	if j.FedHeardAt.After(j.CreatedAt) {
+		return j.FedHeardAt
+	}
+	return j.CreatedAt
+}
+
+// TouchFederation records that the coordinator of an unfinished federation
+// job was heard from at at.
+func (s *Store) TouchFederation(jobID string, at time.Time) error {
+	_, err := s.modifyJob(jobID, func(_ *badger.Txn, j *Job) error {
+		if j.Federation == "" || j.Terminal() {
+			return fmt.Errorf("%w: job %s is not an unfinished federation job", ErrConflictState, j.ID)
+		}
+		if at.After(j.FedHeardAt) {
+			j.FedHeardAt = at.UTC()
+		}
+		return nil
+	})
+	return err
+}
+
 // FinishEvaluation ends a running evaluation's federation job: succeeded,
 // with no result and nothing to release (what left were the round's secure
 // sums, under the federation's approval).
@@ -163,6 +188,106 @@ func (s *Store) FinishEvaluation(jobID string) error {
 		}
 		j.State, j.FinishedAt = wire.StateSucceeded, s.now().UTC()
 		return s.audit(txn, AuditEvent{Action: "job.complete", Target: "job/" + j.ID, Detail: map[string]any{"evaluation": true, "federation": j.Federation}})
+	})
+	return err
+}
+
+// IdleFederations lists the unfinished federation jobs whose coordinator
+// was last heard from (FedLastHeard) before cutoff.
+func (s *Store) IdleFederations(cutoff time.Time) ([]*Job, error) {
+	var out []*Job
+	err := s.view(func(txn *badger.Txn) error {
+		for _, state := range []string{wire.StateRunning, wire.StateQueued} {
+			jobs, err := jobsInState(txn, state)
+			if err != nil {
+				return err
+			}
+			for _, j := range jobs {
+				if j.Federation != "" && j.ParentID == "" && j.FedLastHeard().Before(cutoff) {
+					out = append(out, j)
+				}
+			}
+		}
+		return nil
+	})
+	return out, err
+}
+
+// ExpireFederation cancels a federation job whose coordinator was not heard
+// from since before cutoff (checked again in the transaction: a call that
+// came meanwhile keeps it; ErrConflictState then), with why as its error.
+// Its shard jobs are cancelled with it. The reservation follows the rules
+// of FailFederation: charged once the gateway released a masked update
+// (the aggregates carried its data), refunded before. A pending approval
+// request of the federation is withdrawn. One transaction, audited as
+// federation.expire.
+func (s *Store) ExpireFederation(jobID string, cutoff time.Time, why string) (*Job, error) {
+	var out Job
+	err := s.update(func(txn *badger.Txn) error {
+		var j Job
+		if err := getJSON(txn, prefixJob+jobID, &j); err != nil {
+			return err
+		}
+		if j.Federation == "" || j.Terminal() {
+			return fmt.Errorf("%w: job %s is not an unfinished federation job", ErrConflictState, j.ID)
+		}
+		heard := j.FedLastHeard()
+		if !heard.Before(cutoff) {
+			return fmt.Errorf("%w: the coordinator of job %s was heard from at %s", ErrConflictState, j.ID, heard.Format(time.RFC3339))
+		}
+		var charged int64
+		if j.FedSent > 0 {
+			c, err := s.commitJob(txn, &j, "", fmt.Sprintf("federation expired after this gateway released %d rounds' masked updates", j.FedSent))
+			if err != nil {
+				return err
+			}
+			charged = c
+		}
+		old := j.State
+		j.State, j.Error, j.FinishedAt, j.LeaseExpires = wire.StateCancelled, why, s.now().UTC(), time.Time{}
+		if err := s.putJob(txn, &j, old); err != nil {
+			return err
+		}
+		withdrawn := ""
+		if j.FedRequestID != "" {
+			var r Request
+			if err := getJSON(txn, prefixRequest+j.FedRequestID, &r); err != nil && !errors.Is(err, ErrNotFound) {
+				return err
+			} else if err == nil && r.State == wire.RequestPending {
+				if err := s.withdrawTxn(txn, &r, "", "expired", why); err != nil {
+					return err
+				}
+				withdrawn = r.ID
+			}
+		}
+		out = j
+		return s.audit(txn, AuditEvent{Action: "federation.expire", Target: "job/" + j.ID, Detail: map[string]any{
+			"federation": j.Federation, "last_heard": heard.UTC().Format(time.RFC3339Nano), "error": why,
+			"federation_rounds_released": j.FedSent, "charged_micro_eps": charged, "withdrawn_request": withdrawn}})
+	})
+	if err != nil {
+		return nil, err
+	}
+	return &out, nil
+}
+
+// ErrRoundKeysLost: the gateway already made keys for that round and
+// attempt of a federation (before a restart, as it holds none now).
+var ErrRoundKeysLost = errors.New("store: this round's keys were made before and are lost")
+
+// OpenFederationRound records, before the gateway hands out its keys for a
+// round's attempt, that it made them. A round and attempt not after the
+// last recorded one is ErrRoundKeysLost: keys are made once per attempt.
+func (s *Store) OpenFederationRound(jobID string, round, attempt int) error {
+	_, err := s.modifyJob(jobID, func(_ *badger.Txn, j *Job) error {
+		if j.Federation == "" || j.State != wire.StateRunning {
+			return fmt.Errorf("%w: job %s is not a running federation job", ErrConflictState, j.ID)
+		}
+		if k := j.FedKeys; k != nil && (round < k.Round || round == k.Round && attempt <= k.Attempt) {
+			return fmt.Errorf("%w: round %d attempt %d (last made: round %d attempt %d)", ErrRoundKeysLost, round, attempt, k.Round, k.Attempt)
+		}
+		j.FedKeys = &FedRoundMark{Round: round, Attempt: attempt}
+		return nil
 	})
 	return err
 }

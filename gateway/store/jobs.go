@@ -90,6 +90,16 @@ type Job struct {
 	// has no result of its own; what left are the round's secure sums,
 	// under the federation's approval. It succeeds with no release.
 	Evaluation bool `json:"evaluation,omitempty"`
+	// FedHeardAt is when the federation's coordinator was last heard from,
+	// as last stored (the gateway stores it at most about once a minute);
+	// zero before the first call after the join (FedLastHeard).
+	FedHeardAt time.Time `json:"fed_heard_at,omitzero"`
+	// FedKeys is the last round, and the coordinator's try of it, for which
+	// this gateway made secure-aggregation keys (nil: none yet). The keys
+	// themselves are never stored: a restarted gateway refuses to go on with
+	// a round it opened before (the coordinator retries it with a new
+	// attempt and fresh keys).
+	FedKeys *FedRoundMark `json:"fed_keys,omitempty"`
 	// Init is set by whoever creates the job. The store keeps the weights
 	// under a key of their own (JobInit reads them): the job record is
 	// rewritten on every heartbeat and must stay small. InitSize is their
@@ -124,6 +134,12 @@ type Job struct {
 	ReleaseReason string `json:"release_reason,omitempty"`
 	// RequestID names the release request of a result that needed review.
 	RequestID string `json:"request_id,omitempty"`
+}
+
+// FedRoundMark names one attempt of one round of a federation.
+type FedRoundMark struct {
+	Round   int `json:"round"`
+	Attempt int `json:"attempt"`
 }
 
 // Coordinated reports whether the gateway runs this job as rounds of shard jobs.

@@ -50,6 +50,26 @@ func (s *Scientist) TrainFederated(ctx context.Context, federationsDir string, r
 	return &f, err
 }
 
+// StartFederated starts `fedgrid train` over refs in the background
+// (without --json: its progress goes to stderr), to be killed mid-way.
+func (s *Scientist) StartFederated(federationsDir string, refs []string, planFile string, extra ...string) (*Proc, error) {
+	rest := []string{"--plan", planFile, "--wait", "--federations", federationsDir}
+	for _, r := range refs {
+		rest = append(rest, "--dataset", r)
+	}
+	return s.h.StartCommand("train-federated", s.args([]string{"train"}, true, append(rest, extra...)...)...)
+}
+
+// ResumeFederated runs `fedgrid train --resume ref --json` to completion.
+func (s *Scientist) ResumeFederated(ctx context.Context, federationsDir, ref string) (*Federation, error) {
+	var f Federation
+	err := s.h.RunJSON(ctx, &f, s.args([]string{"train"}, true, "--resume", ref, "--wait", "--json", "--federations", federationsDir)...)
+	if f.Ref == "" && err == nil {
+		err = errors.New("fedgrid train --resume --json printed no federation")
+	}
+	return &f, err
+}
+
 // FederationResult runs `fedgrid result fed:ID --out modelFile`.
 func (s *Scientist) FederationResult(ctx context.Context, federationsDir, ref, modelFile string) error {
 	_, err := s.h.Run(ctx, s.args([]string{"result"}, true, "--out", modelFile, "--federations", federationsDir, ref)...)

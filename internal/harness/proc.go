@@ -92,42 +92,10 @@ type Proc struct {
 // the tail of its stderr is returned. The peer keeps running after ctx ends;
 // stop it with Stop, or all peers with Harness.Close.
 func (h *Harness) Start(ctx context.Context, name string, args ...string) (*Proc, error) {
-	h.mu.Lock()
-	h.seq++
-	file := fmt.Sprintf("%02d-%s", h.seq, sanitize(name))
-	h.mu.Unlock()
-
-	outF, err := os.Create(filepath.Join(h.LogDir(), file+".stdout"))
+	p, ready, err := h.spawn(name, args)
 	if err != nil {
 		return nil, err
 	}
-	errF, err := os.Create(filepath.Join(h.LogDir(), file+".stderr"))
-	if err != nil {
-		outF.Close()
-		return nil, err
-	}
-	p := &Proc{Name: name, Args: args, done: make(chan struct{}), stopCalled: make(chan struct{}), stopAfter: h.cfg.StopTimeout}
-	ready := make(chan string, 2)
-	p.stdout = &watchWriter{f: outF, ready: ready}
-	p.stderr = &watchWriter{f: errF, ready: ready}
-	p.cmd = h.command(h.base, args)
-	p.cmd.Stdout = p.stdout
-	p.cmd.Stderr = p.stderr
-	if err := p.cmd.Start(); err != nil {
-		outF.Close()
-		errF.Close()
-		return nil, fmt.Errorf("start %s: %w", name, err)
-	}
-	go func() { // owned by the process: ends when it exits
-		p.waitErr = p.cmd.Wait()
-		p.stdout.close()
-		p.stderr.close()
-		close(p.done)
-	}()
-	h.mu.Lock()
-	h.procs = append(h.procs, p)
-	h.mu.Unlock()
-
 	timer := time.NewTimer(h.cfg.ReadyTimeout)
 	defer timer.Stop()
 	select {
@@ -148,6 +116,54 @@ func (h *Harness) Start(ctx context.Context, name string, args ...string) (*Proc
 		p.Kill()
 		return nil, fmt.Errorf("%s: waiting for ready: %w", name, ctx.Err())
 	}
+}
+
+// StartCommand runs `fedgrid args...` in the background as a process called
+// name, without waiting for a ready line (a command, not a peer: e.g. a
+// `fedgrid train` to kill mid-way). Stop or Kill it like a peer.
+func (h *Harness) StartCommand(name string, args ...string) (*Proc, error) {
+	p, _, err := h.spawn(name, args)
+	return p, err
+}
+
+// spawn starts the process and returns it with the channel its ready line arrives on.
+func (h *Harness) spawn(name string, args []string) (*Proc, chan string, error) {
+	h.mu.Lock()
+	h.seq++
+	file := fmt.Sprintf("%02d-%s", h.seq, sanitize(name))
+	h.mu.Unlock()
+
+	outF, err := os.Create(filepath.Join(h.LogDir(), file+".stdout"))
+	if err != nil {
+		return nil, nil, err
+	}
+	errF, err := os.Create(filepath.Join(h.LogDir(), file+".stderr"))
+	if err != nil {
+		outF.Close()
+		return nil, nil, err
+	}
+	p := &Proc{Name: name, Args: args, done: make(chan struct{}), stopCalled: make(chan struct{}), stopAfter: h.cfg.StopTimeout}
+	ready := make(chan string, 2)
+	p.stdout = &watchWriter{f: outF, ready: ready}
+	p.stderr = &watchWriter{f: errF, ready: ready}
+	p.cmd = h.command(h.base, args)
+	p.cmd.Stdout = p.stdout
+	p.cmd.Stderr = p.stderr
+	if err := p.cmd.Start(); err != nil {
+		outF.Close()
+		errF.Close()
+		return nil, nil, fmt.Errorf("start %s: %w", name, err)
+	}
+	go func() { // owned by the process: ends when it exits
+		p.waitErr = p.cmd.Wait()
+		p.stdout.close()
+		p.stderr.close()
+		close(p.done)
+	}()
+	h.mu.Lock()
+	h.procs = append(h.procs, p)
+	h.mu.Unlock()
+	return p, ready, nil
 }
 
 // Addr is the peer's first multiaddr (with /p2p/).
