@@ -261,6 +261,9 @@ func printFederation(g *globals, asJSON bool, s *client.FedState) error {
 		}
 		fmt.Fprintf(tw, "gateway\t%s (%s)\t%s\t%s\n", p.Name, p.Dataset, status, job)
 	}
+	if s.Fit != nil {
+		fmt.Fprintf(tw, "round 0\tpreprocessing statistics fitted across %d gateways, %.0f rows\n", len(s.Fit.Participants), s.Fit.Rows)
+	}
 	if n := len(s.History); n > 0 {
 		last := s.History[n-1]
 		fmt.Fprintf(tw, "loss\t%.4f (round %d)\n", last.Loss, last.Round)

@@ -30,7 +30,8 @@ func TestFederationUsage(t *testing.T) {
 	}
 	// A saved federation shows offline.
 	state := `{"format":"fedgrid.federation/v1","options":{"ID":"abc","Plan":{},"Participants":[{"gateway":"g1","name":"Hospital A","dataset":"d1"},{"gateway":"g2","name":"Hospital B","dataset":"d2"}],"Rounds":3},` +
-		`"jobs":{"g1":"fed-abc","g2":"fed-abc"},"active":["g1","g2"],"round":2,"weights":{},"history":[{"round":1,"participants":["g1","g2"],"rows":10,"loss":0.7},{"round":2,"participants":["g1","g2"],"rows":10,"loss":0.5}],"state":"running"}`
+		`"jobs":{"g1":"fed-abc","g2":"fed-abc"},"active":["g1","g2"],"round":2,"weights":{},"history":[{"round":1,"participants":["g1","g2"],"rows":10,"loss":0.7},{"round":2,"participants":["g1","g2"],"rows":10,"loss":0.5}],` +
+		`"fit":{"round":0,"participants":["g1","g2"],"rows":10},"state":"running"}`
 	if err := os.WriteFile(filepath.Join(dir, "abc.json"), []byte(state), 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -38,7 +39,7 @@ func TestFederationUsage(t *testing.T) {
 	if code := run([]string{"job", "fed:abc", "--federations", dir}, &out, &errOut); code != 0 {
 		t.Fatalf("job fed:abc: exit %d: %s", code, errOut.String())
 	}
-	for _, want := range []string{"fed:abc", "running", "2/3", "Hospital A", "g2/fed-abc", "0.5000"} {
+	for _, want := range []string{"fed:abc", "running", "2/3", "Hospital A", "g2/fed-abc", "0.5000", "fitted across 2 gateways, 10 rows"} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("fedgrid job fed:abc does not show %q:\n%s", want, out.String())
 		}

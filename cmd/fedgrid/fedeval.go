@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"io"
 	"maps"
 	"slices"
 	"strings"
@@ -108,7 +109,12 @@ func runEval(ctx context.Context, g *globals, cf *clientFlags, m *plan.Model, re
 	if cf.json {
 		return printJSON(g.stdout, res)
 	}
-	tw := tabwriter.NewWriter(g.stdout, 0, 4, 2, ' ', 0)
+	return printFedEval(g.stdout, res, names)
+}
+
+// printFedEval shows a federated evaluation; names are the gateways' names by peer ID.
+func printFedEval(w io.Writer, res *client.EvalResult, names map[string]string) error {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	var in []string
 	for _, gw := range res.Gateways {
 		in = append(in, names[gw])

@@ -415,6 +415,13 @@ func federate(ctx context.Context, h *harness.Harness, say func(string, ...any),
 		return err
 	}
 	say("fedgrid result %s -> %s (signed by a participating gateway): held-out accuracy %.4f", fr.Ref, model, fed.federated.Accuracy)
+	// Scored on both hospitals' rows, of which only their secure sums leave.
+	say("fedgrid eval --model %s --dataset %s --dataset %s", filepath.Base(model), short(refs[0]), short(refs[1]))
+	fe, err := sci.EvalFederated(ctx, model, refs)
+	if err != nil {
+		return err
+	}
+	say("federated evaluation on the %d rows of both hospitals (only secure sums left them): accuracy %.4f, loss %.4f, AUC %.4f (within %.2g)", fe.Rows, fe.Accuracy, fe.Loss, fe.AUC, fe.AUCError)
 	return nil
 }
 
