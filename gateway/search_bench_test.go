@@ -23,9 +23,12 @@ import (
 // of the gateways holding a matching dataset that the search returned).
 // make bench runs it; BENCHMARKS.md has the figures.
 //
-// FEDGRID_BENCH_GATEWAYS selects the sizes (default "10,50,100,300").
+// FEDGRID_BENCH_GATEWAYS selects the sizes (default "10,50,100";
+// FEDGRID_BENCH_GATEWAYS=300 is the size issue 18 asks for: on the 2-core
+// machine of BENCHMARKS.md its 301 peers did not finish starting and
+// indexing in 28 minutes, see there).
 func BenchmarkSearch(b *testing.B) {
-	sizes := []int{10, 50, 100, 300}
+	sizes := []int{10, 50, 100}
 	if env := os.Getenv("FEDGRID_BENCH_GATEWAYS"); env != "" {
 		sizes = sizes[:0]
 		for _, f := range strings.Split(env, ",") {
@@ -55,7 +58,11 @@ func benchSearch(b *testing.B, n int) {
 		id string
 	}
 	gws := make([]hosted, n)
+	started := time.Now()
 	for i := range gws {
+		if i > 0 && i%50 == 0 {
+			b.Logf("%d of %d gateways started in %v", i, n, time.Since(started).Round(time.Second))
+		}
 		g := tc.GW
 		if i > 0 {
 			g = tc.StartGateway(b, ctx, func(cfg *gateway.Config) { cfg.Name = fmt.Sprintf("gw%03d", i) })
@@ -66,6 +73,7 @@ func benchSearch(b *testing.B, n int) {
 		}
 		gws[i] = hosted{g, ds.ID}
 	}
+	b.Logf("%d gateways started in %v", n, time.Since(started).Round(time.Second))
 	indexed := wait.For(b, 5*time.Minute, "every gateway to index its dataset", func() error {
 		for _, h := range gws {
 			if s := h.gw.IndexState(h.id); s.State != gateway.IndexProvided {

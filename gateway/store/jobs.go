@@ -571,10 +571,20 @@ func checkLease(j *Job, attempt int, node string) error {
 // 300 writes a second). The stored lease never runs out while its node
 // heartbeats, so fencing is as before: the lease still ends lease after
 // the last heartbeat at the latest, lease/2 at the earliest.
+//
+// A heartbeat whose lease the read already shows gone (the job ended, or
+// went back to the queue, or to another attempt: attempt numbers only
+// grow) is refused from that read too: a refused write would make the
+// committer run every other write of its batch again (see update), and
+// nodes heartbeat while their result is being stored.
 func (s *Store) Heartbeat(jobID string, attempt int, node string, p wire.Progress, lease time.Duration) (*Job, error) {
-	if j, err := s.Job(jobID); err == nil && checkLease(j, attempt, node) == nil &&
-		j.Progress == p && j.LeaseExpires.Sub(s.now()) >= lease/2 {
-		return j, nil
+	if j, err := s.Job(jobID); err == nil {
+		if err := checkLease(j, attempt, node); err != nil {
+			return j, err
+		}
+		if j.Progress == p && j.LeaseExpires.Sub(s.now()) >= lease/2 {
+			return j, nil
+		}
 	}
 	return s.modifyJob(jobID, func(_ *badger.Txn, j *Job) error {
 		if err := checkLease(j, attempt, node); err != nil {

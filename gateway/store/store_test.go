@@ -692,4 +692,11 @@ func TestHeartbeatWritesOnlyWhenNeeded(t *testing.T) {
 	if _, err := s.Heartbeat(j.ID, 2, "n1", p, time.Minute); !errors.Is(err, ErrStale) {
 		t.Fatalf("other attempt: %v", err)
 	}
+	// After the result, a late heartbeat is refused with the job as stored.
+	if err := s.Complete(j.ID, 1, "n1", []byte("model"), nil); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := s.Heartbeat(j.ID, 1, "n1", p, time.Minute); !errors.Is(err, ErrStale) || got == nil || got.State != wire.StateSucceeded {
+		t.Fatalf("heartbeat after the result: %+v %v", got, err)
+	}
 }
