@@ -227,7 +227,7 @@ func fedDetail(req *wire.FedJoinRequest, pl *plan.Plan, j *store.Job) string {
 		fmt.Fprintf(&b, " (mu %g)", req.Strategy.Mu)
 	}
 	if req.PlainUpdates {
-		b.WriteString(". SECURE AGGREGATION IS OFF (plain updates): each round, this gateway's own update (row count, loss and weight changes) leaves unmasked, and the coordinator reads it on its own. Participants:")
+		b.WriteString(". SECURE AGGREGATION IS OFF (plain updates): each training round, this gateway's own update (row count, loss and weight changes) leaves unmasked, and the coordinator reads it on its own. Participants:")
 	} else {
 		b.WriteString(". Each round, only the securely aggregated sum of the gateways' updates leaves (row count, loss and weight changes). Participants:")
 	}

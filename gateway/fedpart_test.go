@@ -780,7 +780,17 @@ func TestFederationPlainUpdates(t *testing.T) {
 	if worst > tol {
 		t.Fatalf("plain and secure aggregates differ by %g, more than the quantisation error %g", worst, tol)
 	}
-	// An owner who withdraws the permission stops the next round at that gateway.
+	// An owner who withdraws the permission stops the next round at that
+	// gateway. The plan leaves its statistics to fit: round 0 runs with
+	// secure aggregation even here, round 1 with plain updates.
+	p, err := plan.Parse(readFile(t, filepath.Join("..", "plan", "testdata", "logreg_pima.json")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.Train.Epochs, p.Train.ValidationFraction = 1, 0
+	if planJSON, err = json.Marshal(p); err != nil {
+		t.Fatal(err)
+	}
 	o = f.options(planJSON, 2)
 	o.Participants, o.MinGateways, o.PlainUpdates = o.Participants[:2], 2, true
 	s, err := client.NewFederation(o)
@@ -788,6 +798,9 @@ func TestFederationPlainUpdates(t *testing.T) {
 		t.Fatal(err)
 	}
 	withdraw := func(r client.FedRound) {
+		if r.Round != 1 {
+			return // round 0 reports too
+		}
 		if _, err := f.gws[1].Store().PutFederationSettings(store.FederationSettings{}, "test"); err != nil {
 			t.Error(err)
 		}
@@ -795,6 +808,9 @@ func TestFederationPlainUpdates(t *testing.T) {
 	s, err = f.cl.Federate(ctx, s, client.FedRunOptions{Poll: 20 * time.Millisecond, Waiting: approveAll(true), Progress: withdraw, Retries: -1})
 	if !errors.Is(err, client.ErrRoundFailed) || s.Round != 1 || !strings.Contains(err.Error(), "secure aggregation only") {
 		t.Fatalf("after the owner withdrew plain updates: round %d, %v; want round 2 refused", s.Round, err)
+	}
+	if s.Fit == nil || len(s.Fit.Participants) != 2 || s.Fitted == nil {
+		t.Fatalf("round 0 of a federation with plain updates: %+v", s.Fit)
 	}
 }
 
