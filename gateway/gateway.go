@@ -468,6 +468,9 @@ func (g *Gateway) Peer() *p2p.Peer { return g.peer }
 func (g *Gateway) Close() error {
 	g.closeOnce.Do(func() {
 		var errs []error
+		if g.sources != nil { // first: a snapshot runs past its HTTP request, and writes to the store
+			g.sources.Close()
+		}
 		if g.httpSrv != nil {
 			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 			errs = append(errs, g.httpSrv.Shutdown(ctx))

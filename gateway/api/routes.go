@@ -708,6 +708,8 @@ func sourceError(err error) error {
 		return errorf(http.StatusBadGateway, "source_failed", "%s", se.Msg)
 	case errors.Is(err, sources.ErrBusy):
 		return errorf(http.StatusConflict, "conflict", "%s", err.Error())
+	case errors.Is(err, sources.ErrClosed):
+		return errorf(http.StatusServiceUnavailable, "unavailable", "%s", err.Error())
 	}
 	return err
 }

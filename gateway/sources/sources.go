@@ -56,16 +56,27 @@ type Config struct {
 }
 
 // Manager registers sources and takes their snapshots. At most one
-// snapshot of a dataset runs at a time.
+// snapshot of a dataset runs at a time. A snapshot does not end with the
+// context of the call that started it (an HTTP request whose client left,
+// or whose server timed the connection out, would otherwise cut every
+// long snapshot): it runs until it is done, its own timeout passes or the
+// Manager is closed.
 type Manager struct {
 	cfg  Config
 	log  *slog.Logger
 	mu   sync.Mutex
 	busy map[string]bool // dataset ID -> a snapshot is running
+
+	life    context.Context // ends at Close
+	stop    context.CancelFunc
+	running sync.WaitGroup // snapshots in progress
 }
 
 // ErrBusy: a snapshot of the dataset is already running.
 var ErrBusy = errors.New("a snapshot of this dataset is already running")
+
+// ErrClosed: the Manager (the gateway) is stopping.
+var ErrClosed = errors.New("the gateway is stopping: no new snapshots")
 
 // SnapshotError is a snapshot that failed at the source or was refused by
 // ingest; its message is safe to show the dataset's owner (it never holds
@@ -88,7 +99,32 @@ func New(cfg Config) *Manager {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	return &Manager{cfg: cfg, log: cfg.Logger, busy: map[string]bool{}}
+	m := &Manager{cfg: cfg, log: cfg.Logger, busy: map[string]bool{}}
+	m.life, m.stop = context.WithCancel(context.Background())
+	return m
+}
+
+// Close stops the snapshots in progress and waits for them to end; later
+// ones get ErrClosed. Idempotent.
+func (m *Manager) Close() {
+	m.mu.Lock()
+	m.stop()
+	m.mu.Unlock()
+	m.running.Wait()
+}
+
+// begin starts a snapshot: a context that keeps ctx's values but ends only
+// at Close, and the function that ends the snapshot.
+func (m *Manager) begin(ctx context.Context) (context.Context, func(), error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.life.Err() != nil {
+		return nil, nil, ErrClosed
+	}
+	m.running.Add(1)
+	c, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	unhook := context.AfterFunc(m.life, cancel)
+	return c, func() { unhook(); cancel(); m.running.Done() }, nil
 }
 
 func invalidf(field, format string, args ...any) error {
@@ -112,6 +148,11 @@ func (m *Manager) Register(ctx context.Context, r Registration, actor string) (*
 	if err := m.check(src); err != nil {
 		return nil, nil, err
 	}
+	ctx, end, err := m.begin(ctx)
+	if err != nil {
+		return nil, nil, err
+	}
+	defer end()
 	d := &store.Dataset{Name: r.Name, Description: r.Description, Tags: r.Tags, Visibility: r.Visibility, CreatedBy: actor}
 	if d.Visibility == "" {
 		d.Visibility = store.VisibilityPrivate
@@ -162,6 +203,11 @@ func (m *Manager) check(src *store.DatasetSource) error {
 // gets a new version when the bytes differ from the current version's
 // (else it keeps its version); the source records the outcome.
 func (m *Manager) Snapshot(ctx context.Context, datasetID, actor string) (*store.Dataset, *store.DatasetSource, error) {
+	ctx, end, err := m.begin(ctx)
+	if err != nil {
+		return nil, nil, err
+	}
+	defer end()
 	m.mu.Lock()
 	if m.busy[datasetID] {
 		m.mu.Unlock()
@@ -310,7 +356,7 @@ func (m *Manager) RunDue(ctx context.Context, now time.Time) int {
 			continue
 		}
 		n++
-		if _, _, err := m.Snapshot(ctx, s.DatasetID, ""); err != nil && !errors.Is(err, ErrBusy) {
+		if _, _, err := m.Snapshot(ctx, s.DatasetID, ""); err != nil && !errors.Is(err, ErrBusy) && !errors.Is(err, ErrClosed) {
 			m.log.Debug("scheduled snapshot", "dataset", s.DatasetID, "err", err)
 		}
 	}

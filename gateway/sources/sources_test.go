@@ -294,22 +294,17 @@ func TestSchedule(t *testing.T) {
 	}
 }
 
-// TestDeleteDuringSnapshot: a dataset deleted while its snapshot runs
-// stays deleted (the snapshot's store would otherwise bring it back).
-func TestDeleteDuringSnapshot(t *testing.T) {
-	f := newFixture(t, 100, sources.Config{})
+// lockPatients takes an exclusive lock on the patients table, so that a
+// snapshot started now waits on it, and waits until one does. release
+// ends the lock.
+func (f *fixture) lockPatients(t *testing.T, start func()) (release func()) {
+	t.Helper()
 	ctx := context.Background()
-	d, _, err := f.m.Register(ctx, f.reg("", "SELECT p.id, p.x FROM patients p, (SELECT pg_sleep(0.01)) s"), "owner")
-	if err != nil {
-		t.Fatal(err)
-	}
-	// The next snapshot waits on a lock the test holds, so that the
-	// dataset can be deleted while it runs.
 	conn, err := pgx.Connect(ctx, f.pg.SocketDSN("clinic"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer conn.Close(ctx)
+	t.Cleanup(func() { _ = conn.Close(ctx) })
 	tx, err := conn.Begin(ctx)
 	if err != nil {
 		t.Fatal(err)
@@ -324,8 +319,7 @@ func TestDeleteDuringSnapshot(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer watch.Close(ctx)
-	done := make(chan error, 1)
-	go func() { _, _, err := f.m.Snapshot(ctx, d.ID, "owner"); done <- err }()
+	start()
 	wait.For(t, time.Minute, "the snapshot waiting on the lock", func() error {
 		var n int
 		if err := watch.QueryRow(ctx, "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND application_name = 'fedgrid'").Scan(&n); err != nil {
@@ -336,16 +330,83 @@ func TestDeleteDuringSnapshot(t *testing.T) {
 		}
 		return nil
 	})
+	return func() {
+		if err := tx.Rollback(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+type outcome struct {
+	d   *store.Dataset
+	err error
+}
+
+// TestDeleteDuringSnapshot: a dataset deleted while its snapshot runs
+// stays deleted (the snapshot's store would otherwise bring it back).
+func TestDeleteDuringSnapshot(t *testing.T) {
+	f := newFixture(t, 100, sources.Config{})
+	ctx := context.Background()
+	d, _, err := f.m.Register(ctx, f.reg("patients", ""), "owner")
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	release := f.lockPatients(t, func() {
+		go func() { _, _, err := f.m.Snapshot(ctx, d.ID, "owner"); done <- err }()
+	})
 	if err := f.st.DeleteDataset(d.ID); err != nil {
 		t.Fatal(err)
 	}
-	if err := tx.Rollback(ctx); err != nil {
-		t.Fatal(err)
-	}
+	release()
 	if err := <-done; err == nil || !strings.Contains(err.Error(), "deleted during its snapshot") {
 		t.Fatalf("snapshot of a dataset deleted meanwhile: %v", err)
 	}
 	if _, err := f.st.Dataset(d.ID); !errors.Is(err, store.ErrNotFound) {
 		t.Fatalf("the deleted dataset is back: %v", err)
+	}
+}
+
+// TestSnapshotOutlivesItsCaller: a snapshot goes on when the context of
+// the call that started it ends (an HTTP client gone, a server timeout),
+// and ends when the Manager closes.
+func TestSnapshotOutlivesItsCaller(t *testing.T) {
+	f := newFixture(t, 100, sources.Config{})
+	d, _, err := f.m.Register(context.Background(), f.reg("patients", ""), "owner")
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.pg.Exec(t, "clinic", "INSERT INTO patients VALUES (101, 1, 1, 1)")
+
+	callCtx, hangUp := context.WithCancel(context.Background())
+	done := make(chan outcome, 1)
+	release := f.lockPatients(t, func() {
+		go func() { d, _, err := f.m.Snapshot(callCtx, d.ID, "owner"); done <- outcome{d, err} }()
+	})
+	hangUp()
+	release()
+	if o := <-done; o.err != nil || o.d.Version != 2 {
+		t.Fatalf("snapshot whose caller left: %+v; want version 2", o)
+	}
+
+	f.pg.Exec(t, "clinic", "INSERT INTO patients VALUES (102, 1, 1, 1)")
+	release = f.lockPatients(t, func() {
+		go func() { d, _, err := f.m.Snapshot(context.Background(), d.ID, "owner"); done <- outcome{d, err} }()
+	})
+	defer release()
+	f.m.Close() // ends the running snapshot and waits for it
+	select {
+	case o := <-done:
+		if o.err == nil {
+			t.Fatalf("a snapshot ended by Close stored version %d", o.d.Version)
+		}
+	case <-time.After(time.Minute):
+		t.Fatal("the snapshot still waits on the lock after Close")
+	}
+	if got, err := f.st.Dataset(d.ID); err != nil || got.Version != 2 {
+		t.Fatalf("after Close: %+v, %v; want version 2", got, err)
+	}
+	if _, _, err := f.m.Snapshot(context.Background(), d.ID, "owner"); !errors.Is(err, sources.ErrClosed) {
+		t.Fatalf("snapshot after Close: %v; want ErrClosed", err)
 	}
 }
