@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"math"
 	"os"
 	"path/filepath"
@@ -383,5 +384,54 @@ func TestSameBytesTempFilesAndCancel(t *testing.T) {
 	}
 	if ents, _ := os.ReadDir(parent); len(ents) != 1 {
 		t.Fatalf("cancelled ingest left %v", ents)
+	}
+}
+
+// A document is read a second time from the reader itself when it is an
+// io.ReaderAt and io.Seeker (from its offset at the call), else from a
+// spool: both give the same version, CSV and Parquet alike.
+func TestSecondReadFromReaderOrSpool(t *testing.T) {
+	var b strings.Builder
+	b.WriteString("a,b,c\n")
+	for i := range 3000 {
+		fmt.Fprintf(&b, "%d,%s,%g\n", i, []string{"x", `"y, z"`}[i%2], float64(i)/8)
+	}
+	doc := b.String()
+	var pq bytes.Buffer
+	rows := make([]pqRow, 300)
+	for i := range rows {
+		rows[i] = pqRow{ID: int64(i), Name: fmt.Sprint(i % 3)}
+	}
+	if err := parquet.Write(&pq, rows); err != nil {
+		t.Fatal(err)
+	}
+	for _, src := range []string{doc, pq.String()} {
+		ctx := context.Background()
+		plain := struct{ io.Reader }{strings.NewReader(src)} // neither ReaderAt nor Seeker: spooled
+		m1, d1, err := Ingest(ctx, plain, t.TempDir(), Options{ChunkRows: 700})
+		if err != nil {
+			t.Fatal(err)
+		}
+		at := strings.NewReader("prefix" + src)
+		if _, err := at.Seek(int64(len("prefix")), io.SeekStart); err != nil {
+			t.Fatal(err)
+		}
+		m2, d2, err := Ingest(ctx, at, t.TempDir(), Options{ChunkRows: 700})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if m1.SHA256 != m2.SHA256 || m1.Rows != m2.Rows || !slices.Equal(m1.ChunkStarts, m2.ChunkStarts) {
+			t.Fatalf("spooled %+v, read again %+v", m1, m2)
+		}
+		for _, f := range []string{DataFile, MetaFile} {
+			b1, _ := os.ReadFile(filepath.Join(d1, f))
+			b2, _ := os.ReadFile(filepath.Join(d2, f))
+			if len(b1) == 0 || !bytes.Equal(b1, b2) {
+				t.Fatalf("%s differs (%d and %d bytes)", f, len(b1), len(b2))
+			}
+		}
+		if ents, _ := os.ReadDir(d1); len(ents) != 2 {
+			t.Fatalf("version files %v: the spool stays", ents)
+		}
 	}
 }
