@@ -9,9 +9,11 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -432,6 +434,39 @@ func TestSecondReadFromReaderOrSpool(t *testing.T) {
 		}
 		if ents, _ := os.ReadDir(d1); len(ents) != 2 {
 			t.Fatalf("version files %v: the spool stays", ents)
+		}
+	}
+}
+
+// parseNumber gives exactly what strconv.ParseFloat of the trimmed text
+// gives (bit for bit, -0 included), and refuses what it refuses or what is
+// not finite.
+func TestParseNumberIsParseFloat(t *testing.T) {
+	cases := []string{"0", "-0", "007", ".5", "5.", ".", "-", "-.5", "1.2.3", "1e3", " 31", "31 ", "+5", "NaN", "Inf", "-inf",
+		"0x1p3", "1_000", "", "123456789012345", "1234567890123456", "0.000000000000001", "9007199254740993",
+		"0.1", "0.3", "-12.3456780", "99999999999999.9", "1.7976931348623157e308", "1e400", "2.2250738585072014e-308"}
+	rng := rand.New(rand.NewPCG(5, 6))
+	for range 200_000 {
+		n := rng.IntN(17) + 1
+		b := make([]byte, 0, n+2)
+		if rng.IntN(3) == 0 {
+			b = append(b, '-')
+		}
+		dot := rng.IntN(n + 1)
+		for i := range n {
+			if i == dot {
+				b = append(b, '.')
+			}
+			b = append(b, byte('0'+rng.IntN(10)))
+		}
+		cases = append(cases, string(b))
+	}
+	for _, s := range cases {
+		got, ok := parseNumber(s)
+		want, err := strconv.ParseFloat(strings.TrimSpace(s), 64)
+		wantOK := err == nil && !math.IsNaN(want) && !math.IsInf(want, 0)
+		if ok != wantOK || (ok && math.Float64bits(got) != math.Float64bits(want)) {
+			t.Fatalf("parseNumber(%q) = %v, %v; ParseFloat gives %v, %v", s, got, ok, want, err)
 		}
 	}
 }

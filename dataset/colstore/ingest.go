@@ -319,8 +319,8 @@ func ingest(ctx context.Context, r io.Reader, dir string, opt Options) (*Meta, e
 			if !isNum[c] {
 				continue
 			}
-			v, err := strconv.ParseFloat(strings.TrimSpace(s), 64)
-			if err != nil || math.IsNaN(v) || math.IsInf(v, 0) {
+			v, ok := parseNumber(s)
+			if !ok {
 				isNum[c] = false
 				continue
 			}
@@ -378,6 +378,57 @@ func ingest(ctx context.Context, r io.Reader, dir string, opt Options) (*Meta, e
 		return nil, err
 	}
 	return m, nil
+}
+
+// parseNumber is dataset.ReadCSV's test of a number cell: the value of
+// strings.TrimSpace(s) by strconv.ParseFloat when that is a finite number.
+// Plain decimals of at most 15 digits ("-12.5", "007", ".25") take a
+// shortcut with the same result: their digits make an integer below 2^53
+// and the divisor a power of ten up to 1e15, both exact in a float64, so
+// one correctly rounded division gives what ParseFloat gives.
+func parseNumber(s string) (float64, bool) {
+	i, neg := 0, false
+	if len(s) > 0 && s[0] == '-' {
+		i, neg = 1, true
+	}
+	var m uint64
+	digits, fracDigits, dot := 0, 0, false
+	for ; i < len(s); i++ {
+		c := s[i]
+		switch {
+		case c >= '0' && c <= '9':
+			m = m*10 + uint64(c-'0')
+			digits++
+			if dot {
+				fracDigits++
+			}
+		case c == '.' && !dot:
+			dot = true
+		default:
+			return parseNumberSlow(s)
+		}
+	}
+	if digits == 0 || digits > 15 {
+		return parseNumberSlow(s)
+	}
+	v := float64(m)
+	if fracDigits > 0 {
+		v /= pow10[fracDigits]
+	}
+	if neg {
+		v = -v
+	}
+	return v, true
+}
+
+var pow10 = [...]float64{1, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15}
+
+func parseNumberSlow(s string) (float64, bool) {
+	v, err := strconv.ParseFloat(strings.TrimSpace(s), 64)
+	if err != nil || math.IsNaN(v) || math.IsInf(v, 0) {
+		return 0, false
+	}
+	return v, true
 }
 
 // checkHeader cleans and checks header names as dataset.ReadCSV does.
@@ -468,8 +519,8 @@ func writeColumns(ctx context.Context, rr rowReader, dir string, m *Meta, schema
 			cm := &m.Columns[c]
 			st := stats[c]
 			if cm.Type == dataset.TypeNumber {
-				v, err := strconv.ParseFloat(strings.TrimSpace(s), 64)
-				if err != nil || math.IsNaN(v) || math.IsInf(v, 0) {
+				v, ok := parseNumber(s)
+				if !ok {
 					return fmt.Errorf("colstore: line %d, column %q changed between the two reads of the document", line, cm.Name)
 				}
 				nums[c] = append(nums[c], v)
