@@ -7,10 +7,13 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"math"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -383,5 +386,87 @@ func TestSameBytesTempFilesAndCancel(t *testing.T) {
 	}
 	if ents, _ := os.ReadDir(parent); len(ents) != 1 {
 		t.Fatalf("cancelled ingest left %v", ents)
+	}
+}
+
+// A document is read a second time from the reader itself when it is an
+// io.ReaderAt and io.Seeker (from its offset at the call), else from a
+// spool: both give the same version, CSV and Parquet alike.
+func TestSecondReadFromReaderOrSpool(t *testing.T) {
+	var b strings.Builder
+	b.WriteString("a,b,c\n")
+	for i := range 3000 {
+		fmt.Fprintf(&b, "%d,%s,%g\n", i, []string{"x", `"y, z"`}[i%2], float64(i)/8)
+	}
+	doc := b.String()
+	var pq bytes.Buffer
+	rows := make([]pqRow, 300)
+	for i := range rows {
+		rows[i] = pqRow{ID: int64(i), Name: fmt.Sprint(i % 3)}
+	}
+	if err := parquet.Write(&pq, rows); err != nil {
+		t.Fatal(err)
+	}
+	for _, src := range []string{doc, pq.String()} {
+		ctx := context.Background()
+		plain := struct{ io.Reader }{strings.NewReader(src)} // neither ReaderAt nor Seeker: spooled
+		m1, d1, err := Ingest(ctx, plain, t.TempDir(), Options{ChunkRows: 700})
+		if err != nil {
+			t.Fatal(err)
+		}
+		at := strings.NewReader("prefix" + src)
+		if _, err := at.Seek(int64(len("prefix")), io.SeekStart); err != nil {
+			t.Fatal(err)
+		}
+		m2, d2, err := Ingest(ctx, at, t.TempDir(), Options{ChunkRows: 700})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if m1.SHA256 != m2.SHA256 || m1.Rows != m2.Rows || !slices.Equal(m1.ChunkStarts, m2.ChunkStarts) {
+			t.Fatalf("spooled %+v, read again %+v", m1, m2)
+		}
+		for _, f := range []string{DataFile, MetaFile} {
+			b1, _ := os.ReadFile(filepath.Join(d1, f))
+			b2, _ := os.ReadFile(filepath.Join(d2, f))
+			if len(b1) == 0 || !bytes.Equal(b1, b2) {
+				t.Fatalf("%s differs (%d and %d bytes)", f, len(b1), len(b2))
+			}
+		}
+		if ents, _ := os.ReadDir(d1); len(ents) != 2 {
+			t.Fatalf("version files %v: the spool stays", ents)
+		}
+	}
+}
+
+// parseNumber gives exactly what strconv.ParseFloat of the trimmed text
+// gives (bit for bit, -0 included), and refuses what it refuses or what is
+// not finite.
+func TestParseNumberIsParseFloat(t *testing.T) {
+	cases := []string{"0", "-0", "007", ".5", "5.", ".", "-", "-.5", "1.2.3", "1e3", " 31", "31 ", "+5", "NaN", "Inf", "-inf",
+		"0x1p3", "1_000", "", "123456789012345", "1234567890123456", "0.000000000000001", "9007199254740993",
+		"0.1", "0.3", "-12.3456780", "99999999999999.9", "1.7976931348623157e308", "1e400", "2.2250738585072014e-308"}
+	rng := rand.New(rand.NewPCG(5, 6))
+	for range 200_000 {
+		n := rng.IntN(17) + 1
+		b := make([]byte, 0, n+2)
+		if rng.IntN(3) == 0 {
+			b = append(b, '-')
+		}
+		dot := rng.IntN(n + 1)
+		for i := range n {
+			if i == dot {
+				b = append(b, '.')
+			}
+			b = append(b, byte('0'+rng.IntN(10)))
+		}
+		cases = append(cases, string(b))
+	}
+	for _, s := range cases {
+		got, ok := parseNumber(s)
+		want, err := strconv.ParseFloat(strings.TrimSpace(s), 64)
+		wantOK := err == nil && !math.IsNaN(want) && !math.IsInf(want, 0)
+		if ok != wantOK || (ok && math.Float64bits(got) != math.Float64bits(want)) {
+			t.Fatalf("parseNumber(%q) = %v, %v; ParseFloat gives %v, %v", s, got, ok, want, err)
+		}
 	}
 }

@@ -107,11 +107,13 @@ type Pending struct {
 // removes it. A crash leaves only a temporary directory, which CleanTemp
 // removes.
 //
-// Memory stays bounded: the document is spooled to a file in the
-// temporary directory while it is hashed and typed (a column is "number"
-// iff every cell parses as a finite number, exactly as dataset.ReadCSV
-// types it), then read again to write the typed columns. A refused
-// document is an *InputError.
+// Memory stays bounded: the document is read twice, once to hash it and
+// type its columns, once to write them; when r is not an io.ReaderAt and
+// io.Seeker (a file or a bytes.Reader, read again from its offset at the
+// call) it is spooled to a file in the temporary directory during the
+// first read. A column is "number" iff every cell parses as a finite
+// number, exactly as dataset.ReadCSV types it. A refused document is an
+// *InputError.
 func IngestTemp(ctx context.Context, r io.Reader, parent string, opt Options) (*Pending, error) {
 	if err := os.MkdirAll(parent, 0o700); err != nil {
 		return nil, err
@@ -197,19 +199,42 @@ func syncDir(dir string) error {
 
 // ingest writes the version's files into dir.
 func ingest(ctx context.Context, r io.Reader, dir string, opt Options) (*Meta, error) {
-	spoolPath := filepath.Join(dir, "source")
-	spool, err := os.Create(spoolPath)
-	if err != nil {
-		return nil, err
+	// The second read comes from r itself when it can be read again (a
+	// file, a bytes.Reader: from its current offset), else from a spool
+	// file written during the first read.
+	var (
+		again io.ReaderAt
+		base  int64
+		sw    io.Writer = io.Discard
+		bw    *bufio.Writer
+	)
+	if f, ok := r.(readAtSeeker); ok {
+		if pos, err := f.Seek(0, io.SeekCurrent); err == nil {
+			again, base = f, pos
+		}
 	}
-	defer func() {
-		_ = spool.Close()
-		_ = os.Remove(spoolPath)
-	}()
+	if again == nil {
+		spoolPath := filepath.Join(dir, "source")
+		spool, err := os.Create(spoolPath)
+		if err != nil {
+			return nil, err
+		}
+		defer func() {
+			_ = spool.Close()
+			_ = os.Remove(spoolPath)
+		}()
+		bw = bufio.NewWriterSize(spool, 1<<20)
+		again, sw = spool, bw
+	}
+	flushSpool := func() error {
+		if bw == nil {
+			return nil
+		}
+		return bw.Flush()
+	}
 	br := bufio.NewReaderSize(r, 1<<20)
 	magic, _ := br.Peek(len(parquetMagic))
 	h := sha256.New()
-	sw := bufio.NewWriterSize(spool, 1<<20)
 	lr := &limitReader{r: br, left: opt.MaxBytes, limited: opt.MaxBytes > 0}
 	tee := &teeReader{r: lr, w: sw, h: h}
 
@@ -226,22 +251,22 @@ func ingest(ctx context.Context, r io.Reader, dir string, opt Options) (*Meta, e
 		if tee.werr != nil {
 			return nil, tee.werr
 		}
-		if err := sw.Flush(); err != nil {
+		if err := flushSpool(); err != nil {
 			return nil, err
 		}
-		open = func() (rowReader, error) { return openParquet(spool, tee.n) }
+		open = func() (rowReader, error) { return openParquet(io.NewSectionReader(again, base, tee.n), tee.n) }
 	} else {
 		m.Source = SourceCSV
 		open = func() (rowReader, error) {
-			if _, err := spool.Seek(0, io.SeekStart); err != nil {
-				return nil, err
-			}
-			return newCSVRows(bufio.NewReaderSize(spool, 1<<20), nil, 0), nil
+			return newCSVRows(bufio.NewReaderSize(io.NewSectionReader(again, base, tee.n), 1<<20), nil, 0), nil
 		}
 	}
 
 	// Pass 1: check every row and type every column.
-	var rr rowReader
+	var (
+		rr  rowReader
+		err error
+	)
 	if m.Source == SourceCSV {
 		rr = newCSVRows(tee, lr, opt.MaxBytes)
 	} else if rr, err = open(); err != nil {
@@ -294,8 +319,8 @@ func ingest(ctx context.Context, r io.Reader, dir string, opt Options) (*Meta, e
 			if !isNum[c] {
 				continue
 			}
-			v, err := strconv.ParseFloat(strings.TrimSpace(s), 64)
-			if err != nil || math.IsNaN(v) || math.IsInf(v, 0) {
+			v, ok := parseNumber(s)
+			if !ok {
 				isNum[c] = false
 				continue
 			}
@@ -309,7 +334,7 @@ func ingest(ctx context.Context, r io.Reader, dir string, opt Options) (*Meta, e
 		if tee.werr != nil {
 			return nil, tee.werr
 		}
-		if err := sw.Flush(); err != nil {
+		if err := flushSpool(); err != nil {
 			return nil, err
 		}
 	}
@@ -353,6 +378,57 @@ func ingest(ctx context.Context, r io.Reader, dir string, opt Options) (*Meta, e
 		return nil, err
 	}
 	return m, nil
+}
+
+// parseNumber is dataset.ReadCSV's test of a number cell: the value of
+// strings.TrimSpace(s) by strconv.ParseFloat when that is a finite number.
+// Plain decimals of at most 15 digits ("-12.5", "007", ".25") take a
+// shortcut with the same result: their digits make an integer below 2^53
+// and the divisor a power of ten up to 1e15, both exact in a float64, so
+// one correctly rounded division gives what ParseFloat gives.
+func parseNumber(s string) (float64, bool) {
+	i, neg := 0, false
+	if len(s) > 0 && s[0] == '-' {
+		i, neg = 1, true
+	}
+	var m uint64
+	digits, fracDigits, dot := 0, 0, false
+	for ; i < len(s); i++ {
+		c := s[i]
+		switch {
+		case c >= '0' && c <= '9':
+			m = m*10 + uint64(c-'0')
+			digits++
+			if dot {
+				fracDigits++
+			}
+		case c == '.' && !dot:
+			dot = true
+		default:
+			return parseNumberSlow(s)
+		}
+	}
+	if digits == 0 || digits > 15 {
+		return parseNumberSlow(s)
+	}
+	v := float64(m)
+	if fracDigits > 0 {
+		v /= pow10[fracDigits]
+	}
+	if neg {
+		v = -v
+	}
+	return v, true
+}
+
+var pow10 = [...]float64{1, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15}
+
+func parseNumberSlow(s string) (float64, bool) {
+	v, err := strconv.ParseFloat(strings.TrimSpace(s), 64)
+	if err != nil || math.IsNaN(v) || math.IsInf(v, 0) {
+		return 0, false
+	}
+	return v, true
 }
 
 // checkHeader cleans and checks header names as dataset.ReadCSV does.
@@ -443,9 +519,9 @@ func writeColumns(ctx context.Context, rr rowReader, dir string, m *Meta, schema
 			cm := &m.Columns[c]
 			st := stats[c]
 			if cm.Type == dataset.TypeNumber {
-				v, err := strconv.ParseFloat(strings.TrimSpace(s), 64)
-				if err != nil || math.IsNaN(v) || math.IsInf(v, 0) {
-					return fmt.Errorf("colstore: line %d, column %q changed between two reads of the spooled document", line, cm.Name)
+				v, ok := parseNumber(s)
+				if !ok {
+					return fmt.Errorf("colstore: line %d, column %q changed between the two reads of the document", line, cm.Name)
 				}
 				nums[c] = append(nums[c], v)
 				st.number(v, s)
@@ -468,7 +544,7 @@ func writeColumns(ctx context.Context, rr rowReader, dir string, m *Meta, schema
 		}
 	}
 	if n != m.Rows {
-		return fmt.Errorf("colstore: the spooled document has %d rows, the first read %d", n, m.Rows)
+		return fmt.Errorf("colstore: the second read of the document has %d rows, the first %d", n, m.Rows)
 	}
 	if err := flush(); err != nil {
 		return err
@@ -610,6 +686,12 @@ func (l *limitReader) Read(p []byte) (int, error) {
 	n, err := l.r.Read(p)
 	l.left -= int64(n)
 	return n, err
+}
+
+// readAtSeeker is a document that can be read a second time.
+type readAtSeeker interface {
+	io.ReaderAt
+	io.Seeker
 }
 
 // teeReader hashes and spools what it reads; a spool write error is kept

@@ -269,7 +269,11 @@ func (s *Store) OpenDatasetVersion(id, sha256 string) (*colstore.Version, error)
 // neither its record nor any job names (all of them when the dataset is
 // gone). Jobs keep the version they were created on: its files stay while
 // the job record exists.
-func (s *Store) removeUnusedVersions(id string) error {
+func (s *Store) removeUnusedVersions(id string) error { return s.removeUnusedVersionsOf(id, nil) }
+
+// removeUnusedVersionsOf is removeUnusedVersions with the jobs' references
+// already read (nil: read them).
+func (s *Store) removeUnusedVersionsOf(id string, refs map[string]map[string]bool) error {
 	keep := map[string]bool{}
 	d, err := s.Dataset(id)
 	switch {
@@ -278,9 +282,10 @@ func (s *Store) removeUnusedVersions(id string) error {
 		return err
 	default:
 		keep[d.SHA256] = true
-		refs, err := s.jobVersionRefs()
-		if err != nil {
-			return err
+		if refs == nil {
+			if refs, err = s.jobVersionRefs(); err != nil {
+				return err
+			}
 		}
 		for sha := range refs[id] {
 			keep[sha] = true
@@ -346,6 +351,10 @@ func (s *Store) cleanDatasetFiles() error {
 	}
 	s.filesMu.Lock()
 	defer s.filesMu.Unlock()
+	refs, err := s.jobVersionRefs()
+	if err != nil {
+		return err
+	}
 	for _, e := range ents {
 		if !e.IsDir() {
 			continue
@@ -353,7 +362,7 @@ func (s *Store) cleanDatasetFiles() error {
 		if err := colstore.CleanTemp(s.datasetDir(e.Name())); err != nil {
 			return err
 		}
-		if err := s.removeUnusedVersions(e.Name()); err != nil {
+		if err := s.removeUnusedVersionsOf(e.Name(), refs); err != nil {
 			return err
 		}
 	}
