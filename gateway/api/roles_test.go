@@ -63,6 +63,7 @@ var contractRoutes = map[string]string{
 	"GET /api/v1/datasets/{id}/overrides":           string(store.PermUploadData),
 	"PUT /api/v1/datasets/{id}/overrides/{user_id}": string(store.PermUploadData),
 	"POST /api/v1/uploads":                          string(store.PermUploadData),
+	"GET /api/v1/uploads":                           string(store.PermUploadData), // own sessions only
 	"GET /api/v1/uploads/{id}":                      string(store.PermUploadData), // own sessions only
 	"PATCH /api/v1/uploads/{id}":                    string(store.PermUploadData),
 	"POST /api/v1/uploads/{id}/finish":              string(store.PermUploadData),

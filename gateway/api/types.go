@@ -152,6 +152,11 @@ type UploadView struct {
 	Result        *UploadResult `json:"result,omitempty" description:"once finished: the dataset version it became"`
 }
 
+// UploadList answers GET /api/v1/uploads: the caller's uploads, oldest first.
+type UploadList struct {
+	Uploads []UploadView `json:"uploads"`
+}
+
 // UploadResult is the dataset version a finished upload became.
 type UploadResult struct {
 	DatasetID string `json:"dataset_id"`

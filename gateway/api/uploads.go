@@ -175,6 +175,30 @@ func (a *API) createUpload(c *call) (any, error) {
 	return v, nil
 }
 
+func (a *API) listUploads(c *call) (any, error) {
+	ups, err := a.uploads()
+	if err != nil {
+		return nil, err
+	}
+	list, err := ups.List(c.actor())
+	if err != nil {
+		return nil, err
+	}
+	out := UploadList{Uploads: make([]UploadView, 0, len(list))}
+	for _, sess := range list {
+		v, err := a.uploadView(ups, sess)
+		if err != nil {
+			var he *httpError
+			if errors.As(err, &he) && he.status == http.StatusNotFound {
+				continue // removed meanwhile
+			}
+			return nil, err
+		}
+		out.Uploads = append(out.Uploads, v)
+	}
+	return out, nil
+}
+
 func (a *API) getUpload(c *call) (any, error) {
 	ups, sess, err := a.session(c)
 	if err != nil {

@@ -177,6 +177,20 @@ func TestResumableUpload(t *testing.T) {
 	if r := e.do("POST", "/api/v1/uploads/"+mine.ID+"/finish", owner, FinishUploadRequest{SHA256: strings.Repeat("0", 64)}); r.status != 409 || r.errCode(t) != "checksum_mismatch" || !strings.Contains(string(r.body), hexSum(data)) {
 		t.Fatalf("finish with a wrong SHA-256: %d %s", r.status, r.body)
 	}
+	// Each uploader lists their own uploads only.
+	var list UploadList
+	e.want(e.do("GET", "/api/v1/uploads", owner, nil), 200).decode(t, &list)
+	ids := map[string]string{}
+	for _, u := range list.Uploads {
+		ids[u.ID] = u.State
+	}
+	if ids[mine.ID] != "complete" || ids[cut.ID] != "finished" || len(list.Uploads) != 4 {
+		t.Fatalf("owner's uploads: %v", ids)
+	}
+	e.want(e.do("GET", "/api/v1/uploads", other, nil), 200).decode(t, &list)
+	if len(list.Uploads) != 0 {
+		t.Fatalf("another uploader sees %d uploads", len(list.Uploads))
+	}
 	e.want(e.do("DELETE", "/api/v1/uploads/"+mine.ID, owner, nil), 204)
 	e.want(e.do("GET", "/api/v1/uploads/"+mine.ID, owner, nil), 404)
 

@@ -19,6 +19,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"sync"
 	"time"
 
@@ -179,6 +180,22 @@ func (s *Store) Create(tmpl Session) (*Session, error) {
 		return nil, fmt.Errorf("upload: %w", err)
 	}
 	return &sess, nil
+}
+
+// List returns owner's sessions, oldest first.
+func (s *Store) List(owner string) ([]*Session, error) {
+	all, err := s.list()
+	if err != nil {
+		return nil, err
+	}
+	var out []*Session
+	for _, sess := range all {
+		if sess.Owner == owner {
+			out = append(out, sess)
+		}
+	}
+	slices.SortFunc(out, func(a, b *Session) int { return a.CreatedAt.Compare(b.CreatedAt) })
+	return out, nil
 }
 
 // list reads every session's description (unreadable ones are skipped).

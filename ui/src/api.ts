@@ -102,7 +102,7 @@ export async function api<T = unknown>(method: string, path: string, body?: unkn
 
 // ---- wire types (gateway/api/types.go, gateway/store)
 
-export interface UploadView { id: string; size: number; offset: number; state: 'receiving' | 'complete' | 'finished'; chunk_max_bytes: number; result?: { dataset_id: string; version: number; sha256: string } }
+export interface UploadView { id: string; size: number; offset: number; state: 'receiving' | 'complete' | 'finished'; format: 'csv' | 'parquet'; name?: string; dataset_id?: string; chunk_max_bytes: number; result?: { dataset_id: string; version: number; sha256: string } }
 
 export interface Status { name: string; peer_id: string; addrs: string[]; setup_done: boolean }
 export interface User {

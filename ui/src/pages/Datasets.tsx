@@ -41,7 +41,12 @@ const maxFailures = 8;
 // memory), and retries a failed chunk from the offset the gateway reports.
 async function sendFile(file: File, meta: Record<string, unknown>, progress: (p: Progress) => void, cancelled: () => boolean): Promise<Dataset> {
   const format = /\.(parquet|pq)$/i.test(file.name) ? 'parquet' : 'csv';
-  let up = await api<UploadView>('POST', '/api/v1/uploads', { size: file.size, format, ...meta });
+  // An unfinished upload of the same file (same name, size and format), left
+  // by a closed page or a lost connection, goes on from its offset.
+  const mine = await api<{ uploads: UploadView[] }>('GET', '/api/v1/uploads');
+  const earlier = mine.uploads.find((u) => u.state !== 'finished' && !u.dataset_id && u.size === file.size && u.format === format && u.name === meta.name);
+  let up = earlier ?? await api<UploadView>('POST', '/api/v1/uploads', { size: file.size, format, ...meta });
+  if (earlier) progress({ done: earlier.offset, total: file.size, rate: 0, note: `resuming an earlier upload at ${fmtBytes(earlier.offset)}` });
   const chunk = Math.min(chunkBytes, up.chunk_max_bytes || chunkBytes);
   const start = performance.now();
   let off = up.offset;
