@@ -146,7 +146,7 @@ func (g *Gateway) handleData(_ context.Context, c caller, req *wire.DataRequest)
 	}
 	if req.Key != spec.Key {
 		_ = src.Close()
-		return nil, p2p.Errorf(p2p.CodeConflict, "the data of job %s is no longer what job/open described (a new version of dataset %s); open the job again", j.ID, j.DatasetID)
+		return nil, p2p.Errorf(p2p.CodeConflict, "the data key asked for is not job %s's (dataset %s version %d); open the job again", j.ID, j.DatasetID, spec.Version)
 	}
 	g.metrics.dataStreams.Inc()
 	return func(ctx context.Context, w io.Writer) error {
