@@ -336,14 +336,34 @@ func (f *streamFeeder) readBlock(ctx context.Context, blk block) (int, error) {
 	return got, nil
 }
 
-// prepare preprocesses rows rows of x in place and checks they are finite.
+// prepare preprocesses the rows of x in place, as applyState does (the
+// same arithmetic, row by row), and checks they are finite.
 func (f *streamFeeder) prepare(x []float64) error {
+	d := f.d
 	for _, st := range f.states {
-		applyState(st, x, f.d)
+		var sub, div []float64
+		switch st.Op {
+		case "standardize":
+			sub, div = st.Mean, st.Std
+		case "min_max":
+			sub, div = st.Min, make([]float64, d)
+			for j := range div {
+				div[j] = st.Max[j] - st.Min[j]
+			}
+		default:
+			continue
+		}
+		sub, div = sub[:d], div[:d]
+		for r := 0; r+d <= len(x); r += d {
+			row := x[r : r+d]
+			for j := range row {
+				row[j] = (row[j] - sub[j]) / div[j]
+			}
+		}
 	}
 	for i, v := range x {
 		if !finite(v) {
-			return notFiniteError(f.pr, i%f.d)
+			return notFiniteError(f.pr, i%d)
 		}
 	}
 	return nil
