@@ -76,14 +76,14 @@ type Table struct {
 // than the header, malformed quoting, and input over the limits.
 func ReadCSV(r io.Reader, lim Limits) (*Table, error) {
 	lim = lim.withDefaults()
-	lr := &limitedReader{r: r, left: lim.MaxBytes}
+	lr := NewLimitedReader(r, lim.MaxBytes)
 	cr := csv.NewReader(lr)
 	cr.FieldsPerRecord = -1 // checked here, with a better message
 	cr.ReuseRecord = false
 
 	header, err := cr.Read()
 	if err != nil {
-		if lr.over {
+		if lr.Over() {
 			return nil, fmt.Errorf("csv: input is larger than the limit of %d bytes", lim.MaxBytes)
 		}
 		if errors.Is(err, io.EOF) {
@@ -117,7 +117,7 @@ func ReadCSV(r io.Reader, lim Limits) (*Table, error) {
 			break
 		}
 		if err != nil {
-			if lr.over {
+			if lr.Over() {
 				return nil, fmt.Errorf("csv: input is larger than the limit of %d bytes", lim.MaxBytes)
 			}
 			return nil, csvError(err)
@@ -136,7 +136,7 @@ func ReadCSV(r io.Reader, lim Limits) (*Table, error) {
 			t.raw[c] = append(t.raw[c], v)
 		}
 	}
-	if lr.over {
+	if lr.Over() {
 		return nil, fmt.Errorf("csv: input is larger than the limit of %d bytes", lim.MaxBytes)
 	}
 	if len(t.raw[0]) == 0 {
@@ -171,14 +171,28 @@ func csvError(err error) error {
 	return fmt.Errorf("csv: %w", err)
 }
 
-// limitedReader reads at most left bytes and records whether the input had more.
-type limitedReader struct {
-	r    io.Reader
-	left int64
-	over bool
+// LimitedReader reads at most a given number of bytes of its input and
+// records whether the input had more (Over): unlike io.LimitReader it tells
+// "exactly at the limit" from "over it".
+type LimitedReader struct {
+	r         io.Reader
+	left      int64
+	unlimited bool
+	over      bool
 }
 
-func (l *limitedReader) Read(p []byte) (int, error) {
+// NewLimitedReader reads at most max bytes of r; max <= 0 reads all of r.
+func NewLimitedReader(r io.Reader, max int64) *LimitedReader {
+	return &LimitedReader{r: r, left: max, unlimited: max <= 0}
+}
+
+// Over reports whether the input had more than the limit.
+func (l *LimitedReader) Over() bool { return l.over }
+
+func (l *LimitedReader) Read(p []byte) (int, error) {
+	if l.unlimited {
+		return l.r.Read(p)
+	}
 	if l.left <= 0 {
 		// Probe for one more byte to tell "exactly at the limit" from "over".
 		var b [1]byte

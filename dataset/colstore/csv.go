@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"io"
 	"unicode/utf8"
+
+	"github.com/fedgrid/fedgrid/dataset"
 )
 
 // rowReader yields a document's header, then its rows as text. A row's
@@ -19,18 +21,18 @@ type rowReader interface {
 // csvRows reads CSV with the checks and messages of dataset.ReadCSV.
 type csvRows struct {
 	cr    *csv.Reader
-	lr    *limitReader // nil: not limited
+	lr    *dataset.LimitedReader // nil: not limited
 	limit int64
 }
 
-func newCSVRows(r io.Reader, lr *limitReader, limit int64) *csvRows {
+func newCSVRows(r io.Reader, lr *dataset.LimitedReader, limit int64) *csvRows {
 	cr := csv.NewReader(r)
 	cr.FieldsPerRecord = -1 // checked by the caller, with a better message
 	cr.ReuseRecord = true
 	return &csvRows{cr: cr, lr: lr, limit: limit}
 }
 
-func (c *csvRows) over() bool { return c.lr != nil && c.lr.over }
+func (c *csvRows) over() bool { return c.lr != nil && c.lr.Over() }
 
 func (c *csvRows) header() ([]string, error) {
 	h, err := c.cr.Read()

@@ -235,7 +235,7 @@ func ingest(ctx context.Context, r io.Reader, dir string, opt Options) (*Meta, e
 	br := bufio.NewReaderSize(r, 1<<20)
 	magic, _ := br.Peek(len(parquetMagic))
 	h := sha256.New()
-	lr := &limitReader{r: br, left: opt.MaxBytes, limited: opt.MaxBytes > 0}
+	lr := dataset.NewLimitedReader(br, opt.MaxBytes)
 	tee := &teeReader{r: lr, w: sw, h: h}
 
 	var open func() (rowReader, error)
@@ -243,7 +243,7 @@ func ingest(ctx context.Context, r io.Reader, dir string, opt Options) (*Meta, e
 	if bytes.Equal(magic, parquetMagic) {
 		m.Source = SourceParquet
 		if _, err := io.Copy(io.Discard, tee); err != nil {
-			if lr.over {
+			if lr.Over() {
 				return nil, bad("parquet: input is larger than the limit of %d bytes", opt.MaxBytes)
 			}
 			return nil, err
@@ -653,39 +653,6 @@ func (b *statsBuilder) finish(number bool) ColumnStats {
 	}
 	slices.SortFunc(s.Distinct, func(a, b ValueCount) int { return strings.Compare(a.Value, b.Value) })
 	return s
-}
-
-// limitReader reads at most left bytes when limited and records whether
-// the input had more.
-type limitReader struct {
-	r       io.Reader
-	left    int64
-	limited bool
-	over    bool
-}
-
-func (l *limitReader) Read(p []byte) (int, error) {
-	if !l.limited {
-		return l.r.Read(p)
-	}
-	if l.left <= 0 {
-		var b [1]byte
-		n, err := l.r.Read(b[:])
-		if n > 0 {
-			l.over = true
-			return 0, errors.New("input over the size limit")
-		}
-		if err == nil {
-			err = io.EOF
-		}
-		return 0, err
-	}
-	if int64(len(p)) > l.left {
-		p = p[:l.left]
-	}
-	n, err := l.r.Read(p)
-	l.left -= int64(n)
-	return n, err
 }
 
 // readAtSeeker is a document that can be read a second time.
