@@ -542,17 +542,7 @@ func (c *Client) fedJoin(ctx context.Context, s *FedState) error {
 		gws[i] = p.Gateway
 	}
 	errs := eachGateway(gws, func(gw string) error {
-		id, err := gwID(gw)
-		if err != nil {
-			return err
-		}
-		var ds string
-		for _, p := range o.Participants {
-			if p.Gateway == gw {
-				ds = p.Dataset
-			}
-		}
-		resp, err := call(ctx, c, id, wire.FedJoin(), o.joinRequest(ds))
+		resp, err := c.fedJoinOne(ctx, o, gw)
 		if err != nil {
 			return err
 		}
@@ -581,6 +571,22 @@ func (c *Client) fedJoin(ctx context.Context, s *FedState) error {
 	return nil
 }
 
+// fedJoinOne asks gateway gw to join with its participant's dataset (asked
+// again, it answers with its part's state, e.g. its officer's decision).
+func (c *Client) fedJoinOne(ctx context.Context, o FedOptions, gw string) (*wire.FedJoinResponse, error) {
+	id, err := gwID(gw)
+	if err != nil {
+		return nil, err
+	}
+	var ds string
+	for _, p := range o.Participants {
+		if p.Gateway == gw {
+			ds = p.Dataset
+		}
+	}
+	return call(ctx, c, id, wire.FedJoin(), o.joinRequest(ds))
+}
+
 // fedAwaitApprovals waits until every joined gateway's compliance officer
 // decided (on review-gated data): approved gateways stay, the others drop
 // out; the federation stops if fewer than MinGateways remain.
@@ -607,17 +613,7 @@ func (c *Client) fedAwaitApprovals(ctx context.Context, s *FedState, run FedRunO
 		}
 		var mu sync.Mutex
 		errs := eachGateway(slices.Sorted(maps.Keys(pending)), func(gw string) error {
-			id, err := gwID(gw)
-			if err != nil {
-				return err
-			}
-			var ds string
-			for _, p := range o.Participants {
-				if p.Gateway == gw {
-					ds = p.Dataset
-				}
-			}
-			resp, err := call(ctx, c, id, wire.FedJoin(), o.joinRequest(ds))
+			resp, err := c.fedJoinOne(ctx, o, gw)
 			if err != nil {
 				return err
 			}
