@@ -4,14 +4,12 @@ import (
 	"bytes"
 	"encoding/json"
 	"net/http"
-	"os"
-	"strconv"
-	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/fedgrid/fedgrid/internal/harness"
+	"github.com/fedgrid/fedgrid/internal/procstat"
 )
 
 // TestLoginFloodBounded: 150 concurrent wrong-password logins for the Owner
@@ -75,20 +73,9 @@ func TestLoginFloodBounded(t *testing.T) {
 
 // vmHWM is the peak resident set of process pid, in bytes.
 func vmHWM(t testing.TB, pid int) int64 {
-	t.Helper()
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/status")
+	n, err := procstat.Bytes(pid, "VmHWM")
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, l := range strings.Split(string(b), "\n") {
-		if v, ok := strings.CutPrefix(l, "VmHWM:"); ok {
-			kb, err := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 10, 64)
-			if err != nil {
-				t.Fatal(err)
-			}
-			return kb << 10
-		}
-	}
-	t.Fatalf("no VmHWM for process %d", pid)
-	return 0
+	return n
 }

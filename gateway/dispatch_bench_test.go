@@ -29,6 +29,7 @@ import (
 	"github.com/fedgrid/fedgrid/dataset"
 	"github.com/fedgrid/fedgrid/gateway"
 	"github.com/fedgrid/fedgrid/gateway/store"
+	"github.com/fedgrid/fedgrid/internal/procstat"
 	"github.com/fedgrid/fedgrid/internal/wait"
 	"github.com/fedgrid/fedgrid/node"
 	"github.com/fedgrid/fedgrid/p2p"
@@ -281,18 +282,11 @@ func rss(b *testing.B, pid int) float64 { return procStatus(b, pid, "VmRSS") }
 // binary: the benchmark's gateway and node processes are all this test
 // binary, 60+ MB).
 func procStatus(b *testing.B, pid int, field string) float64 {
-	raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	mib, err := procstat.MiB(pid, field)
 	if err != nil {
 		b.Fatal(err)
 	}
-	for _, line := range strings.Split(string(raw), "\n") {
-		if v, ok := strings.CutPrefix(line, field+":"); ok {
-			kb, _ := strconv.ParseFloat(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 64)
-			return kb / 1024
-		}
-	}
-	b.Fatalf("no %s", field)
-	return 0
+	return mib
 }
 
 // BenchmarkDispatch measures, with 10, 100 and 1,000 nodes in this process

@@ -21,6 +21,7 @@ import (
 	"github.com/fedgrid/fedgrid/dataset"
 	"github.com/fedgrid/fedgrid/dataset/colstore"
 	"github.com/fedgrid/fedgrid/gateway/store"
+	"github.com/fedgrid/fedgrid/internal/procstat"
 	"github.com/fedgrid/fedgrid/node"
 	"github.com/fedgrid/fedgrid/p2p"
 	"github.com/fedgrid/fedgrid/plan"
@@ -166,18 +167,11 @@ func steadyEpoch(ends []time.Time, start time.Time) (first, steady time.Duration
 }
 
 func procStatus(b *testing.B, pid int, key string) float64 {
-	raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	mib, err := procstat.MiB(pid, key)
 	if err != nil {
 		b.Fatal(err)
 	}
-	for _, line := range strings.Split(string(raw), "\n") {
-		if v, ok := strings.CutPrefix(line, key+":"); ok {
-			kb, _ := strconv.ParseFloat(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 64)
-			return kb / 1024
-		}
-	}
-	b.Fatalf("no %s", key)
-	return 0
+	return mib
 }
 
 func BenchmarkStreamTraining(b *testing.B) {

@@ -25,6 +25,7 @@ import (
 	"github.com/fedgrid/fedgrid/dataset"
 	"github.com/fedgrid/fedgrid/gateway/ingest"
 	"github.com/fedgrid/fedgrid/gateway/store"
+	"github.com/fedgrid/fedgrid/internal/procstat"
 )
 
 func main() {
@@ -220,15 +221,9 @@ func cpuSeconds() float64 {
 
 // vmHWM returns this process's peak resident set size in KiB.
 func vmHWM() int64 {
-	b, err := os.ReadFile("/proc/self/status")
+	n, err := procstat.Bytes(0, "VmHWM")
 	if err != nil {
 		return -1
 	}
-	for _, line := range strings.Split(string(b), "\n") {
-		if rest, ok := strings.CutPrefix(line, "VmHWM:"); ok {
-			n, _ := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(rest), "kB")), 10, 64)
-			return n
-		}
-	}
-	return -1
+	return n >> 10
 }
