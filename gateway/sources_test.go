@@ -34,6 +34,10 @@ func TestScheduledSnapshot(t *testing.T) {
 		c.SourcePoll = 20 * time.Millisecond
 		c.Now = func() time.Time { return time.Now().Add(time.Duration(ahead.Load())) }
 	}})
+	// Registered by no user (not the Owner): the server's address must be allowed.
+	if _, err := tc.GW.Store().PutSourceSettings(store.SourceSettings{AllowedHosts: []string{"127.0.0.1"}}, ""); err != nil {
+		t.Fatal(err)
+	}
 	d, _, err := tc.GW.Sources().Register(ctx, sources.Registration{Kind: store.SourcePostgres, URL: pg.URL("reader", "clinic"),
 		Table: "visits", IntervalSeconds: 3600, Name: "visits"}, "")
 	if err != nil {

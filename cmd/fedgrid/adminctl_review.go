@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -13,6 +14,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/fedgrid/fedgrid/adminclient"
+	"github.com/fedgrid/fedgrid/internal/hostallow"
 	"github.com/fedgrid/fedgrid/wire"
 )
 
@@ -620,7 +622,60 @@ func admSettingsCmd(g *globals, af *adminFlags) *cobra.Command {
 	set.Flags().StringVar(&ns.Name, "name", "", "the app's name")
 	set.Flags().StringVar(&ns.LogoURL, "logo-url", "", "the logo's URL (https: or data:)")
 	set.Flags().StringVar(&ns.Color, "color", "", "the accent colour, #rrggbb")
-	return groupCmd("settings", "the admin app's white-label settings; the federation rules", show, set, admFedSettingsCmd(g, af))
+	return groupCmd("settings", "the admin app's white-label settings; the federation rules; the allowed source hosts", show, set,
+		admFedSettingsCmd(g, af), admSourceSettingsCmd(g, af))
+}
+
+// admSourceSettingsCmd shows or changes the hosts a PostgreSQL source
+// registered by anyone but the Owner may name.
+func admSourceSettingsCmd(g *globals, af *adminFlags) *cobra.Command {
+	type sourceSettings struct {
+		Schema       int      `json:"schema"`
+		AllowedHosts []string `json:"allowed_hosts"`
+	}
+	var add, remove []string
+	var clearList bool
+	c := admLeaf(g, af, "sources", "show or change the hosts a PostgreSQL source registered by anyone but the Owner may name (the gateway connects to no other)", cobra.NoArgs, true,
+		func(ctx context.Context, a *admin, _ []string) error {
+			var s sourceSettings
+			raw, err := a.call(ctx, http.MethodGet, "/api/v1/settings/sources", nil, nil, &s)
+			if err != nil {
+				return err
+			}
+			if len(add) > 0 || len(remove) > 0 || clearList {
+				hosts := s.AllowedHosts
+				if clearList {
+					hosts = nil
+				}
+				drop, err := hostallow.Normalize(remove)
+				if err != nil {
+					return usagef("--remove-host: %v", err)
+				}
+				kept := make([]string, 0, len(hosts)+len(add))
+				for _, h := range hosts {
+					if !slices.Contains(drop, h) {
+						kept = append(kept, h)
+					}
+				}
+				for _, h := range drop {
+					if !slices.Contains(hosts, h) {
+						return usagef("--remove-host %s: not on the list (%s)", h, strings.Join(hosts, ", "))
+					}
+				}
+				if raw, err = a.call(ctx, http.MethodPut, "/api/v1/settings/sources", nil, sourceSettings{AllowedHosts: append(kept, add...)}, &s); err != nil {
+					return err
+				}
+			}
+			list := "none: only the Owner may register PostgreSQL sources"
+			if len(s.AllowedHosts) > 0 {
+				list = strings.Join(s.AllowedHosts, ", ")
+			}
+			return a.show(raw, func() error { return a.fields([][2]string{{"allowed source hosts", list}}) })
+		})
+	c.Flags().StringArrayVar(&add, "allow-host", nil, "allow a host: HOST, HOST:PORT, an IP address, [IPv6]:PORT or a CIDR prefix (repeatable)")
+	c.Flags().StringArrayVar(&remove, "remove-host", nil, "take a host off the list, written as the list shows it (repeatable)")
+	c.Flags().BoolVar(&clearList, "clear", false, "empty the list first (then only the Owner may register PostgreSQL sources)")
+	return c
 }
 
 // admFedSettingsCmd shows or changes the gateway's federation rules.

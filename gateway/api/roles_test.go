@@ -98,6 +98,8 @@ var contractRoutes = map[string]string{
 	"PUT /api/v1/settings":                          string(store.PermEditSettings),
 	"GET /api/v1/settings/federation":               string(store.PermEditSettings),
 	"PUT /api/v1/settings/federation":               string(store.PermEditSettings),
+	"GET /api/v1/settings/sources":                  string(store.PermUploadData),
+	"PUT /api/v1/settings/sources":                  string(store.PermManageInfrastructure),
 }
 
 const secretCell = "SECRET-ROW-7f3a9c"
@@ -112,6 +114,14 @@ type roleWalk struct {
 	tokens  map[string]string      // role -> token
 	privDS  *store.Dataset
 	counter atomic.Int64
+}
+
+// allowLoopbackSources puts the test server's address on the allowed
+// source hosts: the walk's callers are not all the Owner.
+func (w *roleWalk) allowLoopbackSources() {
+	if _, err := w.st.PutSourceSettings(store.SourceSettings{AllowedHosts: []string{"127.0.0.1"}}, ""); err != nil {
+		w.t.Fatal(err)
+	}
 }
 
 func (w *roleWalk) uniq(prefix string) string {
@@ -160,6 +170,8 @@ func (w *roleWalk) fixture(rt *route, caller *store.User) (string, any) {
 		return p, store.Settings{Name: "Hospital A", Color: "#123456"}
 	case "PUT /api/v1/settings/federation":
 		return p, store.FederationSettings{}
+	case "PUT /api/v1/settings/sources":
+		return p, store.SourceSettings{AllowedHosts: []string{"127.0.0.1"}}
 	case "POST /api/v1/setup":
 		return p, SetupRequest{Email: "again@example.org", Password: "password1"}
 	case "POST /api/v1/auth/login":
@@ -208,6 +220,7 @@ func (w *roleWalk) fixture(rt *route, caller *store.User) (string, any) {
 		}
 		return strings.Replace(p, "{id}", sess.ID, 1), nil
 	case "POST /api/v1/sources":
+		w.allowLoopbackSources()
 		return p, SourceRequest{Kind: store.SourcePostgres, URL: w.pgURL(t), Table: "patients", Name: w.uniq("pg")}
 	case "GET /api/v1/datasets/{id}/source", "PATCH /api/v1/datasets/{id}/source":
 		d := mkDataset()
@@ -218,6 +231,7 @@ func (w *roleWalk) fixture(rt *route, caller *store.User) (string, any) {
 		hour := int64(3600)
 		return strings.Replace(p, "{id}", d.ID, 1), PatchSourceRequest{IntervalSeconds: &hour}
 	case "POST /api/v1/datasets/{id}/snapshot":
+		w.allowLoopbackSources()
 		d, _, err := w.api.cfg.Sources.Register(context.Background(), sources.Registration{Kind: store.SourcePostgres, URL: w.pgURL(t), Table: "patients", Name: w.uniq("pg")}, "")
 		if err != nil {
 			t.Fatal(err)

@@ -100,6 +100,8 @@ func (a *API) routeTable() []*route {
 		{method: put, path: "/api/v1/settings", summary: "Change the white-label settings", access: accessPerm, perm: store.PermEditSettings, req: store.Settings{}, status: 200, resp: store.Settings{}, handle: a.putSettings},
 		{method: get, path: "/api/v1/settings/federation", summary: "This gateway's rules for federations across gateways (whether a federation may run here without secure aggregation)", access: accessPerm, perm: store.PermEditSettings, status: 200, resp: store.FederationSettings{}, handle: a.getFedSettings},
 		{method: put, path: "/api/v1/settings/federation", summary: "Change the federation rules (allow_plain_updates: let a federation that asks for it receive this gateway's updates unmasked; off by default)", access: accessPerm, perm: store.PermEditSettings, req: store.FederationSettings{}, status: 200, resp: store.FederationSettings{}, handle: a.putFedSettings},
+		{method: get, path: "/api/v1/settings/sources", summary: "The hosts a PostgreSQL source registered by anyone but the Owner may name (HOST, HOST:PORT, IP, IP:PORT or CIDR; empty: only the Owner may register PostgreSQL sources)", access: accessPerm, perm: store.PermUploadData, status: 200, resp: store.SourceSettings{}, handle: a.getSourceSettings},
+		{method: put, path: "/api/v1/settings/sources", summary: "Replace the allowed source hosts (the Owner, or a role with can_manage_infrastructure): the gateway connects to a user's PostgreSQL source only on a host listed here, checked at registration and at each snapshot", access: accessPerm, perm: store.PermManageInfrastructure, req: store.SourceSettings{}, status: 200, resp: store.SourceSettings{}, handle: a.putSourceSettings},
 	}
 }
 
@@ -701,7 +703,8 @@ func (a *API) sources() (*sources.Manager, error) {
 }
 
 // sourceError maps a failed snapshot onto the contract: the source could
-// not be read (502 source_failed, with the reason), or one is running.
+// not be read (502 source_failed, with the reason), its host is not
+// allowed (403 host_not_allowed), or one is running.
 func sourceError(err error) error {
 	var se *sources.SnapshotError
 	switch {
@@ -711,6 +714,10 @@ func sourceError(err error) error {
 		return errorf(http.StatusConflict, "conflict", "%s", err.Error())
 	case errors.Is(err, sources.ErrClosed):
 		return errorf(http.StatusServiceUnavailable, "unavailable", "%s", err.Error())
+	}
+	var refused *sources.HostRefusedError
+	if errors.As(err, &refused) {
+		return errorf(http.StatusForbidden, "host_not_allowed", "%s", refused.Error())
 	}
 	return err
 }

@@ -29,3 +29,18 @@ func (a *API) putFedSettings(c *call) (any, error) {
 	}
 	return a.st.PutFederationSettings(req, c.actor())
 }
+
+// The allowed source hosts (GET and PUT /api/v1/settings/sources): where
+// the gateway may connect for a PostgreSQL source registered by anyone but
+// the Owner. Reading them needs can_upload_data (who registers sources
+// needs to know); changing them can_manage_infrastructure (the Owner).
+
+func (a *API) getSourceSettings(*call) (any, error) { return a.st.SourceSettings() }
+
+func (a *API) putSourceSettings(c *call) (any, error) {
+	var req store.SourceSettings
+	if err := c.decode(&req); err != nil {
+		return nil, err
+	}
+	return a.st.PutSourceSettings(req, c.actor())
+}

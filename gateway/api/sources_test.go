@@ -136,3 +136,54 @@ func TestSourcesAPI(t *testing.T) {
 		t.Errorf("the log does not show the snapshots (was it captured?):\n%s", logs.String())
 	}
 }
+
+// TestSourceHostsAPI: an administrator (can_upload_data, not the Owner)
+// may register a PostgreSQL source only on a host the Owner allowed with
+// PUT /api/v1/settings/sources; the refusal is a 403 host_not_allowed
+// naming the host and how to allow it, and is audited. Only
+// can_manage_infrastructure changes the list; can_upload_data reads it.
+func TestSourceHostsAPI(t *testing.T) {
+	e := newEnv(t, nil)
+	owner := e.setup()
+	u := e.pgURL(t)
+	_, admin := e.newUser(owner, "admin@example.org", store.RoleAdministrator, "", 0)
+	host := fmt.Sprintf("127.0.0.1:%d", e.pg.Port)
+	reg := SourceRequest{Kind: "postgres", URL: u, Table: "patients", Name: "patients"}
+
+	r := e.want(e.do("POST", "/api/v1/sources", admin, reg), http.StatusForbidden)
+	if r.errCode(t) != "host_not_allowed" || !strings.Contains(string(r.body), host) || !strings.Contains(string(r.body), "settings sources --allow-host") {
+		t.Fatalf("an administrator's source on a host not allowed: %s", r.body)
+	}
+	var set store.SourceSettings
+	e.want(e.do("GET", "/api/v1/settings/sources", admin, nil), 200).decode(t, &set)
+	if len(set.AllowedHosts) != 0 || set.Schema != store.SourceSettingsSchema {
+		t.Fatalf("settings before any change: %+v", set)
+	}
+	e.want(e.do("PUT", "/api/v1/settings/sources", admin, store.SourceSettings{AllowedHosts: []string{host}}), http.StatusForbidden)
+	if r := e.want(e.do("PUT", "/api/v1/settings/sources", owner, store.SourceSettings{AllowedHosts: []string{"postgres://x"}}), 400); r.errCode(t) != "invalid_field" {
+		t.Fatalf("a URL in the list: %s", r.body)
+	}
+	e.want(e.do("PUT", "/api/v1/settings/sources", owner, store.SourceSettings{AllowedHosts: []string{host}}), 200).decode(t, &set)
+	if len(set.AllowedHosts) != 1 || set.AllowedHosts[0] != host {
+		t.Fatalf("settings after PUT: %+v", set)
+	}
+	var snap SourceSnapshot
+	e.want(e.do("POST", "/api/v1/sources", admin, reg), 201).decode(t, &snap)
+
+	// Taken off the list, the next snapshot is refused with the same 403.
+	e.want(e.do("PUT", "/api/v1/settings/sources", owner, store.SourceSettings{}), 200)
+	if r := e.want(e.do("POST", "/api/v1/datasets/"+snap.Dataset.ID+"/snapshot", admin, nil), http.StatusForbidden); r.errCode(t) != "host_not_allowed" {
+		t.Fatalf("snapshot after the host left the list: %s", r.body)
+	}
+	var log AuditList
+	e.want(e.do("GET", "/api/v1/audit?limit=1000", owner, nil), 200).decode(t, &log)
+	refusals := 0
+	for _, a := range log.Entries {
+		if a.Action == "source.refused" && a.Detail["host"] == host {
+			refusals++
+		}
+	}
+	if refusals != 2 {
+		t.Fatalf("%d source.refused entries for %s, want 2 (registration and snapshot)", refusals, host)
+	}
+}

@@ -19,6 +19,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"strings"
 	"sync"
 	"time"
@@ -53,6 +54,9 @@ type Config struct {
 	Added func(*store.Dataset)
 	// Now is the schedule's clock (default time.Now).
 	Now func() time.Time
+	// Resolver looks PostgreSQL host names up, once a snapshot (default
+	// net.DefaultResolver).
+	Resolver Resolver
 }
 
 // Manager registers sources and takes their snapshots. At most one
@@ -98,6 +102,9 @@ func New(cfg Config) *Manager {
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
+	}
+	if cfg.Resolver == nil {
+		cfg.Resolver = net.DefaultResolver
 	}
 	m := &Manager{cfg: cfg, log: cfg.Logger, busy: map[string]bool{}}
 	m.life, m.stop = context.WithCancel(context.Background())
@@ -157,7 +164,7 @@ func (m *Manager) Register(ctx context.Context, r Registration, actor string) (*
 	if d.Visibility == "" {
 		d.Visibility = store.VisibilityPrivate
 	}
-	if err := m.snapshot(ctx, src, d); err != nil {
+	if err := m.snapshot(ctx, src, d, actor); err != nil {
 		return nil, nil, err
 	}
 	src.DatasetID, src.LastVersion, src.LastSnapshotAt = d.ID, d.Version, m.cfg.Now().UTC()
@@ -232,7 +239,7 @@ func (m *Manager) Snapshot(ctx context.Context, datasetID, actor string) (*store
 		return nil, nil, err
 	}
 	before := d.Version
-	snapErr := m.snapshot(ctx, src, d)
+	snapErr := m.snapshot(ctx, src, d, actor)
 	var msg string
 	if snapErr != nil {
 		msg = snapErr.Error()
@@ -264,9 +271,11 @@ func (m *Manager) Snapshot(ctx context.Context, datasetID, actor string) (*store
 var errStopped = errors.New("snapshot stopped reading")
 
 // snapshot streams the source's CSV into ingest.Dataset through a pipe, so
-// the table is never whole in this process on its way. Errors are
-// *SnapshotError (or the store's) with any password removed.
-func (m *Manager) snapshot(ctx context.Context, src *store.DatasetSource, d *store.Dataset) error {
+// the table is never whole in this process on its way. It connects only to
+// an address of the source's host that its creator may reach
+// (destination), checked now. Errors are *SnapshotError,
+// *HostRefusedError (or the store's) with any password removed.
+func (m *Manager) snapshot(ctx context.Context, src *store.DatasetSource, d *store.Dataset, actor string) error {
 	if src.Kind == store.SourceFile {
 		return m.snapshotFile(ctx, src, d)
 	}
@@ -274,6 +283,10 @@ func (m *Manager) snapshot(ctx context.Context, src *store.DatasetSource, d *sto
 		return invalidf("kind", "%s sources are not supported by this gateway", src.Kind)
 	}
 	t, err := checkPostgresURL(src.URL)
+	if err != nil {
+		return err
+	}
+	dest, err := m.destination(ctx, t, src, actor)
 	if err != nil {
 		return err
 	}
@@ -285,6 +298,7 @@ func (m *Manager) snapshot(ctx context.Context, src *store.DatasetSource, d *sto
 	if err != nil {
 		return err
 	}
+	dest.pin(cfg)
 	ctx, cancel := context.WithTimeout(ctx, m.cfg.StatementTimeout+time.Minute)
 	defer cancel()
 	pr, pw := io.Pipe()

@@ -51,6 +51,11 @@ func newFixture(t *testing.T, n int, cfg sources.Config) *fixture {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = st.Close() })
+	// The sources these tests register are not the Owner's: the server's
+	// address must be on the allow list (hosts_test.go tests the list).
+	if _, err := st.PutSourceSettings(store.SourceSettings{AllowedHosts: []string{"127.0.0.1"}}, ""); err != nil {
+		t.Fatal(err)
+	}
 	logs := &bytes.Buffer{}
 	cfg.Store = st
 	cfg.Logger = slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))

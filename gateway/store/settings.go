@@ -2,10 +2,13 @@ package store
 
 import (
 	"errors"
+	"fmt"
 	"regexp"
 	"strings"
 
 	"github.com/dgraph-io/badger/v4"
+
+	"github.com/fedgrid/fedgrid/internal/hostallow"
 )
 
 // Settings are the gateway's white-label settings, shown by the admin web
@@ -109,6 +112,62 @@ func (s *Store) PutFederationSettings(set FederationSettings, actor string) (Fed
 		}
 		return s.audit(txn, AuditEvent{Actor: actor, Action: "settings.federation", Target: "settings",
 			Detail: map[string]any{"allow_plain_updates": set.AllowPlainUpdates}})
+	})
+	return set, err
+}
+
+// SourceSettings are the Owner's rules for the dataset sources users may
+// register: the hosts the gateway may connect to on their behalf (a
+// server-side request from inside the Owner's network, so only hosts the
+// Owner allowed). The Owner's own sources may name any host.
+type SourceSettings struct {
+	// Schema is the record's format (SourceSettingsSchema).
+	Schema int `json:"schema"`
+	// AllowedHosts are the PostgreSQL hosts a source registered by anyone
+	// but the Owner may name: HOST, HOST:PORT, an IP address (with or
+	// without a port) or a CIDR prefix (see internal/hostallow). Empty:
+	// only the Owner may register PostgreSQL sources.
+	AllowedHosts []string `json:"allowed_hosts"`
+}
+
+// SourceSettingsSchema is the format of the SourceSettings record (1: the
+// first; data directories written before it have none, which reads as an
+// empty allow list).
+const SourceSettingsSchema = 1
+
+const keySourceSettings = "sourcesettings"
+
+// SourceSettings returns the source settings (no host allowed when never
+// set).
+func (s *Store) SourceSettings() (SourceSettings, error) {
+	out := SourceSettings{Schema: SourceSettingsSchema}
+	err := s.view(func(txn *badger.Txn) error { return getJSON(txn, keySourceSettings, &out) })
+	switch {
+	case errors.Is(err, ErrNotFound):
+		err = nil
+	case err == nil && out.Schema > SourceSettingsSchema:
+		return SourceSettings{}, fmt.Errorf("store: source settings have format %d; this gateway reads up to %d (a newer fedgrid wrote them)", out.Schema, SourceSettingsSchema)
+	}
+	if out.AllowedHosts == nil {
+		out.AllowedHosts = []string{}
+	}
+	return out, err
+}
+
+// PutSourceSettings replaces the source settings, audited as
+// settings.sources. Hosts are checked and written in canonical form.
+func (s *Store) PutSourceSettings(set SourceSettings, actor string) (SourceSettings, error) {
+	hosts, err := hostallow.Normalize(set.AllowedHosts)
+	if err != nil {
+		return SourceSettings{}, invalid("allowed_hosts", "%v", err)
+	}
+	set.Schema, set.AllowedHosts = SourceSettingsSchema, hosts
+	err = s.update(func(txn *badger.Txn) error {
+		if err := putJSON(txn, keySourceSettings, set); err != nil {
+			return err
+		}
+		return s.audit(txn, AuditEvent{Actor: actor, Action: "settings.sources", Target: "settings",
+			Detail: map[string]any{"allowed_hosts": hosts}})
 	})
 	return set, err
 }
