@@ -415,3 +415,44 @@ func TestSnapshotOutlivesItsCaller(t *testing.T) {
 		t.Fatalf("snapshot after Close: %v; want ErrClosed", err)
 	}
 }
+
+// TestEditDuringSnapshot: a metadata edit (PATCH /api/v1/datasets/{id})
+// made while a snapshot runs survives it. The snapshot read the dataset's
+// record before the table, and waits on a lock while the edit is made;
+// its new version changes only the contents fields.
+func TestEditDuringSnapshot(t *testing.T) {
+	f := newFixture(t, 100, sources.Config{})
+	ctx := context.Background()
+	d, _, err := f.m.Register(ctx, f.reg("patients", ""), "owner")
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.pg.Exec(t, "clinic", "INSERT INTO patients VALUES (101, 1, 1, 1)")
+	done := make(chan outcome, 1)
+	release := f.lockPatients(t, func() {
+		go func() { d, _, err := f.m.Snapshot(ctx, d.ID, "owner"); done <- outcome{d, err} }()
+	})
+	name, desc, vis, tags := "patients (edited)", "edited while the snapshot ran", store.VisibilityPrivate, []string{"edited"}
+	if _, err := f.st.UpdateDataset(d.ID, store.DatasetUpdate{Name: &name, Description: &desc, Visibility: &vis, Tags: &tags, Actor: "editor"}); err != nil {
+		t.Fatal(err)
+	}
+	release()
+	o := <-done
+	if o.err != nil || o.d.Version != 2 || o.d.Rows != 101 {
+		t.Fatalf("snapshot: %+v, %v; want version 2 with 101 rows", o.d, o.err)
+	}
+	got, err := f.st.Dataset(d.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Name != name || got.Description != desc || got.Visibility != vis || len(got.Tags) != 1 || got.Tags[0] != "edited" {
+		t.Fatalf("after the snapshot the dataset is %q %q %s %v; the edit to %q %q %s %v was lost",
+			got.Name, got.Description, got.Visibility, got.Tags, name, desc, vis, tags)
+	}
+	if got.Version != 2 || got.Rows != 101 || got.CreatedBy != "owner" || !got.CreatedAt.Equal(d.CreatedAt) {
+		t.Fatalf("after the snapshot: %+v; want version 2, 101 rows, created by owner at %v", got, d.CreatedAt)
+	}
+	if o.d.Name != name {
+		t.Fatalf("the snapshot answered the stale name %q", o.d.Name)
+	}
+}

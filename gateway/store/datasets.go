@@ -133,12 +133,22 @@ func (s *Store) PutDataset(d *Dataset, csv []byte) error {
 }
 
 // PutDatasetFrom reads a CSV or Parquet document from r, streaming, into a
-// columnar version of d (a new dataset when d.ID is empty, else a new
-// version of d.ID) and stores d pointing at it. Columns, Rows, Size,
-// SHA256, Source and Storage come from the document; CreatedAt defaults to
-// now. Tags are normalised (NormalizeTags); visibility defaults to private.
-// Version is 1 for a new dataset, the stored version for the same bytes and
-// one more for different bytes. A refused document is a
+// columnar version of d (a new dataset when d.ID is empty or names none,
+// else a new version of d.ID) and stores the dataset pointing at it.
+// Columns, Rows, Size, SHA256, Source and Storage come from the document.
+//
+// A new dataset is d as given: CreatedAt defaults to now, tags are
+// normalised (NormalizeTags), visibility defaults to private, Version is 1.
+//
+// A new version of a stored dataset changes only those contents fields and
+// Version (the stored one for the same bytes, one more for different
+// bytes), read and written in one transaction: the name, description,
+// tags, visibility and creation fields are the stored record's at that
+// moment, not d's, so a metadata edit made while the document was read (a
+// PATCH during a long snapshot or upload) is kept. d.CreatedBy is then only
+// the actor the audit entry names.
+//
+// On return d is the stored record. A refused document is a
 // *colstore.InputError. Files of versions no longer needed are removed.
 func (s *Store) PutDatasetFrom(ctx context.Context, d *Dataset, r io.Reader, opt colstore.Options) error {
 	if err := validateDataset(d); err != nil {
@@ -152,8 +162,11 @@ func (s *Store) PutDatasetFrom(ctx context.Context, d *Dataset, r io.Reader, opt
 		return err
 	}
 	m := p.Meta
-	d.Columns, d.Rows, d.Size = m.DatasetColumns(), int(m.Rows), m.Size
-	d.SHA256, d.Source, d.Storage, d.Schema = m.SHA256, m.Source, StorageColumns, DatasetSchema
+	contents := func(x *Dataset) {
+		x.Columns, x.Rows, x.Size = m.DatasetColumns(), int(m.Rows), m.Size
+		x.SHA256, x.Source, x.Storage, x.Schema = m.SHA256, m.Source, StorageColumns, DatasetSchema
+	}
+	actor := d.CreatedBy
 	if d.CreatedAt.IsZero() {
 		d.CreatedAt = s.now().UTC()
 	}
@@ -164,24 +177,31 @@ func (s *Store) PutDatasetFrom(ctx context.Context, d *Dataset, r io.Reader, opt
 		p.Discard()
 		return err
 	}
+	var stored Dataset
 	err = s.update(func(txn *badger.Txn) error {
+		// Computed from d, m and the stored record only: a retry after a
+		// conflict starts again from the same inputs.
 		var old Dataset
 		switch err := getJSON(txn, prefixDataset+d.ID, &old); {
 		case errors.Is(err, ErrNotFound):
-			d.Version = 1
+			stored = *d
+			stored.Version = 1
 		case err != nil:
 			return err
-		case old.SHA256 == d.SHA256:
-			d.Version = max(old.Version, 1)
 		default:
-			d.Version = max(old.Version, 1) + 1
+			stored = old
+			stored.Version = max(old.Version, 1)
+			if old.SHA256 != m.SHA256 {
+				stored.Version++
+			}
 		}
-		if err := putJSON(txn, prefixDataset+d.ID, d); err != nil {
+		contents(&stored)
+		if err := putJSON(txn, prefixDataset+d.ID, &stored); err != nil {
 			return err
 		}
-		return s.audit(txn, AuditEvent{Actor: d.CreatedBy, Action: "dataset.put", Target: "dataset/" + d.ID,
-			Detail: map[string]any{"name": d.Name, "visibility": d.Visibility, "tags": d.Tags, "rows": d.Rows, "size": d.Size,
-				"version": d.Version, "sha256": d.SHA256}})
+		return s.audit(txn, AuditEvent{Actor: actor, Action: "dataset.put", Target: "dataset/" + d.ID,
+			Detail: map[string]any{"name": stored.Name, "visibility": stored.Visibility, "tags": stored.Tags, "rows": stored.Rows, "size": stored.Size,
+				"version": stored.Version, "sha256": stored.SHA256}})
 	})
 	if err != nil {
 		if !existed {
@@ -189,6 +209,7 @@ func (s *Store) PutDatasetFrom(ctx context.Context, d *Dataset, r io.Reader, opt
 		}
 		return err
 	}
+	*d = stored
 	if err := s.removeUnusedVersions(d.ID); err != nil {
 		s.log.Warn("remove unused dataset versions", "dataset", d.ID, "err", err)
 	}

@@ -266,3 +266,41 @@ func TestDatasetVersionFiles(t *testing.T) {
 		_ = v.Close()
 	}
 }
+
+// A new version written from a stale copy of the record (read before a
+// metadata edit, as a snapshot or an upload of a new version does) keeps
+// the stored metadata and changes only the contents and version; the
+// audit entry names the actor given in CreatedBy.
+func TestNewVersionKeepsStoredMetadata(t *testing.T) {
+	s := openTest(t, t.TempDir())
+	d := &Dataset{Name: "first", Description: "d1", Tags: []string{"a"}, Visibility: VisibilityPublic, CreatedBy: "creator"}
+	if err := s.PutDataset(d, []byte("x\n1\n")); err != nil {
+		t.Fatal(err)
+	}
+	stale := *d
+	name, vis, tags := "renamed", VisibilityPrivate, []string{"b", "c"}
+	if _, err := s.UpdateDataset(d.ID, DatasetUpdate{Name: &name, Visibility: &vis, Tags: &tags, Actor: "editor"}); err != nil {
+		t.Fatal(err)
+	}
+	stale.CreatedBy = "uploader"
+	if err := s.PutDataset(&stale, []byte("x\n1\n2\n")); err != nil {
+		t.Fatal(err)
+	}
+	got, err := s.Dataset(d.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Name != name || got.Visibility != vis || len(got.Tags) != 2 || got.Description != "d1" || got.CreatedBy != "creator" || !got.CreatedAt.Equal(d.CreatedAt) {
+		t.Fatalf("after a new version from a stale record: %+v", got)
+	}
+	if got.Version != 2 || got.Rows != 2 || got.SHA256 == d.SHA256 || stale.Version != 2 || stale.Name != name {
+		t.Fatalf("new version %+v (returned %+v); want version 2 with 2 rows", got, stale)
+	}
+	es, err := s.Audit(AuditFilter{Action: "dataset.put"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if last := es[len(es)-1]; last.Actor != "uploader" || last.Detail["name"] != name {
+		t.Fatalf("audit of the new version: %+v", last)
+	}
+}
