@@ -321,6 +321,11 @@ func Start(ctx context.Context, cfg Config) (_ *Gateway, err error) {
 		return nil, err
 	}
 	g.uploads.Now = cfg.Now
+	// Uploads become columnar versions under the store's datasets
+	// directory: count them there before accepting an upload.
+	if err := g.uploads.SetIngestDir(g.store.DatasetsDir()); err != nil {
+		return nil, err
+	}
 	g.metrics = newMetrics(g)
 	g.svc = service.New(service.Config{Store: g.store, Logger: cfg.Logger.With("sub", "service"),
 		Jobs:   service.JobPolicy{MaxAttempts: cfg.MaxAttempts, AttemptTimeout: cfg.AttemptTimeout, JobTimeout: cfg.JobTimeout},

@@ -4,6 +4,7 @@ import (
 	"context"
 	"time"
 
+	"github.com/fedgrid/fedgrid/gateway/store"
 	"github.com/fedgrid/fedgrid/wire"
 )
 
@@ -68,6 +69,10 @@ func (g *Gateway) uploadSweepLoop(ctx context.Context) {
 			}
 			if n > 0 {
 				g.log.Info("expired upload sessions removed", "count", n)
+				if err := g.store.AppendAudit(store.AuditEvent{Action: "upload.expire", Target: "uploads",
+					Detail: map[string]any{"removed": n, "ttl_seconds": int64(g.cfg.UploadTTL / time.Second)}}); err != nil {
+					g.log.Error("audit expired upload sessions", "err", err)
+				}
 			}
 		}
 	}

@@ -39,8 +39,9 @@ func main() {
 	rows := flag.Int("rows", 5_000_000, "rows of the generated CSV")
 	cols := flag.Int("cols", 20, "columns of the generated CSV (the last two are categories)")
 	work := flag.String("work", "", "directory for the CSV and the store (default: a new temporary directory, removed after)")
+	csvFile := flag.String("csv", "", "ingest this CSV or Parquet file instead of a generated one")
 	flag.Parse()
-	if err := run(*rows, *cols, *work); err != nil {
+	if err := run(*rows, *cols, *work, *csvFile); err != nil {
 		fmt.Fprintln(os.Stderr, "ingestbench:", err)
 		os.Exit(1)
 	}
@@ -53,9 +54,11 @@ type result struct {
 	CPU     float64 `json:"cpu_seconds"`
 	PeakRSS int64   `json:"peak_rss_kib"`
 	Startup int64   `json:"startup_rss_kib"`
+	// Stored is the size of the columnar version ingest wrote.
+	Stored int64 `json:"stored_bytes"`
 }
 
-func run(rows, cols int, work string) error {
+func run(rows, cols int, work, csvFile string) error {
 	if work == "" {
 		dir, err := os.MkdirTemp("", "ingestbench-")
 		if err != nil {
@@ -64,16 +67,23 @@ func run(rows, cols int, work string) error {
 		defer os.RemoveAll(dir)
 		work = dir
 	}
-	csvPath := filepath.Join(work, "data.csv")
-	t0 := time.Now()
-	if err := generate(csvPath, rows, cols); err != nil {
-		return err
+	csvPath := csvFile
+	if csvPath == "" {
+		csvPath = filepath.Join(work, "data.csv")
+		t0 := time.Now()
+		if err := generate(csvPath, rows, cols); err != nil {
+			return err
+		}
+		fi, err := os.Stat(csvPath)
+		if err != nil {
+			return err
+		}
+		fmt.Printf("generated %s: %d rows x %d columns, %d bytes in %.1fs\n", csvPath, rows, cols, fi.Size(), time.Since(t0).Seconds())
 	}
 	fi, err := os.Stat(csvPath)
 	if err != nil {
 		return err
 	}
-	fmt.Printf("generated %s: %d rows x %d columns, %d bytes in %.1fs\n", csvPath, rows, cols, fi.Size(), time.Since(t0).Seconds())
 
 	raw, err := rawRead(csvPath)
 	if err != nil {
@@ -99,6 +109,8 @@ func run(rows, cols int, work string) error {
 	mbs := float64(r.Bytes) / 1e6 / r.Seconds
 	fmt.Printf("RESULT ingest: %d bytes, %d rows in %.2fs = %.1f MB/s (%.1f MB per CPU-second, %.1f CPU-s); raw read %.0f MB/s; ratio ingest/raw %.4f; peak RSS %.0f MB (at start %.0f MB)\n",
 		r.Bytes, r.Rows, r.Seconds, mbs, float64(r.Bytes)/1e6/r.CPU, r.CPU, rawMBs, mbs/rawMBs, float64(r.PeakRSS)/1024, float64(r.Startup)/1024)
+	// The ratio the upload free-space check assumes (gateway/upload.IngestRatio).
+	fmt.Printf("RESULT stored: %d bytes of columns for %d bytes of source = %.3f of the source\n", r.Stored, r.Bytes, float64(r.Stored)/float64(r.Bytes))
 	return nil
 }
 
@@ -207,7 +219,28 @@ func child(args []string) error {
 		return err
 	}
 	secs := time.Since(t0).Seconds()
-	return json.NewEncoder(os.Stdout).Encode(result{Seconds: secs, Bytes: d.Size, Rows: d.Rows, CPU: cpuSeconds(), PeakRSS: vmHWM(), Startup: startRSS})
+	stored, err := dirSize(st.VersionDir(d.ID, d.SHA256))
+	if err != nil {
+		return err
+	}
+	return json.NewEncoder(os.Stdout).Encode(result{Seconds: secs, Bytes: d.Size, Rows: d.Rows, CPU: cpuSeconds(), PeakRSS: vmHWM(), Startup: startRSS, Stored: stored})
+}
+
+// dirSize is the bytes of the regular files under dir.
+func dirSize(dir string) (int64, error) {
+	var n int64
+	err := filepath.WalkDir(dir, func(_ string, e os.DirEntry, err error) error {
+		if err != nil || !e.Type().IsRegular() {
+			return err
+		}
+		fi, err := e.Info()
+		if err != nil {
+			return err
+		}
+		n += fi.Size()
+		return nil
+	})
+	return n, err
 }
 
 // cpuSeconds is the user and system CPU time this process has used.

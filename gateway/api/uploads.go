@@ -165,6 +165,14 @@ func (a *API) createUpload(c *call) (any, error) {
 	if err != nil {
 		return nil, uploadError(err, "", 0)
 	}
+	// No session without its audit entry.
+	if err := a.st.AppendAudit(store.AuditEvent{Actor: c.actor(), Action: "upload.create", Target: "upload/" + sess.ID,
+		Detail: map[string]any{"size": sess.Size, "format": sess.Format, "name": sess.Name, "dataset_id": sess.DatasetID, "sha256": sess.SHA256}}); err != nil {
+		if rerr := ups.Remove(sess.ID); rerr != nil {
+			a.log.Error("remove an upload session whose audit entry failed", "upload", sess.ID, "err", rerr)
+		}
+		return nil, err
+	}
 	a.log.Info("upload started", "upload", sess.ID, "user", c.actor(), "size", sess.Size, "format", sess.Format)
 	v, err := a.uploadView(ups, sess)
 	if err != nil {
@@ -316,6 +324,10 @@ func (a *API) finishUpload(c *call) (any, error) {
 		return nil, uploadError(err, sess.ID, off)
 	}
 	a.log.Info("upload finished", "upload", sess.ID, "dataset", d.ID, "version", d.Version, "size", d.Size)
+	if err := a.st.AppendAudit(store.AuditEvent{Actor: c.actor(), Action: "upload.finish", Target: "upload/" + sess.ID,
+		Detail: map[string]any{"dataset_id": d.ID, "version": d.Version, "sha256": done.Result.SHA256, "size": d.Size, "format": sess.Format}}); err != nil {
+		return nil, err
+	}
 	if a.cfg.Hooks.DatasetAdded != nil {
 		a.cfg.Hooks.DatasetAdded(d)
 	}
@@ -369,11 +381,16 @@ func (a *API) cancelUpload(c *call) (any, error) {
 	if err != nil {
 		return nil, err
 	}
+	off, _ := ups.Offset(sess.ID)
 	if err := ups.Remove(sess.ID); err != nil {
 		return nil, uploadError(err, sess.ID, 0)
 	}
 	a.log.Info("upload cancelled", "upload", sess.ID, "user", c.actor())
-	return nil, nil
+	detail := map[string]any{"size": sess.Size, "received": off, "name": sess.Name, "dataset_id": sess.DatasetID}
+	if sess.Result != nil {
+		detail["finished_as"] = sess.Result.DatasetID
+	}
+	return nil, a.st.AppendAudit(store.AuditEvent{Actor: c.actor(), Action: "upload.cancel", Target: "upload/" + sess.ID, Detail: detail})
 }
 
 // uploadDefaults fills the upload settings left zero.

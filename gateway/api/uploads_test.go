@@ -241,3 +241,44 @@ func TestResumableUpload(t *testing.T) {
 		t.Fatalf("upload the disk cannot hold: %d %s", r.status, r.body)
 	}
 }
+
+// TestUploadAudit: creating, finishing and cancelling an upload session
+// are in the audit log, with who did it and what the bytes became.
+func TestUploadAudit(t *testing.T) {
+	e := newEnv(t, nil)
+	owner := e.setup()
+	adminID, admin := e.newUser(owner, "admin@example.org", store.RoleAdministrator, "", 0)
+	data := testCSV(50)
+	var up, gone UploadView
+	e.want(e.do("POST", "/api/v1/uploads", admin, CreateUploadRequest{Size: int64(len(data)), Name: "audited"}), 201).decode(t, &up)
+	e.sendAll(admin, up.ID, 0, data, len(data))
+	var d store.Dataset
+	e.want(e.do("POST", "/api/v1/uploads/"+up.ID+"/finish", admin, nil), 201).decode(t, &d)
+	e.want(e.do("POST", "/api/v1/uploads", admin, CreateUploadRequest{Size: 1000, Name: "dropped"}), 201).decode(t, &gone)
+	e.sendAll(admin, gone.ID, 0, data[:10], 10)
+	e.want(e.do("DELETE", "/api/v1/uploads/"+gone.ID, admin, nil), 204)
+
+	var log AuditList
+	e.want(e.do("GET", "/api/v1/audit?action=upload.&limit=1000", owner, nil), 200).decode(t, &log)
+	var got []string
+	for _, a := range log.Entries {
+		if a.Actor != adminID {
+			t.Errorf("%s by %q, want the administrator %s", a.Action, a.Actor, adminID)
+		}
+		got = append(got, a.Action+" "+a.Target)
+		switch a.Action {
+		case "upload.finish":
+			if a.Detail["dataset_id"] != d.ID || a.Detail["sha256"] != hexSum(data) {
+				t.Errorf("upload.finish detail %v; want dataset %s and the bytes' hash", a.Detail, d.ID)
+			}
+		case "upload.cancel":
+			if a.Detail["received"] != float64(10) || a.Detail["name"] != "dropped" {
+				t.Errorf("upload.cancel detail %v; want 10 bytes received of \"dropped\"", a.Detail)
+			}
+		}
+	}
+	want := []string{"upload.create upload/" + up.ID, "upload.finish upload/" + up.ID, "upload.create upload/" + gone.ID, "upload.cancel upload/" + gone.ID}
+	if !slices.Equal(got, want) {
+		t.Fatalf("audit entries %q, want %q", got, want)
+	}
+}

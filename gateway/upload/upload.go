@@ -83,11 +83,58 @@ type Store struct {
 	// Free reports the bytes free on the store's disk (default: statfs;
 	// tests replace it); a negative answer means unknown and skips the check.
 	Free func() (int64, error)
+	// IngestFree, when set (SetIngestDir), reports the bytes free on the
+	// disk where finished uploads are ingested: Create and Finish also
+	// count the columnar version each upload becomes there (IngestEstimate).
+	// IngestSameDisk says it is the store's own disk, so that one check
+	// counts both. A negative answer skips the check.
+	IngestFree     func() (int64, error)
+	IngestSameDisk bool
 	// Now is the clock (default time.Now).
 	Now func() time.Time
 
 	mu   sync.Mutex
 	busy map[string]bool
+}
+
+// IngestRatio bounds, for the free-space checks, the bytes of the
+// columnar version the ingest writes per byte of an upload. Measured with
+// bench/ingestbench (`make bench-ingest`, RESULT stored; docs/INTERNALS.md):
+// 1.19 for the shared wdbc data (long decimals), 1.68 for the bench's
+// generated CSV (numbers whose text is kept beside them), 2.41 for the
+// shared pima data (short integers: 8 bytes each where the CSV has 2 to 4);
+// a column of one-digit numbers would be 4. Small files add their
+// statistics (IngestOverhead).
+const IngestRatio = 2.5
+
+// IngestOverhead is the most a version's statistics (meta.json: per
+// column up to 1,000 distinct values) add regardless of the upload's size.
+const IngestOverhead = 4 << 20
+
+// IngestEstimate is the disk space the ingest of an upload of size bytes
+// is counted to need.
+func IngestEstimate(size int64) int64 {
+	return int64(float64(size)*IngestRatio) + IngestOverhead
+}
+
+// SetIngestDir makes Create and Finish count the ingest's output on dir's
+// disk (see IngestFree).
+// dir need not exist yet: its nearest existing parent is measured.
+func (s *Store) SetIngestDir(dir string) error {
+	dir = filepath.Clean(dir)
+	for {
+		if _, err := os.Stat(dir); err == nil || filepath.Dir(dir) == dir {
+			break
+		}
+		dir = filepath.Dir(dir)
+	}
+	same, err := sameDisk(s.dir, dir)
+	if err != nil {
+		return fmt.Errorf("upload: %w", err)
+	}
+	s.IngestFree = func() (int64, error) { return diskFree(dir) }
+	s.IngestSameDisk = same
+	return nil
 }
 
 // Open uses (creating if needed) dir; no session may exceed maxSize bytes.
@@ -131,7 +178,7 @@ func (s *Store) Create(tmpl Session) (*Session, error) {
 	if err != nil {
 		return nil, err
 	}
-	var awaited int64
+	var awaited, pending int64 // bytes the open sessions still await; their ingests' output
 	open := 0
 	for _, o := range list {
 		if o.Result != nil {
@@ -143,19 +190,14 @@ func (s *Store) Create(tmpl Session) (*Session, error) {
 		if o.Size > 0 {
 			got, _ := s.received(o.ID)
 			awaited += max(o.Size-got, 0)
+			pending += IngestEstimate(o.Size)
 		}
 	}
 	if s.MaxOpen > 0 && open >= s.MaxOpen {
 		return nil, fmt.Errorf("%w: %d unfinished uploads; finish or cancel one first", ErrTooMany, open)
 	}
-	if s.Free != nil {
-		free, err := s.Free()
-		if err != nil {
-			return nil, fmt.Errorf("upload: free disk space: %w", err)
-		}
-		if free >= 0 && tmpl.Size+awaited > free {
-			return nil, fmt.Errorf("%w: %d bytes declared, %d awaited by other uploads, %d free", ErrNoSpace, tmpl.Size, awaited, free)
-		}
+	if err := s.checkSpace(tmpl.Size, awaited, pending); err != nil {
+		return nil, err
 	}
 	sess := tmpl
 	sess.Schema, sess.ID, sess.CreatedAt, sess.Result = SessionSchema, crypto.RandomID()[:32], s.Now().UTC(), nil
@@ -180,6 +222,53 @@ func (s *Store) Create(tmpl Session) (*Session, error) {
 		return nil, fmt.Errorf("upload: %w", err)
 	}
 	return &sess, nil
+}
+
+// checkSpace refuses (ErrNoSpace) an upload of size bytes when the disks
+// cannot hold its bytes beside the awaited bytes of the open sessions, or
+// the columnar version it becomes (IngestEstimate) beside the pending
+// ingests' output.
+func (s *Store) checkSpace(size, awaited, pending int64) error {
+	up, in := size+awaited, IngestEstimate(size)+pending
+	freeUp, freeIn := int64(-1), int64(-1)
+	var err error
+	if s.Free != nil {
+		if freeUp, err = s.Free(); err != nil {
+			return fmt.Errorf("upload: free disk space: %w", err)
+		}
+	}
+	if s.IngestFree != nil && !s.IngestSameDisk {
+		if freeIn, err = s.IngestFree(); err != nil {
+			return fmt.Errorf("upload: free disk space for datasets: %w", err)
+		}
+	}
+	ingest := fmt.Sprintf("the dataset version it becomes (about %.1f times the file, %s)", IngestRatio, mb(IngestEstimate(size)))
+	switch {
+	case s.IngestFree != nil && s.IngestSameDisk && freeUp >= 0 && up+in > freeUp:
+		return fmt.Errorf("%w: this upload needs about %s on the gateway's disk: %s for the file and %s for %s; "+
+			"other unfinished uploads hold %s more; %s is free. Free disk space on the gateway or upload a smaller file",
+			ErrNoSpace, mb(size+IngestEstimate(size)), mb(size), mb(IngestEstimate(size)), ingest, mb(awaited+pending), mb(freeUp))
+	case freeUp >= 0 && up > freeUp:
+		return fmt.Errorf("%w: %s declared, %s awaited by other uploads, %s free for uploads. Free disk space on the gateway or upload a smaller file",
+			ErrNoSpace, mb(size), mb(awaited), mb(freeUp))
+	case freeIn >= 0 && in > freeIn:
+		return fmt.Errorf("%w: the datasets' disk has %s free, and this upload needs %s for %s beside %s for other unfinished uploads. "+
+			"Free disk space on the gateway or upload a smaller file", ErrNoSpace, mb(freeIn), mb(IngestEstimate(size)), ingest, mb(pending))
+	}
+	return nil
+}
+
+// mb writes a byte count for people.
+func mb(n int64) string {
+	switch {
+	case n >= 10<<30:
+		return fmt.Sprintf("%.0f GiB", float64(n)/(1<<30))
+	case n >= 1<<30:
+		return fmt.Sprintf("%.1f GiB", float64(n)/(1<<30))
+	case n >= 1<<20:
+		return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20))
+	}
+	return fmt.Sprintf("%d bytes", n)
 }
 
 // List returns owner's sessions, oldest first.
@@ -431,6 +520,18 @@ func (s *Store) Finish(id string, use func(f *os.File, sha string, size int64) (
 	path, sha, size, err := s.complete(sess)
 	if err != nil {
 		return nil, err
+	}
+	// The ingest's output must fit now (other uploads or datasets may have
+	// filled the disk since Create); the received bytes are already on it.
+	if s.IngestFree != nil {
+		free, err := s.IngestFree()
+		if err != nil {
+			return nil, fmt.Errorf("upload: free disk space for datasets: %w", err)
+		}
+		if need := IngestEstimate(size); free >= 0 && need > free {
+			return nil, fmt.Errorf("%w: the dataset version these %s become needs about %s on the datasets' disk, which has %s free. "+
+				"Free disk space on the gateway and finish again (the upload is kept)", ErrNoSpace, mb(size), mb(need), mb(free))
+		}
 	}
 	f, err := os.Open(path)
 	if err != nil {

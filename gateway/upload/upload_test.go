@@ -8,6 +8,8 @@ import (
 	"io"
 	"math/rand/v2"
 	"os"
+	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 )
@@ -270,5 +272,84 @@ func TestFinishRecordsResultAndSweepExpires(t *testing.T) {
 		if _, err := s.Session(id); !errors.Is(err, ErrNotFound) {
 			t.Fatalf("swept session %s: %v", id, err)
 		}
+	}
+}
+
+// The free-space check counts the columnar version an upload becomes
+// (IngestEstimate): on the same disk as the upload's bytes, or on another;
+// and Finish checks it again before ingesting, keeping the upload when it
+// does not fit.
+func TestSpaceForTheIngest(t *testing.T) {
+	dir := t.TempDir()
+	s, err := Open(filepath.Join(dir, "uploads"), 1<<40)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.SetIngestDir(filepath.Join(dir, "db", "datasets")); err != nil { // not made yet
+		t.Fatal(err)
+	}
+	if !s.IngestSameDisk || s.IngestFree == nil {
+		t.Fatalf("a directory beside the uploads is not on the same disk (same %v)", s.IngestSameDisk)
+	}
+	const size = 100 << 20
+	need := size + IngestEstimate(size)
+	if IngestEstimate(size) < size*2 {
+		t.Fatalf("IngestEstimate(%d) = %d: less than the ratio measured on the shared pima data", size, IngestEstimate(size))
+	}
+	free := int64(need - 1)
+	s.Free = func() (int64, error) { return free, nil }
+	s.IngestFree = s.Free
+	_, err = s.Create(Session{Owner: "u", Size: size})
+	if !errors.Is(err, ErrNoSpace) || !strings.Contains(err.Error(), "dataset version") || !strings.Contains(err.Error(), "100.0 MiB for the file") {
+		t.Fatalf("an upload whose bytes fit but not its dataset version: %v; want ErrNoSpace naming the dataset version", err)
+	}
+	free = need
+	a, err := s.Create(Session{Owner: "u", Size: size})
+	if err != nil {
+		t.Fatalf("an upload that fits with its dataset version: %v", err)
+	}
+	// a's ingest is pending: a second upload must fit beside it.
+	if _, err := s.Create(Session{Owner: "u", Size: 1}); !errors.Is(err, ErrNoSpace) {
+		t.Fatalf("a second upload with no room beside a's pending ingest: %v", err)
+	}
+	if err := s.Remove(a.ID); err != nil {
+		t.Fatal(err)
+	}
+
+	// Another disk for datasets: each disk holds its part.
+	s.IngestSameDisk = false
+	s.Free = func() (int64, error) { return size, nil }
+	inFree := IngestEstimate(size) - 1
+	s.IngestFree = func() (int64, error) { return inFree, nil }
+	if _, err := s.Create(Session{Owner: "u", Size: size}); !errors.Is(err, ErrNoSpace) || !strings.Contains(err.Error(), "datasets' disk") {
+		t.Fatalf("the datasets' disk too small: %v; want ErrNoSpace naming it", err)
+	}
+	inFree = IngestEstimate(size)
+	b, err := s.Create(Session{Owner: "u", Size: 5})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Append(b.ID, 0, strings.NewReader("a\n1\n"), 5); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Append(b.ID, 4, strings.NewReader("\n"), 5); err != nil {
+		t.Fatal(err)
+	}
+	// Filled meanwhile: Finish refuses before ingesting and keeps the upload.
+	inFree = IngestOverhead
+	used := false
+	use := func(*os.File, string, int64) (Result, error) {
+		used = true
+		return Result{DatasetID: "d", Version: 1}, nil
+	}
+	if _, err := s.Finish(b.ID, use); !errors.Is(err, ErrNoSpace) || used || !strings.Contains(err.Error(), "finish again") {
+		t.Fatalf("finish without room for the dataset version: %v (ingest called: %v)", err, used)
+	}
+	if off, err := s.Offset(b.ID); err != nil || off != 5 {
+		t.Fatalf("the refused upload: offset %d, %v; want its 5 bytes kept", off, err)
+	}
+	inFree = IngestEstimate(5)
+	if _, err := s.Finish(b.ID, use); err != nil || !used {
+		t.Fatalf("finish with room: %v", err)
 	}
 }
