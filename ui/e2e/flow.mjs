@@ -302,6 +302,12 @@ async function main() {
     await page.getByRole('button', { name: 'Save settings' }).click();
     await okNotice(/Settings saved/);
     await page.locator('nav .brand', { hasText: 'Hospital A data office' }).waitFor();
+    // The allowed source hosts (the Owner's list): saved in canonical form.
+    await page.locator('textarea[name=allowed_hosts]').fill('DB.clinic.example:5432\n10.20.0.9/16');
+    await page.getByRole('button', { name: 'Save source hosts' }).click();
+    await okNotice(/Source hosts saved/);
+    const hosts = await page.locator('textarea[name=allowed_hosts]').inputValue();
+    if (hosts !== 'db.clinic.example:5432\n10.20.0.0/16') throw new Error(`source hosts after saving: ${JSON.stringify(hosts)}`);
     await shot('06-settings-1280');
 
     // 5. The data scientist trains with the CLI (DP-SGD plan, private data).

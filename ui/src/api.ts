@@ -127,6 +127,7 @@ export interface Job {
 export interface Node { peer_id: string; slots: number; version: string; enrolled_at: string; last_seen: string }
 export interface AuditEntry { seq: number; time: string; actor: string; action: string; target: string; detail?: Record<string, unknown>; prev: string; hash: string }
 export interface Settings { name: string; logo_url: string; color: string }
+export interface SourceSettings { schema?: number; allowed_hosts: string[] }
 export interface Plan {
   format?: string; name?: string; model?: string; features?: string[]; label?: string;
   preprocess?: { op: string; [k: string]: unknown }[];

@@ -1,5 +1,5 @@
 import { useEffect, useState, type FormEvent } from 'react';
-import { api, type Settings } from '../api';
+import { api, type Settings, type SourceSettings } from '../api';
 import { useSession } from '../App';
 import { Page, useNotice } from '../ui';
 
@@ -36,6 +36,46 @@ export function SettingsPage() {
         <div className="wide preview-brand" aria-label="Preview"><span className="brand" style={{ background: f.color }}>{f.logo_url && <img className="logo" src={f.logo_url} alt="" />}<span>{f.name || 'fedgrid Admin'}</span></span></div>
         {editable && <div className="wide"><button type="submit" className="primary">Save settings</button></div>}
       </form>
+      {can('can_upload_data') && <SourceHosts />}
     </Page>
+  );
+}
+
+// SourceHosts shows (can_upload_data) and edits (can_manage_infrastructure:
+// the Owner) the hosts a PostgreSQL source registered by anyone but the
+// Owner may name.
+function SourceHosts() {
+  const { can } = useSession();
+  const notice = useNotice();
+  const editable = can('can_manage_infrastructure');
+  const [text, setText] = useState('');
+  const [loaded, setLoaded] = useState(false);
+  useEffect(() => {
+    api<SourceSettings>('GET', '/api/v1/settings/sources').then(
+      (s) => { setText(s.allowed_hosts.join('\n')); setLoaded(true); },
+      (err) => notice.error(err));
+  }, [notice]);
+  const submit = async (e: FormEvent) => {
+    e.preventDefault();
+    const hosts = text.split(/[\s,]+/).map((h) => h.trim()).filter((h) => h !== '');
+    try {
+      const s = await api<SourceSettings>('PUT', '/api/v1/settings/sources', { allowed_hosts: hosts });
+      setText(s.allowed_hosts.join('\n'));
+      notice.ok('Source hosts saved.');
+    } catch (err) { notice.error(err); }
+  };
+  return (
+    <form className="card form-grid" onSubmit={submit} aria-label="Allowed source hosts">
+      <h2>Allowed source hosts</h2>
+      <p className="wide muted">
+        The PostgreSQL hosts the gateway may connect to for a source registered by anyone but the Owner (the Owner's own
+        sources may name any host). One a line: HOST, HOST:PORT, an IP address or a CIDR prefix such as 10.20.0.0/16.
+        Empty: only the Owner may register PostgreSQL sources. {!editable && 'Changing the list needs can_manage_infrastructure.'}
+      </p>
+      <label className="wide">Hosts
+        <textarea name="allowed_hosts" rows={4} value={text} disabled={!editable || !loaded} onChange={(e) => setText(e.target.value)} placeholder="db.clinic.example:5432" />
+      </label>
+      {editable && <div className="wide"><button type="submit" className="primary" disabled={!loaded}>Save source hosts</button></div>}
+    </form>
   );
 }
