@@ -208,6 +208,21 @@ func TestPostgresSource(t *testing.T) {
 		t.Errorf("the second job's model: %q; want %q", v, want2)
 	}
 
+	// The Owner's list of hosts other users' sources may name.
+	hostPort := fmt.Sprintf("127.0.0.1:%d", pg.Port)
+	if out := admin("", "settings", "sources"); !strings.Contains(out, "none: only the Owner") {
+		t.Errorf("settings sources before any change: %q", out)
+	}
+	if out := admin("", "settings", "sources", "--allow-host", hostPort, "--allow-host", "DB.Example.org"); !strings.Contains(out, hostPort+", db.example.org") {
+		t.Errorf("settings sources after --allow-host: %q", out)
+	}
+	if out := admin("", "settings", "sources", "--remove-host", "db.example.org."); !strings.Contains(out, hostPort) || strings.Contains(out, "db.example.org") {
+		t.Errorf("settings sources after --remove-host: %q", out)
+	}
+	if msg := adm.fails(ctx, 2, "", "settings", "sources", "--remove-host", "other.example.org"); !strings.Contains(msg, "not on the list") {
+		t.Errorf("--remove-host of a host not listed: %q", msg)
+	}
+
 	// The password is nowhere a user or operator looks.
 	outputs = append(outputs, admin("", "datasets", "sources", "--json"), admin("", "audit", "list", "--limit", "1000", "--json"))
 	for _, o := range outputs {
