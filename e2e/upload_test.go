@@ -311,6 +311,40 @@ func TestCutUploadResumesEndToEnd(t *testing.T) {
 		t.Errorf("register a file outside --source-dir: %q", msg)
 	}
 
+	// The gateway killed (SIGKILL) in the middle, its bytes since the last
+	// sync (every 64 MiB: none of this file's) not yet durable: restarted on
+	// the same data directory and address, it answers the durable offset,
+	// and the CLI, retrying, resends from there to the same hash.
+	cut = proxy.cutAfter(3*chunk+77_777, true)
+	gone := make(chan uploadedDataset, 1)
+	go func() {
+		res, err := upload(ctx, "gateway-killed")
+		if err != nil {
+			t.Errorf("upload across a gateway restart: %v; stderr:\n%s", err, res.Stderr)
+			gone <- uploadedDataset{}
+			return
+		}
+		var d uploadedDataset
+		if err := json.Unmarshal(res.Stdout, &d); err != nil {
+			t.Errorf("upload --json printed %q: %v", res.Stdout, err)
+		}
+		gone <- d
+	}()
+	select {
+	case <-cut:
+	case <-ctx.Done():
+		t.Fatal("no cut before the deadline")
+	}
+	gw.Kill()
+	if _, err := h.StartGateway(ctx, "gateway", "Uploads", harness.PeerOptions{Network: networkName(t),
+		Extra: []string{"--source-dir", exports, "--http", gwURL.Host}}); err != nil {
+		t.Fatal(err)
+	}
+	proxy.dropAll()
+	if d := <-gone; d.SHA256 != whole.SHA256 || d.Rows != whole.Rows || d.Size != whole.Size {
+		t.Errorf("upload across a gateway kill gave %+v, uninterrupted %+v", d, whole)
+	}
+
 	// Nothing is left to resume: the state file went with the finish.
 	states, err := filepath.Glob(filepath.Join(dir, "cache", "fedgrid", "uploads", "*.json"))
 	if err != nil || len(states) != 0 {

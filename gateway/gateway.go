@@ -321,6 +321,7 @@ func Start(ctx context.Context, cfg Config) (_ *Gateway, err error) {
 		return nil, err
 	}
 	g.uploads.Now = cfg.Now
+	g.uploads.SyncBytes = upload.DefaultSyncBytes
 	// Uploads become columnar versions under the store's datasets
 	// directory: count them there before accepting an upload.
 	if err := g.uploads.SetIngestDir(g.store.DatasetsDir()); err != nil {

@@ -353,3 +353,133 @@ func TestSpaceForTheIngest(t *testing.T) {
 		t.Fatalf("finish with room: %v", err)
 	}
 }
+
+// With SyncBytes set, chunks are synced every SyncBytes and on the last
+// one; the bytes written since are the offset while the store that wrote
+// them runs. A restarted store (a new Store on the directory) trusts only
+// the durable length, even when the data file is longer (a torn tail a
+// power loss may leave, here written by hand), cuts the tail off when the
+// upload resumes there, and ends with the bytes' own hash.
+func TestSyncAtIntervalsResumesFromDurableLength(t *testing.T) {
+	dir := t.TempDir()
+	s, err := Open(dir, 1<<40)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.SyncBytes = 2 * chunk
+	data := testData(5 * chunk)
+	sess, err := s.Create(Session{Owner: "u", Size: int64(len(data))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 3 {
+		if _, err := s.Append(sess.ID, int64(i*chunk), bytes.NewReader(data[i*chunk:(i+1)*chunk]), chunk); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if off, err := s.Offset(sess.ID); err != nil || off != 3*chunk {
+		t.Fatalf("offset in the writing store: %d, %v; want %d", off, err, 3*chunk)
+	}
+
+	// Restarted, with a torn tail after the third chunk.
+	f, err := os.OpenFile(filepath.Join(dir, sess.ID, "data"), os.O_WRONLY|os.O_APPEND, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.Write(make([]byte, chunk/2)); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Close(); err != nil {
+		t.Fatal(err)
+	}
+	r, err := Open(dir, 1<<40)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.SyncBytes = 2 * chunk
+	if off, err := r.Offset(sess.ID); err != nil || off != 2*chunk {
+		t.Fatalf("offset after a restart: %d, %v; want the durable %d", off, err, 2*chunk)
+	}
+	if _, err := r.Append(sess.ID, 3*chunk, bytes.NewReader(data[3*chunk:4*chunk]), chunk); !errors.Is(err, ErrOffset) {
+		t.Fatalf("a chunk after the untrusted tail: %v; want ErrOffset", err)
+	}
+	if _, _, _, err := r.Complete(sess.ID); !errors.Is(err, ErrShort) {
+		t.Fatalf("complete with the tail cut: %v; want ErrShort", err)
+	}
+	for off := 2 * chunk; off < len(data); off += chunk {
+		if _, err := r.Append(sess.ID, int64(off), bytes.NewReader(data[off:off+chunk]), chunk); err != nil {
+			t.Fatal(err)
+		}
+	}
+	sum := sha256.Sum256(data)
+	_, sha, size, err := r.Complete(sess.ID)
+	if err != nil || size != int64(len(data)) || sha != hex.EncodeToString(sum[:]) {
+		t.Fatalf("after resuming from the durable length: %d bytes, sha %s, %v; want %d bytes of the data's hash", size, sha, err, len(data))
+	}
+
+	// A session made with SyncBytes keeps its durable length (its first
+	// chunk was not synced); one of a store that syncs every chunk (or of
+	// an older gateway) trusts its file's length after a restart.
+	every, err := s.Create(Session{Owner: "u", Size: int64(len(data))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Append(every.ID, 0, bytes.NewReader(data[:chunk]), chunk); err != nil {
+		t.Fatal(err)
+	}
+	s.SyncBytes = 0
+	old, err := s.Create(Session{Owner: "u", Size: int64(len(data))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Append(old.ID, 0, bytes.NewReader(data[:chunk]), chunk); err != nil {
+		t.Fatal(err)
+	}
+	r, err = Open(dir, 1<<40)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if off, err := r.Offset(every.ID); err != nil || off != 0 {
+		t.Fatalf("a SyncBytes session's unsynced first chunk after a restart: offset %d, %v; want 0", off, err)
+	}
+	if off, err := r.Offset(old.ID); err != nil || off != chunk {
+		t.Fatalf("a session synced at every chunk, after a restart: offset %d, %v; want %d", off, err, chunk)
+	}
+}
+
+// BenchmarkAppendSync sends 256 MiB in 8 MiB chunks (the CLI's chunk size)
+// to a session synced at every chunk and to one synced every 64 MiB, in
+// the same run (make bench does not run it: go test -run XXX -bench
+// AppendSync -benchtime 5x ./gateway/upload/).
+func BenchmarkAppendSync(b *testing.B) {
+	const total, piece = 256 << 20, 8 << 20
+	data := testData(piece)
+	for _, c := range []struct {
+		name string
+		sync int64
+	}{{"every-chunk", 0}, {"every-64MiB", 64 << 20}, {"every-chunk-again", 0}, {"every-64MiB-again", 64 << 20}} {
+		b.Run(c.name, func(b *testing.B) {
+			s, err := Open(b.TempDir(), 1<<40)
+			if err != nil {
+				b.Fatal(err)
+			}
+			s.SyncBytes = c.sync
+			s.Free = nil
+			b.SetBytes(total)
+			for range b.N {
+				sess, err := s.Create(Session{Owner: "u", Size: total})
+				if err != nil {
+					b.Fatal(err)
+				}
+				for off := int64(0); off < total; off += piece {
+					if _, err := s.Append(sess.ID, off, bytes.NewReader(data), piece); err != nil {
+						b.Fatal(err)
+					}
+				}
+				if err := s.Remove(sess.ID); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
