@@ -78,8 +78,9 @@ func (m *Manager) destination(ctx context.Context, t *pgTarget, src *store.Datas
 	}
 	hostPort := net.JoinHostPort(t.Host, strconv.Itoa(t.Port))
 	var addrs []netip.Addr
-	if a, err := netip.ParseAddr(t.Host); err == nil {
-		addrs = []netip.Addr{a}
+	literal, err := netip.ParseAddr(t.Host)
+	if err == nil {
+		addrs = []netip.Addr{literal}
 	} else if owner || list.AllowsName(t.Host, t.Port) || slices.ContainsFunc(list, func(r hostallow.Rule) bool { return r.Name == "" }) {
 		// Resolved only when an answer could be allowed: a refused name
 		// is not looked up.
@@ -99,9 +100,9 @@ func (m *Manager) destination(ctx context.Context, t *pgTarget, src *store.Datas
 		}
 	}
 	if len(d.addrs) == 0 {
-		refused := &HostRefusedError{Host: hostPort, Resolved: addrs}
-		if _, isIP := netip.ParseAddr(t.Host); isIP == nil {
-			refused.Resolved = nil
+		refused := &HostRefusedError{Host: hostPort}
+		if !literal.IsValid() { // a name: say what it resolved to
+			refused.Resolved = addrs
 		}
 		target := "source"
 		if src.DatasetID != "" {
