@@ -63,17 +63,24 @@ func (g *Gateway) uploadSweepLoop(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-t.C:
-			n, err := g.uploads.Sweep(g.cfg.Now(), g.cfg.UploadTTL)
-			if err != nil {
-				g.log.Warn("sweep upload sessions", "err", err)
-			}
-			if n > 0 {
-				g.log.Info("expired upload sessions removed", "count", n)
-				if err := g.store.AppendAudit(store.AuditEvent{Action: "upload.expire", Target: "uploads",
-					Detail: map[string]any{"removed": n, "ttl_seconds": int64(g.cfg.UploadTTL / time.Second)}}); err != nil {
-					g.log.Error("audit expired upload sessions", "err", err)
-				}
-			}
+			g.sweepUploads(g.cfg.Now())
 		}
+	}
+}
+
+// sweepUploads removes the upload sessions expired at now, and writes how
+// many to the audit log (upload.expire).
+func (g *Gateway) sweepUploads(now time.Time) {
+	n, err := g.uploads.Sweep(now, g.cfg.UploadTTL)
+	if err != nil {
+		g.log.Warn("sweep upload sessions", "err", err)
+	}
+	if n == 0 {
+		return
+	}
+	g.log.Info("expired upload sessions removed", "count", n)
+	if err := g.store.AppendAudit(store.AuditEvent{Action: "upload.expire", Target: "uploads",
+		Detail: map[string]any{"removed": n, "ttl_seconds": int64(g.cfg.UploadTTL / time.Second)}}); err != nil {
+		g.log.Error("audit expired upload sessions", "err", err)
 	}
 }
