@@ -409,19 +409,28 @@ func (s *Store) trusted(sess *Session) (end, size int64, err error) {
 	if (ok && w == size) || !sess.Synced {
 		return size, size, nil
 	}
-	p, _ := s.path(sess.ID, "synced")
+	d, err := s.durable(sess.ID)
+	if err != nil {
+		return 0, 0, err
+	}
+	return min(d, size), size, nil
+}
+
+// durable is session id's recorded durable length (0 when none yet).
+func (s *Store) durable(id string) (int64, error) {
+	p, _ := s.path(id, "synced")
 	b, err := os.ReadFile(p)
 	if errors.Is(err, os.ErrNotExist) {
-		return 0, size, nil
+		return 0, nil
 	}
 	if err != nil {
-		return 0, 0, fmt.Errorf("upload: %w", err)
+		return 0, fmt.Errorf("upload: %w", err)
 	}
 	d, err := strconv.ParseInt(strings.TrimSpace(string(b)), 10, 64)
 	if err != nil || d < 0 {
-		return 0, 0, fmt.Errorf("upload: session %s: unreadable durable length %q", sess.ID, b)
+		return 0, fmt.Errorf("upload: session %s: unreadable durable length %q", id, b)
 	}
-	return min(d, size), size, nil
+	return d, nil
 }
 
 // markDurable records n as session id's durable length, after its data
@@ -438,17 +447,6 @@ func (s *Store) markDurable(id string, n int64) error {
 		return fmt.Errorf("upload: %w", err)
 	}
 	return nil
-}
-
-// durable is session id's recorded durable length (0 when none).
-func (s *Store) durable(id string) int64 {
-	p, _ := s.path(id, "synced")
-	b, err := os.ReadFile(p)
-	if err != nil {
-		return 0
-	}
-	d, _ := strconv.ParseInt(strings.TrimSpace(string(b)), 10, 64)
-	return d
 }
 
 // Touched is when session id last changed: its last chunk, or its creation
@@ -528,6 +526,12 @@ func (s *Store) Append(id string, offset int64, r io.Reader, maxChunk int64) (in
 	if err != nil {
 		return 0, err
 	}
+	durable := end // unread when every chunk is synced
+	if sess.Synced {
+		if durable, err = s.durable(id); err != nil {
+			return end, err
+		}
+	}
 	if end != offset {
 		return end, fmt.Errorf("%w: %d received, chunk starts at %d", ErrOffset, end, offset)
 	}
@@ -546,7 +550,7 @@ func (s *Store) Append(id string, offset int64, r io.Reader, maxChunk int64) (in
 	room := min(maxChunk, limit-end)
 	n, cerr := io.Copy(f, io.LimitReader(r, room))
 	end += n
-	if s.SyncBytes <= 0 || !sess.Synced || cerr != nil || end == limit || end-s.durable(id) >= s.SyncBytes {
+	if s.SyncBytes <= 0 || !sess.Synced || cerr != nil || end == limit || end-durable >= s.SyncBytes {
 		serr := f.Sync()
 		if serr == nil && sess.Synced {
 			serr = s.markDurable(id, end)
