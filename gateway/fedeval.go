@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"strings"
@@ -36,8 +37,10 @@ func fedEvalLength(pl *plan.Plan, parties int) (int, error) {
 	return w.Length(n), nil
 }
 
-// fedEvalStart scores the model's weights on this gateway's rows.
-func (g *Gateway) fedEvalStart(j *store.Job, pl *plan.Plan, r *fedRound, req *wire.FedTrainRequest) error {
+// fedEvalStart scores the model's weights on this gateway's rows: the rows
+// of the dataset version the evaluation job was created on, in one
+// streamed pass (plan.EvalSums), never whole.
+func (g *Gateway) fedEvalStart(ctx context.Context, j *store.Job, pl *plan.Plan, r *fedRound, req *wire.FedTrainRequest) error {
 	var params map[string]plan.Tensor
 	if err := json.Unmarshal(req.Weights, &params); err != nil {
 		return p2p.Errorf(p2p.CodeBadRequest, "weights: %v", err)
@@ -57,11 +60,16 @@ func (g *Gateway) fedEvalStart(j *store.Job, pl *plan.Plan, r *fedRound, req *wi
 	if err := m.Validate(); err != nil {
 		return p2p.Errorf(p2p.CodeBadRequest, "model: %v", err)
 	}
-	_, table, err := g.tables.table(g.store, j.DatasetID)
+	v, err := g.store.OpenDatasetVersion(j.DatasetID, j.DatasetSHA256)
 	if err != nil {
 		return service.Wrap(err, "dataset "+j.DatasetID)
 	}
-	sums, err := plan.EvalSums(m, table)
+	defer func() { _ = v.Close() }()
+	g.datasetScans.Add(1)
+	sums, err := plan.EvalSums(ctx, m, v)
+	if ctx.Err() != nil {
+		return ctx.Err()
+	}
 	if err != nil {
 		// Its errors name columns and rules, never a value of the data.
 		return p2p.Errorf(p2p.CodeConflict, "scoring at this gateway: %v", err)

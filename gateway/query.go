@@ -168,7 +168,7 @@ func (g *Gateway) scanQuery(ctx context.Context, id string, req *wire.QueryReque
 	if err != nil {
 		return nil, fmt.Errorf("read dataset %s: %w", id, err)
 	}
-	g.tables.scans.Add(1)
+	g.datasetScans.Add(1)
 	return acc, nil
 }
 
@@ -284,3 +284,9 @@ func (a *queryAcc) answer(m mechanism) (*wire.QueryResponse, error) {
 	}
 	return resp, nil
 }
+
+// DatasetScans returns how many times this gateway has read a dataset
+// version whole as a streamed scan of its stored columns: DP queries, the
+// preprocessing fits of data-parallel jobs and federations (round 0) and
+// federated evaluations. No path loads a whole table into memory.
+func (g *Gateway) DatasetScans() int64 { return g.datasetScans.Load() }

@@ -1,9 +1,11 @@
 package plan
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"math"
+	"slices"
 
 	"github.com/fedgrid/fedgrid/dataset"
 )
@@ -11,24 +13,47 @@ import (
 // Federated (data-parallel) training helpers for the coordinating gateway.
 
 // Declare returns a copy of p whose standardize and min_max ops carry
-// statistics fitted on all of t, and those statistics as model preprocess
-// states. Shards trained apart then scale their inputs alike, and the
-// averaged model applies the same scaling.
-func Declare(p *Plan, t *dataset.Table) (*Plan, []PreprocessState, error) {
+// statistics fitted on every row of src, and those statistics as model
+// preprocess states. Shards trained apart then scale their inputs alike,
+// and the averaged model applies the same scaling. The statistics come
+// from one streamed pass (fitRows), in bounded memory whatever the rows,
+// and only when an op leaves them undeclared.
+func Declare(ctx context.Context, p *Plan, src dataset.Source) (*Plan, []PreprocessState, error) {
 	pr, err := compile(p)
 	if err != nil {
 		return nil, nil, err
 	}
-	x, err := rawInputs(p, t, pr.inputs)
-	if err != nil {
+	st := newColStats(pr.inputs)
+	if slices.ContainsFunc(p.Preprocess, Undeclared) {
+		if st, err = fitRows(ctx, p, pr, src); err != nil {
+			return nil, nil, err
+		}
+	} else if _, err := newInputReader(p, pr, src.Columns()); err != nil {
 		return nil, nil, err
 	}
-	rows := make([]int, t.NumRows())
-	for i := range rows {
-		rows[i] = i
-	}
-	states := fitPreprocess(p, x, pr.inputs, rows)
+	states := statesFromStats(p, pr.inputs, st)
 	return declareStates(p, states, pr.inputs), states, nil
+}
+
+// fitRows is the statistics of the raw inputs of every row of src (the
+// first pass of a streamed run, over all the rows): Welford's mean and sum
+// of squared deviations, minima and maxima, read a batch at a time. The
+// labels are read, not checked: a fit is not training.
+func fitRows(ctx context.Context, p *Plan, pr *program, src dataset.Source) (*colStats, error) {
+	rd, err := newInputReader(p, pr, src.Columns())
+	if err != nil {
+		return nil, err
+	}
+	st := newColStats(pr.inputs)
+	br := newBlockReader(p, pr, src, rd, scanBlockRows(src.NumRows()), false)
+	err = br.scan(ctx, func(x, _ []float64, _ int) error {
+		st.addRows(x)
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return st, nil
 }
 
 // declareStates returns a copy of p whose standardize and min_max ops
