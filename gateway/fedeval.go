@@ -60,25 +60,34 @@ func (g *Gateway) fedEvalStart(ctx context.Context, j *store.Job, pl *plan.Plan,
 	if err := m.Validate(); err != nil {
 		return p2p.Errorf(p2p.CodeBadRequest, "model: %v", err)
 	}
-	v, err := g.store.OpenDatasetVersion(j.DatasetID, j.DatasetSHA256)
+	sums, err := g.evalSums(ctx, j, m)
 	if err != nil {
-		return service.Wrap(err, "dataset "+j.DatasetID)
-	}
-	defer func() { _ = v.Close() }()
-	g.datasetScans.Add(1)
-	sums, err := plan.EvalSums(ctx, m, v)
-	if ctx.Err() != nil {
-		return ctx.Err()
-	}
-	if err != nil {
-		// Its errors name columns and rules, never a value of the data.
-		return p2p.Errorf(p2p.CodeConflict, "scoring at this gateway: %v", err)
+		return err
 	}
 	if err := g.fedKeepSums(r, sums, nil, req.Shares, "scoring at this gateway: %d sums are too large for secure aggregation"); err != nil {
 		return err
 	}
 	g.log.Info("federated evaluation scored", "federation", j.Federation, "job", j.ID)
 	return nil
+}
+
+// evalSums is plan.EvalSums over the job's dataset version, streamed.
+func (g *Gateway) evalSums(ctx context.Context, j *store.Job, m *plan.Model) ([]float64, error) {
+	v, err := g.store.OpenDatasetVersion(j.DatasetID, j.DatasetSHA256)
+	if err != nil {
+		return nil, service.Wrap(err, "dataset "+j.DatasetID)
+	}
+	defer func() { _ = v.Close() }()
+	g.datasetScans.Add(1)
+	sums, err := plan.EvalSums(ctx, m, v)
+	if ctx.Err() != nil {
+		return nil, ctx.Err()
+	}
+	if err != nil {
+		// Its errors name columns and rules, never a value of the data.
+		return nil, p2p.Errorf(p2p.CodeConflict, "scoring at this gateway: %v", err)
+	}
+	return sums, nil
 }
 
 // fedEvalDetail is what the officer reads of an evaluation.

@@ -57,21 +57,30 @@ func (g *Gateway) fedFitStart(ctx context.Context, j *store.Job, pl *plan.Plan, 
 	if spec.Empty() {
 		return p2p.Errorf(p2p.CodeBadRequest, "the federation's plan declares all its statistics: there is no round 0")
 	}
+	sums, lo, hi, err := g.localFit(ctx, j, pl, spec)
+	if err != nil {
+		return err
+	}
+	return g.fedKeepSums(r, sums, &wire.FedExtremes{Min: lo, Max: hi}, shares, "round 0 at this gateway: %d statistics are too large for secure aggregation; declare them in the plan")
+}
+
+// localFit is plan.LocalFit over the job's dataset version, streamed.
+func (g *Gateway) localFit(ctx context.Context, j *store.Job, pl *plan.Plan, spec plan.FitSpec) (sums, lo, hi []float64, err error) {
 	v, err := g.store.OpenDatasetVersion(j.DatasetID, j.DatasetSHA256)
 	if err != nil {
-		return service.Wrap(err, "dataset "+j.DatasetID)
+		return nil, nil, nil, service.Wrap(err, "dataset "+j.DatasetID)
 	}
 	defer func() { _ = v.Close() }()
 	g.datasetScans.Add(1)
-	sums, lo, hi, err := plan.LocalFit(ctx, pl, spec, v)
+	sums, lo, hi, err = plan.LocalFit(ctx, pl, spec, v)
 	if ctx.Err() != nil {
-		return ctx.Err()
+		return nil, nil, nil, ctx.Err()
 	}
 	if err != nil {
 		// The reason names no value of the data.
-		return p2p.Errorf(p2p.CodeConflict, "round 0 at this gateway: %v", err)
+		return nil, nil, nil, p2p.Errorf(p2p.CodeConflict, "round 0 at this gateway: %v", err)
 	}
-	return g.fedKeepSums(r, sums, &wire.FedExtremes{Min: lo, Max: hi}, shares, "round 0 at this gateway: %d statistics are too large for secure aggregation; declare them in the plan")
+	return sums, lo, hi, nil
 }
 
 // fedKeepSums keeps, for masking, sums computed at this gateway itself
