@@ -292,18 +292,26 @@ func columnFit(tb testing.TB, dir, dsID string) (mean, std []float64) {
 		tb.Fatal(err)
 	}
 	for _, c := range cols {
-		var s float64
-		for _, x := range c {
-			s += x
-		}
-		m := s / float64(len(c))
-		var ss float64
-		for _, x := range c {
-			ss += (x - m) * (x - m)
-		}
-		mean, std = append(mean, m), append(std, math.Sqrt(ss/float64(len(c))))
+		m, sd := TwoPassMeanStd(c)
+		mean, std = append(mean, m), append(std, sd)
 	}
 	return mean, std
+}
+
+// TwoPassMeanStd is the mean and the population standard deviation of v by
+// two passes over its values held in memory: the in-memory fit the
+// streamed ones are checked against (exported for the gateway_test tests).
+func TwoPassMeanStd(v []float64) (mean, std float64) {
+	var s float64
+	for _, x := range v {
+		s += x
+	}
+	mean = s / float64(len(v))
+	var ss float64
+	for _, x := range v {
+		ss += (x - mean) * (x - mean)
+	}
+	return mean, math.Sqrt(ss / float64(len(v)))
 }
 
 // A gateway prepares a data-parallel job, computes round 0 and scores an
@@ -385,14 +393,7 @@ func TestStreamedPrepMemory(t *testing.T) {
 //
 //	FEDGRID_BENCH_STREAM_ROWS=5000000 go test ./gateway -run '^$' -bench BenchmarkGatewayPrepare -benchtime 1x -timeout 60m
 func BenchmarkGatewayPrepare(b *testing.B) {
-	rows := 5_000_000
-	if env := os.Getenv("FEDGRID_BENCH_STREAM_ROWS"); env != "" {
-		n, err := strconv.Atoi(env)
-		if err != nil || n < 1000 {
-			b.Fatalf("FEDGRID_BENCH_STREAM_ROWS=%q: want a number of rows >= 1000", env)
-		}
-		rows = n
-	}
+	rows := benchStreamRows(b)
 	dir := b.TempDir()
 	t0 := time.Now()
 	dsID, userID := prepData(b, dir, rows)

@@ -14,6 +14,7 @@ import (
 
 	"github.com/fedgrid/fedgrid/client"
 	"github.com/fedgrid/fedgrid/dataset"
+	"github.com/fedgrid/fedgrid/gateway"
 	"github.com/fedgrid/fedgrid/gateway/store"
 	"github.com/fedgrid/fedgrid/plan"
 	"github.com/fedgrid/fedgrid/wire"
@@ -79,16 +80,8 @@ func inMemoryStandardize(t *testing.T, tab *dataset.Table) (mean, std []float64)
 		if err != nil {
 			t.Fatal(err)
 		}
-		var s float64
-		for _, x := range v {
-			s += x
-		}
-		m := s / float64(len(v))
-		var ss float64
-		for _, x := range v {
-			ss += (x - m) * (x - m)
-		}
-		mean, std = append(mean, m), append(std, math.Sqrt(ss/float64(len(v))))
+		m, sd := gateway.TwoPassMeanStd(v)
+		mean, std = append(mean, m), append(std, sd)
 	}
 	return mean, std
 }
