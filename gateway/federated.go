@@ -1,7 +1,6 @@
 package gateway
 
 import (
-	"bytes"
 	"context"
 	"encoding/csv"
 	"encoding/json"
@@ -228,7 +227,7 @@ func (g *Gateway) finishFederated(ctx context.Context, p *store.Job, avg map[str
 // shardCSV returns the rows of a shard job's shard as CSV, read from the
 // dataset version its parent job was created on: the shard's rows are
 // gathered from the stored columns (each record batch read once), no table
-// is loaded.
+// is loaded; at most wire.MaxShard bytes (fetchBuffer).
 func (g *Gateway) shardCSV(ctx context.Context, j *store.Job) ([]byte, error) {
 	parent, err := g.store.Job(j.ParentID)
 	if err != nil {
@@ -253,9 +252,9 @@ func (g *Gateway) shardCSV(ctx context.Context, j *store.Job) ([]byte, error) {
 			rows = append(rows, i)
 		}
 	}
-	var b bytes.Buffer
-	if err := writeRowsCSV(ctx, v, rows, &b); err != nil {
-		return nil, err
+	b := &fetchBuffer{}
+	if err := writeRowsCSV(ctx, v, rows, b); err != nil {
+		return nil, b.refusal(err)
 	}
 	return b.Bytes(), nil
 }
