@@ -112,7 +112,8 @@ func FitColumns(p *Plan, idx []int) []string {
 // streamed pass (fitRows): the values it adds to the secure sum
 // (spec.SumValues of them) and the minima and maxima of the spec.Extremes
 // columns. A column's sum is n*mean and its sum of squares m2 + n*mean^2,
-// from Welford's running mean and sum of squared deviations.
+// from Welford's running mean and sum of squared deviations. Extremes
+// alone come from the source's stored ones when it has them.
 func LocalFit(ctx context.Context, p *Plan, spec FitSpec, src dataset.Source) (sums, lo, hi []float64, err error) {
 	if src.NumRows() == 0 {
 		return nil, nil, nil, errors.New("the dataset has no rows")
@@ -124,9 +125,18 @@ func LocalFit(ctx context.Context, p *Plan, spec FitSpec, src dataset.Source) (s
 	if pr.inputs != spec.Width {
 		return nil, nil, nil, fmt.Errorf("internal: the plan has %d input columns, the fit %d", pr.inputs, spec.Width)
 	}
-	st, err := fitRows(ctx, p, pr, src)
-	if err != nil {
-		return nil, nil, nil, err
+	var st *colStats
+	if len(spec.Sums) == 0 { // extremes only: the stored ones when the source has them
+		rd, err := newInputReader(p, pr, src.Columns())
+		if err != nil {
+			return nil, nil, nil, err
+		}
+		st, _ = storedExtremes(pr, rd, src)
+	}
+	if st == nil {
+		if st, err = fitRows(ctx, p, pr, src); err != nil {
+			return nil, nil, nil, err
+		}
 	}
 	sums = make([]float64, spec.SumValues())
 	sums[0] = st.n

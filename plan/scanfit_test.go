@@ -266,3 +266,71 @@ func TestEvalSumsStreamedEqualsInMemory(t *testing.T) {
 		t.Fatalf("bad labels: %v", err)
 	}
 }
+
+// rangedTable is a table whose number columns' extremes are known without
+// a scan (as colstore.Version's stored statistics), and whose scans fail
+// when noScan is set.
+type rangedTable struct {
+	*dataset.Table
+	noScan bool
+}
+
+func (r rangedTable) ColumnRange(c int) (lo, hi float64, ok bool) {
+	col := r.Columns()[c]
+	v, err := r.Numeric(col.Name)
+	if err != nil || len(v) == 0 {
+		return 0, 0, false
+	}
+	return slices.Min(v), slices.Max(v), true
+}
+
+func (r rangedTable) Scan(ctx context.Context, from, to, batchRows int, fn func(*dataset.Batch) error) error {
+	if r.noScan {
+		return fmt.Errorf("scanned")
+	}
+	return r.Table.Scan(ctx, from, to, batchRows, fn)
+}
+
+// When only min_max statistics are left to fit, Declare and LocalFit take
+// the extremes from a source's stored ones and read no row, with the same
+// result as the in-memory fit; anything undeclared for standardize still
+// reads the rows (the variance of stored sums is not exact).
+func TestMinMaxFromStoredExtremes(t *testing.T) {
+	tab := offsetTable(t, 500)
+	p := offsetPlan(t)
+	// standardize declared (from a first fit), min_max left to fit.
+	q, _, err := Declare(context.Background(), p, tab)
+	if err != nil {
+		t.Fatal(err)
+	}
+	q.Preprocess[1].Min, q.Preprocess[1].Max = nil, nil
+	_, want, err := Declare(context.Background(), q, tab)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, got, err := Declare(context.Background(), q, rangedTable{tab, true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range want {
+		if !slices.Equal(got[i].Min, want[i].Min) || !slices.Equal(got[i].Max, want[i].Max) || !slices.Equal(got[i].Mean, want[i].Mean) || !slices.Equal(got[i].Std, want[i].Std) {
+			t.Fatalf("state %d from stored extremes %+v, scanned %+v", i, got[i], want[i])
+		}
+	}
+	spec, err := FitNeeds(q)
+	if err != nil || len(spec.Sums) != 0 || len(spec.Extremes) != 1 {
+		t.Fatalf("fit spec %+v %v", spec, err)
+	}
+	s1, lo1, hi1, err := LocalFit(context.Background(), q, spec, tab)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s2, lo2, hi2, err := LocalFit(context.Background(), q, spec, rangedTable{tab, true})
+	if err != nil || !slices.Equal(s1, s2) || !slices.Equal(lo1, lo2) || !slices.Equal(hi1, hi2) {
+		t.Fatalf("LocalFit from stored extremes %v %v %v (%v), scanned %v %v %v", s2, lo2, hi2, err, s1, lo1, hi1)
+	}
+	// standardize left to fit: the rows are read.
+	if _, _, err := Declare(context.Background(), p, rangedTable{tab, true}); err == nil || !strings.Contains(err.Error(), "scanned") {
+		t.Fatalf("standardize fitted without reading the rows: %v", err)
+	}
+}
