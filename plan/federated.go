@@ -31,11 +31,11 @@ func Declare(ctx context.Context, p *Plan, src dataset.Source) (*Plan, []Preproc
 	st := newColStats(pr.inputs)
 	switch {
 	case slices.ContainsFunc(p.Preprocess, func(pp PreprocessOp) bool { return pp.Op == "standardize" && Undeclared(pp) }):
-		st, err = fitRows(ctx, p, pr, src)
+		st, err = fitRows(ctx, p, pr, rd, src)
 	case slices.ContainsFunc(p.Preprocess, Undeclared): // min_max only: extremes
 		var ok bool
 		if st, ok = storedExtremes(pr, rd, src); !ok {
-			st, err = fitRows(ctx, p, pr, src)
+			st, err = fitRows(ctx, p, pr, rd, src)
 		}
 	}
 	if err != nil {
@@ -82,14 +82,10 @@ func storedExtremes(pr *program, rd *inputReader, src dataset.Source) (*colStats
 // first pass of a streamed run, over all the rows): Welford's mean and sum
 // of squared deviations, minima and maxima, read a batch at a time. The
 // labels are read, not checked: a fit is not training.
-func fitRows(ctx context.Context, p *Plan, pr *program, src dataset.Source) (*colStats, error) {
-	rd, err := newInputReader(p, pr, src.Columns())
-	if err != nil {
-		return nil, err
-	}
+func fitRows(ctx context.Context, p *Plan, pr *program, rd *inputReader, src dataset.Source) (*colStats, error) {
 	st := newColStats(pr.inputs)
 	br := newBlockReader(p, pr, src, rd, scanBlockRows(src.NumRows()), false)
-	err = br.scan(ctx, func(x, _ []float64, _ int) error {
+	err := br.scan(ctx, func(x, _ []float64, _ int) error {
 		st.addRows(x)
 		return nil
 	})

@@ -125,16 +125,16 @@ func LocalFit(ctx context.Context, p *Plan, spec FitSpec, src dataset.Source) (s
 	if pr.inputs != spec.Width {
 		return nil, nil, nil, fmt.Errorf("internal: the plan has %d input columns, the fit %d", pr.inputs, spec.Width)
 	}
+	rd, err := newInputReader(p, pr, src.Columns())
+	if err != nil {
+		return nil, nil, nil, err
+	}
 	var st *colStats
 	if len(spec.Sums) == 0 { // extremes only: the stored ones when the source has them
-		rd, err := newInputReader(p, pr, src.Columns())
-		if err != nil {
-			return nil, nil, nil, err
-		}
 		st, _ = storedExtremes(pr, rd, src)
 	}
 	if st == nil {
-		if st, err = fitRows(ctx, p, pr, src); err != nil {
+		if st, err = fitRows(ctx, p, pr, rd, src); err != nil {
 			return nil, nil, nil, err
 		}
 	}
