@@ -17,7 +17,6 @@ import (
 	"github.com/fedgrid/fedgrid/gateway"
 	"github.com/fedgrid/fedgrid/gateway/store"
 	"github.com/fedgrid/fedgrid/plan"
-	"github.com/fedgrid/fedgrid/wire"
 )
 
 // prepFeatures are the columns of prepTable.
@@ -129,22 +128,7 @@ func TestStreamedPrepMatchesInMemoryFit(t *testing.T) {
 		}
 		scans := e.gw.DatasetScans()
 		_, pj := prepPlan(t, 2, 2)
-		gwID := e.gw.Peer().ID()
-		j, err := e.clients[0].Submit(ctx, gwID, ds.ID, pj)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if j, err = e.clients[0].Wait(ctx, gwID, j.ID, nil); err != nil || j.State != wire.StateSucceeded {
-			t.Fatalf("job: %+v %v", j, err)
-		}
-		b, err := e.clients[0].Model(ctx, gwID, j.ID)
-		if err != nil {
-			t.Fatal(err)
-		}
-		m, err := plan.ParseModel(b)
-		if err != nil {
-			t.Fatal(err)
-		}
+		m, j := e.trainModel(t, ctx, ds.ID, pj)
 		sameFit(t, "the data-parallel model", m.Preprocess[0], mean, std, 1e-9)
 		// Both rounds' shards trained with the plan fitted once.
 		var plans [][]byte
