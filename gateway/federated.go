@@ -83,8 +83,7 @@ func (g *Gateway) fedPlans(ctx context.Context, p *store.Job) (user, shard *plan
 	} else if !errors.Is(err, store.ErrNotFound) {
 		return nil, nil, nil, 0, err
 	}
-	g.datasetScans.Add(1)
-	shard, states, err = plan.Declare(ctx, user, v)
+	shard, states, err = plan.Declare(ctx, user, g.scanned(v))
 	if err != nil {
 		return nil, nil, nil, 0, err
 	}

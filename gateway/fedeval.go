@@ -78,8 +78,7 @@ func (g *Gateway) evalSums(ctx context.Context, j *store.Job, m *plan.Model) ([]
 		return nil, service.Wrap(err, "dataset "+j.DatasetID)
 	}
 	defer func() { _ = v.Close() }()
-	g.datasetScans.Add(1)
-	sums, err := plan.EvalSums(ctx, m, v)
+	sums, err := plan.EvalSums(ctx, m, g.scanned(v))
 	if ctx.Err() != nil {
 		return nil, ctx.Err()
 	}

@@ -71,8 +71,7 @@ func (g *Gateway) localFit(ctx context.Context, j *store.Job, pl *plan.Plan, spe
 		return nil, nil, nil, service.Wrap(err, "dataset "+j.DatasetID)
 	}
 	defer func() { _ = v.Close() }()
-	g.datasetScans.Add(1)
-	sums, lo, hi, err = plan.LocalFit(ctx, pl, spec, v)
+	sums, lo, hi, err = plan.LocalFit(ctx, pl, spec, g.scanned(v))
 	if ctx.Err() != nil {
 		return nil, nil, nil, ctx.Err()
 	}

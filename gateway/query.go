@@ -7,10 +7,12 @@ import (
 	"math"
 	"slices"
 	"strings"
+	"sync/atomic"
 
 	"github.com/google/differential-privacy/go/v3/noise"
 
 	"github.com/fedgrid/fedgrid/dataset"
+	"github.com/fedgrid/fedgrid/dataset/colstore"
 	"github.com/fedgrid/fedgrid/gateway/service"
 	"github.com/fedgrid/fedgrid/gateway/store"
 	"github.com/fedgrid/fedgrid/p2p"
@@ -285,8 +287,28 @@ func (a *queryAcc) answer(m mechanism) (*wire.QueryResponse, error) {
 	return resp, nil
 }
 
-// DatasetScans returns how many times this gateway has read a dataset
-// version whole as a streamed scan of its stored columns: DP queries, the
-// preprocessing fits of data-parallel jobs and federations (round 0) and
-// federated evaluations. No path loads a whole table into memory.
+// DatasetScans returns how many passes over a whole dataset version this
+// gateway has made, each a streamed scan of its stored columns: DP
+// queries, the preprocessing fits of data-parallel jobs, federations'
+// round 0 and federated evaluations (a fit that needs no row, as of a plan
+// that declares its statistics, makes none). No path loads a whole table
+// into memory.
 func (g *Gateway) DatasetScans() int64 { return g.datasetScans.Load() }
+
+// countedVersion is a dataset version whose scans count in DatasetScans
+// (the plan's passes over every row call Scan once); its other methods,
+// such as the stored extremes, are the version's.
+type countedVersion struct {
+	*colstore.Version
+	scans *atomic.Int64
+}
+
+func (c countedVersion) Scan(ctx context.Context, from, to, batchRows int, fn func(*dataset.Batch) error) error {
+	c.scans.Add(1)
+	return c.Version.Scan(ctx, from, to, batchRows, fn)
+}
+
+// scanned is v with its scans counted.
+func (g *Gateway) scanned(v *colstore.Version) countedVersion {
+	return countedVersion{Version: v, scans: &g.datasetScans}
+}

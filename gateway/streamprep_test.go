@@ -164,8 +164,23 @@ func TestStreamedPrepMatchesInMemoryFit(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
+		scans := func() []int64 {
+			var n []int64
+			for _, gw := range f.gws {
+				n = append(n, gw.DatasetScans())
+			}
+			return n
+		}
+		before := scans()
 		if s, err = f.cl.Federate(ctx, s, client.FedRunOptions{Poll: 50 * time.Millisecond}); err != nil {
 			t.Fatal(err)
+		}
+		// One pass over each gateway's rows: round 0's (training rounds
+		// declare every statistic, so their plans read no row).
+		for i, n := range scans() {
+			if n-before[i] != 1 {
+				t.Fatalf("gateway %d read its dataset %d times in the federation, want once", i, n-before[i])
+			}
 		}
 		if s.State != client.FedSucceeded || s.Fit == nil || s.Fit.Rows != float64(tab.NumRows()) {
 			t.Fatalf("federation %s (%s): round 0 %+v", s.State, s.Error, s.Fit)
@@ -179,6 +194,11 @@ func TestStreamedPrepMatchesInMemoryFit(t *testing.T) {
 		res, err := f.cl.FedEvaluate(ctx, client.EvalOptions{Model: m, Participants: o.Participants}, client.FedRunOptions{Poll: 50 * time.Millisecond})
 		if err != nil {
 			t.Fatal(err)
+		}
+		for i, n := range scans() {
+			if n-before[i] != 2 {
+				t.Fatalf("gateway %d: %d passes over its dataset after the evaluation, want 2", i, n-before[i])
+			}
 		}
 		want, err := plan.Evaluate(m, tab)
 		if err != nil {
