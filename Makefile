@@ -60,7 +60,7 @@ ui-check: ui ## rebuild ui/dist and fail if it differs from the committed build
 	@git diff --exit-code --stat -- ui/dist || { echo "ui/dist differs from ui/src: run make ui and commit ui/dist"; exit 1; }
 	@out=$$(git status --porcelain --untracked-files=all -- ui/dist); if [ -n "$$out" ]; then echo "ui/dist has uncommitted files: $$out"; exit 1; fi
 
-bench: build ## training speed vs PyTorch, job dispatch, search, budget spends, federated rounds, 1 GB upload, streamed training on 1 GB (see BENCHMARKS.md)
+bench: build ## training speed vs PyTorch, job dispatch, search, budget spends, federated rounds, 1 GB upload, streamed training on 1 GB, gateway RSS preparing a job on 1 GB (see BENCHMARKS.md)
 	./bench/run.sh
 	$(GO) test -run XXX -bench Dispatch -benchtime 300x -timeout 30m ./gateway/
 	$(GO) test -run XXX -bench NodeIdleRSS -benchtime 1x -timeout 10m ./gateway/
@@ -71,6 +71,7 @@ bench: build ## training speed vs PyTorch, job dispatch, search, budget spends, 
 	$(GO) test -run XXX -bench FederatedRound -benchtime 1x -timeout 60m ./gateway/
 	FEDGRID_BIN=$(CURDIR)/$(BIN) $(GO) test -run XXX -bench ResumableUpload -benchtime 1x -timeout 40m ./e2e/
 	$(GO) test -run XXX -bench StreamTraining -benchtime 1x -timeout 40m ./gateway/
+	$(GO) test -run XXX -bench GatewayPrepare -benchtime 1x -timeout 40m ./gateway/
 	@$(MAKE) --no-print-directory bench-ingest
 
 bench-ingest: ## ingest a generated 1 GB CSV (5M x 20) from a file: MB/s vs a raw read, peak RSS (BENCHMARKS.md)

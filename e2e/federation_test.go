@@ -123,7 +123,7 @@ func (f *fedSetup) writePlans(t *testing.T, name string, local, rounds int) (fed
 	}
 	p.Train.ValidationFraction = 0
 	p.Optimizer = &plan.Optimizer{Name: "adam", LearningRate: 0.01}
-	p, _, err = plan.Declare(p, f.train)
+	p, _, err = plan.Declare(context.Background(), p, f.train)
 	if err != nil {
 		t.Fatal(err)
 	}

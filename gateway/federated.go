@@ -1,7 +1,6 @@
 package gateway
 
 import (
-	"bytes"
 	"context"
 	"encoding/csv"
 	"encoding/json"
@@ -41,7 +40,7 @@ func (g *Gateway) coordLoop(ctx context.Context) {
 			if !j.Coordinated() || j.Federation != "" {
 				continue // a federation's rounds are driven by its coordinator (fedpart.go)
 			}
-			if err := g.advance(j); err != nil {
+			if err := g.advance(ctx, j); err != nil {
 				g.log.Error("coordinate data-parallel job", "job", j.ID, "err", err)
 			}
 		}
@@ -55,30 +54,49 @@ func (g *Gateway) coordLoop(ctx context.Context) {
 }
 
 // fedPlans parses a coordinated job's plan and derives the per-shard plan:
-// preprocessing statistics fitted on the whole dataset, declared so that every
-// shard scales alike; workers and rounds removed.
-func (g *Gateway) fedPlans(p *store.Job) (user, shard *plan.Plan, states []plan.PreprocessState, table *dataset.Table, err error) {
+// preprocessing statistics fitted on every row of the dataset version the
+// job was created on, declared so that every shard scales alike; workers
+// and rounds removed. The fit is one streamed pass over the version
+// (plan.Declare: a record batch at a time, never the whole table), made
+// when round 1 starts; later rounds and the final model take the statistics
+// from round 1's shard plan in the store, so they read no row. rows is the
+// version's row count (its metadata).
+func (g *Gateway) fedPlans(ctx context.Context, p *store.Job) (user, shard *plan.Plan, states []plan.PreprocessState, rows int, err error) {
 	user, err = plan.Parse(p.Plan)
 	if err != nil {
-		return nil, nil, nil, nil, err
+		return nil, nil, nil, 0, err
 	}
-	if _, table, err = g.tables.table(g.store, p.DatasetID); err != nil {
-		return nil, nil, nil, nil, err
-	}
-	shard, states, err = plan.Declare(user, table)
+	v, err := g.store.OpenDatasetVersion(p.DatasetID, p.DatasetSHA256)
 	if err != nil {
-		return nil, nil, nil, nil, err
+		return nil, nil, nil, 0, err
+	}
+	defer func() { _ = v.Close() }()
+	rows = v.NumRows()
+	if first, err := g.store.Job(store.ShardJobID(p.ID, 1, 0)); err == nil {
+		if shard, err = plan.Parse(first.Plan); err != nil {
+			return nil, nil, nil, 0, fmt.Errorf("round 1's shard plan: %w", err)
+		}
+		if states, err = plan.DeclaredStates(shard); err != nil {
+			return nil, nil, nil, 0, fmt.Errorf("round 1's shard plan: %w", err)
+		}
+		return user, shard, states, rows, nil
+	} else if !errors.Is(err, store.ErrNotFound) {
+		return nil, nil, nil, 0, err
+	}
+	shard, states, err = plan.Declare(ctx, user, g.scanned(v))
+	if err != nil {
+		return nil, nil, nil, 0, err
 	}
 	shard.Train.Workers, shard.Train.Rounds = 0, 0
-	return user, shard, states, table, nil
+	return user, shard, states, rows, nil
 }
 
 // advance moves a coordinated job on: start round 1, wait for the current
 // round, average a finished round and start the next, or finish.
-func (g *Gateway) advance(p *store.Job) error {
+func (g *Gateway) advance(ctx context.Context, p *store.Job) error {
 	round := p.Progress.Epoch
 	if round == 0 {
-		return g.startRound(p, 1, nil)
+		return g.startRound(ctx, p, 1, nil)
 	}
 	models, done, failed, err := g.roundModels(p, round)
 	if err != nil {
@@ -99,13 +117,16 @@ func (g *Gateway) advance(p *store.Job) error {
 		if err := g.store.SetProgress(p.ID, wire.Progress{Epoch: round, Epochs: p.Rounds, Loss: loss}); err != nil {
 			return err
 		}
-		return g.startRound(p, round+1, avg)
+		return g.startRound(ctx, p, round+1, avg)
 	}
-	return g.finishFederated(p, avg, models, loss)
+	return g.finishFederated(ctx, p, avg, models, loss)
 }
 
-func (g *Gateway) startRound(p *store.Job, round int, init map[string]plan.Tensor) error {
-	_, shardPlan, _, table, err := g.fedPlans(p)
+func (g *Gateway) startRound(ctx context.Context, p *store.Job, round int, init map[string]plan.Tensor) error {
+	_, shardPlan, _, rows, err := g.fedPlans(ctx, p)
+	if ctx.Err() != nil {
+		return ctx.Err() // stopping: the job stays as it is
+	}
 	if err != nil {
 		return g.store.FinishCoordinated(p.ID, nil, nil, "cannot prepare the shards: "+err.Error())
 	}
@@ -124,8 +145,8 @@ func (g *Gateway) startRound(p *store.Job, round int, init map[string]plan.Tenso
 			return err
 		}
 	}
-	if p.Shards > table.NumRows() {
-		return g.store.FinishCoordinated(p.ID, nil, nil, fmt.Sprintf("train.workers is %d but the dataset has only %d rows", p.Shards, table.NumRows()))
+	if p.Shards > rows {
+		return g.store.FinishCoordinated(p.ID, nil, nil, fmt.Sprintf("train.workers is %d but the dataset has only %d rows", p.Shards, rows))
 	}
 	for s := 0; s < p.Shards; s++ {
 		c := &store.Job{
@@ -148,8 +169,11 @@ func (g *Gateway) startRound(p *store.Job, round int, init map[string]plan.Tenso
 }
 
 // finishFederated stores the averaged model, signed, as the job's result.
-func (g *Gateway) finishFederated(p *store.Job, avg map[string]plan.Tensor, shards []*plan.Model, loss float64) error {
-	user, _, states, _, err := g.fedPlans(p)
+func (g *Gateway) finishFederated(ctx context.Context, p *store.Job, avg map[string]plan.Tensor, shards []*plan.Model, loss float64) error {
+	user, _, states, _, err := g.fedPlans(ctx, p)
+	if ctx.Err() != nil {
+		return ctx.Err()
+	}
 	if err != nil {
 		return g.store.FinishCoordinated(p.ID, nil, nil, err.Error())
 	}
@@ -202,7 +226,7 @@ func (g *Gateway) finishFederated(p *store.Job, avg map[string]plan.Tensor, shar
 // shardCSV returns the rows of a shard job's shard as CSV, read from the
 // dataset version its parent job was created on: the shard's rows are
 // gathered from the stored columns (each record batch read once), no table
-// is loaded.
+// is loaded; at most wire.MaxShard bytes (fetchBuffer).
 func (g *Gateway) shardCSV(ctx context.Context, j *store.Job) ([]byte, error) {
 	parent, err := g.store.Job(j.ParentID)
 	if err != nil {
@@ -227,9 +251,9 @@ func (g *Gateway) shardCSV(ctx context.Context, j *store.Job) ([]byte, error) {
 			rows = append(rows, i)
 		}
 	}
-	var b bytes.Buffer
-	if err := writeRowsCSV(ctx, v, rows, &b); err != nil {
-		return nil, err
+	b := &fetchBuffer{}
+	if err := writeRowsCSV(ctx, v, rows, b); err != nil {
+		return nil, b.refusal(err)
 	}
 	return b.Bytes(), nil
 }

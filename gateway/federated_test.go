@@ -61,28 +61,8 @@ func TestFedAvgMatchesSingleNode(t *testing.T) {
 		if err := e.gw.Store().PutDataset(ds, buf.Bytes()); err != nil {
 			t.Fatal(err)
 		}
-		run := func(planJSON []byte) (*plan.Model, *wire.JobInfo) {
-			t.Helper()
-			j, err := e.clients[0].Submit(ctx, gwID, ds.ID, planJSON)
-			if err != nil {
-				t.Fatal(err)
-			}
-			j, err = e.clients[0].Wait(ctx, gwID, j.ID, nil)
-			if err != nil || j.State != wire.StateSucceeded {
-				t.Fatalf("job: %+v %v", j, err)
-			}
-			b, err := e.clients[0].Model(ctx, gwID, j.ID)
-			if err != nil {
-				t.Fatal(err)
-			}
-			m, err := plan.ParseModel(b)
-			if err != nil {
-				t.Fatal(err)
-			}
-			return m, j
-		}
-		single, _ := run(singleJSON)
-		fed, info := run(fedJSON)
+		single, _ := e.trainModel(t, ctx, ds.ID, singleJSON)
+		fed, info := e.trainModel(t, ctx, ds.ID, fedJSON)
 		// Every round ran as 3 shard jobs on the nodes.
 		for r := 1; r <= 5; r++ {
 			for s := 0; s < 3; s++ {
@@ -168,4 +148,28 @@ func TestFedAvgShardReassigned(t *testing.T) {
 	if s0, _ := e.gw.Store().Job(shard0); s0.Attempt != 2 || s0.State != wire.StateSucceeded {
 		t.Fatalf("shard 0 should have succeeded on its second attempt: %+v", s0)
 	}
+}
+
+// trainModel submits planJSON on dataset dsID as the first scientist,
+// waits for the job to succeed and returns its model.
+func (e *env) trainModel(t *testing.T, ctx context.Context, dsID string, planJSON []byte) (*plan.Model, *wire.JobInfo) {
+	t.Helper()
+	gwID := e.gw.Peer().ID()
+	j, err := e.clients[0].Submit(ctx, gwID, dsID, planJSON)
+	if err != nil {
+		t.Fatal(err)
+	}
+	j, err = e.clients[0].Wait(ctx, gwID, j.ID, nil)
+	if err != nil || j.State != wire.StateSucceeded {
+		t.Fatalf("job: %+v %v", j, err)
+	}
+	b, err := e.clients[0].Model(ctx, gwID, j.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := plan.ParseModel(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m, j
 }

@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"strings"
@@ -36,8 +37,10 @@ func fedEvalLength(pl *plan.Plan, parties int) (int, error) {
 	return w.Length(n), nil
 }
 
-// fedEvalStart scores the model's weights on this gateway's rows.
-func (g *Gateway) fedEvalStart(j *store.Job, pl *plan.Plan, r *fedRound, req *wire.FedTrainRequest) error {
+// fedEvalStart scores the model's weights on this gateway's rows: the rows
+// of the dataset version the evaluation job was created on, in one
+// streamed pass (plan.EvalSums), never whole.
+func (g *Gateway) fedEvalStart(ctx context.Context, j *store.Job, pl *plan.Plan, r *fedRound, req *wire.FedTrainRequest) error {
 	var params map[string]plan.Tensor
 	if err := json.Unmarshal(req.Weights, &params); err != nil {
 		return p2p.Errorf(p2p.CodeBadRequest, "weights: %v", err)
@@ -57,20 +60,33 @@ func (g *Gateway) fedEvalStart(j *store.Job, pl *plan.Plan, r *fedRound, req *wi
 	if err := m.Validate(); err != nil {
 		return p2p.Errorf(p2p.CodeBadRequest, "model: %v", err)
 	}
-	_, table, err := g.tables.table(g.store, j.DatasetID)
+	sums, err := g.evalSums(ctx, j, m)
 	if err != nil {
-		return service.Wrap(err, "dataset "+j.DatasetID)
-	}
-	sums, err := plan.EvalSums(m, table)
-	if err != nil {
-		// Its errors name columns and rules, never a value of the data.
-		return p2p.Errorf(p2p.CodeConflict, "scoring at this gateway: %v", err)
+		return err
 	}
 	if err := g.fedKeepSums(r, sums, nil, req.Shares, "scoring at this gateway: %d sums are too large for secure aggregation"); err != nil {
 		return err
 	}
 	g.log.Info("federated evaluation scored", "federation", j.Federation, "job", j.ID)
 	return nil
+}
+
+// evalSums is plan.EvalSums over the job's dataset version, streamed.
+func (g *Gateway) evalSums(ctx context.Context, j *store.Job, m *plan.Model) ([]float64, error) {
+	v, err := g.store.OpenDatasetVersion(j.DatasetID, j.DatasetSHA256)
+	if err != nil {
+		return nil, service.Wrap(err, "dataset "+j.DatasetID)
+	}
+	defer func() { _ = v.Close() }()
+	sums, err := plan.EvalSums(ctx, m, g.scanned(v))
+	if ctx.Err() != nil {
+		return nil, ctx.Err()
+	}
+	if err != nil {
+		// Its errors name columns and rules, never a value of the data.
+		return nil, p2p.Errorf(p2p.CodeConflict, "scoring at this gateway: %v", err)
+	}
+	return sums, nil
 }
 
 // fedEvalDetail is what the officer reads of an evaluation.

@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -45,8 +46,10 @@ func fedFitLength(spec plan.FitSpec, parties int) (int, error) {
 	return w.Length(spec.SumValues()), nil
 }
 
-// fedFitStart computes this gateway's part of round 0 on its rows.
-func (g *Gateway) fedFitStart(j *store.Job, pl *plan.Plan, r *fedRound, shares []wire.FedShare) error {
+// fedFitStart computes this gateway's part of round 0 on its rows: the
+// rows of the dataset version the federation job was created on, read in
+// one streamed pass (plan.LocalFit), never whole.
+func (g *Gateway) fedFitStart(ctx context.Context, j *store.Job, pl *plan.Plan, r *fedRound, shares []wire.FedShare) error {
 	spec, err := fedFitSpec(pl)
 	if err != nil {
 		return err
@@ -54,16 +57,29 @@ func (g *Gateway) fedFitStart(j *store.Job, pl *plan.Plan, r *fedRound, shares [
 	if spec.Empty() {
 		return p2p.Errorf(p2p.CodeBadRequest, "the federation's plan declares all its statistics: there is no round 0")
 	}
-	_, table, err := g.tables.table(g.store, j.DatasetID)
+	sums, lo, hi, err := g.localFit(ctx, j, pl, spec)
 	if err != nil {
-		return service.Wrap(err, "dataset "+j.DatasetID)
-	}
-	sums, lo, hi, err := plan.LocalFit(pl, spec, table)
-	if err != nil {
-		// The reason names no value of the data.
-		return p2p.Errorf(p2p.CodeConflict, "round 0 at this gateway: %v", err)
+		return err
 	}
 	return g.fedKeepSums(r, sums, &wire.FedExtremes{Min: lo, Max: hi}, shares, "round 0 at this gateway: %d statistics are too large for secure aggregation; declare them in the plan")
+}
+
+// localFit is plan.LocalFit over the job's dataset version, streamed.
+func (g *Gateway) localFit(ctx context.Context, j *store.Job, pl *plan.Plan, spec plan.FitSpec) (sums, lo, hi []float64, err error) {
+	v, err := g.store.OpenDatasetVersion(j.DatasetID, j.DatasetSHA256)
+	if err != nil {
+		return nil, nil, nil, service.Wrap(err, "dataset "+j.DatasetID)
+	}
+	defer func() { _ = v.Close() }()
+	sums, lo, hi, err = plan.LocalFit(ctx, pl, spec, g.scanned(v))
+	if ctx.Err() != nil {
+		return nil, nil, nil, ctx.Err()
+	}
+	if err != nil {
+		// The reason names no value of the data.
+		return nil, nil, nil, p2p.Errorf(p2p.CodeConflict, "round 0 at this gateway: %v", err)
+	}
+	return sums, lo, hi, nil
 }
 
 // fedKeepSums keeps, for masking, sums computed at this gateway itself

@@ -71,7 +71,7 @@ func TestFederationFitsStandardize(t *testing.T) {
 	const rounds, local = 4, 5
 	raw, rawJSON := rawPlan(t, "logreg_pima.json", local, adam, nil)
 	_, declaredJSON := fedPlan(t, "logreg_pima.json", train, local, adam)
-	_, pooled, err := plan.Declare(raw, train)
+	_, pooled, err := plan.Declare(context.Background(), raw, train)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -160,7 +160,7 @@ func TestFederationFitsMinMaxAfterApproval(t *testing.T) {
 	f := startFederationWith(t, ctx, parts, store.VisibilityPrivate)
 	ops := []plan.PreprocessOp{{Op: "min_max", Columns: []string{"glucose", "mass"}}, {Op: "standardize"}}
 	raw, rawJSON := rawPlan(t, "logreg_pima.json", 1, adam, ops)
-	_, pooled, err := plan.Declare(raw, train)
+	_, pooled, err := plan.Declare(context.Background(), raw, train)
 	if err != nil {
 		t.Fatal(err)
 	}

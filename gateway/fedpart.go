@@ -498,7 +498,7 @@ func (g *Gateway) handleFedShare(_ context.Context, c caller, req *wire.FedShare
 	return out, nil
 }
 
-func (g *Gateway) handleFedTrain(_ context.Context, c caller, req *wire.FedTrainRequest) (*wire.Ack, error) {
+func (g *Gateway) handleFedTrain(ctx context.Context, c caller, req *wire.FedTrainRequest) (*wire.Ack, error) {
 	j, cfg, pl, err := g.fedJob(c, req.Federation)
 	if err != nil {
 		return nil, err
@@ -513,13 +513,13 @@ func (g *Gateway) handleFedTrain(_ context.Context, c caller, req *wire.FedTrain
 		return nil, err
 	}
 	if cfg.Eval {
-		if err := g.fedEvalStart(j, pl, r, req); err != nil {
+		if err := g.fedEvalStart(ctx, j, pl, r, req); err != nil {
 			return nil, err
 		}
 		return &wire.Ack{OK: true}, nil
 	}
 	if req.Round == wire.FitRound {
-		if err := g.fedFitStart(j, pl, r, req.Shares); err != nil {
+		if err := g.fedFitStart(ctx, j, pl, r, req.Shares); err != nil {
 			return nil, err
 		}
 		return &wire.Ack{OK: true}, nil
@@ -540,7 +540,7 @@ func (g *Gateway) handleFedTrain(_ context.Context, c caller, req *wire.FedTrain
 		}
 	}
 	g.fed.mu.Unlock()
-	if err := g.startRound(j, req.Round, global); err != nil {
+	if err := g.startRound(ctx, j, req.Round, global); err != nil {
 		return nil, err
 	}
 	return &wire.Ack{OK: true}, nil

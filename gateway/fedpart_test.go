@@ -155,7 +155,7 @@ func fedPlan(t *testing.T, name string, train *dataset.Table, epochs int, opt pl
 	p.Train.ValidationFraction = 0
 	p.Train.Epochs = epochs
 	p.Optimizer = &opt
-	q, _, err := plan.Declare(p, train)
+	q, _, err := plan.Declare(context.Background(), p, train)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -95,9 +95,6 @@ type Config struct {
 	// this long expires: its jobs are cancelled, its epsilon reservation
 	// refunded, or charged if a masked update already left; default 24 h.
 	FederationTimeout time.Duration
-	// TableCacheBytes bounds the parsed datasets kept in memory for DP
-	// queries and shard fetches (default 256 MiB).
-	TableCacheBytes int64
 	// WitnessInterval is how often the audit chain's head is published, as
 	// a signed checkpoint, to the bootstrap (network) peers; default 30 s.
 	WitnessInterval time.Duration
@@ -152,7 +149,6 @@ func DefaultConfig() Config {
 		MaxWorkers:        8,
 		MaxRounds:         100,
 		FederationTimeout: 24 * time.Hour,
-		TableCacheBytes:   256 << 20,
 		WitnessInterval:   30 * time.Second,
 		MaxConns:          4096,
 		MaxUploadSize:     1 << 40,
@@ -190,7 +186,6 @@ func (c *Config) defaults() {
 	setZero(&c.MaxWorkers, d.MaxWorkers)
 	setZero(&c.MaxRounds, d.MaxRounds)
 	setZero(&c.FederationTimeout, d.FederationTimeout)
-	setZero(&c.TableCacheBytes, d.TableCacheBytes)
 	setZero(&c.WitnessInterval, d.WitnessInterval)
 	setZero(&c.MaxConns, d.MaxConns)
 	setZero(&c.MaxUploadSize, d.MaxUploadSize)
@@ -232,7 +227,6 @@ func (c Config) Validate() error {
 	ck.Require(c.MaxAttempts >= 1, "MaxAttempts", "must be at least 1, got %d", c.MaxAttempts)
 	ck.Require(c.MaxWorkers >= 1 && c.MaxWorkers <= plan.MaxWorkers, "MaxWorkers", "must be 1 to %d, got %d", plan.MaxWorkers, c.MaxWorkers)
 	ck.Require(c.MaxRounds >= 1 && c.MaxRounds <= plan.MaxRounds, "MaxRounds", "must be 1 to %d, got %d", plan.MaxRounds, c.MaxRounds)
-	ck.Require(c.TableCacheBytes > 0, "TableCacheBytes", "must be positive, got %d", c.TableCacheBytes)
 	ck.Require(c.WitnessInterval > 0, "WitnessInterval", "must be positive, got %s", c.WitnessInterval)
 	ck.Require(c.MaxUploadSize > 0, "MaxUploadSize", "must be positive, got %d", c.MaxUploadSize)
 	if _, err := sources.AllowedDirs(c.SourceDirs); err != nil {
@@ -252,8 +246,9 @@ type Gateway struct {
 	topic *pubsub.Topic
 	// setupToken is POST /api/v1/setup's one-time token (see SetupToken).
 	setupToken string
-	// tables caches parsed datasets (DP queries, shards, rounds).
-	tables *tableCache
+	// datasetScans counts the streamed reads of a whole dataset version
+	// (DatasetScans).
+	datasetScans atomic.Int64
 	// uploads keeps the resumable upload sessions (DataDir/uploads).
 	uploads *upload.Store
 	// sources snapshots PostgreSQL sources, on demand and on schedule.
@@ -301,8 +296,7 @@ func Start(ctx context.Context, cfg Config) (_ *Gateway, err error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	g := &Gateway{cfg: cfg, log: cfg.Logger, kick: make(chan struct{}, 1), offerSlots: make(chan struct{}, maxOffersInFlight), provideCh: make(chan struct{}, 1), coordKick: make(chan struct{}, 1),
-		tables: newTableCache(cfg.TableCacheBytes)}
+	g := &Gateway{cfg: cfg, log: cfg.Logger, kick: make(chan struct{}, 1), offerSlots: make(chan struct{}, maxOffersInFlight), provideCh: make(chan struct{}, 1), coordKick: make(chan struct{}, 1)}
 	defer func() {
 		if err != nil {
 			_ = g.Close()

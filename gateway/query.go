@@ -7,10 +7,12 @@ import (
 	"math"
 	"slices"
 	"strings"
+	"sync/atomic"
 
 	"github.com/google/differential-privacy/go/v3/noise"
 
 	"github.com/fedgrid/fedgrid/dataset"
+	"github.com/fedgrid/fedgrid/dataset/colstore"
 	"github.com/fedgrid/fedgrid/gateway/service"
 	"github.com/fedgrid/fedgrid/gateway/store"
 	"github.com/fedgrid/fedgrid/p2p"
@@ -168,7 +170,7 @@ func (g *Gateway) scanQuery(ctx context.Context, id string, req *wire.QueryReque
 	if err != nil {
 		return nil, fmt.Errorf("read dataset %s: %w", id, err)
 	}
-	g.tables.scans.Add(1)
+	g.datasetScans.Add(1)
 	return acc, nil
 }
 
@@ -283,4 +285,30 @@ func (a *queryAcc) answer(m mechanism) (*wire.QueryResponse, error) {
 		return nil, err
 	}
 	return resp, nil
+}
+
+// DatasetScans returns how many passes over a whole dataset version this
+// gateway has made, each a streamed scan of its stored columns: DP
+// queries, the preprocessing fits of data-parallel jobs, federations'
+// round 0 and federated evaluations (a fit that needs no row, as of a plan
+// that declares its statistics, makes none). No path loads a whole table
+// into memory.
+func (g *Gateway) DatasetScans() int64 { return g.datasetScans.Load() }
+
+// countedVersion is a dataset version whose scans count in DatasetScans
+// (the plan's passes over every row call Scan once); its other methods,
+// such as the stored extremes, are the version's.
+type countedVersion struct {
+	*colstore.Version
+	scans *atomic.Int64
+}
+
+func (c countedVersion) Scan(ctx context.Context, from, to, batchRows int, fn func(*dataset.Batch) error) error {
+	c.scans.Add(1)
+	return c.Version.Scan(ctx, from, to, batchRows, fn)
+}
+
+// scanned is v with its scans counted.
+func (g *Gateway) scanned(v *colstore.Version) countedVersion {
+	return countedVersion{Version: v, scans: &g.datasetScans}
 }

@@ -85,7 +85,7 @@ func TestQueryScanMatchesWholeColumn(t *testing.T) {
 	if err := st.PutDataset(d, []byte(b.String())); err != nil {
 		t.Fatal(err)
 	}
-	g := &Gateway{store: st, tables: newTableCache(1 << 20)}
+	g := &Gateway{store: st}
 	for _, stat := range []string{wire.StatCount, wire.StatSum, wire.StatMean, wire.StatHistogram} {
 		req := &wire.QueryRequest{Stat: stat, Column: "x", Epsilon: 1, Lower: 0, Upper: 100, Bins: 7}
 		got, err := g.scanQuery(context.Background(), d.ID, req)

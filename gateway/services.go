@@ -162,9 +162,15 @@ func (g *Gateway) handleFetch(ctx context.Context, c caller, req *wire.FetchRequ
 	var csv []byte
 	if j.ParentID != "" {
 		if csv, err = g.shardCSV(ctx, j); err != nil {
+			if p2p.IsCode(err, p2p.CodeTooLarge) {
+				return nil, err
+			}
 			return nil, fmt.Errorf("cut shard: %w", err)
 		}
 	} else if csv, err = g.jobCSV(ctx, j); err != nil {
+		if p2p.IsCode(err, p2p.CodeTooLarge) {
+			return nil, err
+		}
 		return nil, service.Wrap(err, "dataset "+j.DatasetID)
 	}
 	return &wire.FetchResponse{Job: j.ID, Attempt: j.Attempt, Dataset: j.DatasetID, Plan: j.Plan, CSV: csv, Init: in.Init}, nil
@@ -301,16 +307,42 @@ func (g *Gateway) handleModel(_ context.Context, c caller, req *wire.JobRequest)
 	return &wire.ModelResponse{Model: b}, nil
 }
 
-// jobCSV returns the dataset version a job was created on, as CSV.
+// jobCSV returns the dataset version a job was created on, as CSV, for
+// job/fetch: at most wire.MaxShard bytes, what its response carries.
 func (g *Gateway) jobCSV(ctx context.Context, j *store.Job) ([]byte, error) {
 	v, err := g.store.OpenDatasetVersion(j.DatasetID, j.DatasetSHA256)
 	if err != nil {
 		return nil, err
 	}
 	defer func() { _ = v.Close() }()
-	var b bytes.Buffer
-	if err := dataset.WriteSourceCSV(ctx, v, &b); err != nil {
-		return nil, err
+	b := &fetchBuffer{}
+	if err := dataset.WriteSourceCSV(ctx, v, b); err != nil {
+		return nil, b.refusal(err)
 	}
 	return b.Bytes(), nil
+}
+
+// fetchBuffer holds the CSV of a job/fetch response, refusing to grow past
+// maxFetchCSV: a larger one could not be sent, so the gateway stops
+// rendering it (memory bounded whatever the dataset's size).
+type fetchBuffer struct{ bytes.Buffer }
+
+var errFetchTooLarge = errors.New("job/fetch: the rows are too large")
+
+// maxFetchCSV is wire.MaxShard (a variable for tests).
+var maxFetchCSV = wire.MaxShard
+
+func (b *fetchBuffer) Write(p []byte) (int, error) {
+	if b.Len()+len(p) > maxFetchCSV {
+		return 0, errFetchTooLarge
+	}
+	return b.Buffer.Write(p)
+}
+
+// refusal words err for the node: the size refusal says what to do.
+func (b *fetchBuffer) refusal(err error) error {
+	if errors.Is(err, errFetchTooLarge) {
+		return p2p.Errorf(p2p.CodeTooLarge, "the job's rows are more than job/fetch carries (%d bytes as CSV): this needs a node that reads them with job/open and job/data (a newer release)", maxFetchCSV)
+	}
+	return err
 }

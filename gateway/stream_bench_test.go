@@ -174,15 +174,24 @@ func procStatus(b *testing.B, pid int, key string) float64 {
 	return mib
 }
 
-func BenchmarkStreamTraining(b *testing.B) {
-	rows := 5_000_000
-	if env := os.Getenv("FEDGRID_BENCH_STREAM_ROWS"); env != "" {
-		n, err := strconv.Atoi(env)
-		if err != nil || n < 1000 {
-			b.Fatalf("FEDGRID_BENCH_STREAM_ROWS=%q: want a number of rows >= 1000", env)
-		}
-		rows = n
+// benchStreamRows is the rows of the generated dataset of the streaming
+// benchmarks: FEDGRID_BENCH_STREAM_ROWS, 5,000,000 (about 1 GB of CSV) by
+// default.
+func benchStreamRows(b *testing.B) int {
+	b.Helper()
+	env := os.Getenv("FEDGRID_BENCH_STREAM_ROWS")
+	if env == "" {
+		return 5_000_000
 	}
+	n, err := strconv.Atoi(env)
+	if err != nil || n < 1000 {
+		b.Fatalf("FEDGRID_BENCH_STREAM_ROWS=%q: want a number of rows >= 1000", env)
+	}
+	return n
+}
+
+func BenchmarkStreamTraining(b *testing.B) {
+	rows := benchStreamRows(b)
 	const maxMem = 256 << 20
 	ctx, cancel := context.WithTimeout(context.Background(), 40*time.Minute)
 	defer cancel()

@@ -1,9 +1,11 @@
 package plan
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"math"
+	"slices"
 
 	"github.com/fedgrid/fedgrid/dataset"
 )
@@ -44,38 +46,63 @@ func ModelPlan(m *Model) (*Plan, error) {
 	return declareStates(m.Plan, m.Preprocess, pr.inputs), nil
 }
 
-// EvalSums is one gateway's part of an evaluation on its rows t:
+// EvalSums is one gateway's part of an evaluation on its rows src:
 // [rows, loss sum, rows right, (binary) positives' histogram, negatives' histogram].
-func EvalSums(m *Model, t *dataset.Table) ([]float64, error) {
-	pr, loss, score, y, err := m.score(t)
+// It reads src in one streamed pass, scoring a batch of rows at a time, so
+// its memory is bounded whatever the rows; the sums add the rows in order,
+// as over the whole table.
+func EvalSums(ctx context.Context, m *Model, src dataset.Source) ([]float64, error) {
+	pr, err := m.compile()
 	if err != nil {
 		return nil, err
 	}
-	n := t.NumRows()
+	cols := src.Columns()
+	if !slices.ContainsFunc(cols, func(c dataset.Column) bool { return c.Name == m.Plan.Label }) {
+		return nil, fmt.Errorf("label: column %q is not in the data set", m.Plan.Label)
+	}
+	if err := checkColumns(m.Plan, cols); err != nil {
+		return nil, err
+	}
+	rd, err := newInputReader(m.Plan, pr, cols)
+	if err != nil {
+		return nil, err
+	}
 	out := make([]float64, 3)
 	if pr.task == TaskBinary {
 		out = make([]float64, 3+2*EvalBins)
 	}
-	out[0] = float64(n)
-	for r := range n {
-		out[1] += loss[r]
-		switch pr.task {
-		case TaskBinary:
-			pos := y[r] == 1
-			if (score[r] > 0.5) == pos {
-				out[2]++
-			}
-			b := min(EvalBins-1, max(0, int(score[r]*EvalBins)))
-			if pos {
-				out[3+b]++
-			} else {
-				out[3+EvalBins+b]++
-			}
-		case TaskMulticlass:
-			if score[r] == y[r] {
-				out[2]++
+	params := m.paramList(pr)
+	br := newBlockReader(m.Plan, pr, src, rd, scanBlockRows(src.NumRows()), true)
+	err = br.scan(ctx, func(x, y []float64, n int) error {
+		for _, st := range m.Preprocess {
+			applyState(st, x, pr.inputs)
+		}
+		loss, score := pr.rowLosses(pr.forward(params, x, n), y, n)
+		out[0] += float64(n)
+		for r := range n {
+			out[1] += loss[r]
+			switch pr.task {
+			case TaskBinary:
+				pos := y[r] == 1
+				if (score[r] > 0.5) == pos {
+					out[2]++
+				}
+				b := min(EvalBins-1, max(0, int(score[r]*EvalBins)))
+				if pos {
+					out[3+b]++
+				} else {
+					out[3+EvalBins+b]++
+				}
+			case TaskMulticlass:
+				if score[r] == y[r] {
+					out[2]++
+				}
 			}
 		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
 	}
 	if !finite(out[1]) {
 		return nil, errors.New("the model's loss on these rows is not finite")

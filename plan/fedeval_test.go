@@ -28,7 +28,7 @@ func TestEvalFromSumsEqualsPooled(t *testing.T) {
 	parts := deal(test, 3)
 	wide, sums := wideSum(t, len(parts), func(k int) []float64 {
 		// Each gateway scores the model rebuilt from the declared plan, as a gateway does.
-		s, err := EvalSums(&Model{Format: ModelFormat, Plan: mp, Params: m.Params, Preprocess: mustStates(t, mp)}, parts[k])
+		s, err := EvalSums(context.Background(), &Model{Format: ModelFormat, Plan: mp, Params: m.Params, Preprocess: mustStates(t, mp)}, parts[k])
 		if err != nil {
 			t.Fatal(err)
 		}

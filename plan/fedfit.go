@@ -1,6 +1,7 @@
 package plan
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"math"
@@ -107,36 +108,44 @@ func FitColumns(p *Plan, idx []int) []string {
 	return names
 }
 
-// LocalFit is one gateway's part of round 0 on its rows t: the values it
-// adds to the secure sum (spec.SumValues of them) and the minima and maxima
-// of the spec.Extremes columns.
-func LocalFit(p *Plan, spec FitSpec, t *dataset.Table) (sums, lo, hi []float64, err error) {
-	n := t.NumRows()
-	if n == 0 {
+// LocalFit is one gateway's part of round 0 on its rows src, read in one
+// streamed pass (fitRows): the values it adds to the secure sum
+// (spec.SumValues of them) and the minima and maxima of the spec.Extremes
+// columns. A column's sum is n*mean and its sum of squares m2 + n*mean^2,
+// from Welford's running mean and sum of squared deviations. Extremes
+// alone come from the source's stored ones when it has them.
+func LocalFit(ctx context.Context, p *Plan, spec FitSpec, src dataset.Source) (sums, lo, hi []float64, err error) {
+	if src.NumRows() == 0 {
 		return nil, nil, nil, errors.New("the dataset has no rows")
 	}
-	x, err := rawInputs(p, t, spec.Width)
+	pr, err := compile(p)
 	if err != nil {
 		return nil, nil, nil, err
 	}
-	sums = make([]float64, spec.SumValues())
-	sums[0] = float64(n)
-	for k, j := range spec.Sums {
-		var s, ss float64
-		for r := range n {
-			v := x[r*spec.Width+j]
-			s += v
-			ss += v * v
+	if pr.inputs != spec.Width {
+		return nil, nil, nil, fmt.Errorf("internal: the plan has %d input columns, the fit %d", pr.inputs, spec.Width)
+	}
+	rd, err := newInputReader(p, pr, src.Columns())
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	var st *colStats
+	if len(spec.Sums) == 0 { // extremes only: the stored ones when the source has them
+		st, _ = storedExtremes(pr, rd, src)
+	}
+	if st == nil {
+		if st, err = fitRows(ctx, p, pr, rd, src); err != nil {
+			return nil, nil, nil, err
 		}
-		sums[1+2*k], sums[2+2*k] = s, ss
+	}
+	sums = make([]float64, spec.SumValues())
+	sums[0] = st.n
+	for k, j := range spec.Sums {
+		sums[1+2*k], sums[2+2*k] = st.n*st.mean[j], st.m2[j]+st.n*st.mean[j]*st.mean[j]
 	}
 	lo, hi = make([]float64, len(spec.Extremes)), make([]float64, len(spec.Extremes))
 	for k, j := range spec.Extremes {
-		lo[k], hi[k] = math.Inf(1), math.Inf(-1)
-		for r := range n {
-			v := x[r*spec.Width+j]
-			lo[k], hi[k] = min(lo[k], v), max(hi[k], v)
-		}
+		lo[k], hi[k] = st.lo[j], st.hi[j]
 	}
 	for _, v := range slices.Concat(sums, lo, hi) {
 		if !finite(v) {

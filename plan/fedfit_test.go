@@ -1,6 +1,7 @@
 package plan
 
 import (
+	"context"
 	"math"
 	"strings"
 	"testing"
@@ -40,7 +41,7 @@ func TestFitPlanEqualsPooled(t *testing.T) {
 			}
 			var lo, hi []float64
 			wide, sums := wideSum(t, len(parts), func(k int) []float64 {
-				s, l, h, err := LocalFit(p, spec, parts[k])
+				s, l, h, err := LocalFit(context.Background(), p, spec, parts[k])
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -63,7 +64,7 @@ func TestFitPlanEqualsPooled(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			_, want, err := Declare(p, all)
+			_, want, err := Declare(context.Background(), p, all)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -107,7 +108,7 @@ func TestFitPlanConstantColumn(t *testing.T) {
 			t.Fatal(err)
 		}
 		wide, _ := secagg.NewWide(3)
-		s, lo, hi, err := LocalFit(p, spec, tab)
+		s, lo, hi, err := LocalFit(context.Background(), p, spec, tab)
 		if err != nil {
 			t.Fatal(err)
 		}

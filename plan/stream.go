@@ -53,6 +53,10 @@ type block struct{ from, to int }
 // parts of two.
 type chunked interface{ ChunkRows() int }
 
+// scanBlockRows is the batch of a pass over all n rows (fitRows,
+// EvalSums): loadBatchRows at most, as a full read.
+func scanBlockRows(n int) int { return max(1, min(n, loadBatchRows)) }
+
 func streamBlockRows(src dataset.Source, n int) int {
 	b := min(maxBlockRows, max(1, n/256))
 	if c, ok := src.(chunked); ok {
@@ -182,11 +186,9 @@ func trainStream(ctx context.Context, p *Plan, pr *program, src dataset.Source, 
 			return nil, fmt.Errorf("train: streaming the data needs at least %s (a step at the batch size, the validation rows' losses and one block of %d rows), more than the %s allowed", FormatBytes(need), sp.blockRows, FormatBytes(opt.MaxMemory))
 		}
 	}
-	f := &streamFeeder{src: src, rd: rd, pr: pr, p: p, d: pr.inputs, sp: sp,
+	f := &streamFeeder{blockReader: newBlockReader(p, pr, src, rd, sp.blockRows, true), sp: sp,
 		window: max(1, bufRows/sp.blockRows),
 		rng:    rand.New(rand.NewPCG(uint64(p.Train.Seed), 0x73687566666c65))} // "shuffle"
-	f.blockX = make([]float64, sp.blockRows*f.d)
-	f.blockY = make([]float64, sp.blockRows)
 	st, err := f.fit(ctx)
 	if err != nil {
 		return nil, err
@@ -213,13 +215,17 @@ func newColStats(width int) *colStats {
 	return s
 }
 
-func (s *colStats) add(x []float64) {
-	s.n++
-	for j, v := range x {
-		d := v - s.mean[j]
-		s.mean[j] += d / s.n
-		s.m2[j] += d * (v - s.mean[j])
-		s.lo[j], s.hi[j] = min(s.lo[j], v), max(s.hi[j], v)
+// addRows adds the rows of x (row-major, len(s.mean) values a row).
+func (s *colStats) addRows(x []float64) {
+	w := len(s.mean)
+	for r := 0; r+w <= len(x); r += w {
+		s.n++
+		for j, v := range x[r : r+w] {
+			d := v - s.mean[j]
+			s.mean[j] += d / s.n
+			s.m2[j] += d * (v - s.mean[j])
+			s.lo[j], s.hi[j] = min(s.lo[j], v), max(s.hi[j], v)
+		}
 	}
 }
 
@@ -285,35 +291,66 @@ func statesFromStats(p *Plan, width int, s *colStats) []PreprocessState {
 	return states
 }
 
-// streamFeeder feeds a streamed run (see the top of this file).
-type streamFeeder struct {
+// blockReader reads rows of a source as the model's raw inputs (one_hot
+// expanded, before scaling) and labels, a block at a time, into buffers of
+// its own: what a streamed run, and the streamed passes over every row
+// (Declare, LocalFit, EvalSums), share.
+type blockReader struct {
 	src    dataset.Source
 	rd     *inputReader
 	pr     *program
 	p      *Plan
 	d      int
-	sp     *streamPlan
-	window int
-	rng    *rand.Rand
-	states []PreprocessState
+	labels bool // refuse a label the loss cannot take (labelError)
+	// badLabel is the error of a refused label, returned as it is.
+	badLabel error
 
 	blockX, blockY []float64 // one block as read
-	buf, bufY      []float64 // the window's rows
-	idx            []int
-	xb, yb         []float64
-	vloss, vscore  []float64
-	vy             []float64
+}
+
+// newBlockReader reads blocks of at most rows rows.
+func newBlockReader(p *Plan, pr *program, src dataset.Source, rd *inputReader, rows int, labels bool) *blockReader {
+	return &blockReader{src: src, rd: rd, pr: pr, p: p, d: pr.inputs, labels: labels,
+		blockX: make([]float64, rows*pr.inputs), blockY: make([]float64, rows)}
+}
+
+// take reads b into the block's rows from at on, checking its labels.
+func (f *blockReader) take(b *dataset.Batch, at int) error {
+	if err := f.rd.read(b, f.blockX[at*f.d:], f.blockY[at:]); err != nil {
+		return err
+	}
+	if f.labels {
+		for _, v := range f.blockY[at : at+b.Len] {
+			if !labelOK(f.pr, v) {
+				f.badLabel = labelError(f.p, f.pr)
+				return f.badLabel
+			}
+		}
+	}
+	return nil
+}
+
+// readErr words a failed read: the context's end and a label the loss
+// cannot take as they are, anything else as the data's.
+func (f *blockReader) readErr(ctx context.Context, err error) error {
+	if ctx.Err() != nil {
+		return ctx.Err()
+	}
+	if err == f.badLabel {
+		return err
+	}
+	return fmt.Errorf("read data: %w", err)
 }
 
 // readBlock reads blk's rows (raw inputs) into f.blockX, f.blockY and
 // returns how many.
-func (f *streamFeeder) readBlock(ctx context.Context, blk block) (int, error) {
+func (f *blockReader) readBlock(ctx context.Context, blk block) (int, error) {
 	got := 0
 	err := f.src.Scan(ctx, blk.from, blk.to, blk.to-blk.from, func(b *dataset.Batch) error {
 		if b.Start != blk.from+got || got+b.Len > blk.to-blk.from {
 			return fmt.Errorf("source gave rows [%d, %d), expected them from %d", b.Start, b.Start+b.Len, blk.from+got)
 		}
-		if err := f.rd.read(b, f.blockX[got*f.d:], f.blockY[got:]); err != nil {
+		if err := f.take(b, got); err != nil {
 			return err
 		}
 		got += b.Len
@@ -323,17 +360,50 @@ func (f *streamFeeder) readBlock(ctx context.Context, blk block) (int, error) {
 		err = fmt.Errorf("source gave %d rows of [%d, %d)", got, blk.from, blk.to)
 	}
 	if err != nil {
-		if ctx.Err() != nil {
-			return 0, ctx.Err()
-		}
-		return 0, fmt.Errorf("read data: %w", err)
-	}
-	for _, v := range f.blockY[:got] {
-		if !labelOK(f.pr, v) {
-			return 0, labelError(f.p, f.pr)
-		}
+		return 0, f.readErr(ctx, err)
 	}
 	return got, nil
+}
+
+// scan reads every row of the source in order, a batch of at most the
+// block's rows at a time, and calls fn with each batch's raw inputs x
+// (rows x f.d) and labels y: one pass, in bounded memory, that reads a
+// chunked source's chunks once each.
+func (f *blockReader) scan(ctx context.Context, fn func(x, y []float64, rows int) error) error {
+	n := f.src.NumRows()
+	got := 0
+	err := f.src.Scan(ctx, 0, n, len(f.blockY), func(b *dataset.Batch) error {
+		if b.Start != got || got+b.Len > n {
+			return fmt.Errorf("source gave rows [%d, %d), expected them from %d", b.Start, b.Start+b.Len, got)
+		}
+		if err := f.take(b, 0); err != nil {
+			return err
+		}
+		got += b.Len
+		return fn(f.blockX[:b.Len*f.d], f.blockY[:b.Len], b.Len)
+	})
+	if err == nil && got != n {
+		err = fmt.Errorf("source gave %d rows, it says it has %d", got, n)
+	}
+	if err != nil {
+		return f.readErr(ctx, err)
+	}
+	return nil
+}
+
+// streamFeeder feeds a streamed run (see the top of this file).
+type streamFeeder struct {
+	*blockReader
+	sp     *streamPlan
+	window int
+	rng    *rand.Rand
+	states []PreprocessState
+
+	buf, bufY     []float64 // the window's rows
+	idx           []int
+	xb, yb        []float64
+	vloss, vscore []float64
+	vy            []float64
 }
 
 // prepare preprocesses the rows of x in place, as applyState does (the
@@ -377,9 +447,7 @@ func (f *streamFeeder) fit(ctx context.Context) (*colStats, error) {
 		if err != nil {
 			return nil, err
 		}
-		for r := range k {
-			st.add(f.blockX[r*f.d : (r+1)*f.d])
-		}
+		st.addRows(f.blockX[:k*f.d])
 	}
 	return st, nil
 }

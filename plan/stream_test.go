@@ -86,9 +86,8 @@ func TestStreamFeedsEveryTrainingRowOncePerEpoch(t *testing.T) {
 	}
 	sp := newStreamPlan(p, pr, tab, n)
 	const window = 3
-	f := &streamFeeder{src: tab, rd: rd, pr: pr, p: p, d: 1, sp: sp, window: window,
+	f := &streamFeeder{blockReader: newBlockReader(p, pr, tab, rd, sp.blockRows, true), sp: sp, window: window,
 		rng: newShuffle(p.Train.Seed)}
-	f.blockX, f.blockY = make([]float64, sp.blockRows), make([]float64, sp.blockRows)
 	val := map[int]bool{}
 	for _, blk := range sp.val {
 		for r := blk.from; r < blk.to; r++ {
@@ -167,7 +166,7 @@ func TestStatesFromStatsMatchFitPreprocess(t *testing.T) {
 	st := newColStats(pr.inputs)
 	for r := 0; r < tab.NumRows(); r += 3 {
 		rows = append(rows, r)
-		st.add(x[r*pr.inputs : (r+1)*pr.inputs])
+		st.addRows(x[r*pr.inputs : (r+1)*pr.inputs])
 	}
 	want := fitPreprocess(p, slices.Clone(x), pr.inputs, rows)
 	got := statesFromStats(p, pr.inputs, st)

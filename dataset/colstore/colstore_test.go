@@ -470,3 +470,42 @@ func TestParseNumberIsParseFloat(t *testing.T) {
 		}
 	}
 }
+
+// ColumnRange gives a number column's extremes over every row from the
+// stored statistics, exactly the smallest and largest value a scan gives
+// (over several record batches, negative zero and exponents included);
+// nothing for a category column.
+func TestColumnRangeIsTheScannedExtremes(t *testing.T) {
+	rng := rand.New(rand.NewPCG(5, 6))
+	var b strings.Builder
+	b.WriteString("x,y,c\n")
+	for i := range 3000 {
+		fmt.Fprintf(&b, "%s,%d,k%d\n", strconv.FormatFloat(rng.NormFloat64()*1e-7, 'e', -1, 64), i-1500, i%3)
+	}
+	b.WriteString("-0,7,k0\n")
+	_, v := ingestString(t, b.String(), Options{ChunkRows: 500})
+	lo, hi := []float64{math.Inf(1), math.Inf(1)}, []float64{math.Inf(-1), math.Inf(-1)}
+	err := v.Scan(context.Background(), 0, v.NumRows(), 4096, func(bt *dataset.Batch) error {
+		for c := range 2 {
+			for _, x := range bt.Num[c][:bt.Len] {
+				lo[c], hi[c] = min(lo[c], x), max(hi[c], x)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for c := range 2 {
+		l, h, ok := v.ColumnRange(c)
+		if !ok || l != lo[c] || h != hi[c] {
+			t.Fatalf("column %d: range [%v, %v] %v, scanned [%v, %v]", c, l, h, ok, lo[c], hi[c])
+		}
+	}
+	if _, _, ok := v.ColumnRange(2); ok {
+		t.Fatal("a category column has a range")
+	}
+	if _, _, ok := v.ColumnRange(3); ok {
+		t.Fatal("a column that does not exist has a range")
+	}
+}

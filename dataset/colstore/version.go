@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"math"
 	"os"
 	"path/filepath"
 	"sort"
@@ -103,6 +104,25 @@ func (v *Version) Columns() []dataset.Column { return append([]dataset.Column(ni
 
 // NumRows implements dataset.Source.
 func (v *Version) NumRows() int { return int(v.meta.Rows) }
+
+// ColumnRange returns the minimum and maximum of number column c over
+// every row, from the statistics stored at ingest (the same float64
+// values Scan gives): ok is false for a category column, a version
+// without rows, or extremes that are not finite.
+func (v *Version) ColumnRange(c int) (lo, hi float64, ok bool) {
+	if c < 0 || c >= len(v.meta.Columns) || v.meta.Rows == 0 {
+		return 0, 0, false
+	}
+	col := v.meta.Columns[c]
+	if col.Type != dataset.TypeNumber {
+		return 0, 0, false
+	}
+	lo, hi = col.Stats.Min, col.Stats.Max
+	if math.IsInf(lo, 0) || math.IsInf(hi, 0) || math.IsNaN(lo) || math.IsNaN(hi) || lo > hi {
+		return 0, 0, false
+	}
+	return lo, hi, true
+}
 
 // Close closes the data file.
 func (v *Version) Close() error {

@@ -1,0 +1,6 @@
+//go:build race
+
+package gateway
+
+// raceEnabled: the race detector shadows memory, so RSS bounds do not hold.
+const raceEnabled = true
