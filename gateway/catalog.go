@@ -15,6 +15,7 @@ import (
 
 	"github.com/fedgrid/fedgrid/crypto"
 	"github.com/fedgrid/fedgrid/dataset"
+	"github.com/fedgrid/fedgrid/dataset/colstore"
 	"github.com/fedgrid/fedgrid/gateway/store"
 	"github.com/fedgrid/fedgrid/p2p"
 	"github.com/fedgrid/fedgrid/wire"
@@ -31,7 +32,19 @@ const (
 	// DefaultPreviewRows is how many synthetic rows a catalog entry carries
 	// unless the query asks otherwise.
 	DefaultPreviewRows = 5
+	// MaxSummaryDistinct bounds the distinct values of one text column
+	// that a summary counts. A column with more (identifiers, free text)
+	// is reported as high-cardinality, with no per-value marginal: for a
+	// private dataset partition selection would keep few of its values
+	// anyway, and the gateway's memory stays bounded (a few hundred KiB
+	// per column) whatever the column holds.
+	MaxSummaryDistinct = 4096
 )
+
+// summarySchema is the version of the stored summary record (the "schema"
+// field of marginals). 1 (the field absent) is the record before
+// high-cardinality columns; it opens as it is, with every column counted.
+const summarySchema = 2
 
 // suppressed stands in a preview cell for a column whose noised marginal
 // kept nothing: too little data to show anything under the privacy budget.
@@ -163,6 +176,7 @@ func (q *query) matches(d *store.Dataset) bool {
 // For a private dataset every count carries discrete Laplace noise and only
 // data-independent bin edges or DP-selected categories appear.
 type marginals struct {
+	Schema  int         `json:"schema,omitempty"`
 	Version string      `json:"version"`
 	DP      bool        `json:"dp"`
 	Epsilon float64     `json:"epsilon,omitempty"`
@@ -178,9 +192,12 @@ type columnSum struct {
 	Edges    []float64 `json:"edges,omitempty"`
 	Integer  bool      `json:"integer,omitempty"`
 	Decimals int       `json:"decimals,omitempty"`
-	// Category: the values kept.
-	Values []string  `json:"values,omitempty"`
-	Counts []float64 `json:"counts"`
+	// Category: the values kept. HighCardinality: the column has more
+	// than MaxSummaryDistinct distinct values, so none is shown (no
+	// Values, no Counts).
+	Values          []string  `json:"values,omitempty"`
+	Counts          []float64 `json:"counts"`
+	HighCardinality bool      `json:"high_cardinality,omitempty"`
 }
 
 // summaryVersion changes whenever what the summary describes may have.
@@ -204,7 +221,7 @@ func (g *Gateway) summary(d *store.Dataset) (*marginals, error) {
 		if err != nil {
 			return nil, err
 		}
-		m, err := computeMarginals(context.Background(), v, d.Visibility != store.VisibilityPublic, newRand())
+		m, err := computeMarginals(context.Background(), g.scanned(v), d.Visibility != store.VisibilityPublic, newRand())
 		_ = v.Close()
 		if err != nil {
 			return nil, fmt.Errorf("read dataset %s: %w", d.ID, err)
@@ -223,6 +240,9 @@ func (g *Gateway) summary(d *store.Dataset) (*marginals, error) {
 	var m marginals
 	if err := json.Unmarshal(b, &m); err != nil {
 		return nil, fmt.Errorf("decode summary of %s: %w", d.ID, err)
+	}
+	if m.Schema > summarySchema {
+		return nil, fmt.Errorf("summary of %s has schema %d, written by a newer fedgrid (this one reads up to %d)", d.ID, m.Schema, summarySchema)
 	}
 	return &m, nil
 }
@@ -308,15 +328,25 @@ var privateEdges = func() []float64 {
 	return append(out, pos...)
 }()
 
-// computeMarginals summarises src, read as a scan (twice when it has
-// number columns and is public: ranges first, then histograms). With
-// private set the budget (PreviewEpsilon, PreviewDelta) is split evenly
-// over the columns; each row adds one to one count per column
-// (add/remove-one-row neighbours). Noise is drawn after the counting,
-// column by column in column order.
+// storedStats is a source with the per-column statistics computed at
+// ingest, as a stored dataset version (colstore.Version) has.
+type storedStats interface {
+	Meta() *colstore.Meta
+	ColumnRange(c int) (lo, hi float64, ok bool)
+}
+
+// computeMarginals summarises src in one scan. A public number column's
+// bins span its range, which a stored version gives from its statistics
+// (storedStats); only a source without them (a parsed table) is scanned
+// once more beforehand to find the ranges. With private set the budget
+// (PreviewEpsilon, PreviewDelta) is split evenly over the columns; each row
+// adds one to one count per column (add/remove-one-row neighbours). Noise
+// is drawn after the counting, column by column in column order. A text
+// column with more than MaxSummaryDistinct distinct values stops being
+// counted and is marked high-cardinality; no noise is drawn for it.
 func computeMarginals(ctx context.Context, src dataset.Source, private bool, r *rand.Rand) (*marginals, error) {
 	cols := src.Columns()
-	m := &marginals{DP: private}
+	m := &marginals{Schema: summarySchema, DP: private}
 	if private {
 		m.Epsilon, m.Delta = PreviewEpsilon, PreviewDelta
 	}
@@ -339,17 +369,27 @@ func computeMarginals(ctx context.Context, src dataset.Source, private bool, r *
 	}
 	n := src.NumRows()
 	if !private && numberCols > 0 {
-		// Public number columns: their ranges, which set the bins.
-		err := src.Scan(ctx, 0, n, 1<<14, func(b *dataset.Batch) error {
-			for c := range acc {
-				if acc[c].number {
-					acc[c].ranges(b, c)
-				}
+		// Public number columns: their ranges, which set the bins, from
+		// the stored statistics when they are there.
+		rangePass := false
+		for c := range acc {
+			if acc[c].number && !acc[c].storedRange(src, c) {
+				acc[c].needRange = true
+				rangePass = true
 			}
-			return nil
-		})
-		if err != nil {
-			return nil, err
+		}
+		if rangePass && n > 0 {
+			err := src.Scan(ctx, 0, n, 1<<14, func(b *dataset.Batch) error {
+				for c := range acc {
+					if acc[c].needRange {
+						acc[c].ranges(b, c)
+					}
+				}
+				return nil
+			})
+			if err != nil {
+				return nil, err
+			}
 		}
 		for c := range acc {
 			if a := &acc[c]; a.number && n > 0 {
@@ -371,6 +411,8 @@ func computeMarginals(ctx context.Context, src dataset.Source, private bool, r *
 		cs := columnSum{Name: c.Name, Type: c.Type}
 		a := &acc[i]
 		switch {
+		case a.highCard:
+			cs.HighCardinality = true
 		case a.number && private:
 			privateNumber(&cs, a.frac, n, a.bins, numberCols, epsCol, r)
 		case a.number:
@@ -396,9 +438,42 @@ type columnAcc struct {
 	frac     int
 	edges    []float64
 	bins     []float64
-	// Category columns: every value's count.
-	counts map[string]float64
+	// needRange: the range is not stored and takes a scan (public).
+	needRange bool
+	// Category columns: every value's count, up to MaxSummaryDistinct
+	// values; highCard (and counts nil) beyond.
+	counts   map[string]float64
+	highCard bool
 }
+
+// storedRange sets a public number column's range, whether its values are
+// whole and its decimals from src's stored statistics, and reports
+// whether src has them.
+func (a *columnAcc) storedRange(src dataset.Source, c int) bool {
+	st, ok := src.(storedStats)
+	if !ok {
+		return false
+	}
+	meta := st.Meta()
+	if c >= len(meta.Columns) {
+		return false
+	}
+	stats := meta.Columns[c].Stats
+	if src.NumRows() == 0 {
+		a.integer, a.decimals = stats.Integral, 0
+		return true
+	}
+	lo, hi, ok := st.ColumnRange(c)
+	if !ok {
+		return false
+	}
+	a.lo, a.hi = lo, hi
+	a.integer, a.decimals = stats.Integral, min(stats.Decimals, maxPublicDecimals)
+	return true
+}
+
+// maxPublicDecimals bounds the decimals a public preview prints.
+const maxPublicDecimals = 6
 
 func (a *columnAcc) ranges(b *dataset.Batch, c int) {
 	for i, v := range b.Num[c][:b.Len] {
@@ -411,19 +486,26 @@ func (a *columnAcc) ranges(b *dataset.Batch, c int) {
 			s = s[:j]
 		}
 		if _, frac, ok := strings.Cut(s, "."); ok {
-			a.decimals = max(a.decimals, min(len(frac), 6))
+			a.decimals = max(a.decimals, min(len(frac), maxPublicDecimals))
 		}
 	}
 }
 
 func (a *columnAcc) count(b *dataset.Batch, c int, private bool) {
 	if !a.number {
+		if a.highCard {
+			return
+		}
 		for _, v := range b.Raw[c][:b.Len] {
 			if n, ok := a.counts[v]; ok {
 				a.counts[v] = n + 1
-			} else {
-				a.counts[strings.Clone(v)] = 1 // a batch's text may live in the source's buffers
+				continue
 			}
+			if len(a.counts) >= MaxSummaryDistinct {
+				a.counts, a.highCard = nil, true
+				return
+			}
+			a.counts[strings.Clone(v)] = 1 // a batch's text may live in the source's buffers
 		}
 		return
 	}
@@ -545,6 +627,9 @@ func (m *marginals) preview(n int, r *rand.Rand) *wire.CatalogPreview {
 	p := &wire.CatalogPreview{Synthetic: true, DP: m.DP, Epsilon: m.Epsilon, Delta: m.Delta, Columns: make([]string, len(m.Columns)), Rows: make([][]string, n)}
 	for i, c := range m.Columns {
 		p.Columns[i] = c.Name
+		if c.HighCardinality {
+			p.HighCardinality = append(p.HighCardinality, c.Name)
+		}
 	}
 	for i := range p.Rows {
 		row := make([]string, len(m.Columns))

@@ -9,6 +9,7 @@ import (
 	"math/rand/v2"
 	"reflect"
 	"strings"
+	"sync/atomic"
 	"testing"
 
 	"github.com/fedgrid/fedgrid/dataset"
@@ -166,13 +167,21 @@ func TestMarginalsOfStoredVersionMatchTable(t *testing.T) {
 	defer v.Close()
 	for _, private := range []bool{false, true} {
 		seeded := func() *rand.Rand { return rand.New(rand.NewChaCha8([32]byte{7})) }
-		want, err := computeMarginals(context.Background(), tbl, private, seeded())
+		// The parsed table has no stored statistics: its public number
+		// columns' ranges take a scan of their own, the way every summary
+		// was computed before the stored extremes were used.
+		var tableScans, versionScans atomic.Int64
+		want, err := computeMarginals(context.Background(), countedTable{tbl, &tableScans}, private, seeded())
 		if err != nil {
 			t.Fatal(err)
 		}
-		got, err := computeMarginals(context.Background(), v, private, seeded())
+		got, err := computeMarginals(context.Background(), countedVersion{Version: v, scans: &versionScans}, private, seeded())
 		if err != nil {
 			t.Fatal(err)
+		}
+		wantTable := map[bool]int64{false: 2, true: 1}[private]
+		if tableScans.Load() != wantTable || versionScans.Load() != 1 {
+			t.Fatalf("private %v: %d scans of the table (want %d), %d of the stored version (want 1)", private, tableScans.Load(), wantTable, versionScans.Load())
 		}
 		if !reflect.DeepEqual(got, want) {
 			gb, _ := json.Marshal(got)
@@ -182,5 +191,60 @@ func TestMarginalsOfStoredVersionMatchTable(t *testing.T) {
 		if !private && (want.Columns[4].Decimals != 1 || want.Columns[2].Counts[0] == 0) {
 			t.Fatalf("public summary %+v", want.Columns)
 		}
+	}
+}
+
+// countedTable is a parsed table whose scans are counted.
+type countedTable struct {
+	*dataset.Table
+	scans *atomic.Int64
+}
+
+func (c countedTable) Scan(ctx context.Context, from, to, batchRows int, fn func(*dataset.Batch) error) error {
+	c.scans.Add(1)
+	return c.Table.Scan(ctx, from, to, batchRows, fn)
+}
+
+// TestDistinctCap: a text column with MaxSummaryDistinct distinct values
+// is counted value by value; one more value and it is high-cardinality,
+// its counts dropped, for public and private data alike, while the other
+// columns are summarised as before.
+func TestDistinctCap(t *testing.T) {
+	for _, extra := range []int{0, 1} {
+		distinct := MaxSummaryDistinct + extra
+		tbl := table(t, "code,colour", 3*distinct, func(i int) string {
+			return fmt.Sprintf("c%d,%s", i%distinct, []string{"red", "blue", "green"}[i%3])
+		})
+		for _, private := range []bool{false, true} {
+			m := marginalsOf(t, tbl, private)
+			code, colour := m.Columns[0], m.Columns[1]
+			if code.HighCardinality != (extra > 0) {
+				t.Fatalf("%d distinct values, private %v: high cardinality %v", distinct, private, code.HighCardinality)
+			}
+			if extra > 0 && (code.Values != nil || code.Counts != nil) {
+				t.Fatalf("high-cardinality column keeps %d values, %d counts", len(code.Values), len(code.Counts))
+			}
+			if !private && extra == 0 && (len(code.Values) != 100 || code.Counts[0] != 3) {
+				t.Fatalf("column under the cap: %d values, first count %v", len(code.Values), code.Counts)
+			}
+			if colour.HighCardinality || strings.Join(colour.Values, ",") != "blue,green,red" {
+				t.Fatalf("private %v: colour %+v", private, colour)
+			}
+		}
+	}
+	// The accumulator never holds more than the cap.
+	a := columnAcc{counts: map[string]float64{}}
+	b := &dataset.Batch{Raw: [][]string{make([]string, 1000)}, Num: [][]float64{nil}, Len: 1000}
+	for batch := range 100 {
+		for i := range b.Raw[0] {
+			b.Raw[0][i] = fmt.Sprint(batch*1000 + i)
+		}
+		a.count(b, 0, true)
+		if len(a.counts) > MaxSummaryDistinct {
+			t.Fatalf("batch %d: %d values held", batch, len(a.counts))
+		}
+	}
+	if !a.highCard || a.counts != nil {
+		t.Fatalf("100k distinct values: high cardinality %v, %d values held", a.highCard, len(a.counts))
 	}
 }

@@ -100,6 +100,10 @@ type CatalogPreview struct {
 	Delta     float64    `json:"delta,omitempty"`
 	Columns   []string   `json:"columns"`
 	Rows      [][]string `json:"rows"`
+	// HighCardinality names the text columns with too many distinct
+	// values (identifiers, free text) to summarise value by value: their
+	// cells show "*".
+	HighCardinality []string `json:"high_cardinality,omitempty" description:"text columns with too many distinct values to summarise; their cells show a star (*)"`
 }
 
 // CatalogResponse is a gateway's answer. Models are the models the gateway

@@ -126,7 +126,9 @@ func searchCmd(g *globals) *cobra.Command {
 the description, and every --column among the dataset's columns. Gateways that
 cannot be reached are left out. The preview rows are synthetic: drawn from
 per-column marginals (noised with differential privacy for private data),
-never real rows.`,
+never real rows. A text column with more distinct values than a summary
+counts (identifiers, free text) shows "*" in every row and is named under the
+preview.`,
 		RunE: func(cmd *cobra.Command, tags []string) error {
 			if limit < 0 {
 				return usagef("--limit must be 0 or more")
@@ -238,6 +240,9 @@ func printPreview(g *globals, r client.Result) {
 		fmt.Fprintf(g.stdout, "  preview: %d synthetic rows from marginals with differential privacy (epsilon %g, delta %g); no real rows\n", len(p.Rows), p.Epsilon, p.Delta)
 	default:
 		fmt.Fprintf(g.stdout, "  preview: %d synthetic rows from exact marginals; no real rows\n", len(p.Rows))
+	}
+	if p != nil && len(p.HighCardinality) > 0 {
+		fmt.Fprintf(g.stdout, "  too many distinct values to show (cells *): %s\n", strings.Join(p.HighCardinality, ", "))
 	}
 }
 
