@@ -12,8 +12,10 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime/debug"
+	"runtime/pprof"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -93,7 +95,8 @@ func genCSV(path string, rows int, seed uint64) error {
 // TestBenchStreamNodeHelper is not a test on its own: BenchmarkStreamTraining
 // runs it in a child process, a node ("<data dir> <gateway multiaddr>
 // <join token> <max memory bytes>") that prints "TRAIN <unix ns>" when a
-// job's training starts and "EPOCH <n> <unix ns>" after each epoch, until
+// job's training starts and "EPOCH <n> <unix ns> <CPU ns>" after each epoch
+// (CPU: the process's user and system time so far), until
 // its standard input is closed.
 func TestBenchStreamNodeHelper(t *testing.T) {
 	f := strings.Fields(os.Getenv(benchStreamNodeEnv))
@@ -107,11 +110,18 @@ func TestBenchStreamNodeHelper(t *testing.T) {
 		fmt.Fprintf(out, format+"\n", args...)
 		out.Flush()
 	}
+	jobs := 0
 	train := func(ctx context.Context, p *plan.Plan, src dataset.Source, o plan.TrainOptions) (*plan.Model, error) {
+		jobs++
+		if stop, err := cpuProfile(fmt.Sprintf("node-%d-%s", jobs, p.Name)); err != nil {
+			return nil, err
+		} else if stop != nil {
+			defer stop()
+		}
 		say("TRAIN %d", time.Now().UnixNano())
 		prog := o.Progress
 		o.Progress = func(pg plan.Progress) {
-			say("EPOCH %d %d", pg.Epoch, time.Now().UnixNano())
+			say("EPOCH %d %d %d", pg.Epoch, time.Now().UnixNano(), cpuTime())
 			prog(pg)
 		}
 		return plan.TrainSource(ctx, p, src, o)
@@ -164,6 +174,24 @@ func steadyEpoch(ends []time.Time, start time.Time) (first, steady time.Duration
 		return ends[0].Sub(start), ends[0].Sub(start)
 	}
 	return ends[0].Sub(start), ends[len(ends)-1].Sub(ends[0]) / time.Duration(len(ends)-1)
+}
+
+// steadyCPU is the mean CPU time of epochs 2.. from the process's CPU
+// time when each epoch ended.
+func steadyCPU(cpus []time.Duration) time.Duration {
+	if len(cpus) < 2 {
+		return 0
+	}
+	return (cpus[len(cpus)-1] - cpus[0]) / time.Duration(len(cpus)-1)
+}
+
+// cpuTime is this process's user and system CPU time so far, in ns.
+func cpuTime() int64 {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return ru.Utime.Nano() + ru.Stime.Nano()
 }
 
 func procStatus(b *testing.B, pid int, key string) float64 {
@@ -281,6 +309,8 @@ func BenchmarkStreamTraining(b *testing.B) {
 		valAcc, memAcc float64
 		memFirst       time.Duration
 		memSteady      time.Duration
+		steadyCPU      time.Duration // CPU time of epochs 2..
+		memSteadyCPU   time.Duration
 	}
 	plans := []struct {
 		name string
@@ -300,6 +330,7 @@ func BenchmarkStreamTraining(b *testing.B) {
 		}
 		var trainStart time.Time
 		var ends []time.Time
+		var cpus []time.Duration
 		for len(ends) < 3 {
 			select {
 			case l, ok := <-lines:
@@ -307,12 +338,15 @@ func BenchmarkStreamTraining(b *testing.B) {
 					b.Fatal("the node exited")
 				}
 				f := strings.Fields(l)
-				ns, _ := strconv.ParseInt(f[len(f)-1], 10, 64)
-				switch f[0] {
-				case "TRAIN":
+				switch {
+				case f[0] == "TRAIN" && len(f) == 2:
+					ns, _ := strconv.ParseInt(f[1], 10, 64)
 					trainStart = time.Unix(0, ns)
-				case "EPOCH":
+				case f[0] == "EPOCH" && len(f) == 4:
+					ns, _ := strconv.ParseInt(f[2], 10, 64)
+					cpu, _ := strconv.ParseInt(f[3], 10, 64)
 					ends = append(ends, time.Unix(0, ns))
+					cpus = append(cpus, time.Duration(cpu))
 				}
 			case <-ctx.Done():
 				b.Fatal(ctx.Err())
@@ -325,6 +359,7 @@ func BenchmarkStreamTraining(b *testing.B) {
 		res[i].peakMB = procStatus(b, cmd.Process.Pid, "VmHWM")
 		res[i].fetch = trainStart.Sub(submitted)
 		res[i].first, res[i].steady = steadyEpoch(ends, trainStart)
+		res[i].steadyCPU = steadyCPU(cpus)
 		if mb, err := cl.Model(ctx, g.peer.ID(), j.ID); err == nil {
 			if m, err := plan.ParseModel(mb); err == nil {
 				res[i].valAcc = m.Metrics.ValidationAccuracy
@@ -342,25 +377,57 @@ func BenchmarkStreamTraining(b *testing.B) {
 		}
 		var start time.Time
 		var ends []time.Time
-		m, err := plan.TrainSource(ctx, p, &startTimer{Source: src, start: &start}, plan.TrainOptions{Progress: func(plan.Progress) { ends = append(ends, time.Now()) }})
+		var cpus []time.Duration
+		stop, err := cpuProfile("memory-" + p.Name)
 		if err != nil {
 			b.Fatal(err)
 		}
+		m, err := plan.TrainSource(ctx, p, &startTimer{Source: src, start: &start}, plan.TrainOptions{Progress: func(plan.Progress) {
+			ends, cpus = append(ends, time.Now()), append(cpus, time.Duration(cpuTime()))
+		}})
+		if err != nil {
+			b.Fatal(err)
+		}
+		if stop != nil {
+			stop()
+		}
 		res[i].memFirst, res[i].memSteady = steadyEpoch(ends, start)
+		res[i].memSteadyCPU = steadyCPU(cpus)
 		res[i].memAcc = m.Metrics.ValidationAccuracy
 	}
 	for i, pl := range plans {
 		r := res[i]
-		b.Logf("%s: node peak RSS %.0f MB (--max-memory %d MiB); job start to training %.1f s; streamed epoch 1 %.2f s, epochs 2-3 %.2f s; in memory epoch 1 %.2f s, epochs 2-3 %.2f s; ratio %.2f; validation accuracy %.4f streamed, %.4f in memory",
-			pl.name, r.peakMB, maxMem>>20, r.fetch.Seconds(), r.first.Seconds(), r.steady.Seconds(), r.memFirst.Seconds(), r.memSteady.Seconds(),
-			r.steady.Seconds()/r.memSteady.Seconds(), r.valAcc, r.memAcc)
+		b.Logf("%s: node peak RSS %.0f MB (--max-memory %d MiB); job start to training %.1f s; streamed epoch 1 %.2f s, epochs 2-3 %.2f s (%.2f CPU-s); in memory epoch 1 %.2f s, epochs 2-3 %.2f s (%.2f CPU-s); ratio %.2f (CPU %.2f); validation accuracy %.4f streamed, %.4f in memory",
+			pl.name, r.peakMB, maxMem>>20, r.fetch.Seconds(), r.first.Seconds(), r.steady.Seconds(), r.steadyCPU.Seconds(), r.memFirst.Seconds(), r.memSteady.Seconds(), r.memSteadyCPU.Seconds(),
+			r.steady.Seconds()/r.memSteady.Seconds(), r.steadyCPU.Seconds()/r.memSteadyCPU.Seconds(), r.valAcc, r.memAcc)
 		b.ReportMetric(r.peakMB, pl.name+"-node-peak-rss-MB")
 		b.ReportMetric(r.steady.Seconds(), pl.name+"-stream-epoch-s")
 		b.ReportMetric(r.memSteady.Seconds(), pl.name+"-memory-epoch-s")
 		b.ReportMetric(r.steady.Seconds()/r.memSteady.Seconds(), pl.name+"-ratio")
+		b.ReportMetric(r.steadyCPU.Seconds()/r.memSteadyCPU.Seconds(), pl.name+"-cpu-ratio")
 	}
 	b.ReportMetric(res[0].fetch.Seconds(), "first-job-fetch-s")
 	b.ReportMetric(0, "ns/op")
+}
+
+// cpuProfile starts a CPU profile of this process into
+// $FEDGRID_BENCH_PROFILES/<name>-cpu.pprof when that variable names a
+// directory (profiling a run: the node's training of each job, and each
+// in-memory run); stop ends it. Without the variable it does nothing.
+func cpuProfile(name string) (stop func(), err error) {
+	dir := os.Getenv("FEDGRID_BENCH_PROFILES")
+	if dir == "" {
+		return nil, nil
+	}
+	f, err := os.Create(filepath.Join(dir, name+"-cpu.pprof"))
+	if err != nil {
+		return nil, err
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		_ = f.Close()
+		return nil, err
+	}
+	return func() { pprof.StopCPUProfile(); _ = f.Close() }, nil
 }
 
 // startTimer marks when TrainSource finished reading every row: the
