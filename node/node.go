@@ -733,7 +733,11 @@ func (n *Node) train(ctx context.Context, g *wire.ClaimResponse, pl *plan.Plan, 
 	}
 	n.log.Info("training", "job", g.Job, "attempt", g.Attempt, "engine", n.cfg.Engine, "rows", src.NumRows())
 	start := time.Now()
-	model, err := n.cfg.Train(ctx, pl, src, plan.TrainOptions{Init: init, Progress: progress, Engine: n.cfg.Engine, MaxMemory: n.jobMemory()})
+	// A streamed run keeps its preprocessed rows in a scratch file beside
+	// the shard cache (a "*.tmp" there: removed at the next start if a
+	// crash left it), within the cache's size.
+	model, err := n.cfg.Train(ctx, pl, src, plan.TrainOptions{Init: init, Progress: progress, Engine: n.cfg.Engine, MaxMemory: n.jobMemory(),
+		ScratchDir: n.cache.dir, ScratchMax: n.cfg.CacheSize})
 	n.metrics.trained(start, err)
 	if err != nil {
 		return nil, fmt.Errorf("training failed: %w", err)

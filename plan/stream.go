@@ -37,6 +37,13 @@ import (
 // the buffer holds every training row it is a full shuffle. Validation
 // reads the validation blocks after each epoch, a block at a time; only
 // each row's loss, score and label are kept (for the AUC).
+//
+// With TrainOptions.ScratchDir, the first epoch (and the first validation)
+// also writes each block's rows, preprocessed and checked, into a scratch
+// file (spill.go); later epochs read a block from there with one read into
+// the buffer, skipping the source's read, checksums, decoding, the one_hot
+// lookups and the preprocessing. The values are the same bytes, so the
+// model is the same.
 
 // DefaultStreamBuffer bounds the shuffle buffer of a streamed run, in
 // bytes of rows, when the memory allows more.
@@ -194,6 +201,10 @@ func trainStream(ctx context.Context, p *Plan, pr *program, src dataset.Source, 
 		return nil, err
 	}
 	f.states = statesFromStats(p, pr.inputs, st)
+	if p.Train.Epochs > 1 {
+		f.spill = newSpill(opt.ScratchDir, opt.ScratchMax, n, f.d, sp.blockRows)
+		defer f.spill.close()
+	}
 	m := &Model{Format: ModelFormat, Preprocess: f.states}
 	m.Metrics.TrainRows, m.Metrics.ValidationRows = sp.trainRows, sp.valRows
 	return train(ctx, p, pr, opt, f, m, nil)
@@ -398,6 +409,7 @@ type streamFeeder struct {
 	window int
 	rng    *rand.Rand
 	states []PreprocessState
+	spill  *spill // the prepared rows of the blocks read so far; nil for none
 
 	buf, bufY     []float64 // the window's rows
 	idx           []int
@@ -439,6 +451,29 @@ func (f *streamFeeder) prepare(x []float64) error {
 	return nil
 }
 
+// prepared fills x and y with blk's rows, preprocessed: from the spill
+// when it holds them, else read from the source, preprocessed and checked
+// (and then kept in the spill). x and y may be f.blockX and f.blockY.
+func (f *streamFeeder) prepared(ctx context.Context, blk block, x, y []float64) error {
+	b := blk.from / f.sp.blockRows
+	if f.spill.has(b) && f.spill.read(b, blk, x, y) == nil {
+		return nil
+	} // else (a failed read ended the spill) the source again
+	k, err := f.readBlock(ctx, blk)
+	if err != nil {
+		return err
+	}
+	if k > 0 && &x[0] != &f.blockX[0] {
+		copy(x, f.blockX[:k*f.d])
+		copy(y, f.blockY[:k])
+	}
+	if err := f.prepare(x); err != nil {
+		return err
+	}
+	f.spill.write(b, blk, x, y)
+	return nil
+}
+
 // fit is the first pass: statistics of the training rows' raw inputs.
 func (f *streamFeeder) fit(ctx context.Context) (*colStats, error) {
 	st := newColStats(f.d)
@@ -464,14 +499,8 @@ func (f *streamFeeder) batches(ctx context.Context, bs int, step func(xb, yb []f
 	have, fed := 0, 0
 	for w := 0; w < len(order); w += f.window {
 		for _, blk := range order[w:min(w+f.window, len(order))] {
-			k, err := f.readBlock(ctx, blk)
-			if err != nil {
-				return 0, err
-			}
-			x := f.buf[have*d : (have+k)*d]
-			copy(x, f.blockX[:k*d])
-			copy(f.bufY[have:], f.blockY[:k])
-			if err := f.prepare(x); err != nil {
+			k := blk.to - blk.from
+			if err := f.prepared(ctx, blk, f.buf[have*d:(have+k)*d], f.bufY[have:have+k]); err != nil {
 				return 0, err
 			}
 			have += k
@@ -509,12 +538,9 @@ func (f *streamFeeder) batches(ctx context.Context, bs int, step func(xb, yb []f
 func (f *streamFeeder) validate(ctx context.Context, pr *program, params [][]float64) (loss, score, y []float64, err error) {
 	f.vloss, f.vscore, f.vy = f.vloss[:0], f.vscore[:0], f.vy[:0]
 	for _, blk := range f.sp.val {
-		k, err := f.readBlock(ctx, blk)
-		if err != nil {
-			return nil, nil, nil, err
-		}
+		k := blk.to - blk.from
 		x := f.blockX[:k*f.d]
-		if err := f.prepare(x); err != nil {
+		if err := f.prepared(ctx, blk, x, f.blockY[:k]); err != nil {
 			return nil, nil, nil, err
 		}
 		vals := pr.forward(params, x, k)

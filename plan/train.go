@@ -41,6 +41,17 @@ type TrainOptions struct {
 	// of this many rows whatever the memory; 0 sizes the buffer from
 	// MaxMemory (at most DefaultStreamBuffer bytes).
 	BufferRows int
+	// ScratchDir, when set, lets a streamed run keep the rows it has read
+	// and preprocessed in a temporary file in this directory (removed when
+	// the run ends), so that every epoch after the first reads them from
+	// there with one read per block instead of reading and preprocessing
+	// the source again. The file holds the very values the run would
+	// compute again, so the model is the same with or without it. It is
+	// not made when it would be more than ScratchMax bytes (when > 0):
+	// the rows times (inputs + 1) times 8. A run whose scratch file cannot
+	// be created or written reads the source every epoch.
+	ScratchDir string
+	ScratchMax int64
 }
 
 // Engine names a gradient engine.
