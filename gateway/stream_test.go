@@ -10,7 +10,9 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/fedgrid/fedgrid/dataset"
 	"github.com/fedgrid/fedgrid/node"
+	"github.com/fedgrid/fedgrid/plan"
 	"github.com/fedgrid/fedgrid/wire"
 )
 
@@ -83,6 +85,73 @@ func TestShardCacheSavesFetches(t *testing.T) {
 	if s := streams(); s != 4 {
 		t.Fatalf("after damaging the cache: %d streams, want 4", s)
 	}
+}
+
+// A node that streams a job (its memory is less than the rows need in
+// memory) gives the run a scratch directory in its shard cache: the rows
+// come from the cache file for the statistics pass and the first epoch
+// only, and the scratch file is gone when the job ends.
+func TestStreamedJobReadsItsRowsTwice(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	e := setup(t, ctx, 1)
+	p, err := plan.Parse(e.plan)
+	if err != nil {
+		t.Fatal(err)
+	}
+	inMem, err := plan.TrainMemory(p, e.ds.Rows)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	type run struct {
+		scratch   string
+		rows      int // rows the source gave
+		trainRows int
+		streamed  bool
+	}
+	runs := make(chan run, 1)
+	e.AddNode(t, ctx, func(c *node.Config) {
+		c.DataDir, c.MaxMemory = dir, inMem-1
+		c.Train = func(ctx context.Context, p *plan.Plan, src dataset.Source, o plan.TrainOptions) (*plan.Model, error) {
+			cs := &countRows{Source: src}
+			m, err := plan.TrainSource(ctx, p, cs, o)
+			if err == nil {
+				runs <- run{o.ScratchDir, cs.rows, m.Metrics.TrainRows, m.Metrics.TrainRows+m.Metrics.ValidationRows == src.NumRows() && o.MaxMemory < inMem}
+			}
+			return m, err
+		}
+	})
+	j, err := e.clients[0].Submit(ctx, e.gw.Peer().ID(), e.ds.ID, e.plan)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if j, err = e.clients[0].Wait(ctx, e.gw.Peer().ID(), j.ID, nil); err != nil || j.State != wire.StateSucceeded {
+		t.Fatalf("job: %+v %v", j, err)
+	}
+	r := <-runs
+	if !r.streamed || r.scratch != filepath.Join(dir, "shards") {
+		t.Fatalf("run: %+v", r)
+	}
+	if want := r.trainRows + e.ds.Rows; r.rows != want {
+		t.Errorf("the shard gave %d rows over %d epochs; want %d (the statistics pass and the first epoch)", r.rows, p.Train.Epochs, want)
+	}
+	if tmp, _ := filepath.Glob(filepath.Join(dir, "shards", "*.tmp")); len(tmp) != 0 {
+		t.Errorf("left behind: %v", tmp)
+	}
+}
+
+// countRows counts the rows a source gives.
+type countRows struct {
+	dataset.Source
+	rows int
+}
+
+func (s *countRows) Scan(ctx context.Context, from, to, batchRows int, fn func(*dataset.Batch) error) error {
+	return s.Source.Scan(ctx, from, to, batchRows, func(b *dataset.Batch) error {
+		s.rows += b.Len
+		return fn(b)
+	})
 }
 
 // metricValue is a counter's value in reg, of the series whose only
