@@ -363,7 +363,7 @@ func nodeCmd(g *globals) *cobra.Command {
 	c.Flags().IntVar(&cfg.Slots, "slots", cfg.Slots, "jobs this node runs at once")
 	c.Flags().StringVar(&engine, "engine", string(cfg.Engine), "gradient engine for the jobs it trains: native (fast) or gorgonia (autodiff reference)")
 	c.Flags().StringVar(&maxMemory, "max-memory", "", "memory this node's jobs may use together, e.g. 4GiB (default: the cgroup limit or the physical memory); each slot gets an equal share, the node claims no job that needs more and streams the rows of a job that cannot hold them; also the Go runtime's memory limit unless GOMEMLIMIT is set")
-	c.Flags().StringVar(&cacheSize, "cache-size", "", "disk the shard cache (DATA/shards: the rows of past jobs, for later jobs on the same dataset version and shard) may use, e.g. 20GiB (default 8GiB); the least recently used shards go first")
+	c.Flags().StringVar(&cacheSize, "cache-size", "", "disk the shard cache (DATA/shards: the rows of past jobs, for later jobs on the same dataset version and shard) may use, e.g. 20GiB (default 8GiB); the least recently used shards go first. A streamed job keeps its preprocessed rows there too, in a scratch file of at most this size, for the epochs after the first")
 	c.Flags().StringVar(&metricsAddr, "metrics", "", "serve Prometheus metrics at http://ADDR/metrics (HOST:PORT; port 0 picks one, shown as http= in the ready line)")
 	return c
 }
