@@ -429,6 +429,9 @@ func BenchmarkStreamTraining(b *testing.B) {
 		res[i].memSteadyCPU = steadyCPU(cpus)
 		res[i].memAcc = m.Metrics.ValidationAccuracy
 	}
+	if os.Getenv("FEDGRID_BENCH_SCRATCH") == "off" {
+		b.Log("FEDGRID_BENCH_SCRATCH=off: the node streamed without its scratch file")
+	}
 	for i, pl := range plans {
 		r := res[i]
 		b.Logf("%s: node peak RSS %.0f MB (--max-memory %d MiB); job start to training %.1f s; streamed epoch 1 %.2f s, epochs 2-3 %.2f s (%.2f CPU-s); in memory epoch 1 %.2f s, epochs 2-3 %.2f s (%.2f CPU-s); ratio %.2f (CPU %.2f); validation accuracy %.4f streamed, %.4f in memory",
