@@ -113,22 +113,14 @@ func TestStreamScratchFallsBackToTheSource(t *testing.T) {
 
 	// A read that fails (the file closed under the spill) ends the spill;
 	// the epoch feeds the same rows from the source.
-	pr, err := compile(p)
-	if err != nil {
-		t.Fatal(err)
-	}
-	rd, err := newInputReader(p, pr, tab.Columns())
-	if err != nil {
-		t.Fatal(err)
-	}
 	epochs := func(sp *spill, breakAfter int) [][]float64 {
-		spl := newStreamPlan(p, pr, tab, tab.NumRows())
-		f := &streamFeeder{blockReader: newBlockReader(p, pr, tab, rd, spl.blockRows, true), sp: spl, window: 2, rng: newShuffle(p.Train.Seed), spill: sp}
+		f := newTestFeeder(t, p, tab, 2)
+		f.spill = sp
 		st, err := f.fit(context.Background())
 		if err != nil {
 			t.Fatal(err)
 		}
-		f.states = statesFromStats(p, pr.inputs, st)
+		f.states = statesFromStats(p, f.d, st)
 		var out [][]float64
 		for e := range 3 {
 			if e == breakAfter {
@@ -147,7 +139,8 @@ func TestStreamScratchFallsBackToTheSource(t *testing.T) {
 		return out
 	}
 	plain := epochs(nil, -1)
-	sp := newSpill(t.TempDir(), 0, tab.NumRows(), pr.inputs, newStreamPlan(p, pr, tab, tab.NumRows()).blockRows)
+	probe := newTestFeeder(t, p, tab, 2)
+	sp := newSpill(t.TempDir(), 0, tab.NumRows(), probe.d, probe.sp.blockRows)
 	if sp == nil {
 		t.Fatal("no spill")
 	}

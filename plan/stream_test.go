@@ -76,18 +76,9 @@ func TestStreamFeedsEveryTrainingRowOncePerEpoch(t *testing.T) {
 	p.Preprocess = nil
 	p.Params["w"] = ParamDef{Shape: []int{1, 1}, Init: "zeros"}
 	p.Train.BatchSize = 32
-	pr, err := compile(p)
-	if err != nil {
-		t.Fatal(err)
-	}
-	rd, err := newInputReader(p, pr, tab.Columns())
-	if err != nil {
-		t.Fatal(err)
-	}
-	sp := newStreamPlan(p, pr, tab, n)
 	const window = 3
-	f := &streamFeeder{blockReader: newBlockReader(p, pr, tab, rd, sp.blockRows, true), sp: sp, window: window,
-		rng: newShuffle(p.Train.Seed)}
+	f := newTestFeeder(t, p, tab, window)
+	sp := f.sp
 	val := map[int]bool{}
 	for _, blk := range sp.val {
 		for r := blk.from; r < blk.to; r++ {
@@ -139,6 +130,22 @@ func TestStreamFeedsEveryTrainingRowOncePerEpoch(t *testing.T) {
 	if jumps < len(orders[0])/4 {
 		t.Errorf("only %d of %d neighbouring rows come from different blocks", jumps, len(orders[0]))
 	}
+}
+
+// newTestFeeder is the feeder of a streamed run of p over src with a
+// window of window blocks (its preprocessing not yet fitted).
+func newTestFeeder(t *testing.T, p *Plan, src dataset.Source, window int) *streamFeeder {
+	t.Helper()
+	pr, err := compile(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rd, err := newInputReader(p, pr, src.Columns())
+	if err != nil {
+		t.Fatal(err)
+	}
+	sp := newStreamPlan(p, pr, src, src.NumRows())
+	return &streamFeeder{blockReader: newBlockReader(p, pr, src, rd, sp.blockRows, true), sp: sp, window: window, rng: newShuffle(p.Train.Seed)}
 }
 
 func newShuffle(seed int64) *rand.Rand {
