@@ -258,8 +258,8 @@ func BenchmarkStreamTraining(b *testing.B) {
 	// A new version gets its catalog summary (computeMarginals: a scan of
 	// every row) once, in the gateway's background loop. Wait for it, so
 	// that the node's epochs, like the in-memory ones, run beside an idle
-	// gateway: on this 2-core machine the scan (some 14 CPU-seconds at 5M
-	// rows) would otherwise share the cores with the first job.
+	// gateway: on this 2-core machine the scan (seconds of CPU at 5M rows)
+	// would otherwise share the cores with the first job.
 	t0 = time.Now()
 	for {
 		d, err := g.store.Dataset(ds.ID)
