@@ -216,11 +216,14 @@ func TestBurstSurvivesKill(t *testing.T) {
 				if id, ok := strings.CutPrefix(line, "READY "); ok {
 					userID = id
 				}
-				if killed {
-					continue // written after the kill was sent: not counted
-				}
+				// A line read after the kill was sent was still written before the
+				// process died (stdout is unbuffered): its spend was acknowledged
+				// and counts, or the bound below would miss what sat in the pipe.
 				if r, ok := strings.CutPrefix(line, "SPENT "); ok {
 					acked[r] = true
+				}
+				if killed {
+					continue
 				}
 				if strings.HasPrefix(line, "REFUSED ") {
 					refused++
