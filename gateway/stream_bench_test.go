@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"math"
@@ -261,21 +260,8 @@ func BenchmarkStreamTraining(b *testing.B) {
 	// gateway: on this 2-core machine the scan (seconds of CPU at 5M rows)
 	// would otherwise share the cores with the first job.
 	t0 = time.Now()
-	for {
-		d, err := g.store.Dataset(ds.ID)
-		if err != nil {
-			b.Fatal(err)
-		}
-		if _, err := g.store.CatalogSummary(d.ID, summaryVersion(d)); err == nil {
-			break
-		} else if !errors.Is(err, store.ErrNotFound) {
-			b.Fatal(err)
-		}
-		select {
-		case <-ctx.Done():
-			b.Fatal("no catalog summary:", ctx.Err())
-		case <-time.After(100 * time.Millisecond):
-		}
+	if err := g.WaitSummary(ctx, ds.ID); err != nil {
+		b.Fatal(err)
 	}
 	b.Logf("the gateway's catalog summary of the version came %.1f s later", time.Since(t0).Seconds())
 	_, src, err := g.store.OpenDataset(ds.ID)

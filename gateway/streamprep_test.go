@@ -126,6 +126,11 @@ func TestStreamedPrepMatchesInMemoryFit(t *testing.T) {
 		if err := e.gw.Store().PutDataset(ds, buf.Bytes()); err != nil {
 			t.Fatal(err)
 		}
+		// The version's catalog summary is a scan of its own, made in the
+		// background: wait for it so that only the job's passes count.
+		if err := e.gw.WaitSummary(ctx, ds.ID); err != nil {
+			t.Fatal(err)
+		}
 		scans := e.gw.DatasetScans()
 		_, pj := prepPlan(t, 2, 2)
 		m, j := e.trainModel(t, ctx, ds.ID, pj)
@@ -170,6 +175,11 @@ func TestStreamedPrepMatchesInMemoryFit(t *testing.T) {
 				n = append(n, gw.DatasetScans())
 			}
 			return n
+		}
+		for i, gw := range f.gws {
+			if err := gw.WaitSummary(ctx, f.ds[i].ID); err != nil {
+				t.Fatal(err)
+			}
 		}
 		before := scans()
 		if s, err = f.cl.Federate(ctx, s, client.FedRunOptions{Poll: 50 * time.Millisecond}); err != nil {
