@@ -92,8 +92,10 @@ func TestPrivateMarginals(t *testing.T) {
 			}
 		}
 		if !clean {
-			// Designed to happen once in a thousand summaries; more is a bug.
-			if spurious++; spurious > 1 {
+			// Designed to happen about once in a thousand summaries (measured:
+			// 19 in 30,600); two of these 51 then happen once in ~2,000 runs,
+			// four about once in 10^8. A bug shows in most summaries.
+			if spurious++; spurious > 3 {
 				t.Fatalf("%d of %d summaries show empty ranges", spurious, trial+1)
 			}
 			continue
