@@ -39,8 +39,10 @@ const searchGatewaysPerProc = 50
 // provider) and recall (the share of the gateways holding a matching
 // dataset that the search returned). This process runs the network peer
 // and the client; the gateways run in child processes of 50 each (their
-// own badger store and libp2p host each), started together. make bench
-// runs it; BENCHMARKS.md has the figures.
+// own badger store and libp2p host each), started together. Besides the
+// latency it reports the CPU time a search costs the gateways' processes
+// and this one (client and network peer), and the gateways' CPU while
+// nobody searches. make bench runs it; BENCHMARKS.md has the figures.
 //
 // FEDGRID_BENCH_GATEWAYS selects the sizes (default "10,50,100"; make
 // bench-search300 runs "10,50,100,300", the size issue 18 asks for).
@@ -187,6 +189,7 @@ type searchEnv struct {
 	startup time.Duration // until every gateway ran
 	indexed time.Duration // until every gateway had provided its keys
 	cold    time.Duration // the client's first search (it dials every gateway)
+	idleCPU float64       // the gateways' CPU while idle, in cores
 }
 
 // startSearchEnv starts the network peer in this process, n gateways in
@@ -272,6 +275,18 @@ func benchSearch(b *testing.B, e *searchEnv) {
 		}
 		defer pprof.StopCPUProfile()
 	}
+	// The gateways' CPU while nobody searches (DHT upkeep: routing table
+	// refreshes, their answers, AutoNAT), over a window before the timed
+	// searches, so that their CPU per search can be told from it. Once per
+	// size: the run with b.N = 1 skips it.
+	if b.N > 1 {
+		const idleWindow = 10 * time.Second
+		before := e.childCPU(b)
+		// A sleep is the point here: the idle window is what is measured.
+		time.Sleep(idleWindow)
+		e.idleCPU = float64(e.childCPU(b)-before) / float64(idleWindow)
+	}
+	gwCPU, selfCPU := e.childCPU(b), cpuTime(b, os.Getpid())
 	var lat []time.Duration
 	var recall float64
 	b.ResetTimer()
@@ -292,6 +307,7 @@ func benchSearch(b *testing.B, e *searchEnv) {
 		recall += float64(len(seen)) / float64(e.n)
 	}
 	b.StopTimer()
+	gwCPU, selfCPU = e.childCPU(b)-gwCPU, cpuTime(b, os.Getpid())-selfCPU
 	// What the processes hold after the searches.
 	var fdsMax, anonMiB, rssMiB float64
 	for _, p := range e.procs {
@@ -315,7 +331,19 @@ func benchSearch(b *testing.B, e *searchEnv) {
 	b.ReportMetric(e.indexed.Seconds(), "index-s")
 	b.ReportMetric(fdsMax, "proc-fds-max")
 	b.ReportMetric(anonMiB/float64(e.n), "gw-anon-MB")
+	b.ReportMetric(float64(gwCPU.Microseconds())/1000/float64(b.N), "gw-cpu-ms/search")
+	b.ReportMetric(float64(selfCPU.Microseconds())/1000/float64(b.N), "client-cpu-ms/search")
+	b.ReportMetric(100*e.idleCPU, "gw-idle-cpu-%")
 	b.ReportMetric(0, "ns/op")
+}
+
+// childCPU is the user + system CPU time of every gateway process.
+func (e *searchEnv) childCPU(b *testing.B) time.Duration {
+	var sum time.Duration
+	for _, p := range e.procs {
+		sum += cpuTime(b, p.Pid())
+	}
+	return sum
 }
 
 // openFiles counts a process's open file descriptors.
