@@ -18,10 +18,10 @@ export FEDGRID_LOCALNET := $(CURDIR)/bin/localnet
 # Debian's python3 (with python3-pytest, -torch, -numpy, -pandas, -nbconvert), not a pyenv shim.
 PYTHON ?= /usr/bin/python3
 
-.PHONY: help build localnet test test-python test-short demo bench bench-ingest lint fmt vet tidy-check check clean ui ui-check image-context image deploy-check test-netns docs openapi-lint
+.PHONY: help build localnet test test-python test-short demo bench bench-ingest bench-search300 lint fmt vet tidy-check check clean ui ui-check image-context image deploy-check test-netns docs openapi-lint
 
 help: ## list the targets
-	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
+	@grep -E '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
 
 build: ## build bin/fedgrid
 	@mkdir -p bin
@@ -73,6 +73,11 @@ bench: build ## training speed vs PyTorch, job dispatch, search, budget spends, 
 	$(GO) test -run XXX -bench StreamTraining -benchtime 1x -timeout 40m ./gateway/
 	$(GO) test -run XXX -bench GatewayPrepare -benchtime 1x -timeout 40m ./gateway/
 	@$(MAKE) --no-print-directory bench-ingest
+
+# 301 peers on two cores: the gateways start and index for minutes, hence
+# not part of bench (which runs 10, 50 and 100).
+bench-search300: ## search across 10, 50, 100 and 300 gateways in one run (15+ minutes; BENCHMARKS.md)
+	FEDGRID_BENCH_GATEWAYS=10,50,100,300 $(GO) test -run XXX -bench Search -benchtime 20x -timeout 60m ./gateway/
 
 bench-ingest: ## ingest a generated 1 GB CSV (5M x 20) from a file: MB/s vs a raw read, peak RSS (BENCHMARKS.md)
 	@mkdir -p bin

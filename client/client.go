@@ -34,7 +34,9 @@ type Config struct {
 	Identity crypto.PrivKey
 	PSK      []byte
 	Logger   *slog.Logger
-	// PerGateway bounds each gateway's dial + catalog answer; default 5 s.
+	// PerGateway bounds each gateway's dial, and then its catalog answer, in
+	// a search; default 5 s. A search dials at most MaxDials gateways at
+	// once: the wait for a slot is not counted.
 	PerGateway time.Duration
 	// NewHost, when set, builds the libp2p host (tests: mocknet); see p2p.Config.
 	NewHost p2p.HostFactory
@@ -45,7 +47,16 @@ type Client struct {
 	cfg   Config
 	peer  *p2p.Peer
 	owned bool // Close closes peer
+	// dials bounds the connections searches open at once (MaxDials): a
+	// dial still handshaking is held in libp2p's transient scope, which
+	// admits about 64 (more on machines with more memory), and hundreds
+	// of handshakes at once would only share the CPU.
+	dials chan struct{}
 }
+
+// MaxDials is how many new connections a search opens at once; the rest of
+// the providers it found wait for a slot.
+const MaxDials = 32
 
 // New starts a dial-only peer and waits until it can route DHT queries.
 func New(ctx context.Context, cfg Config) (_ *Client, err error) {
@@ -65,7 +76,7 @@ func New(ctx context.Context, cfg Config) (_ *Client, err error) {
 	if err != nil {
 		return nil, err
 	}
-	c := &Client{cfg: cfg, peer: p, owned: true}
+	c := &Client{cfg: cfg, peer: p, owned: true, dials: make(chan struct{}, MaxDials)}
 	wctx, cancel := context.WithTimeout(ctx, 15*time.Second)
 	defer cancel()
 	if err := p.WaitRouting(wctx, 1); err != nil {
@@ -83,7 +94,7 @@ func Attach(p *p2p.Peer, cfg Config) *Client {
 		cfg.PerGateway = 5 * time.Second
 	}
 	cfg.Network = p.Network
-	return &Client{cfg: cfg, peer: p}
+	return &Client{cfg: cfg, peer: p, dials: make(chan struct{}, MaxDials)}
 }
 
 // ID is the client's peer ID.
@@ -241,9 +252,7 @@ func (c *Client) each(ctx context.Context, keys []string, req *wire.CatalogReque
 	}
 	ask := func(ai peer.AddrInfo) {
 		defer wg.Done()
-		actx, cancel := context.WithTimeout(ctx, c.cfg.PerGateway)
-		defer cancel()
-		resp, err := c.catalog(actx, ai, req)
+		resp, err := c.catalog(ctx, ai, req)
 		if err != nil {
 			c.log().Debug("gateway left out", "gateway", ai.ID, "err", err)
 			mu.Lock()
@@ -321,18 +330,15 @@ func (c *Client) log() *slog.Logger {
 	return c.cfg.Logger
 }
 
-// catalog dials a provider (confirming that it is alive) and asks its catalog.
+// catalog dials a provider (confirming that it is alive), unless a
+// connection from an earlier call is up, and asks its catalog: the dial and
+// the answer within PerGateway each. Waiting for a dial slot (MaxDials) is
+// bounded by ctx only.
 func (c *Client) catalog(ctx context.Context, ai peer.AddrInfo, req *wire.CatalogRequest) (*wire.CatalogResponse, error) {
-	if len(ai.Addrs) == 0 && c.peer.Host.Network().Connectedness(ai.ID) != network.Connected {
-		// A provider record without addresses: ask the DHT where it is.
-		found, err := c.peer.FindPeer(ctx, ai.ID)
-		if err != nil {
+	if c.peer.Host.Network().Connectedness(ai.ID) != network.Connected {
+		if err := c.dial(ctx, ai); err != nil {
 			return nil, err
 		}
-		ai = found
-	}
-	if err := c.peer.Connect(ctx, ai); err != nil {
-		return nil, err
 	}
 	ctx, cancel := context.WithTimeout(ctx, c.cfg.PerGateway)
 	defer cancel()
@@ -344,6 +350,28 @@ func (c *Client) catalog(ctx context.Context, ai peer.AddrInfo, req *wire.Catalo
 		return nil, fmt.Errorf("gateway %s answered in the name of %s", ai.ID, resp.Gateway)
 	}
 	return resp, nil
+}
+
+// dial connects to a provider within PerGateway, once one of the MaxDials
+// slots is free.
+func (c *Client) dial(ctx context.Context, ai peer.AddrInfo) error {
+	select {
+	case c.dials <- struct{}{}:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	defer func() { <-c.dials }()
+	ctx, cancel := context.WithTimeout(ctx, c.cfg.PerGateway)
+	defer cancel()
+	if len(ai.Addrs) == 0 {
+		// A provider record without addresses: ask the DHT where it is.
+		found, err := c.peer.FindPeer(ctx, ai.ID)
+		if err != nil {
+			return err
+		}
+		ai = found
+	}
+	return c.peer.Connect(ctx, ai)
 }
 
 // SplitRef splits "GATEWAY_PEER_ID/ID".

@@ -56,6 +56,9 @@ type sizing struct {
 	low, high int   // connection manager: trim to low above high
 	memory    int64 // resource manager: memory for libp2p
 	fds       int   // resource manager: file descriptors for libp2p
+	// conns, when positive, replaces memory and fds: the resource manager
+	// admits that many connections (maxConnsResourceManager).
+	conns int
 }
 
 func (r Role) sizing() sizing {
@@ -66,8 +69,13 @@ func (r Role) sizing() sizing {
 		return sizing{low: 128, high: 512, memory: 2 << 30, fds: 4096}
 	case RoleNode: // its gateway, the network peer, a few DHT peers
 		return sizing{low: 32, high: 128, memory: 512 << 20, fds: 1024}
-	case RoleClient: // one command's worth of connections
-		return sizing{low: 16, high: 64, memory: 256 << 20, fds: 512}
+	case RoleClient:
+		// One command's worth of connections, but a search dials every
+		// gateway that provides a tag at once: scaled from 256 MiB the
+		// limit was 160 connections, and a search of 300 gateways got
+		// answers from half of them. Connections past high are trimmed
+		// once older than the grace period (a minute).
+		return sizing{low: 16, high: 64, conns: 2048}
 	default: // memory and fds 0: libp2p's AutoScale
 		return sizing{low: 64, high: 256}
 	}
@@ -79,6 +87,9 @@ func (r Role) resourceManager() (network.ResourceManager, error) {
 	limits := rcmgr.DefaultLimits
 	libp2p.SetDefaultServiceLimits(&limits)
 	sz := r.sizing()
+	if sz.conns > 0 {
+		return maxConnsResourceManager(sz.conns)
+	}
 	if sz.memory == 0 {
 		return rcmgr.NewResourceManager(rcmgr.NewFixedLimiter(limits.AutoScale()))
 	}
@@ -274,7 +285,7 @@ func dropQUICWithPSK(cfg *Config, addrs []ma.Multiaddr, log *slog.Logger) []ma.M
 }
 
 // maxConnsResourceManager is libp2p's default resource manager with room for
-// maxConns connections and 16 streams each, and as many streams negotiating
+// maxConns connections (inbound, outbound and in all) and 16 streams each, and as many streams negotiating
 // at once as connections (on a busy machine a thousand nodes' pings,
 // heartbeats and fetches overran the default of about 500). It exports no
 // metrics: its tracing was 6% of a 1,000-node gateway's CPU.
@@ -283,7 +294,7 @@ func maxConnsResourceManager(maxConns int) (network.ResourceManager, error) {
 	libp2p.SetDefaultServiceLimits(&scaling)
 	conns := rcmgr.LimitVal(maxConns)
 	streams := rcmgr.LimitVal(16 * maxConns)
-	system := rcmgr.ResourceLimits{ConnsInbound: conns, Conns: conns, StreamsInbound: streams, Streams: streams}
+	system := rcmgr.ResourceLimits{ConnsInbound: conns, ConnsOutbound: conns, Conns: conns, StreamsInbound: streams, StreamsOutbound: streams, Streams: streams}
 	transient := rcmgr.ResourceLimits{StreamsInbound: conns, Streams: 2 * conns}
 	limits := rcmgr.PartialLimitConfig{System: system, Transient: transient}.Build(scaling.AutoScale())
 	return rcmgr.NewResourceManager(rcmgr.NewFixedLimiter(limits), rcmgr.WithMetricsDisabled())
