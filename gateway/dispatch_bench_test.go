@@ -524,47 +524,42 @@ func benchDispatch(b *testing.B, nodes int) {
 	})
 }
 
-const benchNodeEnv = "FEDGRID_BENCH_NODE"
-
-// TestBenchNodeHelper is not a test on its own: BenchmarkNodeIdleRSS runs
-// it in a child process, a node enrolled at the gateway named in its
-// environment ("<data dir> <gateway multiaddr> <join token>"), serving until
-// its standard input is closed.
-func TestBenchNodeHelper(t *testing.T) {
-	f := strings.Fields(os.Getenv(benchNodeEnv))
-	if len(f) != 3 {
-		t.Skip("helper process for BenchmarkNodeIdleRSS")
+// fedgridBinary returns the fedgrid binary a benchmark runs: $FEDGRID_BIN
+// (make bench exports bin/fedgrid, built by make build), else one built
+// here with go build into dir.
+func fedgridBinary(b *testing.B, dir string) string {
+	if p := os.Getenv("FEDGRID_BIN"); p != "" {
+		if _, err := os.Stat(p); err != nil {
+			b.Fatalf("FEDGRID_BIN=%s: %v (run make build)", p, err)
+		}
+		return p
 	}
-	nd, err := node.Start(context.Background(), node.Config{DataDir: f[0], Network: "gwbench", Listen: []string{loopback}, Gateway: f[1], JoinToken: f[2]})
-	if err != nil {
-		fmt.Println("ERR", err)
-		os.Exit(2)
+	out := filepath.Join(dir, "fedgrid")
+	if msg, err := exec.Command("go", "build", "-o", out, "github.com/fedgrid/fedgrid/cmd/fedgrid").CombinedOutput(); err != nil {
+		b.Fatalf("go build ./cmd/fedgrid: %v\n%s", err, msg)
 	}
-	fmt.Println("READY")
-	_, _ = io.Copy(io.Discard, os.Stdin)
-	if err := nd.Close(); err != nil {
-		fmt.Println("ERR", err)
-	}
+	return out
 }
 
-// BenchmarkNodeIdleRSS measures the resident memory of an idle node process
-// (enrolled, pinging, subscribed to offers) after a job has run on it, and
+// BenchmarkNodeIdleRSS measures the resident memory of an idle node, the
+// real `fedgrid node` process (see fedgridBinary), enrolled at a gateway
+// process, pinging and subscribed to offers, after a job has run on it; and
 // of its gateway. make bench runs it; BENCHMARKS.md has the figures.
+// FEDGRID_BENCH_NODE_SMAPS=FILE copies the node's /proc/PID/smaps there at
+// the time of the measurement (which mappings hold its pages).
 func BenchmarkNodeIdleRSS(b *testing.B) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	sk, _ := p2p.GenerateIdentity()
 	pid, _ := p2p.PeerIDOf(sk)
 	dir := b.TempDir()
+	bin := fedgridBinary(b, dir)
+	b.Logf("node binary: %s", bin)
 	gw, ds, tokens := startBenchGateway(b, dir, []string{pid.String()}, 1)
 	defer gw.stop()
-	cmd := exec.Command(os.Args[0], "-test.run=^TestBenchNodeHelper$", "-test.count=1")
-	cmd.Env = append(os.Environ(), benchNodeEnv+"="+filepath.Join(dir, "node")+" "+gw.addr+" "+tokens[0])
+	cmd := exec.Command(bin, "node", "--data", filepath.Join(dir, "node"), "--network", "gwbench",
+		"--listen", loopback, "--gateway", gw.addr, "--join-token", tokens[0], "--log-level", "warn")
 	cmd.Stderr = os.Stderr
-	stdin, err := cmd.StdinPipe()
-	if err != nil {
-		b.Fatal(err)
-	}
 	out, err := cmd.StdoutPipe()
 	if err != nil {
 		b.Fatal(err)
@@ -572,12 +567,21 @@ func BenchmarkNodeIdleRSS(b *testing.B) {
 	if err := cmd.Start(); err != nil {
 		b.Fatal(err)
 	}
-	defer func() { _ = stdin.Close(); _ = cmd.Wait() }()
-	sc := bufio.NewScanner(out)
-	for sc.Scan() && sc.Text() != "READY" {
-		if strings.HasPrefix(sc.Text(), "ERR") {
-			b.Fatalf("node: %s", sc.Text())
+	defer func() {
+		// SIGTERM: the node stops as a user's Ctrl-C would stop it.
+		_ = cmd.Process.Signal(syscall.SIGTERM)
+		done := make(chan struct{})
+		go func() { _ = cmd.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(30 * time.Second):
+			_ = cmd.Process.Kill()
+			<-done
 		}
+	}()
+	sc := bufio.NewScanner(out) // the node's standard output: its ready line first
+	if !sc.Scan() || !strings.HasPrefix(sc.Text(), "ready ") {
+		b.Fatalf("node did not start: %q %v", sc.Text(), sc.Err())
 	}
 	go func() { _, _ = io.Copy(io.Discard, out) }()
 	cl, err := client.New(ctx, client.Config{Network: "gwbench", Bootstrap: []string{gw.addr}, Identity: sk})
@@ -600,6 +604,15 @@ func BenchmarkNodeIdleRSS(b *testing.B) {
 	// Idle for a while: pings, gossip heartbeats, the GC settling.
 	// A sleep is the point here: the idle period is what is measured.
 	time.Sleep(10 * time.Second)
+	if path := os.Getenv("FEDGRID_BENCH_NODE_SMAPS"); path != "" {
+		smaps, err := os.ReadFile(fmt.Sprintf("/proc/%d/smaps", cmd.Process.Pid))
+		if err != nil {
+			b.Fatal(err)
+		}
+		if err := os.WriteFile(path, smaps, 0o644); err != nil {
+			b.Fatal(err)
+		}
+	}
 	b.ReportMetric(rss(b, cmd.Process.Pid), "node-idle-rss-MB")
 	b.ReportMetric(procStatus(b, cmd.Process.Pid, "RssAnon"), "node-idle-anon-MB")
 	b.ReportMetric(procStatus(b, cmd.Process.Pid, "RssFile"), "node-idle-file-MB")
