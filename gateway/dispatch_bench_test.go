@@ -273,6 +273,21 @@ func cpuTime(b *testing.B, pid int) time.Duration {
 	return time.Duration(utime+stime) * time.Second / 100 // USER_HZ is 100 on Linux
 }
 
+// minorFaults is a process's count of minor page faults (field 10 of
+// /proc/PID/stat): pages mapped again from the page cache, without a read.
+func minorFaults(b *testing.B, pid int) int64 {
+	raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		b.Fatal(err)
+	}
+	f := strings.Fields(string(raw[strings.LastIndexByte(string(raw), ')')+2:]))
+	n, err := strconv.ParseInt(f[7], 10, 64)
+	if err != nil {
+		b.Fatal(err)
+	}
+	return n
+}
+
 // rss is a process's resident set size in MiB.
 func rss(b *testing.B, pid int) float64 { return procStatus(b, pid, "VmRSS") }
 
@@ -545,6 +560,7 @@ func fedgridBinary(b *testing.B, dir string) string {
 // real `fedgrid node` process (see fedgridBinary), enrolled at a gateway
 // process, pinging and subscribed to offers, after a job has run on it; and
 // of its gateway. make bench runs it; BENCHMARKS.md has the figures.
+// The idle window is 10 s, or FEDGRID_BENCH_NODE_IDLE (a duration);
 // FEDGRID_BENCH_NODE_SMAPS=FILE copies the node's /proc/PID/smaps there at
 // the time of the measurement (which mappings hold its pages).
 func BenchmarkNodeIdleRSS(b *testing.B) {
@@ -590,6 +606,7 @@ func BenchmarkNodeIdleRSS(b *testing.B) {
 	}
 	defer cl.Close()
 	gwAddr, _ := p2p.ParseAddrInfos([]string{gw.addr})
+	faults0 := minorFaults(b, cmd.Process.Pid)
 	b.ResetTimer()
 	for range b.N {
 		j, err := cl.Submit(ctx, gwAddr[0].ID, ds.ID, []byte(trivialPlan))
@@ -601,9 +618,22 @@ func BenchmarkNodeIdleRSS(b *testing.B) {
 		}
 	}
 	b.StopTimer()
+	faults1, cpu1 := minorFaults(b, cmd.Process.Pid), cpuTime(b, cmd.Process.Pid)
 	// Idle for a while: pings, gossip heartbeats, the GC settling.
 	// A sleep is the point here: the idle period is what is measured.
-	time.Sleep(10 * time.Second)
+	idle := 10 * time.Second
+	if v := os.Getenv("FEDGRID_BENCH_NODE_IDLE"); v != "" { // a longer idle window, e.g. 2m
+		if idle, err = time.ParseDuration(v); err != nil || idle <= 0 {
+			b.Fatalf("FEDGRID_BENCH_NODE_IDLE=%q: %v", v, err)
+		}
+	}
+	time.Sleep(idle)
+	faults2, cpu2 := minorFaults(b, cmd.Process.Pid), cpuTime(b, cmd.Process.Pid)
+	// The page faults of the jobs and of the idle window: what releasing
+	// the binary's start-up pages (internal/memtrim) costs later.
+	b.ReportMetric(float64(faults1-faults0)/float64(b.N), "node-minflt/job")
+	b.ReportMetric(float64(faults2-faults1)/idle.Seconds(), "node-idle-minflt/s")
+	b.ReportMetric(float64((cpu2-cpu1).Milliseconds())/idle.Seconds(), "node-idle-cpu-ms/s")
 	if path := os.Getenv("FEDGRID_BENCH_NODE_SMAPS"); path != "" {
 		smaps, err := os.ReadFile(fmt.Sprintf("/proc/%d/smaps", cmd.Process.Pid))
 		if err != nil {

@@ -5,6 +5,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -17,6 +18,7 @@ import (
 
 	"github.com/fedgrid/fedgrid/gateway"
 	"github.com/fedgrid/fedgrid/internal/config"
+	"github.com/fedgrid/fedgrid/internal/memtrim"
 	"github.com/fedgrid/fedgrid/internal/version"
 	"github.com/fedgrid/fedgrid/network"
 	"github.com/fedgrid/fedgrid/node"
@@ -302,6 +304,22 @@ func addTLSFlags(c *cobra.Command, cert, key *string) {
 	c.Flags().StringVar(key, "tls-key", "", "PEM private key file of --tls-cert")
 }
 
+// releaseStartupPages gives back the pages of the binary that only the
+// start-up touched (package initialisers, libp2p's construction): a node
+// runs for months, and the file pages its start-up mapped are most of its
+// resident memory otherwise (internal/memtrim, docs/INTERNALS.md "A node's
+// memory"). Pages it uses again come back on their next access.
+func releaseStartupPages(log *slog.Logger) {
+	r, err := memtrim.ReleaseExecutable()
+	switch {
+	case errors.Is(err, errors.ErrUnsupported):
+	case err != nil:
+		log.Warn("start-up pages of the binary not released", "err", err)
+	default:
+		log.Info("start-up pages of the binary released", "resident_mib", r.Resident>>20, "mappings", r.Mappings, "skipped", r.Skipped)
+	}
+}
+
 func nodeCmd(g *globals) *cobra.Command {
 	var pf peerFlags
 	cfg := node.DefaultConfig()
@@ -344,6 +362,7 @@ func nodeCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
+			releaseStartupPages(cfg.Logger)
 			if metricsAddr == "" {
 				ready(g, n.ID().String(), n.Addrs(), "")
 				return serve(cmd.Context(), g, n)
