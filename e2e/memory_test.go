@@ -1,17 +1,23 @@
 package e2e
 
 import (
+	"bytes"
+	"fmt"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/fedgrid/fedgrid/internal/wait"
 )
 
 // TestWidePlanRefusedAtSubmit: a plan that passes every parameter and
 // compute limit but whose activations need gigabytes (w1 [2, 1e6], then
 // three relu) is refused at submit with the memory it needs, because the
 // gateway's only node (--max-memory 1GiB) could not hold it. The node keeps
-// running and trains the next plan that fits.
+// running and trains the next plan that fits (after giving back the pages
+// of the binary its start-up touched: internal/memtrim).
 func TestWidePlanRefusedAtSubmit(t *testing.T) {
 	ctx := testContext(t, 2*time.Minute)
 	f := startFailoverSite(t, ctx)
@@ -53,5 +59,15 @@ func TestWidePlanRefusedAtSubmit(t *testing.T) {
 	}
 	if node.Exited() {
 		t.Fatalf("the node exited: %s", node.State())
+	}
+	// The node gave back its start-up pages of the binary once enrolled
+	// (Linux; internal/memtrim) and trained after that.
+	if runtime.GOOS == "linux" {
+		wait.For(t, 30*time.Second, "the node's log line of its released start-up pages", func() error {
+			if !bytes.Contains(node.Stderr(), []byte("start-up pages of the binary released")) {
+				return fmt.Errorf("not in the node's log:\n%s", node.Stderr())
+			}
+			return nil
+		})
 	}
 }
