@@ -162,14 +162,17 @@ func (g *Gateway) registerFedProtocols() {
 	serve(g, wire.FedFinish(), g.handleFedFinish)
 }
 
-var fedIDPattern = regexp.MustCompile(`^[a-z0-9][a-z0-9-]{0,63}$`)
+// Compiled on first use, not at start: a bounded repetition compiles to
+// hundreds of allocations that every fedgrid process (a node too) would
+// pay in its initialisers (issue 18).
+var fedIDPattern = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`^[a-z0-9][a-z0-9-]{0,63}$`) })
 
 // FedJobID is the ID of a gateway's job for federation id.
 func FedJobID(id string) string { return "fed-" + id }
 
 func (g *Gateway) handleFedJoin(_ context.Context, c caller, req *wire.FedJoinRequest) (*wire.FedJoinResponse, error) {
 	u := c.User
-	if !fedIDPattern.MatchString(req.Federation) {
+	if !fedIDPattern().MatchString(req.Federation) {
 		return nil, p2p.Errorf(p2p.CodeBadRequest, "federation ID must be 1 to 64 lowercase letters, digits or dashes")
 	}
 	if existing, err := g.store.Job(FedJobID(req.Federation)); err == nil {

@@ -16,6 +16,7 @@ import (
 	"slices"
 	"sort"
 	"strings"
+	"sync"
 
 	"github.com/fedgrid/fedgrid/internal/strictjson"
 )
@@ -238,7 +239,10 @@ var opArity = map[string]int{
 	"dropout": 1, "layer_norm": 1, "batch_norm": 3,
 }
 
-var identRE = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]{0,63}$`)
+// Compiled on first use, not at start: a bounded repetition compiles to
+// hundreds of allocations that every fedgrid process (a node too) would
+// pay in its initialisers (issue 18).
+var identRE = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]{0,63}$`) })
 
 // Parse decodes a plan strictly (unknown fields are refused, naming the
 // field; one JSON value only; at most MaxPlanBytes) and validates it.
@@ -540,7 +544,7 @@ func (p *Plan) validateParams() error {
 	total := 0
 	for _, name := range sortedParamNames(p.Params) {
 		d := p.Params[name]
-		if !identRE.MatchString(name) {
+		if !identRE().MatchString(name) {
 			return fmt.Errorf("params: name %q is not an identifier (letters, digits, _; at most 64)", name)
 		}
 		if name == "x" || name == "y" {
@@ -634,7 +638,7 @@ func (p *Plan) validateForward() error {
 		if err := op.validateSettings(where); err != nil {
 			return err
 		}
-		if !identRE.MatchString(op.Out) {
+		if !identRE().MatchString(op.Out) {
 			return fmt.Errorf("%s: output name %q is not an identifier (letters, digits, _; at most 64)", where, op.Out)
 		}
 		if op.Out == "x" || op.Out == "y" {

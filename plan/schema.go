@@ -135,7 +135,7 @@ func jsonPath(loc []string) string {
 			b.WriteString("[" + seg + "]")
 			continue
 		}
-		if identRE.MatchString(seg) {
+		if identRE().MatchString(seg) {
 			b.WriteString("." + seg)
 			continue
 		}

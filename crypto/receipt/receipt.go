@@ -23,6 +23,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 )
 
@@ -143,7 +144,10 @@ const (
 	MaxGateways = 100
 )
 
-var hexHash = regexp.MustCompile(`^[0-9a-f]{64}$`)
+// Compiled on first use, not at start: a bounded repetition compiles to
+// hundreds of allocations that every fedgrid process (a node too) would
+// pay in its initialisers (issue 18).
+var hexHash = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`^[0-9a-f]{64}$`) })
 
 // Problem is one thing about a federated model's provenance that does not hold.
 type Problem struct {
@@ -209,7 +213,7 @@ func Verify(f *Federation, initialSHA256, finalSHA256 string, verify VerifyFunc)
 	}
 	for i, r := range f.Rounds {
 		n := r.Round
-		if !hexHash.MatchString(r.StartSHA256) || !hexHash.MatchString(r.ResultSHA256) {
+		if !hexHash().MatchString(r.StartSHA256) || !hexHash().MatchString(r.ResultSHA256) {
 			add(n, "its start or result weights hash is not a hex SHA-256")
 		}
 		if len(r.Participants) == 0 {

@@ -11,6 +11,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/fedgrid/fedgrid/dataset"
@@ -40,7 +41,10 @@ const (
 	FormatParquet = "parquet"
 )
 
-var hexSHA256 = regexp.MustCompile(`^[0-9a-f]{64}$`)
+// Compiled on first use, not at start: a bounded repetition compiles to
+// hundreds of allocations that every fedgrid process (a node too) would
+// pay in its initialisers (issue 18).
+var hexSHA256 = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`^[0-9a-f]{64}$`) })
 
 func (a *API) uploads() (*resumable.Store, error) {
 	if a.cfg.Uploads == nil {
@@ -139,7 +143,7 @@ func (a *API) createUpload(c *call) (any, error) {
 		return nil, badField("format", "must be csv or parquet")
 	}
 	req.SHA256 = strings.ToLower(strings.TrimSpace(req.SHA256))
-	if req.SHA256 != "" && !hexSHA256.MatchString(req.SHA256) {
+	if req.SHA256 != "" && !hexSHA256().MatchString(req.SHA256) {
 		return nil, badField("sha256", "must be 64 hex digits")
 	}
 	tmpl := resumable.Session{Owner: c.actor(), Size: req.Size, Format: req.Format, SHA256: req.SHA256}
@@ -277,7 +281,7 @@ func (a *API) finishUpload(c *call) (any, error) {
 		return nil, err
 	}
 	want := strings.ToLower(strings.TrimSpace(req.SHA256))
-	if want != "" && !hexSHA256.MatchString(want) {
+	if want != "" && !hexSHA256().MatchString(want) {
 		return nil, badField("sha256", "must be 64 hex digits")
 	}
 	if want != "" && sess.SHA256 != "" && want != sess.SHA256 {

@@ -174,10 +174,13 @@ func Open(dir string, maxSize int64) (*Store, error) {
 // MaxSize is the largest session the store accepts.
 func (s *Store) MaxSize() int64 { return s.maxSize }
 
-var validID = regexp.MustCompile(`^[0-9a-f]{16,64}$`)
+// Compiled on first use, not at start: a bounded repetition compiles to
+// hundreds of allocations that every fedgrid process (a node too) would
+// pay in its initialisers (issue 18).
+var validID = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`^[0-9a-f]{16,64}$`) })
 
 func (s *Store) path(id, name string) (string, error) {
-	if !validID.MatchString(id) {
+	if !validID().MatchString(id) {
 		return "", ErrNotFound
 	}
 	return filepath.Join(s.dir, id, name), nil
@@ -318,7 +321,7 @@ func (s *Store) list() ([]*Session, error) {
 	}
 	var out []*Session
 	for _, e := range ents {
-		if !e.IsDir() || !validID.MatchString(e.Name()) {
+		if !e.IsDir() || !validID().MatchString(e.Name()) {
 			continue
 		}
 		if sess, err := s.Session(e.Name()); err == nil {
@@ -720,7 +723,7 @@ func (s *Store) Sweep(now time.Time, ttl time.Duration) (int, error) {
 	n := 0
 	var errs []error
 	for _, e := range ents {
-		if !e.IsDir() || !validID.MatchString(e.Name()) {
+		if !e.IsDir() || !validID().MatchString(e.Name()) {
 			continue
 		}
 		last, err := s.Touched(e.Name())
