@@ -30,6 +30,7 @@ import (
 	"github.com/fedgrid/fedgrid/gateway"
 	"github.com/fedgrid/fedgrid/gateway/store"
 	"github.com/fedgrid/fedgrid/internal/procstat"
+	"github.com/fedgrid/fedgrid/internal/testproc"
 	"github.com/fedgrid/fedgrid/internal/wait"
 	"github.com/fedgrid/fedgrid/node"
 	"github.com/fedgrid/fedgrid/p2p"
@@ -75,18 +76,8 @@ func TestBenchGatewayHelper(t *testing.T) {
 	if lvl := os.Getenv("FEDGRID_BENCH_LOG"); lvl != "" { // debugging a run: the gateway's log on stderr
 		cfg.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: benchLogLevel(lvl)}))
 	}
-	if path := os.Getenv("FEDGRID_BENCH_CPUPROFILE"); path != "" { // profiling a run
-		f, err := os.Create(path)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer f.Close()
-		if err := pprof.StartCPUProfile(f); err != nil {
-			t.Fatal(err)
-		}
-		defer pprof.StopCPUProfile()
-	}
-	if dir := os.Getenv("FEDGRID_BENCH_PROFILES"); dir != "" { // contention profiles, written when the gateway stops
+	defer testproc.CPUProfile(t, os.Getenv("FEDGRID_BENCH_CPUPROFILE"))() // profiling a run
+	if dir := os.Getenv("FEDGRID_BENCH_PROFILES"); dir != "" {            // contention profiles, written when the gateway stops
 		runtime.SetMutexProfileFraction(5)
 		runtime.SetBlockProfileRate(int(100 * time.Microsecond))
 		defer writeProfiles(t, dir, "gateway")
@@ -405,21 +396,10 @@ func benchDispatch(b *testing.B, nodes int) {
 	// What the idle fleet costs: CPU of the gateway and of this process (the
 	// nodes and clients) over a few seconds without jobs.
 	gwIdle0, selfIdle0, idleStart := gw.cpu(b), cpuTime(b, os.Getpid()), time.Now()
-	var idleProfile *os.File
-	if path := os.Getenv("FEDGRID_BENCH_IDLE_CPUPROFILE"); path != "" { // profiling the idle nodes
-		if idleProfile, err = os.Create(path); err != nil {
-			b.Fatal(err)
-		}
-		if err := pprof.StartCPUProfile(idleProfile); err != nil {
-			b.Fatal(err)
-		}
-	}
+	stopIdleProfile := testproc.CPUProfile(b, os.Getenv("FEDGRID_BENCH_IDLE_CPUPROFILE")) // profiling the idle nodes
 	// A sleep is the point here: the measurement window itself.
 	time.Sleep(3 * time.Second)
-	if idleProfile != nil {
-		pprof.StopCPUProfile()
-		_ = idleProfile.Close()
-	}
+	stopIdleProfile()
 	if os.Getenv("FEDGRID_BENCH_PROFILES") != "" {
 		_ = gw.cmd.Process.Signal(syscall.SIGUSR1)
 	}
@@ -431,16 +411,8 @@ func benchDispatch(b *testing.B, nodes int) {
 
 	b.Run(fmt.Sprintf("nodes=%d", nodes), func(b *testing.B) {
 		idleRSS, idleAnon := rss(b, gw.cmd.Process.Pid), procStatus(b, gw.cmd.Process.Pid, "RssAnon")
-		if path := os.Getenv("FEDGRID_BENCH_NODES_CPUPROFILE"); path != "" && b.N > 1 { // profiling the nodes' side of a burst
-			f, err := os.Create(path)
-			if err != nil {
-				b.Fatal(err)
-			}
-			defer f.Close()
-			if err := pprof.StartCPUProfile(f); err != nil {
-				b.Fatal(err)
-			}
-			defer pprof.StopCPUProfile()
+		if b.N > 1 {
+			defer testproc.CPUProfile(b, os.Getenv("FEDGRID_BENCH_NODES_CPUPROFILE"))() // profiling the nodes' side of a burst
 		}
 		m0, cpu0 := gw.metrics(b), gw.cpu(b)
 		b.ResetTimer()

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"runtime/pprof"
 	"sort"
 	"strconv"
 	"strings"
@@ -159,15 +158,7 @@ func TestBenchSearchGatewaysHelper(t *testing.T) {
 		ids[i] = h.gw.ID()
 	}
 	if dir := os.Getenv("FEDGRID_BENCH_SEARCH_CPUPROFILES"); dir != "" { // profiling the gateways' side of the searches
-		f, err := os.Create(filepath.Join(dir, fmt.Sprintf("search-gw%03d-cpu.pprof", first)))
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer f.Close()
-		if err := pprof.StartCPUProfile(f); err != nil {
-			t.Fatal(err)
-		}
-		defer pprof.StopCPUProfile()
+		defer testproc.CPUProfile(t, filepath.Join(dir, fmt.Sprintf("search-gw%03d-cpu.pprof", first)))()
 	}
 	fmt.Println("READY", strings.Join(ids, " "))
 	testproc.Wait()
@@ -264,16 +255,8 @@ func (e *searchEnv) close(b *testing.B) {
 func benchSearch(b *testing.B, e *searchEnv) {
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
 	defer cancel()
-	if path := os.Getenv("FEDGRID_BENCH_SEARCH_CPUPROFILE"); path != "" && b.N > 1 { // profiling the client's side of the searches
-		f, err := os.Create(path)
-		if err != nil {
-			b.Fatal(err)
-		}
-		defer f.Close()
-		if err := pprof.StartCPUProfile(f); err != nil {
-			b.Fatal(err)
-		}
-		defer pprof.StopCPUProfile()
+	if b.N > 1 {
+		defer testproc.CPUProfile(b, os.Getenv("FEDGRID_BENCH_SEARCH_CPUPROFILE"))() // profiling the client's side of the searches
 	}
 	// The gateways' CPU while nobody searches (DHT upkeep: routing table
 	// refreshes, their answers, AutoNAT), over a window before the timed
