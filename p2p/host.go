@@ -300,7 +300,12 @@ func start(cfg Config, h host.Host, log *slog.Logger, bootstrap []peer.AddrInfo,
 		dht.Mode(mode),
 		dht.ProtocolPrefix(protocol.ID("/fedgrid/"+cfg.Network)),
 		dht.BootstrapPeers(bootstrap...),
-		dht.RoutingTableRefreshPeriod(30*time.Second),
+		// kad-dht's own default. Peers enter each other's routing tables
+		// as they connect; the refresh only looks for peers not yet met.
+		// Every 30 s (as before), 300 gateways' refresh lookups and their
+		// answers took both cores of a 2-core machine (BENCHMARKS.md,
+		// "300 gateways").
+		dht.RoutingTableRefreshPeriod(10*time.Minute),
 	)
 	if err != nil {
 		return nil, fmt.Errorf("start DHT: %w", err)
