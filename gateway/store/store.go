@@ -126,7 +126,11 @@ type Store struct {
 }
 
 // badgerOptions are the store's badger settings: every commit synced to disk
-// before it returns, and modest caches.
+// before it returns, and modest caches. Two compactors (badger's least, its
+// default is four): each wakes on a ticker whether or not there is work, and
+// a gateway's store is small; with 300 gateways on one machine the four took
+// a tenth of their idle CPU (BENCHMARKS.md, "300 gateways"). The number of
+// compactors changes no data on disk.
 func badgerOptions(dir string, logger *slog.Logger) badger.Options {
 	return badger.DefaultOptions(dir).
 		WithLogger(badgerLogger{logger.With("component", "badger")}).
@@ -136,7 +140,8 @@ func badgerOptions(dir string, logger *slog.Logger) badger.Options {
 		WithBlockCacheSize(16 << 20).
 		WithIndexCacheSize(8 << 20).
 		WithValueLogFileSize(256 << 20).
-		WithNumVersionsToKeep(1)
+		WithNumVersionsToKeep(1).
+		WithNumCompactors(2)
 }
 
 // Open opens (creating if needed) the store in dir. logger may be nil.
